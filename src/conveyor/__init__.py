@@ -1,0 +1,68 @@
+"""conveyor: durable background jobs that people can pause, resume, cancel, retry and watch."""
+
+from conveyor.app import Conveyor, EnqueueRequest, WaitTimeout
+from conveyor.context import AsyncJobContext, JobContext, JobInterrupt
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    InvalidParams,
+    InvalidStateError,
+    JobNotFound,
+    PayloadTooLarge,
+    StoreError,
+    UnknownJobType,
+)
+from conveyor.events import (
+    JobCancelled,
+    JobCompleted,
+    JobCreated,
+    JobEvent,
+    JobFailed,
+    JobPaused,
+    JobProgressed,
+    JobRequested,
+    JobResumed,
+    JobRetried,
+    JobStarted,
+)
+from conveyor.lifecycle import TRANSITIONS, JobState, JobStateMachine
+from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.retry import Backoff
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRANSITIONS",
+    "AsyncJobContext",
+    "Backoff",
+    "ConfigurationError",
+    "Conveyor",
+    "ConveyorError",
+    "EnqueueRequest",
+    "HistoryEntry",
+    "InvalidParams",
+    "InvalidStateError",
+    "Job",
+    "JobCancelled",
+    "JobCompleted",
+    "JobContext",
+    "JobCreated",
+    "JobError",
+    "JobEvent",
+    "JobFailed",
+    "JobInterrupt",
+    "JobNotFound",
+    "JobPaused",
+    "JobProgress",
+    "JobProgressed",
+    "JobRequested",
+    "JobResumed",
+    "JobRetried",
+    "JobStarted",
+    "JobState",
+    "JobStateMachine",
+    "PayloadTooLarge",
+    "StoreError",
+    "UnknownJobType",
+    "WaitTimeout",
+]

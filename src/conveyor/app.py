@@ -1,0 +1,430 @@
+"""The app: a registry of job types and the control API, over one store.
+
+Every control operation reads the job, decides the change from the lifecycle table, and applies
+it as a compare-and-set. If the job moved in between (a worker finished it, another operator
+cancelled it), the store refuses the change and the decision is taken again on the fresh state,
+so two racing callers can never both succeed at a move only one of them should make.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from conveyor import payload, transitions
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    InvalidParams,
+    InvalidStateError,
+    UnknownJobType,
+)
+from conveyor.events import (
+    EventBus,
+    JobCancelled,
+    JobCompleted,
+    JobCreated,
+    JobEvent,
+    JobFailed,
+    JobPaused,
+    JobRequested,
+    JobResumed,
+    JobRetried,
+    JobStarted,
+    Subscriber,
+)
+from conveyor.lifecycle import JobState, guard_failure, transition_error
+from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.registry import DEFAULT_PAUSE_TIMEOUT, JobOptions, JobType, check_options
+from conveyor.retry import Backoff
+from conveyor.stores import open_store
+from conveyor.stores.base import Change, ChangeRefused, JobQuery, NewJob, Store
+
+if TYPE_CHECKING:
+    from conveyor.worker import Worker, WorkerStats
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_URL = "sqlite:///conveyor.db"
+MAX_PAGE = 1000
+_RACE_RETRIES = 8
+
+_EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
+    "start": JobStarted, "resume": JobResumed, "pause": JobPaused, "complete": JobCompleted,
+    "fail": JobFailed, "cancel": JobCancelled, "retry": JobRetried,
+}
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """One job for :meth:`Conveyor.enqueue_many`."""
+
+    job_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | None = None
+    delay: float | None = None
+
+
+class Conveyor:
+    """Durable background jobs over a store chosen by URL (SQLite file by default).
+
+    The store is opened, and its schema created or upgraded, on first use, so that defining an
+    app and registering job types at import time never touches the database.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, store: Store | None = None,
+                 rand: Callable[[], float] = random.random, **store_options: Any) -> None:
+        self.url = store.url if store is not None else url
+        self._store = store
+        self._store_options = store_options
+        self._store_lock = threading.Lock()
+        self._types: dict[str, JobType] = {}
+        self.events = EventBus()
+        self.rand = rand
+
+    # -- store -----------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    store = open_store(self.url, **self._store_options)
+                    try:
+                        store.migrate()
+                    except BaseException:
+                        store.close()
+                        raise
+                    self._store = store
+        return self._store
+
+    def use_store(self, url: str) -> None:
+        """Point the app at another store (the CLI's ``--store``) before first use."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.url = url
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- registry --------------------------------------------------------------------------------
+    @overload
+    def job(self, name: F, /) -> F: ...
+    @overload
+    def job(self, name: str | None = None, /, *, max_attempts: int = 3,
+            backoff: Backoff | None = None, timeout: float | None = None,
+            pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
+            queue: str = "default") -> Callable[[F], F]: ...
+
+    def job(self, name: str | F | None = None, /, *, max_attempts: int = 3,
+            backoff: Backoff | None = None, timeout: float | None = None,
+            pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
+            queue: str = "default") -> Callable[[F], F] | F:
+        """Register a job function (sync or ``async def``) under a type name.
+
+        The name defaults to ``module.function``. The function takes a :class:`JobContext`
+        first, then the job's params as keyword arguments.
+        """
+        options = JobOptions(max_attempts, backoff or Backoff(), timeout, pause_timeout,
+                             priority, queue)
+
+        def register(func: F) -> F:
+            type_name = name if isinstance(name, str) else f"{func.__module__}.{func.__qualname__}"
+            if type_name in self._types and self._types[type_name].func is not func:
+                raise ConfigurationError(f"job type {type_name!r} is already registered")
+            self._types[type_name] = JobType.from_function(type_name, func, options)
+            return func
+
+        if callable(name):
+            return register(name)
+        return register
+
+    @property
+    def job_types(self) -> dict[str, JobType]:
+        return dict(self._types)
+
+    def job_type(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobType(name, list(self._types)) from None
+
+    # -- enqueue ---------------------------------------------------------------------------------
+    def enqueue(self, job_type: str, params: dict[str, Any] | None = None, *,
+                queue: str | None = None, priority: int | None = None,
+                run_at: datetime | None = None, delay: float | None = None,
+                max_attempts: int | None = None, timeout: float | None = None,
+                pause_timeout: float | None = None, backoff: Backoff | None = None,
+                actor: str = "api") -> Job:
+        """Validate and store one job; it runs when a worker claims it.
+
+        Unknown types, params that are not JSON or do not fit the function's signature, and bad
+        options raise before anything is written.
+        """
+        new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
+                            delay=delay, max_attempts=max_attempts, timeout=timeout,
+                            pause_timeout=pause_timeout, backoff=backoff)
+        (job,) = self.store.insert_jobs([new], actor=actor)
+        self.events.emit(JobCreated(job, None, actor))
+        return job
+
+    def enqueue_many(self, requests: Iterable[EnqueueRequest], *, actor: str = "api") -> list[Job]:
+        """Validate every job first, then insert them all in one transaction (all or nothing)."""
+        news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
+                              run_at=r.run_at, delay=r.delay) for r in requests]
+        jobs = self.store.insert_jobs(news, actor=actor) if news else []
+        for job in jobs:
+            self.events.emit(JobCreated(job, None, actor))
+        return jobs
+
+    def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
+                 priority: int | None, run_at: datetime | None, delay: float | None,
+                 max_attempts: int | None = None, timeout: float | None = None,
+                 pause_timeout: float | None = None, backoff: Backoff | None = None,
+                 requeued_from: str | None = None,
+                 progress: JobProgress | None = None) -> NewJob:
+        spec = self.job_type(job_type)
+        params = {} if params is None else params
+        payload.validate_object(params, "params")
+        spec.bind(params)
+        check_options(max_attempts, timeout, pause_timeout, queue)
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                     or abs(priority) > 2**31):
+            raise ConfigurationError(f"priority must be a 32-bit integer, not {priority!r}")
+        if run_at is not None and delay is not None:
+            raise ConfigurationError("give run_at or delay, not both")
+        if run_at is not None and run_at.tzinfo is None:
+            raise ConfigurationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        if delay is not None:
+            if not delay >= 0:
+                raise ConfigurationError(f"delay must be >= 0 seconds, not {delay!r}")
+            run_at = self.store.now() + timedelta(seconds=delay)
+        opts = spec.options
+        return NewJob(
+            id=str(uuid.uuid4()), job_type=job_type, params=params,
+            queue=queue or opts.queue,
+            priority=opts.priority if priority is None else priority,
+            max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
+            run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
+            pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
+            backoff=(backoff or opts.backoff).to_dict(), requeued_from=requeued_from,
+            progress=progress,
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        return self.store.get_job(job_id)
+
+    def list(self, state: JobState | str | Iterable[JobState | str] | None = None, *,
+             job_type: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
+             limit: int = 50, before: str | None = None) -> list[Job]:
+        """Jobs newest first, filtered; page with ``before=<last id of the previous page>``."""
+        if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE:
+            raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+        return self.store.list_jobs(JobQuery(
+            states=frozenset(_states(state)), job_types=frozenset(_names(job_type)),
+            queues=frozenset(_names(queue)), limit=limit, before=before))
+
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
+        return self.store.count_by_state(queue)
+
+    def history(self, job_id: str) -> list[HistoryEntry]:
+        return self.store.history(job_id)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` with every event this process causes; returns an unsubscribe."""
+        return self.events.subscribe(callback)
+
+    def wait(self, job_id: str, timeout: float | None = None, *,
+             until_paused: bool = True) -> Job:
+        """Block until the job is terminal (or paused, unless ``until_paused`` is False).
+
+        Raises :class:`WaitTimeout` (a ``TimeoutError``) when ``timeout`` passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = threading.Event()
+        unsubscribe = self.subscribe(lambda e: done.set() if e.job.id == job_id else None)
+        try:
+            delay = 0.01
+            while True:
+                job = self.get(job_id)
+                if job.is_terminal or (until_paused and job.state is JobState.PAUSED
+                                       and not job.resume_requested):
+                    return job
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(f"job {job_id} is still {job.state.value} after {timeout}s")
+                done.wait(delay if left is None else min(delay, left))
+                done.clear()
+                delay = min(delay * 1.5, 0.25)
+        finally:
+            unsubscribe()
+
+    # -- control ---------------------------------------------------------------------------------
+    def pause(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
+        """Ask a running job to pause at its next checkpoint (it stays running until then)."""
+
+        def decide(job: Job) -> list[Change]:
+            if job.state is JobState.RUNNING and not job.cancel_requested:
+                if job.pause_requested:
+                    return []
+                return [transitions.request(job.id, "pause_requested", True,
+                                            frozenset({JobState.RUNNING}), actor, reason)]
+            why = "a cancel is already requested" if job.cancel_requested else ""
+            raise transition_error(job.state, JobState.PAUSED, why)
+
+        return self._control(job_id, decide)
+
+    def resume(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
+        """Mark a paused job ready; a worker with a free slot resumes it from its checkpoint.
+
+        On a running job with a pause request not yet honoured, withdraws the request.
+        """
+
+        def decide(job: Job) -> list[Change]:
+            if job.state is JobState.PAUSED:
+                if job.resume_requested:
+                    return []
+                return [transitions.request(job.id, "resume_requested", True,
+                                            frozenset({JobState.PAUSED}), actor, reason)]
+            if job.state is JobState.RUNNING and job.pause_requested:
+                return [transitions.request(job.id, "pause_requested", False,
+                                            frozenset({JobState.RUNNING}), actor, reason)]
+            raise transition_error(job.state, JobState.RUNNING)
+
+        return self._control(job_id, decide)
+
+    def cancel(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
+        """Cancel now if pending or paused; a running job stops at its next checkpoint, or is
+        stopped by its worker after the grace period."""
+
+        def decide(job: Job) -> list[Change]:
+            if job.state in (JobState.PENDING, JobState.PAUSED):
+                return [transitions.cancel_idle(job.id, job.state, actor,
+                                                reason or "cancelled")]
+            if job.state is JobState.RUNNING:
+                if job.cancel_requested:
+                    return []
+                return [transitions.request(job.id, "cancel_requested", True,
+                                            frozenset({JobState.RUNNING}), actor, reason)]
+            raise transition_error(job.state, JobState.CANCELLED)
+
+        return self._control(job_id, decide)
+
+    def retry(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
+        """Send a failed job back to pending now, if it has retries left."""
+
+        def decide(job: Job) -> list[Change]:
+            why = guard_failure(job.state, JobState.PENDING, attempt=job.attempt,
+                                max_attempts=job.max_attempts)
+            if why is not None:
+                if job.state is JobState.FAILED:
+                    why += "; use requeue to run a copy"
+                raise transition_error(job.state, JobState.PENDING, why)
+            return [transitions.retry(job.id, actor, reason or "manual retry")]
+
+        return self._control(job_id, decide)
+
+    def requeue(self, job_id: str, *, actor: str = "api", keep_checkpoint: bool = False) -> Job:
+        """Enqueue a fresh copy of a job that has stopped for good; it links back to the original.
+
+        The copy starts with attempt 0 and, unless ``keep_checkpoint``, no checkpoint.
+        """
+        original = self.get(job_id)
+        if not original.is_terminal:
+            raise InvalidStateError(
+                f"Cannot requeue job {job_id}: it is {original.state.value}, not completed, "
+                "cancelled or failed for good", from_state=original.state.value)
+        progress = copy.deepcopy(original.progress) if keep_checkpoint else None
+        new = self._new_job(
+            original.job_type, original.params, queue=original.queue,
+            priority=original.priority, run_at=None, delay=None,
+            max_attempts=original.max_attempts, timeout=original.timeout,
+            pause_timeout=original.pause_timeout, backoff=Backoff.from_dict(original.backoff),
+            requeued_from=original.id, progress=progress)
+        (job,) = self.store.insert_jobs([new], actor=actor)
+        self.events.emit(JobCreated(job, None, actor, f"requeued from {original.id}"))
+        return job
+
+    def _control(self, job_id: str, decide: Callable[[Job], list[Change]]) -> Job:
+        for _ in range(_RACE_RETRIES):
+            job = self.store.get_job(job_id)
+            changes = decide(job)
+            if not changes:
+                return job
+            try:
+                after = self.store.apply(changes)
+            except ChangeRefused:
+                continue  # the job moved under us: decide again on its fresh state
+            self.emit_changes(job, changes, after)
+            return after
+        raise ConveyorError(f"job {job_id} kept changing under {_RACE_RETRIES} attempts; try again")
+
+    def apply(self, changes: Sequence[Change]) -> Job:
+        """Apply worker or reaper changes and emit their events (ChangeRefused propagates)."""
+        before_state = None
+        after = self.store.apply(changes)
+        self.emit_changes(before_state, changes, after)
+        return after
+
+    def emit_changes(self, before: Job | None, changes: Sequence[Change], after: Job) -> None:
+        """One event per change, each showing the job as that change left it."""
+        previous = before.state if before is not None else None
+        for index, change in enumerate(changes):
+            source = next(iter(change.when)) if len(change.when) == 1 else previous
+            if index < len(changes) - 1 and change.to_state is not None:
+                job = copy.copy(after)
+                job.state = change.to_state
+            else:
+                job = after
+            event_type = (JobRequested if change.to_state is None
+                          else _EVENT_OF_ACTION.get(change.action, JobRequested))
+            reason = change.reason or (change.action if change.to_state is None else "")
+            self.events.emit(event_type(job, source, change.actor, reason))
+            previous = change.to_state or previous
+
+    # -- workers ---------------------------------------------------------------------------------
+    def worker(self, **options: Any) -> Worker:
+        from conveyor.worker import Worker
+
+        return Worker(self, **options)
+
+    def run_worker(self, concurrency: int = 4, *, burst: bool = False,
+                   queues: Sequence[str] | None = None, **options: Any) -> WorkerStats:
+        """Run a worker in this thread until stopped (SIGINT/SIGTERM) or, with ``burst``, until
+        no runnable work is left."""
+        return self.worker(concurrency=concurrency, queues=queues, **options).run(burst=burst)
+
+
+class WaitTimeout(ConveyorError, TimeoutError):
+    """:meth:`Conveyor.wait` ran out of time; the job is left as it is."""
+
+
+def _states(value: JobState | str | Iterable[JobState | str] | None) -> list[JobState]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, JobState | str) else list(value)
+    states = []
+    for item in items:
+        try:
+            states.append(JobState(item))
+        except ValueError:
+            valid = ", ".join(s.value for s in JobState)
+            raise InvalidParams(f"unknown state {item!r} (valid: {valid})") from None
+    return states
+
+
+def _names(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,169 @@
+"""What a job function receives: progress, checkpoints, and the pause/cancel requests.
+
+Progress calls only touch memory; the worker's monitor writes them out a few times a second,
+so ``ctx.advance()`` in a tight loop costs a few hundred nanoseconds, not a database write.
+
+Pause and cancel take effect at ``ctx.checkpoint()`` by raising a :class:`JobInterrupt`. It
+derives from ``BaseException`` so that job code written as ``except Exception:`` cannot swallow
+it by accident; the worker catches it and performs the transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from conveyor import payload
+from conveyor.errors import LeaseLost
+from conveyor.model import Job, JobProgress
+
+if TYPE_CHECKING:
+    from conveyor.stores.base import Lease, Signals, Store
+
+
+class JobInterrupt(BaseException):  # noqa: N818 - a signal to unwind, not an error
+    """Unwinds a job function at a checkpoint; never catch it in job code."""
+
+
+class PauseInterrupt(JobInterrupt):
+    """The job was asked to pause (by an operator, or by its worker shutting down)."""
+
+
+class CancelInterrupt(JobInterrupt):
+    """The job was asked to cancel."""
+
+
+class LeaseLostInterrupt(JobInterrupt):
+    """The worker no longer holds the job; it must stop without writing anything."""
+
+
+class TimeoutInterrupt(JobInterrupt):
+    """The job ran past its timeout."""
+
+
+@dataclass
+class Execution:
+    """The worker-side state of one running job, shared by the job and the worker's monitor."""
+
+    job: Job
+    lease: Lease
+    store: Store
+    current: int = 0
+    total: int = 0
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    dirty: bool = False
+    db_pause: bool = False
+    db_cancel: bool = False
+    shutdown: bool = False
+    lost: bool = False
+    timed_out: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.current = self.job.progress.current_step
+        self.total = self.job.progress.total_steps
+        self.checkpoint = dict(self.job.progress.last_checkpoint)
+        self.db_pause = self.job.pause_requested
+        self.db_cancel = self.job.cancel_requested
+
+    def snapshot(self) -> JobProgress:
+        return JobProgress(self.current, self.total, self.checkpoint)
+
+    def apply_signals(self, signals: Signals) -> None:
+        self.db_pause = signals.pause_requested
+        self.db_cancel = signals.cancel_requested
+
+    def flush(self) -> bool:
+        """Write progress if it changed; returns whether a write happened."""
+        if not self.dirty or self.lost:
+            return False
+        with self.lock:
+            self.dirty = False
+            try:
+                signals = self.store.save_progress(self.lease, self.snapshot())
+            except LeaseLost:
+                self.lost = True
+                return False
+        self.apply_signals(signals)
+        return True
+
+    def save_checkpoint(self, data: dict[str, Any]) -> None:
+        payload.validate_object(data, "checkpoint")
+        if self.lost:
+            raise LeaseLostInterrupt
+        with self.lock:
+            self.checkpoint = dict(data)
+            self.dirty = False
+            try:
+                signals = self.store.save_progress(self.lease, self.snapshot(), checkpoint=True)
+            except LeaseLost:
+                self.lost = True
+                raise LeaseLostInterrupt from None
+        self.apply_signals(signals)
+
+    def interrupt_if_requested(self) -> None:
+        if self.lost:
+            raise LeaseLostInterrupt
+        if self.db_cancel:
+            raise CancelInterrupt
+        if self.db_pause or self.shutdown:
+            raise PauseInterrupt
+
+
+class _BaseContext:
+    def __init__(self, execution: Execution) -> None:
+        self._x = execution
+
+    @property
+    def job(self) -> Job:
+        """The job as claimed: id, type, attempt, params."""
+        return self._x.job
+
+    @property
+    def checkpoint_data(self) -> dict[str, Any]:
+        """The last saved checkpoint (``{}`` on a first run): where to resume from."""
+        return dict(self._x.checkpoint)
+
+    @property
+    def pause_requested(self) -> bool:
+        return self._x.db_pause or self._x.shutdown
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._x.db_cancel
+
+    def progress(self, current: int, total: int | None = None) -> None:
+        """Set progress to ``current`` (of ``total``); cheap, written out in the background."""
+        self._x.current = int(current)
+        if total is not None:
+            self._x.total = int(total)
+        self._x.dirty = True
+
+    def advance(self, n: int = 1) -> None:
+        """Add ``n`` steps; safe to call in a tight loop."""
+        self._x.current += n
+        self._x.dirty = True
+
+
+class JobContext(_BaseContext):
+    """The context of a sync job (run in a worker thread)."""
+
+    def checkpoint(self, data: dict[str, Any] | None = None) -> None:
+        """Save ``data`` and the progress durably; then honour a pause or cancel request.
+
+        If a request is pending this raises a :class:`JobInterrupt`: let it propagate.
+        """
+        self._x.save_checkpoint(self._x.checkpoint if data is None else data)
+        self._x.interrupt_if_requested()
+
+
+class AsyncJobContext(_BaseContext):
+    """The context of an ``async def`` job: the same API, with ``await ctx.checkpoint(...)``."""
+
+    async def checkpoint(self, data: dict[str, Any] | None = None) -> None:
+        """Save ``data`` without blocking the event loop; then honour a pending request."""
+        snapshot = self._x.checkpoint if data is None else data
+        await asyncio.to_thread(self._x.save_checkpoint, snapshot)
+        self._x.interrupt_if_requested()

@@ -1,0 +1,64 @@
+"""Every error a user of conveyor can cause or meet, one class each.
+
+Callers catch :class:`ConveyorError` to handle anything conveyor raises on purpose; the
+subclasses exist so that the CLI and the HTTP API can map each failure to an exit code or a
+status without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base class of every error conveyor raises deliberately."""
+
+
+class InvalidStateError(ConveyorError):
+    """A lifecycle move that the transition table does not allow (or whose guard failed).
+
+    The message always names both states, e.g. ``Cannot transition from completed to running``.
+    """
+
+    def __init__(self, message: str, *, from_state: str | None = None, to_state: str | None = None):
+        super().__init__(message)
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class JobNotFound(ConveyorError):
+    """No job has the given id."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"No job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class UnknownJobType(ConveyorError):
+    """The job type is not registered with the app."""
+
+    def __init__(self, job_type: str, known: list[str] | None = None):
+        hint = f" (registered: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"Unknown job type {job_type!r}{hint}")
+        self.job_type = job_type
+
+
+class InvalidParams(ConveyorError):
+    """Params that are not JSON, do not fit the job function's signature, or are too large."""
+
+
+class PayloadTooLarge(InvalidParams):
+    """A params or result payload over the documented size limit."""
+
+
+class ConfigurationError(ConveyorError):
+    """A malformed store URL or an option out of range."""
+
+
+class StoreError(ConveyorError):
+    """The store cannot be used: unreachable, corrupt, foreign, or of a newer schema."""
+
+
+class LeaseLost(ConveyorError):
+    """A worker wrote to a job whose lease it no longer holds (fencing refused the write).
+
+    Internal to workers: it never reaches a caller of the control API.
+    """

@@ -1,0 +1,198 @@
+"""The seed's data model: :class:`Job` and :class:`JobProgress`, plus the records around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from conveyor import lifecycle
+from conveyor.lifecycle import JobState
+
+JSONDict = dict[str, Any]
+
+
+def utcnow() -> datetime:
+    """The one clock default: aware UTC, so times compare across processes and stores."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class JobProgress:
+    """How far a job got, and the checkpoint it can resume from (the seed's Memento).
+
+    ``total_steps`` may be 0 when the job does not know its total; ``percent`` is then 0.
+    """
+
+    current_step: int = 0
+    total_steps: int = 0
+    last_checkpoint: JSONDict = field(default_factory=dict)
+
+    @property
+    def percent(self) -> float:
+        if not self.total_steps:
+            return 0.0
+        return min(100.0, (self.current_step / self.total_steps) * 100)
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "current_step": self.current_step,
+            "total_steps": self.total_steps,
+            "percent": round(self.percent, 2),
+            "last_checkpoint": self.last_checkpoint,
+        }
+
+
+@dataclass(frozen=True)
+class JobError:
+    """What a failed attempt left behind: exception type, message and formatted traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+    def to_dict(self) -> JSONDict:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass
+class Job:
+    """A job as stored: configuration (immutable after creation), state, progress and outcome.
+
+    The seed's fields come first; the rest are what a durable, leased, scheduled job needs.
+    """
+
+    id: str
+    state: JobState = JobState.PENDING
+    created_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    job_type: str = ""
+    params: JSONDict = field(default_factory=dict)
+    max_attempts: int = 3
+
+    attempt: int = 0
+    progress: JobProgress = field(default_factory=JobProgress)
+    result: Any = None
+    error: JobError | None = None
+
+    queue: str = "default"
+    priority: int = 0
+    run_at: datetime = field(default_factory=utcnow)
+    timeout: float | None = None
+    pause_timeout: float = 24 * 3600.0
+    backoff: JSONDict = field(default_factory=dict)
+    updated_at: datetime = field(default_factory=utcnow)
+    paused_at: datetime | None = None
+    pause_requested: bool = False
+    cancel_requested: bool = False
+    resume_requested: bool = False
+    worker_id: str | None = None
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    requeued_from: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed, cancelled, or failed with no retry left: nothing will move it again."""
+        return lifecycle.is_terminal(
+            self.state, attempt=self.attempt, max_attempts=self.max_attempts
+        )
+
+    @property
+    def can_retry(self) -> bool:
+        return self.state is JobState.FAILED and self.attempt < self.max_attempts
+
+    @property
+    def legal_actions(self) -> list[str]:
+        """The control verbs that are legal now, derived from the lifecycle table.
+
+        This is what the CLI and the dashboard offer; ``requeue`` is offered for any job
+        that has stopped for good.
+        """
+        targets = lifecycle.legal_targets(
+            self.state, attempt=self.attempt, max_attempts=self.max_attempts
+        )
+        actions: list[str] = []
+        if JobState.PAUSED in targets and not self.pause_requested:
+            actions.append("pause")
+        if self.state is JobState.PAUSED and not self.resume_requested:
+            actions.append("resume")
+        if JobState.CANCELLED in targets and not self.cancel_requested:
+            actions.append("cancel")
+        if JobState.PENDING in targets:
+            actions.append("retry")
+        if self.is_terminal:
+            actions.append("requeue")
+        return actions
+
+    def to_dict(self) -> JSONDict:
+        """A JSON-ready view, shared by the CLI's ``--json`` and the HTTP API."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "job_type": self.job_type,
+            "state": self.state.value,
+            "queue": self.queue,
+            "priority": self.priority,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "params": self.params,
+            "progress": self.progress.to_dict(),
+            "result": self.result,
+            "error": self.error.to_dict() if self.error else None,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "run_at": iso(self.run_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "paused_at": iso(self.paused_at),
+            "timeout": self.timeout,
+            "pause_timeout": self.pause_timeout,
+            "pause_requested": self.pause_requested,
+            "cancel_requested": self.cancel_requested,
+            "resume_requested": self.resume_requested,
+            "worker_id": self.worker_id,
+            "lease_expires_at": iso(self.lease_expires_at),
+            "requeued_from": self.requeued_from,
+            "is_terminal": self.is_terminal,
+            "legal_actions": self.legal_actions,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One row of a job's audit trail: a transition, or a request recorded against the job.
+
+    For a request (``pause_requested``, ...) ``from_state`` equals ``to_state``.
+    """
+
+    id: int
+    job_id: str
+    at: datetime
+    action: str
+    from_state: JobState | None
+    to_state: JobState
+    attempt: int
+    actor: str
+    reason: str
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "at": self.at.isoformat(),
+            "action": self.action,
+            "from_state": self.from_state.value if self.from_state else None,
+            "to_state": self.to_state.value,
+            "attempt": self.attempt,
+            "actor": self.actor,
+            "reason": self.reason,
+        }

@@ -1,0 +1,77 @@
+"""Job types: the functions registered with ``@app.job`` and their per-type options."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.errors import ConfigurationError, InvalidParams
+from conveyor.retry import Backoff
+
+DEFAULT_PAUSE_TIMEOUT = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Options of a job type; each may be overridden per ``enqueue``."""
+
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None
+    pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
+    priority: int = 0
+    queue: str = "default"
+
+    def __post_init__(self) -> None:
+        check_options(self.max_attempts, self.timeout, self.pause_timeout, self.queue)
+
+
+def check_options(max_attempts: int | None, timeout: float | None, pause_timeout: float | None,
+                  queue: str | None) -> None:
+    """Refuse nonsense options up front, with a message naming the option."""
+    if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 0):
+        raise ConfigurationError(f"max_attempts must be an integer >= 0, not {max_attempts!r}")
+    if timeout is not None and not timeout > 0:
+        raise ConfigurationError(f"timeout must be > 0 seconds, not {timeout!r}")
+    if pause_timeout is not None and not pause_timeout > 0:
+        raise ConfigurationError(f"pause_timeout must be > 0 seconds, not {pause_timeout!r}")
+    if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 200):
+        raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A registered job function: its name, options, and how to call it."""
+
+    name: str
+    func: Callable[..., Any]
+    options: JobOptions
+    is_async: bool
+    signature: inspect.Signature
+
+    @classmethod
+    def from_function(cls, name: str, func: Callable[..., Any], options: JobOptions) -> JobType:
+        if not name or not isinstance(name, str) or len(name) > 200:
+            raise ConfigurationError(f"job type name must be a non-empty string, not {name!r}")
+        signature = inspect.signature(func)
+        params = list(signature.parameters.values())
+        if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                                inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            raise ConfigurationError(
+                f"job function {func.__qualname__} must take the JobContext as its first "
+                "positional parameter"
+            )
+        return cls(name, func, options, inspect.iscoroutinefunction(func), signature)
+
+    def bind(self, params: dict[str, Any]) -> None:
+        """Check that ``params`` fit the function's signature (after the context)."""
+        try:
+            self.signature.bind(None, **params)
+        except TypeError as exc:
+            raise InvalidParams(f"params do not fit {self.name}{self._shown()}: {exc}") from None
+
+    def _shown(self) -> str:
+        params = list(self.signature.parameters.values())[1:]
+        return "(" + ", ".join(str(p) for p in params) + ")"

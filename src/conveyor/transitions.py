@@ -1,0 +1,142 @@
+"""Named transitions: one constructor per state change, each a compare-and-set with a reason.
+
+Each function builds the :class:`~conveyor.stores.base.Change` for one row of the lifecycle
+table (or one request), taking its allowed source states from :mod:`conveyor.lifecycle`, so no
+store ever re-types the table. The history can then tell "failed: timed out" from
+"failed: worker lost".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.lifecycle import JobState, find_transition, sources_of
+from conveyor.model import JobError, JobProgress
+from conveyor.stores.base import Change, DbNow, FirstTime, Increment, Lease
+
+S = JobState
+
+
+def _when(source: JobState, target: JobState) -> frozenset[JobState]:
+    row = find_transition(source, target)
+    if row is None:  # pragma: no cover - a programming error, caught by the unit tests
+        raise AssertionError(f"{source} -> {target} is not in the lifecycle table")
+    return frozenset({source})
+
+
+def _release() -> dict[str, Any]:
+    """Columns cleared whenever a job stops running: the worker lets go of it."""
+    return {"worker_id": None, "lease_token": None, "lease_expires_at": None}
+
+
+def _progress(progress: JobProgress | None) -> dict[str, Any]:
+    if progress is None:
+        return {}
+    return {
+        "current_step": progress.current_step,
+        "total_steps": progress.total_steps,
+        "checkpoint": progress.last_checkpoint,
+    }
+
+
+# -- worker writes (fenced by the lease) ----------------------------------------------------
+
+def complete(lease: Lease, result: Any, actor: str) -> Change:
+    return Change(
+        lease.job_id, "complete", _when(S.RUNNING, S.COMPLETED), S.COMPLETED,
+        {"result": result, "finished_at": DbNow(), "cancel_requested": False,
+         "pause_requested": False, **_release()},
+        lease=lease, actor=actor,
+    )
+
+
+def fail(lease: Lease | None, job_id: str, error: JobError, reason: str, actor: str,
+         *, lease_expired: bool = False) -> Change:
+    """running -> failed. From the worker (``lease``) or the reaper (``lease_expired``)."""
+    return Change(
+        job_id, "fail", _when(S.RUNNING, S.FAILED), S.FAILED,
+        {"error": error.to_dict(), "finished_at": DbNow(), "pause_requested": False,
+         **_release()},
+        lease=lease, lease_expired=lease_expired, actor=actor, reason=reason,
+    )
+
+
+def pause_at_checkpoint(lease: Lease, progress: JobProgress | None, actor: str, *,
+                        resume: bool = False, reason: str = "") -> Change:
+    """running -> paused. ``resume`` True when a shutting-down worker hands the job back."""
+    return Change(
+        lease.job_id, "pause", _when(S.RUNNING, S.PAUSED), S.PAUSED,
+        {"paused_at": DbNow(), "pause_requested": False, "resume_requested": resume,
+         **_progress(progress), **_release()},
+        lease=lease, actor=actor, reason=reason,
+    )
+
+
+def cancel_running(lease: Lease | None, job_id: str, progress: JobProgress | None, actor: str,
+                   reason: str, *, lease_expired: bool = False) -> Change:
+    """running -> cancelled, at a checkpoint, after the grace period, or by the reaper."""
+    return Change(
+        job_id, "cancel", _when(S.RUNNING, S.CANCELLED), S.CANCELLED,
+        {"finished_at": DbNow(), "pause_requested": False, **_progress(progress), **_release()},
+        lease=lease, lease_expired=lease_expired, flag="cancel_requested",
+        actor=actor, reason=reason,
+    )
+
+
+# -- control API -----------------------------------------------------------------------------
+
+def cancel_idle(job_id: str, source: JobState, actor: str, reason: str,
+                *, pause_expired: bool = False) -> Change:
+    """pending -> cancelled or paused -> cancelled: nothing runs, so it takes effect at once."""
+    return Change(
+        job_id, "cancel", _when(source, S.CANCELLED), S.CANCELLED,
+        {"finished_at": DbNow(), "resume_requested": False, "pause_requested": False},
+        pause_expired=pause_expired, actor=actor, reason=reason,
+    )
+
+
+def request(job_id: str, what: str, value: bool, when: frozenset[JobState], actor: str,
+            reason: str) -> Change:
+    """Record a request flag (``pause_requested``, ``cancel_requested``, ``resume_requested``)."""
+    action = f"{'request' if value else 'withdraw'}_{what.removesuffix('_requested')}"
+    return Change(job_id, action, when, None, {what: value}, actor=actor, reason=reason)
+
+
+def retry(job_id: str, actor: str, reason: str, *, delay: float = 0.0) -> Change:
+    """failed -> pending, guarded by ``attempt < max_attempts``; runnable after ``delay``."""
+    return Change(
+        job_id, "retry", _when(S.FAILED, S.PENDING), S.PENDING,
+        {"attempt": Increment(), "error": None, "result": None, "finished_at": None,
+         "cancel_requested": False, "pause_requested": False, "run_at": DbNow(delay),
+         "paused_at": None},
+        retryable=True, actor=actor, reason=reason,
+    )
+
+
+def start_values(worker_id: str, token: str, lease_seconds: float) -> dict[str, Any]:
+    """What a claim sets, for stores to use in their claim query."""
+    return {
+        "started_at": FirstTime(), "worker_id": worker_id, "lease_token": token,
+        "lease_expires_at": DbNow(lease_seconds),
+        "pause_requested": False, "resume_requested": False,
+    }
+
+
+def start(job_id: str, source: JobState, worker_id: str, token: str,
+          lease_seconds: float) -> Change:
+    """pending -> running (``start``) or paused -> running (``resume``): a worker's claim.
+
+    ``paused_at`` is kept, so a claimed job whose ``paused_at`` is set is a resumed one
+    (a retry clears it: a pending job never has one).
+    """
+    return Change(
+        job_id, "start" if source is S.PENDING else "resume", _when(source, S.RUNNING),
+        S.RUNNING, start_values(worker_id, token, lease_seconds),
+        flag="resume_requested" if source is S.PAUSED else None, actor=worker_id,
+    )
+
+
+#: For each control verb, the states it accepts (derived from the table where it is a move).
+CANCELLABLE = sources_of(S.CANCELLED)
+PAUSABLE = sources_of(S.PAUSED)
+RETRYABLE = sources_of(S.PENDING)

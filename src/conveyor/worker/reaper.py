@@ -1,0 +1,67 @@
+"""The reaper: fails jobs whose worker stopped heartbeating and cancels over-long pauses.
+
+It runs in every worker at once. That is safe without any leader election because every move it
+makes is the same compare-and-set a worker uses, guarded by "the lease has expired by the
+database's clock" (or "paused for longer than pause_timeout"): a job that completed, or whose
+worker heartbeated, in the meantime no longer matches, and two reapers racing for one job see
+exactly one of them succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from conveyor import transitions
+from conveyor.lifecycle import JobState
+from conveyor.model import JobError
+from conveyor.stores.base import ChangeRefused, Lease
+from conveyor.worker.executor import failure_changes
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.reaper")
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    lost: int = 0
+    pause_timeouts: int = 0
+
+
+def reap(app: Conveyor, actor: str = "reaper", limit: int = 100) -> ReapResult:
+    """One pass of the reaper; returns how many jobs it moved."""
+    lost = 0
+    for job in app.store.expired_leases(limit):
+        if job.lease_token is None:
+            continue
+        lease = Lease(job.id, job.lease_token, job.attempt)
+        if job.cancel_requested:
+            changes = [transitions.cancel_running(lease, job.id, None, actor,
+                                                  "worker lost while cancelling",
+                                                  lease_expired=True)]
+        else:
+            error = JobError("WorkerLost", f"worker {job.worker_id} stopped heartbeating and "
+                             "its lease expired")
+            changes = failure_changes(job, lease, error, "worker lost", actor, app.rand,
+                                      lease_expired=True)
+        try:
+            app.apply(changes)
+            lost += 1
+            log.warning("job %s: worker %s lost; %s", job.id, job.worker_id,
+                        "cancelled" if job.cancel_requested else "failed")
+        except ChangeRefused:
+            pass  # it completed, heartbeated, or another reaper got there first
+    timeouts = 0
+    for job in app.store.expired_pauses(limit):
+        change = transitions.cancel_idle(job.id, JobState.PAUSED, actor,
+                                         f"pause timeout ({job.pause_timeout:g}s)",
+                                         pause_expired=True)
+        try:
+            app.apply([change])
+            timeouts += 1
+        except ChangeRefused:
+            pass
+    return ReapResult(lost, timeouts)

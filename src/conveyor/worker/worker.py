@@ -1,0 +1,417 @@
+"""The worker: claims jobs into free slots, runs them, and keeps their leases alive.
+
+Execution model. Each slot is a daemon thread running the executor pipeline for one job. Sync
+job functions run in that thread; ``async def`` job functions run on one event loop shared by
+the worker (its own thread), and the slot thread waits for them. We chose this over a separate
+process pool because jobs then share the app's objects and connections, a claim costs no fork,
+and async jobs still get real cancellation (``task.cancel()``). The price: a sync job that never
+reaches a checkpoint can only be interrupted between bytecodes (best effort), and a job that
+crashes the interpreter takes the worker with it — the reaper then fails the job as lost and
+retries it, and once its attempts are used up it stays failed, so a poison job cannot make
+workers crash-loop forever.
+
+One monitor thread, ticking a few times a second, writes coalesced progress, learns of pause and
+cancel requests, extends leases every ``heartbeat_interval``, enforces timeouts and the cancel
+grace period, and runs the reaper every ``reap_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from conveyor import transitions
+from conveyor.context import CancelInterrupt, Execution, TimeoutInterrupt
+from conveyor.errors import ConfigurationError, ConveyorError, StoreError
+from conveyor.events import JobProgressed, JobResumed, JobStarted
+from conveyor.lifecycle import JobState
+from conveyor.model import Job, JobError
+from conveyor.stores.base import ChangeRefused, JobQuery, Lease
+from conveyor.worker.executor import failure_changes, perform, record
+from conveyor.worker.reaper import reap
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, by outcome."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    paused: int = 0
+    cancelled: int = 0
+    lost: int = 0
+    released: int = 0
+
+    def count(self, outcome: str) -> None:
+        if hasattr(self, outcome):
+            setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+@dataclass
+class _Slot:
+    execution: Execution
+    thread: threading.Thread | None = None
+    future: concurrent.futures.Future[Any] | None = None
+    deadline: float | None = None
+    cancel_seen: float | None = None
+    forced_at: float | None = None
+    abandoned: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    """Runs jobs of the app's registered types from the store."""
+
+    def __init__(self, app: Conveyor, *, concurrency: int = 4,
+                 queues: Sequence[str] | None = None, lease_seconds: float = 30.0,
+                 heartbeat_interval: float = 10.0, poll_interval: float = 1.0,
+                 reap_interval: float | None = None, shutdown_grace: float = 30.0,
+                 cancel_grace: float = 10.0, progress_interval: float = 0.25,
+                 worker_id: str | None = None, handle_signals: bool = True) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
+        if not 0 < heartbeat_interval < lease_seconds:
+            raise ConfigurationError("heartbeat_interval must be > 0 and shorter than the lease")
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = list(queues or [])
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval
+        self.poll_interval = poll_interval
+        self.reap_interval = heartbeat_interval if reap_interval is None else reap_interval
+        self.shutdown_grace = shutdown_grace
+        self.cancel_grace = cancel_grace
+        self.progress_interval = progress_interval
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.handle_signals = handle_signals
+        self.stats = WorkerStats()
+        self._slots: dict[str, _Slot] = {}
+        self._slots_lock = threading.Lock()
+        self._slot_freed = threading.Event()
+        self._stopping = threading.Event()
+        self._hard_stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # -- public --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (a second call stops waiting for jobs)."""
+        if self._stopping.is_set():
+            self._hard_stop.set()
+        self._stopping.set()
+        self.app.store.notify_work()
+
+    @property
+    def active(self) -> int:
+        with self._slots_lock:
+            return len(self._slots)
+
+    def run(self, *, burst: bool = False) -> WorkerStats:
+        """Work until stopped, or (``burst``) until nothing runnable is left."""
+        if not self.app.job_types:
+            raise ConfigurationError("no job types are registered with this app")
+        restore = self._install_signals()
+        monitor = threading.Thread(target=self._monitor, name="conveyor-monitor", daemon=True)
+        monitor.start()
+        log.info("worker %s started (concurrency %d, queues %s)", self.worker_id,
+                 self.concurrency, ",".join(self.queues) or "all")
+        try:
+            self._loop_forever(burst)
+        finally:
+            self._shutdown()
+            self._stopping.set()
+            monitor.join(timeout=5)
+            self._stop_loop()
+            restore()
+            log.info("worker %s stopped: %s", self.worker_id, self.stats)
+        return self.stats
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def _loop_forever(self, burst: bool) -> None:
+        backoff = 0.0
+        types = sorted(self.app.job_types)
+        while not self._stopping.is_set():
+            free = self.concurrency - self.active
+            claimed: list[Job] = []
+            try:
+                if free > 0:
+                    claimed = self.app.store.claim(self.worker_id, queues=self.queues,
+                                                   job_types=types, limit=free,
+                                                   lease_seconds=self.lease_seconds)
+                if burst and not claimed and self.active == 0 and not self._work_left(types):
+                    return
+                backoff = 0.0
+            except StoreError as exc:
+                backoff = min(30.0, max(0.5, backoff * 2))
+                log.error("worker %s: store unavailable (%s); retrying in %.1fs",
+                          self.worker_id, exc, backoff)
+                self._stopping.wait(backoff)
+                continue
+            for job in claimed:
+                self._dispatch(job)
+            if claimed and len(claimed) == free:
+                self._slot_freed.wait(self.poll_interval)
+                self._slot_freed.clear()
+            elif not claimed:
+                self._wait_for_work()
+
+    def _work_left(self, types: list[str]) -> bool:
+        """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?"""
+        waiting = self.app.store.list_jobs(JobQuery(
+            states=frozenset({JobState.PENDING}), job_types=frozenset(types),
+            queues=frozenset(self.queues), limit=1))
+        return bool(waiting)
+
+    def _wait_for_work(self) -> None:
+        if self.active >= self.concurrency:
+            self._slot_freed.wait(self.poll_interval)
+            self._slot_freed.clear()
+        else:
+            self.app.store.wait_for_work(self.poll_interval)
+
+    def _dispatch(self, job: Job) -> None:
+        assert job.lease_token is not None
+        self.stats.claimed += 1
+        event = JobResumed if job.paused_at is not None else JobStarted
+        self.app.events.emit(event(job, JobState.PAUSED if event is JobResumed
+                                   else JobState.PENDING, self.worker_id))
+        execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.app.store)
+        slot = _Slot(execution)
+        if job.timeout:
+            slot.deadline = time.monotonic() + job.timeout
+        with self._slots_lock:
+            self._slots[job.id] = slot
+        slot.thread = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
+                                       name=f"conveyor-job-{job.id[:8]}")
+        slot.thread.start()
+
+    def _run_slot(self, slot: _Slot) -> None:
+        execution = slot.execution
+        job = execution.job
+        try:
+            spec = self.app.job_type(job.job_type)
+            loop = self._event_loop() if spec.is_async else None
+
+            def keep(future: concurrent.futures.Future[Any]) -> None:
+                slot.future = future
+
+            outcome = perform(spec, execution, loop, keep)
+            execution.flush()
+            if slot.abandoned:
+                self.stats.count("lost")
+                return
+            recorded = record(self.app, execution, outcome, self.worker_id)
+            self.stats.count(recorded)
+        except ConveyorError as exc:
+            log.error("job %s: could not record its outcome: %s", job.id, exc)
+        except BaseException:
+            log.exception("job %s: worker error", job.id)
+        finally:
+            with self._slots_lock:
+                self._slots.pop(job.id, None)
+            slot.done.set()
+            self._slot_freed.set()
+            self.app.store.notify_work()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._slots_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="conveyor-loop",
+                                          daemon=True)
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=2)
+            if not self._loop.is_running():
+                self._loop.close()
+            self._loop = None
+
+    # -- monitor -----------------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        next_beat = time.monotonic() + self.heartbeat_interval
+        next_reap = time.monotonic()
+        failures = 0
+        while not self._stopping.wait(self.progress_interval) or self.active:
+            if self._stopping.is_set() and self._hard_stop.is_set():
+                break
+            try:
+                self._tick_progress()
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._heartbeat()
+                    next_beat = now + self.heartbeat_interval
+                self._enforce_limits(now)
+                if now >= next_reap and not self._stopping.is_set():
+                    reap(self.app, actor=f"reaper@{self.worker_id}")
+                    next_reap = now + self.reap_interval
+                failures = 0
+            except ConveyorError as exc:
+                failures += 1
+                wait = min(30.0, 0.5 * 2**min(failures, 6))
+                log.error("worker %s monitor: %s (retrying in %.1fs)", self.worker_id, exc, wait)
+                time.sleep(wait)
+            if self._stopping.is_set() and not self.active:
+                break
+
+    def _current_slots(self) -> list[_Slot]:
+        with self._slots_lock:
+            return [s for s in self._slots.values() if not s.abandoned]
+
+    def _tick_progress(self) -> None:
+        slots = self._current_slots()
+        quiet: list[_Slot] = []
+        for slot in slots:
+            if slot.execution.flush():
+                self.app.events.emit(JobProgressed(self._progress_view(slot.execution),
+                                                   JobState.RUNNING, self.worker_id))
+            else:
+                quiet.append(slot)
+        if not quiet:
+            return
+        fresh = {j.id: j for j in self.app.store.get_jobs(s.execution.job.id for s in quiet)}
+        for slot in quiet:
+            x = slot.execution
+            job = fresh.get(x.job.id)
+            if job is None or job.lease_token != x.lease.token:
+                x.lost = True
+                continue
+            x.db_pause, x.db_cancel = job.pause_requested, job.cancel_requested
+
+    @staticmethod
+    def _progress_view(x: Execution) -> Job:
+        job = Job(**{**x.job.__dict__})
+        job.progress = x.snapshot()
+        return job
+
+    def _heartbeat(self) -> None:
+        slots = self._current_slots()
+        if not slots:
+            return
+        held = self.app.store.heartbeat([s.execution.lease for s in slots], self.lease_seconds)
+        for slot in slots:
+            signals = held.get(slot.execution.job.id)
+            if signals is None:
+                if not slot.execution.lost:
+                    log.warning("job %s: lease lost; the job will not be written to",
+                                slot.execution.job.id)
+                slot.execution.lost = True
+            else:
+                slot.execution.apply_signals(signals)
+
+    def _enforce_limits(self, now: float) -> None:
+        """Timeouts and the cancel grace period: interrupt, then give up on the job."""
+        for slot in self._current_slots():
+            x = slot.execution
+            if slot.deadline is not None and now >= slot.deadline and not x.timed_out:
+                x.timed_out = True
+                slot.forced_at = now
+                self._interrupt(slot, TimeoutInterrupt)
+            if x.db_cancel and slot.cancel_seen is None:
+                slot.cancel_seen = now
+            if (slot.cancel_seen is not None and slot.forced_at is None
+                    and now - slot.cancel_seen >= self.cancel_grace):
+                slot.forced_at = now
+                self._interrupt(slot, CancelInterrupt)
+            if slot.forced_at is not None and now - slot.forced_at >= max(1.0, self.cancel_grace):
+                self._abandon(slot)
+
+    def _interrupt(self, slot: _Slot, exc: type[BaseException]) -> None:
+        """Stop a job that ignores requests: cancel its task, or raise in its thread."""
+        if slot.future is not None:
+            slot.future.cancel()
+            return
+        thread = slot.thread
+        if thread is not None and thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                       ctypes.py_object(exc))
+
+    def _abandon(self, slot: _Slot) -> None:
+        """The job would not stop: record its end ourselves and fence its thread out."""
+        x = slot.execution
+        slot.abandoned = True
+        if x.db_cancel:
+            changes = [transitions.cancel_running(x.lease, x.job.id, x.snapshot(), self.worker_id,
+                                                  "stopped after the cancel grace period")]
+        else:
+            error = JobError("TimeoutError", f"job ran past its {x.job.timeout}s timeout "
+                             "and did not stop")
+            changes = failure_changes(x.job, x.lease, error, "timed out", self.worker_id,
+                                      self.app.rand)
+        x.lost = True
+        with contextlib.suppress(ChangeRefused):
+            self.app.apply(changes)
+        with self._slots_lock:
+            self._slots.pop(x.job.id, None)
+        self._slot_freed.set()
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Ask running jobs to pause at their next checkpoint; release the rest after the grace."""
+        slots = self._current_slots()
+        if not slots:
+            return
+        log.info("worker %s: shutting down, asking %d job(s) to pause", self.worker_id,
+                 len(slots))
+        for slot in slots:
+            slot.execution.shutdown = True
+        deadline = time.monotonic() + self.shutdown_grace
+        for slot in slots:
+            while not slot.done.wait(0.05):
+                if time.monotonic() >= deadline or self._hard_stop.is_set():
+                    break
+        for slot in self._current_slots():
+            self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        """A job that neither finished nor paused in the grace: released like a lost one."""
+        x = slot.execution
+        slot.abandoned = True
+        x.lost = True
+        error = JobError("WorkerLost", f"worker {self.worker_id} shut down before the job "
+                         "reached a checkpoint")
+        with contextlib.suppress(ChangeRefused, ConveyorError):
+            self.app.apply(failure_changes(x.job, x.lease, error, "worker lost (shutdown)",
+                                           self.worker_id, self.app.rand))
+            self.stats.released += 1
+
+    def _install_signals(self) -> Any:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("worker %s: received %s", self.worker_id, signal.Signals(signum).name)
+            self.stop()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
