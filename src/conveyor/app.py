@@ -8,6 +8,7 @@ so two racing callers can never both succeed at a move only one of them should m
 
 from __future__ import annotations
 
+import builtins
 import copy
 import random
 import threading
@@ -178,7 +179,8 @@ class Conveyor:
         self.events.emit(JobCreated(job, None, actor))
         return job
 
-    def enqueue_many(self, requests: Iterable[EnqueueRequest], *, actor: str = "api") -> list[Job]:
+    def enqueue_many(self, requests: Iterable[EnqueueRequest], *,
+                     actor: str = "api") -> builtins.list[Job]:
         """Validate every job first, then insert them all in one transaction (all or nothing)."""
         news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay) for r in requests]
@@ -227,7 +229,7 @@ class Conveyor:
 
     def list(self, state: JobState | str | Iterable[JobState | str] | None = None, *,
              job_type: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
-             limit: int = 50, before: str | None = None) -> list[Job]:
+             limit: int = 50, before: str | None = None) -> builtins.list[Job]:
         """Jobs newest first, filtered; page with ``before=<last id of the previous page>``."""
         if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE:
             raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
@@ -238,7 +240,7 @@ class Conveyor:
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.count_by_state(queue)
 
-    def history(self, job_id: str) -> list[HistoryEntry]:
+    def history(self, job_id: str) -> builtins.list[HistoryEntry]:
         return self.store.history(job_id)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
@@ -274,7 +276,7 @@ class Conveyor:
     def pause(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Ask a running job to pause at its next checkpoint (it stays running until then)."""
 
-        def decide(job: Job) -> list[Change]:
+        def decide(job: Job) -> builtins.list[Change]:
             if job.state is JobState.RUNNING and not job.cancel_requested:
                 if job.pause_requested:
                     return []
@@ -291,7 +293,7 @@ class Conveyor:
         On a running job with a pause request not yet honoured, withdraws the request.
         """
 
-        def decide(job: Job) -> list[Change]:
+        def decide(job: Job) -> builtins.list[Change]:
             if job.state is JobState.PAUSED:
                 if job.resume_requested:
                     return []
@@ -308,7 +310,7 @@ class Conveyor:
         """Cancel now if pending or paused; a running job stops at its next checkpoint, or is
         stopped by its worker after the grace period."""
 
-        def decide(job: Job) -> list[Change]:
+        def decide(job: Job) -> builtins.list[Change]:
             if job.state in (JobState.PENDING, JobState.PAUSED):
                 return [transitions.cancel_idle(job.id, job.state, actor,
                                                 reason or "cancelled")]
@@ -324,7 +326,7 @@ class Conveyor:
     def retry(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Send a failed job back to pending now, if it has retries left."""
 
-        def decide(job: Job) -> list[Change]:
+        def decide(job: Job) -> builtins.list[Change]:
             why = guard_failure(job.state, JobState.PENDING, attempt=job.attempt,
                                 max_attempts=job.max_attempts)
             if why is not None:
@@ -356,7 +358,8 @@ class Conveyor:
         self.events.emit(JobCreated(job, None, actor, f"requeued from {original.id}"))
         return job
 
-    def _control(self, job_id: str, decide: Callable[[Job], list[Change]]) -> Job:
+    def _control(self, job_id: str,
+                 decide: Callable[[Job], builtins.list[Change]]) -> Job:
         for _ in range(_RACE_RETRIES):
             job = self.store.get_job(job_id)
             changes = decide(job)
@@ -372,9 +375,8 @@ class Conveyor:
 
     def apply(self, changes: Sequence[Change]) -> Job:
         """Apply worker or reaper changes and emit their events (ChangeRefused propagates)."""
-        before_state = None
         after = self.store.apply(changes)
-        self.emit_changes(before_state, changes, after)
+        self.emit_changes(None, changes, after)
         return after
 
     def emit_changes(self, before: Job | None, changes: Sequence[Change], after: Job) -> None:

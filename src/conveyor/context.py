@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from conveyor.stores.base import Lease, Signals, Store
 
 
-class JobInterrupt(BaseException):  # noqa: N818 - a signal to unwind, not an error
+class JobInterrupt(BaseException):
     """Unwinds a job function at a checkpoint; never catch it in job code."""
 
 

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from conveyor.errors import InvalidStateError
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from conveyor.model import Job
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """The six states; values are the lowercase strings stored in the database."""
 
     PENDING = "pending"
@@ -29,9 +29,6 @@ class JobState(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,8 @@ TRANSITION_TABLE: tuple[Transition, ...] = (
     Transition("cancel", S.PENDING, S.CANCELLED, "cancel()", "", "JobCancelled"),
     Transition("pause", S.RUNNING, S.PAUSED, "pause()", "at a checkpoint", "JobPaused"),
     Transition("complete", S.RUNNING, S.COMPLETED, "job returned", "", "JobCompleted"),
-    Transition("fail", S.RUNNING, S.FAILED, "job raised / timed out / worker lost", "", "JobFailed"),
+    Transition("fail", S.RUNNING, S.FAILED, "job raised / timed out / worker lost", "",
+               "JobFailed"),
     Transition("cancel", S.RUNNING, S.CANCELLED, "cancel()", "at a checkpoint or after grace",
                "JobCancelled"),
     Transition("resume", S.PAUSED, S.RUNNING, "resume()", "a worker slot is free", "JobResumed"),
@@ -68,7 +66,9 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
 }
 
 #: States no job ever leaves (a failed job is terminal too once its attempts are used up).
-FINAL_STATES: frozenset[JobState] = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
+FINAL_STATES: frozenset[JobState] = frozenset(
+    state for state, targets in TRANSITIONS.items() if not targets
+)
 
 
 def find_transition(source: JobState, target: JobState) -> Transition | None:

@@ -96,7 +96,7 @@ class Change:
             raise ValueError(f"unknown flag {self.flag!r}")
 
 
-class ChangeRefused(Exception):  # noqa: N818 - a refusal, not a programming error
+class ChangeRefused(Exception):
     """A compare-and-set matched no row. ``job`` is the job as it is now (unchanged)."""
 
     def __init__(self, change: Change, job: Job):

@@ -94,7 +94,7 @@ def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop
     return Outcome("completed", result=value)
 
 
-class _ForcedCancel(BaseException):  # noqa: N818
+class _ForcedCancel(BaseException):
     """An async job's task was cancelled by the worker (cancel grace or timeout)."""
 
 

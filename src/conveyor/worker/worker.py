@@ -305,7 +305,7 @@ class Worker:
 
     @staticmethod
     def _progress_view(x: Execution) -> Job:
-        job = Job(**{**x.job.__dict__})
+        job = Job(**x.job.__dict__)
         job.progress = x.snapshot()
         return job
 

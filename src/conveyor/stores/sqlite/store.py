@@ -49,7 +49,7 @@ _BUSY_RETRY_SECONDS = 120.0
 T = TypeVar("T")
 
 
-class _Refused(Exception):  # noqa: N818 - control flow inside apply()
+class _Refused(Exception):
     def __init__(self, change: Change):
         self.change = change
 
@@ -140,7 +140,8 @@ class SQLiteStore:
         if self.path != ":memory:":
             folder = Path(self.path).resolve().parent
             if not folder.is_dir():
-                raise StoreError(f"Cannot open SQLite store {self.url}: folder {folder} does not exist")
+                raise StoreError(
+                    f"Cannot open SQLite store {self.url}: folder {folder} does not exist")
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=busy_timeout_ms / 1000)
@@ -204,7 +205,7 @@ class SQLiteStore:
     # -- transactions -------------------------------------------------------------------------
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: ``BEGIN IMMEDIATE``, retried while another process holds the lock."""
+        """A write transaction: ``BEGIN IMMEDIATE``, retried while another process writes."""
         with self._lock:
             self._retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
@@ -339,7 +340,8 @@ class SQLiteStore:
         before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
         if before is None:
             raise JobNotFound(change.job_id)
-        sets, args = ["updated_at = ?"], [now]
+        sets: list[str] = ["updated_at = ?"]
+        args: list[Any] = [now]
         if change.to_state is not None:
             sets.append("state = ?")
             args.append(change.to_state.value)
@@ -400,7 +402,7 @@ class SQLiteStore:
             [("queue = ? AND ", [q]) for q in sorted(set(queues))] if queues else [("", [])]
         )
         resumable: list[tuple[float, str]] = []
-        pending: list[tuple[int, float, int, str]] = []
+        pending: list[tuple[int, float, int, str]] = []  # (-priority, run_at, seq, id)
         for scope, qargs in scopes:
             resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
                 f"SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable WHERE {scope}"
