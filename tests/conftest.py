@@ -1,0 +1,53 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor
+
+
+class FakeClock:
+    """A settable clock for the SQLite store: tests move time instead of sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A fresh SQLite file URL (absolute path) for one test."""
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Iterator[Callable[..., Conveyor]]:
+    """Build apps on the test's database; all are closed at the end."""
+    apps: list[Conveyor] = []
+
+    def factory(url: str | None = None, **options: object) -> Conveyor:
+        app = Conveyor(url or db_url, **options)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.close()
