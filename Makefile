@@ -1,0 +1,36 @@
+# conveyor — `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint typecheck unit bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,postgres,web]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run a worker and sample jobs on a fresh SQLite file, showing the whole lifecycle
+	$(BIN)/conveyor demo
+
+test: $(STAMP) lint  ## lint, type-check, then run every test (starts a throwaway PostgreSQL)
+	scripts/run-tests
+
+lint: $(STAMP)  ## ruff and mypy (strict)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+unit: $(STAMP)  ## the fast tests only (no PostgreSQL, no subprocesses)
+	$(BIN)/pytest tests/unit -q
+
+bench: $(STAMP)  ## benchmarks, printed as tables (not part of `make test`)
+	scripts/run-bench
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
