@@ -1,0 +1,110 @@
+"""Compile a :class:`~conveyor.stores.base.Change` into the SET and WHERE of one UPDATE.
+
+Column names come only from :data:`~conveyor.stores.base.SETTABLE_COLUMNS` (checked again
+here, since this is where they become SQL) and are quoted with :class:`psycopg.sql.Identifier`;
+every value travels as a bound parameter. Time is always the database's ``now()``: the start
+of the current transaction, so every timestamp one transaction writes (``finished_at``,
+``updated_at``, the history row's ``at``) is the same instant, and hosts with skewed clocks
+still agree on when a lease ran out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from conveyor import payload
+from conveyor.stores.base import JSON_COLUMNS, SETTABLE_COLUMNS, Change, DbNow, FirstTime, Increment
+
+#: The columns a ``flag`` guard may name: only booleans make sense as "must be true".
+FLAG_COLUMNS = frozenset({"pause_requested", "cancel_requested", "resume_requested"})
+
+
+class Params:
+    """Named query parameters with generated names, so composed fragments never collide."""
+
+    def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
+        self.values: dict[str, Any] = dict(initial or {})
+        self._count = itertools.count()
+
+    def add(self, value: Any) -> sql.Placeholder:
+        name = f"v{next(self._count)}"
+        self.values[name] = value
+        return sql.Placeholder(name)
+
+
+def json_value(column: str, value: Any) -> Jsonb | None:
+    """How a JSON column is written: ``None`` is SQL NULL, except for the NOT NULL checkpoint."""
+    if value is None:
+        return Jsonb({}) if column == "checkpoint" else None
+    return Jsonb(value, dumps=payload.dumps)
+
+
+def aware(value: datetime) -> datetime:
+    """Refuse naive datetimes: PostgreSQL would read them in the session's time zone."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+    return value
+
+
+def assignment(column: str, value: Any, params: Params) -> sql.Composed:
+    """``column = <value>``, resolving the store-side markers to SQL."""
+    if column not in SETTABLE_COLUMNS:
+        raise ValueError(f"column {column!r} may not be set")
+    col = sql.Identifier(column)
+    if isinstance(value, DbNow):
+        return sql.SQL("{} = now() + {}::float8 * interval '1 second'").format(
+            col, params.add(float(value.offset)))
+    if isinstance(value, FirstTime):
+        return sql.SQL("{} = coalesce({}, now())").format(col, col)
+    if isinstance(value, Increment):
+        return sql.SQL("{} = {} + {}::int").format(col, col, params.add(value.by))
+    if column in JSON_COLUMNS:
+        return sql.SQL("{} = {}").format(col, params.add(json_value(column, value)))
+    if isinstance(value, datetime):
+        value = aware(value)
+    return sql.SQL("{} = {}").format(col, params.add(value))
+
+
+def assignments(values: Mapping[str, Any], params: Params) -> Iterator[sql.Composable]:
+    yield sql.SQL("updated_at = now()")
+    for column, value in values.items():
+        yield assignment(column, value, params)
+
+
+def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
+    """The compare part of the compare-and-set: the WHERE clauses ``change`` asks for."""
+    yield sql.SQL("jobs.id = old.old_id")
+    yield sql.SQL("jobs.state = ANY({}::text[])").format(
+        params.add(sorted(state.value for state in change.when)))
+    if change.lease is not None:
+        yield sql.SQL("jobs.lease_token = {} AND jobs.attempt = {}").format(
+            params.add(change.lease.token), params.add(change.lease.attempt))
+    if change.retryable:
+        yield sql.SQL("jobs.attempt < jobs.max_attempts")
+    if change.lease_expired:
+        yield sql.SQL("jobs.lease_expires_at < now()")
+    if change.pause_expired:
+        yield sql.SQL("jobs.paused_at + jobs.pause_timeout * interval '1 second' < now()")
+    if change.flag is not None:
+        if change.flag not in FLAG_COLUMNS:
+            raise ValueError(f"flag {change.flag!r} is not a request flag")
+        yield sql.SQL("{} IS TRUE").format(sql.Identifier("jobs", change.flag))
+
+
+def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[str, Any]]:
+    """The ``apply_change`` statement for ``change`` and its parameters."""
+    params = Params({"job_id": change.job_id, "action": change.action,
+                     "actor": change.actor, "reason": change.reason})
+    sets = list(assignments(change.values, params))
+    if change.to_state is not None:
+        sets.append(sql.SQL("state = {}").format(params.add(change.to_state.value)))
+    where = list(guards(change, params))
+    statement = sql.SQL(template).format(
+        sets=sql.SQL(", ").join(sets), where=sql.SQL(" AND ").join(where))
+    return statement, params.values

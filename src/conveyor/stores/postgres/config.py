@@ -1,0 +1,133 @@
+"""Connection settings of the PostgreSQL store: URL, schema, and how failures are worded.
+
+The store keeps all its tables in one schema (``conveyor`` unless told otherwise), so that two
+applications, or two test runs, can share a database without seeing each other's jobs. The
+schema is set as each connection's ``search_path`` at connect time, which lets the ``.sql``
+files use plain table names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from conveyor.errors import ConfigurationError
+
+DEFAULT_SCHEMA = "conveyor"
+#: Lowercase, unquoted-identifier names only: they appear in search_path and in the NOTIFY
+#: channel name (which must stay within PostgreSQL's 63-byte identifier limit).
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+_SCHEMES = ("postgresql://", "postgres://")
+#: Settings added unless the URL gives its own: fail fast on an unreachable host, notice a
+#: silently dropped connection (keepalives), and name ourselves in pg_stat_activity.
+_DEFAULTS = {
+    "connect_timeout": "10",
+    "application_name": "conveyor",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Everything the store needs to connect, worked out once from the URL."""
+
+    url: str
+    safe_url: str
+    schema: str
+    conninfo: str
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel: one per schema, so stores in other schemas are not woken."""
+        return f"conveyor_{self.schema}_work"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, fit for messages and logs."""
+    hidden = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", hidden)
+
+
+def parse_url(url: str, schema: str = DEFAULT_SCHEMA) -> PgSettings:
+    """Check ``url`` and build the libpq connection string.
+
+    ``?schema=name`` in the URL is ours, not libpq's, so it is taken out before psycopg sees
+    the URL. Giving a schema both in the URL and as an option is allowed only if they agree.
+    """
+    if not isinstance(url, str) or not url.lower().startswith(_SCHEMES):
+        raise ConfigurationError(
+            f"Not a PostgreSQL URL: {redact(str(url))!r} (expected postgresql://user@host/db)"
+        )
+    safe = redact(url)
+    base, _, query = url.partition("?")
+    query, _, fragment = query.partition("#")
+    if fragment:
+        raise ConfigurationError(f"Malformed PostgreSQL URL {safe!r}: unexpected '#'")
+    kept: list[str] = []
+    from_url: list[str] = []
+    for part in filter(None, query.split("&")):
+        key = part.partition("=")[0]
+        if key == "schema":
+            from_url.extend(value for _, value in parse_qsl(part, keep_blank_values=True))
+        else:
+            kept.append(part)
+    chosen = _choose_schema(safe, schema, from_url)
+    libpq_url = base + ("?" + "&".join(kept) if kept else "")
+    try:
+        params = conninfo_to_dict(libpq_url)
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"Malformed PostgreSQL URL {safe!r}: {exc}") from exc
+    for key, value in _DEFAULTS.items():
+        params.setdefault(key, value)
+    # search_path pins every unqualified name to our schema; TimeZone=UTC makes timestamps
+    # come back in UTC whatever the server's default is.
+    extra = f"-c search_path={chosen} -c TimeZone=UTC"
+    existing = str(params.get("options") or "").strip()
+    params["options"] = f"{existing} {extra}".strip()
+    return PgSettings(url=url, safe_url=safe, schema=chosen,
+                      conninfo=make_conninfo("", **params))
+
+
+def _choose_schema(safe_url: str, option: str, from_url: list[str]) -> str:
+    if len(from_url) > 1:
+        raise ConfigurationError(f"PostgreSQL URL {safe_url!r} gives schema more than once")
+    chosen = option
+    if from_url:
+        if option not in (DEFAULT_SCHEMA, from_url[0]):
+            raise ConfigurationError(
+                f"PostgreSQL URL {safe_url!r} asks for schema {from_url[0]!r} but the schema "
+                f"option says {option!r}; give it once"
+            )
+        chosen = from_url[0]
+    if not _SCHEMA_NAME.fullmatch(chosen):
+        raise ConfigurationError(
+            f"Invalid schema name {chosen!r}: use 1-48 lowercase letters, digits and "
+            "underscores, not starting with a digit"
+        )
+    return chosen
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong, from psycopg's multi-line libpq messages.
+
+    libpq repeats where it tried to connect ("connection to server at ... failed:") and adds
+    hints on separate lines; the URL in our message already says where, so keep the reasons.
+    """
+    reasons: list[str] = []
+    for raw in str(exc).splitlines():
+        line = raw.strip()
+        line = re.sub(r"^connection failed:\s*", "", line)
+        line = re.sub(r"^connection to server (at|on) .*? failed:\s*", "", line)
+        line = re.sub(r"^(FATAL|ERROR):\s*", "", line)
+        if line.startswith("Is the server running"):
+            line = "is the server running and accepting connections there?"
+        if line and line not in reasons:
+            reasons.append(line)
+    return "; ".join(reasons) or type(exc).__name__

@@ -1,0 +1,166 @@
+-- Named queries of the PostgreSQL store. Unqualified names resolve in the store's schema
+-- (search_path is set on every connection). Blocks holding {braces} are templates that the
+-- store completes with psycopg.sql from whitelisted column names only.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: has_migrations_table
+SELECT to_regclass('schema_migrations') IS NOT NULL AS present;
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s);
+
+-- name: lock_migrations
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: foreign_tables
+SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND c.relname <> 'schema_migrations'
+ORDER BY c.relname;
+
+-- name: now
+SELECT now() AS now;
+
+-- name: notify
+SELECT pg_notify(%(channel)s, '');
+
+-- name: insert_jobs
+-- One statement for the whole batch: the jobs, in input order (so seq follows it), and a
+-- 'create' history row each.
+WITH new AS (
+    SELECT * FROM unnest(
+        %(ids)s::text[], %(job_types)s::text[], %(queues)s::text[], %(priorities)s::int[],
+        %(params)s::jsonb[], %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
+        %(timeouts)s::float8[], %(pause_timeouts)s::float8[], %(backoffs)s::jsonb[],
+        %(current_steps)s::bigint[], %(total_steps)s::bigint[], %(checkpoints)s::jsonb[],
+        %(requeued_froms)s::text[]
+    ) WITH ORDINALITY AS n (id, job_type, queue, priority, params, max_attempts, run_at,
+                            timeout, pause_timeout, backoff, current_step, total_steps,
+                            checkpoint, requeued_from, ord)
+), inserted AS (
+    INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, timeout,
+                      pause_timeout, backoff, current_step, total_steps, checkpoint,
+                      requeued_from, created_at, updated_at)
+    SELECT id, job_type, queue, priority, params, max_attempts, coalesce(run_at, now()),
+           timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
+           requeued_from, now(), now()
+    FROM new ORDER BY ord
+    RETURNING *
+), logged AS (
+    INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
+    SELECT i.id, now(), 'create', NULL, i.state, i.attempt, %(actor)s, ''
+    FROM inserted i JOIN new USING (id) ORDER BY new.ord
+)
+SELECT inserted.* FROM inserted JOIN new USING (id) ORDER BY new.ord;
+
+-- name: select_job
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: select_jobs
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]);
+
+-- name: list_jobs
+SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: count_by_state
+SELECT state, count(*) AS n FROM jobs
+WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
+GROUP BY state;
+
+-- name: select_history
+SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;
+
+-- name: apply_change
+-- One compare-and-set. `old` locks the row first, so old_state is the state this update
+-- really moved from even when another transaction changed the row a moment before.
+WITH old AS (
+    SELECT id AS old_id, state AS old_state FROM jobs WHERE id = %(job_id)s FOR UPDATE
+), changed AS (
+    UPDATE jobs SET {sets}
+    FROM old
+    WHERE {where}
+    RETURNING jobs.*, old.old_state
+), logged AS (
+    INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
+    SELECT id, now(), %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
+    FROM changed
+)
+SELECT * FROM changed;
+
+-- name: claim
+-- Resumable jobs first, then pending ones by priority, run_at and insertion. SKIP LOCKED lets
+-- concurrent claimers pass each other's rows instead of queueing behind them, and the row
+-- locks make sure no job is handed out twice.
+WITH resumable AS (
+    SELECT id, paused_at, seq FROM jobs
+    WHERE state = 'paused' AND resume_requested
+      AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
+    ORDER BY paused_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), pending AS (
+    SELECT id, priority, run_at, seq FROM jobs
+    WHERE state = 'pending' AND run_at <= now()
+      AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
+    ORDER BY priority DESC, run_at, seq
+    LIMIT greatest(%(limit)s - (SELECT count(*) FROM resumable), 0)
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id, 'paused'::text AS source, 0 AS pick_rank, 0 AS pick_priority,
+           paused_at AS pick_at
+    FROM resumable
+    UNION ALL
+    SELECT id, 'pending'::text, 1, priority, run_at FROM pending
+), started AS (
+    UPDATE jobs SET {sets}
+    FROM picked
+    WHERE jobs.id = picked.id AND jobs.state = picked.source
+    RETURNING jobs.*, picked.source AS old_state, picked.pick_rank, picked.pick_priority,
+              picked.pick_at
+), logged AS (
+    INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
+    SELECT id, now(), CASE old_state WHEN 'pending' THEN 'start' ELSE 'resume' END,
+           old_state, state, attempt, %(worker_id)s, ''
+    FROM started
+)
+SELECT * FROM started ORDER BY pick_rank, pick_priority DESC, pick_at, seq;
+
+-- name: heartbeat
+UPDATE jobs
+SET lease_expires_at = now() + %(lease_seconds)s::float8 * interval '1 second',
+    updated_at = now()
+FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[])
+     AS lease (id, token, attempt)
+WHERE jobs.id = lease.id AND jobs.state = 'running'
+  AND jobs.lease_token = lease.token AND jobs.attempt = lease.attempt
+RETURNING jobs.id, jobs.pause_requested, jobs.cancel_requested;
+
+-- name: save_progress
+UPDATE jobs SET current_step = %(current_step)s, total_steps = %(total_steps)s,
+                updated_at = now()
+WHERE id = %(id)s AND state = 'running' AND lease_token = %(token)s AND attempt = %(attempt)s
+RETURNING pause_requested, cancel_requested;
+
+-- name: save_checkpoint
+UPDATE jobs SET current_step = %(current_step)s, total_steps = %(total_steps)s,
+                checkpoint = %(checkpoint)s, updated_at = now()
+WHERE id = %(id)s AND state = 'running' AND lease_token = %(token)s AND attempt = %(attempt)s
+RETURNING pause_requested, cancel_requested;
+
+-- name: expired_leases
+SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < now()
+ORDER BY lease_expires_at LIMIT %(limit)s;
+
+-- name: expired_pauses
+SELECT * FROM jobs
+WHERE state = 'paused' AND paused_at + pause_timeout * interval '1 second' < now()
+ORDER BY paused_at LIMIT %(limit)s;

@@ -1,0 +1,75 @@
+"""Rows to model objects: aware UTC datetimes, enums, and the JSON columns already decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from conveyor.lifecycle import JobState
+from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """psycopg gives the session zone's tzinfo (a ZoneInfo); the model speaks ``datetime.UTC``."""
+    return None if value is None else value.astimezone(UTC)
+
+
+def _utc_required(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def job_error(value: Any) -> JobError | None:
+    """The ``error`` column; tolerant of missing keys so a hand-edited row still loads."""
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        return JobError(type="Error", message=str(value))
+    return JobError(type=str(value.get("type", "")), message=str(value.get("message", "")),
+                    traceback=str(value.get("traceback", "")))
+
+
+def row_to_job(row: Mapping[str, Any]) -> Job:
+    return Job(
+        id=row["id"],
+        state=JobState(row["state"]),
+        created_at=_utc_required(row["created_at"]),
+        started_at=utc(row["started_at"]),
+        finished_at=utc(row["finished_at"]),
+        job_type=row["job_type"],
+        params=row["params"],
+        max_attempts=row["max_attempts"],
+        attempt=row["attempt"],
+        progress=JobProgress(row["current_step"], row["total_steps"], row["checkpoint"] or {}),
+        result=row["result"],
+        error=job_error(row["error"]),
+        queue=row["queue"],
+        priority=row["priority"],
+        run_at=_utc_required(row["run_at"]),
+        timeout=row["timeout"],
+        pause_timeout=row["pause_timeout"],
+        backoff=row["backoff"] or {},
+        updated_at=_utc_required(row["updated_at"]),
+        paused_at=utc(row["paused_at"]),
+        pause_requested=row["pause_requested"],
+        cancel_requested=row["cancel_requested"],
+        resume_requested=row["resume_requested"],
+        worker_id=row["worker_id"],
+        lease_token=row["lease_token"],
+        lease_expires_at=utc(row["lease_expires_at"]),
+        requeued_from=row["requeued_from"],
+    )
+
+
+def row_to_history(row: Mapping[str, Any]) -> HistoryEntry:
+    return HistoryEntry(
+        id=row["id"],
+        job_id=row["job_id"],
+        at=_utc_required(row["at"]),
+        action=row["action"],
+        from_state=JobState(row["from_state"]) if row["from_state"] else None,
+        to_state=JobState(row["to_state"]),
+        attempt=row["attempt"],
+        actor=row["actor"],
+        reason=row["reason"],
+    )
