@@ -59,6 +59,7 @@ class Execution:
     shutdown: bool = False
     lost: bool = False
     timed_out: bool = False
+    in_user_code: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:

@@ -57,6 +57,7 @@ def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop
             on_future: Callable[[concurrent.futures.Future[Any]], None]) -> Outcome:
     """Run the job function and turn whatever happens into an :class:`Outcome`."""
     job = execution.job
+    execution.in_user_code = True
     try:
         if spec.is_async:
             if loop is None:  # pragma: no cover - the worker always passes its loop
@@ -70,6 +71,7 @@ def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop
                 raise execution_cancel_reason(execution) from None
         else:
             value = spec.func(JobContext(execution), **job.params)
+        execution.in_user_code = False
     except PauseInterrupt:
         return Outcome("paused", reason="worker shutdown" if execution.shutdown
                        and not execution.db_pause else "paused at checkpoint")
@@ -86,6 +88,8 @@ def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop
     except BaseException as exc:  # noqa: BLE001 - job code may raise anything; we record it
         error = error_of(exc)
         return Outcome("failed", error=error, reason=f"raised {error}")
+    finally:
+        execution.in_user_code = False
     try:
         payload.validate(value, "result")
     except ConveyorError as exc:

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from conveyor import transitions
-from conveyor.context import CancelInterrupt, Execution, TimeoutInterrupt
+from conveyor.context import CancelInterrupt, Execution, JobInterrupt, TimeoutInterrupt
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
 from conveyor.events import JobProgressed, JobResumed, JobStarted
 from conveyor.lifecycle import JobState
@@ -216,11 +216,17 @@ class Worker:
                 slot.future = future
 
             outcome = perform(spec, execution, loop, keep)
-            execution.flush()
+            try:
+                execution.flush()
+            except JobInterrupt:  # a forced interrupt that arrived just after the job returned
+                execution.flush()
             if slot.abandoned:
                 self.stats.count("lost")
                 return
-            recorded = record(self.app, execution, outcome, self.worker_id)
+            try:
+                recorded = record(self.app, execution, outcome, self.worker_id)
+            except JobInterrupt:
+                recorded = record(self.app, execution, outcome, self.worker_id)
             self.stats.count(recorded)
         except ConveyorError as exc:
             log.error("job %s: could not record its outcome: %s", job.id, exc)
@@ -257,9 +263,14 @@ class Worker:
         next_beat = time.monotonic() + self.heartbeat_interval
         next_reap = time.monotonic()
         failures = 0
-        while not self._stopping.wait(self.progress_interval) or self.active:
-            if self._stopping.is_set() and self._hard_stop.is_set():
-                break
+        while True:
+            if self._stopping.is_set():
+                # shutting down: keep heartbeating the jobs still finishing their grace
+                if not self.active or self._hard_stop.is_set():
+                    break
+                time.sleep(self.progress_interval)
+            else:
+                self._stopping.wait(self.progress_interval)
             try:
                 self._tick_progress()
                 now = time.monotonic()
@@ -276,8 +287,6 @@ class Worker:
                 wait = min(30.0, 0.5 * 2**min(failures, 6))
                 log.error("worker %s monitor: %s (retrying in %.1fs)", self.worker_id, exc, wait)
                 time.sleep(wait)
-            if self._stopping.is_set() and not self.active:
-                break
 
     def _current_slots(self) -> list[_Slot]:
         with self._slots_lock:
@@ -342,12 +351,16 @@ class Worker:
                 self._abandon(slot)
 
     def _interrupt(self, slot: _Slot, exc: type[BaseException]) -> None:
-        """Stop a job that ignores requests: cancel its task, or raise in its thread."""
+        """Stop a job that ignores requests: cancel its task, or raise in its thread.
+
+        The exception is only aimed at a thread that is inside the job's own code, so it can
+        not land in the middle of the worker recording an outcome.
+        """
         if slot.future is not None:
             slot.future.cancel()
             return
         thread = slot.thread
-        if thread is not None and thread.ident is not None:
+        if thread is not None and thread.ident is not None and slot.execution.in_user_code:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
                                                        ctypes.py_object(exc))
 

@@ -1,0 +1,107 @@
+"""Wake-ups for idle workers: LISTEN on the store's channel in one background thread.
+
+Why a thread of its own: a LISTEN needs a connection that stays open and is read from all the
+time, while ``wait_for_work`` may be called from several threads at once. So one daemon thread
+owns that connection and turns every notification into a bump of a counter that waiters watch
+through a condition variable (the same shape as the SQLite store's in-process wake-up).
+
+The connection is re-opened, with backoff, whenever it drops (server restart, failover,
+``pg_terminate_backend``). Notifications sent while it was down are lost, so every (re)start
+of the LISTEN also wakes the waiters: they look for work once, and nothing is missed for longer
+than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+from psycopg import sql
+
+from conveyor.stores.postgres.config import describe
+
+log = logging.getLogger("conveyor.stores.postgres")
+
+#: How often the thread checks whether it should stop while no notification arrives.
+POLL_SECONDS = 0.25
+_FIRST_RETRY = 0.05
+_MAX_RETRY = 5.0
+
+
+class WorkListener:
+    """Turns NOTIFYs on ``channel`` into wake-ups of :meth:`wait` callers in this process."""
+
+    def __init__(self, conninfo: str, channel: str, safe_url: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._safe_url = safe_url
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listening = threading.Event()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is up right now (for diagnostics and tests)."""
+        return self._listening.is_set()
+
+    def wake(self) -> None:
+        """Wake every waiter in this process."""
+        with self._cond:
+            self._seq += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds or until the next wake-up.
+
+        The first call starts the listening thread and returns once it listens (or at the
+        timeout): work made before the LISTEN began would otherwise go unnoticed until then.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            seen = self._seq
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"conveyor-listen-{self._channel}", daemon=True)
+                self._thread.start()
+            self._cond.wait_for(lambda: self._seq != seen or self._closed,
+                                timeout=max(0.0, timeout))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout=POLL_SECONDS * 8)
+
+    # -- the thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        delay = _FIRST_RETRY
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except psycopg.Error as exc:
+                if self._listening.is_set():
+                    delay = _FIRST_RETRY  # a link that worked just dropped: retry at once
+                log.warning("conveyor: LISTEN connection to %s failed (%s); retrying in %.2fs",
+                            self._safe_url, describe(exc), delay)
+            self._listening.clear()
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2, _MAX_RETRY)
+
+    def _listen(self) -> None:
+        """Connect, LISTEN, and relay notifications until told to stop or the link drops."""
+        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._listening.set()
+            self.wake()  # anything sent while we were not listening: look for it now
+            while not self._stop.is_set():
+                for _notify in conn.notifies(timeout=POLL_SECONDS):
+                    self.wake()
