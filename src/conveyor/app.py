@@ -299,7 +299,7 @@ class Conveyor:
                     return []
                 return [transitions.request(job.id, "resume_requested", True,
                                             frozenset({JobState.PAUSED}), actor, reason)]
-            if job.state is JobState.RUNNING and job.pause_requested:
+            if job.state is JobState.RUNNING and job.pause_requested and not job.cancel_requested:
                 return [transitions.request(job.id, "pause_requested", False,
                                             frozenset({JobState.RUNNING}), actor, reason)]
             raise transition_error(job.state, JobState.RUNNING)

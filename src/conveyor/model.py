@@ -118,10 +118,12 @@ class Job:
             self.state, attempt=self.attempt, max_attempts=self.max_attempts
         )
         actions: list[str] = []
-        if JobState.PAUSED in targets and not self.pause_requested:
+        if JobState.PAUSED in targets and not (self.pause_requested or self.cancel_requested):
             actions.append("pause")
-        if self.state is JobState.PAUSED and not self.resume_requested:
-            actions.append("resume")
+        if (self.state is JobState.PAUSED and not self.resume_requested) or (
+                self.state is JobState.RUNNING and self.pause_requested
+                and not self.cancel_requested):
+            actions.append("resume")  # on a running job: withdraw the pause request
         if JobState.CANCELLED in targets and not self.cancel_requested:
             actions.append("cancel")
         if JobState.PENDING in targets:

@@ -24,8 +24,7 @@ _INT64_MAX = 2**63 - 1
 
 
 def _check(value: Any, path: str, depth: int, what: str) -> None:
-    if depth > MAX_DEPTH:
-        raise InvalidParams(f"{what} nest deeper than {MAX_DEPTH} levels at {path}")
+    """Walk ``value``; ``depth`` counts the containers around it (scalars add no depth)."""
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
@@ -37,24 +36,35 @@ def _check(value: Any, path: str, depth: int, what: str) -> None:
             raise InvalidParams(f"{what} hold {value!r} at {path}, which is not valid JSON")
         return
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidParams(f"{what} hold a NUL character (\\u0000) at {path}")
+        _check_text(value, path, what, "a string")
         return
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]", depth + 1, what)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidParams(f"{what} have a non-string key {key!r} at {path}")
-            if "\x00" in key:
-                raise InvalidParams(f"{what} have a key with a NUL character at {path}")
-            _check(item, f"{path}.{key}", depth + 1, what)
+    if isinstance(value, list | tuple | dict):
+        if depth >= MAX_DEPTH:
+            raise InvalidParams(f"{what} nest deeper than {MAX_DEPTH} levels at {path}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidParams(f"{what} have a non-string key {key!r} at {path}")
+                _check_text(key, path, what, "a key")
+                _check(item, f"{path}.{key}", depth + 1, what)
+        else:
+            for index, item in enumerate(value):
+                _check(item, f"{path}[{index}]", depth + 1, what)
         return
     raise InvalidParams(
         f"{what} hold a {type(value).__name__} at {path}; only JSON values are allowed"
     )
+
+
+def _check_text(text: str, path: str, what: str, kind: str) -> None:
+    if "\x00" in text:
+        raise InvalidParams(f"{what} have {kind} with a NUL character (\\u0000) at {path}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParams(
+            f"{what} have {kind} with a lone surrogate (not valid Unicode) at {path}"
+        ) from None
 
 
 def validate(value: Any, what: str = "params") -> str:

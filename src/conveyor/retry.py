@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +27,11 @@ class Backoff:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
+        for name in ("base", "factor", "max_delay", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value):
+                raise ConfigurationError(f"backoff {name} must be a finite number, not {value!r}")
         if self.base < 0 or self.max_delay < 0 or self.factor < 1 or not 0 <= self.jitter <= 1:
             raise ConfigurationError(
                 "backoff needs base >= 0, factor >= 1, max_delay >= 0 and 0 <= jitter <= 1"
@@ -34,7 +40,10 @@ class Backoff:
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
         exponent = max(0, attempt - 1)
-        raw = self.base * self.factor**exponent if exponent < 64 else self.max_delay
+        try:
+            raw = self.base * self.factor**exponent
+        except OverflowError:  # the exponential passed any float: it is past the cap
+            raw = math.inf if self.base > 0 else 0.0
         capped = min(self.max_delay, raw)
         return capped * (1 - self.jitter * rand())
 
@@ -45,5 +54,8 @@ class Backoff:
     def from_dict(cls, data: dict[str, Any] | None) -> Backoff:
         if not data:
             return cls()
-        known = {k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        try:
+            known = {k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"backoff values must be numbers, not {data!r}") from None
         return cls(**known)

@@ -134,7 +134,8 @@ def test_states_are_the_six_lowercase_strings() -> None:
     assert JobState("paused") is JobState.PAUSED
     assert str(JobState.CANCELLED) == "cancelled"
     assert f"{JobState.RUNNING}" == "running"
-    assert JobState.FAILED == "failed"
+    assert isinstance(JobState.FAILED, str)
+    assert JobState.FAILED.value == "failed"
 
 
 def test_transitions_equal_the_seed_table_exactly() -> None:
@@ -314,11 +315,12 @@ def test_retry_increments_attempt_clears_error_and_finished_at() -> None:
     job = job_in(F, machine)
     job.error = JobError("TimeoutError", "took too long")
     assert job.finished_at is not None
-    machine.transition(job, P)
-    assert job.state is P
-    assert job.attempt == 1
-    assert job.error is None
-    assert job.finished_at is None
+    moved = machine.transition(job, P)  # in place: ``moved`` is ``job``
+    assert moved is job
+    assert moved.state is P
+    assert moved.attempt == 1
+    assert moved.error is None
+    assert moved.finished_at is None
 
 
 @pytest.mark.parametrize("target", [C, F, X], ids=lambda s: s.value)
@@ -531,8 +533,8 @@ def test_exhausted_failed_job_cannot_move_anywhere() -> None:
     [
         (P, {}, ["cancel"]),
         (R, {}, ["pause", "cancel"]),
-        (R, {"pause_requested": True}, ["cancel"]),
-        (R, {"cancel_requested": True}, ["pause"]),
+        (R, {"pause_requested": True}, ["resume", "cancel"]),
+        (R, {"cancel_requested": True}, []),
         (R, {"pause_requested": True, "cancel_requested": True}, []),
         (PA, {}, ["resume", "cancel"]),
         (PA, {"resume_requested": True}, ["cancel"]),

@@ -99,7 +99,8 @@ SELECT * FROM changed;
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, run_at and insertion. SKIP LOCKED lets
 -- concurrent claimers pass each other's rows instead of queueing behind them, and the row
--- locks make sure no job is handed out twice.
+-- locks make sure no job is handed out twice. Each CTE has a constant LIMIT so the planner
+-- knows how few rows come out, and updates them through the primary key.
 WITH resumable AS (
     SELECT id, paused_at, seq FROM jobs
     WHERE state = 'paused' AND resume_requested
@@ -112,14 +113,18 @@ WITH resumable AS (
     WHERE state = 'pending' AND run_at <= now()
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
     ORDER BY priority DESC, run_at, seq
-    LIMIT greatest(%(limit)s - (SELECT count(*) FROM resumable), 0)
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), picked AS (
-    SELECT id, 'paused'::text AS source, 0 AS pick_rank, 0 AS pick_priority,
-           paused_at AS pick_at
-    FROM resumable
-    UNION ALL
-    SELECT id, 'pending'::text, 1, priority, run_at FROM pending
+    SELECT * FROM (
+        SELECT id, 'paused'::text AS source, 0 AS pick_rank, 0 AS pick_priority,
+               paused_at AS pick_at, seq AS pick_seq
+        FROM resumable
+        UNION ALL
+        SELECT id, 'pending'::text, 1, priority, run_at, seq FROM pending
+    ) AS candidates
+    ORDER BY pick_rank, pick_priority DESC, pick_at, pick_seq
+    LIMIT %(limit)s
 ), started AS (
     UPDATE jobs SET {sets}
     FROM picked

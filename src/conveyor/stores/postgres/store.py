@@ -1,0 +1,456 @@
+"""The PostgreSQL store: many workers on many machines sharing one database.
+
+Why it is built this way:
+- A ``psycopg_pool.ConnectionPool`` of autocommit connections. What is atomic as one statement
+  (a claim, a heartbeat, a single compare-and-set with its history row) runs as one statement,
+  without BEGIN/COMMIT round trips; what takes several statements runs in an explicit
+  transaction. Writes that must wake workers NOTIFY inside their transaction, so the
+  notification is delivered exactly when the work becomes visible.
+- Every transition is one ``UPDATE ... WHERE state = ANY(...)`` (plus lease and guards) whose
+  history row is written by the same statement; zero rows means refused, never overwritten.
+- Claims use ``FOR UPDATE SKIP LOCKED`` over partial indexes, so concurrent workers never get
+  the same job and never queue behind each other's row locks.
+- Time is the database's ``now()``: hosts with skewed clocks still agree on leases and run_at.
+- The server may drop connections at any time (restart, failover, ``pg_terminate_backend``).
+  A pooled connection the server closed has input waiting on its socket while idle; such a
+  connection is checked and replaced before use, so a dropped connection costs no failed call.
+  Reads are also retried once on a broken connection; a write is retried only when it broke
+  before anything was sent (its outcome would otherwise be unknown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import select
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from conveyor import payload, transitions
+from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
+from conveyor.lifecycle import JobState
+from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.stores.base import Change, ChangeRefused, JobQuery, Lease, NewJob, Signals
+from conveyor.stores.postgres.changes import (
+    Params,
+    assignments,
+    aware,
+    compile_change,
+    json_value,
+)
+from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
+from conveyor.stores.postgres.listener import WorkListener
+from conveyor.stores.postgres.rows import row_to_history, row_to_job, utc
+from conveyor.stores.sqlfiles import load_migrations, load_queries
+
+_PACKAGE = "conveyor.stores.postgres"
+_Q = load_queries(_PACKAGE)
+_MIGRATIONS = load_migrations(_PACKAGE)
+LATEST_VERSION = _MIGRATIONS[-1][0]
+
+Conn = psycopg.Connection[TupleRow]
+Row = dict[str, Any]
+T = TypeVar("T")
+
+
+class _Refused(Exception):
+    """A change matched no row: unwinds the transaction, then becomes ChangeRefused."""
+
+    def __init__(self, change: Change) -> None:
+        super().__init__(change.action)
+        self.change = change
+
+
+def _has_input(conn: Conn) -> bool:
+    """Whether the server sent something to a connection nobody is using (a FATAL, or EOF)."""
+    fd = conn.fileno()
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
+    return bool(readable)
+
+
+def _usable(conn: Conn) -> bool:
+    """Cheap liveness check: a round trip only when the socket says something happened."""
+    if conn.closed or conn.broken:
+        return False
+    if not _has_input(conn):
+        return True
+    try:
+        conn.execute("")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _fetch(conn: Conn, query: str | sql.SQL | sql.Composed,
+           params: dict[str, Any] | None = None) -> list[Row]:
+    statement = sql.SQL(query) if isinstance(query, str) else query
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(statement, params)
+        return cur.fetchall() if cur.description is not None else []
+
+
+class PostgresStore:
+    """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
+
+    ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with
+    ``?schema=name``; every table lives in that schema (default ``conveyor``). The constructor
+    connects once to fail fast with a clear :class:`StoreError` on a wrong URL, and refuses a
+    schema written by a newer conveyor.
+    """
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, min_size: int = 1,
+                 max_size: int = 10, timeout: float = 15.0) -> None:
+        if min_size < 0 or max_size < max(1, min_size):
+            raise ConfigurationError(
+                f"PostgreSQL pool sizes must satisfy 0 <= min_size <= max_size and "
+                f"max_size >= 1 (got min_size={min_size}, max_size={max_size})")
+        self._settings = parse_url(url, schema)
+        self.url = url
+        self.schema = self._settings.schema
+        self._safe_url = self._settings.safe_url
+        self._max_size = max_size
+        self._timeout = timeout
+        self._closed = False
+        self._check_server()
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            self._settings.conninfo, min_size=min_size, max_size=max_size,
+            kwargs={"autocommit": True}, open=True, timeout=timeout,
+            name=f"conveyor-{self.schema}",
+        )
+        self._listener = WorkListener(self._settings.conninfo, self._settings.channel,
+                                      self._safe_url)
+
+    # -- connections ---------------------------------------------------------------------------
+    def _check_server(self) -> None:
+        try:
+            with psycopg.connect(self._settings.conninfo, autocommit=True) as conn:
+                version = self._read_version(conn)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"Cannot connect to PostgreSQL at {self._safe_url}: {describe(exc)}") from exc
+        self._refuse_newer(version)
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Every database failure leaves the store as one StoreError naming what failed."""
+        try:
+            yield
+        except PoolClosed as exc:
+            raise StoreError(f"PostgreSQL store {self._safe_url} is closed") from exc
+        except PoolTimeout as exc:
+            raise StoreError(
+                f"PostgreSQL store {self._safe_url}: {what} failed: no connection within "
+                f"{self._timeout:g}s (is the server reachable?)") from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise StoreError(
+                f"PostgreSQL store {self._safe_url}: schema {self.schema!r} is not set up "
+                f"({describe(exc)}); run migrate() first") from exc
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"PostgreSQL store {self._safe_url}: {what} failed: {describe(exc)}") from exc
+
+    def _checkout(self) -> Conn:
+        for _ in range(self._max_size):
+            conn = self._pool.getconn()
+            if _usable(conn):
+                return conn
+            self._pool.putconn(conn)  # closed by the server: the pool drops it, opens another
+        return self._pool.getconn()
+
+    def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
+             retry: bool = False) -> T:
+        """Run ``work`` on a pooled connection, in a transaction if asked.
+
+        ``retry`` marks ``work`` as a read, safe to run again on a fresh connection if the
+        first one broke. A transaction is retried only if it broke at BEGIN.
+        """
+        attempts = 2 if retry or transaction else 1
+        for attempt in range(1, attempts + 1):
+            with self._errors(what):
+                conn = self._checkout()
+                sent = False
+                try:
+                    if transaction:
+                        conn.execute("BEGIN")
+                    sent = True
+                    result = work(conn)
+                    if transaction:
+                        conn.execute("COMMIT")
+                    return result
+                except psycopg.OperationalError:
+                    if attempt < attempts and conn.broken and (retry or not sent):
+                        continue
+                    raise
+                finally:
+                    if transaction and not conn.broken:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.rollback()  # a no-op after COMMIT
+                    self._pool.putconn(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- schema --------------------------------------------------------------------------------
+    def _read_version(self, conn: Conn) -> int:
+        present = _fetch(conn, _Q["has_migrations_table"])
+        if not present[0]["present"]:
+            return 0
+        return int(_fetch(conn, _Q["schema_version"])[0]["version"])
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"The PostgreSQL store {self._safe_url} (schema {self.schema!r}) is at schema "
+                f"version {version}, newer than this conveyor knows ({LATEST_VERSION}); "
+                "upgrade conveyor to use it")
+
+    def _migration_lock_key(self) -> int:
+        """One advisory lock per schema: migrations of other schemas do not wait for ours."""
+        digest = hashlib.blake2b(f"conveyor.migrate:{self.schema}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)
+
+    def schema_version(self) -> int:
+        return self._run("read the schema version", self._read_version, retry=True)
+
+    def migrate(self) -> None:
+        """Create the schema or bring it up to date, in one transaction.
+
+        The advisory lock serialises concurrent migrators (several workers starting at once):
+        the first does the work, the others then find nothing left to do.
+        """
+        def work(conn: Conn) -> None:
+            conn.execute(_Q["lock_migrations"], {"key": self._migration_lock_key()})
+            schema = sql.Identifier(self.schema)
+            exists = _fetch(conn, "SELECT 1 AS one FROM pg_namespace WHERE nspname = %(s)s",
+                            {"s": self.schema})
+            if not exists:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
+            current = self._read_version(conn)
+            self._refuse_newer(current)
+            if current == 0:
+                self._refuse_foreign(conn)
+            conn.execute(_Q["create_migrations_table"])
+            for version, name, script in _MIGRATIONS:
+                if version > current:
+                    conn.execute(script)
+                    conn.execute(_Q["record_migration"], {"version": version, "name": name})
+
+        self._run("migrate", work, transaction=True)
+
+    def _refuse_foreign(self, conn: Conn) -> None:
+        tables = [r["name"] for r in _fetch(conn, _Q["foreign_tables"], {"schema": self.schema})]
+        if tables:
+            raise StoreError(
+                f"Schema {self.schema!r} in {self._safe_url} already holds tables that are not "
+                f"conveyor's ({', '.join(tables[:5])}); refusing to touch it: choose another "
+                "schema (?schema=name)")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._listener.close()
+        self._pool.close()
+
+    def now(self) -> datetime:
+        rows = self._run("read the clock", lambda c: _fetch(c, _Q["now"]), retry=True)
+        now = utc(rows[0]["now"])
+        assert now is not None
+        return now
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
+        if not jobs:
+            return []
+        progress = [new.progress or JobProgress() for new in jobs]
+        params: dict[str, Any] = {
+            "ids": [new.id for new in jobs],
+            "job_types": [new.job_type for new in jobs],
+            "queues": [new.queue for new in jobs],
+            "priorities": [new.priority for new in jobs],
+            "params": [Jsonb(new.params, dumps=payload.dumps) for new in jobs],
+            "max_attempts": [new.max_attempts for new in jobs],
+            "run_ats": [aware(new.run_at) if new.run_at else None for new in jobs],
+            "timeouts": [new.timeout for new in jobs],
+            "pause_timeouts": [new.pause_timeout for new in jobs],
+            "backoffs": [Jsonb(new.backoff, dumps=payload.dumps) for new in jobs],
+            "current_steps": [p.current_step for p in progress],
+            "total_steps": [p.total_steps for p in progress],
+            "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
+            "requeued_froms": [new.requeued_from for new in jobs],
+            "actor": actor,
+        }
+
+        def work(conn: Conn) -> list[Row]:
+            rows = _fetch(conn, _Q["insert_jobs"], params)
+            conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            return rows
+
+        rows = self._run("insert jobs", work, transaction=True)
+        self._listener.wake()
+        return [row_to_job(r) for r in rows]
+
+    def get_job(self, job_id: str) -> Job:
+        rows = self._run("read a job", lambda c: _fetch(c, _Q["select_job"], {"id": job_id}),
+                         retry=True)
+        if not rows:
+            raise JobNotFound(job_id)
+        return row_to_job(rows[0])
+
+    def get_jobs(self, job_ids: Iterable[str]) -> list[Job]:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        rows = self._run("read jobs", lambda c: _fetch(c, _Q["select_jobs"], {"ids": ids}),
+                         retry=True)
+        found = {r["id"]: row_to_job(r) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def list_jobs(self, query: JobQuery) -> list[Job]:
+        where: list[sql.Composable] = []
+        params: dict[str, Any] = {"limit": max(0, query.limit)}
+        for column, values in (("state", {s.value for s in query.states}),
+                               ("job_type", set(query.job_types)),
+                               ("queue", set(query.queues))):
+            if values:
+                where.append(sql.SQL("{} = ANY({}::text[])").format(
+                    sql.Identifier(column), sql.Placeholder(column)))
+                params[column] = sorted(values)
+        if query.before is not None:
+            where.append(sql.SQL(
+                "seq < coalesce((SELECT seq FROM jobs WHERE id = %(before)s), -1)"))
+            params["before"] = query.before
+        clause = sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
+        statement = sql.SQL(_Q["list_jobs"]).format(where=clause)
+        rows = self._run("list jobs", lambda c: _fetch(c, statement, params), retry=True)
+        return [row_to_job(r) for r in rows]
+
+    def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
+        rows = self._run("count jobs",
+                         lambda c: _fetch(c, _Q["count_by_state"], {"queue": queue}),
+                         retry=True)
+        counts = dict.fromkeys(JobState, 0)
+        for row in rows:
+            counts[JobState(row["state"])] = int(row["n"])
+        return counts
+
+    def history(self, job_id: str) -> list[HistoryEntry]:
+        rows = self._run("read history",
+                         lambda c: _fetch(c, _Q["select_history"], {"id": job_id}), retry=True)
+        if not rows:
+            self.get_job(job_id)  # raises JobNotFound for an unknown id
+        return [row_to_history(r) for r in rows]
+
+    # -- transitions -----------------------------------------------------------------------------
+    def apply(self, changes: Sequence[Change]) -> Job:
+        if not changes:
+            raise ValueError("apply() needs at least one change")
+        job_id = changes[0].job_id
+        if any(c.job_id != job_id for c in changes):
+            raise ValueError("apply() takes changes to one job only")
+        compiled = [compile_change(_Q["apply_change"], change) for change in changes]
+        wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
+                    for c in changes)
+
+        def work(conn: Conn) -> Row:
+            row: Row = {}
+            for change, (statement, params) in zip(changes, compiled, strict=True):
+                rows = _fetch(conn, statement, params)
+                if not rows:
+                    raise _Refused(change)
+                row = rows[0]
+            if wakes:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            return row
+
+        what = "apply " + ", ".join(c.action for c in changes)
+        try:
+            # One change that wakes nobody is a single atomic statement: no transaction needed.
+            row = self._run(what, work, transaction=len(changes) > 1 or wakes)
+        except _Refused as refused:
+            raise ChangeRefused(refused.change, self.get_job(job_id)) from None
+        if wakes:
+            self._listener.wake()
+        return row_to_job(row)
+
+    # -- workers ---------------------------------------------------------------------------------
+    def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
+              limit: int, lease_seconds: float) -> list[Job]:
+        if limit <= 0 or not job_types:
+            return []
+        params = Params({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
+                         "limit": limit, "worker_id": worker_id})
+        # The core's start values, except the token: the database makes a fresh uuid4 per job.
+        values = dict(transitions.start_values(worker_id, "", lease_seconds))
+        values.pop("lease_token")
+        sets = [
+            sql.SQL("state = {}").format(params.add(JobState.RUNNING.value)),
+            *assignments(values, params),
+            sql.SQL("lease_token = replace(gen_random_uuid()::text, '-', '')"),
+        ]
+        queue_filter = (sql.SQL("AND queue = ANY(%(queues)s::text[])") if queues
+                        else sql.SQL(""))
+        statement = sql.SQL(_Q["claim"]).format(queue_filter=queue_filter,
+                                                sets=sql.SQL(", ").join(sets))
+        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params.values))
+        return [row_to_job(r) for r in rows]
+
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
+        if not leases:
+            return {}
+        ordered = sorted(leases, key=lambda lease: lease.job_id)  # one lock order for all
+        params = {"ids": [lease.job_id for lease in ordered],
+                  "tokens": [lease.token for lease in ordered],
+                  "attempts": [lease.attempt for lease in ordered],
+                  "lease_seconds": float(lease_seconds)}
+        rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params))
+        return {r["id"]: Signals(r["pause_requested"], r["cancel_requested"]) for r in rows}
+
+    def save_progress(self, lease: Lease, progress: JobProgress, *,
+                      checkpoint: bool = False) -> Signals:
+        params: dict[str, Any] = {
+            "id": lease.job_id, "token": lease.token, "attempt": lease.attempt,
+            "current_step": progress.current_step, "total_steps": progress.total_steps,
+        }
+        query = _Q["save_progress"]
+        if checkpoint:
+            query = _Q["save_checkpoint"]
+            params["checkpoint"] = json_value("checkpoint", progress.last_checkpoint)
+        rows = self._run("save progress", lambda c: _fetch(c, query, params))
+        if not rows:
+            raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
+        return Signals(rows[0]["pause_requested"], rows[0]["cancel_requested"])
+
+    def expired_leases(self, limit: int) -> list[Job]:
+        rows = self._run("find expired leases",
+                         lambda c: _fetch(c, _Q["expired_leases"], {"limit": limit}), retry=True)
+        return [row_to_job(r) for r in rows]
+
+    def expired_pauses(self, limit: int) -> list[Job]:
+        rows = self._run("find expired pauses",
+                         lambda c: _fetch(c, _Q["expired_pauses"], {"limit": limit}), retry=True)
+        return [row_to_job(r) for r in rows]
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Wakes on a NOTIFY from any process using this schema, or after ``timeout``."""
+        self._listener.wait(timeout)
+
+    def notify_work(self) -> None:
+        self._run("notify workers", lambda c: _fetch(
+            c, _Q["notify"], {"channel": self._settings.channel}))
+        self._listener.wake()
+
+    @property
+    def listening(self) -> bool:
+        """Whether this store's LISTEN connection is up (diagnostics)."""
+        return self._listener.listening
