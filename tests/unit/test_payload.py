@@ -311,7 +311,7 @@ def test_lone_surrogate_rejected_as_invalid_params(value: Any) -> None:
 # --------------------------------------------------------------------------------------------
 # property: every strict JSON value validates and round-trips
 
-# codec="utf-8" leaves out lone surrogates, which are not encodable text (they are refused, see above)
+# codec="utf-8" leaves out lone surrogates (not encodable text; refused, see above)
 text_without_nul = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
 json_scalars = (
     st.none()
