@@ -9,6 +9,7 @@ LISTEN/NOTIFY, and surviving connections the server drops. The server's URL come
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import random
@@ -27,7 +28,7 @@ from conveyor import transitions
 from conveyor.errors import ConfigurationError, JobNotFound, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError
-from conveyor.stores.base import Lease, NewJob
+from conveyor.stores.base import ChangeRefused, Lease, NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -194,6 +195,57 @@ def test_racing_processes_never_claim_the_same_job(
     assert starts == (500, 500)
 
 
+def test_racing_compare_and_sets_on_one_job_have_one_winner(
+        make_store: Callable[..., PostgresStore]) -> None:
+    """Claims, cancels and requests on the same jobs from many connections at once.
+
+    Exactly one of start and cancel wins each job, and every history row's ``from_state`` is
+    the state the previous row left (the row lock makes the recorded source the real one).
+    """
+    store = make_store(max_size=8)
+    store.migrate()
+    jobs = store.insert_jobs(_jobs(20, "cas"))
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+    either = frozenset({JobState.PENDING, JobState.RUNNING})
+
+    def claimer() -> None:
+        for _ in jobs:
+            store.claim("w", queues=[], job_types=["cas"], limit=1, lease_seconds=30)
+
+    def canceller() -> None:
+        for job in jobs:
+            with contextlib.suppress(ChangeRefused):
+                store.apply([transitions.cancel_idle(job.id, JobState.PENDING, "op", "")])
+
+    def requester() -> None:
+        for job in jobs:
+            with contextlib.suppress(ChangeRefused):
+                store.apply([transitions.request(job.id, "pause_requested", True, either,
+                                                 "op", "")])
+
+    def run(target: Callable[[], None]) -> None:
+        try:
+            barrier.wait()
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    roles = [claimer, claimer, claimer, canceller, canceller, canceller, requester, requester]
+    threads = [threading.Thread(target=run, args=(role,)) for role in roles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    for job in jobs:
+        history = store.history(job.id)
+        moves = [h.action for h in history if h.action in ("start", "cancel")]
+        assert moves in (["start"], ["cancel"]), moves
+        for before, after in itertools.pairwise(history):
+            assert after.from_state is before.to_state, (before, after)
+
+
 # -- schema and versions ---------------------------------------------------------------------
 
 def test_a_newer_schema_is_refused(pg_url: str, schema: str,
@@ -249,6 +301,19 @@ def test_schemas_isolate_stores_in_one_database(
     finally:
         with _admin(pg_url) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
+
+
+def test_numbers_survive_jsonb(make_store: Callable[..., PostgresStore]) -> None:
+    """jsonb prints 1e300 as an integer; the store reads it back as the float it was."""
+    store = make_store()
+    store.migrate()
+    params = {"huge": 1e300, "tiny": 5e-324, "big_int": 2**63 - 1, "neg": -(2**63),
+              "half": 0.5, "whole": 3.0}
+    (job,) = store.insert_jobs([NewJob(id="n", job_type="t", params=params)])
+    got = store.get_job(job.id).params
+    assert got == params
+    assert isinstance(got["huge"], float)
+    assert isinstance(got["big_int"], int)
 
 
 def test_bad_urls_and_options_are_configuration_errors(pg_url: str) -> None:

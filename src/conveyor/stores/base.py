@@ -202,6 +202,9 @@ class Store(Protocol):
     ) -> list[Job]:
         """Take up to ``limit`` runnable jobs and move them to running under a new lease.
 
+        Only jobs whose type is in ``job_types`` are taken (none when it is empty); an empty
+        ``queues`` means every queue.
+
         Runnable: paused with ``resume_requested`` (they resume first), or pending with
         ``run_at`` passed; highest ``priority`` first, then oldest ``run_at``. Each claimed job
         gets a fresh ``lease_token``, ``lease_expires_at = now + lease_seconds``, its

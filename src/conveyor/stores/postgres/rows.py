@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+
+_INT64_LIMIT = 2**63
+
+
+def _parse_int(text: str) -> int | float:
+    """An integer outside 64 bits in a jsonb value was written as a float.
+
+    jsonb stores numbers as ``numeric`` and prints ``1e300`` as 1 followed by 300 zeros;
+    conveyor's payloads never hold integers beyond 64 bits, so such a number is turned back
+    into the float it was, and payloads compare equal after the round trip.
+    """
+    value = int(text)
+    return value if -_INT64_LIMIT <= value < _INT64_LIMIT else float(value)
+
+
+def json_loads(data: str | bytes) -> Any:
+    """The jsonb loader installed on the store's connections."""
+    return json.loads(data, parse_int=_parse_int)
 
 
 def utc(value: datetime | None) -> datetime | None:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from conveyor import payload, transitions
@@ -47,7 +47,7 @@ from conveyor.stores.postgres.changes import (
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.listener import WorkListener
-from conveyor.stores.postgres.rows import row_to_history, row_to_job, utc
+from conveyor.stores.postgres.rows import json_loads, row_to_history, row_to_job, utc
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 
 _PACKAGE = "conveyor.stores.postgres"
@@ -94,10 +94,16 @@ def _usable(conn: Conn) -> bool:
 
 def _fetch(conn: Conn, query: str | sql.SQL | sql.Composed,
            params: dict[str, Any] | None = None) -> list[Row]:
+    """Run one statement and return its rows as dicts (none for a statement without rows)."""
     statement = sql.SQL(query) if isinstance(query, str) else query
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement, params)
         return cur.fetchall() if cur.description is not None else []
+
+
+def _configure(conn: Conn) -> None:
+    """Set up each new pooled connection: our jsonb loader (see :func:`rows.json_loads`)."""
+    set_json_loads(json_loads, conn)
 
 
 class PostgresStore:
@@ -126,7 +132,7 @@ class PostgresStore:
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             self._settings.conninfo, min_size=min_size, max_size=max_size,
             kwargs={"autocommit": True}, open=True, timeout=timeout,
-            name=f"conveyor-{self.schema}",
+            name=f"conveyor-{self.schema}", configure=_configure,
         )
         self._listener = WorkListener(self._settings.conninfo, self._settings.channel,
                                       self._safe_url)

@@ -1,0 +1,149 @@
+"""Pieces the API, the stream and the pages share: reading bodies and mapping errors.
+
+Every failure a client can cause maps to a 4xx with a message naming what was wrong, and every
+failure of the store to a 503, so that a 500 always means a bug on our side.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    InvalidParams,
+    InvalidStateError,
+    JobNotFound,
+    PayloadTooLarge,
+    StoreError,
+    UnknownJobType,
+)
+
+T = TypeVar("T")
+
+#: Largest request body accepted (params are limited to 1 MiB encoded; leave room for escapes).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+#: Largest page of jobs one request may ask for.
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+class ApiError(Exception):
+    """A client mistake found by the web layer itself (before the app is asked)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def classify(exc: Exception) -> tuple[int, str, str]:
+    """``(status, code, message)`` for an exception a request may raise.
+
+    Order matters: the specific conveyor errors come before their bases.
+    """
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.message
+    table: tuple[tuple[type[Exception], int, str], ...] = (
+        (JobNotFound, 404, "not_found"),
+        (InvalidStateError, 409, "invalid_state"),
+        (UnknownJobType, 422, "unknown_job_type"),
+        (PayloadTooLarge, 413, "payload_too_large"),
+        (InvalidParams, 422, "invalid_params"),
+        (ConfigurationError, 422, "invalid_option"),
+        (StoreError, 503, "store_unavailable"),
+        (ConveyorError, 409, "conflict"),
+    )
+    for kind, status, code in table:
+        if isinstance(exc, kind):
+            return status, code, str(exc)
+    if isinstance(exc, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: "no such page or endpoint",
+                   405: "method not allowed here"}.get(exc.status_code, str(exc.detail))
+        return exc.status_code, code, message
+    raise exc  # pragma: no cover - only registered exception types reach here
+
+
+async def call(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking app call (the store does I/O) off the event loop."""
+    return await run_in_threadpool(func, *args, **kwargs)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` (chunked uploads too)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json_object(request: Request) -> dict[str, Any] | None:
+    """The body as a JSON object, None when there is no body; 415/422 when it is not one."""
+    body = await read_body(request)
+    if not body.strip():
+        return None
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type.lower() != "application/json" and not media_type.lower().endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json, not {media_type or 'nothing'}")
+    try:
+        value = json.loads(body, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(422, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_body",
+                       f"the request body must be a JSON object, not {_json_type(value)}")
+    _check_strings(value, "$")
+    return value
+
+
+def _check_strings(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse text no store can keep: NUL characters and lone UTF-16 surrogates.
+
+    JSON's ``\\ud800`` escapes decode to surrogates that cannot be encoded as UTF-8, so they
+    would fail deep inside the store instead of here with a message.
+    """
+    if depth > 100:
+        raise ApiError(422, "invalid_body", f"the request body nests too deep at {path}")
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_strings(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{path} (a key)")
+            _check_strings(item, f"{path}.{key}", depth + 1)
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise ApiError(422, "invalid_body", f"NUL characters are not allowed (at {path})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(422, "invalid_body",
+                       f"lone surrogate characters are not allowed (at {path})") from None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "an array"}.get(type(value), type(value).__name__)

@@ -1,0 +1,161 @@
+"""Who may use the web layer: bearer tokens, signed session cookies, CSRF tokens, headers.
+
+The design, and why:
+
+- **Tokens, not passwords.** An operator starts the dashboard with a token (``CONVEYOR_TOKEN``, or
+  one generated at start-up) and optionally a read-only token (``CONVEYOR_READ_TOKEN``). API
+  clients send it as ``Authorization: Bearer``; tokens are compared with
+  :func:`hmac.compare_digest` so that response timing says nothing about how much of a guess
+  was right.
+- **The browser never holds the token.** ``/login`` exchanges it for a session cookie whose value
+  is a random session id, the role, the issue time and an HMAC of those under a per-process
+  secret. A stolen cookie expires and dies with the process; the token itself is never stored
+  in the browser, so it cannot leak from there.
+- **CSRF.** The cookie is ``SameSite=Strict`` and every unsafe request made with it must also
+  carry ``X-CSRF-Token``: an HMAC of the session id that the page embeds in a meta tag. A page on
+  another site can neither read that tag nor set a custom header without a CORS preflight, which
+  we never grant. Bearer requests need no CSRF token: a browser never attaches one by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+SESSION_COOKIE = "conveyor_session"
+CSRF_HEADER = "x-csrf-token"
+#: How long a browser session lasts before the operator must log in again.
+SESSION_MAX_AGE = 12 * 3600
+_COOKIE_VERSION = "v1"
+
+
+class Role(StrEnum):
+    """What a caller may do: ``admin`` everything, ``read`` only safe (GET/HEAD) requests."""
+
+    ADMIN = "admin"
+    READ = "read"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller, as the auth middleware found it.
+
+    ``session_id`` is set for cookie sessions (and then ``csrf_token`` is what its unsafe
+    requests must carry); bearer callers have neither.
+    """
+
+    role: Role
+    via: str  # "bearer", "session" or "open" (auth disabled)
+    session_id: str | None = None
+    csrf_token: str | None = None
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The tokens and the server secret of one dashboard process.
+
+    ``token`` None means authentication is disabled (the ``insecure_no_auth`` mode); the
+    secret still signs session cookies so that CSRF protection keeps working.
+    """
+
+    token: str | None
+    read_token: str | None = None
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    session_max_age: int = SESSION_MAX_AGE
+
+    def __post_init__(self) -> None:
+        for name, value in (("token", self.token), ("read_token", self.read_token)):
+            if value is not None and len(value) < 16:
+                raise ValueError(f"{name} must be at least 16 characters long")
+        if self.read_token is not None and self.token is None:
+            raise ValueError("a read-only token needs authentication on (a token)")
+        if self.read_token is not None and self.token is not None and \
+                hmac.compare_digest(self.read_token, self.token):
+            raise ValueError("the read-only token must differ from the token")
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None
+
+    def role_of_token(self, candidate: str) -> Role | None:
+        """The role a presented token grants, compared in constant time; None if it is wrong."""
+        given = candidate.encode("utf-8", "surrogatepass")
+        role = None
+        # Both comparisons always run, so timing does not reveal which token was close.
+        if self.token is not None and hmac.compare_digest(given, self.token.encode()):
+            role = Role.ADMIN
+        if self.read_token is not None and hmac.compare_digest(given, self.read_token.encode()):
+            role = role or Role.READ
+        return role
+
+    # -- sessions ----------------------------------------------------------------------------
+    def _sign(self, text: str) -> str:
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
+
+    def new_session(self, role: Role, *, now: float | None = None) -> str:
+        """A cookie value for a fresh session: id, role, issue time, signature."""
+        issued = int(time.time() if now is None else now)
+        body = f"{_COOKIE_VERSION}.{secrets.token_urlsafe(18)}.{role.value}.{issued}"
+        return f"{body}.{self._sign(body)}"
+
+    def open_session(self, value: str, *, now: float | None = None) -> Principal | None:
+        """The principal of a session cookie, or None when it is forged, foreign or expired."""
+        parts = value.split(".")
+        if len(parts) != 5 or parts[0] != _COOKIE_VERSION:
+            return None
+        body, signature = ".".join(parts[:4]), parts[4]
+        if not hmac.compare_digest(signature.encode(), self._sign(body).encode()):
+            return None
+        _, session_id, role_name, issued_text = parts[:4]
+        try:
+            role, issued = Role(role_name), int(issued_text)
+        except ValueError:
+            return None
+        current = time.time() if now is None else now
+        if issued > current + 60 or current >= issued + self.session_max_age:
+            return None
+        if role is Role.READ and self.read_token is None:
+            return None  # the read-only token was withdrawn: so are its sessions
+        return Principal(role, "session", session_id, self.csrf_token(session_id))
+
+    def csrf_token(self, session_id: str) -> str:
+        """The CSRF token of a session: derived, so the server stores no session table."""
+        return self._sign(f"csrf:{session_id}")
+
+    def check_csrf(self, principal: Principal, presented: str | None) -> bool:
+        if principal.csrf_token is None or not presented:
+            return False
+        return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
+                                   principal.csrf_token.encode())
+
+
+#: The page policy: our own origin only, no inline script or style, never framed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; object-src 'none'"
+)
+
+#: Sent on every response (API, pages, static files, errors alike).
+SECURITY_HEADERS: dict[str, str] = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def generate_token() -> str:
+    """A fresh admin token for a dashboard started without one."""
+    return secrets.token_urlsafe(32)
