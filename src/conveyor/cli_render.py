@@ -11,12 +11,19 @@ without colour, and plain ASCII when the output encoding cannot carry them.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import re
+import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -24,6 +31,9 @@ from rich.text import Text
 from conveyor.events import JobCreated, JobEvent, JobRequested
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
 
 STATE_STYLES: dict[JobState, str] = {
     JobState.PENDING: "yellow",
@@ -33,12 +43,41 @@ STATE_STYLES: dict[JobState, str] = {
     JobState.FAILED: "red",
     JobState.CANCELLED: "bright_black",
 }
+UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED, JobState.FAILED)
 _UNITS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
 BAR_WIDTH = 20
+TABLE_BAR_WIDTH = 12
+PIPE_WIDTH = 120  # columns when writing to a pipe or file, where Rich would assume 80
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that Rich lets decide on colour; wider than 80 columns when not a terminal."""
+    console = Console(highlight=False, stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+def print_json(value: object) -> None:
+    """One JSON document on one line (several ids give JSON Lines), with no Rich styling."""
+    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def print_outcome(verb: str, job: Job, json_out: bool) -> None:
+    """What a control verb or ``enqueue`` did: the job as JSON, or one line."""
+    if json_out:
+        print_json(job.to_dict())
+    else:
+        make_console().print(control_line(verb, job, utcnow()))
+
+
+def redact(url: str) -> str:
+    """Hide a password in a store URL before printing it."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def ascii_only(console: Console) -> bool:
@@ -77,8 +116,7 @@ def timestamp(when: datetime | None, now: datetime) -> Text:
 def state_text(job: Job, now: datetime) -> Text:
     """The state in its colour, with what is about to happen to it."""
     text = Text(job.state.value, style=STATE_STYLES[job.state])
-    notes = [flag.replace("_", " ") for flag in ("pause_requested", "cancel_requested",
-                                                  "resume_requested") if getattr(job, flag)]
+    notes = _flags(job) if job.state in (JobState.RUNNING, JobState.PAUSED) else []
     if job.state is JobState.PENDING and job.run_at > now:
         notes.append(f"runs {relative(job.run_at, now)}")
     if job.state is JobState.FAILED and job.is_terminal:
@@ -86,6 +124,12 @@ def state_text(job: Job, now: datetime) -> Text:
     if notes:
         text.append(f" ({', '.join(notes)})", style="dim")
     return text
+
+
+def _flags(job: Job) -> list[str]:
+    """The requests waiting on a job, as words: ``["pause requested"]``."""
+    names = ("pause_requested", "cancel_requested", "resume_requested")
+    return [name.replace("_", " ") for name in names if getattr(job, name)]
 
 
 def progress_bar(progress: JobProgress, *, ascii_bar: bool = False,
@@ -128,13 +172,16 @@ def jobs_table(jobs: Iterable[Job], now: datetime, *, ascii_bar: bool = False,
     table.add_column("STATE")
     table.add_column("RETRIES", justify="right", no_wrap=True)
     table.add_column("PROGRESS", no_wrap=True)
-    table.add_column("QUEUE")
-    table.add_column("RESULT / ERROR" if with_outcome else "CREATED")
+    extra = ["RESULT / ERROR"] if with_outcome else ["QUEUE", "CREATED"]
+    for name in extra:
+        table.add_column(name)
     for job in jobs:
-        last = outcome_text(job) if with_outcome else Text(relative(job.created_at, now))
+        cells = [outcome_text(job)] if with_outcome else [
+            Text(job.queue), Text(relative(job.created_at, now))]
         table.add_row(Text(short_id(job.id) if with_outcome else job.id), Text(job.job_type),
                       state_text(job, now), f"{job.attempt}/{job.max_attempts}",
-                      progress_bar(job.progress, ascii_bar=ascii_bar), Text(job.queue), last)
+                      progress_bar(job.progress, ascii_bar=ascii_bar, width=TABLE_BAR_WIDTH),
+                      *cells)
     return table
 
 
@@ -188,7 +235,7 @@ def history_table(entries: Iterable[HistoryEntry], now: datetime,
     """A job's audit trail, oldest first, for ``conveyor history`` and the demo."""
     table = Table(title=title, header_style="bold", title_justify="left")
     for name in ("AT", "ACTION", "FROM -> TO", "RETRIES", "ACTOR", "REASON"):
-        table.add_column(name, no_wrap=name in ("ACTION", "FROM -> TO"))
+        table.add_column(name, no_wrap=name in ("AT", "ACTION", "FROM -> TO"))
     for entry in entries:
         moved = entry.from_state != entry.to_state
         change = _arrow(entry.from_state, entry.to_state) if moved else Text(
@@ -199,10 +246,16 @@ def history_table(entries: Iterable[HistoryEntry], now: datetime,
 
 
 def transition_line(at: datetime, job_id: str, job_type: str, change: Text,
-                    actor: str, reason: str) -> Text:
-    """One line per transition: ``12:00:01.250  3f2c1a9b  files.process  running -> paused``."""
-    line = Text.assemble((at.astimezone().strftime("%H:%M:%S.%f")[:-3], "dim"), "  ",
-                         (short_id(job_id), "bold"), "  ", (f"{job_type:<16}", ""), " ")
+                    actor: str, reason: str, *, clock: bool = True) -> Text:
+    """One line per transition: ``12:00:01.250  3f2c1a9b  files.process  running -> paused``.
+
+    ``clock=False`` leaves the time out, for log lines that carry their own.
+    """
+    line = Text()
+    if clock:
+        line.append(f"{at.astimezone().strftime('%H:%M:%S.%f')[:-3]}  ", style="dim")
+    line.append(short_id(job_id), style="bold")
+    line.append(f"  {job_type:<16} ")
     line.append_text(change)
     if actor:
         line.append(f"  by {actor}", style="dim")
@@ -212,33 +265,161 @@ def transition_line(at: datetime, job_id: str, job_type: str, change: Text,
     return line
 
 
+def request_label(action: str) -> str:
+    """``request_pause`` -> ``pause requested``; ``withdraw_pause`` -> ``pause request
+    withdrawn``: the same words as the job's flags."""
+    verb, _, what = action.partition("_")
+    if verb == "request":
+        return f"{what} requested"
+    if verb == "withdraw":
+        return f"{what} request withdrawn"
+    return action.replace("_", " ")
+
+
 def history_line(entry: HistoryEntry, job_type: str) -> Text:
     """A history row as a transition line (``watch`` prints these as they appear)."""
     if entry.from_state == entry.to_state:
         change = Text.assemble((entry.to_state.value, STATE_STYLES[entry.to_state]),
-                               f": {entry.action.replace('_', ' ')}")
+                               f": {request_label(entry.action)}")
     else:
         change = _arrow(entry.from_state, entry.to_state)
     return transition_line(entry.at, entry.job_id, job_type, change, entry.actor, entry.reason)
 
 
-def event_line(event: JobEvent) -> Text:
+def event_line(event: JobEvent, *, clock: bool = True) -> Text:
     """An in-process event as a transition line (the demo prints these)."""
     job = event.job
     if isinstance(event, JobRequested):
-        asked = [flag.replace("_", " ") for flag in ("pause_requested", "cancel_requested",
-                                                      "resume_requested") if getattr(job, flag)]
-        change = Text.assemble((job.state.value, STATE_STYLES[job.state]),
-                               f": {', '.join(asked) or 'request withdrawn'}")
-        reason = "" if event.reason.endswith("_requested") else event.reason
+        # with no reason given, the event's reason is the action itself ("request_pause")
+        is_action = event.reason.startswith(("request_", "withdraw_"))
+        label = (request_label(event.reason) if is_action
+                 else ", ".join(_flags(job)) or "request withdrawn")
+        change = Text.assemble((job.state.value, STATE_STYLES[job.state]), f": {label}")
+        reason = "" if is_action else event.reason
     else:
         source = None if isinstance(event, JobCreated) else event.from_state
         change = _arrow(source, job.state)
         reason = event.reason
-    return transition_line(event.at, job.id, job.job_type, change, event.actor, reason)
+    return transition_line(event.at, job.id, job.job_type, change, event.actor, reason,
+                           clock=clock)
 
 
 def control_line(verb: str, job: Job, now: datetime) -> Text:
     """What a control verb did, e.g. ``pause 3f2c… files.process: running (pause requested)``."""
     return Text.assemble((f"{verb}: ", "bold"), job.id, "  ", job.job_type, "  ",
                          state_text(job, now))
+
+
+def state_line(job: Job, now: datetime) -> Text:
+    """``3f2c1a9b  files.process  running (pause requested)``."""
+    return Text.assemble((short_id(job.id), "bold"), "  ", job.job_type, "  ",
+                         state_text(job, now))
+
+
+class LiveBoard:
+    """Live progress bars, one row per job, with transition lines printed above them.
+
+    Rows are updated from any thread (the demo's event subscriber, ``watch``'s poll loop);
+    Rich redraws them a few times a second on a terminal. On a file or a dumb terminal, Rich
+    prints the lines as they come and the board once, when it stops (unless ``transient``).
+    """
+
+    def __init__(self, console: Console, *, transient: bool = False) -> None:
+        self.console = console
+        self.transient = transient
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._ascii = ascii_only(console)
+        self._live = Live(console=console, get_renderable=self.render, refresh_per_second=8,
+                          transient=transient)
+
+    def __enter__(self) -> LiveBoard:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._live.stop()
+        if not self.console.is_terminal and not self.transient:
+            self.console.line()  # Rich leaves a file's last frame without its newline
+
+    def update(self, job: Job) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+
+    def update_progress(self, job: Job) -> None:
+        """Take only the progress from ``job`` (a progress event may trail a transition)."""
+        with self._lock:
+            known = self._jobs.get(job.id)
+            if known is not None:
+                known = copy.copy(known)
+                known.progress = job.progress
+            self._jobs[job.id] = known or job
+
+    def print(self, line: Text) -> None:
+        """Print ``line`` above the bars, redrawing them first so they are not a frame late."""
+        if self._live.is_started:
+            self._live.refresh()
+        self.console.print(line)
+
+    def render(self) -> RenderableType:
+        now = utcnow()
+        grid = Table.grid(padding=(0, 2))
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            grid.add_row(Text(short_id(job.id), style="bold"), Text(job.job_type),
+                         progress_bar(job.progress, ascii_bar=self._ascii),
+                         state_text(job, now))
+        return grid
+
+
+def _signature(job: Job) -> tuple[object, ...]:
+    """What changes when a job moves or gets a request (progress alone does not count)."""
+    return (job.state, job.attempt, job.paused_at, job.pause_requested, job.cancel_requested,
+            job.resume_requested)
+
+
+def watch_until_done(app: Conveyor, jobs: list[Job], console: Console, interval: float) -> None:
+    """Poll the store and redraw until every job is terminal.
+
+    Events are in-process only, so another process's transitions are found by polling; each
+    new history row of a job that changed is printed, so no step is missed between two looks.
+    """
+    last_seen = {job.id: max((e.id for e in app.history(job.id)), default=0) for job in jobs}
+    with LiveBoard(console) as board:
+        for job in jobs:
+            board.update(job)
+            board.print(Text.assemble("watching ", state_line(job, utcnow())))
+        while not all(job.is_terminal for job in jobs):
+            time.sleep(interval)
+            fresh = [app.get(job.id) for job in jobs]
+            for line in _new_history(app, jobs, fresh, last_seen):
+                board.print(line)
+            for job in fresh:
+                board.update(job)
+            jobs = fresh
+    console.print(f"all {len(jobs)} watched job(s) finished: {count_states(jobs)}")
+
+
+def _new_history(app: Conveyor, old: list[Job], fresh: list[Job],
+                 last_seen: dict[str, int]) -> list[Text]:
+    """History rows written since the last look, for the jobs that changed, in time order."""
+    rows: list[tuple[HistoryEntry, str]] = []
+    for before, job in zip(old, fresh, strict=True):
+        if _signature(before) != _signature(job):
+            rows += [(e, job.job_type) for e in app.history(job.id) if e.id > last_seen[job.id]]
+    for entry, _ in rows:
+        last_seen[entry.job_id] = max(last_seen[entry.job_id], entry.id)
+    rows.sort(key=lambda row: (row[0].at, row[0].id))
+    return [history_line(entry, job_type) for entry, job_type in rows]
+
+
+def unfinished(jobs: Iterable[Job]) -> list[Job]:
+    """The jobs something may still happen to (a failed job may have a retry left)."""
+    return [job for job in jobs if not job.is_terminal]
+
+
+def count_states(jobs: Iterable[Job]) -> str:
+    """``"2 completed, 1 cancelled"``, in lifecycle order."""
+    states = [job.state for job in jobs]
+    return ", ".join(f"{states.count(s)} {s.value}" for s in JobState if s in states)

@@ -32,6 +32,7 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 #: Largest page of jobs one request may ask for.
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+_INT64_MIN = -(2.0**63)
 
 
 class ApiError(Exception):
@@ -109,27 +110,34 @@ async def read_json_object(request: Request) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_body",
                        f"the request body must be a JSON object, not {_json_type(value)}")
-    _check_strings(value, "$")
+    _check_values(value, "$")
     return value
 
 
-def _check_strings(value: Any, path: str, depth: int = 0) -> None:
-    """Refuse text no store can keep: NUL characters and lone UTF-16 surrogates.
+def _check_values(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse what the JSON parser lets through but conveyor cannot keep exactly.
 
-    JSON's ``\\ud800`` escapes decode to surrogates that cannot be encoded as UTF-8, so they
-    would fail deep inside the store instead of here with a message.
+    - NUL characters, which PostgreSQL refuses.
+    - Lone UTF-16 surrogates (``\\ud800``), which cannot be encoded as UTF-8 and would fail
+      deep inside the store instead of here with a message.
+    - Whole numbers outside 64 bits, however written: ``1e30`` is the integer 10**30 to JSON
+      Schema (and to JavaScript), and conveyor keeps integers to 64 bits so every client reads
+      them exactly. The OpenAPI schema states the same rule.
     """
     if depth > 100:
         raise ApiError(422, "invalid_body", f"the request body nests too deep at {path}")
     if isinstance(value, str):
         _check_text(value, path)
+    elif isinstance(value, float) and value.is_integer() and not _INT64_MIN <= value < 2.0**63:
+        raise ApiError(422, "invalid_body",
+                       f"{value!r} at {path} is a whole number outside the 64-bit range")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_strings(item, f"{path}[{index}]", depth + 1)
+            _check_values(item, f"{path}[{index}]", depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key, f"{path} (a key)")
-            _check_strings(item, f"{path}.{key}", depth + 1)
+            _check_values(item, f"{path}.{key}", depth + 1)
 
 
 def _check_text(text: str, path: str) -> None:

@@ -1,0 +1,88 @@
+"""The Starlette application: routes, middleware and error handling, assembled in one place.
+
+:func:`create_app` is also the seam for mounting the dashboard in another ASGI server or for
+testing it in-process (``TestClient(create_app(app, auth=...))``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from conveyor import __version__
+from conveyor.app import Conveyor
+from conveyor.errors import ConveyorError
+from conveyor.web.api import JobsApi
+from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
+from conveyor.web.middleware import AuthMiddleware, SecurityHeadersMiddleware, error_body
+from conveyor.web.pages import Pages
+from conveyor.web.security import AuthConfig
+from conveyor.web.stream import EventStream
+from conveyor.web.templates import page, render
+
+log = logging.getLogger("conveyor.web")
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+def create_app(app: Conveyor, *, auth: AuthConfig, poll_interval: float = 0.5,
+               max_body_bytes: int = MAX_BODY_BYTES,
+               stopping: threading.Event | None = None) -> Starlette:
+    """The dashboard and the HTTP API over ``app``, protected as ``auth`` says.
+
+    ``stopping``, once set, ends the open event streams (set it when the server shuts down).
+    """
+    routes: list[BaseRoute] = [
+        *Pages(app, auth).routes(),
+        *JobsApi(app).routes(),
+        *EventStream(app, poll_interval=poll_interval, stopping=stopping).routes(),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    web = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(AuthMiddleware, auth=auth, max_body_bytes=max_body_bytes),
+        ],
+        exception_handlers={
+            ConveyorError: handle_error, ApiError: handle_error, HTTPException: handle_error,
+            Exception: handle_crash,
+        },
+    )
+    web.state.conveyor = app
+    web.state.auth = auth
+    return web
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """A client's mistake or an unavailable store: JSON for the API, a page for a browser."""
+    status, code, message = classify(exc)
+    headers = {"retry-after": "5"} if status == 503 else None
+    if status == 405 and isinstance(exc, HTTPException) and exc.headers:
+        headers = dict(exc.headers)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    body = render('<section class="panel"><h1>{title}</h1><p>{message}</p>'
+                  '<p><a href="/">← all jobs</a></p></section>',
+                  title=_TITLES.get(status, "Something went wrong"), message=message)
+    return HTMLResponse(page(_TITLES.get(status, "Error"), body, page_name="error",
+                             version=__version__), status_code=status, headers=headers)
+
+
+async def handle_crash(request: Request, exc: Exception) -> Response:
+    """A bug on our side: log it in full, tell the client nothing about internals."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal", "internal server error (see the server log)"),
+                        status_code=500)
+
+
+_TITLES = {404: "Not found", 405: "Not allowed", 409: "Not possible now",
+           413: "Too large", 422: "Bad request", 503: "Store unavailable"}

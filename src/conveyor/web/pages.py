@@ -1,0 +1,311 @@
+"""The dashboard's HTML pages and the login that lets a browser in.
+
+Pages are rendered on the server (they work before the script loads, and every value is escaped
+by :mod:`conveyor.web.templates`); the script in ``static/dashboard.js`` then keeps them live
+from the event stream and sends the control actions. The buttons each job shows are its
+``legal_actions``, computed from the lifecycle table: the page never decides what is legal.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from conveyor import __version__
+from conveyor.app import Conveyor
+from conveyor.lifecycle import JobState
+from conveyor.model import HistoryEntry, Job
+from conveyor.web.common import DEFAULT_LIMIT, ApiError, call, read_body
+from conveyor.web.middleware import principal_of
+from conveyor.web.security import SESSION_COOKIE, AuthConfig, Principal
+from conveyor.web.templates import (
+    Markup,
+    action_buttons,
+    join,
+    page,
+    pretty_json,
+    progress_bar,
+    render,
+    state_badge,
+    when,
+)
+
+_LOGIN_BODY_LIMIT = 4096
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: an open redirect would make a fine phishing link."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return target
+
+
+class Pages:
+    """``/``, ``/jobs/{id}``, ``/login`` and ``/logout``."""
+
+    def __init__(self, app: Conveyor, auth: AuthConfig) -> None:
+        self.app = app
+        self.auth = auth
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.dashboard, methods=["GET"], name="dashboard"),
+            Route("/jobs/{job_id}", self.job_page, methods=["GET"], name="job_page"),
+            Route("/login", self.login, methods=["GET", "POST"], name="login"),
+            Route("/logout", self.logout, methods=["POST"], name="logout"),
+        ]
+
+    def _page(self, request: Request, title: str, body: Markup, page_name: str) -> HTMLResponse:
+        principal = principal_of(request)
+        return HTMLResponse(page(
+            title, body, page_name=page_name, csrf=principal.csrf_token or "",
+            can_write=principal.can_write, user=_user_box(principal), version=__version__,
+            live="connecting…"))
+
+    # -- dashboard ----------------------------------------------------------------------------
+    async def dashboard(self, request: Request) -> Response:
+        query = request.query_params
+        state = query.get("state") or None
+        job_type = query.get("job_type") or None
+        before = query.get("before") or None
+        jobs = await call(self.app.list, state, job_type=job_type, limit=DEFAULT_LIMIT,
+                          before=before)
+        counts = await call(self.app.counts)
+        can_write = principal_of(request).can_write
+        rows = join([_job_row(job, can_write) for job in jobs]) or Markup(
+            '<tr class="empty"><td colspan="7">No jobs match.</td></tr>')
+        older = Markup("")
+        if len(jobs) == DEFAULT_LIMIT:
+            params = {k: v for k, v in (("state", state), ("job_type", job_type)) if v}
+            older = render('<a class="older" href="/?{query}">Older jobs →</a>',
+                           query=urlencode({**params, "before": jobs[-1].id}))
+        body = render(
+            DASHBOARD, counts=_counts(counts, state),
+            filters=_filters(state, job_type, sorted(self.app.job_types)),
+            rows=rows, older=older, state=state or "", job_type=job_type or "")
+        return self._page(request, "Jobs", body, "dashboard")
+
+    # -- one job ------------------------------------------------------------------------------
+    async def job_page(self, request: Request) -> Response:
+        job = await call(self.app.get, request.path_params["job_id"])
+        history = await call(self.app.history, job.id)
+        can_write = principal_of(request).can_write
+        body = render(
+            JOB_PAGE, id=job.id, state=job.state.value, job_type=job.job_type,
+            badge=state_badge(job),
+            progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
+            rendered=",".join(job.legal_actions) if can_write else "",
+            details=_details(job), params=pretty_json(job.params),
+            checkpoint=pretty_json(job.progress.last_checkpoint),
+            outcome=_outcome(job), history=join([_history_item(e) for e in history]))
+        return self._page(request, f"{job.job_type} {job.id[:8]}", body, "job")
+
+    # -- login --------------------------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self.login_submit(request)
+        return await self.login_form(request)
+
+    async def login_form(self, request: Request) -> Response:
+        next_path = safe_next(request.query_params.get("next"))
+        token = request.query_params.get("token")
+        if not self.auth.enabled:
+            return RedirectResponse(next_path, status_code=303)
+        if token is not None:
+            return self._log_in(request, token, next_path)
+        return _login_page(next_path)
+
+    async def login_submit(self, request: Request) -> Response:
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return _login_page("/", "Log in from this site's own login page.", 403)
+        try:
+            body = await read_body(request, _LOGIN_BODY_LIMIT)
+        except ApiError:
+            return _login_page("/", "That request was too large.", 413)
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        next_path = safe_next((form.get("next") or ["/"])[0])
+        if not self.auth.enabled:
+            return RedirectResponse(next_path, status_code=303)
+        return self._log_in(request, (form.get("token") or [""])[0], next_path)
+
+    def _log_in(self, request: Request, token: str, next_path: str) -> Response:
+        role = self.auth.role_of_token(token.strip()) if token.strip() else None
+        if role is None:
+            return _login_page(next_path, "That token is not valid.", 401)
+        response = RedirectResponse(next_path, status_code=303)
+        response.set_cookie(SESSION_COOKIE, self.auth.new_session(role),
+                            max_age=self.auth.session_max_age, path="/", httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+
+def _login_page(next_path: str, error: str = "", status: int = 200) -> HTMLResponse:
+    message = render('<p class="error" role="alert">{error}</p>', error=error) if error else ""
+    body = render(LOGIN, next=next_path, error=message)
+    return HTMLResponse(page("Log in", body, page_name="login", version=__version__),
+                        status_code=status)
+
+
+def _user_box(principal: Principal) -> Markup:
+    if principal.via == "open":
+        return Markup('<span class="role role-open">no authentication</span>')
+    role = render('<span class="role role-{role}">{text}</span>', role=principal.role.value,
+                  text="admin" if principal.can_write else "read-only")
+    if principal.via != "session":
+        return role
+    return join([role, Markup('<button type="button" class="btn btn-quiet" id="logout">'
+                              'Log out</button>')])
+
+
+def _counts(counts: dict[JobState, int], selected: str | None) -> Markup:
+    cells = [render('<a class="count state-{state}{current}" href="/?state={state}">'
+                    '<span class="n" data-count="{state}">{n}</span>'
+                    '<span class="label">{state}</span></a>',
+                    state=state.value, n=counts.get(state, 0),
+                    current=" current" if selected == state.value else "")
+             for state in JobState]
+    cells.append(render('<a class="count total{current}" href="/"><span class="n" '
+                        'data-count="total">{n}</span><span class="label">all</span></a>',
+                        n=sum(counts.values()), current="" if selected else " current"))
+    return join(cells)
+
+
+def _options(values: list[str], selected: str | None, everything: str) -> Markup:
+    options = [render('<option value="">{label}</option>', label=everything)]
+    options.extend(render('<option value="{v}"{sel}>{v}</option>', v=value,
+                          sel=Markup(" selected") if value == selected else "")
+                   for value in values)
+    return join(options)
+
+
+def _filters(state: str | None, job_type: str | None, types: list[str]) -> Markup:
+    if job_type and job_type not in types:
+        types = [*types, job_type]
+    return render(
+        '<label>State <select name="state">{states}</select></label>'
+        '<label>Type <select name="job_type">{types}</select></label>'
+        '<button type="submit" class="btn">Filter</button>'
+        '<a class="btn btn-quiet" href="/">Reset</a>',
+        states=_options([s.value for s in JobState], state, "any state"),
+        types=_options(types, job_type, "any type"))
+
+
+def _job_row(job: Job, can_write: bool) -> Markup:
+    return render(
+        '<tr data-job-id="{id}" data-state="{state}" data-job-type="{job_type}">'
+        '<td><a class="mono" href="/jobs/{id}" title="{id}">{short}</a></td>'
+        '<td><span class="type" title="{job_type}">{job_type}</span>'
+        '<span class="queue">{queue}</span></td>'
+        '<td>{badge}</td><td class="progress-cell">{progress}</td>'
+        '<td class="num" data-field="attempt" title="retries used / allowed">{attempt}</td>'
+        '<td data-field="updated">{updated}</td>'
+        '<td class="actions" data-field="actions" data-rendered="{rendered}">{actions}</td>'
+        '</tr>',
+        id=job.id, short=job.id[:8], state=job.state.value, job_type=job.job_type,
+        queue=job.queue, badge=state_badge(job, with_error=True), progress=progress_bar(job),
+        attempt=f"{job.attempt}/{job.max_attempts}", updated=when(job.updated_at),
+        actions=action_buttons(job, can_write=can_write),
+        rendered=",".join(job.legal_actions) if can_write else "")
+
+
+def _details(job: Job) -> Markup:
+    rows: list[tuple[str, object]] = [
+        ("queue", job.queue), ("priority", job.priority),
+        ("attempt", f"{job.attempt} of {job.max_attempts} retries used"),
+        ("created", when(job.created_at)), ("run at", when(job.run_at)),
+        ("started", when(job.started_at)), ("paused", when(job.paused_at)),
+        ("finished", when(job.finished_at)), ("updated", when(job.updated_at)),
+        ("worker", job.worker_id or "—"),
+        ("timeout", f"{job.timeout:g} s" if job.timeout else "none"),
+    ]
+    items = [render('<dt>{name}</dt><dd data-detail="{key}">{value}</dd>', name=name,
+                    key=name.replace(" ", "_"), value=value) for name, value in rows]
+    if job.requeued_from:
+        items.append(render('<dt>copy of</dt><dd><a class="mono" href="/jobs/{id}">{id}</a>'
+                            '</dd>', id=job.requeued_from))
+    return join(items)
+
+
+def _outcome(job: Job) -> Markup:
+    if job.error is not None:
+        return render('<section class="panel error-panel"><h2>Error</h2>'
+                      '<p class="error-line"><strong>{type}</strong>: {message}</p>'
+                      '<pre class="traceback">{traceback}</pre></section>',
+                      type=job.error.type, message=job.error.message,
+                      traceback=job.error.traceback or "(no traceback)")
+    if job.state is JobState.COMPLETED:
+        return render('<section class="panel"><h2>Result</h2><pre>{result}</pre></section>',
+                      result=pretty_json(job.result))
+    return Markup("")
+
+
+def _history_item(entry: HistoryEntry) -> Markup:
+    moved = entry.from_state is not entry.to_state
+    change = (f"{entry.from_state.value if entry.from_state else 'created'} → "
+              f"{entry.to_state.value}" if moved else f"in {entry.to_state.value}")
+    return render(
+        '<li class="event state-{to}"><span class="dot" aria-hidden="true"></span>'
+        '<div class="event-body"><div class="event-head"><strong>{action}</strong> '
+        '<span class="change">{change}</span></div>'
+        '<div class="event-meta">{at} · attempt {attempt} · by {actor}</div>'
+        '<div class="event-reason">{reason}</div></div></li>',
+        to=entry.to_state.value, action=entry.action, change=change, at=when(entry.at),
+        attempt=entry.attempt, actor=entry.actor or "?", reason=entry.reason)
+
+
+DASHBOARD = """
+<section class="counts" aria-label="jobs per state">{counts}</section>
+<form class="filters" method="get" action="/">{filters}</form>
+<table class="jobs" id="jobs" data-filter-state="{state}" data-filter-type="{job_type}">
+<thead><tr><th>Job</th><th>Type / queue</th><th>State</th><th>Progress</th>
+<th title="retries used / allowed">Retries</th><th>Updated</th><th>Actions</th></tr></thead>
+<tbody>{rows}</tbody>
+</table>
+<nav class="pager">{older}</nav>
+"""
+
+JOB_PAGE = """
+<p class="crumbs"><a href="/">← all jobs</a></p>
+<article class="job" id="job" data-job-id="{id}" data-state="{state}">
+<header class="job-head">
+  <h1><span class="type">{job_type}</span> {badge}</h1>
+  <p class="mono muted">{id}</p>
+  <div class="job-progress">{progress}</div>
+  <div class="actions" data-field="actions" data-rendered="{rendered}">{actions}</div>
+</header>
+<div class="grid">
+  <section class="panel"><h2>Details</h2><dl class="details">{details}</dl></section>
+  <section class="panel"><h2>History</h2><ol class="timeline" id="history">{history}</ol>
+  </section>
+</div>
+{outcome}
+<div class="grid">
+  <section class="panel"><h2>Params</h2><pre id="params">{params}</pre></section>
+  <section class="panel"><h2>Checkpoint</h2><pre id="checkpoint">{checkpoint}</pre></section>
+</div>
+</article>
+"""
+
+LOGIN = """
+<section class="login panel">
+<h1>Log in</h1>
+<p>Paste the dashboard's token (printed when it started, or set in
+<code>CONVEYOR_TOKEN</code>).</p>
+{error}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required
+ autofocus>
+<button type="submit" class="btn btn-primary">Log in</button>
+</form>
+</section>
+"""

@@ -1,0 +1,345 @@
+// conveyor dashboard: keeps server-rendered pages live and sends the control actions.
+//
+// Rules this file keeps, and why:
+// - Job data is only ever put into the page with textContent (never parsed as HTML), so params,
+//   errors and type names chosen by whoever enqueued a job can never become markup.
+// - The buttons a job shows are its `legal_actions` from the server (derived from the
+//   lifecycle table); this script never decides what is legal.
+// - Every POST carries the session's CSRF token (from the page's meta tag) as a header.
+(function () {
+  "use strict";
+
+  function meta(name) {
+    var tag = document.querySelector('meta[name="' + name + '"]');
+    return tag ? tag.getAttribute("content") : "";
+  }
+
+  var csrfToken = meta("csrf-token");
+  var canWrite = meta("conveyor-can-write") === "true";
+  var pageName = document.body.getAttribute("data-page");
+
+  // -- small DOM helpers ---------------------------------------------------------------------
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function label(action) {
+    return action.charAt(0).toUpperCase() + action.slice(1);
+  }
+
+  function formatTime(iso) {
+    if (!iso) return "—";
+    return iso.replace("T", " ").slice(0, 19) + " UTC";
+  }
+
+  function flagsText(job) {
+    var flags = [];
+    ["pause_requested", "cancel_requested", "resume_requested"].forEach(function (name) {
+      if (job[name]) flags.push(name.replace("_", " "));
+    });
+    return flags.join(", ");
+  }
+
+  function errorText(job) {
+    if (!job.error) return "";
+    return job.error.message ? job.error.type + ": " + job.error.message : job.error.type;
+  }
+
+  function stepsText(progress) {
+    if (progress.total_steps) return progress.current_step + "/" + progress.total_steps;
+    return progress.current_step ? String(progress.current_step) : "";
+  }
+
+  function flash(message) {
+    var box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = message;
+    box.hidden = !message;
+  }
+
+  function setLive(state, text) {
+    var live = document.getElementById("live");
+    if (!live) return;
+    live.setAttribute("data-state", state);
+    live.textContent = text;
+  }
+
+  // -- progress bars -------------------------------------------------------------------------
+  // The fill's width is set here through the CSSOM: the page's CSP forbids inline styles.
+  function setProgress(bar, percent) {
+    var value = Math.max(0, Math.min(100, Number(percent) || 0));
+    bar.setAttribute("aria-valuenow", String(Math.round(value * 100) / 100));
+    var fill = bar.querySelector(".fill");
+    if (fill) fill.style.width = value + "%";
+  }
+
+  function initBars(root) {
+    root.querySelectorAll(".progress").forEach(function (bar) {
+      setProgress(bar, bar.getAttribute("aria-valuenow"));
+    });
+  }
+
+  // -- one job's visible fields --------------------------------------------------------------
+  function renderActions(container, job) {
+    var wanted = canWrite ? job.legal_actions.join(",") : "";
+    if (container.getAttribute("data-rendered") === wanted) return;
+    container.setAttribute("data-rendered", wanted);
+    container.replaceChildren();
+    if (!canWrite) return;
+    job.legal_actions.forEach(function (action) {
+      var button = el("button", "btn btn-" + action, label(action));
+      button.type = "button";
+      button.setAttribute("data-action", action);
+      button.setAttribute("data-job-id", job.id);
+      container.appendChild(button);
+    });
+  }
+
+  function field(scope, name) {
+    return scope.querySelector('[data-field="' + name + '"]');
+  }
+
+  function updateFields(scope, job) {
+    var badge = field(scope, "state");
+    if (badge) {
+      badge.textContent = job.state;
+      badge.className = "badge state-" + job.state;
+    }
+    var flags = field(scope, "flags");
+    if (flags) flags.textContent = flagsText(job);
+    var error = field(scope, "error");
+    if (error) {
+      error.textContent = errorText(job);
+      error.title = errorText(job);
+    }
+    var bar = field(scope, "progress");
+    if (bar) setProgress(bar, job.progress.percent);
+    var steps = field(scope, "steps");
+    if (steps) steps.textContent = stepsText(job.progress);
+    var attempt = field(scope, "attempt");
+    if (attempt) attempt.textContent = job.attempt + "/" + job.max_attempts;
+    var updated = field(scope, "updated");
+    if (updated) {
+      var time = el("time", "", formatTime(job.updated_at));
+      time.setAttribute("datetime", job.updated_at);
+      updated.replaceChildren(time);
+    }
+    var actions = field(scope, "actions");
+    if (actions) renderActions(actions, job);
+    scope.setAttribute("data-state", job.state);
+  }
+
+  // -- the dashboard's table -----------------------------------------------------------------
+  function buildRow(job) {
+    var row = el("tr");
+    row.setAttribute("data-job-id", job.id);
+    row.setAttribute("data-job-type", job.job_type);
+    var idCell = el("td");
+    var link = el("a", "mono", job.id.slice(0, 8));
+    link.href = "/jobs/" + encodeURIComponent(job.id);
+    link.title = job.id;
+    idCell.appendChild(link);
+    var typeCell = el("td");
+    var type = el("span", "type", job.job_type);
+    type.title = job.job_type;
+    typeCell.append(type, el("span", "queue", job.queue));
+    var stateCell = el("td");
+    var badge = el("span", "", job.state);
+    badge.setAttribute("data-field", "state");
+    var flags = el("span", "flags");
+    flags.setAttribute("data-field", "flags");
+    var error = el("span", "error-hint");
+    error.setAttribute("data-field", "error");
+    stateCell.append(badge, flags, error);
+    var progressCell = el("td", "progress-cell");
+    var bar = el("div", "progress");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-label", "progress of job " + job.id);
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("data-field", "progress");
+    bar.appendChild(el("div", "fill"));
+    var steps = el("span", "steps");
+    steps.setAttribute("data-field", "steps");
+    progressCell.append(bar, steps);
+    var attempt = el("td", "num");
+    attempt.setAttribute("data-field", "attempt");
+    var updated = el("td");
+    updated.setAttribute("data-field", "updated");
+    var actions = el("td", "actions");
+    actions.setAttribute("data-field", "actions");
+    row.append(idCell, typeCell, stateCell, progressCell, attempt, updated, actions);
+    return row;
+  }
+
+  function findRow(tbody, jobId) {
+    var rows = tbody.querySelectorAll("tr[data-job-id]");
+    for (var i = 0; i < rows.length; i++) {
+      if (rows[i].getAttribute("data-job-id") === jobId) return rows[i];
+    }
+    return null;
+  }
+
+  function updateTable(job) {
+    var table = document.getElementById("jobs");
+    if (!table) return;
+    var tbody = table.tBodies[0];
+    var row = findRow(tbody, job.id);
+    if (!row) {
+      // A job we have not shown: add it on top if the page's filter wants it and the page
+      // shows the newest jobs (not an older page).
+      var wantState = table.getAttribute("data-filter-state");
+      var wantType = table.getAttribute("data-filter-type");
+      if (new URLSearchParams(location.search).get("before")) return;
+      if ((wantState && wantState !== job.state) || (wantType && wantType !== job.job_type)) {
+        return;
+      }
+      var empty = tbody.querySelector("tr.empty");
+      if (empty) empty.remove();
+      row = buildRow(job);
+      tbody.insertBefore(row, tbody.firstChild);
+    }
+    updateFields(row, job);
+  }
+
+  function updateCounts(data) {
+    Object.keys(data.counts).forEach(function (state) {
+      var cell = document.querySelector('[data-count="' + state + '"]');
+      if (cell) cell.textContent = String(data.counts[state]);
+    });
+    var total = document.querySelector('[data-count="total"]');
+    if (total) total.textContent = String(data.total);
+  }
+
+  // -- the job page --------------------------------------------------------------------------
+  // When the job changes state, re-read the page from the server and swap in its sections:
+  // the server renders (and escapes) them, so this script does not duplicate that work.
+  var refreshing = false;
+  function refreshJobPage(jobId) {
+    if (refreshing) return;
+    refreshing = true;
+    fetch("/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (text) {
+        if (!text) return;
+        var doc = new DOMParser().parseFromString(text, "text/html");
+        var fresh = doc.getElementById("job");
+        var current = document.getElementById("job");
+        if (fresh && current) {
+          current.replaceWith(document.importNode(fresh, true));
+          initBars(document);
+        }
+      })
+      .catch(function () { /* the stream will bring the next change */ })
+      .finally(function () { refreshing = false; });
+  }
+
+  function updateJobPage(job) {
+    var root = document.getElementById("job");
+    if (!root || root.getAttribute("data-job-id") !== job.id) return;
+    var before = root.getAttribute("data-shown") ||
+      (field(root, "state") ? field(root, "state").textContent : "") + "|" +
+      (field(root, "flags") ? field(root, "flags").textContent : "");
+    updateFields(root, job);
+    var after = job.state + "|" + flagsText(job);
+    root.setAttribute("data-shown", after);
+    if (before !== after) refreshJobPage(job.id);
+  }
+
+  // -- actions -------------------------------------------------------------------------------
+  function post(url) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrfToken},
+      body: "{}"
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (!response.ok) {
+          throw new Error(data.message || ("request failed (" + response.status + ")"));
+        }
+        return data;
+      });
+    });
+  }
+
+  function onAction(button) {
+    var action = button.getAttribute("data-action");
+    var jobId = button.getAttribute("data-job-id");
+    button.disabled = true;
+    flash("");
+    post("/api/jobs/" + encodeURIComponent(jobId) + "/" + encodeURIComponent(action))
+      .then(function (job) {
+        if (action === "requeue" && pageName === "job") {
+          location.assign("/jobs/" + encodeURIComponent(job.id));
+          return;
+        }
+        updateTable(job);
+        updateJobPage(job);
+      })
+      .catch(function (error) {
+        flash(error.message);
+        button.disabled = false;
+      });
+  }
+
+  function logout() {
+    post("/logout").catch(function () { return null; })
+      .finally(function () { location.assign("/login"); });
+  }
+
+  // -- live updates --------------------------------------------------------------------------
+  var storeProblem = false;  // a "problem" event is on screen until the stream works again
+  function clearProblem() {
+    if (storeProblem) flash("");
+    storeProblem = false;
+  }
+
+  function connect() {
+    if (!window.EventSource || (pageName !== "dashboard" && pageName !== "job")) return;
+    var url = "/api/events";
+    var root = document.getElementById("job");
+    if (root) url += "?job_id=" + encodeURIComponent(root.getAttribute("data-job-id"));
+    var source = new EventSource(url);
+    source.addEventListener("open", function () { setLive("on", "live"); });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) {
+        setLive("off", "disconnected — reload to reconnect");
+      } else {
+        setLive("wait", "reconnecting…");
+      }
+    });
+    source.addEventListener("job", function (event) {
+      clearProblem();
+      var job = JSON.parse(event.data);
+      updateTable(job);
+      updateJobPage(job);
+    });
+    source.addEventListener("counts", function (event) {
+      updateCounts(JSON.parse(event.data));
+      clearProblem();
+    });
+    source.addEventListener("problem", function (event) {
+      storeProblem = true;
+      flash(JSON.parse(event.data).message);
+    });
+    window.addEventListener("pagehide", function () { source.close(); });
+  }
+
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    var button = target.closest("button[data-action]");
+    if (button) {
+      onAction(button);
+    } else if (target.closest("#logout")) {
+      logout();
+    }
+  });
+
+  initBars(document);
+  connect();
+})();

@@ -1,0 +1,224 @@
+"""The dashboard in a real headless Chromium, against a real server and a real worker.
+
+The job under test (``Stepper``) advances one step each time the test says so, so the test can
+watch its progress bar move, and pause, resume and cancel it at known points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
+
+from conveyor import Conveyor, JobState
+
+from .web_browser import chromium, chromium_available
+from .web_helpers import (
+    READ_TOKEN,
+    TOKEN,
+    ServerThread,
+    Stepper,
+    register_types,
+    running_worker,
+    serving,
+    wait_until,
+)
+from .web_screenshot import demo_site
+
+pytestmark = pytest.mark.skipif(not chromium_available(),
+                                reason="needs Chromium: run scripts/install-browser")
+TIMEOUT = 10_000  # ms, for every expectation on the page
+expect.set_options(timeout=TIMEOUT)
+
+
+@dataclass
+class Site:
+    app: Conveyor
+    stepper: Stepper
+    server: ServerThread
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def site(make_app: Callable[..., Conveyor]) -> Iterator[Site]:
+    app = make_app()
+    stepper = register_types(app)
+    with serving(app, poll_interval=0.2) as server, running_worker(app):
+        yield Site(app, stepper, server)
+        stepper.step(1000)  # let anything still running finish, so the worker stops at once
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    """A fresh browser tab; closed before the site stops, and checked for script errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    page.goto("about:blank")
+    context.close()
+    # No script errors and no CSP violations (Chromium reports those on the console).
+    assert [e for e in errors if "401" not in e] == []
+
+
+def log_in(page: Page, site: Site, token: str = TOKEN) -> None:
+    page.goto(f"{site.url}/login?token={token}")
+    expect(page).to_have_url(f"{site.url}/")
+    expect(page.locator("#live")).to_have_text("live")
+
+
+def row(page: Page, job_id: str) -> Locator:
+    return page.locator(f'tr[data-job-id="{job_id}"]')
+
+
+def running(site: Site, steps: int = 10) -> str:
+    job = site.app.enqueue("test.stepper", {"steps": steps})
+    wait_until(lambda: site.app.get(job.id).state is JobState.RUNNING, message="running")
+    return job.id
+
+
+def test_an_unauthenticated_browser_sees_only_the_login_page(page: Page, site: Site) -> None:
+    job = site.app.enqueue("test.add", {"a": 1, "b": 2}, queue="secret-queue", delay=60)
+    for path in ("/", f"/jobs/{job.id}", "/?state=pending"):
+        page.goto(f"{site.url}{path}")
+        expect(page).to_have_url(f"{site.url}/login?next={quote(path, safe='')}")
+        expect(page.locator("h1")).to_have_text("Log in")
+        content = page.content()
+        assert "secret-queue" not in content  # no job data (the id only in the URL asked for)
+        assert "test.add" not in content
+        assert content.count(job.id) == (1 if job.id in path else 0)
+    api = page.request.get(f"{site.url}/api/jobs")
+    assert api.status == 401
+    events = page.request.get(f"{site.url}/api/events")
+    assert events.status == 401
+
+
+def test_logging_in_with_the_form(page: Page, site: Site) -> None:
+    job = site.app.enqueue("test.add", {"a": 1})
+    page.goto(f"{site.url}/jobs/{job.id}")
+    page.fill("#token", "not-the-token-at-all")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_have_text("That token is not valid.")
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{site.url}/jobs/{job.id}")
+    expect(page.locator("#job .type")).to_have_text("test.add")
+
+
+def test_progress_moves_live_then_pause_and_resume(page: Page, site: Site) -> None:
+    job_id = running(site)
+    log_in(page, site)
+    page.evaluate("window.__noReload = true")  # gone if the page ever reloads
+    bar = row(page, job_id).locator('[role="progressbar"]')
+    fill = bar.locator(".fill")
+    expect(bar).to_have_attribute("aria-valuenow", "0")
+
+    widths = [fill.bounding_box()["width"]]  # type: ignore[index]
+    for step, percent in ((1, "10"), (2, "20"), (3, "30")):
+        site.stepper.step()
+        expect(bar).to_have_attribute("aria-valuenow", percent)
+        expect(row(page, job_id).locator('[data-field="steps"]')).to_have_text(f"{step}/10")
+        page.wait_for_function("([el, w]) => el.getBoundingClientRect().width > w",
+                               arg=[fill.element_handle(), widths[-1]])
+        widths.append(fill.bounding_box()["width"])  # type: ignore[index]
+    assert widths == sorted(widths)
+    assert widths[-1] > widths[0]
+
+    actions = row(page, job_id).locator('[data-field="actions"]')
+    expect(actions.locator("button")).to_have_text(["Pause", "Cancel"])
+    actions.locator('button[data-action="pause"]').click()
+    badge = row(page, job_id).locator('[data-field="state"]')
+    expect(badge).to_have_text("paused")
+    expect(actions.locator('button[data-action="pause"]')).to_have_count(0)
+    expect(actions.locator("button")).to_have_text(["Resume", "Cancel"])
+    assert site.app.get(job_id).state is JobState.PAUSED
+
+    actions.locator('button[data-action="resume"]').click()
+    expect(badge).to_have_text("running")
+    site.stepper.step(7)
+    expect(badge).to_have_text("completed")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    expect(actions.locator("button")).to_have_text(["Requeue"])
+    expect(page.locator('[data-count="completed"]')).to_have_text("1")
+    assert page.evaluate("window.__noReload") is True
+    done = site.app.get(job_id)
+    assert done.result == {"done": 10}
+    assert site.stepper.runs == 2  # resumed from its checkpoint, not restarted
+
+
+def test_cancelling_a_running_job(page: Page, site: Site) -> None:
+    job_id = running(site)
+    log_in(page, site)
+    actions = row(page, job_id).locator('[data-field="actions"]')
+    actions.locator('button[data-action="cancel"]').click()
+    expect(row(page, job_id).locator('[data-field="state"]')).to_have_text("cancelled")
+    expect(actions.locator("button")).to_have_text(["Requeue"])
+    assert site.app.get(job_id).state is JobState.CANCELLED
+
+
+def test_new_jobs_appear_and_the_job_page_shows_history(page: Page, site: Site) -> None:
+    log_in(page, site)
+    job = site.app.enqueue("test.add", {"a": 2, "b": 3})
+    expect(row(page, job.id).locator('[data-field="state"]')).to_have_text("completed")
+    row(page, job.id).locator("a.mono").click()
+    expect(page).to_have_url(f"{site.url}/jobs/{job.id}")
+    expect(page.locator("#history li")).to_have_count(3)
+    expect(page.locator("#history li strong")).to_have_text(["create", "start", "complete"])
+    expect(page.locator("#params")).to_contain_text('"a": 2')
+    expect(page.locator(".panel pre").nth(0)).to_have_text("5")
+
+
+def test_the_job_page_follows_its_job_live(page: Page, site: Site) -> None:
+    job_id = running(site, steps=4)
+    log_in(page, site)
+    page.goto(f"{site.url}/jobs/{job_id}")
+    page.locator('#job button[data-action="pause"]').click()
+    expect(page.locator('#job [data-field="state"]')).to_have_text("paused")
+    expect(page.locator("#history li strong").last).to_have_text("pause")
+    expect(page.locator("#checkpoint")).to_contain_text('"done": 0')
+    page.locator('#job button[data-action="cancel"]').click()
+    expect(page.locator('#job [data-field="state"]')).to_have_text("cancelled")
+    expect(page.locator("#job .actions button")).to_have_text(["Requeue"])
+    page.locator('#job button[data-action="requeue"]').click()
+    expect(page.locator("#job dt", has_text="copy of")).to_be_visible()
+    assert page.url != f"{site.url}/jobs/{job_id}"
+
+
+def test_a_read_only_session_shows_no_buttons(page: Page, site: Site) -> None:
+    job_id = running(site)
+    log_in(page, site, READ_TOKEN)
+    expect(row(page, job_id)).to_be_visible()
+    expect(page.locator(".role")).to_have_text("read-only")
+    site.stepper.step()
+    expect(row(page, job_id).locator('[role="progressbar"]')).to_have_attribute(
+        "aria-valuenow", "10")
+    expect(page.locator("button[data-action]")).to_have_count(0)
+
+
+def test_the_screenshot_recipe_shows_every_state(page: Page, tmp_path: Path) -> None:
+    with demo_site(tmp_path) as (url, _, _):
+        page.goto(f"{url}/login?token={TOKEN}")
+        expect(page.locator("tbody tr")).to_have_count(6)
+        states = page.locator('tbody [data-field="state"]')
+        expect(states).to_have_text(["pending", "running", "paused", "cancelled", "failed",
+                                     "completed"])
+        target = tmp_path / "dashboard.png"
+        page.screenshot(path=str(target), full_page=True)
+        page.goto("about:blank")
+    assert target.stat().st_size > 10_000
