@@ -42,11 +42,17 @@ from conveyor.events import (
     Subscriber,
 )
 from conveyor.lifecycle import JobState, guard_failure, transition_error
-from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.registry import DEFAULT_PAUSE_TIMEOUT, JobOptions, JobType, check_options
+from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.registry import (
+    DEFAULT_PAUSE_TIMEOUT,
+    JobOptions,
+    JobType,
+    check_options,
+    check_seconds,
+)
 from conveyor.retry import Backoff
 from conveyor.stores import open_store
-from conveyor.stores.base import Change, ChangeRefused, JobQuery, NewJob, Store
+from conveyor.stores.base import Change, ChangeRefused, Increment, JobQuery, NewJob, Store
 
 if TYPE_CHECKING:
     from conveyor.worker import Worker, WorkerStats
@@ -199,17 +205,13 @@ class Conveyor:
         params = {} if params is None else params
         payload.validate_object(params, "params")
         spec.bind(params)
-        check_options(max_attempts, timeout, pause_timeout, queue)
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                     or abs(priority) > 2**31):
-            raise ConfigurationError(f"priority must be a 32-bit integer, not {priority!r}")
+        check_options(max_attempts, timeout, pause_timeout, queue, priority)
         if run_at is not None and delay is not None:
             raise ConfigurationError("give run_at or delay, not both")
         if run_at is not None and run_at.tzinfo is None:
             raise ConfigurationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
         if delay is not None:
-            if not delay >= 0:
-                raise ConfigurationError(f"delay must be >= 0 seconds, not {delay!r}")
+            check_seconds("delay", delay, zero_ok=True)
             run_at = self.store.now() + timedelta(seconds=delay)
         opts = spec.options
         return NewJob(
@@ -348,6 +350,18 @@ class Conveyor:
                 f"Cannot requeue job {job_id}: it is {original.state.value}, not completed, "
                 "cancelled or failed for good", from_state=original.state.value)
         progress = copy.deepcopy(original.progress) if keep_checkpoint else None
+        if original.job_type not in self._types:
+            # The original was validated when it was enqueued; a control-only app (the CLI
+            # without --app) can still requeue it.
+            new = NewJob(
+                id=str(uuid.uuid4()), job_type=original.job_type, params=original.params,
+                queue=original.queue, priority=original.priority,
+                max_attempts=original.max_attempts, timeout=original.timeout,
+                pause_timeout=original.pause_timeout, backoff=original.backoff,
+                requeued_from=original.id, progress=progress)
+            (job,) = self.store.insert_jobs([new], actor=actor)
+            self.events.emit(JobCreated(job, None, actor, f"requeued from {original.id}"))
+            return job
         new = self._new_job(
             original.job_type, original.params, queue=original.queue,
             priority=original.priority, run_at=None, delay=None,
@@ -385,8 +399,13 @@ class Conveyor:
         for index, change in enumerate(changes):
             source = next(iter(change.when)) if len(change.when) == 1 else previous
             if index < len(changes) - 1 and change.to_state is not None:
-                job = copy.copy(after)
+                job = copy.copy(after)  # the job as this change left it, before the later ones
                 job.state = change.to_state
+                if change.values.get("error"):
+                    job.error = JobError(**change.values["error"])
+                    job.finished_at = after.updated_at
+                job.attempt -= sum(1 for later in changes[index + 1:]
+                                   if isinstance(later.values.get("attempt"), Increment))
             else:
                 job = after
             event_type = (JobRequested if change.to_state is None

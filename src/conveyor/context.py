@@ -35,6 +35,10 @@ class CancelInterrupt(JobInterrupt):
     """The job was asked to cancel."""
 
 
+class ForcedCancelInterrupt(CancelInterrupt):
+    """Raised by the worker in a job that ignored a cancel request past the grace period."""
+
+
 class LeaseLostInterrupt(JobInterrupt):
     """The worker no longer holds the job; it must stop without writing anything."""
 
@@ -60,6 +64,8 @@ class Execution:
     lost: bool = False
     timed_out: bool = False
     in_user_code: bool = False
+    finished: bool = False
+    progressed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -102,6 +108,7 @@ class Execution:
             except LeaseLost:
                 self.lost = True
                 raise LeaseLostInterrupt from None
+        self.progressed = True
         self.apply_signals(signals)
 
     def interrupt_if_requested(self) -> None:

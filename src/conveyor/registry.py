@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,20 +26,43 @@ class JobOptions:
     queue: str = "default"
 
     def __post_init__(self) -> None:
-        check_options(self.max_attempts, self.timeout, self.pause_timeout, self.queue)
+        check_options(self.max_attempts, self.timeout, self.pause_timeout, self.queue,
+                      self.priority)
+
+
+INT32_MAX = 2**31 - 1
+#: Longest timeout, pause timeout or delay accepted: ten years, in seconds.
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+
+
+def check_seconds(name: str, value: object, *, zero_ok: bool = False) -> None:
+    """A duration in seconds: a finite real number in range."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
+    low_ok = value >= 0 if zero_ok else value > 0
+    if not low_ok or value > MAX_SECONDS:
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigurationError(f"{name} must be {bound} and at most {MAX_SECONDS:g} seconds, "
+                                 f"not {value!r}")
 
 
 def check_options(max_attempts: int | None, timeout: float | None, pause_timeout: float | None,
-                  queue: str | None) -> None:
+                  queue: str | None, priority: int | None = None) -> None:
     """Refuse nonsense options up front, with a message naming the option."""
-    if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 0):
-        raise ConfigurationError(f"max_attempts must be an integer >= 0, not {max_attempts!r}")
-    if timeout is not None and not timeout > 0:
-        raise ConfigurationError(f"timeout must be > 0 seconds, not {timeout!r}")
-    if pause_timeout is not None and not pause_timeout > 0:
-        raise ConfigurationError(f"pause_timeout must be > 0 seconds, not {pause_timeout!r}")
+    if max_attempts is not None and (isinstance(max_attempts, bool)
+                                     or not isinstance(max_attempts, int)
+                                     or not 0 <= max_attempts <= 1000):
+        raise ConfigurationError(f"max_attempts must be an integer from 0 to 1000, "
+                                 f"not {max_attempts!r}")
+    if timeout is not None:
+        check_seconds("timeout", timeout)
+    if pause_timeout is not None:
+        check_seconds("pause_timeout", pause_timeout)
     if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 200):
         raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not -INT32_MAX - 1 <= priority <= INT32_MAX):
+        raise ConfigurationError(f"priority must be a 32-bit integer, not {priority!r}")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,13 @@ from .web_helpers import (
 )
 from .web_screenshot import demo_site
 
-pytestmark = pytest.mark.skipif(not chromium_available(),
-                                reason="needs Chromium: run scripts/install-browser")
+
+@pytest.fixture(autouse=True)
+def _chromium_present() -> None:
+    """Fail, never skip, without the browser: `make test` installs it."""
+    if not chromium_available():
+        pytest.fail("needs Chromium at /usr/bin/chromium: run scripts/install-browser")
+
 TIMEOUT = 10_000  # ms, for every expectation on the page
 expect.set_options(timeout=TIMEOUT)
 

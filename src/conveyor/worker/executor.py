@@ -21,6 +21,7 @@ from conveyor.context import (
     AsyncJobContext,
     CancelInterrupt,
     Execution,
+    ForcedCancelInterrupt,
     JobContext,
     LeaseLostInterrupt,
     PauseInterrupt,
@@ -75,6 +76,8 @@ def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop
     except PauseInterrupt:
         return Outcome("paused", reason="worker shutdown" if execution.shutdown
                        and not execution.db_pause else "paused at checkpoint")
+    except ForcedCancelInterrupt:
+        return Outcome("cancelled", reason="stopped after the cancel grace period")
     except CancelInterrupt:
         return Outcome("cancelled", reason="cancelled at checkpoint")
     except LeaseLostInterrupt:
@@ -154,6 +157,11 @@ def record(app: Conveyor, execution: Execution, outcome: Outcome, actor: str) ->
     if outcome.kind == "lost" or execution.lost:
         log.warning("job %s: lease lost, outcome %s dropped", execution.job.id, outcome.kind)
         return "lost"
+    if outcome.kind == "failed" and not execution.db_cancel:
+        # a cancel requested just before the job raised wins over the failure and its retry
+        current = app.store.get_job(execution.job.id)
+        execution.db_cancel = (current.cancel_requested
+                               and current.lease_token == execution.lease.token)
     changes = outcome_changes(execution.job, execution.lease, outcome, actor, app.rand, execution)
     try:
         app.apply(changes)

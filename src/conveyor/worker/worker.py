@@ -30,11 +30,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from conveyor import transitions
-from conveyor.context import CancelInterrupt, Execution, JobInterrupt, TimeoutInterrupt
+from conveyor.context import Execution, ForcedCancelInterrupt, JobInterrupt, TimeoutInterrupt
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
 from conveyor.events import JobProgressed, JobResumed, JobStarted
 from conveyor.lifecycle import JobState
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
 log = logging.getLogger("conveyor.worker")
+#: A burst worker waits for pending jobs due within this many seconds (retries in backoff);
+#: jobs scheduled further ahead are left for a long-running worker.
+BURST_HORIZON = 300.0
 
 
 @dataclass
@@ -119,7 +123,13 @@ class Worker:
         if self._stopping.is_set():
             self._hard_stop.set()
         self._stopping.set()
-        self.app.store.notify_work()
+        self._slot_freed.set()
+        # Safe from a signal handler: the store is touched from another thread, never here.
+        threading.Thread(target=self._wake_loop, name="conveyor-stop", daemon=True).start()
+
+    def _wake_loop(self) -> None:
+        with contextlib.suppress(ConveyorError):
+            self.app.store.notify_work()
 
     @property
     def active(self) -> int:
@@ -173,17 +183,18 @@ class Worker:
                 self._slot_freed.wait(self.poll_interval)
                 self._slot_freed.clear()
             elif not claimed:
-                self._wait_for_work()
+                self._wait_for_work(burst)
 
     def _work_left(self, types: list[str]) -> bool:
         """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?"""
         waiting = self.app.store.list_jobs(JobQuery(
             states=frozenset({JobState.PENDING}), job_types=frozenset(types),
-            queues=frozenset(self.queues), limit=1))
-        return bool(waiting)
+            queues=frozenset(self.queues), limit=100))
+        horizon = self.app.store.now() + timedelta(seconds=BURST_HORIZON)
+        return any(job.run_at <= horizon for job in waiting)
 
-    def _wait_for_work(self) -> None:
-        if self.active >= self.concurrency:
+    def _wait_for_work(self, burst: bool = False) -> None:
+        if self.active >= self.concurrency or (burst and self.active):
             self._slot_freed.wait(self.poll_interval)
             self._slot_freed.clear()
         else:
@@ -200,7 +211,7 @@ class Worker:
         if job.timeout:
             slot.deadline = time.monotonic() + job.timeout
         with self._slots_lock:
-            self._slots[job.id] = slot
+            self._slots[job.lease_token] = slot
         slot.thread = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
                                        name=f"conveyor-job-{job.id[:8]}")
         slot.thread.start()
@@ -216,6 +227,7 @@ class Worker:
                 slot.future = future
 
             outcome = perform(spec, execution, loop, keep)
+            execution.finished = True
             try:
                 execution.flush()
             except JobInterrupt:  # a forced interrupt that arrived just after the job returned
@@ -233,11 +245,8 @@ class Worker:
         except BaseException:
             log.exception("job %s: worker error", job.id)
         finally:
-            with self._slots_lock:
-                self._slots.pop(job.id, None)
+            self._forget(slot)
             slot.done.set()
-            self._slot_freed.set()
-            self.app.store.notify_work()
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._slots_lock:
@@ -266,7 +275,7 @@ class Worker:
         while True:
             if self._stopping.is_set():
                 # shutting down: keep heartbeating the jobs still finishing their grace
-                if not self.active or self._hard_stop.is_set():
+                if not self._current_slots() or self._hard_stop.is_set():
                     break
                 time.sleep(self.progress_interval)
             else:
@@ -296,10 +305,13 @@ class Worker:
         slots = self._current_slots()
         quiet: list[_Slot] = []
         for slot in slots:
-            if slot.execution.flush():
-                self.app.events.emit(JobProgressed(self._progress_view(slot.execution),
+            x = slot.execution
+            wrote = x.flush()
+            if (wrote or x.progressed) and not x.finished:
+                x.progressed = False
+                self.app.events.emit(JobProgressed(self._progress_view(x),
                                                    JobState.RUNNING, self.worker_id))
-            else:
+            if not wrote:
                 quiet.append(slot)
         if not quiet:
             return
@@ -346,7 +358,7 @@ class Worker:
             if (slot.cancel_seen is not None and slot.forced_at is None
                     and now - slot.cancel_seen >= self.cancel_grace):
                 slot.forced_at = now
-                self._interrupt(slot, CancelInterrupt)
+                self._interrupt(slot, ForcedCancelInterrupt)
             if slot.forced_at is not None and now - slot.forced_at >= max(1.0, self.cancel_grace):
                 self._abandon(slot)
 
@@ -377,10 +389,15 @@ class Worker:
             changes = failure_changes(x.job, x.lease, error, "timed out", self.worker_id,
                                       self.app.rand)
         x.lost = True
-        with contextlib.suppress(ChangeRefused):
+        with contextlib.suppress(ChangeRefused, ConveyorError):
             self.app.apply(changes)
+        self._forget(slot)
+
+    def _forget(self, slot: _Slot) -> None:
+        """Free the slot (keyed by lease token: a newer run of the same job is another slot)."""
         with self._slots_lock:
-            self._slots.pop(x.job.id, None)
+            if self._slots.get(slot.execution.lease.token) is slot:
+                del self._slots[slot.execution.lease.token]
         self._slot_freed.set()
 
     # -- shutdown ----------------------------------------------------------------------------------
@@ -412,6 +429,7 @@ class Worker:
             self.app.apply(failure_changes(x.job, x.lease, error, "worker lost (shutdown)",
                                            self.worker_id, self.app.rand))
             self.stats.released += 1
+        self._forget(slot)
 
     def _install_signals(self) -> Any:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():

@@ -106,6 +106,16 @@ def _configure(conn: Conn) -> None:
     set_json_loads(json_loads, conn)
 
 
+def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
+    """Whether the connection died under us (so a safe statement may be run again).
+
+    The server's "terminating connection" errors (57P0x) arrive before libpq has seen the
+    socket close, so ``conn.broken`` alone misses them.
+    """
+    state = exc.sqlstate or ""
+    return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 class PostgresStore:
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
@@ -181,7 +191,7 @@ class PostgresStore:
         ``retry`` marks ``work`` as a read, safe to run again on a fresh connection if the
         first one broke. A transaction is retried only if it broke at BEGIN.
         """
-        attempts = 2 if retry or transaction else 1
+        attempts = 3 if retry else 2 if transaction else 1
         for attempt in range(1, attempts + 1):
             with self._errors(what):
                 conn = self._checkout()
@@ -194,8 +204,8 @@ class PostgresStore:
                     if transaction:
                         conn.execute("COMMIT")
                     return result
-                except psycopg.OperationalError:
-                    if attempt < attempts and conn.broken and (retry or not sent):
+                except psycopg.OperationalError as exc:
+                    if attempt < attempts and _dropped(conn, exc) and (retry or not sent):
                         continue
                     raise
                 finally:
@@ -419,7 +429,8 @@ class PostgresStore:
                   "tokens": [lease.token for lease in ordered],
                   "attempts": [lease.attempt for lease in ordered],
                   "lease_seconds": float(lease_seconds)}
-        rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params))
+        # lease-fenced and idempotent: safe to repeat on a fresh connection
+        rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
         return {r["id"]: Signals(r["pause_requested"], r["cancel_requested"]) for r in rows}
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
@@ -432,7 +443,7 @@ class PostgresStore:
         if checkpoint:
             query = _Q["save_checkpoint"]
             params["checkpoint"] = json_value("checkpoint", progress.last_checkpoint)
-        rows = self._run("save progress", lambda c: _fetch(c, query, params))
+        rows = self._run("save progress", lambda c: _fetch(c, query, params), retry=True)
         if not rows:
             raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
         return Signals(rows[0]["pause_requested"], rows[0]["cancel_requested"])

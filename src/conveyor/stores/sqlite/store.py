@@ -142,17 +142,31 @@ class SQLiteStore:
             if not folder.is_dir():
                 raise StoreError(
                     f"Cannot open SQLite store {self.url}: folder {folder} does not exist")
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=busy_timeout_ms / 1000)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._check_foreign(conn)
+            opened = conn
+            self._retry_busy(lambda: self._check_foreign(opened))
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._retry_busy(lambda: opened.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+        except StoreError as exc:
+            if conn is not None:
+                conn.close()
+            cause = exc.__cause__
+            if isinstance(cause, sqlite3.DatabaseError) and not isinstance(
+                    cause, sqlite3.OperationalError):
+                raise StoreError(
+                    f"Cannot open SQLite store {self.url}: the file is not a SQLite database or "
+                    f"is corrupt ({cause})") from cause
+            raise
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(
                 f"Cannot open SQLite store {self.url}: the file is not a SQLite database or is "
                 f"corrupt ({exc})"
@@ -210,10 +224,17 @@ class SQLiteStore:
             self._retry_busy(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self._conn
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"SQLite store {self.url}: {exc}") from exc
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._retry_busy(lambda: self._conn.execute("COMMIT"))
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
