@@ -487,7 +487,7 @@ def requeue(
 
     Stopped for good: completed, cancelled, or failed with no retry left.
     """
-    app = open_app(ctx, app_ref, needs_app="requeue (which checks the params again)")
+    app = open_app(ctx, app_ref)  # with --app the copy's params are checked again
     for_each(job_ids, lambda job_id: render.print_outcome(
         f"requeue {job_id} ->", app.requeue(job_id, actor=actor(),
                                             keep_checkpoint=keep_checkpoint), json_out))

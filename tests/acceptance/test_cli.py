@@ -224,6 +224,16 @@ def test_several_ids_are_each_processed(db_url: str, app: Conveyor) -> None:
         "cancelled"] * 3
 
 
+def test_requeue_works_on_the_store_alone(db_url: str, app: Conveyor) -> None:
+    failed = app.enqueue("always.fails")
+    drain(app)
+    result = cli_on(db_url, "requeue", failed.id, "--json")
+    assert result.exit_code == 0, result.output
+    copy = json.loads(result.stdout)
+    assert copy["requeued_from"] == failed.id
+    assert copy["state"] == "pending" and copy["attempt"] == 0
+
+
 def test_requeue_makes_a_linked_copy(db_url: str, app: Conveyor) -> None:
     failed = app.enqueue("always.fails")
     drain(app)

@@ -53,7 +53,6 @@ USAGE = [
     (["show"], "Missing argument"),
     (["enqueue", "math.add"], "CONVEYOR_APP"),
     (["worker"], "CONVEYOR_APP"),
-    (["requeue", "{failed}"], "CONVEYOR_APP"),
     (["enqueue", *APP, "no.such.type"], "Unknown job type 'no.such.type'"),
     (["enqueue", *APP, "math.add", "-p", "a=1"], "params do not fit math.add"),
     (["enqueue", *APP, "math.add", "--params", "{bad"], "--params is not valid JSON"),
