@@ -42,7 +42,7 @@ from conveyor.events import (
     Subscriber,
 )
 from conveyor.lifecycle import JobState, guard_failure, transition_error
-from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.model import HistoryEntry, Job, JobError
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -198,9 +198,7 @@ class Conveyor:
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
                  max_attempts: int | None = None, timeout: float | None = None,
-                 pause_timeout: float | None = None, backoff: Backoff | None = None,
-                 requeued_from: str | None = None,
-                 progress: JobProgress | None = None) -> NewJob:
+                 pause_timeout: float | None = None, backoff: Backoff | None = None) -> NewJob:
         spec = self.job_type(job_type)
         params = {} if params is None else params
         payload.validate_object(params, "params")
@@ -221,8 +219,7 @@ class Conveyor:
             max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff=(backoff or opts.backoff).to_dict(), requeued_from=requeued_from,
-            progress=progress,
+            backoff=(backoff or opts.backoff).to_dict(),
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -349,25 +346,18 @@ class Conveyor:
             raise InvalidStateError(
                 f"Cannot requeue job {job_id}: it is {original.state.value}, not completed, "
                 "cancelled or failed for good", from_state=original.state.value)
-        progress = copy.deepcopy(original.progress) if keep_checkpoint else None
-        if original.job_type not in self._types:
-            # The original was validated when it was enqueued; a control-only app (the CLI
-            # without --app) can still requeue it.
-            new = NewJob(
-                id=str(uuid.uuid4()), job_type=original.job_type, params=original.params,
-                queue=original.queue, priority=original.priority,
-                max_attempts=original.max_attempts, timeout=original.timeout,
-                pause_timeout=original.pause_timeout, backoff=original.backoff,
-                requeued_from=original.id, progress=progress)
-            (job,) = self.store.insert_jobs([new], actor=actor)
-            self.events.emit(JobCreated(job, None, actor, f"requeued from {original.id}"))
-            return job
-        new = self._new_job(
-            original.job_type, original.params, queue=original.queue,
-            priority=original.priority, run_at=None, delay=None,
+        if original.job_type in self._types:
+            # the function may have changed since: the copy's params must still fit it
+            self.job_type(original.job_type).bind(original.params)
+        # Everything else was validated when the original was enqueued, so a control-only
+        # app (the CLI without --app) can requeue too.
+        new = NewJob(
+            id=str(uuid.uuid4()), job_type=original.job_type, params=original.params,
+            queue=original.queue, priority=original.priority,
             max_attempts=original.max_attempts, timeout=original.timeout,
-            pause_timeout=original.pause_timeout, backoff=Backoff.from_dict(original.backoff),
-            requeued_from=original.id, progress=progress)
+            pause_timeout=original.pause_timeout, backoff=original.backoff,
+            requeued_from=original.id,
+            progress=copy.deepcopy(original.progress) if keep_checkpoint else None)
         (job,) = self.store.insert_jobs([new], actor=actor)
         self.events.emit(JobCreated(job, None, actor, f"requeued from {original.id}"))
         return job

@@ -105,6 +105,16 @@ class ChangeRefused(Exception):
         self.job = job
 
 
+def single_job(changes: Sequence[Change]) -> str:
+    """The one job ``changes`` are about; ``apply()`` refuses empty or mixed batches."""
+    if not changes:
+        raise ValueError("apply() needs at least one change")
+    job_id = changes[0].job_id
+    if any(c.job_id != job_id for c in changes):
+        raise ValueError("apply() takes changes to one job only")
+    return job_id
+
+
 @dataclass(frozen=True)
 class NewJob:
     """A job to insert. ``run_at`` None means "now by the database's clock"."""

@@ -37,7 +37,15 @@ from conveyor import payload, transitions
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import Change, ChangeRefused, JobQuery, Lease, NewJob, Signals
+from conveyor.stores.base import (
+    Change,
+    ChangeRefused,
+    JobQuery,
+    Lease,
+    NewJob,
+    Signals,
+    single_job,
+)
 from conveyor.stores.postgres.changes import (
     Params,
     assignments,
@@ -369,11 +377,7 @@ class PostgresStore:
 
     # -- transitions -----------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> Job:
-        if not changes:
-            raise ValueError("apply() needs at least one change")
-        job_id = changes[0].job_id
-        if any(c.job_id != job_id for c in changes):
-            raise ValueError("apply() takes changes to one job only")
+        job_id = single_job(changes)
         compiled = [compile_change(_Q["apply_change"], change) for change in changes]
         wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
                     for c in changes)

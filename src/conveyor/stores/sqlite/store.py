@@ -37,6 +37,7 @@ from conveyor.stores.base import (
     Lease,
     NewJob,
     Signals,
+    single_job,
 )
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 
@@ -338,11 +339,7 @@ class SQLiteStore:
 
     # -- transitions -----------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> Job:
-        if not changes:
-            raise ValueError("apply() needs at least one change")
-        job_id = changes[0].job_id
-        if any(c.job_id != job_id for c in changes):
-            raise ValueError("apply() takes changes to one job only")
+        job_id = single_job(changes)
         try:
             with self._write() as conn:
                 now = self._clock()
