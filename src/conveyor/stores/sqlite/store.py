@@ -261,9 +261,10 @@ class SQLiteStore:
         rows = []
         for new in jobs:
             progress = new.progress or JobProgress()
+            run_at = _epoch(new.run_at) if new.run_at else now
             rows.append((
                 new.id, new.job_type, new.queue, new.priority, payload.dumps(new.params),
-                new.max_attempts, _epoch(new.run_at) if new.run_at else now, new.timeout,
+                new.max_attempts, run_at, run_at, new.timeout,
                 new.pause_timeout, payload.dumps(new.backoff), now, now,
                 progress.current_step, progress.total_steps,
                 payload.dumps(progress.last_checkpoint), new.requeued_from,
@@ -272,9 +273,9 @@ class SQLiteStore:
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, "
-                "timeout, pause_timeout, backoff, created_at, updated_at, current_step, "
+                "line_at, timeout, pause_timeout, backoff, created_at, updated_at, current_step, "
                 "total_steps, checkpoint, requeued_from) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.executemany(_Q["insert_history"], history)
@@ -379,10 +380,12 @@ class SQLiteStore:
             where.append("lease_expires_at < ?")
             wargs.append(now)
         if change.pause_expired:
-            where.append("paused_at + pause_timeout < ?")
+            where.append("paused_at + pause_timeout < ? AND resume_requested = 0")
             wargs.append(now)
         if change.flag is not None:
             where.append(f"{change.flag} = 1")
+        if change.unless_flag is not None:
+            where.append(f"{change.unless_flag} = 0")
         row = conn.execute(
             f"UPDATE jobs SET {', '.join(sets)} WHERE {' AND '.join(where)} "
             "RETURNING state, attempt",
@@ -420,17 +423,17 @@ class SQLiteStore:
             [("queue = ? AND ", [q]) for q in sorted(set(queues))] if queues else [("", [])]
         )
         resumable: list[tuple[float, str]] = []
-        pending: list[tuple[int, float, int, str]] = []  # (-priority, run_at, seq, id)
+        pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
         for scope, qargs in scopes:
             resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
                 f"SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable WHERE {scope}"
                 f"state = 'paused' AND resume_requested = 1 AND job_type IN ({tmarks}) "
                 "ORDER BY paused_at LIMIT ?", [*qargs, *types, limit]))
             index = "jobs_pending_queue" if scope else "jobs_pending_any"
-            pending.extend((-r["priority"], r["run_at"], r["seq"], r["id"]) for r in conn.execute(
-                f"SELECT id, priority, run_at, seq FROM jobs INDEXED BY {index} WHERE {scope}"
+            pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
+                f"SELECT id, priority, line_at, seq FROM jobs INDEXED BY {index} WHERE {scope}"
                 f"state = 'pending' AND run_at <= ? AND job_type IN ({tmarks}) "
-                "ORDER BY priority DESC, run_at, seq LIMIT ?", [*qargs, now, *types, limit]))
+                "ORDER BY priority DESC, line_at, seq LIMIT ?", [*qargs, now, *types, limit]))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
         return picked[:limit]
@@ -445,7 +448,7 @@ class SQLiteStore:
                 row = conn.execute(_Q["heartbeat"], (now + lease_seconds, now, lease.job_id,
                                                      lease.token, lease.attempt)).fetchone()
                 if row is not None:
-                    held[lease.job_id] = Signals(bool(row[0]), bool(row[1]))
+                    held[lease.token] = Signals(bool(row[0]), bool(row[1]))
         return held
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
