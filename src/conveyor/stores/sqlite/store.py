@@ -341,11 +341,14 @@ class SQLiteStore:
     # -- transitions -----------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> Job:
         job_id = single_job(changes)
+        # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
+        encoded = [{column: _encode_json(column, value) for column, value in c.values.items()
+                    if column in JSON_COLUMNS} for c in changes]
         try:
             with self._write() as conn:
                 now = self._clock()
-                for change in changes:
-                    if not self._apply_one(conn, change, now):
+                for change, json_values in zip(changes, encoded, strict=True):
+                    if not self._apply_one(conn, change, now, json_values):
                         raise _Refused(change)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
@@ -355,7 +358,8 @@ class SQLiteStore:
             self.notify_work()
         return job
 
-    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float) -> bool:
+    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
+                   json_values: dict[str, str | None] | None = None) -> bool:
         before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
         if before is None:
             raise JobNotFound(change.job_id)
@@ -365,7 +369,10 @@ class SQLiteStore:
             sets.append("state = ?")
             args.append(change.to_state.value)
         for column, value in change.values.items():
-            sql, arg = _set_clause(column, value, now)
+            if json_values is not None and column in json_values:
+                sql, arg = f"{column} = ?", json_values[column]
+            else:
+                sql, arg = _set_clause(column, value, now)
             sets.append(sql)
             args.append(arg)
         states = sorted(s.value for s in change.when)
@@ -453,13 +460,14 @@ class SQLiteStore:
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
                       checkpoint: bool = False) -> Signals:
-        with self._write() as conn:
+        encoded = payload.dumps(progress.last_checkpoint) if checkpoint else None
+        with self._write() as conn:  # encoded first: the write lock is held for SQL only
             now = self._clock()
             fence = (lease.job_id, lease.token, lease.attempt)
             if checkpoint:
                 row = conn.execute(_Q["save_checkpoint"], (
-                    progress.current_step, progress.total_steps,
-                    payload.dumps(progress.last_checkpoint), now, *fence)).fetchone()
+                    progress.current_step, progress.total_steps, encoded, now,
+                    *fence)).fetchone()
             else:
                 row = conn.execute(_Q["save_progress"], (
                     progress.current_step, progress.total_steps, now, *fence)).fetchone()
@@ -494,14 +502,19 @@ def _set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
     if isinstance(value, Increment):
         return f"{column} = {column} + ?", value.by
     if column in JSON_COLUMNS:
-        if value is None and column != "result":
-            return f"{column} = ?", "{}" if column == "checkpoint" else None
-        return f"{column} = ?", None if value is None else payload.dumps(value)
+        return f"{column} = ?", _encode_json(column, value)
     if isinstance(value, bool):
         return f"{column} = ?", int(value)
     if isinstance(value, datetime):
         return f"{column} = ?", _epoch(value)
     return f"{column} = ?", value
+
+
+def _encode_json(column: str, value: Any) -> str | None:
+    """How a JSON column is stored: NULL for None, except the NOT NULL checkpoint (``{}``)."""
+    if value is None:
+        return "{}" if column == "checkpoint" else None
+    return payload.dumps(value)
 
 
 def _split_sql(script: str) -> list[str]:
