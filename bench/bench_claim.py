@@ -22,10 +22,11 @@ from conveyor.stores.sqlite import SQLiteStore
 
 FILL = """
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
-INSERT INTO jobs (id, job_type, queue, state, params, run_at, pause_timeout, created_at,
-                  updated_at, finished_at, max_attempts)
+INSERT INTO jobs (id, job_type, queue, state, params, run_at, line_at, pause_timeout,
+                  created_at, updated_at, finished_at, max_attempts)
 SELECT 'filler-' || i, 'bench', 'default',
        CASE WHEN i % 10 = 0 THEN 'pending' ELSE 'completed' END, '{}',
+       :now + CASE WHEN i % 10 = 0 THEN 86400 ELSE -86400 END,
        :now + CASE WHEN i % 10 = 0 THEN 86400 ELSE -86400 END, 86400, :now, :now,
        CASE WHEN i % 10 = 0 THEN NULL ELSE :now END, 3
 FROM n

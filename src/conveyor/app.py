@@ -289,7 +289,8 @@ class Conveyor:
     def resume(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Mark a paused job ready; a worker with a free slot resumes it from its checkpoint.
 
-        On a running job with a pause request not yet honoured, withdraws the request.
+        On a running job with a pause request not yet honoured, or a pending retry still
+        carrying one from a run whose worker was lost, withdraws the request.
         """
 
         def decide(job: Job) -> builtins.list[Change]:
@@ -298,9 +299,10 @@ class Conveyor:
                     return []
                 return [transitions.request(job.id, "resume_requested", True,
                                             frozenset({JobState.PAUSED}), actor, reason)]
-            if job.state is JobState.RUNNING and job.pause_requested and not job.cancel_requested:
+            if (job.state in (JobState.RUNNING, JobState.PENDING) and job.pause_requested
+                    and not job.cancel_requested):
                 return [transitions.request(job.id, "pause_requested", False,
-                                            frozenset({JobState.RUNNING}), actor, reason)]
+                                            frozenset({job.state}), actor, reason)]
             raise transition_error(job.state, JobState.RUNNING)
 
         return self._control(job_id, decide)

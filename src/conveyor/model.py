@@ -121,9 +121,11 @@ class Job:
         if JobState.PAUSED in targets and not (self.pause_requested or self.cancel_requested):
             actions.append("pause")
         if (self.state is JobState.PAUSED and not self.resume_requested) or (
-                self.state is JobState.RUNNING and self.pause_requested
+                self.state in (JobState.RUNNING, JobState.PENDING) and self.pause_requested
                 and not self.cancel_requested):
-            actions.append("resume")  # on a running job: withdraw the pause request
+            # on a running job, or a pending retry of a run whose worker was lost: withdraw
+            # the pause request
+            actions.append("resume")
         if JobState.CANCELLED in targets and not self.cancel_requested:
             actions.append("cancel")
         if JobState.PENDING in targets:

@@ -51,13 +51,21 @@ def complete(lease: Lease, result: Any, actor: str) -> Change:
 
 
 def fail(lease: Lease | None, job_id: str, error: JobError, reason: str, actor: str,
-         *, lease_expired: bool = False) -> Change:
-    """running -> failed. From the worker (``lease``) or the reaper (``lease_expired``)."""
+         *, lease_expired: bool = False, keep_pause: bool = False) -> Change:
+    """running -> failed. From the worker (``lease``) or the reaper (``lease_expired``).
+
+    Refused while a cancel is requested: that cancel wins (the caller records it instead), so a
+    cancel requested just before the job raised is never lost to the failure and its retry.
+    ``keep_pause`` keeps an operator's pause request for the retry that follows in the same
+    transaction (a lost worker's job pauses at its first checkpoint when it runs again).
+    """
+    values: dict[str, Any] = {"error": error.to_dict(), "finished_at": DbNow(), **_release()}
+    if not keep_pause:
+        values["pause_requested"] = False
     return Change(
-        job_id, "fail", _when(S.RUNNING, S.FAILED), S.FAILED,
-        {"error": error.to_dict(), "finished_at": DbNow(), "pause_requested": False,
-         **_release()},
-        lease=lease, lease_expired=lease_expired, actor=actor, reason=reason,
+        job_id, "fail", _when(S.RUNNING, S.FAILED), S.FAILED, values,
+        lease=lease, lease_expired=lease_expired, unless_flag="cancel_requested", actor=actor,
+        reason=reason,
     )
 
 
@@ -102,23 +110,33 @@ def request(job_id: str, what: str, value: bool, when: frozenset[JobState], acto
     return Change(job_id, action, when, None, {what: value}, actor=actor, reason=reason)
 
 
-def retry(job_id: str, actor: str, reason: str, *, delay: float = 0.0) -> Change:
-    """failed -> pending, guarded by ``attempt < max_attempts``; runnable after ``delay``."""
-    return Change(
-        job_id, "retry", _when(S.FAILED, S.PENDING), S.PENDING,
-        {"attempt": Increment(), "error": None, "result": None, "finished_at": None,
-         "cancel_requested": False, "pause_requested": False, "run_at": DbNow(delay),
-         "paused_at": None},
-        retryable=True, actor=actor, reason=reason,
-    )
+def retry(job_id: str, actor: str, reason: str, *, delay: float = 0.0,
+          keep_place: bool = False) -> Change:
+    """failed -> pending, guarded by ``attempt < max_attempts``; runnable after ``delay``.
+
+    ``keep_place``: the run was interrupted (its worker was lost or shut down), not at fault,
+    so the job keeps its place in line (``line_at``) and its pending pause request; only the
+    not-before time moves. Otherwise the retry goes to the back of the line, as new work.
+    """
+    values: dict[str, Any] = {
+        "attempt": Increment(), "error": None, "result": None, "finished_at": None,
+        "cancel_requested": False, "run_at": DbNow(delay), "paused_at": None,
+    }
+    if not keep_place:
+        values.update(pause_requested=False, line_at=DbNow(delay))
+    return Change(job_id, "retry", _when(S.FAILED, S.PENDING), S.PENDING, values,
+                  retryable=True, actor=actor, reason=reason)
 
 
 def start_values(worker_id: str, token: str, lease_seconds: float) -> dict[str, Any]:
-    """What a claim sets, for stores to use in their claim query."""
+    """What a claim sets, for stores to use in their claim query.
+
+    ``pause_requested`` is left alone: a pending job carries one only when its previous run's
+    worker was lost after an operator asked it to pause, and the request still holds.
+    """
     return {
         "started_at": FirstTime(), "worker_id": worker_id, "lease_token": token,
-        "lease_expires_at": DbNow(lease_seconds),
-        "pause_requested": False, "resume_requested": False,
+        "lease_expires_at": DbNow(lease_seconds), "resume_requested": False,
     }
 
 

@@ -26,6 +26,7 @@ from conveyor.cli import (
     EXIT_STORE,
     EXIT_USAGE,
 )
+from conveyor.stores.sqlite.store import LATEST_VERSION as SQLITE_LATEST
 from conveyor.testing import drain
 from tests.acceptance.apps.sample import register
 from tests.acceptance.cli_helpers import (
@@ -247,9 +248,9 @@ def test_requeue_makes_a_linked_copy(db_url: str, app: Conveyor) -> None:
 
 # -- stores and apps ------------------------------------------------------------------------------
 def test_migrate_prints_the_schema_version(db_url: str) -> None:
-    assert "schema version 1" in cli_on(db_url, "migrate").stdout
+    assert f"schema version {SQLITE_LATEST}" in cli_on(db_url, "migrate").stdout
     assert json.loads(cli_on(db_url, "migrate", "--json").stdout) == {
-        "store": db_url, "schema_version": 1}
+        "store": db_url, "schema_version": SQLITE_LATEST}
 
 
 def test_the_default_store_is_conveyor_db_in_the_working_folder(

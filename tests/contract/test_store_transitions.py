@@ -198,12 +198,12 @@ def test_heartbeat_extends_only_held_leases(store: Store) -> None:
     job = running(store, lease=0.4)
     other = running(store)
     held = store.heartbeat([lease_of(job), Lease(other.id, "stale", other.attempt)], 30.0)
-    assert set(held) == {job.id}
+    assert set(held) == {job.lease_token}
     time.sleep(0.5)
     assert store.expired_leases(10) == [], "the heartbeat moved the expiry forward"
     store.apply([transitions.request(job.id, "cancel_requested", True, frozenset({S.RUNNING}),
                                      "op", "")])
-    signals = store.heartbeat([lease_of(job)], 30.0)[job.id]
+    signals = store.heartbeat([lease_of(job)], 30.0)[lease_of(job).token]
     assert signals.cancel_requested and not signals.pause_requested
 
 

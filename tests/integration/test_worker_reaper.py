@@ -138,7 +138,7 @@ def test_a_heartbeat_keeps_the_lease(make_app: AppFactory, fake_clock: FakeClock
     job = app.enqueue("t")
     lease = _lease(_claim(app))
     fake_clock.advance(1.5)
-    assert set(app.store.heartbeat([lease], 2.0)) == {job.id}
+    assert set(app.store.heartbeat([lease], 2.0)) == {lease.token}
     fake_clock.advance(1.5)
     assert reap(app) == NOTHING
     assert app.get(job.id).state is S.RUNNING

@@ -44,11 +44,14 @@ class FirstTime:
 #: Columns a :class:`Change` may set, and how the store must encode them.
 JSON_COLUMNS = frozenset({"result", "error", "checkpoint"})
 SETTABLE_COLUMNS = frozenset({
-    "started_at", "finished_at", "paused_at", "run_at",
+    "started_at", "finished_at", "paused_at", "run_at", "line_at",
     "result", "error", "checkpoint", "current_step", "total_steps",
     "pause_requested", "cancel_requested", "resume_requested",
     "worker_id", "lease_token", "lease_expires_at", "attempt",
 })
+
+#: The boolean request columns a ``flag`` / ``unless_flag`` guard may name.
+REQUEST_FLAGS = frozenset({"pause_requested", "cancel_requested", "resume_requested"})
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,11 @@ class Change:
     - ``retryable``: ``attempt < max_attempts`` (the retry guard).
     - ``lease_expired``: the lease has expired by the database's clock (the reaper).
     - ``pause_expired``: paused for longer than the job's ``pause_timeout``.
+    - ``pause_expired``: also requires no pending resume (a resumed job waiting for a slot is
+      no longer paused in the user's sense, so the pause timer does not apply to it).
     - ``flag``: the named boolean column must currently be true (e.g. ``cancel_requested``).
+    - ``unless_flag``: the named boolean column must currently be false; a failure is guarded
+      by ``cancel_requested`` this way, so a cancel requested a moment before wins over it.
     """
 
     job_id: str
@@ -85,6 +92,7 @@ class Change:
     lease_expired: bool = False
     pause_expired: bool = False
     flag: str | None = None
+    unless_flag: str | None = None
     actor: str = ""
     reason: str = ""
 
@@ -92,8 +100,9 @@ class Change:
         unknown = set(self.values) - SETTABLE_COLUMNS
         if unknown:
             raise ValueError(f"Change may not set {sorted(unknown)}")
-        if self.flag is not None and self.flag not in SETTABLE_COLUMNS:
-            raise ValueError(f"unknown flag {self.flag!r}")
+        for name in (self.flag, self.unless_flag):
+            if name is not None and name not in REQUEST_FLAGS:
+                raise ValueError(f"unknown flag {name!r}")
 
 
 class ChangeRefused(Exception):
@@ -216,16 +225,21 @@ class Store(Protocol):
         ``queues`` means every queue.
 
         Runnable: paused with ``resume_requested`` (they resume first), or pending with
-        ``run_at`` passed; highest ``priority`` first, then oldest ``run_at``. Each claimed job
-        gets a fresh ``lease_token``, ``lease_expires_at = now + lease_seconds``, its
-        ``start``/``resume`` history row, and its requests cleared. No job is ever handed to two
-        callers.
+        ``run_at`` passed; highest ``priority`` first, then the earliest place in line
+        (``line_at``: the run_at it was enqueued with, kept by a retry after a lost worker),
+        then insertion order. Each claimed job gets a fresh ``lease_token``,
+        ``lease_expires_at = now + lease_seconds``, its ``start``/``resume`` history row, and
+        ``resume_requested`` cleared; a ``pause_requested`` carried over from a run whose worker
+        was lost is kept, so the job pauses at its first checkpoint. No job is ever handed to
+        two callers.
         """
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
-        """Extend the leases still held; returns their pending requests, by job id.
+        """Extend the leases still held; returns their pending requests, by lease token.
 
-        A lease absent from the answer is lost: the worker must stop writing to that job.
+        Keyed by token, not job id: a stale run and a new run of the same job may share one
+        worker, and only the current run may see the job's requests. A lease whose token is
+        absent from the answer is lost: the worker must stop writing to that job.
         """
 
     def save_progress(
@@ -244,7 +258,10 @@ class Store(Protocol):
         """Running jobs whose lease has expired by the database's clock (for the reaper)."""
 
     def expired_pauses(self, limit: int) -> list[Job]:
-        """Paused jobs paused for longer than their ``pause_timeout`` (for the reaper)."""
+        """Paused jobs paused for longer than their ``pause_timeout`` (for the reaper).
+
+        A paused job with ``resume_requested`` (waiting for a free slot) is not listed.
+        """
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""

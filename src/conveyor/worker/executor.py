@@ -28,7 +28,8 @@ from conveyor.context import (
     TimeoutInterrupt,
 )
 from conveyor.errors import ConveyorError, LeaseLost
-from conveyor.model import Job, JobError
+from conveyor.lifecycle import JobState
+from conveyor.model import Job, JobError, JobProgress
 from conveyor.retry import Backoff
 from conveyor.stores.base import Change, ChangeRefused, Lease
 
@@ -139,17 +140,49 @@ def outcome_changes(job: Job, lease: Lease, outcome: Outcome, actor: str,
 
 
 def failure_changes(job: Job, lease: Lease | None, error: JobError, reason: str, actor: str,
-                    rand: Callable[[], float], *, lease_expired: bool = False) -> list[Change]:
+                    rand: Callable[[], float], *, lease_expired: bool = False,
+                    interrupted: bool = False) -> list[Change]:
     """running -> failed, then failed -> pending after the backoff if a retry is left.
 
     Both in one transaction: a crash can never leave a retryable job failed and forgotten.
+    ``interrupted``: the run was cut short by its worker (lost, or shut down), not by the job,
+    so the retry keeps the job's place in line and an operator's pending pause request.
     """
-    changes = [transitions.fail(lease, job.id, error, reason, actor, lease_expired=lease_expired)]
-    if job.attempt < job.max_attempts:
+    retry_left = job.attempt < job.max_attempts
+    changes = [transitions.fail(lease, job.id, error, reason, actor, lease_expired=lease_expired,
+                                keep_pause=interrupted and retry_left)]
+    if retry_left:
         delay = Backoff.from_dict(job.backoff).delay(job.attempt + 1, rand)
         changes.append(transitions.retry(job.id, actor, f"automatic retry in {delay:.1f}s",
-                                         delay=delay))
+                                         delay=delay, keep_place=interrupted))
     return changes
+
+
+def record_failure(app: Conveyor, job: Job, lease: Lease, error: JobError, reason: str,
+                   actor: str, *, progress: JobProgress | None = None,
+                   lease_expired: bool = False, interrupted: bool = False,
+                   cancel_reason: str | None = None) -> str:
+    """Fail the run (and retry it), or record the cancel that was requested before the failure.
+
+    The failure is refused by the store while ``cancel_requested`` is set, so a cancel that
+    arrives between the worker's last look at the flags and this write still wins. Returns
+    ``failed``, ``retried`` or ``cancelled``; raises :class:`ChangeRefused` when the lease is
+    gone (the job is not ours to write any more).
+    """
+    changes = failure_changes(job, lease, error, reason, actor, app.rand,
+                              lease_expired=lease_expired, interrupted=interrupted)
+    try:
+        app.apply(changes)
+        return "retried" if len(changes) > 1 else "failed"
+    except ChangeRefused as refused:
+        now = refused.job
+        if not (now.state is JobState.RUNNING and now.cancel_requested
+                and now.lease_token == lease.token and now.attempt == lease.attempt):
+            raise
+    app.apply([transitions.cancel_running(
+        lease, job.id, progress, actor, cancel_reason or f"cancelled; the job {reason}",
+        lease_expired=lease_expired)])
+    return "cancelled"
 
 
 def record(app: Conveyor, execution: Execution, outcome: Outcome, actor: str) -> str:
@@ -157,17 +190,14 @@ def record(app: Conveyor, execution: Execution, outcome: Outcome, actor: str) ->
     if outcome.kind == "lost" or execution.lost:
         log.warning("job %s: lease lost, outcome %s dropped", execution.job.id, outcome.kind)
         return "lost"
-    if outcome.kind == "failed" and not execution.db_cancel:
-        # a cancel requested just before the job raised wins over the failure and its retry
-        current = app.store.get_job(execution.job.id)
-        execution.db_cancel = (current.cancel_requested
-                               and current.lease_token == execution.lease.token)
-    changes = outcome_changes(execution.job, execution.lease, outcome, actor, app.rand, execution)
     try:
-        app.apply(changes)
+        if outcome.kind == "failed" and not execution.db_cancel:
+            assert outcome.error is not None
+            return record_failure(app, execution.job, execution.lease, outcome.error,
+                                  outcome.reason, actor, progress=execution.snapshot())
+        app.apply(outcome_changes(execution.job, execution.lease, outcome, actor, app.rand,
+                                  execution))
     except (ChangeRefused, LeaseLost):
         log.warning("job %s: lease lost before recording %s", execution.job.id, outcome.kind)
         return "lost"
-    if outcome.kind == "failed" and len(changes) > 1 and not execution.db_cancel:
-        return "retried"
-    return outcome.kind
+    return "cancelled" if outcome.kind == "failed" else outcome.kind

@@ -17,7 +17,7 @@ from conveyor import transitions
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError
 from conveyor.stores.base import ChangeRefused, Lease
-from conveyor.worker.executor import failure_changes
+from conveyor.worker.executor import record_failure
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -38,20 +38,21 @@ def reap(app: Conveyor, actor: str = "reaper", limit: int = 100) -> ReapResult:
         if job.lease_token is None:
             continue
         lease = Lease(job.id, job.lease_token, job.attempt)
-        if job.cancel_requested:
-            changes = [transitions.cancel_running(lease, job.id, None, actor,
-                                                  "worker lost while cancelling",
-                                                  lease_expired=True)]
-        else:
-            error = JobError("WorkerLost", f"worker {job.worker_id} stopped heartbeating and "
-                             "its lease expired")
-            changes = failure_changes(job, lease, error, "worker lost", actor, app.rand,
-                                      lease_expired=True)
+        why = "worker lost while cancelling"
         try:
-            app.apply(changes)
+            if job.cancel_requested:
+                app.apply([transitions.cancel_running(lease, job.id, None, actor, why,
+                                                      lease_expired=True)])
+                outcome = "cancelled"
+            else:
+                # interrupted, not at fault: the retry keeps the job's place in line and an
+                # operator's pending pause request
+                error = JobError("WorkerLost", f"worker {job.worker_id} stopped heartbeating "
+                                 "and its lease expired")
+                outcome = record_failure(app, job, lease, error, "worker lost", actor,
+                                         lease_expired=True, interrupted=True, cancel_reason=why)
             lost += 1
-            log.warning("job %s: worker %s lost; %s", job.id, job.worker_id,
-                        "cancelled" if job.cancel_requested else "failed")
+            log.warning("job %s: worker %s lost; %s", job.id, job.worker_id, outcome)
         except ChangeRefused:
             pass  # it completed, heartbeated, or another reaper got there first
     timeouts = 0

@@ -41,7 +41,7 @@ from conveyor.events import JobProgressed, JobResumed, JobStarted
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
 from conveyor.stores.base import ChangeRefused, JobQuery, Lease
-from conveyor.worker.executor import failure_changes, perform, record
+from conveyor.worker.executor import perform, record, record_failure
 from conveyor.worker.reaper import reap
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ class Worker:
             return
         held = self.app.store.heartbeat([s.execution.lease for s in slots], self.lease_seconds)
         for slot in slots:
-            signals = held.get(slot.execution.job.id)
+            signals = held.get(slot.execution.lease.token)
             if signals is None:
                 if not slot.execution.lost:
                     log.warning("job %s: lease lost; the job will not be written to",
@@ -380,17 +380,17 @@ class Worker:
         """The job would not stop: record its end ourselves and fence its thread out."""
         x = slot.execution
         slot.abandoned = True
-        if x.db_cancel:
-            changes = [transitions.cancel_running(x.lease, x.job.id, x.snapshot(), self.worker_id,
-                                                  "stopped after the cancel grace period")]
-        else:
-            error = JobError("TimeoutError", f"job ran past its {x.job.timeout}s timeout "
-                             "and did not stop")
-            changes = failure_changes(x.job, x.lease, error, "timed out", self.worker_id,
-                                      self.app.rand)
         x.lost = True
         with contextlib.suppress(ChangeRefused, ConveyorError):
-            self.app.apply(changes)
+            if x.db_cancel:
+                self.app.apply([transitions.cancel_running(
+                    x.lease, x.job.id, x.snapshot(), self.worker_id,
+                    "stopped after the cancel grace period")])
+            else:
+                error = JobError("TimeoutError", f"job ran past its {x.job.timeout}s timeout "
+                                 "and did not stop")
+                record_failure(self.app, x.job, x.lease, error, "timed out", self.worker_id,
+                               progress=x.snapshot())
         self._forget(slot)
 
     def _forget(self, slot: _Slot) -> None:
@@ -426,8 +426,9 @@ class Worker:
         error = JobError("WorkerLost", f"worker {self.worker_id} shut down before the job "
                          "reached a checkpoint")
         with contextlib.suppress(ChangeRefused, ConveyorError):
-            self.app.apply(failure_changes(x.job, x.lease, error, "worker lost (shutdown)",
-                                           self.worker_id, self.app.rand))
+            # interrupted by us, not by the job: it keeps its place in line and a pause request
+            record_failure(self.app, x.job, x.lease, error, "worker lost (shutdown)",
+                           self.worker_id, progress=x.snapshot(), interrupted=True)
             self.stats.released += 1
         self._forget(slot)
 

@@ -19,10 +19,15 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from conveyor import payload
-from conveyor.stores.base import JSON_COLUMNS, SETTABLE_COLUMNS, Change, DbNow, FirstTime, Increment
-
-#: The columns a ``flag`` guard may name: only booleans make sense as "must be true".
-FLAG_COLUMNS = frozenset({"pause_requested", "cancel_requested", "resume_requested"})
+from conveyor.stores.base import (
+    JSON_COLUMNS,
+    REQUEST_FLAGS,
+    SETTABLE_COLUMNS,
+    Change,
+    DbNow,
+    FirstTime,
+    Increment,
+)
 
 
 class Params:
@@ -90,11 +95,14 @@ def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
     if change.lease_expired:
         yield sql.SQL("jobs.lease_expires_at < now()")
     if change.pause_expired:
-        yield sql.SQL("jobs.paused_at + jobs.pause_timeout * interval '1 second' < now()")
-    if change.flag is not None:
-        if change.flag not in FLAG_COLUMNS:
-            raise ValueError(f"flag {change.flag!r} is not a request flag")
-        yield sql.SQL("{} IS TRUE").format(sql.Identifier("jobs", change.flag))
+        yield sql.SQL("jobs.paused_at + jobs.pause_timeout * interval '1 second' < now() "
+                      "AND NOT jobs.resume_requested")
+    for name, test in ((change.flag, "TRUE"), (change.unless_flag, "FALSE")):
+        if name is None:
+            continue
+        if name not in REQUEST_FLAGS:
+            raise ValueError(f"flag {name!r} is not a request flag")
+        yield sql.SQL("{} IS " + test).format(sql.Identifier("jobs", name))
 
 
 def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[str, Any]]:

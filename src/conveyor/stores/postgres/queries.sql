@@ -47,11 +47,11 @@ WITH new AS (
                             timeout, pause_timeout, backoff, current_step, total_steps,
                             checkpoint, requeued_from, ord)
 ), inserted AS (
-    INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, timeout,
-                      pause_timeout, backoff, current_step, total_steps, checkpoint,
+    INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at,
+                      timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
                       requeued_from, created_at, updated_at)
     SELECT id, job_type, queue, priority, params, max_attempts, coalesce(run_at, now()),
-           timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
+           coalesce(run_at, now()), timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
            requeued_from, now(), now()
     FROM new ORDER BY ord
     RETURNING *
@@ -97,7 +97,8 @@ WITH old AS (
 SELECT * FROM changed;
 
 -- name: claim
--- Resumable jobs first, then pending ones by priority, run_at and insertion. SKIP LOCKED lets
+-- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only
+-- the not-before time) and insertion. SKIP LOCKED lets
 -- concurrent claimers pass each other's rows instead of queueing behind them, and the row
 -- locks make sure no job is handed out twice. Each CTE has a constant LIMIT so the planner
 -- knows how few rows come out, and updates them through the primary key.
@@ -109,10 +110,10 @@ WITH resumable AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), pending AS (
-    SELECT id, priority, run_at, seq FROM jobs
+    SELECT id, priority, line_at, seq FROM jobs
     WHERE state = 'pending' AND run_at <= now()
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
-    ORDER BY priority DESC, run_at, seq
+    ORDER BY priority DESC, line_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), picked AS (
@@ -121,7 +122,7 @@ WITH resumable AS (
                paused_at AS pick_at, seq AS pick_seq
         FROM resumable
         UNION ALL
-        SELECT id, 'pending'::text, 1, priority, run_at, seq FROM pending
+        SELECT id, 'pending'::text, 1, priority, line_at, seq FROM pending
     ) AS candidates
     ORDER BY pick_rank, pick_priority DESC, pick_at, pick_seq
     LIMIT %(limit)s
@@ -147,7 +148,7 @@ FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[])
      AS lease (id, token, attempt)
 WHERE jobs.id = lease.id AND jobs.state = 'running'
   AND jobs.lease_token = lease.token AND jobs.attempt = lease.attempt
-RETURNING jobs.id, jobs.pause_requested, jobs.cancel_requested;
+RETURNING jobs.lease_token, jobs.pause_requested, jobs.cancel_requested;
 
 -- name: save_progress
 UPDATE jobs SET current_step = %(current_step)s, total_steps = %(total_steps)s,
@@ -166,6 +167,8 @@ SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < now()
 ORDER BY lease_expires_at LIMIT %(limit)s;
 
 -- name: expired_pauses
+-- A resume waiting for a free slot is not a pause any more: the pause timer does not apply.
 SELECT * FROM jobs
-WHERE state = 'paused' AND paused_at + pause_timeout * interval '1 second' < now()
+WHERE state = 'paused' AND NOT resume_requested
+  AND paused_at + pause_timeout * interval '1 second' < now()
 ORDER BY paused_at LIMIT %(limit)s;

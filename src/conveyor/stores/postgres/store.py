@@ -435,7 +435,8 @@ class PostgresStore:
                   "lease_seconds": float(lease_seconds)}
         # lease-fenced and idempotent: safe to repeat on a fresh connection
         rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
-        return {r["id"]: Signals(r["pause_requested"], r["cancel_requested"]) for r in rows}
+        return {r["lease_token"]: Signals(r["pause_requested"], r["cancel_requested"])
+                for r in rows}
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
                       checkpoint: bool = False) -> Signals:

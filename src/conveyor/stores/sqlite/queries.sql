@@ -37,5 +37,7 @@ SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?
 ORDER BY lease_expires_at LIMIT ?;
 
 -- name: expired_pauses
-SELECT * FROM jobs WHERE state = 'paused' AND paused_at + pause_timeout < ?
+-- A resume waiting for a free slot is not a pause any more: the pause timer does not apply.
+SELECT * FROM jobs INDEXED BY jobs_paused
+WHERE state = 'paused' AND resume_requested = 0 AND paused_at + pause_timeout < ?
 ORDER BY paused_at LIMIT ?;

@@ -261,9 +261,10 @@ class SQLiteStore:
         rows = []
         for new in jobs:
             progress = new.progress or JobProgress()
+            run_at = _epoch(new.run_at) if new.run_at else now
             rows.append((
                 new.id, new.job_type, new.queue, new.priority, payload.dumps(new.params),
-                new.max_attempts, _epoch(new.run_at) if new.run_at else now, new.timeout,
+                new.max_attempts, run_at, run_at, new.timeout,
                 new.pause_timeout, payload.dumps(new.backoff), now, now,
                 progress.current_step, progress.total_steps,
                 payload.dumps(progress.last_checkpoint), new.requeued_from,
@@ -272,9 +273,9 @@ class SQLiteStore:
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, "
-                "timeout, pause_timeout, backoff, created_at, updated_at, current_step, "
+                "line_at, timeout, pause_timeout, backoff, created_at, updated_at, current_step, "
                 "total_steps, checkpoint, requeued_from) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.executemany(_Q["insert_history"], history)
@@ -340,11 +341,14 @@ class SQLiteStore:
     # -- transitions -----------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> Job:
         job_id = single_job(changes)
+        # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
+        encoded = [{column: _encode_json(column, value) for column, value in c.values.items()
+                    if column in JSON_COLUMNS} for c in changes]
         try:
             with self._write() as conn:
                 now = self._clock()
-                for change in changes:
-                    if not self._apply_one(conn, change, now):
+                for change, json_values in zip(changes, encoded, strict=True):
+                    if not self._apply_one(conn, change, now, json_values):
                         raise _Refused(change)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
@@ -354,7 +358,8 @@ class SQLiteStore:
             self.notify_work()
         return job
 
-    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float) -> bool:
+    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
+                   json_values: dict[str, str | None] | None = None) -> bool:
         before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
         if before is None:
             raise JobNotFound(change.job_id)
@@ -364,7 +369,10 @@ class SQLiteStore:
             sets.append("state = ?")
             args.append(change.to_state.value)
         for column, value in change.values.items():
-            sql, arg = _set_clause(column, value, now)
+            if json_values is not None and column in json_values:
+                sql, arg = f"{column} = ?", json_values[column]
+            else:
+                sql, arg = _set_clause(column, value, now)
             sets.append(sql)
             args.append(arg)
         states = sorted(s.value for s in change.when)
@@ -379,10 +387,12 @@ class SQLiteStore:
             where.append("lease_expires_at < ?")
             wargs.append(now)
         if change.pause_expired:
-            where.append("paused_at + pause_timeout < ?")
+            where.append("paused_at + pause_timeout < ? AND resume_requested = 0")
             wargs.append(now)
         if change.flag is not None:
             where.append(f"{change.flag} = 1")
+        if change.unless_flag is not None:
+            where.append(f"{change.unless_flag} = 0")
         row = conn.execute(
             f"UPDATE jobs SET {', '.join(sets)} WHERE {' AND '.join(where)} "
             "RETURNING state, attempt",
@@ -420,17 +430,17 @@ class SQLiteStore:
             [("queue = ? AND ", [q]) for q in sorted(set(queues))] if queues else [("", [])]
         )
         resumable: list[tuple[float, str]] = []
-        pending: list[tuple[int, float, int, str]] = []  # (-priority, run_at, seq, id)
+        pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
         for scope, qargs in scopes:
             resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
                 f"SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable WHERE {scope}"
                 f"state = 'paused' AND resume_requested = 1 AND job_type IN ({tmarks}) "
                 "ORDER BY paused_at LIMIT ?", [*qargs, *types, limit]))
             index = "jobs_pending_queue" if scope else "jobs_pending_any"
-            pending.extend((-r["priority"], r["run_at"], r["seq"], r["id"]) for r in conn.execute(
-                f"SELECT id, priority, run_at, seq FROM jobs INDEXED BY {index} WHERE {scope}"
+            pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
+                f"SELECT id, priority, line_at, seq FROM jobs INDEXED BY {index} WHERE {scope}"
                 f"state = 'pending' AND run_at <= ? AND job_type IN ({tmarks}) "
-                "ORDER BY priority DESC, run_at, seq LIMIT ?", [*qargs, now, *types, limit]))
+                "ORDER BY priority DESC, line_at, seq LIMIT ?", [*qargs, now, *types, limit]))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
         return picked[:limit]
@@ -445,18 +455,19 @@ class SQLiteStore:
                 row = conn.execute(_Q["heartbeat"], (now + lease_seconds, now, lease.job_id,
                                                      lease.token, lease.attempt)).fetchone()
                 if row is not None:
-                    held[lease.job_id] = Signals(bool(row[0]), bool(row[1]))
+                    held[lease.token] = Signals(bool(row[0]), bool(row[1]))
         return held
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
                       checkpoint: bool = False) -> Signals:
-        with self._write() as conn:
+        encoded = payload.dumps(progress.last_checkpoint) if checkpoint else None
+        with self._write() as conn:  # encoded first: the write lock is held for SQL only
             now = self._clock()
             fence = (lease.job_id, lease.token, lease.attempt)
             if checkpoint:
                 row = conn.execute(_Q["save_checkpoint"], (
-                    progress.current_step, progress.total_steps,
-                    payload.dumps(progress.last_checkpoint), now, *fence)).fetchone()
+                    progress.current_step, progress.total_steps, encoded, now,
+                    *fence)).fetchone()
             else:
                 row = conn.execute(_Q["save_progress"], (
                     progress.current_step, progress.total_steps, now, *fence)).fetchone()
@@ -491,14 +502,19 @@ def _set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
     if isinstance(value, Increment):
         return f"{column} = {column} + ?", value.by
     if column in JSON_COLUMNS:
-        if value is None and column != "result":
-            return f"{column} = ?", "{}" if column == "checkpoint" else None
-        return f"{column} = ?", None if value is None else payload.dumps(value)
+        return f"{column} = ?", _encode_json(column, value)
     if isinstance(value, bool):
         return f"{column} = ?", int(value)
     if isinstance(value, datetime):
         return f"{column} = ?", _epoch(value)
     return f"{column} = ?", value
+
+
+def _encode_json(column: str, value: Any) -> str | None:
+    """How a JSON column is stored: NULL for None, except the NOT NULL checkpoint (``{}``)."""
+    if value is None:
+        return "{}" if column == "checkpoint" else None
+    return payload.dumps(value)
 
 
 def _split_sql(script: str) -> list[str]:
