@@ -21,7 +21,7 @@
   var csrfToken = meta("csrf-token");
   var canWrite = meta("conveyor-can-write") === "true";
   var pageName = document.body.getAttribute("data-page");
-  var root = meta("conveyor-root");
+  var prefix = meta("conveyor-root");
 
   // -- untrusted text ------------------------------------------------------------------------
   // The same rule as conveyor.display.visible (Python): C0/C1 controls, DEL, format characters
@@ -172,7 +172,7 @@
     row.setAttribute("data-job-type", job.job_type);
     var idCell = el("td");
     var link = el("a", "mono", job.id.slice(0, 8));
-    link.href = root + "/jobs/" + encodeURIComponent(job.id);
+    link.href = prefix + "/jobs/" + encodeURIComponent(job.id);
     link.title = job.id;
     idCell.appendChild(link);
     var typeCell = el("td");
@@ -254,7 +254,7 @@
   function refreshJobPage(jobId) {
     if (refreshing) return;
     refreshing = true;
-    fetch(root + "/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
+    fetch(prefix + "/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (text) {
         if (!text) return;
@@ -304,10 +304,10 @@
     var jobId = button.getAttribute("data-job-id");
     button.disabled = true;
     flash("");
-    post(root + "/api/jobs/" + encodeURIComponent(jobId) + "/" + encodeURIComponent(action))
+    post(prefix + "/api/jobs/" + encodeURIComponent(jobId) + "/" + encodeURIComponent(action))
       .then(function (job) {
         if (action === "requeue" && pageName === "job") {
-          location.assign(root + "/jobs/" + encodeURIComponent(job.id));
+          location.assign(prefix + "/jobs/" + encodeURIComponent(job.id));
           return;
         }
         updateTable(job);
@@ -320,8 +320,8 @@
   }
 
   function logout() {
-    post(root + "/logout").catch(function () { return null; })
-      .finally(function () { location.assign(root + "/login"); });
+    post(prefix + "/logout").catch(function () { return null; })
+      .finally(function () { location.assign(prefix + "/login"); });
   }
 
   // -- live updates --------------------------------------------------------------------------
@@ -333,7 +333,7 @@
 
   function connect() {
     if (!window.EventSource || (pageName !== "dashboard" && pageName !== "job")) return;
-    var url = root + "/api/events";
+    var url = prefix + "/api/events";
     var root = document.getElementById("job");
     if (root) url += "?job_id=" + encodeURIComponent(root.getAttribute("data-job-id"));
     var source = new EventSource(url);
