@@ -560,7 +560,8 @@ def dashboard(
     except ImportError as exc:
         raise ConfigurationError(f"the dashboard needs the web extra: pip install "
                                  f"'conveyor[web]' ({exc})") from None
-    check_bind(host, allow_remote_http)  # before the store is opened: a refusal touches nothing
+    if not insecure_no_auth:  # (that one has its own, more specific refusal)
+        check_bind(host, allow_remote_http)  # before the store is opened: touches nothing
     serve(open_app(ctx, app_ref), host=host, port=port, open_browser=open_browser,
           insecure_no_auth=insecure_no_auth, allow_remote_http=allow_remote_http,
           trusted_proxies=trusted_proxy or (), log_level=log_level.value)
