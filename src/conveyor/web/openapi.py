@@ -377,8 +377,10 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                 "text/event-stream": {"schema": {"type": "string"}}}}},
             description=(
                 "Events: `counts` (data: the Counts object) whenever the counts change, and "
-                "`job` (data: a job without params, result, checkpoint or traceback) whenever "
-                "a job's state, progress or requests change; `problem` (data: an Error) while "
+                "`job` (data: a job without params, result, checkpoint or traceback, plus "
+                "`pending_requests`: the requests still to take effect, none once the job "
+                "stopped for good) whenever a job's state, progress or requests change; "
+                "`problem` (data: an Error) while "
                 "the store is unavailable. Changes are found by polling the "
                 "store twice a second, so jobs run by workers in other processes show too, "
                 "and events this process emits are forwarded at once. Jobs named in `job_id` "
