@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import copy
 import random
+import re
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from conveyor.errors import (
     ConveyorError,
     InvalidParams,
     InvalidStateError,
+    JobNotFound,
     UnknownJobType,
 )
 from conveyor.events import (
@@ -42,7 +44,7 @@ from conveyor.events import (
     Subscriber,
 )
 from conveyor.lifecycle import JobState, guard_failure, transition_error
-from conveyor.model import HistoryEntry, Job, JobError
+from conveyor.model import JOB_ID_PATTERN, HistoryEntry, Job, JobError
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -232,9 +234,23 @@ class Conveyor:
         """Jobs newest first, filtered; page with ``before=<last id of the previous page>``."""
         if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE:
             raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+        if before is not None:
+            self._check_cursor(before)
         return self.store.list_jobs(JobQuery(
             states=frozenset(_states(state)), job_types=frozenset(_names(job_type)),
             queues=frozenset(_names(queue)), limit=limit, before=before))
+
+    def _check_cursor(self, before: object) -> None:
+        """A ``before`` cursor must name a stored job: otherwise a typo reads as "no more jobs".
+
+        Not an id at all is a bad option (ConfigurationError); a well-formed id of no job is
+        JobNotFound, as for every other id.
+        """
+        if not isinstance(before, str) or not re.fullmatch(JOB_ID_PATTERN, before):
+            raise ConfigurationError(f"before must be a job id (the next_before of the previous "
+                                     f"page), not {repr(before)[:80]}")
+        if not self.store.get_jobs([before]):
+            raise JobNotFound(before)
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.count_by_state(queue)

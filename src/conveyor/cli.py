@@ -392,8 +392,6 @@ def list_jobs(
 ) -> None:
     """List jobs, newest first, a page at a time."""
     app = open_app(ctx)
-    if before is not None:
-        app.get(before)  # an unknown cursor is an error, not an empty page
     fetched = app.list(state or None, job_type=job_type or None, queue=queue or None,
                        limit=min(limit + 1, MAX_PAGE), before=before)
     page = fetched[:limit]
@@ -548,16 +546,25 @@ def dashboard(
                                                               "browser.")] = False,
     insecure_no_auth: Annotated[bool, typer.Option(
         help="No authentication (refused on anything but loopback).")] = False,
+    allow_remote_http: Annotated[bool, typer.Option(
+        help="Allow --host off loopback although it serves plain, unencrypted HTTP.")] = False,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        metavar="IP", help="A TLS proxy whose X-Forwarded-Proto/-For to believe (repeatable; "
+        "default 127.0.0.1).", show_default=False)] = None,
     log_level: Annotated[LogLevel, typer.Option(help="uvicorn's log detail.")] = LogLevel.INFO,
 ) -> None:
     """Serve the web dashboard and the HTTP API until Ctrl-C (needs the web extra)."""
     try:
         from conveyor.web import serve
+        from conveyor.web.server import check_bind
     except ImportError as exc:
         raise ConfigurationError(f"the dashboard needs the web extra: pip install "
                                  f"'conveyor[web]' ({exc})") from None
+    if not insecure_no_auth:  # (that one has its own, more specific refusal)
+        check_bind(host, allow_remote_http)  # before the store is opened: touches nothing
     serve(open_app(ctx, app_ref), host=host, port=port, open_browser=open_browser,
-          insecure_no_auth=insecure_no_auth, log_level=log_level.value)
+          insecure_no_auth=insecure_no_auth, allow_remote_http=allow_remote_http,
+          trusted_proxies=trusted_proxy or (), log_level=log_level.value)
 
 
 

@@ -12,6 +12,10 @@ from conveyor.lifecycle import JobState
 JSONDict = dict[str, Any]
 
 
+#: What every job id looks like (conveyor makes them: UUIDs); the API documents the same.
+JOB_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+
+
 def utcnow() -> datetime:
     """The one clock default: aware UTC, so times compare across processes and stores."""
     return datetime.now(UTC)
@@ -102,6 +106,18 @@ class Job:
         return lifecycle.is_terminal(
             self.state, attempt=self.attempt, max_attempts=self.max_attempts
         )
+
+    @property
+    def pending_requests(self) -> list[str]:
+        """The operator requests still waiting to take effect, as shown ("cancel requested").
+
+        A job that has stopped for good has none, whatever flags its last run left behind:
+        a cancelled job was not still "cancel requested".
+        """
+        if self.is_terminal:
+            return []
+        return [name.replace("_", " ") for name in
+                ("pause_requested", "cancel_requested", "resume_requested") if getattr(self, name)]
 
     @property
     def can_retry(self) -> bool:

@@ -47,6 +47,7 @@ REFUSED = [
     (["requeue", *APP, "{pending}"], "Cannot requeue job"),
 ]
 USAGE = [
+    (["ls", "--before", "not an id"], "before must be a job id"),
     (["ls", "--bogus"], "No such option: --bogus"),
     (["ls", "--state", "nope"], "'nope' is not one of"),
     (["ls", "--limit", "0"], "--limit"),
@@ -80,8 +81,8 @@ NOT_FOUND = [
     (["show", MISSING], f"No job with id '{MISSING}'"),
     (["history", MISSING], "No job with id"),
     (["pause", MISSING], "No job with id"),
-    (["requeue", *APP, MISSING], "No job with id"),
     (["ls", "--before", MISSING], "No job with id"),
+    (["requeue", *APP, MISSING], "No job with id"),
     (["watch", MISSING], "No job with id"),
 ]
 

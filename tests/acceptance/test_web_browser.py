@@ -6,6 +6,7 @@ watch its progress bar move, and pause, resume and cancel it at known points.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from .web_helpers import (
     TOKEN,
     ServerThread,
     Stepper,
+    make_web,
     register_types,
     running_worker,
     serving,
@@ -174,6 +176,7 @@ def test_cancelling_a_running_job(page: Page, site: Site) -> None:
     actions.locator('button[data-action="cancel"]').click()
     expect(row(page, job_id).locator('[data-field="state"]')).to_have_text("cancelled")
     expect(actions.locator("button")).to_have_text(["Requeue"])
+    expect(row(page, job_id).locator('[data-field="flags"]')).to_have_text("")  # no request
     assert site.app.get(job_id).state is JobState.CANCELLED
 
 
@@ -227,3 +230,58 @@ def test_the_screenshot_recipe_shows_every_state(page: Page, tmp_path: Path) -> 
         page.screenshot(path=str(target), full_page=True)
         page.goto("about:blank")
     assert target.stat().st_size > 10_000
+
+
+def test_live_rows_show_hidden_characters_escaped(page: Page, site: Site) -> None:
+    log_in(page, site)
+    job = site.app.enqueue("test.fail", {"message": "\u202egpj.exe \x1b[31m"})
+    hint = row(page, job.id).locator('[data-field="error"]')
+    expect(hint).to_contain_text("\\u202egpj.exe \\x1b[31m")  # built live by the script
+    assert "\u202e" not in (hint.text_content() or "")
+
+
+def test_the_dashboard_works_mounted_under_a_prefix(browser: Browser,
+                                                    make_app: Callable[..., Conveyor]) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    app = make_app()
+    stepper = register_types(app)
+    stopping = threading.Event()
+
+    async def own_login(request: object) -> PlainTextResponse:
+        return PlainTextResponse("the host application's login")
+
+    host = Starlette(routes=[Route("/login", own_login), Mount(
+        "/conveyor", app=make_web(app, stopping=stopping, poll_interval=0.2))])
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        with ServerThread(host, stopping) as server, running_worker(app):
+            base = f"{server.url}/conveyor"
+            job_id = running(Site(app, stepper, server))
+            page.goto(f"{base}/")
+            expect(page).to_have_url(f"{base}/login?next=%2F")
+            page.fill("#token", TOKEN)
+            page.click("button[type=submit]")
+            expect(page).to_have_url(f"{base}/")
+            expect(page.locator("#live")).to_have_text("live")  # the stream, under the prefix
+            added = app.enqueue("test.add", {"a": 1, "b": 1})
+            expect(row(page, added.id).locator('[data-field="state"]')).to_have_text("completed")
+            row(page, job_id).locator('button[data-action="cancel"]').click()
+            expect(row(page, job_id).locator('[data-field="state"]')).to_have_text("cancelled")
+            row(page, job_id).locator("a.mono").click()
+            expect(page).to_have_url(f"{base}/jobs/{job_id}")
+            page.click("#logout")
+            expect(page).to_have_url(f"{base}/login")
+            page.goto(f"{base}/")
+            expect(page).to_have_url(f"{base}/login?next=%2F")
+            stepper.step(1000)
+    finally:
+        page.goto("about:blank")
+        context.close()
+    assert [e for e in errors if "401" not in e] == []

@@ -32,10 +32,11 @@ READ_BEARER = {"Authorization": f"Bearer {READ_TOKEN}"}
 class AsgiClient:
     """A sync HTTP client over an ASGI app, in this process (no sockets)."""
 
-    def __init__(self, app: Any, base_url: str = "http://127.0.0.1:8080") -> None:
+    def __init__(self, app: Any, base_url: str = "http://127.0.0.1:8080",
+                 peer: tuple[str, int] = ("127.0.0.1", 123)) -> None:
         self._stack = contextlib.ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal())
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=peer),
                                         base_url=base_url)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

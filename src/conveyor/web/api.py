@@ -13,15 +13,21 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.app import Conveyor
 from conveyor.lifecycle import JobState
-from conveyor.web.common import DEFAULT_LIMIT, MAX_LIMIT, ApiError, call, read_json_object
-from conveyor.web.middleware import principal_of
+from conveyor.web.common import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ApiError,
+    call,
+    known_query,
+    read_json_object,
+)
+from conveyor.web.middleware import principal_of, root_of
 from conveyor.web.openapi import (
     INT32_MAX,
     INT32_MIN,
@@ -50,6 +56,11 @@ def actor_of(request: Request) -> str:
     """Who the history will say made a change: the dashboard, or an API client."""
     via = principal_of(request).via
     return {"session": "dashboard", "bearer": "http-api"}.get(via, "http")
+
+
+def job_url(request: Request, job_id: str) -> str:
+    """Where a new job can be read, under the prefix the dashboard is mounted at."""
+    return f"{root_of(request.scope)}/api/jobs/{job_id}"
 
 
 class JobsApi:
@@ -91,7 +102,7 @@ class JobsApi:
         jobs = await call(self.app.list, query.getlist("state") or None,
                           job_type=query.getlist("job_type") or None,
                           queue=query.getlist("queue") or None,
-                          limit=limit, before=query.get("before") or None)
+                          limit=limit, before=query.get("before"))
         next_before = jobs[-1].id if len(jobs) == limit else None
         return JSONResponse({"jobs": [job.to_dict() for job in jobs],
                              "next_before": next_before})
@@ -135,7 +146,7 @@ class JobsApi:
         job = await call(self.app.enqueue, options.pop("job_type"), options.pop("params", None),
                          actor=actor_of(request), **options)
         return JSONResponse(job.to_dict(), status_code=201,
-                            headers={"location": f"/api/jobs/{job.id}"})
+                            headers={"location": job_url(request, job.id)})
 
     def _control(self, action: str) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -147,7 +158,7 @@ class JobsApi:
                 keep = _only(body, {"keep_checkpoint": "boolean"}).get("keep_checkpoint", False)
                 job = await call(self.app.requeue, job_id, actor=actor, keep_checkpoint=keep)
                 return JSONResponse(job.to_dict(), status_code=201,
-                                    headers={"location": f"/api/jobs/{job.id}"})
+                                    headers={"location": job_url(request, job.id)})
             reason = _only(body, {"reason": "string"}).get("reason", "")
             if len(reason) > MAX_REASON:
                 raise ApiError(422, "invalid_body",
@@ -158,17 +169,6 @@ class JobsApi:
         endpoint.__name__ = f"api_{action}"
         endpoint.__doc__ = f"POST /api/jobs/{{job_id}}/{action}"
         return endpoint
-
-
-def known_query(request: Request, *allowed: str) -> QueryParams:
-    """The query parameters, refusing any this endpoint does not take (a typo filters nothing)."""
-    unknown = sorted(set(request.query_params) - set(allowed))
-    if unknown:
-        accepted = f"(this endpoint takes {', '.join(allowed)})" if allowed else \
-            "(this endpoint takes none)"
-        raise ApiError(422, "invalid_query",
-                       f"unknown query parameter(s) {', '.join(map(repr, unknown))} {accepted}")
-    return request.query_params
 
 
 def parse_limit(text: str | None) -> int:

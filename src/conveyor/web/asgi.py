@@ -23,11 +23,17 @@ from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.web.api import JobsApi
 from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
-from conveyor.web.middleware import AuthMiddleware, SecurityHeadersMiddleware, error_body
+from conveyor.web.middleware import (
+    AuthMiddleware,
+    SecurityHeadersMiddleware,
+    error_body,
+    root_of,
+    route_path,
+)
 from conveyor.web.pages import Pages
 from conveyor.web.security import AuthConfig
 from conveyor.web.stream import EventStream
-from conveyor.web.templates import page, render
+from conveyor.web.templates import ROOT, page, render
 
 log = logging.getLogger("conveyor.web")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -68,10 +74,11 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     headers = {"retry-after": "5"} if status == 503 else None
     if status == 405 and isinstance(exc, HTTPException) and exc.headers:
         headers = dict(exc.headers)
-    if request.url.path.startswith("/api/"):
+    if route_path(request.scope).startswith("/api/"):
         return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    ROOT.set(root_of(request.scope))  # errors raised before the auth middleware ran
     body = render('<section class="panel"><h1>{title}</h1><p>{message}</p>'
-                  '<p><a href="/">← all jobs</a></p></section>',
+                  '<p><a href="{root}/">← all jobs</a></p></section>',
                   title=_TITLES.get(status, "Something went wrong"), message=message)
     return HTMLResponse(page(_TITLES.get(status, "Error"), body, page_name="error",
                              version=__version__), status_code=status, headers=headers)
@@ -79,7 +86,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 async def handle_crash(request: Request, exc: Exception) -> Response:
     """A bug on our side: log it in full, tell the client nothing about internals."""
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("unhandled error on %s %s", request.method, route_path(request.scope), exc_info=exc)
     return JSONResponse(error_body("internal", "internal server error (see the server log)"),
                         status_code=500)
 

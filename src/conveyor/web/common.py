@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -90,19 +91,38 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
+def known_query(request: Request, *allowed: str) -> QueryParams:
+    """The query parameters, refusing any this endpoint does not take (a typo filters nothing)."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        accepted = f"(this endpoint takes {', '.join(allowed)})" if allowed else \
+            "(this endpoint takes none)"
+        raise ApiError(422, "invalid_query",
+                       f"unknown query parameter(s) {', '.join(map(repr, unknown))} {accepted}")
+    return request.query_params
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 async def read_json_object(request: Request) -> dict[str, Any] | None:
-    """The body as a JSON object, None when there is no body; 415/422 when it is not one."""
+    """The body as a JSON object, None when there is no body; 415/422 when it is not one.
+
+    A body is read only when it is declared JSON: a form or ``text/plain`` post (what a page on
+    another site can send without asking) is refused, even empty, never guessed at.
+    """
+    declared = request.headers.get("content-type")
     body = await read_body(request)
+    if declared is None and not body.strip():
+        return None
+    media_type = (declared or "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        shown = media_type[:60] or "no Content-Type"
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as application/json, not {shown}")
     if not body.strip():
         return None
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if media_type.lower() != "application/json" and not media_type.lower().endswith("+json"):
-        raise ApiError(415, "unsupported_media_type",
-                       f"send the body as application/json, not {media_type or 'nothing'}")
     try:
         value = json.loads(body, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:

@@ -4,6 +4,13 @@ Authentication is a middleware around the whole router, not a decorator on each 
 route added later is protected without anyone remembering to protect it. Only the paths in
 :data:`PUBLIC_PATHS` and under :data:`PUBLIC_PREFIXES` (the login page and the static files,
 which hold no data) answer without credentials; a test enumerates the app's routes to keep it so.
+
+Every decision is made on the *routed* path (:func:`route_path`): the path the router will
+match, never ``request.url``, which Starlette rebuilds with the ``Host`` header (on older
+versions a ``Host: x/static/`` turned it into ``/static//api/jobs``). Mounted under a prefix,
+the prefix (``root_path``) is not part of that path, so ``/conveyor/login`` is the login page of
+a dashboard mounted at ``/conveyor`` and ``/static/api/jobs`` is the API of one mounted at
+``/static``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from conveyor.web.security import (
     Principal,
     Role,
 )
+from conveyor.web.templates import ROOT
 
 PUBLIC_PATHS = frozenset({"/login"})
 PUBLIC_PREFIXES = ("/static/",)
@@ -31,7 +39,27 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Unsafe requests a read-only session may still make.
 READ_ONLY_ALLOWED = frozenset({"/logout"})
 PRINCIPAL_KEY = "conveyor.principal"
+#: Sent on responses to HTTPS requests only (a plain-HTTP response cannot set it anyway).
+HSTS = "max-age=31536000"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def root_of(scope: Scope) -> str:
+    """The prefix the dashboard is mounted under ('' at the root), without a trailing slash."""
+    return str(scope.get("root_path") or "").rstrip("/")
+
+
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``scope["path"]`` without the mount prefix.
+
+    Servers differ on whether ``path`` includes ``root_path`` (Starlette's ``Mount`` and recent
+    uvicorn do); both are handled, as Starlette's own router does.
+    """
+    path = str(scope.get("path") or "/")
+    root = root_of(scope)
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    return path or "/"
 
 
 def is_public(path: str) -> bool:
@@ -64,7 +92,8 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = str(scope.get("path", "")).startswith("/static/")
+        static = route_path(scope).startswith("/static/")
+        https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -73,6 +102,8 @@ class SecurityHeadersMiddleware:
                     headers.setdefault(name, value)
                 if not static:
                     headers["cache-control"] = "no-store"
+                if https:  # TLS here, or at a proxy the server trusts (it set the scheme)
+                    headers.setdefault("strict-transport-security", HSTS)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -97,13 +128,14 @@ class AuthMiddleware:
         if scope["type"] != "http":  # no websockets here: refuse rather than pass unchecked
             return
         conn = HTTPConnection(scope)
+        ROOT.set(root_of(scope))
         if not self.auth.enabled and not _loopback_host(conn.headers.get("host", "")):
             # Without auth, a DNS-rebinding page could otherwise drive the dashboard.
             await _json(403, "forbidden_host", "unauthenticated dashboards answer only to "
                         "loopback host names")(scope, receive, send)
             return
         principal, problem = self.identify(conn)
-        if is_public(conn.url.path):
+        if is_public(route_path(scope)):
             scope[PRINCIPAL_KEY] = principal
             await self.app(scope, receive, send)
             return
@@ -139,7 +171,7 @@ class AuthMiddleware:
     def refusal(self, conn: HTTPConnection, principal: Principal | None,
                 problem: str) -> Response | None:
         """The response that stops this request, or None to let it through."""
-        path, method = conn.url.path, conn.scope["method"]
+        path, method = route_path(conn.scope), conn.scope["method"]
         if principal is None:
             return _unauthenticated(conn, problem)
         if method not in SAFE_METHODS:
@@ -147,6 +179,8 @@ class AuthMiddleware:
                 return _json(403, "read_only", "this token is read-only: it may only GET")
             if principal.via in ("session", "open"):
                 why = _cross_site(conn.headers)
+                if why is None and principal.via == "open":
+                    why = _foreign_origin(conn.headers)
                 if why is None and principal.via == "session" and not self.auth.check_csrf(
                         principal, conn.headers.get(CSRF_HEADER)):
                     why = "missing or wrong X-CSRF-Token header"
@@ -165,10 +199,12 @@ def _json(status: int, code: str, message: str) -> Response:
 
 def _unauthenticated(conn: HTTPConnection, problem: str) -> Response:
     """APIs get a 401; a browser asking for a page is sent to the login page instead."""
-    path = conn.url.path
+    path = route_path(conn.scope)
     if not path.startswith("/api/") and conn.scope["method"] in ("GET", "HEAD"):
-        target = path + (f"?{conn.url.query}" if conn.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        query = conn.scope.get("query_string", b"").decode("latin-1")
+        target = path + (f"?{query}" if query else "")
+        return RedirectResponse(f"{root_of(conn.scope)}/login?next={quote(target, safe='')}",
+                                status_code=303)
     response = _json(401, "unauthorized", f"authentication required: {problem}")
     response.headers["www-authenticate"] = 'Bearer realm="conveyor"'
     return response
@@ -183,6 +219,22 @@ def _cross_site(headers: Headers) -> str | None:
     site = headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return f"it came from another site (Sec-Fetch-Site: {site})"
+    return None
+
+
+def _foreign_origin(headers: Headers) -> str | None:
+    """Why an unsafe request's ``Origin`` is not this server's own, or None.
+
+    Without authentication there is no CSRF token, so this (with ``Sec-Fetch-Site``) is what
+    keeps another page in the operator's browser from driving the dashboard; ``Origin`` is
+    sent with every cross-origin ``POST``, also by browsers too old for ``Sec-Fetch-Site``.
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    host = headers.get("host", "")
+    if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+        return f"it came from another origin (Origin: {origin[:100]})"
     return None
 
 

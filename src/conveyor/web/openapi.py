@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from conveyor.lifecycle import JobState
+from conveyor.model import JOB_ID_PATTERN
 
 JSON = dict[str, Any]
 
@@ -22,7 +23,6 @@ TEN_YEARS = 10 * 365 * 24 * 3600.0
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_REASON = 1000
 #: Job ids are UUIDs; the pattern keeps generated ids within one path segment.
-JOB_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
 
 STATES = [state.value for state in JobState]
 #: Text without NUL characters, which no store keeps (PostgreSQL refuses them).
@@ -333,15 +333,17 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
          "schema": {"type": "array", "items": {"type": "string"}}},
         {"name": "limit", "in": "query",
          "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
-        {"name": "before", "in": "query", "schema": {"type": "string"},
+        {"name": "before", "in": "query", "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
          "description": "a job id: only jobs created before it (the previous page's "
-                        "next_before)"},
+                        "next_before); 404 when no job has it"},
     ]
     paths: JSON = {
         "/api/jobs": {
             "get": _op("List jobs, newest first", "list_jobs",
                        {"200": _json(_ref("JobList"), "a page of jobs"),
-                        "422": _error("a bad filter or limit")}, parameters=list_params),
+                        "404": _error("no job has the id given as `before`"),
+                        "422": _error("a bad filter, limit or cursor")},
+                       parameters=list_params),
             "post": _op("Enqueue a job", "enqueue_job",
                         {"201": {**_json(_ref("Job"), "the job, pending"),
                                  "headers": _LOCATION, "links": _job_links(actions)},
@@ -375,8 +377,10 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                 "text/event-stream": {"schema": {"type": "string"}}}}},
             description=(
                 "Events: `counts` (data: the Counts object) whenever the counts change, and "
-                "`job` (data: a job without params, result, checkpoint or traceback) whenever "
-                "a job's state, progress or requests change; `problem` (data: an Error) while "
+                "`job` (data: a job without params, result, checkpoint or traceback, plus "
+                "`pending_requests`: the requests still to take effect, none once the job "
+                "stopped for good) whenever a job's state, progress or requests change; "
+                "`problem` (data: an Error) while "
                 "the store is unavailable. Changes are found by polling the "
                 "store twice a second, so jobs run by workers in other processes show too, "
                 "and events this process emits are forwarded at once. Jobs named in `job_id` "

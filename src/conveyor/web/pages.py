@@ -19,11 +19,12 @@ from conveyor.app import Conveyor
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job
 from conveyor.web.common import DEFAULT_LIMIT, ApiError, call, read_body
-from conveyor.web.middleware import principal_of
+from conveyor.web.middleware import principal_of, root_of
 from conveyor.web.security import SESSION_COOKIE, AuthConfig, Principal
 from conveyor.web.templates import (
     Markup,
     action_buttons,
+    esc_lines,
     join,
     page,
     pretty_json,
@@ -80,7 +81,7 @@ class Pages:
         older = Markup("")
         if len(jobs) == DEFAULT_LIMIT:
             params = {k: v for k, v in (("state", state), ("job_type", job_type)) if v}
-            older = render('<a class="older" href="/?{query}">Older jobs →</a>',
+            older = render('<a class="older" href="{root}/?{query}">Older jobs →</a>',
                            query=urlencode({**params, "before": jobs[-1].id}))
         body = render(
             DASHBOARD, counts=_counts(counts, state),
@@ -98,7 +99,7 @@ class Pages:
             badge=state_badge(job),
             progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
             rendered=",".join(job.legal_actions) if can_write else "",
-            details=_details(job), params=pretty_json(job.params),
+            details=_details(job, _ran_by(history)), params=pretty_json(job.params),
             checkpoint=pretty_json(job.progress.last_checkpoint),
             outcome=_outcome(job), history=join([_history_item(e) for e in history]))
         return self._page(request, f"{job.job_type} {job.id[:8]}", body, "job")
@@ -113,7 +114,7 @@ class Pages:
         next_path = safe_next(request.query_params.get("next"))
         token = request.query_params.get("token")
         if not self.auth.enabled:
-            return RedirectResponse(next_path, status_code=303)
+            return RedirectResponse(root_of(request.scope) + next_path, status_code=303)
         if token is not None:
             return self._log_in(request, token, next_path)
         return _login_page(next_path)
@@ -125,25 +126,34 @@ class Pages:
             body = await read_body(request, _LOGIN_BODY_LIMIT)
         except ApiError:
             return _login_page("/", "That request was too large.", 413)
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+        except ValueError:  # more fields than the form has: not our form
+            return _login_page("/", "That request had too many fields.", 400)
         next_path = safe_next((form.get("next") or ["/"])[0])
         if not self.auth.enabled:
-            return RedirectResponse(next_path, status_code=303)
+            return RedirectResponse(root_of(request.scope) + next_path, status_code=303)
         return self._log_in(request, (form.get("token") or [""])[0], next_path)
 
     def _log_in(self, request: Request, token: str, next_path: str) -> Response:
         role = self.auth.role_of_token(token.strip()) if token.strip() else None
         if role is None:
             return _login_page(next_path, "That token is not valid.", 401)
-        response = RedirectResponse(next_path, status_code=303)
+        root = root_of(request.scope)
+        response = RedirectResponse(root + next_path, status_code=303)
         response.set_cookie(SESSION_COOKIE, self.auth.new_session(role),
-                            max_age=self.auth.session_max_age, path="/", httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https")
+                            max_age=self.auth.session_max_age, path=root or "/", httponly=True,
+                            samesite="strict", secure=request.scope.get("scheme") == "https")
         return response
 
     async def logout(self, request: Request) -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        principal = principal_of(request)
+        if principal.session_id is not None:
+            self.auth.end_session(principal)  # a copy of the cookie is refused from now on
+        root = root_of(request.scope)
+        response = RedirectResponse(f"{root}/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=root or "/", httponly=True,
+                               samesite="strict")
         return response
 
 
@@ -166,13 +176,13 @@ def _user_box(principal: Principal) -> Markup:
 
 
 def _counts(counts: dict[JobState, int], selected: str | None) -> Markup:
-    cells = [render('<a class="count state-{state}{current}" href="/?state={state}">'
+    cells = [render('<a class="count state-{state}{current}" href="{root}/?state={state}">'
                     '<span class="n" data-count="{state}">{n}</span>'
                     '<span class="label">{state}</span></a>',
                     state=state.value, n=counts.get(state, 0),
                     current=" current" if selected == state.value else "")
              for state in JobState]
-    cells.append(render('<a class="count total{current}" href="/"><span class="n" '
+    cells.append(render('<a class="count total{current}" href="{root}/"><span class="n" '
                         'data-count="total">{n}</span><span class="label">all</span></a>',
                         n=sum(counts.values()), current="" if selected else " current"))
     return join(cells)
@@ -193,7 +203,7 @@ def _filters(state: str | None, job_type: str | None, types: list[str]) -> Marku
         '<label>State <select name="state">{states}</select></label>'
         '<label>Type <select name="job_type">{types}</select></label>'
         '<button type="submit" class="btn">Filter</button>'
-        '<a class="btn btn-quiet" href="/">Reset</a>',
+        '<a class="btn btn-quiet" href="{root}/">Reset</a>',
         states=_options([s.value for s in JobState], state, "any state"),
         types=_options(types, job_type, "any type"))
 
@@ -201,7 +211,7 @@ def _filters(state: str | None, job_type: str | None, types: list[str]) -> Marku
 def _job_row(job: Job, can_write: bool) -> Markup:
     return render(
         '<tr data-job-id="{id}" data-state="{state}" data-job-type="{job_type}">'
-        '<td><a class="mono" href="/jobs/{id}" title="{id}">{short}</a></td>'
+        '<td><a class="mono" href="{root}/jobs/{id}" title="{id}">{short}</a></td>'
         '<td><span class="type" title="{job_type}">{job_type}</span>'
         '<span class="queue">{queue}</span></td>'
         '<td>{badge}</td><td class="progress-cell">{progress}</td>'
@@ -216,20 +226,30 @@ def _job_row(job: Job, can_write: bool) -> Markup:
         rendered=",".join(job.legal_actions) if can_write else "")
 
 
-def _details(job: Job) -> Markup:
+def _ran_by(history: list[HistoryEntry]) -> str | None:
+    """The worker of the job's last run: the actor of its last claim (``start``/``resume``).
+
+    A finished job's ``worker_id`` is cleared with its lease; its history still says who ran it.
+    """
+    claims = [entry.actor for entry in history if entry.to_state is JobState.RUNNING
+              and entry.from_state is not JobState.RUNNING and entry.actor]
+    return claims[-1] if claims else None
+
+
+def _details(job: Job, ran_by: str | None = None) -> Markup:
     rows: list[tuple[str, object]] = [
         ("queue", job.queue), ("priority", job.priority),
         ("attempt", f"{job.attempt} of {job.max_attempts} retries used"),
         ("created", when(job.created_at)), ("run at", when(job.run_at)),
         ("started", when(job.started_at)), ("paused", when(job.paused_at)),
         ("finished", when(job.finished_at)), ("updated", when(job.updated_at)),
-        ("worker", job.worker_id or "—"),
+        ("worker", job.worker_id or ran_by or "—"),
         ("timeout", f"{job.timeout:g} s" if job.timeout else "none"),
     ]
     items = [render('<dt>{name}</dt><dd data-detail="{key}">{value}</dd>', name=name,
                     key=name.replace(" ", "_"), value=value) for name, value in rows]
     if job.requeued_from:
-        items.append(render('<dt>copy of</dt><dd><a class="mono" href="/jobs/{id}">{id}</a>'
+        items.append(render('<dt>copy of</dt><dd><a class="mono" href="{root}/jobs/{id}">{id}</a>'
                             '</dd>', id=job.requeued_from))
     return join(items)
 
@@ -240,7 +260,7 @@ def _outcome(job: Job) -> Markup:
                       '<p class="error-line"><strong>{type}</strong>: {message}</p>'
                       '<pre class="traceback">{traceback}</pre></section>',
                       type=job.error.type, message=job.error.message,
-                      traceback=job.error.traceback or "(no traceback)")
+                      traceback=esc_lines(job.error.traceback or "(no traceback)"))
     if job.state is JobState.COMPLETED:
         return render('<section class="panel"><h2>Result</h2><pre>{result}</pre></section>',
                       result=pretty_json(job.result))
@@ -263,7 +283,7 @@ def _history_item(entry: HistoryEntry) -> Markup:
 
 DASHBOARD = """
 <section class="counts" aria-label="jobs per state">{counts}</section>
-<form class="filters" method="get" action="/">{filters}</form>
+<form class="filters" method="get" action="{root}/">{filters}</form>
 <table class="jobs" id="jobs" data-filter-state="{state}" data-filter-type="{job_type}">
 <thead><tr><th>Job</th><th>Type / queue</th><th>State</th><th>Progress</th>
 <th title="retries used / allowed">Retries</th><th>Updated</th><th>Actions</th></tr></thead>
@@ -273,7 +293,7 @@ DASHBOARD = """
 """
 
 JOB_PAGE = """
-<p class="crumbs"><a href="/">← all jobs</a></p>
+<p class="crumbs"><a href="{root}/">← all jobs</a></p>
 <article class="job" id="job" data-job-id="{id}" data-state="{state}">
 <header class="job-head">
   <h1><span class="type">{job_type}</span> {badge}</h1>
@@ -300,7 +320,7 @@ LOGIN = """
 <p>Paste the dashboard's token (printed when it started, or set in
 <code>CONVEYOR_TOKEN</code>).</p>
 {error}
-<form method="post" action="/login">
+<form method="post" action="{root}/login">
 <input type="hidden" name="next" value="{next}">
 <label for="token">Token</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required

@@ -15,6 +15,12 @@ The design, and why:
   carry ``X-CSRF-Token``: an HMAC of the session id that the page embeds in a meta tag. A page on
   another site can neither read that tag nor set a custom header without a CORS preflight, which
   we never grant. Bearer requests need no CSRF token: a browser never attaches one by itself.
+- **Logout ends the session here, not only in the browser.** The cookie is self-contained, so
+  a copy taken before ``/logout`` would otherwise keep working until it expires. Each process
+  keeps the ids of the sessions logged out of, each until the moment it would have expired
+  anyway (so the set is bounded by the logouts of one session lifetime, and capped). Sessions
+  are per process already (the secret is), so a per-process set is complete: a dashboard run
+  as several processes behind a balancer needs sticky sessions, and a restart ends them all.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,6 +38,8 @@ CSRF_HEADER = "x-csrf-token"
 #: How long a browser session lasts before the operator must log in again.
 SESSION_MAX_AGE = 12 * 3600
 _COOKIE_VERSION = "v1"
+#: Most logged-out sessions remembered at once; past it the one closest to expiring is dropped.
+MAX_ENDED_SESSIONS = 100_000
 
 
 class Role(StrEnum):
@@ -52,6 +61,7 @@ class Principal:
     via: str  # "bearer", "session" or "open" (auth disabled)
     session_id: str | None = None
     csrf_token: str | None = None
+    expires: float | None = None  # when a session's cookie expires (sessions only)
 
     @property
     def can_write(self) -> bool:
@@ -70,6 +80,10 @@ class AuthConfig:
     read_token: str | None = None
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     session_max_age: int = SESSION_MAX_AGE
+    #: Logged-out session id -> when its cookie expires anyway (mutable: frozen means the
+    #: tokens and secret cannot change, not that nobody may log out).
+    _ended: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, value in (("token", self.token), ("read_token", self.read_token)):
@@ -124,7 +138,25 @@ class AuthConfig:
             return None
         if role is Role.READ and self.read_token is None:
             return None  # the read-only token was withdrawn: so are its sessions
-        return Principal(role, "session", session_id, self.csrf_token(session_id))
+        with self._lock:
+            if session_id in self._ended:
+                return None  # logged out: copies of the cookie end with it
+        return Principal(role, "session", session_id, self.csrf_token(session_id),
+                         expires=issued + self.session_max_age)
+
+    def end_session(self, principal: Principal, *, now: float | None = None) -> None:
+        """Log a session out: its cookie, and every copy of it, is refused from now on."""
+        if principal.session_id is None:
+            return
+        current = time.time() if now is None else now
+        with self._lock:
+            for session_id, expires in list(self._ended.items()):
+                if expires <= current:
+                    del self._ended[session_id]
+            if len(self._ended) >= MAX_ENDED_SESSIONS:
+                del self._ended[min(self._ended, key=self._ended.__getitem__)]
+            self._ended[principal.session_id] = principal.expires or current + \
+                self.session_max_age
 
     def csrf_token(self, session_id: str) -> str:
         """The CSRF token of a session: derived, so the server stores no session table."""

@@ -27,7 +27,7 @@ from conveyor.errors import StoreError
 from conveyor.events import JobEvent
 from conveyor.lifecycle import JobState
 from conveyor.model import Job
-from conveyor.web.common import call
+from conveyor.web.common import call, known_query
 from conveyor.web.middleware import error_body
 
 #: How many of the newest jobs each poll reads (new jobs show up through these).
@@ -49,6 +49,7 @@ def job_summary(job: Job) -> dict[str, Any]:
     data["progress"] = {k: v for k, v in data["progress"].items() if k != "last_checkpoint"}
     if job.error is not None:
         data["error"] = {"type": job.error.type, "message": job.error.message}
+    data["pending_requests"] = job.pending_requests  # what the page shows as "... requested"
     return data
 
 
@@ -127,7 +128,7 @@ class EventStream:
         return [Route("/api/events", self.stream, methods=["GET"], name="api_events")]
 
     async def stream(self, request: Request) -> Response:
-        watcher = Watcher(self.app, request.query_params.getlist("job_id"))
+        watcher = Watcher(self.app, known_query(request, "job_id").getlist("job_id"))
         return StreamingResponse(self.events(watcher), media_type="text/event-stream",
                                  headers={"x-accel-buffering": "no"})
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import html
 import json
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
+from conveyor.display import visible
 from conveyor.model import Job
 
-__all__ = ["Markup", "esc", "join", "render"]
+__all__ = ["Markup", "esc", "esc_lines", "join", "render"]
 
 
 class Markup(str):
@@ -25,17 +27,34 @@ class Markup(str):
 
 EMPTY = Markup("")
 
+#: The prefix the dashboard is mounted under ('' at the root), set per request by the auth
+#: middleware: every link a template writes starts with ``{root}`` so that a dashboard mounted
+#: at ``/conveyor`` links to ``/conveyor/jobs/...``, not to the host application's ``/jobs``.
+ROOT: ContextVar[str] = ContextVar("conveyor_root", default="")
+
 
 def esc(value: object) -> Markup:
-    """``value`` as HTML text; :class:`Markup` passes through unchanged."""
+    """``value`` as HTML text; :class:`Markup` passes through unchanged.
+
+    Control, bidi and invisible characters are shown as escapes (:func:`visible`) first, so a
+    job type with U+202E cannot reorder what the operator reads; text that needs its line
+    breaks (tracebacks, JSON) goes through :func:`esc_lines` instead.
+    """
     if isinstance(value, Markup):
         return value
-    return Markup(html.escape("" if value is None else str(value), quote=True))
+    return Markup(html.escape(visible("" if value is None else value), quote=True))
+
+
+def esc_lines(text: str) -> Markup:
+    """Like :func:`esc`, keeping the line breaks of multi-line text."""
+    return Markup("\n".join(esc(line) for line in text.split("\n")))
 
 
 def render(template: str, **values: object) -> Markup:
-    """Fill ``{name}`` slots of ``template`` with escaped values."""
-    return Markup(template.format_map({name: esc(value) for name, value in values.items()}))
+    """Fill ``{name}`` slots of ``template`` with escaped values (``{root}``: the mount prefix)."""
+    filled = {name: esc(value) for name, value in values.items()}
+    filled.setdefault("root", esc(ROOT.get()))
+    return Markup(template.format_map(filled))
 
 
 def join(parts: list[Markup] | tuple[Markup, ...]) -> Markup:
@@ -50,15 +69,13 @@ def when(value: datetime | None) -> Markup:
                   text=value.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
-def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+def pretty_json(value: Any) -> Markup:
+    return esc_lines(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
 
 
 def flags_text(job: Job) -> str:
     """The requests a job carries that its state does not show yet."""
-    flags = [name.replace("_", " ") for name in ("pause_requested", "cancel_requested",
-                                                  "resume_requested") if getattr(job, name)]
-    return ", ".join(flags)
+    return ", ".join(job.pending_requests)
 
 
 def error_text(job: Job) -> str:
@@ -105,14 +122,15 @@ LAYOUT = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="csrf-token" content="{csrf}">
 <meta name="conveyor-can-write" content="{can_write}">
+<meta name="conveyor-root" content="{root}">
 <title>{title} · conveyor</title>
-<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
-<link rel="stylesheet" href="/static/dashboard.css?v={version}">
-<script src="/static/dashboard.js?v={version}" defer></script>
+<link rel="icon" href="{root}/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="{root}/static/dashboard.css?v={version}">
+<script src="{root}/static/dashboard.js?v={version}" defer></script>
 </head>
 <body data-page="{page}">
 <header class="top">
-  <a class="brand" href="/"><span class="logo" aria-hidden="true"></span>conveyor</a>
+  <a class="brand" href="{root}/"><span class="logo" aria-hidden="true"></span>conveyor</a>
   <span class="live" id="live" data-state="off">{live}</span>
   <span class="spacer"></span>
   {user}

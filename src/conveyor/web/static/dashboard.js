@@ -6,6 +6,10 @@
 // - The buttons a job shows are its `legal_actions` from the server (derived from the
 //   lifecycle table); this script never decides what is legal.
 // - Every POST carries the session's CSRF token (from the page's meta tag) as a header.
+// - Job text is shown through visible(): control, bidi and invisible characters appear as
+//   \u202e-style escapes (as on the server-rendered page), so they cannot reorder or hide text.
+// - Every URL starts with the mount prefix (meta conveyor-root): the dashboard may be mounted
+//   under a path of another application.
 (function () {
   "use strict";
 
@@ -17,6 +21,37 @@
   var csrfToken = meta("csrf-token");
   var canWrite = meta("conveyor-can-write") === "true";
   var pageName = document.body.getAttribute("data-page");
+  var prefix = meta("conveyor-root");
+
+  // -- untrusted text ------------------------------------------------------------------------
+  // The same rule as conveyor.display.visible (Python): C0/C1 controls, DEL, format characters
+  // (bidi overrides and isolates, LRM/RLM, zero-width space, BOM), surrogates and line/paragraph
+  // separators become escapes; a joiner between two non-ASCII characters (emoji) is kept.
+  var HIDDEN = /^[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]$/u;
+
+  function hex(code, width) {
+    var text = code.toString(16);
+    while (text.length < width) text = "0" + text;
+    return text;
+  }
+
+  function escapeChar(code) {
+    if (code < 0x100) return "\\x" + hex(code, 2);
+    if (code < 0x10000) return "\\u" + hex(code, 4);
+    return "\\U" + hex(code, 8);
+  }
+
+  function visible(value) {
+    var chars = Array.from(value === undefined || value === null ? "" : String(value));
+    var out = "";
+    for (var i = 0; i < chars.length; i++) {
+      var c = chars[i];
+      var joins = (c === "\u200c" || c === "\u200d") && i > 0 && i < chars.length - 1 &&
+        chars[i - 1].codePointAt(0) > 0x7f && chars[i + 1].codePointAt(0) > 0x7f;
+      out += !joins && HIDDEN.test(c) ? escapeChar(c.codePointAt(0)) : c;
+    }
+    return out;
+  }
 
   // -- small DOM helpers ---------------------------------------------------------------------
   function el(tag, className, text) {
@@ -35,17 +70,15 @@
     return iso.replace("T", " ").slice(0, 19) + " UTC";
   }
 
+  // The server says which requests are still pending (none once a job stopped for good).
   function flagsText(job) {
-    var flags = [];
-    ["pause_requested", "cancel_requested", "resume_requested"].forEach(function (name) {
-      if (job[name]) flags.push(name.replace("_", " "));
-    });
-    return flags.join(", ");
+    return (job.pending_requests || []).join(", ");
   }
 
   function errorText(job) {
     if (!job.error) return "";
-    return job.error.message ? job.error.type + ": " + job.error.message : job.error.type;
+    return visible(job.error.message ? job.error.type + ": " + job.error.message
+      : job.error.type);
   }
 
   function stepsText(progress) {
@@ -139,13 +172,13 @@
     row.setAttribute("data-job-type", job.job_type);
     var idCell = el("td");
     var link = el("a", "mono", job.id.slice(0, 8));
-    link.href = "/jobs/" + encodeURIComponent(job.id);
+    link.href = prefix + "/jobs/" + encodeURIComponent(job.id);
     link.title = job.id;
     idCell.appendChild(link);
     var typeCell = el("td");
-    var type = el("span", "type", job.job_type);
-    type.title = job.job_type;
-    typeCell.append(type, el("span", "queue", job.queue));
+    var type = el("span", "type", visible(job.job_type));
+    type.title = visible(job.job_type);
+    typeCell.append(type, el("span", "queue", visible(job.queue)));
     var stateCell = el("td");
     var badge = el("span", "", job.state);
     badge.setAttribute("data-field", "state");
@@ -221,7 +254,7 @@
   function refreshJobPage(jobId) {
     if (refreshing) return;
     refreshing = true;
-    fetch("/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
+    fetch(prefix + "/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (text) {
         if (!text) return;
@@ -271,10 +304,10 @@
     var jobId = button.getAttribute("data-job-id");
     button.disabled = true;
     flash("");
-    post("/api/jobs/" + encodeURIComponent(jobId) + "/" + encodeURIComponent(action))
+    post(prefix + "/api/jobs/" + encodeURIComponent(jobId) + "/" + encodeURIComponent(action))
       .then(function (job) {
         if (action === "requeue" && pageName === "job") {
-          location.assign("/jobs/" + encodeURIComponent(job.id));
+          location.assign(prefix + "/jobs/" + encodeURIComponent(job.id));
           return;
         }
         updateTable(job);
@@ -287,8 +320,8 @@
   }
 
   function logout() {
-    post("/logout").catch(function () { return null; })
-      .finally(function () { location.assign("/login"); });
+    post(prefix + "/logout").catch(function () { return null; })
+      .finally(function () { location.assign(prefix + "/login"); });
   }
 
   // -- live updates --------------------------------------------------------------------------
@@ -300,7 +333,7 @@
 
   function connect() {
     if (!window.EventSource || (pageName !== "dashboard" && pageName !== "job")) return;
-    var url = "/api/events";
+    var url = prefix + "/api/events";
     var root = document.getElementById("job");
     if (root) url += "?job_id=" + encodeURIComponent(root.getAttribute("data-job-id"));
     var source = new EventSource(url);
