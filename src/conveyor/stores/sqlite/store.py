@@ -350,9 +350,11 @@ class SQLiteStore:
                 for change, json_values in zip(changes, encoded, strict=True):
                     if not self._apply_one(conn, change, now, json_values):
                         raise _Refused(change)
+                # Read inside the transaction: the caller gets the row as these changes left
+                # it, not as a worker that claimed it a microsecond later did.
+                job = self.get_job(job_id)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
-        job = self.get_job(job_id)
         if any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
                for c in changes):
             self.notify_work()

@@ -299,6 +299,24 @@
     });
   }
 
+  // A job's rows reach the page from two sources, an action's answer and the stream, and they
+  // may arrive out of order (a worker resumes a job before the resume's answer gets back).
+  // updated_at orders them; it has microseconds, which Date.parse would cut to milliseconds.
+  var shownAt = {};
+  function timeKey(iso) {
+    var fraction = /\.(\d+)/.exec(iso || "");
+    var micros = fraction ? parseInt((fraction[1] + "000000").slice(0, 6), 10) : 0;
+    return Date.parse(iso) * 1000 + (micros % 1000);
+  }
+
+  function showJob(job) {
+    var key = timeKey(job.updated_at);
+    if (shownAt[job.id] !== undefined && key < shownAt[job.id]) return;  // older than shown
+    shownAt[job.id] = key;
+    updateTable(job);
+    updateJobPage(job);
+  }
+
   function onAction(button) {
     var action = button.getAttribute("data-action");
     var jobId = button.getAttribute("data-job-id");
@@ -310,8 +328,7 @@
           location.assign(prefix + "/jobs/" + encodeURIComponent(job.id));
           return;
         }
-        updateTable(job);
-        updateJobPage(job);
+        showJob(job);
       })
       .catch(function (error) {
         flash(error.message);
@@ -347,9 +364,7 @@
     });
     source.addEventListener("job", function (event) {
       clearProblem();
-      var job = JSON.parse(event.data);
-      updateTable(job);
-      updateJobPage(job);
+      showJob(JSON.parse(event.data));
     });
     source.addEventListener("counts", function (event) {
       updateCounts(JSON.parse(event.data));
