@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import APIResponse, Browser, Locator, Page, Route, expect
 
 from conveyor import Conveyor, JobState
 
@@ -167,6 +167,33 @@ def test_progress_moves_live_then_pause_and_resume(page: Page, site: Site) -> No
     done = site.app.get(job_id)
     assert done.result == {"done": 10}
     assert site.stepper.runs == 2  # resumed from its checkpoint, not restarted
+
+
+def test_a_late_action_answer_does_not_undo_what_the_stream_showed(page: Page,
+                                                                     site: Site) -> None:
+    """The resume's answer (paused, resume requested) is held back until the stream has shown
+    the worker's resume (running); arriving last, the older answer must not win."""
+    job_id = running(site)
+    site.app.pause(job_id)
+    site.stepper.step()  # reach the checkpoint where the pause takes effect
+    wait_until(lambda: site.app.get(job_id).state is JobState.PAUSED, message="paused")
+    log_in(page, site)
+    badge = row(page, job_id).locator('[data-field="state"]')
+    expect(badge).to_have_text("paused")
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold(route: Route) -> None:
+        held.append((route, route.fetch()))
+
+    page.route(f"**/api/jobs/{job_id}/resume", hold)
+    row(page, job_id).locator('button[data-action="resume"]').click()
+    expect(badge).to_have_text("running")  # from the stream, the answer still held
+    wait_until(lambda: held, message="the resume request")
+    (route, answer), = held
+    assert answer.json()["state"] == "paused"
+    route.fulfill(response=answer)
+    page.wait_for_timeout(500)  # give the late answer time to (wrongly) repaint the row
+    expect(badge).to_have_text("running")
 
 
 def test_cancelling_a_running_job(page: Page, site: Site) -> None:
