@@ -210,8 +210,8 @@ class Conveyor:
         if run_at is not None and delay is not None:
             raise ConfigurationError("give run_at or delay, not both")
         if run_at is not None:
-            # the horizon is ten years wide, so this process's clock is close enough
-            validate.run_at(run_at, datetime.now(UTC))
+            # as UTC: PostgreSQL refuses offsets beyond 15:59 that Python allows
+            run_at = validate.run_at(run_at).astimezone(UTC)
         if delay is not None:
             check_seconds("delay", delay, zero_ok=True)
             run_at = self.store.now() + timedelta(seconds=delay)

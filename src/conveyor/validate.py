@@ -5,6 +5,7 @@ error, and a `run_at` in year 1 is stored by one and unreadable by both; so the 
 them before any store sees them, with one message whichever store is behind the app.
 
 What is refused where:
+- `run_at`: a timezone-aware datetime in the years 1970-2099 (a `delay` is at most ten years);
 - names (job types, queues, actors): empty, too long, or holding a control character
   (C0, DEL, C1), a bidi control, a line/paragraph separator or a lone surrogate; a name is
   an identifier, and these could only hide or reorder what an operator reads;
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from conveyor.errors import ConfigurationError, InvalidParams, JobNotFound
 
@@ -28,8 +29,9 @@ MAX_NAME = 200
 MAX_ACTOR = 200
 #: Longest reason recorded with a control action.
 MAX_REASON = 1000
-#: How far from now a `run_at` may be, either way: ten years (the longest delay too).
-RUN_AT_HORIZON = timedelta(days=3650)
+#: The years a `run_at` may fall in (its own calendar year, as written): a fixed window, so the
+#: HTTP schema can state it exactly, that every store and client can represent.
+RUN_AT_YEARS = (1970, 2099)
 
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -54,7 +56,7 @@ def _text(what: str, value: object, limit: int, *, names: bool, empty_ok: bool,
     if not isinstance(value, str):
         raise error(f"{what} must be a string, not {type(value).__name__}")
     if not value and not empty_ok:
-        raise error(f"{what} must not be empty")
+        raise error(f"{what} must be a non-empty name")
     if len(value) > limit:
         raise error(f"{what} is {len(value)} characters long; the limit is {limit}")
     bad = _bad_char(value, names=names)
@@ -87,17 +89,17 @@ def job_id(value: object) -> str:
     return value
 
 
-def run_at(value: object, now: datetime) -> datetime:
-    """An aware datetime within :data:`RUN_AT_HORIZON` of ``now``."""
+def run_at(value: object) -> datetime:
+    """An aware datetime in the years :data:`RUN_AT_YEARS`."""
     if not isinstance(value, datetime):
         raise ConfigurationError(
             f"run_at must be a timezone-aware datetime, not {value!r} "
             f"(a {type(value).__name__}); for seconds from now use delay")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ConfigurationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-    if not now - RUN_AT_HORIZON <= value <= now + RUN_AT_HORIZON:
-        years = RUN_AT_HORIZON.days // 365
+    first, last = RUN_AT_YEARS
+    if not first <= value.year <= last:
         raise ConfigurationError(
-            f"run_at {value.isoformat()} is more than {years} years from now; it must lie "
-            f"between {(now - RUN_AT_HORIZON).date()} and {(now + RUN_AT_HORIZON).date()}")
+            f"run_at {value.isoformat()} is out of range: it must fall in the years "
+            f"{first} to {last}")
     return value
