@@ -17,11 +17,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from conveyor import payload, transitions
+from conveyor import payload, transitions, validate
 from conveyor.errors import (
+    UNDECODABLE_ROW,
     ConfigurationError,
     ConveyorError,
     InvalidParams,
@@ -183,6 +184,7 @@ class Conveyor:
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
                             pause_timeout=pause_timeout, backoff=backoff)
+        validate.actor(actor)
         (job,) = self.store.insert_jobs([new], actor=actor)
         self.events.emit(JobCreated(job, None, actor))
         return job
@@ -190,6 +192,7 @@ class Conveyor:
     def enqueue_many(self, requests: Iterable[EnqueueRequest], *,
                      actor: str = "api") -> builtins.list[Job]:
         """Validate every job first, then insert them all in one transaction (all or nothing)."""
+        validate.actor(actor)
         news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay) for r in requests]
         jobs = self.store.insert_jobs(news, actor=actor) if news else []
@@ -208,8 +211,9 @@ class Conveyor:
         check_options(max_attempts, timeout, pause_timeout, queue, priority)
         if run_at is not None and delay is not None:
             raise ConfigurationError("give run_at or delay, not both")
-        if run_at is not None and run_at.tzinfo is None:
-            raise ConfigurationError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        if run_at is not None:
+            # as UTC: PostgreSQL refuses offsets beyond 15:59 that Python allows
+            run_at = validate.run_at(run_at).astimezone(UTC)
         if delay is not None:
             check_seconds("delay", delay, zero_ok=True)
             run_at = self.store.now() + timedelta(seconds=delay)
@@ -226,7 +230,7 @@ class Conveyor:
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
-        return self.store.get_job(job_id)
+        return self.store.get_job(validate.job_id(job_id))
 
     def list(self, state: JobState | str | Iterable[JobState | str] | None = None, *,
              job_type: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
@@ -237,8 +241,8 @@ class Conveyor:
         if before is not None:
             self._check_cursor(before)
         return self.store.list_jobs(JobQuery(
-            states=frozenset(_states(state)), job_types=frozenset(_names(job_type)),
-            queues=frozenset(_names(queue)), limit=limit, before=before))
+            states=frozenset(_states(state)), job_types=frozenset(_names("job type", job_type)),
+            queues=frozenset(_names("queue", queue)), limit=limit, before=before))
 
     def _check_cursor(self, before: object) -> None:
         """A ``before`` cursor must name a stored job: otherwise a typo reads as "no more jobs".
@@ -253,10 +257,10 @@ class Conveyor:
             raise JobNotFound(before)
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        return self.store.count_by_state(queue)
+        return self.store.count_by_state(None if queue is None else validate.name("queue", queue))
 
     def history(self, job_id: str) -> builtins.list[HistoryEntry]:
-        return self.store.history(job_id)
+        return self.store.history(validate.job_id(job_id))
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback`` with every event this process causes; returns an unsubscribe."""
@@ -290,6 +294,7 @@ class Conveyor:
     # -- control ---------------------------------------------------------------------------------
     def pause(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Ask a running job to pause at its next checkpoint (it stays running until then)."""
+        _control_args(job_id, actor, reason)
 
         def decide(job: Job) -> builtins.list[Change]:
             if job.state is JobState.RUNNING and not job.cancel_requested:
@@ -308,6 +313,7 @@ class Conveyor:
         On a running job with a pause request not yet honoured, or a pending retry still
         carrying one from a run whose worker was lost, withdraws the request.
         """
+        _control_args(job_id, actor, reason)
 
         def decide(job: Job) -> builtins.list[Change]:
             if job.state is JobState.PAUSED:
@@ -326,6 +332,7 @@ class Conveyor:
     def cancel(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Cancel now if pending or paused; a running job stops at its next checkpoint, or is
         stopped by its worker after the grace period."""
+        _control_args(job_id, actor, reason)
 
         def decide(job: Job) -> builtins.list[Change]:
             if job.state in (JobState.PENDING, JobState.PAUSED):
@@ -342,6 +349,7 @@ class Conveyor:
 
     def retry(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Send a failed job back to pending now, if it has retries left."""
+        _control_args(job_id, actor, reason)
 
         def decide(job: Job) -> builtins.list[Change]:
             why = guard_failure(job.state, JobState.PENDING, attempt=job.attempt,
@@ -359,11 +367,15 @@ class Conveyor:
 
         The copy starts with attempt 0 and, unless ``keep_checkpoint``, no checkpoint.
         """
+        validate.actor(actor)
         original = self.get(job_id)
         if not original.is_terminal:
             raise InvalidStateError(
                 f"Cannot requeue job {job_id}: it is {original.state.value}, not completed, "
                 "cancelled or failed for good", from_state=original.state.value)
+        if original.error is not None and original.error.type == UNDECODABLE_ROW:
+            raise InvalidStateError(f"Cannot requeue job {job_id}: its stored row cannot be "
+                                    "decoded, so its params are lost")
         if original.job_type in self._types:
             # the function may have changed since: the copy's params must still fit it
             self.job_type(original.job_type).bind(original.params)
@@ -453,7 +465,15 @@ def _states(value: JobState | str | Iterable[JobState | str] | None) -> list[Job
     return states
 
 
-def _names(value: str | Iterable[str] | None) -> list[str]:
+def _names(what: str, value: str | Iterable[str] | None) -> list[str]:
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    names = [value] if isinstance(value, str) else list(value)
+    return [validate.name(what, name) for name in names]
+
+
+def _control_args(job_id: str, actor: str, reason: str) -> None:
+    """The arguments every control verb takes, refused before any store is touched."""
+    validate.job_id(job_id)
+    validate.actor(actor)
+    validate.reason(reason)

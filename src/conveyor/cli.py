@@ -14,16 +14,12 @@ mistake never shows a traceback or a multi-line usage banner.
 from __future__ import annotations
 
 import getpass
-import importlib
-import json
 import logging
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +29,8 @@ from typer.core import TyperGroup
 
 from conveyor import cli_render as render
 from conveyor.app import DEFAULT_URL, MAX_PAGE, Conveyor
+from conveyor.cli_input import load_app, parse_params
+from conveyor.display import visible
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
@@ -81,8 +79,9 @@ def exit_code_for(exc: ConveyorError) -> int:
 
 
 def report(message: object) -> None:
-    """Print one ``error:`` line on stderr (newlines folded so it stays one line)."""
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    """Print one ``error:`` line on stderr (newlines folded so it stays one line; controls in
+    a job's data quoted back in the message are shown escaped)."""
+    typer.echo(f"error: {visible(' '.join(str(message).split()))}", err=True)
 
 
 class ConveyorGroup(TyperGroup):
@@ -187,66 +186,6 @@ def for_each(job_ids: Sequence[str], operation: Callable[[str], None]) -> None:
             worst = max(worst, exit_code_for(exc))
     if worst:
         raise typer.Exit(worst)
-
-
-# -- input: the app reference and the params --------------------------------------------------
-def load_app(ref: str) -> Conveyor:
-    """Import ``package.module:attr`` (from the working folder too, as uvicorn and celery do)."""
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(
-            f"Malformed --app {ref!r}: expected package.module:attribute, e.g. myapp.jobs:app")
-    folder = str(Path.cwd())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    try:
-        target: object = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything; one line
-        raise ConfigurationError(
-            f"Cannot import {module_name!r} for --app: {type(exc).__name__}: {exc}"
-            f"{_where(exc)}") from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ConfigurationError(f"--app {ref!r}: {module_name} has no attribute {attr!r}")
-        target = getattr(target, part)
-    if not isinstance(target, Conveyor):
-        raise ConfigurationError(
-            f"--app {ref!r} is not a conveyor.Conveyor app (it is a {type(target).__name__!r})")
-    return target
-
-
-def _where(exc: BaseException) -> str:
-    """`` (at file.py:12)``: where an import failed, since no traceback is shown."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
-    return f" (at {user[-1].filename}:{user[-1].lineno})" if user else ""
-
-
-def parse_params(document: str | None, pairs: Sequence[str]) -> dict[str, Any]:
-    """``--params JSON`` then ``--param key=value`` on top (values JSON if they parse)."""
-    values: dict[str, Any] = {}
-    if document is not None:
-        try:
-            loaded = json.loads(document, parse_constant=_no_constant)
-        except ValueError as exc:
-            raise InvalidParams(f"--params is not valid JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise InvalidParams("--params must be a JSON object, e.g. '{\"month\": \"2026-10\"}'")
-        values.update(loaded)
-    for pair in pairs:
-        key, equals, raw = pair.partition("=")
-        if not equals or not key:
-            raise InvalidParams(f"--param {pair!r} must look like key=value")
-        try:
-            values[key] = json.loads(raw, parse_constant=_no_constant)
-        except ValueError:
-            values[key] = raw
-    return values
-
-
-def _no_constant(name: str) -> object:
-    """Refuse NaN and Infinity, which are not JSON: ``-p x=NaN`` is then the string "NaN"."""
-    raise ValueError(f"{name} is not JSON")
 
 
 @cli.callback()
@@ -409,7 +348,7 @@ def list_jobs(
         filters = [f"--state {s.value}" for s in state or []] + [
             f"--type {t}" for t in job_type or []] + [f"--queue {q}" for q in queue or []]
         command = " ".join(["conveyor ls", *filters, f"--limit {limit}", f"--before {cursor}"])
-        out.print(Text(f"next page: {command}", style="dim"))
+        out.print(render.shown(f"next page: {command}", style="dim"))
 
 
 @cli.command(epilog=examples("conveyor show ID", "conveyor show ID1 ID2 --json",

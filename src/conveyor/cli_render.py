@@ -3,7 +3,9 @@
 Everything here turns model objects into Rich renderables and never talks to a store, so the
 same pieces serve ``conveyor ls/show/history/watch`` and the demo. Job data (types, params,
 reasons) always goes into :class:`~rich.text.Text` objects, never into markup strings, so a
-reason such as ``"[red]"`` is shown as typed instead of being interpreted.
+reason such as ``"[red]"`` is shown as typed instead of being interpreted; and it always goes
+through :func:`conveyor.display.visible` first, so an ESC sequence, another control character
+or a bidi override stored in a job is shown as an escape instead of acting on the terminal.
 
 Rich decides whether the terminal gets colour; the bars use block characters that stay legible
 without colour, and plain ASCII when the output encoding cannot carry them.
@@ -17,6 +19,7 @@ import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.display import visible
 from conveyor.events import JobCreated, JobEvent, JobRequested
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
@@ -50,6 +54,11 @@ TABLE_BAR_WIDTH = 12
 PIPE_WIDTH = 120  # columns when writing to a pipe or file, where Rich would assume 80
 
 
+def shown(value: object, style: str = "") -> Text:
+    """Untrusted text (job data) as a Text: escaped, and never read as markup."""
+    return Text(visible(value), style=style)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -63,8 +72,31 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 def print_json(value: object) -> None:
-    """One JSON document on one line (several ids give JSON Lines), with no Rich styling."""
-    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+    """One JSON document on one line (several ids give JSON Lines), with no Rich styling.
+
+    Characters that would act on a terminal are written as JSON ``\\u`` escapes: the
+    document means the same, and ``--json`` read in a terminal is as safe as a table.
+    """
+    typer.echo(json_safe(json.dumps(value, ensure_ascii=False, default=str)))
+
+
+def json_safe(document: str) -> str:
+    """``document`` with every control, format or surrogate character as a JSON escape (they
+    only ever occur inside strings, where such an escape is equivalent)."""
+    if document.isprintable():
+        return document
+    out = []
+    for char in document:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            code = ord(char)
+            if code > 0xFFFF:  # a JSON escape is UTF-16: a surrogate pair
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def print_outcome(verb: str, job: Job, json_out: bool) -> None:
@@ -149,15 +181,15 @@ def progress_bar(progress: JobProgress, *, ascii_bar: bool = False,
 
 
 def compact_json(value: Any, limit: int = 60) -> str:
-    """JSON on one line, cut to ``limit`` characters for a table cell."""
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    """JSON on one line, escaped for display, cut to ``limit`` characters for a table cell."""
+    text = visible(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def outcome_text(job: Job, limit: int = 60) -> Text:
     """The result of a completed job or the error of a failed one, shortened."""
     if job.error is not None:
-        return Text(str(job.error)[:limit], style="red")
+        return shown(str(job.error)[:limit], style="red")
     if job.state is JobState.COMPLETED:
         return Text(compact_json(job.result, limit))
     return Text("-", style="dim")
@@ -177,8 +209,8 @@ def jobs_table(jobs: Iterable[Job], now: datetime, *, ascii_bar: bool = False,
         table.add_column(name)
     for job in jobs:
         cells = [outcome_text(job)] if with_outcome else [
-            Text(job.queue), Text(relative(job.created_at, now))]
-        table.add_row(Text(short_id(job.id) if with_outcome else job.id), Text(job.job_type),
+            shown(job.queue), Text(relative(job.created_at, now))]
+        table.add_row(shown(short_id(job.id) if with_outcome else job.id), shown(job.job_type),
                       state_text(job, now), f"{job.attempt}/{job.max_attempts}",
                       progress_bar(job.progress, ascii_bar=ascii_bar, width=TABLE_BAR_WIDTH),
                       *cells)
@@ -191,9 +223,9 @@ def job_panel(job: Job, now: datetime, *, ascii_bar: bool = False) -> Panel:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
     rows: list[tuple[str, RenderableType]] = [
-        ("type", Text(job.job_type)),
+        ("type", shown(job.job_type)),
         ("state", state_text(job, now)),
-        ("queue", Text(f"{job.queue} (priority {job.priority})")),
+        ("queue", shown(f"{job.queue} (priority {job.priority})")),
         ("retries", Text(f"{job.attempt} used of {job.max_attempts}")),
         ("progress", progress_bar(job.progress, ascii_bar=ascii_bar)),
         ("checkpoint", Text(compact_json(job.progress.last_checkpoint, 400))),
@@ -202,21 +234,23 @@ def job_panel(job: Job, now: datetime, *, ascii_bar: bool = False) -> Panel:
     if job.state is JobState.COMPLETED:
         rows.append(("result", Text(compact_json(job.result, 400))))
     if job.error is not None:
-        rows.append(("error", Text(str(job.error), style="red")))
+        rows.append(("error", shown(job.error, style="red")))
     rows += [(name, timestamp(getattr(job, f"{name}_at"), now))
              for name in ("created", "run", "started", "paused", "finished", "updated")
              if getattr(job, f"{name}_at") is not None]
     if job.worker_id:
-        rows.append(("worker", Text(f"{job.worker_id} (lease until {iso(job.lease_expires_at)})")))
+        rows.append(("worker", shown(f"{job.worker_id} (lease until {iso(job.lease_expires_at)})")))
     if job.requeued_from:
-        rows.append(("requeued from", Text(job.requeued_from)))
+        rows.append(("requeued from", shown(job.requeued_from)))
     rows.append(("actions", Text(", ".join(job.legal_actions) or "none", style="bold")))
     for name, value in rows:
         grid.add_row(name, value)
     body: RenderableType = grid
     if job.error is not None and job.error.traceback:
-        body = Group(grid, Text(""), Text(job.error.traceback.rstrip(), style="dim"))
-    return Panel(body, title=Text(job.id, style="bold"), title_align="left")
+        lines = job.error.traceback.rstrip().split("\n")  # a line at a time: keep its shape
+        body = Group(grid, Text(""), Text("\n").join(
+            shown(line, style="dim") for line in lines))
+    return Panel(body, title=shown(job.id, style="bold"), title_align="left")
 
 
 def _arrow(source: JobState | None, target: JobState) -> Text:
@@ -233,15 +267,16 @@ def _arrow(source: JobState | None, target: JobState) -> Text:
 def history_table(entries: Iterable[HistoryEntry], now: datetime,
                   title: str | None = None) -> Table:
     """A job's audit trail, oldest first, for ``conveyor history`` and the demo."""
-    table = Table(title=title, header_style="bold", title_justify="left")
+    table = Table(title=None if title is None else shown(title), header_style="bold",
+                  title_justify="left")
     for name in ("AT", "ACTION", "FROM -> TO", "RETRIES", "ACTOR", "REASON"):
         table.add_column(name, no_wrap=name in ("AT", "ACTION", "FROM -> TO"))
     for entry in entries:
         moved = entry.from_state != entry.to_state
         change = _arrow(entry.from_state, entry.to_state) if moved else Text(
             entry.to_state.value, style=STATE_STYLES[entry.to_state])
-        table.add_row(timestamp(entry.at, now), Text(entry.action), change, str(entry.attempt),
-                      Text(entry.actor), Text(entry.reason))
+        table.add_row(timestamp(entry.at, now), shown(entry.action), change, str(entry.attempt),
+                      shown(entry.actor), shown(entry.reason))
     return table
 
 
@@ -254,14 +289,14 @@ def transition_line(at: datetime, job_id: str, job_type: str, change: Text,
     line = Text()
     if clock:
         line.append(f"{at.astimezone().strftime('%H:%M:%S.%f')[:-3]}  ", style="dim")
-    line.append(short_id(job_id), style="bold")
-    line.append(f"  {job_type:<16} ")
+    line.append(visible(short_id(job_id)), style="bold")
+    line.append(f"  {visible(job_type):<16} ")
     line.append_text(change)
     if actor:
-        line.append(f"  by {actor}", style="dim")
+        line.append(f"  by {visible(actor)}", style="dim")
     if reason:
         line.append("  ")
-        line.append(reason, style="italic")
+        line.append(visible(reason), style="italic")
     return line
 
 
@@ -306,13 +341,13 @@ def event_line(event: JobEvent, *, clock: bool = True) -> Text:
 
 def control_line(verb: str, job: Job, now: datetime) -> Text:
     """What a control verb did, e.g. ``pause 3f2c… files.process: running (pause requested)``."""
-    return Text.assemble((f"{verb}: ", "bold"), job.id, "  ", job.job_type, "  ",
-                         state_text(job, now))
+    return Text.assemble((f"{verb}: ", "bold"), visible(job.id), "  ", visible(job.job_type),
+                         "  ", state_text(job, now))
 
 
 def state_line(job: Job, now: datetime) -> Text:
     """``3f2c1a9b  files.process  running (pause requested)``."""
-    return Text.assemble((short_id(job.id), "bold"), "  ", job.job_type, "  ",
+    return Text.assemble((visible(short_id(job.id)), "bold"), "  ", visible(job.job_type), "  ",
                          state_text(job, now))
 
 
@@ -367,7 +402,7 @@ class LiveBoard:
         with self._lock:
             jobs = list(self._jobs.values())
         for job in jobs:
-            grid.add_row(Text(short_id(job.id), style="bold"), Text(job.job_type),
+            grid.add_row(shown(short_id(job.id), style="bold"), shown(job.job_type),
                          progress_bar(job.progress, ascii_bar=self._ascii),
                          state_text(job, now))
         return grid

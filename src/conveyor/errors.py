@@ -7,6 +7,9 @@ status without parsing messages.
 
 from __future__ import annotations
 
+#: The ``error.type`` a store gives a job, read by id, whose row it could not fully decode.
+UNDECODABLE_ROW = "UndecodableRow"
+
 
 class ConveyorError(Exception):
     """Base class of every error conveyor raises deliberately."""

@@ -12,8 +12,9 @@ from conveyor.lifecycle import JobState
 JSONDict = dict[str, Any]
 
 
-#: What every job id looks like (conveyor makes them: UUIDs); the API documents the same.
-JOB_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+#: What every job id looks like: conveyor makes them (canonical uuid4 text), so any other string
+#: names no job. The core's checks and the API's schema both use this one pattern.
+JOB_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def utcnow() -> datetime:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor import validate
 from conveyor.errors import ConfigurationError, InvalidParams
 from conveyor.retry import Backoff
 
@@ -58,8 +59,8 @@ def check_options(max_attempts: int | None, timeout: float | None, pause_timeout
         check_seconds("timeout", timeout)
     if pause_timeout is not None:
         check_seconds("pause_timeout", pause_timeout)
-    if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > 200):
-        raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
+    if queue is not None:
+        validate.name("queue", queue, config=True)
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
                                  or not -INT32_MAX - 1 <= priority <= INT32_MAX):
         raise ConfigurationError(f"priority must be a 32-bit integer, not {priority!r}")
@@ -77,8 +78,7 @@ class JobType:
 
     @classmethod
     def from_function(cls, name: str, func: Callable[..., Any], options: JobOptions) -> JobType:
-        if not name or not isinstance(name, str) or len(name) > 200:
-            raise ConfigurationError(f"job type name must be a non-empty string, not {name!r}")
+        validate.name("job type name", name, config=True)
         signature = inspect.signature(func)
         params = list(signature.parameters.values())
         if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,

@@ -39,6 +39,7 @@ from conveyor.testing import drain
 AppFactory = Callable[..., Conveyor]
 S = JobState
 CONVEYOR_APP_ID = 0x434F4E56
+SOME_ID = "00000000-0000-4000-8000-000000000000"  # shaped like a job id, so the store is asked
 
 
 def _path(app: Conveyor) -> str:
@@ -396,7 +397,7 @@ def test_malformed_store_urls(url: str, tmp_path: Path, monkeypatch: pytest.Monk
     app = Conveyor(url)
     try:
         with pytest.raises(ConfigurationError) as caught:
-            app.get("some-id")
+            app.get(SOME_ID)
         assert repr(url) in str(caught.value)
         with pytest.raises(ConfigurationError):
             _ = app.store
@@ -414,7 +415,7 @@ def _open_fails(url: str) -> StoreError:
     app.job("t")(lambda ctx: None)
     try:
         with pytest.raises(StoreError) as caught:
-            app.get("some-id")
+            app.get(SOME_ID)
         with pytest.raises(StoreError):
             app.enqueue("t")
     finally:
@@ -499,9 +500,17 @@ def test_a_store_in_a_missing_folder(tmp_path: Path) -> None:
 
 
 def test_a_store_path_that_is_a_folder(tmp_path: Path) -> None:
+    """A configuration mistake (exit 2), not a corrupt database (exit 4)."""
     folder = tmp_path / "jobs.db"
     folder.mkdir()
-    _open_fails(f"sqlite:///{folder}")
+    app = Conveyor(f"sqlite:///{folder}")
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            app.get(SOME_ID)
+    finally:
+        app.close()
+    assert f"{folder} is a directory" in str(caught.value)
+    assert "corrupt" not in str(caught.value)
     assert list(folder.iterdir()) == []
 
 

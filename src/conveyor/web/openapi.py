@@ -14,6 +14,7 @@ from typing import Any
 
 from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
+from conveyor.validate import MAX_REASON as CORE_MAX_REASON
 
 JSON = dict[str, Any]
 
@@ -21,13 +22,20 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: Ten years: longer delays and timeouts are mistakes, and bigger numbers overflow dates.
 TEN_YEARS = 10 * 365 * 24 * 3600.0
 MAX_ATTEMPTS_LIMIT = 1000
-MAX_REASON = 1000
+MAX_REASON = CORE_MAX_REASON  # enforced by the core; documented and pre-checked here
 #: Job ids are UUIDs; the pattern keeps generated ids within one path segment.
 
 STATES = [state.value for state in JobState]
 #: Text without NUL characters, which no store keeps (PostgreSQL refuses them).
 NO_NUL = "^[^\\u0000]*$"
 _NO_NUL_TEXT: JSON = {"type": "string", "pattern": NO_NUL}
+#: run_at's years, as conveyor.validate.RUN_AT_YEARS says.
+RUN_AT_PATTERN = "^(19[7-9][0-9]|20[0-9][0-9])-"
+#: A job type or queue name as the core accepts it (conveyor.validate): no control characters,
+#: bidi controls or line separators, 1-200 characters.
+NAME: JSON = {"type": "string", "minLength": 1, "maxLength": 200,
+              "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200e\\u200f"
+                         "\\u202a-\\u202e\\u2028\\u2029\\u2066-\\u2069]*$"}
 
 #: A strict JSON value as conveyor accepts in params and checkpoints (see conveyor.payload):
 #: no NUL characters, integers within 64 bits. (Nesting is limited to 64 levels and the whole
@@ -101,12 +109,13 @@ def _enqueue_request(job_types: Mapping[str, JSON]) -> JSON:
                                                           "(see /api/job-types)"},
             "params": {"type": "object", "description": "keyword arguments of the job "
                                                         "function (JSON, at most 1 MiB)"},
-            "queue": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL},
+            "queue": NAME,
             "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
             "delay": {"type": "number", "minimum": 0, "maximum": TEN_YEARS,
                       "description": "seconds from now (not with run_at)"},
-            "run_at": {"type": "string", "format": "date-time",
-                       "description": "when to run, with a time zone (not with delay)"},
+            "run_at": {"type": "string", "format": "date-time", "pattern": RUN_AT_PATTERN,
+                       "description": "when to run, with a time zone, in the years "
+                                      "1970-2099 (not with delay)"},
             "max_attempts": {"type": "integer", "minimum": 0, "maximum": MAX_ATTEMPTS_LIMIT},
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": TEN_YEARS},
             "pause_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": TEN_YEARS},
@@ -328,9 +337,9 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
          "schema": {"type": "array", "items": _ref("JobState")},
          "description": "only jobs in these states (repeat the parameter for several)"},
         {"name": "job_type", "in": "query", "style": "form", "explode": True,
-         "schema": {"type": "array", "items": {"type": "string"}}},
+         "schema": {"type": "array", "items": NAME}},
         {"name": "queue", "in": "query", "style": "form", "explode": True,
-         "schema": {"type": "array", "items": {"type": "string"}}},
+         "schema": {"type": "array", "items": NAME}},
         {"name": "limit", "in": "query",
          "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
         {"name": "before", "in": "query", "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -367,7 +376,8 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         "/api/counts": {"get": _op(
             "How many jobs are in each state", "count_jobs",
             {"200": _json(_ref("Counts"), "counts per state (every state present)")},
-            parameters=[{"name": "queue", "in": "query", "schema": {"type": "string"}}])},
+            parameters=[{"name": "queue", "in": "query",  # empty: every queue
+                         "schema": {**NAME, "minLength": 0}}])},
         "/api/job-types": {"get": _op(
             "The job types this app registers", "list_job_types",
             {"200": _json(_ref("JobTypes"), "the registered job types")})},

@@ -3,14 +3,63 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import psycopg
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
 
 _INT64_LIMIT = 2**63
+log = logging.getLogger("conveyor.store")
+# What a timestamptz outside Python's range (year 0 or before, 10000 or after, infinity)
+# decodes to: a day inside datetime's limits, so that local-time display still works.
+_MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
+_MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+class LenientTimestamptz(TimestamptzLoader):
+    """Clamps a time Python cannot represent, so a row holding one (written by hand or by an
+    older conveyor) stays readable and cancellable instead of failing every query that
+    returns it."""
+
+    def load(self, data: Any) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            text = bytes(data)
+            return _MIN_TIME if text.startswith(b"-") or text.endswith(b"BC") else _MAX_TIME
+
+
+class LenientTimestamptzBinary(TimestamptzBinaryLoader):
+    """:class:`LenientTimestamptz` for binary results (microseconds since 2000, signed)."""
+
+    def load(self, data: Any) -> datetime:
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return _MIN_TIME if bytes(data)[0] & 0x80 else _MAX_TIME
+
+
+def register_loaders(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_loader("timestamptz", LenientTimestamptz)
+    conn.adapters.register_loader("timestamptz", LenientTimestamptzBinary)
+
+
+def decode_rows(rows: Iterable[Mapping[str, Any]]) -> list[Job]:
+    """The jobs of ``rows``, skipping (and logging) any row that cannot be decoded, so one
+    bad row never takes down a list, the reaper or a worker."""
+    jobs = []
+    for row in rows:
+        try:
+            jobs.append(row_to_job(row))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("job %r cannot be decoded (%s); skipped", row.get("id"), exc)
+    return jobs
 
 
 def _parse_int(text: str) -> int | float:

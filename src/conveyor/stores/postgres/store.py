@@ -55,7 +55,14 @@ from conveyor.stores.postgres.changes import (
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.listener import WorkListener
-from conveyor.stores.postgres.rows import json_loads, row_to_history, row_to_job, utc
+from conveyor.stores.postgres.rows import (
+    decode_rows,
+    json_loads,
+    register_loaders,
+    row_to_history,
+    row_to_job,
+    utc,
+)
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 
 _PACKAGE = "conveyor.stores.postgres"
@@ -112,6 +119,7 @@ def _fetch(conn: Conn, query: str | sql.SQL | sql.Composed,
 def _configure(conn: Conn) -> None:
     """Set up each new pooled connection: our jsonb loader (see :func:`rows.json_loads`)."""
     set_json_loads(json_loads, conn)
+    register_loaders(conn)
 
 
 def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
@@ -337,7 +345,7 @@ class PostgresStore:
             return []
         rows = self._run("read jobs", lambda c: _fetch(c, _Q["select_jobs"], {"ids": ids}),
                          retry=True)
-        found = {r["id"]: row_to_job(r) for r in rows}
+        found = {job.id: job for job in decode_rows(rows)}
         return [found[i] for i in ids if i in found]
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
@@ -357,7 +365,7 @@ class PostgresStore:
         clause = sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
         statement = sql.SQL(_Q["list_jobs"]).format(where=clause)
         rows = self._run("list jobs", lambda c: _fetch(c, statement, params), retry=True)
-        return [row_to_job(r) for r in rows]
+        return decode_rows(rows)
 
     def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         rows = self._run("count jobs",
@@ -423,7 +431,7 @@ class PostgresStore:
         statement = sql.SQL(_Q["claim"]).format(queue_filter=queue_filter,
                                                 sets=sql.SQL(", ").join(sets))
         rows = self._run("claim jobs", lambda c: _fetch(c, statement, params.values))
-        return [row_to_job(r) for r in rows]
+        return decode_rows(rows)
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
         if not leases:
@@ -456,12 +464,12 @@ class PostgresStore:
     def expired_leases(self, limit: int) -> list[Job]:
         rows = self._run("find expired leases",
                          lambda c: _fetch(c, _Q["expired_leases"], {"limit": limit}), retry=True)
-        return [row_to_job(r) for r in rows]
+        return decode_rows(rows)
 
     def expired_pauses(self, limit: int) -> list[Job]:
         rows = self._run("find expired pauses",
                          lambda c: _fetch(c, _Q["expired_pauses"], {"limit": limit}), retry=True)
-        return [row_to_job(r) for r in rows]
+        return decode_rows(rows)
 
     def wait_for_work(self, timeout: float) -> None:
         """Wakes on a NOTIFY from any process using this schema, or after ``timeout``."""

@@ -13,6 +13,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from conveyor import payload, transitions
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import (
     JSON_COLUMNS,
     Change,
@@ -40,6 +41,7 @@ from conveyor.stores.base import (
     single_job,
 )
 from conveyor.stores.sqlfiles import load_migrations, load_queries
+from conveyor.stores.sqlite.rows import decode_rows, row_to_history, row_to_job
 
 APPLICATION_ID = 0x434F4E56  # "CONV": marks a file as a conveyor database
 _PACKAGE = "conveyor.stores.sqlite"
@@ -48,6 +50,11 @@ _MIGRATIONS = load_migrations(_PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
 _BUSY_RETRY_SECONDS = 120.0
 T = TypeVar("T")
+#: A new database file's mode; SQLite gives its -wal and -shm files the same one.
+FILE_MODE = 0o600
+# A worker claims only jobs whose payloads decode: it must never run one with lost params.
+_DECODABLE = ("json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff) "
+              "AND typeof(run_at) IN ('integer', 'real')")
 
 
 class _Refused(Exception):
@@ -73,48 +80,29 @@ def parse_sqlite_url(url: str) -> str:
     return path
 
 
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
 def _epoch(value: datetime) -> float:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the store; use an aware UTC datetime")
     return value.timestamp()
 
 
-def row_to_job(row: sqlite3.Row) -> Job:
-    error = payload.loads(row["error"])
-    return Job(
-        id=row["id"],
-        state=JobState(row["state"]),
-        created_at=_ts(row["created_at"]) or datetime.now(UTC),
-        started_at=_ts(row["started_at"]),
-        finished_at=_ts(row["finished_at"]),
-        job_type=row["job_type"],
-        params=payload.loads(row["params"]),
-        max_attempts=row["max_attempts"],
-        attempt=row["attempt"],
-        progress=JobProgress(row["current_step"], row["total_steps"],
-                             payload.loads(row["checkpoint"]) or {}),
-        result=payload.loads(row["result"]),
-        error=JobError(**error) if error else None,
-        queue=row["queue"],
-        priority=row["priority"],
-        run_at=_ts(row["run_at"]) or datetime.now(UTC),
-        timeout=row["timeout"],
-        pause_timeout=row["pause_timeout"],
-        backoff=payload.loads(row["backoff"]) or {},
-        updated_at=_ts(row["updated_at"]) or datetime.now(UTC),
-        paused_at=_ts(row["paused_at"]),
-        pause_requested=bool(row["pause_requested"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        resume_requested=bool(row["resume_requested"]),
-        worker_id=row["worker_id"],
-        lease_token=row["lease_token"],
-        lease_expires_at=_ts(row["lease_expires_at"]),
-        requeued_from=row["requeued_from"],
-    )
+def _create_private(path: str) -> None:
+    """Create a missing database file readable by its owner only, whatever the umask.
+
+    Jobs' params and results may be private. SQLite would create the file with 0644 (less the
+    umask); it creates -wal and -shm with the main file's mode, so those follow. An existing
+    file keeps the mode its owner gave it.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"Cannot create SQLite store file {path}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, FILE_MODE)  # os.open's mode is filtered by the umask
+    finally:
+        os.close(fd)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -143,6 +131,11 @@ class SQLiteStore:
             if not folder.is_dir():
                 raise StoreError(
                     f"Cannot open SQLite store {self.url}: folder {folder} does not exist")
+            if Path(self.path).is_dir():
+                raise ConfigurationError(
+                    f"SQLite store {self.url}: {self.path} is a directory; give the path of "
+                    "a database file (it is created if missing)")
+            _create_private(self.path)
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -286,7 +279,7 @@ class SQLiteStore:
         rows = self._read(_Q["select_job"], (job_id,))
         if not rows:
             raise JobNotFound(job_id)
-        return row_to_job(rows[0])
+        return row_to_job(rows[0], lenient=True)
 
     def get_jobs(self, job_ids: Iterable[str]) -> list[Job]:
         ids = list(job_ids)
@@ -295,7 +288,7 @@ class SQLiteStore:
             chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for row in self._read(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
-                found[row["id"]] = row_to_job(row)
+                found.update((job.id, job) for job in decode_rows([row]))
         return [found[i] for i in ids if i in found]
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
@@ -313,7 +306,7 @@ class SQLiteStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         args.append(max(0, query.limit))
         rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ?", args)
-        return [row_to_job(r) for r in rows]
+        return decode_rows(rows)
 
     def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         rows = (self._read(_Q["count_by_state"]) if queue is None
@@ -327,16 +320,7 @@ class SQLiteStore:
         rows = self._read(_Q["select_history"], (job_id,))
         if not rows:
             self.get_job(job_id)  # raises JobNotFound for an unknown id
-        return [
-            HistoryEntry(
-                id=r["id"], job_id=r["job_id"], at=_ts(r["at"]) or datetime.now(UTC),
-                action=r["action"],
-                from_state=JobState(r["from_state"]) if r["from_state"] else None,
-                to_state=JobState(r["to_state"]), attempt=r["attempt"], actor=r["actor"],
-                reason=r["reason"],
-            )
-            for r in rows
-        ]
+        return [row_to_history(r) for r in rows]
 
     # -- transitions -----------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> Job:
@@ -437,11 +421,12 @@ class SQLiteStore:
             resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
                 f"SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable WHERE {scope}"
                 f"state = 'paused' AND resume_requested = 1 AND job_type IN ({tmarks}) "
+                f"AND {_DECODABLE} "
                 "ORDER BY paused_at LIMIT ?", [*qargs, *types, limit]))
             index = "jobs_pending_queue" if scope else "jobs_pending_any"
             pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
                 f"SELECT id, priority, line_at, seq FROM jobs INDEXED BY {index} WHERE {scope}"
-                f"state = 'pending' AND run_at <= ? AND job_type IN ({tmarks}) "
+                f"state = 'pending' AND run_at <= ? AND job_type IN ({tmarks}) AND {_DECODABLE} "
                 "ORDER BY priority DESC, line_at, seq LIMIT ?", [*qargs, now, *types, limit]))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
@@ -478,10 +463,10 @@ class SQLiteStore:
         return Signals(bool(row[0]), bool(row[1]))
 
     def expired_leases(self, limit: int) -> list[Job]:
-        return [row_to_job(r) for r in self._read(_Q["expired_leases"], (self._clock(), limit))]
+        return decode_rows(self._read(_Q["expired_leases"], (self._clock(), limit)))
 
     def expired_pauses(self, limit: int) -> list[Job]:
-        return [row_to_job(r) for r in self._read(_Q["expired_pauses"], (self._clock(), limit))]
+        return decode_rows(self._read(_Q["expired_pauses"], (self._clock(), limit)))
 
     def wait_for_work(self, timeout: float) -> None:
         """Wakes early only for work made in this process; other processes are polled."""
