@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from rich.text import Text
 from conveyor.events import JobCreated, JobEvent, JobRequested
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.stores.redaction import redact_url
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -76,8 +76,8 @@ def print_outcome(verb: str, job: Job, json_out: bool) -> None:
 
 
 def redact(url: str) -> str:
-    """Hide a password in a store URL before printing it."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """Hide a password in a store URL before printing it (the core's rules, for any URL)."""
+    return redact_url(url)
 
 
 def ascii_only(console: Console) -> bool:

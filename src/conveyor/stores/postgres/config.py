@@ -9,13 +9,15 @@ files use plain table names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from conveyor.errors import ConfigurationError
+from conveyor.stores.redaction import ambiguous_password, redact_url, scrub, url_secrets
 
 DEFAULT_SCHEMA = "conveyor"
 #: Lowercase, unquoted-identifier names only: they appear in search_path and in the NOTIFY
@@ -42,6 +44,11 @@ class PgSettings:
     safe_url: str
     schema: str
     conninfo: str
+    #: Every text of the URL that could be its password: scrubbed from libpq's messages.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def __repr__(self) -> str:
+        return f"PgSettings(safe_url={self.safe_url!r}, schema={self.schema!r})"
 
     @property
     def channel(self) -> str:
@@ -51,8 +58,7 @@ class PgSettings:
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***``, fit for messages and logs."""
-    hidden = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", hidden)
+    return redact_url(url)
 
 
 def parse_url(url: str, schema: str = DEFAULT_SCHEMA) -> PgSettings:
@@ -60,13 +66,21 @@ def parse_url(url: str, schema: str = DEFAULT_SCHEMA) -> PgSettings:
 
     ``?schema=name`` in the URL is ours, not libpq's, so it is taken out before psycopg sees
     the URL. Giving a schema both in the URL and as an option is allowed only if they agree.
+    Every error names the URL without its password, and libpq's own words about it are
+    scrubbed of it too (libpq quotes the piece of the URL it could not parse).
     """
     if not isinstance(url, str) or not url.lower().startswith(_SCHEMES):
         raise ConfigurationError(
             f"Not a PostgreSQL URL: {redact(str(url))!r} (expected postgresql://user@host/db)"
         )
     safe = redact(url)
-    base, _, query = url.partition("?")
+    secrets = url_secrets(url)
+    if ambiguous_password(url):
+        raise ConfigurationError(
+            f"Malformed PostgreSQL URL {safe!r}: the user or password holds a '/', '?', '#' "
+            "or '@'; percent-encode them (%2F, %3F, %23, %40)")
+    scheme, _, rest = url.partition("://")
+    base, _, query = (scheme.lower() + "://" + rest).partition("?")
     query, _, fragment = query.partition("#")
     if fragment:
         raise ConfigurationError(f"Malformed PostgreSQL URL {safe!r}: unexpected '#'")
@@ -83,7 +97,10 @@ def parse_url(url: str, schema: str = DEFAULT_SCHEMA) -> PgSettings:
     try:
         params = conninfo_to_dict(libpq_url)
     except psycopg.Error as exc:
-        raise ConfigurationError(f"Malformed PostgreSQL URL {safe!r}: {exc}") from exc
+        # from None: the original exception's text may quote the password
+        raise ConfigurationError(
+            f"Malformed PostgreSQL URL {safe!r}: {describe(exc, secrets)}") from None
+    _check_ports(safe, str(params.get("port") or ""))
     for key, value in _DEFAULTS.items():
         params.setdefault(key, value)
     # search_path pins every unqualified name to our schema; TimeZone=UTC makes timestamps
@@ -92,7 +109,18 @@ def parse_url(url: str, schema: str = DEFAULT_SCHEMA) -> PgSettings:
     existing = str(params.get("options") or "").strip()
     params["options"] = f"{existing} {extra}".strip()
     return PgSettings(url=url, safe_url=safe, schema=chosen,
-                      conninfo=make_conninfo("", **params))
+                      conninfo=make_conninfo("", **params), secrets=secrets)
+
+
+def _check_ports(safe_url: str, ports: str) -> None:
+    """A bad port is the user's mistake, not an outage: say so before trying to connect."""
+    for port in ports.split(","):
+        if port == "":
+            continue
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigurationError(
+                f"Malformed PostgreSQL URL {safe_url!r}: port {port[:20]!r} is not a number "
+                "from 1 to 65535")
 
 
 def _choose_schema(safe_url: str, option: str, from_url: list[str]) -> str:
@@ -114,11 +142,12 @@ def _choose_schema(safe_url: str, option: str, from_url: list[str]) -> str:
     return chosen
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """One line saying what went wrong, from psycopg's multi-line libpq messages.
 
     libpq repeats where it tried to connect ("connection to server at ... failed:") and adds
     hints on separate lines; the URL in our message already says where, so keep the reasons.
+    ``secrets`` (the URL's possible passwords) are scrubbed out of the text.
     """
     reasons: list[str] = []
     for raw in str(exc).splitlines():
@@ -130,4 +159,4 @@ def describe(exc: BaseException) -> str:
             line = "is the server running and accepting connections there?"
         if line and line not in reasons:
             reasons.append(line)
-    return "; ".join(reasons) or type(exc).__name__
+    return scrub("; ".join(reasons), secrets) or type(exc).__name__

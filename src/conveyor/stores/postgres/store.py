@@ -153,7 +153,7 @@ class PostgresStore:
             name=f"conveyor-{self.schema}", configure=_configure,
         )
         self._listener = WorkListener(self._settings.conninfo, self._settings.channel,
-                                      self._safe_url)
+                                      self._safe_url, self._settings.secrets)
 
     # -- connections ---------------------------------------------------------------------------
     def _check_server(self) -> None:
@@ -161,9 +161,21 @@ class PostgresStore:
             with psycopg.connect(self._settings.conninfo, autocommit=True) as conn:
                 version = self._read_version(conn)
         except psycopg.Error as exc:
-            raise StoreError(
-                f"Cannot connect to PostgreSQL at {self._safe_url}: {describe(exc)}") from exc
+            raise self._error(
+                f"Cannot connect to PostgreSQL at {self._safe_url}: {self._describe(exc)}",
+                exc) from None
         self._refuse_newer(version)
+
+    def _describe(self, exc: BaseException) -> str:
+        return describe(exc, self._settings.secrets)
+
+    def _error(self, message: str, exc: BaseException) -> StoreError:
+        """A StoreError caused by ``exc``, unless the text of ``exc`` might hold the password."""
+        error = StoreError(message)
+        leaked = any(secret in str(exc) for secret in self._settings.secrets)
+        error.__cause__ = None if leaked else exc
+        error.__suppress_context__ = True
+        return error
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -177,12 +189,13 @@ class PostgresStore:
                 f"PostgreSQL store {self._safe_url}: {what} failed: no connection within "
                 f"{self._timeout:g}s (is the server reachable?)") from exc
         except psycopg.errors.UndefinedTable as exc:
-            raise StoreError(
+            raise self._error(
                 f"PostgreSQL store {self._safe_url}: schema {self.schema!r} is not set up "
-                f"({describe(exc)}); run migrate() first") from exc
+                f"({self._describe(exc)}); run migrate() first", exc) from None
         except psycopg.Error as exc:
-            raise StoreError(
-                f"PostgreSQL store {self._safe_url}: {what} failed: {describe(exc)}") from exc
+            raise self._error(
+                f"PostgreSQL store {self._safe_url}: {what} failed: {self._describe(exc)}",
+                exc) from None
 
     def _checkout(self) -> Conn:
         for _ in range(self._max_size):
