@@ -24,15 +24,27 @@ DEFAULT_SCHEMA = "conveyor"
 #: channel name (which must stay within PostgreSQL's 63-byte identifier limit).
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 _SCHEMES = ("postgresql://", "postgres://")
-#: Settings added unless the URL gives its own: fail fast on an unreachable host, notice a
-#: silently dropped connection (keepalives), and name ourselves in pg_stat_activity.
+#: Connection settings added unless the URL gives its own. A call on a connection whose
+#: packets are silently dropped (a half-open partition: no RST) must fail well within a lease
+#: (30 s by default), or the worker cannot renew its leases: tcp_user_timeout (ms) bounds how
+#: long sent data may stay unacknowledged, and the keepalives (which tcp_user_timeout also
+#: bounds) cover a call whose request went through but whose reply never comes.
 _DEFAULTS = {
     "connect_timeout": "10",
     "application_name": "conveyor",
     "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
     "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+#: Server-side bounds of every session, in ms (options in the URL may override them): nothing
+#: waits on a lock, runs, or holds a transaction open for long, so a worker that vanished in
+#: the middle of a transaction releases its row locks within seconds, not at TCP's ~15 minutes.
+SESSION_BOUNDS = {
+    "statement_timeout": 10_000,
+    "lock_timeout": 5_000,
+    "idle_in_transaction_session_timeout": 10_000,
 }
 
 
@@ -105,9 +117,12 @@ def parse_url(url: str, schema: str = DEFAULT_SCHEMA) -> PgSettings:
         params.setdefault(key, value)
     # search_path pins every unqualified name to our schema; TimeZone=UTC makes timestamps
     # come back in UTC whatever the server's default is.
+    # The session bounds come first, so the URL's own options (later, so winning) may change
+    # them; search_path and TimeZone come last, so nothing can change those.
+    bounds = " ".join(f"-c {name}={ms}" for name, ms in SESSION_BOUNDS.items())
     extra = f"-c search_path={chosen} -c TimeZone=UTC"
     existing = str(params.get("options") or "").strip()
-    params["options"] = f"{existing} {extra}".strip()
+    params["options"] = " ".join(part for part in (bounds, existing, extra) if part)
     return PgSettings(url=url, safe_url=safe, schema=chosen,
                       conninfo=make_conninfo("", **params), secrets=secrets)
 

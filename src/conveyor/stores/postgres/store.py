@@ -265,6 +265,9 @@ class PostgresStore:
         the first does the work, the others then find nothing left to do.
         """
         def work(conn: Conn) -> None:
+            # a migration may take longer than the session's bounds meant for job traffic
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SET LOCAL lock_timeout = 0")
             conn.execute(_Q["lock_migrations"], {"key": self._migration_lock_key()})
             schema = sql.Identifier(self.schema)
             exists = _fetch(conn, "SELECT 1 AS one FROM pg_namespace WHERE nspname = %(s)s",
@@ -398,7 +401,8 @@ class PostgresStore:
         def work(conn: Conn) -> Row:
             row: Row = {}
             for change, (statement, params) in zip(changes, compiled, strict=True):
-                rows = _fetch(conn, statement, params)
+                # one transaction, one time: the later changes take the first one's moment
+                rows = _fetch(conn, statement, {**params, "moment": row.get("moved_at")})
                 if not rows:
                     raise _Refused(change)
                 row = rows[0]
@@ -448,7 +452,8 @@ class PostgresStore:
                   "lease_seconds": float(lease_seconds)}
         # lease-fenced and idempotent: safe to repeat on a fresh connection
         rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
-        return {r["id"]: Signals(r["pause_requested"], r["cancel_requested"]) for r in rows}
+        return {r["id"]: Signals(r["pause_requested"], r["cancel_requested"], r["renewed"])
+                for r in rows}
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
                       checkpoint: bool = False) -> Signals:
