@@ -136,6 +136,7 @@ WITH resumable AS (
     UPDATE jobs SET {sets}
     FROM picked
     WHERE jobs.id = picked.id AND jobs.state = picked.source
+      AND (picked.source = 'pending' OR jobs.resume_requested)
     RETURNING jobs.*, picked.source AS old_state, picked.pick_rank, picked.pick_priority,
               picked.pick_at
 ), logged AS (
