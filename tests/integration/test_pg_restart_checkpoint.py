@@ -1,9 +1,9 @@
 """A PostgreSQL restart in the middle of a job that checkpoints in a loop.
 
-The outage (a crash restart, or 5 s down) is far shorter than the lease, so the job must not notice it: its checkpoints wait
-and try again, and it completes on its first attempt with every checkpoint in order. (Before,
-the first checkpoint during the restart raised StoreError into the job's code and the job
-failed, spending an attempt.)
+The outage (a crash restart, or 5 s down) is far shorter than the lease, so the job must not
+notice it: its checkpoints wait and try again, and it completes on its first attempt with
+every checkpoint in order. (Before, the first checkpoint during the restart raised StoreError
+into the job's code and the job failed, spending an attempt.)
 """
 
 from __future__ import annotations

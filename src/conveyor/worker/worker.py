@@ -14,7 +14,7 @@ One monitor thread, ticking a few times a second, writes coalesced progress, lea
 cancel requests, extends leases every ``heartbeat_interval``, and enforces timeouts and the
 cancel grace period. The reaper runs every ``reap_interval`` on a thread of its own, so that
 whatever it waits for (another worker's stuck transaction, a slow store) never delays this
-worker's own heartbeats.
+worker's own heartbeats; a watchdog thread warns when a lease went a lease time unrenewed.
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ class Worker:
         monitor.start()
         reaper = threading.Thread(target=self._reaper, name="conveyor-reaper", daemon=True)
         reaper.start()
+        threading.Thread(target=self._watchdog, name="conveyor-watchdog", daemon=True).start()
         log.info("worker %s started (concurrency %d, queues %s)", self.worker_id,
                  self.concurrency, ",".join(self.queues) or "all")
         try:
@@ -301,7 +302,6 @@ class Worker:
                 time.sleep(self.progress_interval)
             else:
                 self._stopping.wait(self.progress_interval)
-            self._warn_stale_leases(time.monotonic())
             try:
                 self._tick_progress()
                 now = time.monotonic()
@@ -315,6 +315,11 @@ class Worker:
                 wait = min(30.0, 0.5 * 2**min(failures, 6))
                 log.error("worker %s monitor: %s (retrying in %.1fs)", self.worker_id, exc, wait)
                 time.sleep(wait)
+
+    def _watchdog(self) -> None:
+        """Never touches the store, so it speaks even while every store call hangs."""
+        while not self._stopping.wait(min(1.0, self.heartbeat_interval)):
+            self._warn_stale_leases(time.monotonic())
 
     def _warn_stale_leases(self, now: float) -> None:
         """Say so once when a lease went a whole lease time without renewal: by now another
