@@ -35,13 +35,23 @@ WORKER_ADDRESS = "192.0.2.2"
 NETWORK = "192.0.2.0/30"
 
 
+_PACKAGES = {"ip": "iproute2", "nft": "nftables"}
+
+
 def missing_tools() -> str | None:
-    """Why a partition cannot be made here, or None."""
+    """Why a partition cannot be made here, or None. Missing tools are installed with
+    apt-get when it is there (as scripts/pg-test-server does for PostgreSQL)."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    for tool in ("ip", "nft"):
+    missing = [tool for tool in _PACKAGES if shutil.which(tool) is None]
+    if missing and shutil.which("apt-get") is not None:
+        packages = [_PACKAGES[tool] for tool in missing]
+        subprocess.run(["apt-get", "install", "-y", "-q", *packages], capture_output=True,
+                       check=False, timeout=600,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    for tool, package in _PACKAGES.items():
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install iproute2 nftables)"
+            return f"{tool} is not installed (apt-get install {package})"
     return None
 
 
