@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import threading
 import time
 import unicodedata
@@ -35,6 +34,7 @@ from conveyor.display import visible
 from conveyor.events import JobCreated, JobEvent, JobRequested
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.stores.redaction import redact_url
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -108,8 +108,8 @@ def print_outcome(verb: str, job: Job, json_out: bool) -> None:
 
 
 def redact(url: str) -> str:
-    """Hide a password in a store URL before printing it."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """Hide a password in a store URL before printing it (the core's rules, for any URL)."""
+    return redact_url(url)
 
 
 def ascii_only(console: Console) -> bool:

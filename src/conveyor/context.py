@@ -11,16 +11,25 @@ it by accident; the worker catches it and performs the transition.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor import payload
-from conveyor.errors import LeaseLost
+from conveyor.errors import LeaseLost, StoreError
 from conveyor.model import Job, JobProgress
 
 if TYPE_CHECKING:
     from conveyor.stores.base import Lease, Signals, Store
+
+
+log = logging.getLogger("conveyor.worker")
+#: First and longest pause between two tries of a checkpoint write during a store outage.
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
 
 
 class JobInterrupt(BaseException):
@@ -49,11 +58,18 @@ class TimeoutInterrupt(JobInterrupt):
 
 @dataclass
 class Execution:
-    """The worker-side state of one running job, shared by the job and the worker's monitor."""
+    """The worker-side state of one running job, shared by the job and the worker's monitor.
+
+    ``retry_for``: how long a checkpoint write keeps trying through a store outage (the
+    worker's lease). A write is fenced by the lease and idempotent, so trying again is safe;
+    an outage shorter than the lease must not fail the job. Past the lease the job may be
+    another worker's, and the error reaches the job.
+    """
 
     job: Job
     lease: Lease
     store: Store
+    retry_for: float = 30.0
     current: int = 0
     total: int = 0
     checkpoint: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +82,9 @@ class Execution:
     in_user_code: bool = False
     finished: bool = False
     progressed: bool = False
+    #: A checkpoint is being written (and maybe retried through an outage): progress writes
+    #: from the monitor skip their turn rather than wait behind it.
+    saving: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -83,31 +102,59 @@ class Execution:
         self.db_cancel = signals.cancel_requested
 
     def flush(self) -> bool:
-        """Write progress if it changed; returns whether a write happened."""
-        if not self.dirty or self.lost:
+        """Write progress if it changed; returns whether a write happened.
+
+        Never waits behind a checkpoint that is being written (that write carries the progress
+        too), and a failed write leaves the progress dirty, to be written on a later call.
+        """
+        if not self.dirty or self.lost or self.saving:
             return False
         with self.lock:
-            self.dirty = False
             try:
+                self.dirty = False
                 signals = self.store.save_progress(self.lease, self.snapshot())
             except LeaseLost:
                 self.lost = True
                 return False
+            except BaseException:
+                self.dirty = True
+                raise
         self.apply_signals(signals)
         return True
+
+    def _patiently(self, write: Callable[[], Signals]) -> Signals:
+        """``write()``, tried again through a store outage for up to ``retry_for`` seconds."""
+        deadline = time.monotonic() + self.retry_for
+        pause = RETRY_FIRST
+        while True:
+            try:
+                return write()
+            except StoreError as exc:
+                if self.lost or time.monotonic() + pause >= deadline:
+                    raise
+                if pause == RETRY_FIRST:  # once per outage, not once per try
+                    log.warning("job %s: checkpoint not saved (%s); trying again for up to "
+                                "%.0fs", self.job.id, exc, deadline - time.monotonic())
+                time.sleep(pause)
+                pause = min(RETRY_MAX, pause * 2)
 
     def save_checkpoint(self, data: dict[str, Any]) -> None:
         payload.validate_object(data, "checkpoint")
         if self.lost:
             raise LeaseLostInterrupt
-        with self.lock:
-            self.checkpoint = dict(data)
-            self.dirty = False
-            try:
-                signals = self.store.save_progress(self.lease, self.snapshot(), checkpoint=True)
-            except LeaseLost:
-                self.lost = True
-                raise LeaseLostInterrupt from None
+        self.saving = True  # before taking the lock: the monitor stops queueing for it
+        try:
+            with self.lock:
+                self.checkpoint = dict(data)
+                self.dirty = False
+                snapshot = self.snapshot()
+                signals = self._patiently(
+                    lambda: self.store.save_progress(self.lease, snapshot, checkpoint=True))
+        except LeaseLost:
+            self.lost = True
+            raise LeaseLostInterrupt from None
+        finally:
+            self.saving = False
         self.progressed = True
         self.apply_signals(signals)
 

@@ -148,6 +148,9 @@ class Signals:
 
     pause_requested: bool = False
     cancel_requested: bool = False
+    #: False when a heartbeat found the lease still held but could not extend it this time
+    #: (PostgreSQL: the row was locked by another transaction, and heartbeats never wait).
+    renewed: bool = True
 
 
 @dataclass(frozen=True)

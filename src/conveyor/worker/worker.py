@@ -11,8 +11,10 @@ retries it, and once its attempts are used up it stays failed, so a poison job c
 workers crash-loop forever.
 
 One monitor thread, ticking a few times a second, writes coalesced progress, learns of pause and
-cancel requests, extends leases every ``heartbeat_interval``, enforces timeouts and the cancel
-grace period, and runs the reaper every ``reap_interval``.
+cancel requests, extends leases every ``heartbeat_interval``, and enforces timeouts and the
+cancel grace period. The reaper runs every ``reap_interval`` on a thread of its own, so that
+whatever it waits for (another worker's stuck transaction, a slow store) never delays this
+worker's own heartbeats; a watchdog thread warns when a lease went a lease time unrenewed.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class _Slot:
     forced_at: float | None = None
     abandoned: bool = False
     done: threading.Event = field(default_factory=threading.Event)
+    #: When the lease was last known renewed (monotonic): claim, then each heartbeat.
+    renewed: float = field(default_factory=time.monotonic)
+    stale_warned: bool = False
 
 
 class Worker:
@@ -143,6 +148,9 @@ class Worker:
         restore = self._install_signals()
         monitor = threading.Thread(target=self._monitor, name="conveyor-monitor", daemon=True)
         monitor.start()
+        reaper = threading.Thread(target=self._reaper, name="conveyor-reaper", daemon=True)
+        reaper.start()
+        threading.Thread(target=self._watchdog, name="conveyor-watchdog", daemon=True).start()
         log.info("worker %s started (concurrency %d, queues %s)", self.worker_id,
                  self.concurrency, ",".join(self.queues) or "all")
         try:
@@ -151,6 +159,7 @@ class Worker:
             self._shutdown()
             self._stopping.set()
             monitor.join(timeout=5)
+            reaper.join(timeout=5)
             self._stop_loop()
             restore()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
@@ -206,7 +215,8 @@ class Worker:
         event = JobResumed if job.paused_at is not None else JobStarted
         self.app.events.emit(event(job, JobState.PAUSED if event is JobResumed
                                    else JobState.PENDING, self.worker_id))
-        execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.app.store)
+        execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.app.store,
+                              retry_for=self.lease_seconds)
         slot = _Slot(execution)
         if job.timeout:
             slot.deadline = time.monotonic() + job.timeout
@@ -268,9 +278,21 @@ class Worker:
             self._loop = None
 
     # -- monitor -----------------------------------------------------------------------------------
+    def _reaper(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                reap(self.app, actor=f"reaper@{self.worker_id}")
+                failures = 0
+                wait = self.reap_interval
+            except ConveyorError as exc:
+                failures += 1
+                wait = min(30.0, 0.5 * 2**min(failures, 6))
+                log.error("worker %s reaper: %s (retrying in %.1fs)", self.worker_id, exc, wait)
+            self._stopping.wait(wait)
+
     def _monitor(self) -> None:
         next_beat = time.monotonic() + self.heartbeat_interval
-        next_reap = time.monotonic()
         failures = 0
         while True:
             if self._stopping.is_set():
@@ -287,15 +309,27 @@ class Worker:
                     self._heartbeat()
                     next_beat = now + self.heartbeat_interval
                 self._enforce_limits(now)
-                if now >= next_reap and not self._stopping.is_set():
-                    reap(self.app, actor=f"reaper@{self.worker_id}")
-                    next_reap = now + self.reap_interval
                 failures = 0
             except ConveyorError as exc:
                 failures += 1
                 wait = min(30.0, 0.5 * 2**min(failures, 6))
                 log.error("worker %s monitor: %s (retrying in %.1fs)", self.worker_id, exc, wait)
                 time.sleep(wait)
+
+    def _watchdog(self) -> None:
+        """Never touches the store, so it speaks even while every store call hangs."""
+        while not self._stopping.wait(min(1.0, self.heartbeat_interval)):
+            self._warn_stale_leases(time.monotonic())
+
+    def _warn_stale_leases(self, now: float) -> None:
+        """Say so once when a lease went a whole lease time without renewal: by now another
+        worker may have reaped the job, and this one's writes to it will be refused."""
+        for slot in self._current_slots():
+            if not slot.stale_warned and now - slot.renewed > self.lease_seconds:
+                slot.stale_warned = True
+                log.warning("worker %s: lease of job %s not renewed for %.1fs (lease %gs); "
+                            "another worker may take the job over", self.worker_id,
+                            slot.execution.job.id, now - slot.renewed, self.lease_seconds)
 
     def _current_slots(self) -> list[_Slot]:
         with self._slots_lock:
@@ -334,6 +368,7 @@ class Worker:
         slots = self._current_slots()
         if not slots:
             return
+        sent = time.monotonic()
         held = self.app.store.heartbeat([s.execution.lease for s in slots], self.lease_seconds)
         for slot in slots:
             signals = held.get(slot.execution.lease.token)
@@ -344,6 +379,8 @@ class Worker:
                 slot.execution.lost = True
             else:
                 slot.execution.apply_signals(signals)
+                if signals.renewed:
+                    slot.renewed, slot.stale_warned = sent, False
 
     def _enforce_limits(self, now: float) -> None:
         """Timeouts and the cancel grace period: interrupt, then give up on the job."""

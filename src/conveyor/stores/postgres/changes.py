@@ -2,10 +2,13 @@
 
 Column names come only from :data:`~conveyor.stores.base.SETTABLE_COLUMNS` (checked again
 here, since this is where they become SQL) and are quoted with :class:`psycopg.sql.Identifier`;
-every value travels as a bound parameter. Time is always the database's ``now()``: the start
-of the current transaction, so every timestamp one transaction writes (``finished_at``,
-``updated_at``, the history row's ``at``) is the same instant, and hosts with skewed clocks
-still agree on when a lease ran out.
+every value travels as a bound parameter. Time is always the database's clock, so hosts with
+skewed clocks still agree on when a lease ran out. A change is stamped with the moment it took
+effect: ``clock_timestamp()`` read once, after the row lock was granted (``moment.at`` in the
+``apply_change`` query), not the transaction's start (``now()``), which may be long before
+when the change had to wait for a lock. Every timestamp one change writes (``finished_at``,
+``updated_at``, the history row's ``at``, the lease check) is that one instant; the later
+changes of a multi-change transaction reuse the first one's, so one transaction is one time.
 """
 
 from __future__ import annotations
@@ -57,16 +60,23 @@ def aware(value: datetime) -> datetime:
     return value
 
 
-def assignment(column: str, value: Any, params: Params) -> sql.Composed:
+#: The time of a claim: one autocommit statement that never waits (SKIP LOCKED).
+NOW = sql.SQL("now()")
+#: The time of a change: when its row lock was granted (see the module docstring).
+MOMENT = sql.SQL("moment.at")
+
+
+def assignment(column: str, value: Any, params: Params,
+               now: sql.Composable = NOW) -> sql.Composed:
     """``column = <value>``, resolving the store-side markers to SQL."""
     if column not in SETTABLE_COLUMNS:
         raise ValueError(f"column {column!r} may not be set")
     col = sql.Identifier(column)
     if isinstance(value, DbNow):
-        return sql.SQL("{} = now() + {}::float8 * interval '1 second'").format(
-            col, params.add(float(value.offset)))
+        return sql.SQL("{} = {} + {}::float8 * interval '1 second'").format(
+            col, now, params.add(float(value.offset)))
     if isinstance(value, FirstTime):
-        return sql.SQL("{} = coalesce({}, now())").format(col, col)
+        return sql.SQL("{} = coalesce({}, {})").format(col, col, now)
     if isinstance(value, Increment):
         return sql.SQL("{} = {} + {}::int").format(col, col, params.add(value.by))
     if column in JSON_COLUMNS:
@@ -76,10 +86,11 @@ def assignment(column: str, value: Any, params: Params) -> sql.Composed:
     return sql.SQL("{} = {}").format(col, params.add(value))
 
 
-def assignments(values: Mapping[str, Any], params: Params) -> Iterator[sql.Composable]:
-    yield sql.SQL("updated_at = now()")
+def assignments(values: Mapping[str, Any], params: Params,
+                now: sql.Composable = NOW) -> Iterator[sql.Composable]:
+    yield sql.SQL("updated_at = {}").format(now)
     for column, value in values.items():
-        yield assignment(column, value, params)
+        yield assignment(column, value, params, now)
 
 
 def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
@@ -93,10 +104,10 @@ def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
     if change.retryable:
         yield sql.SQL("jobs.attempt < jobs.max_attempts")
     if change.lease_expired:
-        yield sql.SQL("jobs.lease_expires_at < now()")
+        yield sql.SQL("jobs.lease_expires_at < {}").format(MOMENT)
     if change.pause_expired:
-        yield sql.SQL("jobs.paused_at + jobs.pause_timeout * interval '1 second' < now() "
-                      "AND NOT jobs.resume_requested")
+        yield sql.SQL("jobs.paused_at + jobs.pause_timeout * interval '1 second' < {} "
+                      "AND NOT jobs.resume_requested").format(MOMENT)
     for name, test in ((change.flag, "TRUE"), (change.unless_flag, "FALSE")):
         if name is None:
             continue
@@ -106,13 +117,23 @@ def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
 
 
 def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[str, Any]]:
-    """The ``apply_change`` statement for ``change`` and its parameters."""
+    """The ``apply_change`` statement for ``change`` and its parameters.
+
+    A reaper's change (one guarded by an expired lease or pause) skips a row another
+    transaction has locked instead of waiting for it: that transaction may belong to a worker
+    cut off from the network, and a reaper stuck behind it would stop every other duty of its
+    worker. The skipped job is refused this pass and looked at again on the next.
+    ``moment`` (the time the change takes effect) is left ``None``: the store sets it for the
+    later changes of one transaction.
+    """
     params = Params({"job_id": change.job_id, "action": change.action,
-                     "actor": change.actor, "reason": change.reason})
-    sets = list(assignments(change.values, params))
+                     "actor": change.actor, "reason": change.reason, "moment": None})
+    sets = list(assignments(change.values, params, MOMENT))
     if change.to_state is not None:
         sets.append(sql.SQL("state = {}").format(params.add(change.to_state.value)))
     where = list(guards(change, params))
+    skip = change.lease_expired or change.pause_expired
     statement = sql.SQL(template).format(
-        sets=sql.SQL(", ").join(sets), where=sql.SQL(" AND ").join(where))
+        sets=sql.SQL(", ").join(sets), where=sql.SQL(" AND ").join(where),
+        lock=sql.SQL("FOR UPDATE SKIP LOCKED" if skip else "FOR UPDATE"))
     return statement, params.values

@@ -32,8 +32,10 @@ _MAX_RETRY = 5.0
 class WorkListener:
     """Turns NOTIFYs on ``channel`` into wake-ups of :meth:`wait` callers in this process."""
 
-    def __init__(self, conninfo: str, channel: str, safe_url: str) -> None:
+    def __init__(self, conninfo: str, channel: str, safe_url: str,
+                 secrets: frozenset[str] = frozenset()) -> None:
         self._conninfo = conninfo
+        self._secrets = secrets
         self._channel = channel
         self._safe_url = safe_url
         self._cond = threading.Condition()
@@ -90,7 +92,7 @@ class WorkListener:
                 if self._listening.is_set():
                     delay = _FIRST_RETRY  # a link that worked just dropped: retry at once
                 log.warning("conveyor: LISTEN connection to %s failed (%s); retrying in %.2fs",
-                            self._safe_url, describe(exc), delay)
+                            self._safe_url, describe(exc, self._secrets), delay)
             self._listening.clear()
             if self._stop.wait(delay):
                 break

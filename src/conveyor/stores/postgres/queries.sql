@@ -80,18 +80,25 @@ GROUP BY state;
 SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;
 
 -- name: apply_change
--- One compare-and-set. `old` locks the row first, so old_state is the state this update
--- really moved from even when another transaction changed the row a moment before.
+-- One compare-and-set. `old` locks the row first ({lock}: a reaper skips a locked row rather
+-- than wait on it), so old_state is the state this update really moved from even when another
+-- transaction changed the row a moment before. `moment` reads the clock once that lock is
+-- granted: the time the change took effect, for every timestamp it writes and its guards (the
+-- later changes of one transaction pass the first one's moment in).
 WITH old AS (
-    SELECT id AS old_id, state AS old_state FROM jobs WHERE id = %(job_id)s FOR UPDATE
+    SELECT id AS old_id, state AS old_state FROM jobs WHERE id = %(job_id)s {lock}
+), moment AS (
+    SELECT old_id AS moment_id,
+           coalesce(%(moment)s::timestamptz, clock_timestamp()) AS at
+    FROM old
 ), changed AS (
     UPDATE jobs SET {sets}
-    FROM old
+    FROM old JOIN moment ON moment.moment_id = old.old_id
     WHERE {where}
-    RETURNING jobs.*, old.old_state
+    RETURNING jobs.*, old.old_state, moment.at AS moved_at
 ), logged AS (
     INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
-    SELECT id, now(), %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
+    SELECT id, moved_at, %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
     FROM changed
 )
 SELECT * FROM changed;
@@ -130,6 +137,7 @@ WITH resumable AS (
     UPDATE jobs SET {sets}
     FROM picked
     WHERE jobs.id = picked.id AND jobs.state = picked.source
+      AND (picked.source = 'pending' OR jobs.resume_requested)
     RETURNING jobs.*, picked.source AS old_state, picked.pick_rank, picked.pick_priority,
               picked.pick_at
 ), logged AS (
@@ -141,14 +149,34 @@ WITH resumable AS (
 SELECT * FROM started ORDER BY pick_rank, pick_priority DESC, pick_at, seq;
 
 -- name: heartbeat
-UPDATE jobs
-SET lease_expires_at = now() + %(lease_seconds)s::float8 * interval '1 second',
-    updated_at = now()
-FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[])
-     AS lease (id, token, attempt)
-WHERE jobs.id = lease.id AND jobs.state = 'running'
-  AND jobs.lease_token = lease.token AND jobs.attempt = lease.attempt
-RETURNING jobs.lease_token, jobs.pause_requested, jobs.cancel_requested;
+-- Renews the leases still held; never waits on a row lock (SKIP LOCKED): the holder may be a
+-- transaction of a worker cut off from the network. A held job whose row is locked right now
+-- is reported with its flags but not renewed (renewed = false); the next beat renews it.
+WITH lease AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(attempts)s::int[])
+         AS lease (id, token, attempt)
+), held AS (
+    SELECT jobs.id FROM jobs JOIN lease ON jobs.id = lease.id
+    WHERE jobs.state = 'running' AND jobs.lease_token = lease.token
+      AND jobs.attempt = lease.attempt
+), locked AS (
+    SELECT id FROM jobs WHERE id IN (SELECT id FROM held)
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+), renewed AS (
+    UPDATE jobs
+    SET lease_expires_at = now() + %(lease_seconds)s::float8 * interval '1 second',
+        updated_at = now()
+    FROM locked JOIN lease ON lease.id = locked.id
+    WHERE jobs.id = locked.id AND jobs.state = 'running'
+      AND jobs.lease_token = lease.token AND jobs.attempt = lease.attempt
+    RETURNING jobs.id, jobs.lease_token, jobs.pause_requested, jobs.cancel_requested
+)
+SELECT id, lease_token, pause_requested, cancel_requested, true AS renewed FROM renewed
+UNION ALL
+SELECT jobs.id, jobs.lease_token, jobs.pause_requested, jobs.cancel_requested, false
+FROM jobs
+WHERE jobs.id IN (SELECT id FROM held) AND jobs.id NOT IN (SELECT id FROM renewed);
 
 -- name: save_progress
 UPDATE jobs SET current_step = %(current_step)s, total_steps = %(total_steps)s,

@@ -161,7 +161,7 @@ class PostgresStore:
             name=f"conveyor-{self.schema}", configure=_configure,
         )
         self._listener = WorkListener(self._settings.conninfo, self._settings.channel,
-                                      self._safe_url)
+                                      self._safe_url, self._settings.secrets)
 
     # -- connections ---------------------------------------------------------------------------
     def _check_server(self) -> None:
@@ -169,9 +169,21 @@ class PostgresStore:
             with psycopg.connect(self._settings.conninfo, autocommit=True) as conn:
                 version = self._read_version(conn)
         except psycopg.Error as exc:
-            raise StoreError(
-                f"Cannot connect to PostgreSQL at {self._safe_url}: {describe(exc)}") from exc
+            raise self._error(
+                f"Cannot connect to PostgreSQL at {self._safe_url}: {self._describe(exc)}",
+                exc) from None
         self._refuse_newer(version)
+
+    def _describe(self, exc: BaseException) -> str:
+        return describe(exc, self._settings.secrets)
+
+    def _error(self, message: str, exc: BaseException) -> StoreError:
+        """A StoreError caused by ``exc``, unless the text of ``exc`` might hold the password."""
+        error = StoreError(message)
+        leaked = any(secret in str(exc) for secret in self._settings.secrets)
+        error.__cause__ = None if leaked else exc
+        error.__suppress_context__ = True
+        return error
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -185,12 +197,13 @@ class PostgresStore:
                 f"PostgreSQL store {self._safe_url}: {what} failed: no connection within "
                 f"{self._timeout:g}s (is the server reachable?)") from exc
         except psycopg.errors.UndefinedTable as exc:
-            raise StoreError(
+            raise self._error(
                 f"PostgreSQL store {self._safe_url}: schema {self.schema!r} is not set up "
-                f"({describe(exc)}); run migrate() first") from exc
+                f"({self._describe(exc)}); run migrate() first", exc) from None
         except psycopg.Error as exc:
-            raise StoreError(
-                f"PostgreSQL store {self._safe_url}: {what} failed: {describe(exc)}") from exc
+            raise self._error(
+                f"PostgreSQL store {self._safe_url}: {what} failed: {self._describe(exc)}",
+                exc) from None
 
     def _checkout(self) -> Conn:
         for _ in range(self._max_size):
@@ -260,6 +273,9 @@ class PostgresStore:
         the first does the work, the others then find nothing left to do.
         """
         def work(conn: Conn) -> None:
+            # a migration may take longer than the session's bounds meant for job traffic
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SET LOCAL lock_timeout = 0")
             conn.execute(_Q["lock_migrations"], {"key": self._migration_lock_key()})
             schema = sql.Identifier(self.schema)
             exists = _fetch(conn, "SELECT 1 AS one FROM pg_namespace WHERE nspname = %(s)s",
@@ -393,7 +409,8 @@ class PostgresStore:
         def work(conn: Conn) -> Row:
             row: Row = {}
             for change, (statement, params) in zip(changes, compiled, strict=True):
-                rows = _fetch(conn, statement, params)
+                # one transaction, one time: the later changes take the first one's moment
+                rows = _fetch(conn, statement, {**params, "moment": row.get("moved_at")})
                 if not rows:
                     raise _Refused(change)
                 row = rows[0]
@@ -443,7 +460,8 @@ class PostgresStore:
                   "lease_seconds": float(lease_seconds)}
         # lease-fenced and idempotent: safe to repeat on a fresh connection
         rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
-        return {r["lease_token"]: Signals(r["pause_requested"], r["cancel_requested"])
+        return {r["lease_token"]: Signals(r["pause_requested"], r["cancel_requested"],
+                                          r["renewed"])
                 for r in rows}
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
