@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import payload
 from conveyor.errors import LeaseLost, StoreError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 #: First and longest pause between two tries of a checkpoint write during a store outage.
+T = TypeVar("T")
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
 
@@ -122,8 +123,13 @@ class Execution:
         self.apply_signals(signals)
         return True
 
-    def _patiently(self, write: Callable[[], Signals]) -> Signals:
-        """``write()``, tried again through a store outage for up to ``retry_for`` seconds."""
+    def patiently(self, write: Callable[[], T], what: str = "checkpoint") -> T:
+        """``write()``, tried again through a store outage for up to ``retry_for`` seconds.
+
+        Used for the job's checkpoints and, by the worker, for the final progress and the
+        outcome: each is fenced by the lease, so repeating it can never write to a job that
+        is no longer ours.
+        """
         deadline = time.monotonic() + self.retry_for
         pause = RETRY_FIRST
         while True:
@@ -133,8 +139,8 @@ class Execution:
                 if self.lost or time.monotonic() + pause >= deadline:
                     raise
                 if pause == RETRY_FIRST:  # once per outage, not once per try
-                    log.warning("job %s: checkpoint not saved (%s); trying again for up to "
-                                "%.0fs", self.job.id, exc, deadline - time.monotonic())
+                    log.warning("job %s: %s not saved (%s); trying again for up to %.0fs",
+                                self.job.id, what, exc, deadline - time.monotonic())
                 time.sleep(pause)
                 pause = min(RETRY_MAX, pause * 2)
 
@@ -148,7 +154,7 @@ class Execution:
                 self.checkpoint = dict(data)
                 self.dirty = False
                 snapshot = self.snapshot()
-                signals = self._patiently(
+                signals = self.patiently(
                     lambda: self.store.save_progress(self.lease, snapshot, checkpoint=True))
         except LeaseLost:
             self.lost = True

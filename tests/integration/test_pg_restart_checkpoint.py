@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conveyor import Conveyor, JobContext, JobState
+from conveyor import Conveyor, Job, JobContext, JobState, StoreError
 from tests.integration.pgprocs.harness import PrivateServer, private_server, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -76,3 +76,62 @@ def test_an_outage_shorter_than_the_lease_does_not_fail_a_checkpointing_job(
     finally:
         reopened.close()
     assert actions == ["create", "start", "complete"], actions
+
+
+def test_a_job_that_returns_while_the_store_is_down_completes_on_its_first_attempt(
+        server: PrivateServer) -> None:
+    """The final progress write and the outcome wait out the outage too (within the lease)."""
+    app = Conveyor(server.url, timeout=1.0)
+    release = threading.Event()
+    runs: list[int] = []
+
+    @app.job("waiting", max_attempts=3)
+    def waiting(ctx: JobContext) -> str:
+        runs.append(ctx.job.attempt)
+        ctx.progress(1, 2)
+        release.wait(60)
+        ctx.progress(2, 2)
+        return "done"
+
+    job = app.enqueue("waiting")
+    worker = app.worker(concurrency=1, lease_seconds=20.0, heartbeat_interval=1.0,
+                        poll_interval=0.2, handle_signals=False)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    outage = threading.Thread(target=server.stop_for, args=(5.0,), daemon=True)
+    try:
+        wait_until(lambda: runs, 30, "the job to start")
+        outage.start()
+        wait_until(lambda: not _reachable(server.url), 30, "the server to go down")
+        release.set()  # the job returns while nothing can be written
+        outage.join(90)
+        wait_until(lambda: _finished(app, job.id) is not None, 60, "the job to finish")
+        done = app.get(job.id)
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(30)
+        app.close()
+    assert done.state is JobState.COMPLETED, done.error
+    assert done.attempt == 0 and runs == [0]
+    assert done.result == "done"
+    assert (done.progress.current_step, done.progress.total_steps) == (2, 2)
+
+
+def _finished(app: Conveyor, job_id: str) -> Job | None:
+    """The job once terminal; None while running or while the app's pool reconnects."""
+    try:
+        job = app.get(job_id)
+    except StoreError:
+        return None
+    return job if job.is_terminal else None
+
+
+def _reachable(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False

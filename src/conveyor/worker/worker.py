@@ -238,17 +238,23 @@ class Worker:
 
             outcome = perform(spec, execution, loop, keep)
             execution.finished = True
+            # A store outage shorter than the lease must not cost the job its outcome: the
+            # final progress and the outcome are retried like a checkpoint.
             try:
-                execution.flush()
+                execution.patiently(execution.flush, "progress")
             except JobInterrupt:  # a forced interrupt that arrived just after the job returned
-                execution.flush()
+                execution.patiently(execution.flush, "progress")
             if slot.abandoned:
                 self.stats.count("lost")
                 return
+
+            def write_outcome() -> str:
+                return record(self.app, execution, outcome, self.worker_id)
+
             try:
-                recorded = record(self.app, execution, outcome, self.worker_id)
+                recorded = execution.patiently(write_outcome, "outcome")
             except JobInterrupt:
-                recorded = record(self.app, execution, outcome, self.worker_id)
+                recorded = execution.patiently(write_outcome, "outcome")
             self.stats.count(recorded)
         except ConveyorError as exc:
             log.error("job %s: could not record its outcome: %s", job.id, exc)
