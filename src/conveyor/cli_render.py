@@ -159,9 +159,8 @@ def state_text(job: Job, now: datetime) -> Text:
 
 
 def _flags(job: Job) -> list[str]:
-    """The requests waiting on a job, as words: ``["pause requested"]``."""
-    names = ("pause_requested", "cancel_requested", "resume_requested")
-    return [name.replace("_", " ") for name in names if getattr(job, name)]
+    """The requests waiting on a job, as words (none once it stopped for good)."""
+    return job.pending_requests
 
 
 def progress_bar(progress: JobProgress, *, ascii_bar: bool = False,

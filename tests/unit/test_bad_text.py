@@ -96,6 +96,12 @@ def test_bad_job_type_names_cannot_be_registered(app: Conveyor, value: str) -> N
     assert sorted(app.job_types) == ["t"]
 
 
+@pytest.mark.parametrize("value", [*NAMES, ""])
+def test_bad_queue_names_cannot_be_given_to_a_worker(app: Conveyor, value: str) -> None:
+    with pytest.raises(ConfigurationError, match="queue"):
+        app.worker(queues=["default", value])
+
+
 def test_an_unregistered_type_with_a_nul_is_unknown(app: Conveyor) -> None:
     with unchanged(app), pytest.raises(ConveyorError, match="Unknown job type"):
         app.enqueue("t\x00")

@@ -36,7 +36,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from conveyor import transitions
+from conveyor import transitions, validate
 from conveyor.context import Execution, ForcedCancelInterrupt, JobInterrupt, TimeoutInterrupt
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
 from conveyor.events import JobProgressed, JobResumed, JobStarted
@@ -103,7 +103,7 @@ class Worker:
             raise ConfigurationError("heartbeat_interval must be > 0 and shorter than the lease")
         self.app = app
         self.concurrency = concurrency
-        self.queues = list(queues or [])
+        self.queues = [validate.name("queue", q, config=True) for q in queues or []]
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
