@@ -60,7 +60,9 @@ def test_an_outage_shorter_than_the_lease_does_not_fail_a_checkpointing_job(
             server.restart("immediate")
         restarted_at = len(seen)
         assert restarted_at < STEPS, "the job ended before the restart: make it longer"
-        done = app.wait(job.id, timeout=60)
+        # the app's own reads may fail while its pool reconnects (pool timeout 1 s)
+        wait_until(lambda: _finished(app, job.id) is not None, 60, "the job to finish")
+        done = app.get(job.id)
     finally:
         worker.stop()
         thread.join(30)
