@@ -65,7 +65,8 @@ def test_ctrl_c_stops_watching_and_leaves_the_job_alone(db_url: str, app: Convey
 def test_watch_without_ids_follows_every_unfinished_job(db_url: str, app: Conveyor) -> None:
     finished = app.enqueue("math.add", {"a": 0, "b": 0})
     drain(app)
-    jobs = [app.enqueue("steps.run", {"steps": 5, "delay": 0.02}) for _ in range(2)]
+    # Long enough (3 s) that the watch has listed them before the worker can finish them.
+    jobs = [app.enqueue("steps.run", {"steps": 10, "delay": 0.3}) for _ in range(2)]
     with running_worker(app):
         result = cli_on(db_url, "watch", "--interval", "0.05")
     assert result.exit_code == 0, result.output
@@ -80,8 +81,8 @@ def test_watch_returns_at_once_when_the_jobs_are_already_finished(
     job = app.enqueue("math.add", {"a": 1, "b": 2})
     drain(app)
     started = time.monotonic()
-    result = cli_on(db_url, "watch", job.id)
-    assert time.monotonic() - started < 5
+    result = cli_on(db_url, "watch", "--interval", "30", job.id)
+    assert time.monotonic() - started < 10  # did not look again after a 30 s interval
     assert result.exit_code == 0
     assert "all 1 watched job(s) finished: 1 completed" in result.stdout
     assert cli_on(db_url, "watch").stdout.strip() == "nothing to watch: no unfinished jobs"

@@ -91,17 +91,27 @@ def test_racing_claims_never_share_a_job(store: Store,
 
 
 def test_notify_wakes_a_waiting_worker(store: Store) -> None:
+    """An insert wakes a worker blocked in wait_for_work long before its own timeout.
+
+    The waiter may not be inside wait_for_work yet when the first insert lands (a wake-up sent
+    before it waits is not for it), so jobs are inserted until it wakes; its timeout is far
+    longer than the time allowed, so only an insert can have woken it.
+    """
+    deadline = time.monotonic() + 30
+    while not getattr(store, "listening", True) and time.monotonic() < deadline:
+        store.wait_for_work(1.0)  # PostgreSQL: the first wait returns once the LISTEN is up
+    assert getattr(store, "listening", True), "the LISTEN never came up"
     woke = threading.Event()
 
     def wait() -> None:
-        store.wait_for_work(10.0)
+        store.wait_for_work(300.0)
         woke.set()
 
-    thread = threading.Thread(target=wait)
+    thread = threading.Thread(target=wait, daemon=True)
     thread.start()
-    time.sleep(0.2)
-    started = time.monotonic()
-    insert(store, "n")
-    assert woke.wait(5.0)
-    assert time.monotonic() - started < 3.0
-    thread.join(5)
+    deadline = time.monotonic() + 60
+    while not woke.is_set() and time.monotonic() < deadline:
+        insert(store, "n")
+        woke.wait(0.5)
+    assert woke.is_set(), "no insert woke the waiting worker"
+    thread.join(30)

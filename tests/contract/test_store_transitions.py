@@ -7,7 +7,6 @@ change, no history row).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +16,7 @@ from conveyor.errors import JobNotFound
 from conveyor.lifecycle import TRANSITIONS, JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import Change, ChangeRefused, Lease, Store
-from tests.contract.helpers import claim_one, in_state, insert, lease_of, running
+from tests.contract.helpers import claim_one, in_state, insert, lease_of, pass_time, running
 
 S = JobState
 ERROR = JobError("ValueError", "boom", "Traceback ...")
@@ -181,25 +180,25 @@ def test_cancel_of_a_running_job_needs_the_request(store: Store) -> None:
 
 
 def test_lease_expired_guard(store: Store) -> None:
-    job = running(store, lease=0.3)
+    job = running(store, lease=30)
     lease = lease_of(job)
     reaper_fail = transitions.fail(lease, job.id, ERROR, "worker lost", "reaper",
                                    lease_expired=True)
     with pytest.raises(ChangeRefused):
         store.apply([reaper_fail])
     assert store.expired_leases(10) == []
-    time.sleep(0.45)
+    pass_time(store, 31)
     assert [j.id for j in store.expired_leases(10)] == [job.id]
     assert store.apply([reaper_fail]).state is S.FAILED
     assert store.expired_leases(10) == []
 
 
 def test_heartbeat_extends_only_held_leases(store: Store) -> None:
-    job = running(store, lease=0.4)
-    other = running(store)
+    job = running(store, lease=5)
+    other = running(store, lease=60)
     held = store.heartbeat([lease_of(job), Lease(other.id, "stale", other.attempt)], 30.0)
     assert set(held) == {job.lease_token}
-    time.sleep(0.5)
+    pass_time(store, 10)
     assert store.expired_leases(10) == [], "the heartbeat moved the expiry forward"
     store.apply([transitions.request(job.id, "cancel_requested", True, frozenset({S.RUNNING}),
                                      "op", "")])
@@ -224,12 +223,13 @@ def test_save_progress_is_fenced(store: Store) -> None:
 
 
 def test_pause_timeout_guard(store: Store) -> None:
-    job = in_state(store, S.PAUSED, pause_timeout=0.3)
+    job = in_state(store, S.PAUSED, pause_timeout=30)
     cancel = transitions.cancel_idle(job.id, S.PAUSED, "reaper", "pause timeout",
                                      pause_expired=True)
     with pytest.raises(ChangeRefused):
         store.apply([cancel])
-    time.sleep(0.45)
+    assert store.expired_pauses(10) == []
+    pass_time(store, 31)
     assert [j.id for j in store.expired_pauses(10)] == [job.id]
     done = store.apply([cancel])
     assert done.state is S.CANCELLED

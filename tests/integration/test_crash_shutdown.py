@@ -28,14 +28,14 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 
 def test_sigterm_pauses_a_checkpointing_job_and_another_worker_resumes_it(
         procs: Procs) -> None:
-    grace = 5.0
+    grace = 30.0
     job = procs.app.enqueue(STEPS, {"steps": 30, "step_s": 0.1})
     a = procs.worker("a", shutdown_grace=grace)
     procs.wait_job(job.id, lambda j: j.progress.last_checkpoint.get("i", 0) >= 5, 30,
                    "the job to checkpoint step 5 on worker a")
     code, took = a.terminate(grace + 10)
     assert code == 0, procs.report()
-    assert took < grace, f"worker a took {took:.1f}s to exit (grace {grace}s)"
+    assert took < 10, f"worker a took {took:.1f}s to exit (grace {grace}s)"
 
     paused = procs.job(job.id)
     assert paused.state is JobState.PAUSED
@@ -92,6 +92,6 @@ def test_sigterm_releases_a_job_that_does_not_checkpoint_within_the_grace(
     assert history[2].actor == a.worker_id
     assert procs.events(job.id, "done") == []
     assert not a.problems(), procs.report()
-    assert took < grace + 3, (
+    assert took < grace + 10, (  # not the job's 20 s to finish on its own
         f"worker a took {took:.1f}s to exit after SIGTERM with a {grace}s grace\n"
         f"{procs.report()}")

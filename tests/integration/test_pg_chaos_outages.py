@@ -136,8 +136,10 @@ def test_workers_ride_out_the_database_going_away(
             assert len(lines) < MAX_PROBLEM_LINES, (name, lines)
         for proc in fleet.procs.values():
             assert not proc.tracebacks(), "\n\n".join(proc.tracebacks())
-        assert p50(before) < 0.5, before
-        assert p50(after) < 0.5, (
+        # Polling every POLL (5 s) spreads pickups over 0-5 s (median ~2.5 s); a median of 15
+        # below 1 s happens that way about once in 250 runs.
+        assert p50(before) < 1.0, before
+        assert p50(after) < 1.0, (
             f"pickup after {disruption} is {p50(after):.2f}s (before {p50(before):.2f}s): "
             f"did a worker fall back to polling every {POLL:g}s?", after)
         print(f"{disruption}: outage call {outage:.1f}s, all done {recovered:.1f}s after it; "
