@@ -40,6 +40,7 @@ from conveyor.stores.base import (
     single_job,
 )
 from conveyor.stores.sqlfiles import load_migrations, load_queries
+from conveyor.stores.sqlite.wake import CommitWatch
 
 APPLICATION_ID = 0x434F4E56  # "CONV": marks a file as a conveyor database
 _PACKAGE = "conveyor.stores.sqlite"
@@ -133,6 +134,8 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._work = threading.Condition(threading.Lock())
         self._work_seq = 0
+        self._waited_seq = 0
+        self._watch: CommitWatch | None = None
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
 
@@ -213,6 +216,8 @@ class SQLiteStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                if self._watch is not None:
+                    self._watch.close()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -471,10 +476,26 @@ class SQLiteStore:
         return [row_to_job(r) for r in self._read(_Q["expired_pauses"], (self._clock(), limit))]
 
     def wait_for_work(self, timeout: float) -> None:
-        """Wakes early only for work made in this process; other processes are polled."""
+        """Return when work may have appeared, or after ``timeout`` seconds.
+
+        Work made through this store object wakes the waiter at once. Another process cannot
+        signal us, so the first wait starts a :class:`~conveyor.stores.sqlite.wake.CommitWatch`
+        that wakes us soon after any commit to the file (see that module). A commit seen since
+        the previous wait returned (say, while the caller was claiming) returns at once, so
+        that no wake-up falls between a caller's empty claim and its wait.
+        """
+        self._start_watch()
         with self._work:
-            seen = self._work_seq
+            seen = self._waited_seq
             self._work.wait_for(lambda: self._work_seq != seen, timeout=max(0.0, timeout))
+            self._waited_seq = self._work_seq
+
+    def _start_watch(self) -> None:
+        if self.path == ":memory:":
+            return
+        with self._lock:
+            if self._watch is None and not self._closed:
+                self._watch = CommitWatch(self.path, self.notify_work)
 
     def notify_work(self) -> None:
         with self._work:
