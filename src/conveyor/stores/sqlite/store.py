@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from conveyor import payload, transitions
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
@@ -56,11 +57,17 @@ class _Refused(Exception):
         self.change = change
 
 
+_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+
+
 def parse_sqlite_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``."""
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``.
+
+    The one option, ``?synchronous=full|normal``, is read by :func:`sqlite_synchronous`.
+    """
     if not url.startswith("sqlite://"):
         raise ConfigurationError(f"Not a SQLite URL: {url!r} (expected sqlite:///path/to/file.db)")
-    rest = url[len("sqlite://"):]
+    rest = url[len("sqlite://"):].split("?", 1)[0]
     if rest in (":memory:", "/:memory:"):
         return ":memory:"
     if not rest.startswith("/") or rest == "/":
@@ -69,9 +76,30 @@ def parse_sqlite_url(url: str) -> str:
             "sqlite:////absolute/path.db"
         )
     path = rest[1:]
-    if "?" in path or "#" in path:
-        raise ConfigurationError(f"Malformed SQLite URL {url!r}: options are not supported")
+    if "#" in url:
+        raise ConfigurationError(f"Malformed SQLite URL {url!r}: '#' is not allowed")
     return path
+
+
+def sqlite_synchronous(url: str) -> str:
+    """The ``PRAGMA synchronous`` level a SQLite URL asks for: NORMAL unless ``?synchronous=``.
+
+    NORMAL (in WAL mode) survives a crash of the process but may lose the last commits on a
+    power failure; FULL syncs the WAL at every commit. docs/workers.md says what each costs.
+    """
+    query = url.split("?", 1)[1] if "?" in url else ""
+    if not query:
+        return _SYNCHRONOUS["normal"]
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = [("", query)]
+    names = [name for name, _ in pairs]
+    if names != ["synchronous"] or pairs[0][1].lower() not in _SYNCHRONOUS:
+        raise ConfigurationError(
+            f"Bad options in SQLite URL {url!r}: the only option is synchronous=full or "
+            "synchronous=normal (given once)")
+    return _SYNCHRONOUS[pairs[0][1].lower()]
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -130,6 +158,7 @@ class SQLiteStore:
                  busy_timeout_ms: int = 5000) -> None:
         self.url = url
         self.path = parse_sqlite_url(url)
+        self.synchronous = sqlite_synchronous(url)
         self._clock = clock
         self._lock = threading.RLock()
         self._work = threading.Condition(threading.Lock())
@@ -156,7 +185,7 @@ class SQLiteStore:
             self._retry_busy(lambda: self._check_foreign(opened))
             if self.path != ":memory:":
                 self._retry_busy(lambda: opened.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # a whitelisted word
             conn.execute("PRAGMA foreign_keys = ON")
         except StoreError as exc:
             if conn is not None:
