@@ -80,12 +80,14 @@ def _assert_woken_by(waiter: Waiter, committed_at: float) -> None:
     assert waiter.returned_at >= committed_at, "the waiter returned before the commit"
 
 
-def test_a_commit_in_another_process_wakes_the_waiter(waiting_store: SQLiteStore,
-                                                      url: str) -> None:
+@pytest.mark.parametrize("option", ["", "?synchronous=full"])
+def test_a_commit_in_another_process_wakes_the_waiter(waiting_store: SQLiteStore, url: str,
+                                                      option: str) -> None:
+    """With FULL the writer fsyncs between writing the WAL and publishing its commit."""
     waiter = Waiter(waiting_store)
     time.sleep(0.5)
     assert not waiter.done.is_set(), "wait_for_work returned with nothing committed"
-    out = subprocess.run([sys.executable, "-c", INSERT_ONE, url], cwd=ROOT, check=True,
+    out = subprocess.run([sys.executable, "-c", INSERT_ONE, url + option], cwd=ROOT, check=True,
                          capture_output=True, text=True, timeout=60).stdout
     _assert_woken_by(waiter, float(out.split()[0]))
     assert waiting_store.get_job("from-another-process").job_type == "t"

@@ -163,7 +163,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._work = threading.Condition(threading.Lock())
         self._work_seq = 0
-        self._waited_seq = 0
+        self._foreign_seq = self._foreign_waited = 0  # commits by other connections
         self._watch: CommitWatch | None = None
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
@@ -509,22 +509,39 @@ class SQLiteStore:
 
         Work made through this store object wakes the waiter at once. Another process cannot
         signal us, so the first wait starts a :class:`~conveyor.stores.sqlite.wake.CommitWatch`
-        that wakes us soon after any commit to the file (see that module). A commit seen since
-        the previous wait returned (say, while the caller was claiming) returns at once, so
-        that no wake-up falls between a caller's empty claim and its wait.
+        that wakes us soon after another connection commits (see that module). Such a commit
+        seen since the previous wait returned (say, while the caller was claiming) returns at
+        once, so that none falls between a caller's empty claim and its wait.
         """
         self._start_watch()
         with self._work:
-            seen = self._waited_seq
-            self._work.wait_for(lambda: self._work_seq != seen, timeout=max(0.0, timeout))
-            self._waited_seq = self._work_seq
+            seen, foreign = self._work_seq, self._foreign_waited
+            self._work.wait_for(
+                lambda: self._work_seq != seen or self._foreign_seq != foreign,
+                timeout=max(0.0, timeout))
+            self._foreign_waited = self._foreign_seq
 
     def _start_watch(self) -> None:
         if self.path == ":memory:":
             return
         with self._lock:
             if self._watch is None and not self._closed:
-                self._watch = CommitWatch(self.path, self.notify_work)
+                self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+
+    def _data_version(self) -> int | None:
+        """Changes when another connection commits (None once closed or unreadable)."""
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                return None
+
+    def _foreign_commit(self) -> None:
+        with self._work:
+            self._foreign_seq += 1
+            self._work.notify_all()
 
     def notify_work(self) -> None:
         with self._work:

@@ -7,8 +7,10 @@ costs either a wake-up every few milliseconds (CPU while idle) or a kernel file 
   makes the kernel tell us, so an idle worker costs no CPU at all and wakes in well under a
   millisecond. Writes that commit nothing (an empty claim) touch no WAL frame and wake nobody.
 - Elsewhere, or if the watch cannot be set up, ``PRAGMA data_version`` is read every
-  ``POLL_SECONDS`` on a connection of our own: it changes exactly when some other connection
-  has committed.
+  ``POLL_SECONDS``.
+
+``PRAGMA data_version`` on the store's connection changes exactly when some other connection
+has committed, so it also tells the inotify path which writes were not the store's own.
 
 Either way a wake-up means "something was committed", not "there is work for you": the
 waiter then tries one claim, which may find nothing.
@@ -16,11 +18,9 @@ waiter then tries one claim, which may find nothing.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import select
-import sqlite3
 import struct
 import sys
 import threading
@@ -29,20 +29,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 POLL_SECONDS = 0.005
+_SETTLE_LOOKS = 20
 _IN_MODIFY = 0x00000002
 _IN_IGNORED = 0x00008000  # the watched file went away (deleted, or its file system unmounted)
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; a name of `len` bytes follows
 
 
 class CommitWatch:
-    """Calls ``wake`` soon after any commit to the SQLite file at ``path``, from a daemon thread.
+    """Calls ``wake`` soon after another connection commits to the file at ``path``.
 
-    The thread runs until :meth:`close`. ``mode`` says which way it looks: ``"inotify"`` or
-    ``"data_version"`` (kept for the benchmark and the docs).
+    ``version`` reads ``PRAGMA data_version`` on the store's own connection, which changes only
+    when some OTHER connection has committed: the store's own commits (which wake its waiters
+    directly) then wake nobody twice. A daemon thread looks until :meth:`close`; ``mode`` says
+    how it learns that the file was written: ``"inotify"`` or ``"data_version"`` (polling).
     """
 
-    def __init__(self, path: str, wake: Callable[[], None]) -> None:
-        self._path = path
+    def __init__(self, path: str, version: Callable[[], int | None],
+                 wake: Callable[[], None]) -> None:
+        self._version = version
         self._wake = wake
         self._stop = threading.Event()
         self._inotify = _inotify_on(path + "-wal")
@@ -66,13 +70,14 @@ class CommitWatch:
             self._poll_version()
 
     def _follow_inotify(self, fd: int) -> None:
-        """Until closed or the watch is gone: wake on every batch of WAL writes."""
+        """Until closed or the watch is gone: look at the data version after each WAL write."""
+        seen = self._version()
         while not self._stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.5)  # 0.5 s: only to notice close()
             if not ready:
                 continue
             data = os.read(fd, 64 * 1024)
-            self._wake()
+            seen = self._settle(seen)
             offset = 0
             while offset + _EVENT.size <= len(data):
                 _wd, mask, _cookie, size = _EVENT.unpack_from(data, offset)
@@ -80,22 +85,30 @@ class CommitWatch:
                     return
                 offset += _EVENT.size + size
 
+    def _settle(self, seen: int | None) -> int | None:
+        """After a WAL write: wake once the data version moves, looking for up to ~0.1 s.
+
+        A writer appends its frames, then (after an fsync with ``synchronous=FULL``) publishes
+        the commit in shared memory, which no file watch sees: so an unchanged version right
+        after the write is looked at again for a little while. Our own writes settle the same
+        way without waking anyone.
+        """
+        for _ in range(_SETTLE_LOOKS):
+            version = self._version()
+            if version != seen:
+                self._wake()
+                return version
+            time.sleep(POLL_SECONDS)
+        return seen
+
     def _poll_version(self) -> None:
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-        except sqlite3.Error:
-            return  # waiters still look at their own poll_interval
-        with contextlib.closing(conn):
-            seen: int | None = None
-            while not self._stop.is_set():
-                try:
-                    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-                except sqlite3.Error:
-                    return
-                if seen is not None and version != seen:
-                    self._wake()
-                seen = version
-                time.sleep(POLL_SECONDS)
+        seen = self._version()
+        while not self._stop.is_set():
+            time.sleep(POLL_SECONDS)
+            version = self._version()
+            if version != seen:
+                self._wake()
+            seen = version
 
 
 def _inotify_on(path: str) -> int | None:
