@@ -29,7 +29,7 @@ lint: $(STAMP)  ## ruff and mypy (strict)
 unit: $(STAMP)  ## the fast tests only (no PostgreSQL, no subprocesses)
 	$(BIN)/pytest tests/unit -q
 
-bench: $(STAMP)  ## benchmarks, printed as tables (not part of `make test`)
+bench: $(STAMP)  ## benchmarks beside hand-written loops; rewrites docs/benchmarks.md's tables
 	scripts/run-bench
 
 clean:  ## remove the virtual environment and caches

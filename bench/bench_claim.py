@@ -4,7 +4,7 @@ The table is filled with finished jobs (the bulk of any real table), plus pendin
 scheduled in the future, plus a fixed set of runnable jobs; each timed operation claims one job
 and completes it. Ratios between sizes, measured in one run, are what matter on a noisy machine.
 
-    .venv/bin/python -m bench.bench_claim [--sizes 1000,100000,1000000] [--ops 300]
+    .venv/bin/python -m bench.bench_claim [--sizes 1000,100000,1000000] [--ops 300] [--docs PAGE]
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import argparse
 import sqlite3
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from bench.common import median, pct, table, timed
+from bench.common import median, pct, table, timed, write_sections
 from conveyor import transitions
 from conveyor.stores.base import Lease, NewJob
 from conveyor.stores.sqlite import SQLiteStore
@@ -54,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--ops", type=int, default=300)
+    parser.add_argument("--docs", type=Path, help="rewrite this page's generated section")
     args = parser.parse_args()
     rows = []
     base = None
@@ -67,7 +69,7 @@ def main() -> None:
                 "EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_pending_any WHERE "
                 "state = 'pending' AND run_at <= 0 AND job_type IN ('bench') "
                 "ORDER BY priority DESC, run_at, seq LIMIT 1").fetchall()
-            samples = timed(lambda s=store: claim_and_complete(s), args.ops)
+            samples = timed(partial(claim_and_complete, store), args.ops)
             store.close()
             med = median(samples)
             base = base or med
@@ -75,8 +77,10 @@ def main() -> None:
                          f"{pct(samples, 0.99) * 1e3:.3f}", f"{med / base:.2f}x",
                          "USING INDEX" if any("USING INDEX" in str(r[-1]) for r in plan)
                          else "SCAN"))
-    table("SQLite: claim + complete one job, by jobs in the table",
+    text = table("SQLite: claim + complete one job, by jobs in the table",
           ["jobs in table", "fill s", "median ms", "p99 ms", "vs smallest", "claim plan"], rows)
+    if args.docs:
+        write_sections(args.docs, {"claim": text})
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A job calls ``advance()`` a million times; we time the calls and count the store writes the
 worker's monitor makes meanwhile (coalesced to a few per second).
 
-    .venv/bin/python -m bench.bench_progress [--calls 1000000]
+    .venv/bin/python -m bench.bench_progress [--calls 1000000] [--docs PAGE]
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import table
+from bench.common import table, write_sections
 from conveyor import Conveyor, JobContext
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--docs", type=Path, help="rewrite this page's generated section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         app = Conveyor(f"sqlite:///{Path(tmp) / 'progress.db'}")
@@ -60,11 +61,13 @@ def main() -> None:
         loop = time.perf_counter() - empty
         app.close()
     per_call = {k: (v - loop) / args.calls * 1e9 for k, v in timings.items()}
-    table(f"Progress calls in a tight loop ({args.calls:,} calls each)",
+    calls = table(f"Progress calls in a tight loop ({args.calls:,} calls each)",
           ["call", "ns per call (loop overhead removed)", "total s"],
           [(f"ctx.{k}()", f"{per_call[k]:.0f}", f"{timings[k]:.2f}") for k in timings])
-    table("What reached the store", ["progress writes", "final step", "state"],
+    store = table("What reached the store", ["progress writes", "final step", "state"],
           [(writes, f"{done.progress.current_step:,}", done.state.value)])
+    if args.docs:
+        write_sections(args.docs, {"progress": calls + "\n\n" + store})
 
 
 if __name__ == "__main__":

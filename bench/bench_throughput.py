@@ -1,308 +1,235 @@
-"""Whole-system speed: enqueue rates, no-op jobs drained by worker processes, pickup latency.
+"""Whole-system speed beside hand-written loops: throughput, pickup latency, enqueue rates.
 
 On SQLite always, and on PostgreSQL when ``CONVEYOR_BENCH_PG_URL`` is set (``scripts/run-bench``
-starts a throwaway server and sets it). Each measurement gets a fresh store (a new SQLite file,
-or a new PostgreSQL schema, dropped afterwards).
+starts a throwaway, durable server and sets it). Each measurement gets a fresh store (a new
+SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes are ordinary
+``app.run_worker()`` processes (``bench/procs.py``); the loops are in ``bench/loops.py``.
 
-- Enqueue, single: ``app.enqueue`` in a loop (one transaction per job). Bulk: ``enqueue_many``
-  of 1,000 jobs per call (one transaction per call).
-- Drain: 2,000 no-op jobs are enqueued in one call while 1, 2 or 4 worker PROCESSES (4 slots
-  each) wait idle; jobs/s is 2,000 over the span from the jobs' ``created_at`` to the last
-  ``finished_at``, both by the store's clock; the median of 3 rounds (same workers) is shown.
-  Workers poll every 0.1 s here, so that SQLite's first pickup (by polling, see below) does
-  not dominate the span.
-- Pickup latency: two idle worker processes; no-op jobs are enqueued one at a time at random
-  gaps of 50-250 ms; latency is ``started_at - created_at`` by the store's clock. PostgreSQL
-  wakes workers with LISTEN/NOTIFY; SQLite has no cross-process wake-up, so its workers find
-  new work by polling, and latency follows ``poll_interval`` (measured at the default 1.0 s,
-  and at 0.1 s).
+- Throughput: N no-op jobs are enqueued first, then worker processes start (1 process x 4
+  slots, 4 processes x 1 slot); jobs/s is N over the span from the first ``started_at`` to the
+  last ``finished_at`` (the store's clock).
+- Pickup latency: one idle worker process; no-op jobs are enqueued one at a time from this
+  process at random gaps of 50-250 ms; latency is ``started_at - created_at``.
+- Idle cost: CPU seconds an idle worker process uses over a few seconds.
+- Enqueue: ``app.enqueue()`` in a loop, and one ``enqueue_many()`` of 10,000 jobs.
+- SQLite ``synchronous=FULL``: throughput 1 x 4 and enqueue again, beside the loops at FULL.
 
 Speeds depend on the machine; compare the ratios within one run.
 
-    .venv/bin/python -m bench.bench_throughput [--jobs 2000] [--rounds 3] [--probes 100]
+    .venv/bin/python -m bench.bench_throughput [--quick] [--docs docs/benchmarks.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from bench.common import median, pct, table
-from conveyor import Conveyor, EnqueueRequest, Job, JobContext, JobState
+from bench import loops
+from bench.common import median, pct, table, write_sections
+from bench.machine import machine_section
+from bench.procs import NOOP, Target, cpu_seconds, opened, wait_done, workers
+from conveyor import EnqueueRequest
+from conveyor.errors import ConfigurationError
 
-NOOP = "bench.noop"
 PG_ENV = "CONVEYOR_BENCH_PG_URL"
-ROOT = Path(__file__).resolve().parents[1]
-SLOTS = 4
+BULK = 10_000
 
-
-def build_app(url: str, schema: str | None) -> Conveyor:
-    options: dict[str, Any] = {"schema": schema} if schema else {}
-    app = Conveyor(url, **options)
-
-    @app.job(NOOP)
-    def noop(ctx: JobContext) -> None:
-        return None
-
-    return app
-
-
-# -- stores -----------------------------------------------------------------------------------
 
 @dataclass
-class Target:
-    """One store under test; ``fresh()`` gives a new, empty store location each time."""
-
-    name: str
-    pg_url: str | None = None
-    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="conveyor-b-")))
-    schemas: list[str] = field(default_factory=list)
-
-    def fresh(self) -> tuple[str, str | None]:
-        if self.pg_url is None:
-            return f"sqlite:///{self.folder / f'{uuid.uuid4().hex[:8]}.db'}", None
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        self.schemas.append(schema)
-        return self.pg_url, schema
-
-    def cleanup(self) -> None:
-        if self.pg_url is not None and self.schemas:
-            import psycopg
-
-            with psycopg.connect(self.pg_url, autocommit=True) as conn:
-                for schema in self.schemas:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        for path in self.folder.glob("*"):
-            path.unlink()
-        self.folder.rmdir()
+class Sizes:
+    jobs: int
+    pg_jobs: int  # durable PostgreSQL is slow per job; fewer keeps `make bench` near 5 minutes
+    probes: int
+    single: int
+    pg_single: int
+    idle_seconds: float
 
 
-@contextlib.contextmanager
-def opened(target: Target) -> Iterator[Conveyor]:
-    url, schema = target.fresh()
-    app = build_app(url, schema)
-    try:
-        _ = app.store  # create the schema now, not inside a timed section
-        yield app
-    finally:
-        app.close()
+def throughput(target: Target, processes: int, slots: int, jobs: int) -> float:
+    with opened(target) as app:
+        ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
+        with workers(app, processes, slots, idle=False):
+            wait_done(app, jobs)
+        done = app.store.get_jobs(ids)
+    first = min(j.started_at for j in done if j.started_at is not None)
+    last = max(j.finished_at for j in done if j.finished_at is not None)
+    return jobs / (last - first).total_seconds()
 
 
-# -- worker processes -------------------------------------------------------------------------
-
-def worker_main(args: argparse.Namespace) -> None:
-    """A worker process (``--worker``): opens the store, says it is ready, works until SIGTERM."""
-    app = build_app(args.url, args.schema)
-    _ = app.store
-    Path(args.ready).touch()
-    try:
-        app.run_worker(concurrency=args.concurrency, poll_interval=args.poll)
-    finally:
-        app.close()
-
-
-@contextlib.contextmanager
-def workers(app: Conveyor, count: int, poll: float) -> Iterator[None]:
-    """``count`` idle worker processes on ``app``'s store, stopped (SIGTERM) at the end."""
-    store = app.store
-    schema = getattr(store, "schema", None)
-    folder = Path(tempfile.mkdtemp(prefix="conveyor-bw-"))
-    procs = []
-    try:
-        for i in range(count):
-            args = [sys.executable, "-m", "bench.bench_throughput", "--worker", "--url", app.url,
-                    "--ready", str(folder / f"ready-{i}"), "--poll", str(poll),
-                    "--concurrency", str(SLOTS)]
-            if schema is not None:
-                args += ["--schema", schema]
-            procs.append(subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL))
-        deadline = time.monotonic() + 60
-        while not all((folder / f"ready-{i}").exists() for i in range(count)):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError("bench worker processes did not start")
-            time.sleep(0.02)
-        _wait_idle(app, count)
-        yield
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for path in folder.glob("*"):
-            path.unlink()
-        folder.rmdir()
+def pickup(target: Target, probes: int) -> list[float]:
+    rng = random.Random(7)
+    with opened(target) as app, workers(app, 1, 4, idle=True):
+        ids = []
+        for _ in range(probes):
+            ids.append(app.enqueue(NOOP).id)
+            time.sleep(rng.uniform(0.05, 0.25))
+        wait_done(app, probes)
+        done = app.store.get_jobs(ids)
+    return [(j.started_at - j.created_at).total_seconds() for j in done
+            if j.started_at is not None]
 
 
-def _wait_idle(app: Conveyor, count: int) -> None:
-    """Give the workers time to reach their idle wait (on PostgreSQL: until all LISTEN)."""
-    if not app.url.startswith("postgres"):
-        time.sleep(0.5)
-        return
-    import psycopg
-
-    channel = f"conveyor_{getattr(app.store, 'schema', 'conveyor')}_work"
-    deadline = time.monotonic() + 30
-    with psycopg.connect(app.url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query = %s",
-                               (f'LISTEN "{channel}"',)).fetchone()
-            if row and row[0] >= count:
-                return
-            time.sleep(0.02)
-    raise RuntimeError("bench workers did not LISTEN")
+def idle_cpu(target: Target, seconds: float) -> float:
+    """Fraction of one core an idle worker process (4 slots, defaults) uses."""
+    with opened(target) as app, workers(app, 1, 4, idle=True) as (pid,):
+        time.sleep(1.0)
+        before, started = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        return (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
-def all_jobs(app: Conveyor) -> list[Job]:
-    jobs: list[Job] = []
-    before = None
-    while True:
-        page = app.list(limit=1000, before=before)
-        jobs += page
-        if len(page) < 1000:
-            return jobs
-        before = page[-1].id
-
-
-def wait_done(app: Conveyor, count: int, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while app.counts()[JobState.COMPLETED] < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"jobs not done in {timeout}s: {app.counts()}")
-        time.sleep(0.02)
-
-
-# -- measurements -----------------------------------------------------------------------------
-
-def enqueue_rates(target: Target, single: int, bulk_calls: int) -> tuple[float, float]:
+def enqueue_one(target: Target, count: int) -> float:
     with opened(target) as app:
         for _ in range(20):  # warm up: connections, prepared paths
             app.enqueue(NOOP)
         started = time.perf_counter()
-        for _ in range(single):
+        for _ in range(count):
             app.enqueue(NOOP)
-        one = single / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started)
+
+
+def enqueue_bulk(target: Target) -> float:
     with opened(target) as app:
-        batch = [EnqueueRequest(NOOP) for _ in range(1000)]
-        app.enqueue_many(batch[:10])
+        app.enqueue_many([EnqueueRequest(NOOP) for _ in range(10)])
+        batch = [EnqueueRequest(NOOP) for _ in range(BULK)]
         started = time.perf_counter()
-        for _ in range(bulk_calls):
-            app.enqueue_many(batch)
-        many = bulk_calls * 1000 / (time.perf_counter() - started)
-    return one, many
+        app.enqueue_many(batch)
+        return BULK / (time.perf_counter() - started)
 
 
-def drain_rates(target: Target, processes: int, jobs: int, rounds: int) -> list[float]:
-    """jobs/s of ``processes`` workers running ``jobs`` no-op jobs, once per round.
+def sqlite_wake() -> str:
+    """How this conveyor's SQLite workers learn of another process's work."""
+    try:
+        from conveyor.stores.sqlite import wake
+    except ImportError:
+        return "polling every poll_interval (1 s)"
+    probe = Path(tempfile.mkdtemp(prefix="conveyor-bp-")) / "probe"
+    probe.touch()
+    try:
+        fd = wake._inotify_on(str(probe))
+        if fd is None:
+            return f"PRAGMA data_version every {wake.POLL_SECONDS * 1e3:g} ms"
+        os.close(fd)
+        return "inotify on the WAL"
+    finally:
+        probe.unlink()
+        probe.parent.rmdir()
 
-    The same idle workers serve every round; each round's jobs/s is ``jobs`` over the span
-    from their ``created_at`` to the last ``finished_at`` (the store's clock).
-    """
-    rates = []
-    with opened(target) as app, workers(app, processes, poll=0.1):
-        for round_ in range(1, rounds + 1):
-            ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
-            wait_done(app, jobs * round_)
-            done = app.store.get_jobs(ids)
-            first = min(j.created_at for j in done)
-            last = max(j.finished_at for j in done if j.finished_at is not None)
-            rates.append(jobs / (last - first).total_seconds())
-    return rates
+
+def ratio(ours: float, limit: float) -> str:
+    return f"{ours / limit:.0%}"
 
 
-def pickup_latencies(target: Target, poll: float, probes: int) -> list[float]:
-    rng = random.Random(7)
-    with opened(target) as app, workers(app, 2, poll=poll):
-        for _ in range(probes):
-            app.enqueue(NOOP)
-            time.sleep(rng.uniform(0.05, 0.25))
-        wait_done(app, probes)
-        done = all_jobs(app)
-    return [(j.started_at - j.created_at).total_seconds() for j in done
-            if j.started_at is not None]
+def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[object, ...]]],
+                  ) -> None:
+    """Every measurement on one store, appended to the rows of ``sections``."""
+    name, folder = target.name, target.folder
+    if target.pg_url is not None:
+        sizes = replace(sizes, jobs=sizes.pg_jobs, single=sizes.pg_single)
+    if target.pg_url is None:
+        limit_1 = loops.sqlite_claim_complete(folder, sizes.jobs, 1, "NORMAL")
+        limit_4 = loops.sqlite_claim_complete(folder, sizes.jobs, 2, "NORMAL")
+        what = ("claim+complete, 1 connection, WAL, NORMAL", "the same, 2 processes")
+        insert = loops.sqlite_enqueue(folder, sizes.single * 2, "NORMAL")
+    else:
+        limit_1 = limit_4 = loops.pg_claim_complete(target.pg_url, target.new_schema(),
+                                                    sizes.jobs, 4)
+        what = ("one row per transaction, SKIP LOCKED, 4 connections", "the same loop")
+        insert = loops.pg_enqueue(target.pg_url, target.new_schema(), sizes.single)
+    one_x_4 = throughput(target, 1, 4, sizes.jobs)
+    four_x_1 = throughput(target, 4, 1, sizes.jobs)
+    sections["throughput"] += [
+        (name, "1 process x 4 slots", f"{one_x_4:,.0f}", what[0], f"{limit_1:,.0f}",
+         ratio(one_x_4, limit_1)),
+        (name, "4 processes x 1 slot", f"{four_x_1:,.0f}", what[1], f"{limit_4:,.0f}",
+         ratio(four_x_1, limit_4))]
+    samples = pickup(target, sizes.probes)
+    wake = "LISTEN/NOTIFY" if target.pg_url else sqlite_wake()
+    sections["latency"].append((name, wake, len(samples), f"{median(samples) * 1e3:.1f}",
+                                f"{pct(samples, 0.99) * 1e3:.1f}", f"{max(samples) * 1e3:.1f}"))
+    cpu = idle_cpu(target, sizes.idle_seconds)
+    sections["idle"].append((name, f"{sizes.idle_seconds:g} s", f"{cpu:.2%}"))
+    one = enqueue_one(target, sizes.single)
+    bulk = enqueue_bulk(target)
+    sections["enqueue"].append((name, f"{one:,.0f}", f"{insert:,.0f}", ratio(one, insert),
+                                f"{bulk:,.0f}"))
+    if target.pg_url is None:
+        sections["sqlite_sync"].append(("NORMAL (default)", f"{one_x_4:,.0f}",
+                                         f"{limit_1:,.0f}", f"{one:,.0f}", f"{insert:,.0f}"))
+        sections["sqlite_sync"].append(sqlite_full(sizes))
+
+
+def sqlite_full(sizes: Sizes) -> tuple[object, ...]:
+    """The same figures with ``synchronous=FULL`` (an fsync of the WAL at every commit)."""
+    target = Target("SQLite", sqlite_options="?synchronous=full")
+    try:
+        limit = loops.sqlite_claim_complete(target.folder, sizes.jobs, 1, "FULL")
+        insert = loops.sqlite_enqueue(target.folder, sizes.single * 2, "FULL")
+        try:
+            one_x_4 = f"{throughput(target, 1, 4, sizes.jobs):,.0f}"
+            one = f"{enqueue_one(target, sizes.single):,.0f}"
+        except ConfigurationError:
+            one_x_4 = one = "n/a (no ?synchronous= option)"
+    finally:
+        target.cleanup()
+    return ("FULL", one_x_4, f"{limit:,.0f}", one, f"{insert:,.0f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--probes", type=int, default=100)
-    parser.add_argument("--single", type=int, default=500)
-    parser.add_argument("--bulk-calls", type=int, default=5)
-    parser.add_argument("--processes", default="1,2,4")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--schema", help=argparse.SUPPRESS)
-    parser.add_argument("--ready", help=argparse.SUPPRESS)
-    parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.add_argument("--concurrency", type=int, default=SLOTS, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="fewer jobs, for a fast look")
+    parser.add_argument("--docs", type=Path, help="rewrite this page's generated sections")
     args = parser.parse_args()
-    if args.worker:
-        worker_main(args)
-        return
-
+    sizes = (Sizes(jobs=1000, pg_jobs=500, probes=30, single=300, pg_single=100,
+                   idle_seconds=3) if args.quick
+             else Sizes(jobs=5000, pg_jobs=2000, probes=100, single=1000, pg_single=300,
+                        idle_seconds=10))
     targets = [Target("SQLite")]
     pg_url = os.environ.get(PG_ENV)
     if pg_url:
         targets.append(Target("PostgreSQL", pg_url))
     else:
         print(f"{PG_ENV} is not set: SQLite only (scripts/run-bench starts a PostgreSQL)")
-    counts = [int(n) for n in args.processes.split(",")]
     started = time.monotonic()
-    enqueue_rows: list[tuple[object, ...]] = []
-    drain_rows: list[tuple[object, ...]] = []
-    latency_rows: list[tuple[object, ...]] = []
+    rows: dict[str, list[tuple[object, ...]]] = {
+        "throughput": [], "latency": [], "idle": [], "enqueue": [], "sqlite_sync": []}
     try:
         for target in targets:
-            one, many = enqueue_rates(target, args.single, args.bulk_calls)
-            enqueue_rows.append((target.name, f"{one:,.0f}", f"{many:,.0f}",
-                                 f"{many / one:.0f}x"))
-            base = None
-            for n in counts:
-                rates = drain_rates(target, n, args.jobs, args.rounds)
-                rate = median(rates)
-                base = base or rate
-                drain_rows.append((target.name, n, n * SLOTS, f"{rate:,.0f}",
-                                   f"{min(rates):,.0f}-{max(rates):,.0f}",
-                                   f"{rate / base:.2f}x"))
-            polls = [1.0] if target.pg_url else [1.0, 0.1]
-            for poll in polls:
-                samples = pickup_latencies(target, poll, args.probes)
-                wake = "LISTEN/NOTIFY" if target.pg_url else "polling"
-                latency_rows.append((target.name, wake, f"{poll:g} s", len(samples),
-                                     f"{median(samples) * 1e3:.1f}",
-                                     f"{pct(samples, 0.99) * 1e3:.1f}",
-                                     f"{max(samples) * 1e3:.1f}"))
+            measure_store(target, sizes, rows)
     finally:
         for target in targets:
             target.cleanup()
-    table("Enqueue rate (jobs/s)",
-          ["store", "enqueue() in a loop", "enqueue_many(1,000 per call)", "bulk vs single"],
-          enqueue_rows)
-    table(f"Draining {args.jobs:,} no-op jobs with worker processes ({SLOTS} slots each; "
-          f"median of {args.rounds} rounds)",
-          ["store", "processes", "slots", "jobs/s", "range", "vs 1 process"], drain_rows)
-    table("Pickup latency, enqueue -> started_at (2 idle worker processes)",
-          ["store", "wake-up", "poll_interval", "jobs", "p50 ms", "p99 ms", "max ms"],
-          latency_rows)
-    print(f"bench_throughput took {time.monotonic() - started:.0f}s")
+    out = {
+        "throughput": table(
+            f"Throughput, no-op jobs enqueued first ({sizes.jobs:,} on SQLite, "
+            f"{sizes.pg_jobs:,} on PostgreSQL; jobs/s)",
+            ["store", "conveyor", "jobs/s", "hand-written loop", "loop jobs/s",
+             "conveyor / loop"], rows["throughput"]),
+        "latency": table(
+            "Pickup latency, enqueue in this process -> started_at in an idle worker process",
+            ["store", "wake-up", "jobs", "p50 ms", "p99 ms", "max ms"], rows["latency"]),
+        "idle": table("An idle worker process's CPU", ["store", "measured over", "of one core"],
+                      rows["idle"]),
+        "enqueue": table(
+            "Enqueue (jobs/s)",
+            ["store", "enqueue() one by one", "loop: one INSERT per transaction",
+             "enqueue / loop", f"enqueue_many({BULK:,})"], rows["enqueue"]),
+        "sqlite-sync": table(
+            "SQLite: synchronous=NORMAL against FULL (jobs/s)",
+            ["synchronous", "conveyor 1 x 4", "loop claim+complete", "enqueue() one by one",
+             "loop INSERT"], rows["sqlite_sync"]),
+    }
+    elapsed = time.monotonic() - started
+    print(f"bench_throughput took {elapsed:.0f}s")
+    if args.docs:
+        out["machine"] = machine_section(pg_url, quick=args.quick, sizes=vars(sizes))
+        write_sections(args.docs, out)
 
 
 if __name__ == "__main__":

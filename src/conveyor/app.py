@@ -73,7 +73,7 @@ _EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
 
 @dataclass(frozen=True)
 class EnqueueRequest:
-    """One job for :meth:`Conveyor.enqueue_many`."""
+    """One job for :meth:`Conveyor.enqueue_many`: every option :meth:`Conveyor.enqueue` takes."""
 
     job_type: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -81,6 +81,10 @@ class EnqueueRequest:
     priority: int | None = None
     run_at: datetime | None = None
     delay: float | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    pause_timeout: float | None = None
+    backoff: Backoff | None = None
 
 
 class Conveyor:
@@ -194,7 +198,9 @@ class Conveyor:
         """Validate every job first, then insert them all in one transaction (all or nothing)."""
         validate.actor(actor)
         news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
-                              run_at=r.run_at, delay=r.delay) for r in requests]
+                              run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
+                              timeout=r.timeout, pause_timeout=r.pause_timeout,
+                              backoff=r.backoff) for r in requests]
         jobs = self.store.insert_jobs(news, actor=actor) if news else []
         for job in jobs:
             self.events.emit(JobCreated(job, None, actor))

@@ -16,11 +16,9 @@ from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import ChangeRefused, Lease, Store
 from conveyor.worker import reap
 from conveyor.worker.executor import failure_changes
-from tests.contract.helpers import claim_one, in_state, insert, lease_of, new
-from tests.integration.test_worker_helpers import wait_until
+from tests.contract.helpers import claim_one, in_state, insert, lease_of, new, pass_time
 
 S = JobState
-WAIT = 10.0
 BACKLOG = 12
 
 
@@ -52,8 +50,8 @@ def _expire_lease(store: Store, job_type: str, **fields: object) -> Job:
     """A running job whose worker died: its short lease has run out by the store's clock."""
     insert(store, job_type, **fields)
     job = claim_one(store, [job_type], lease=0.05, worker="dead-worker")
-    wait_until(lambda: any(j.id == job.id for j in store.expired_leases(100)), WAIT,
-               "the lease to expire")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert any(j.id == job.id for j in store.expired_leases(100)), "the lease to expire"
     return job
 
 
@@ -66,8 +64,8 @@ def _claim_ids(store: Store, job_type: str, limit: int) -> list[str]:
 
 def test_a_resumed_job_is_not_cancelled_by_the_pause_timeout(store: Store) -> None:
     job = in_state(store, S.PAUSED, pause_timeout=0.05)
-    wait_until(lambda: [j.id for j in store.expired_pauses(10)] == [job.id], WAIT,
-               "the pause to time out")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert [j.id for j in store.expired_pauses(10)] == [job.id], "the pause to time out"
     # the reaper read the job as expired; an operator's resume lands before its write
     _ask(store, job.id, "resume_requested", S.PAUSED)
     assert store.expired_pauses(10) == []
@@ -83,7 +81,8 @@ def test_a_resumed_job_is_not_cancelled_by_the_pause_timeout(store: Store) -> No
 
 def test_a_paused_job_without_a_resume_still_times_out(store: Store) -> None:
     job = in_state(store, S.PAUSED, pause_timeout=0.05)
-    wait_until(lambda: store.expired_pauses(10) != [], WAIT, "the pause to time out")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert store.expired_pauses(10) != [], "the pause to time out"
     done = store.apply([transitions.cancel_idle(job.id, S.PAUSED, "reaper", "pause timeout",
                                                 pause_expired=True)])
     assert done.state is S.CANCELLED
@@ -172,6 +171,7 @@ def test_a_retry_after_the_job_raised_goes_to_the_back_of_the_line(store: Store)
     insert(store, "line-back", backoff={"base": 0})
     job = claim_one(store, ["line-back"])
     backlog = store.insert_jobs([new("line-back") for _ in range(3)])
+    pass_time(store, 1.0)  # the job fails after the backlog was enqueued
     store.apply(failure_changes(job, lease_of(job), JobError("E", "boom"), "raised", "w",
                                 lambda: 0.0))
     assert _claim_ids(store, "line-back", 10) == [*(j.id for j in backlog), job.id]
@@ -183,7 +183,8 @@ def test_a_pause_request_survives_a_lost_worker(store: Store, app: Conveyor) -> 
     insert(store, "pause-crash", backoff={"base": 0})
     job = claim_one(store, ["pause-crash"], lease=0.05, worker="dead-worker")
     app.pause(job.id, actor="alice")
-    wait_until(lambda: store.expired_leases(10) != [], WAIT, "the lease to expire")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert store.expired_leases(10) != [], "the lease to expire"
     assert reap(app).lost == 1
     retried = store.get_job(job.id)
     assert (retried.state, retried.attempt, retried.pause_requested) == (S.PENDING, 1, True)
@@ -198,7 +199,8 @@ def test_resume_withdraws_a_pause_carried_by_a_pending_retry(store: Store,
     insert(store, "pause-withdraw", backoff={"base": 0})
     job = claim_one(store, ["pause-withdraw"], lease=0.05, worker="dead-worker")
     app.pause(job.id)
-    wait_until(lambda: store.expired_leases(10) != [], WAIT, "the lease to expire")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert store.expired_leases(10) != [], "the lease to expire"
     reap(app)
     withdrawn = app.resume(job.id, actor="bob")
     assert (withdrawn.state, withdrawn.pause_requested) == (S.PENDING, False)
@@ -211,7 +213,8 @@ def test_cancel_of_a_pending_retry_carrying_a_pause(store: Store, app: Conveyor)
     insert(store, "pause-cancel", backoff={"base": 0})
     job = claim_one(store, ["pause-cancel"], lease=0.05, worker="dead-worker")
     app.pause(job.id)
-    wait_until(lambda: store.expired_leases(10) != [], WAIT, "the lease to expire")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert store.expired_leases(10) != [], "the lease to expire"
     reap(app)
     done = app.cancel(job.id)
     assert (done.state, done.pause_requested) == (S.CANCELLED, False)
@@ -222,7 +225,8 @@ def test_a_lost_job_with_no_retry_left_ends_without_a_pending_pause(store: Store
     insert(store, "pause-final", max_attempts=0)
     job = claim_one(store, ["pause-final"], lease=0.05, worker="dead-worker")
     app.pause(job.id)
-    wait_until(lambda: store.expired_leases(10) != [], WAIT, "the lease to expire")
+    pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
+    assert store.expired_leases(10) != [], "the lease to expire"
     assert reap(app).lost == 1
     failed = store.get_job(job.id)
     assert (failed.state, failed.pause_requested) == (S.FAILED, False)

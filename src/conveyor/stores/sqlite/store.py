@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from conveyor import payload, transitions
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
@@ -42,6 +43,7 @@ from conveyor.stores.base import (
 )
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 from conveyor.stores.sqlite.rows import decode_rows, row_to_history, row_to_job
+from conveyor.stores.sqlite.wake import CommitWatch
 
 APPLICATION_ID = 0x434F4E56  # "CONV": marks a file as a conveyor database
 _PACKAGE = "conveyor.stores.sqlite"
@@ -62,11 +64,17 @@ class _Refused(Exception):
         self.change = change
 
 
+_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+
+
 def parse_sqlite_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``."""
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``.
+
+    The one option, ``?synchronous=full|normal``, is read by :func:`sqlite_synchronous`.
+    """
     if not url.startswith("sqlite://"):
         raise ConfigurationError(f"Not a SQLite URL: {url!r} (expected sqlite:///path/to/file.db)")
-    rest = url[len("sqlite://"):]
+    rest = url[len("sqlite://"):].split("?", 1)[0]
     if rest in (":memory:", "/:memory:"):
         return ":memory:"
     if not rest.startswith("/") or rest == "/":
@@ -75,9 +83,30 @@ def parse_sqlite_url(url: str) -> str:
             "sqlite:////absolute/path.db"
         )
     path = rest[1:]
-    if "?" in path or "#" in path:
-        raise ConfigurationError(f"Malformed SQLite URL {url!r}: options are not supported")
+    if "#" in url:
+        raise ConfigurationError(f"Malformed SQLite URL {url!r}: '#' is not allowed")
     return path
+
+
+def sqlite_synchronous(url: str) -> str:
+    """The ``PRAGMA synchronous`` level a SQLite URL asks for: NORMAL unless ``?synchronous=``.
+
+    NORMAL (in WAL mode) survives a crash of the process but may lose the last commits on a
+    power failure; FULL syncs the WAL at every commit. docs/workers.md says what each costs.
+    """
+    query = url.split("?", 1)[1] if "?" in url else ""
+    if not query:
+        return _SYNCHRONOUS["normal"]
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = [("", query)]
+    names = [name for name, _ in pairs]
+    if names != ["synchronous"] or pairs[0][1].lower() not in _SYNCHRONOUS:
+        raise ConfigurationError(
+            f"Bad options in SQLite URL {url!r}: the only option is synchronous=full or "
+            "synchronous=normal (given once)")
+    return _SYNCHRONOUS[pairs[0][1].lower()]
 
 
 def _epoch(value: datetime) -> float:
@@ -117,10 +146,13 @@ class SQLiteStore:
                  busy_timeout_ms: int = 5000) -> None:
         self.url = url
         self.path = parse_sqlite_url(url)
+        self.synchronous = sqlite_synchronous(url)
         self._clock = clock
         self._lock = threading.RLock()
         self._work = threading.Condition(threading.Lock())
         self._work_seq = 0
+        self._foreign_seq = self._foreign_waited = 0  # commits by other connections
+        self._watch: CommitWatch | None = None
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
 
@@ -146,7 +178,7 @@ class SQLiteStore:
             self._retry_busy(lambda: self._check_foreign(opened))
             if self.path != ":memory:":
                 self._retry_busy(lambda: opened.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # a whitelisted word
             conn.execute("PRAGMA foreign_keys = ON")
         except StoreError as exc:
             if conn is not None:
@@ -206,6 +238,8 @@ class SQLiteStore:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                if self._watch is not None:
+                    self._watch.close()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -469,10 +503,43 @@ class SQLiteStore:
         return decode_rows(self._read(_Q["expired_pauses"], (self._clock(), limit)))
 
     def wait_for_work(self, timeout: float) -> None:
-        """Wakes early only for work made in this process; other processes are polled."""
+        """Return when work may have appeared, or after ``timeout`` seconds.
+
+        Work made through this store object wakes the waiter at once. Another process cannot
+        signal us, so the first wait starts a :class:`~conveyor.stores.sqlite.wake.CommitWatch`
+        that wakes us soon after another connection commits (see that module). Such a commit
+        seen since the previous wait returned (say, while the caller was claiming) returns at
+        once, so that none falls between a caller's empty claim and its wait.
+        """
+        self._start_watch()
         with self._work:
-            seen = self._work_seq
-            self._work.wait_for(lambda: self._work_seq != seen, timeout=max(0.0, timeout))
+            seen, foreign = self._work_seq, self._foreign_waited
+            self._work.wait_for(
+                lambda: self._work_seq != seen or self._foreign_seq != foreign,
+                timeout=max(0.0, timeout))
+            self._foreign_waited = self._foreign_seq
+
+    def _start_watch(self) -> None:
+        if self.path == ":memory:":
+            return
+        with self._lock:
+            if self._watch is None and not self._closed:
+                self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+
+    def _data_version(self) -> int | None:
+        """Changes when another connection commits (None once closed or unreadable)."""
+        with self._lock:
+            if self._closed:
+                return None
+            try:
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                return None
+
+    def _foreign_commit(self) -> None:
+        with self._work:
+            self._foreign_seq += 1
+            self._work.notify_all()
 
     def notify_work(self) -> None:
         with self._work:

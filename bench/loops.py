@@ -1,0 +1,172 @@
+"""Hand-written loops: the physical limit that conveyor's figures are compared against.
+
+Each loop does the least work the same job needs on the same store: a one-table queue with the
+columns a claim needs, no history, no JSON, no leases. Whatever conveyor does beyond that is its
+own overhead, so conveyor's figure is shown as a ratio of the loop's, measured in the same run.
+
+- SQLite claim+complete: ``BEGIN IMMEDIATE``; pick the oldest pending row and mark it running;
+  ``COMMIT``; then mark it done in a second transaction (conveyor also claims and completes in
+  separate transactions). WAL, with the ``synchronous`` level given.
+- PostgreSQL claim+complete: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED
+  LIMIT 1)`` in one transaction, completion in another, on several connections at once.
+- Enqueue: one ``INSERT`` per transaction.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS q (
+    id INTEGER PRIMARY KEY, state TEXT NOT NULL, params TEXT NOT NULL, run_at REAL NOT NULL,
+    worker TEXT, finished_at REAL);
+CREATE INDEX IF NOT EXISTS q_pending ON q (run_at) WHERE state = 'pending';
+"""
+SQLITE_CLAIM = ("UPDATE q SET state = 'running', worker = ? WHERE id = (SELECT id FROM q "
+                "WHERE state = 'pending' ORDER BY run_at LIMIT 1) RETURNING id")
+SQLITE_DONE = "UPDATE q SET state = 'done', finished_at = ? WHERE id = ? AND worker = ?"
+SQLITE_INSERT = "INSERT INTO q (state, params, run_at) VALUES ('pending', '{}', ?)"
+
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS q (
+    id bigserial PRIMARY KEY, state text NOT NULL, params jsonb NOT NULL,
+    run_at timestamptz NOT NULL DEFAULT now(), worker text, finished_at timestamptz);
+CREATE INDEX IF NOT EXISTS q_pending ON q (run_at) WHERE state = 'pending';
+"""
+PG_CLAIM = ("UPDATE q SET state = 'running', worker = %s WHERE id = (SELECT id FROM q "
+            "WHERE state = 'pending' ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "RETURNING id")
+PG_DONE = "UPDATE q SET state = 'done', finished_at = now() WHERE id = %s AND worker = %s"
+PG_INSERT = "INSERT INTO q (state, params) VALUES ('pending', '{}')"
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+
+def _sqlite_conn(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def _sqlite_fill(path: Path, jobs: int) -> None:
+    conn = _sqlite_conn(path, "NORMAL")
+    conn.executescript(SQLITE_SCHEMA)
+    with conn:
+        conn.execute("BEGIN")
+        conn.executemany(SQLITE_INSERT, [(time.time(),) for _ in range(jobs)])
+    conn.close()
+
+
+def _sqlite_drain(path: str, synchronous: str, name: str) -> int:
+    """Claim and complete until the queue is empty; returns how many this process did."""
+    conn = _sqlite_conn(Path(path), synchronous)
+    done = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(SQLITE_CLAIM, (name,)).fetchone()
+        conn.execute("COMMIT")
+        if row is None:
+            conn.close()
+            return done
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(SQLITE_DONE, (time.time(), row[0], name))
+        conn.execute("COMMIT")
+        done += 1
+
+
+def sqlite_claim_complete(folder: Path, jobs: int, processes: int, synchronous: str) -> float:
+    """jobs/s of ``processes`` processes, each one connection, draining ``jobs`` rows."""
+    path = folder / f"loop-claim-{processes}-{synchronous}.db"
+    _sqlite_fill(path, jobs)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        pool.apply(time.time)  # the pool's processes are up before the clock starts
+        started = time.perf_counter()
+        results = [pool.apply_async(_sqlite_drain, (str(path), synchronous, f"w{i}"))
+                   for i in range(processes)]
+        total = sum(r.get(600) for r in results)
+        elapsed = time.perf_counter() - started
+    assert total == jobs, (total, jobs)
+    return jobs / elapsed
+
+
+def sqlite_enqueue(folder: Path, jobs: int, synchronous: str) -> float:
+    """jobs/s of one INSERT per transaction."""
+    path = folder / f"loop-enqueue-{synchronous}.db"
+    conn = _sqlite_conn(path, synchronous)
+    conn.executescript(SQLITE_SCHEMA)
+    started = time.perf_counter()
+    for _ in range(jobs):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(SQLITE_INSERT, (time.time(),))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return jobs / elapsed
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+def _pg_connect(url: str, schema: str) -> Any:
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    conn.execute(f'SET search_path TO "{schema}"')
+    return conn
+
+
+def pg_claim_complete(url: str, schema: str, jobs: int, connections: int) -> float:
+    """jobs/s of ``connections`` connections (one thread each) draining ``jobs`` rows."""
+    setup = _pg_connect(url, schema)
+    setup.execute(PG_SCHEMA)
+    with setup.cursor() as cur:
+        cur.execute("INSERT INTO q (state, params) SELECT 'pending', '{}' "
+                    "FROM generate_series(1, %s)", (jobs,))
+    conns = [_pg_connect(url, schema) for _ in range(connections)]
+    counts = [0] * connections
+    start = threading.Barrier(connections + 1)
+
+    def drain(i: int) -> None:
+        conn = conns[i]
+        start.wait()
+        while True:
+            with conn.transaction():
+                row = conn.execute(PG_CLAIM, (f"w{i}",)).fetchone()
+            if row is None:
+                return
+            with conn.transaction():
+                conn.execute(PG_DONE, (row[0], f"w{i}"))
+            counts[i] += 1
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for conn in [*conns, setup]:
+        conn.close()
+    assert sum(counts) == jobs, (counts, jobs)
+    return jobs / elapsed
+
+
+def pg_enqueue(url: str, schema: str, jobs: int) -> float:
+    """jobs/s of one INSERT per transaction (autocommit: one round trip each)."""
+    conn = _pg_connect(url, schema)
+    conn.execute(PG_SCHEMA)
+    started = time.perf_counter()
+    for _ in range(jobs):
+        conn.execute(PG_INSERT)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return jobs / elapsed
