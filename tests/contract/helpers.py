@@ -6,9 +6,10 @@ import uuid
 from typing import Any
 
 from conveyor import transitions
+from conveyor.changes import Lease
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
-from conveyor.stores.base import Lease, NewJob, Store
+from conveyor.stores.base import NewJob, Store
 
 WORKER = "worker-a"
 
