@@ -1,7 +1,8 @@
-"""Where the SQLite store lives: its URL, its file, and how a conveyor database is recognised.
+"""Where the SQLite store lives and how it meets the file: URL, file mode, locks, migrations.
 
 A database file is marked as conveyor's by ``PRAGMA application_id``; a file that holds other
-tables, or that a newer conveyor migrated, is refused before anything is written to it.
+tables, or that a newer conveyor migrated, is refused before anything is written to it (the
+store's ``_check_foreign``, with the queries in ``queries.sql``).
 """
 
 from __future__ import annotations
