@@ -18,7 +18,8 @@ from pathlib import Path
 
 from bench.common import median, pct, table, timed, write_sections
 from conveyor import transitions
-from conveyor.stores.base import Lease, NewJob
+from conveyor.changes import Lease
+from conveyor.stores.base import NewJob
 from conveyor.stores.sqlite import SQLiteStore
 
 FILL = """

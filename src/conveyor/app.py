@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import payload, transitions, validate
+from conveyor.changes import Change, ChangeRefused, Increment
 from conveyor.errors import (
     UNDECODABLE_ROW,
     ConfigurationError,
@@ -55,7 +56,7 @@ from conveyor.registry import (
 )
 from conveyor.retry import Backoff
 from conveyor.stores import open_store
-from conveyor.stores.base import Change, ChangeRefused, Increment, JobQuery, NewJob, Store
+from conveyor.stores.base import JobQuery, NewJob, Store
 
 if TYPE_CHECKING:
     from conveyor.worker import Worker, WorkerStats

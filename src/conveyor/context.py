@@ -23,7 +23,8 @@ from conveyor.errors import LeaseLost, StoreError
 from conveyor.model import Job, JobProgress
 
 if TYPE_CHECKING:
-    from conveyor.stores.base import Lease, Signals, Store
+    from conveyor.changes import Lease
+    from conveyor.stores.base import Signals, Store
 
 
 log = logging.getLogger("conveyor.worker")

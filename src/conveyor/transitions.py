@@ -1,6 +1,6 @@
 """Named transitions: one constructor per state change, each a compare-and-set with a reason.
 
-Each function builds the :class:`~conveyor.stores.base.Change` for one row of the lifecycle
+Each function builds the :class:`~conveyor.changes.Change` for one row of the lifecycle
 table (or one request), taking its allowed source states from :mod:`conveyor.lifecycle`, so no
 store ever re-types the table. The history can then tell "failed: timed out" from
 "failed: worker lost".
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor.changes import Change, ClaimStart, DbNow, Increment, Lease
 from conveyor.lifecycle import JobState, find_transition, sources_of
 from conveyor.model import JobError, JobProgress
-from conveyor.stores.base import Change, DbNow, FirstTime, Increment, Lease
 
 S = JobState
 
@@ -128,30 +128,14 @@ def retry(job_id: str, actor: str, reason: str, *, delay: float = 0.0,
                   retryable=True, actor=actor, reason=reason)
 
 
-def start_values(worker_id: str, token: str, lease_seconds: float) -> dict[str, Any]:
-    """What a claim sets, for stores to use in their claim query.
-
-    ``pause_requested`` is left alone: a pending job carries one only when its previous run's
-    worker was lost after an operator asked it to pause, and the request still holds.
-    """
-    return {
-        "started_at": FirstTime(), "worker_id": worker_id, "lease_token": token,
-        "lease_expires_at": DbNow(lease_seconds), "resume_requested": False,
-    }
-
-
 def start(job_id: str, source: JobState, worker_id: str, token: str,
           lease_seconds: float) -> Change:
     """pending -> running (``start``) or paused -> running (``resume``): a worker's claim.
 
-    ``paused_at`` is kept, so a claimed job whose ``paused_at`` is set is a resumed one
-    (a retry clears it: a pending job never has one).
+    What a claim writes is :class:`~conveyor.changes.ClaimStart`, which the stores' claim
+    queries read too, so a store that claims many jobs in one statement writes the same.
     """
-    return Change(
-        job_id, "start" if source is S.PENDING else "resume", _when(source, S.RUNNING),
-        S.RUNNING, start_values(worker_id, token, lease_seconds),
-        flag="resume_requested" if source is S.PAUSED else None, actor=worker_id,
-    )
+    return ClaimStart(worker_id, lease_seconds).change(job_id, source, token)
 
 
 #: For each control verb, the states it accepts (derived from the table where it is a move).

@@ -183,7 +183,7 @@ def fail_without_retry(app: Conveyor, job_id: str, message: str = "upstream said
     retries left is rare; the dashboard still offers Retry for it, and the tests need one.
     """
     from conveyor import JobError
-    from conveyor.stores.base import Lease
+    from conveyor.changes import Lease
     from conveyor.transitions import fail
 
     job = app.get(job_id)

@@ -8,9 +8,10 @@ import weakref
 from typing import Any
 
 from conveyor import transitions
+from conveyor.changes import Lease
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
-from conveyor.stores.base import Lease, NewJob, Store
+from conveyor.stores.base import NewJob, Store
 from conveyor.stores.sqlite import SQLiteStore
 from tests.conftest import FakeClock
 

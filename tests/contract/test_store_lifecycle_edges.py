@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 
 from conveyor import Conveyor, transitions
+from conveyor.changes import ChangeRefused, Lease
 from conveyor.errors import LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
-from conveyor.stores.base import ChangeRefused, Lease, Store
+from conveyor.stores.base import Store
 from conveyor.worker import reap
 from conveyor.worker.executor import failure_changes
 from tests.contract.helpers import claim_one, in_state, insert, lease_of, new, pass_time

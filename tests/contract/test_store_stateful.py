@@ -35,11 +35,12 @@ from hypothesis.stateful import (
 )
 
 from conveyor import Conveyor, JobContext, transitions
+from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import InvalidStateError, LeaseLost
 from conveyor.lifecycle import TRANSITIONS, JobState, JobStateMachine
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.retry import Backoff
-from conveyor.stores.base import Change, ChangeRefused, Lease, Signals, Store
+from conveyor.stores.base import Signals, Store
 from conveyor.stores.sqlite import SQLiteStore
 from conveyor.worker.executor import failure_changes
 from conveyor.worker.reaper import ReapResult, reap

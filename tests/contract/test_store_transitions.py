@@ -12,10 +12,11 @@ from collections.abc import Callable
 import pytest
 
 from conveyor import transitions
+from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import JobNotFound
 from conveyor.lifecycle import TRANSITIONS, JobState
 from conveyor.model import Job, JobError, JobProgress
-from conveyor.stores.base import Change, ChangeRefused, Lease, Store
+from conveyor.stores.base import Store
 from tests.contract.helpers import claim_one, in_state, insert, lease_of, pass_time, running
 
 S = JobState

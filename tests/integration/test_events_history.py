@@ -21,8 +21,8 @@ from conveyor import (
     JobState,
     transitions,
 )
+from conveyor.changes import ChangeRefused, Lease
 from conveyor.model import JobError
-from conveyor.stores.base import ChangeRefused, Lease
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,

@@ -22,10 +22,11 @@ import psycopg
 import pytest
 
 from conveyor import transitions
+from conveyor.changes import ChangeRefused
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError
 from conveyor.stores import open_store
-from conveyor.stores.base import ChangeRefused, Store
+from conveyor.stores.base import Store
 from conveyor.stores.postgres.config import SESSION_BOUNDS, parse_url
 from tests.contract.helpers import insert, lease_of, new, running
 

@@ -25,10 +25,11 @@ import psycopg
 import pytest
 
 from conveyor import transitions
+from conveyor.changes import ChangeRefused, Lease
 from conveyor.errors import ConfigurationError, JobNotFound, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError
-from conveyor.stores.base import ChangeRefused, Lease, NewJob
+from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 
 pytestmark = pytest.mark.postgres

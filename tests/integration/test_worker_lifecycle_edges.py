@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from conveyor import AsyncJobContext, Backoff, Conveyor, Job, JobContext, JobState, transitions
+from conveyor.changes import Change, Lease
 from conveyor.context import Execution
 from conveyor.model import JobProgress
-from conveyor.stores.base import Change, Lease
 from conveyor.worker import reap
 from conveyor.worker.worker import _Slot
 from tests.conftest import FakeClock

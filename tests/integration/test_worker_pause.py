@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor, InvalidStateError, JobContext, JobState, transitions
-from conveyor.stores.base import ChangeRefused, Lease
+from conveyor.changes import ChangeRefused, Lease
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from conveyor import Backoff, Conveyor, Job, JobContext, JobState, WaitTimeout, transitions
+from conveyor.changes import ChangeRefused, Lease
 from conveyor.errors import LeaseLost
 from conveyor.model import JobError, JobProgress
-from conveyor.stores.base import ChangeRefused, Lease
 from conveyor.worker import ReapResult, reap
 from tests.conftest import FakeClock
 from tests.integration.test_worker_helpers import (

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from conveyor import Backoff, Conveyor, InvalidStateError, JobContext, JobState, transitions
+from conveyor.changes import Lease
 from conveyor.model import JobError
-from conveyor.stores.base import Lease
 from tests.conftest import FakeClock
 from tests.integration.test_worker_helpers import (
     Gate,

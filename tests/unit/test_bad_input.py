@@ -30,10 +30,10 @@ from conveyor import (
     UnknownJobType,
     transitions,
 )
+from conveyor.changes import Lease
 from conveyor.errors import ConfigurationError
 from conveyor.model import JobError, JobProgress
 from conveyor.payload import MAX_BYTES
-from conveyor.stores.base import Lease
 from conveyor.testing import drain
 
 AppFactory = Callable[..., Conveyor]

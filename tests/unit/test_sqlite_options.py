@@ -9,7 +9,7 @@ import pytest
 
 from conveyor import Backoff, ConfigurationError, Conveyor, EnqueueRequest, JobContext
 from conveyor.stores.sqlite import SQLiteStore
-from conveyor.stores.sqlite.store import parse_sqlite_url, sqlite_synchronous
+from conveyor.stores.sqlite.config import parse_sqlite_url, sqlite_synchronous
 
 # PRAGMA synchronous reads back as a number: 1 is NORMAL, 2 is FULL.
 PRAGMA_LEVEL = {"NORMAL": 1, "FULL": 2}

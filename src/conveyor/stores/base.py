@@ -2,126 +2,41 @@
 
 Internal API. A store holds no policy: it never decides to retry, back off, rescue or time out.
 It offers verb-named operations, and one generic compare-and-set, :meth:`Store.apply`, that the
-core's named transitions (:mod:`conveyor.transitions`) are built on. Every change of state is a
-conditional update on the job's current state (and, for a worker's write, on its lease token and
-attempt), and is written in the same transaction as its history row.
-
-Times that must be judged by the database's clock (leases, run_at, pause timeouts) are passed
-as :class:`DbNow` markers and resolved by the store, so workers on machines with skewed clocks
-still agree on when a lease has expired.
+core's named transitions (:mod:`conveyor.transitions`) are built on. The changes themselves
+(:class:`~conveyor.changes.Change` and its markers) are the core's vocabulary, in
+:mod:`conveyor.changes`; a store only compiles them. Every change of state is a conditional
+update on the job's current state (and, for a worker's write, on its lease token and attempt),
+and is written in the same transaction as its history row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+# Change and its markers moved to the core (conveyor.changes). They stay importable from here
+# for a transition period (branches written before the move); new code imports conveyor.changes.
+from conveyor.changes import (
+    JSON_COLUMNS,
+    REQUEST_FLAGS,
+    SETTABLE_COLUMNS,
+    Change,
+    ChangeRefused,
+    DbNow,
+    FirstTime,
+    Increment,
+    Lease,
+    single_job,
+)
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 
-
-@dataclass(frozen=True)
-class DbNow:
-    """The database's current time plus ``offset`` seconds, resolved inside the store."""
-
-    offset: float = 0.0
-
-
-@dataclass(frozen=True)
-class Increment:
-    """Add ``by`` to the column's current value."""
-
-    by: int = 1
-
-
-@dataclass(frozen=True)
-class FirstTime:
-    """Set the column to the database's now only if it is still NULL (``started_at``)."""
-
-
-#: Columns a :class:`Change` may set, and how the store must encode them.
-JSON_COLUMNS = frozenset({"result", "error", "checkpoint"})
-SETTABLE_COLUMNS = frozenset({
-    "started_at", "finished_at", "paused_at", "run_at", "line_at",
-    "result", "error", "checkpoint", "current_step", "total_steps",
-    "pause_requested", "cancel_requested", "resume_requested",
-    "worker_id", "lease_token", "lease_expires_at", "attempt",
-})
-
-#: The boolean request columns a ``flag`` / ``unless_flag`` guard may name.
-REQUEST_FLAGS = frozenset({"pause_requested", "cancel_requested", "resume_requested"})
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A worker's claim on a running job; every write from the worker is fenced by it."""
-
-    job_id: str
-    token: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Change:
-    """One compare-and-set on one job, with the history row it leaves behind.
-
-    The update happens only if the job's state is in ``when`` and every guard holds; otherwise
-    the store raises :class:`ChangeRefused` carrying the job as it is, and nothing is written.
-
-    - ``to_state`` None means the state stays (a request such as ``pause_requested``).
-    - ``lease``: the job must be running under exactly this lease token and attempt.
-    - ``retryable``: ``attempt < max_attempts`` (the retry guard).
-    - ``lease_expired``: the lease has expired by the database's clock (the reaper).
-    - ``pause_expired``: paused for longer than the job's ``pause_timeout``.
-    - ``pause_expired``: also requires no pending resume (a resumed job waiting for a slot is
-      no longer paused in the user's sense, so the pause timer does not apply to it).
-    - ``flag``: the named boolean column must currently be true (e.g. ``cancel_requested``).
-    - ``unless_flag``: the named boolean column must currently be false; a failure is guarded
-      by ``cancel_requested`` this way, so a cancel requested a moment before wins over it.
-    """
-
-    job_id: str
-    action: str
-    when: frozenset[JobState]
-    to_state: JobState | None = None
-    values: Mapping[str, Any] = field(default_factory=dict)
-    lease: Lease | None = None
-    retryable: bool = False
-    lease_expired: bool = False
-    pause_expired: bool = False
-    flag: str | None = None
-    unless_flag: str | None = None
-    actor: str = ""
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        unknown = set(self.values) - SETTABLE_COLUMNS
-        if unknown:
-            raise ValueError(f"Change may not set {sorted(unknown)}")
-        for name in (self.flag, self.unless_flag):
-            if name is not None and name not in REQUEST_FLAGS:
-                raise ValueError(f"unknown flag {name!r}")
-
-
-class ChangeRefused(Exception):
-    """A compare-and-set matched no row. ``job`` is the job as it is now (unchanged)."""
-
-    def __init__(self, change: Change, job: Job):
-        super().__init__(f"{change.action} refused for job {job.id} in state {job.state.value}")
-        self.change = change
-        self.job = job
-
-
-def single_job(changes: Sequence[Change]) -> str:
-    """The one job ``changes`` are about; ``apply()`` refuses empty or mixed batches."""
-    if not changes:
-        raise ValueError("apply() needs at least one change")
-    job_id = changes[0].job_id
-    if any(c.job_id != job_id for c in changes):
-        raise ValueError("apply() takes changes to one job only")
-    return job_id
+__all__ = [
+    "JSON_COLUMNS", "REQUEST_FLAGS", "SETTABLE_COLUMNS", "Change", "ChangeRefused", "DbNow",
+    "FirstTime", "Increment", "JobQuery", "Lease", "NewJob", "Signals", "Store", "single_job",
+]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor import payload, transitions
+from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.context import (
     AsyncJobContext,
     CancelInterrupt,
@@ -31,7 +32,6 @@ from conveyor.errors import ConveyorError, LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.retry import Backoff
-from conveyor.stores.base import Change, ChangeRefused, Lease
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from conveyor import transitions
+from conveyor.changes import ChangeRefused, Lease
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError
-from conveyor.stores.base import ChangeRefused, Lease
 from conveyor.worker.executor import record_failure
 
 if TYPE_CHECKING:

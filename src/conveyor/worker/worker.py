@@ -37,12 +37,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from conveyor import transitions, validate
+from conveyor.changes import ChangeRefused, Lease
 from conveyor.context import Execution, ForcedCancelInterrupt, JobInterrupt, TimeoutInterrupt
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
 from conveyor.events import JobProgressed, JobResumed, JobStarted
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
-from conveyor.stores.base import ChangeRefused, JobQuery, Lease
+from conveyor.stores.base import JobQuery
 from conveyor.worker.executor import perform, record, record_failure
 from conveyor.worker.reaper import reap
 

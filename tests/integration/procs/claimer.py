@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from conveyor.changes import ChangeRefused
 from conveyor.errors import InvalidStateError
 from conveyor.lifecycle import JobState
-from conveyor.stores.base import ChangeRefused
 from conveyor.stores.sqlite.store import SQLiteStore
 from conveyor.transitions import start
 

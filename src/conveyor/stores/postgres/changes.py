@@ -1,6 +1,6 @@
-"""Compile a :class:`~conveyor.stores.base.Change` into the SET and WHERE of one UPDATE.
+"""Compile a :class:`~conveyor.changes.Change` into the SET and WHERE of one UPDATE.
 
-Column names come only from :data:`~conveyor.stores.base.SETTABLE_COLUMNS` (checked again
+Column names come only from :data:`~conveyor.changes.SETTABLE_COLUMNS` (checked again
 here, since this is where they become SQL) and are quoted with :class:`psycopg.sql.Identifier`;
 every value travels as a bound parameter. Time is always the database's clock, so hosts with
 skewed clocks still agree on when a lease ran out. A change is stamped with the moment it took
@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from conveyor import payload
-from conveyor.stores.base import (
+from conveyor.changes import (
     JSON_COLUMNS,
     REQUEST_FLAGS,
     SETTABLE_COLUMNS,

@@ -142,7 +142,8 @@ WITH resumable AS (
               picked.pick_at
 ), logged AS (
     INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
-    SELECT id, now(), CASE old_state WHEN 'pending' THEN 'start' ELSE 'resume' END,
+    SELECT id, now(),
+           CASE old_state WHEN 'pending' THEN %(start_action)s ELSE %(resume_action)s END,
            old_state, state, attempt, %(worker_id)s, ''
     FROM started
 )

@@ -33,19 +33,12 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from conveyor import payload, transitions
+from conveyor import payload
+from conveyor.changes import CLAIM_ACTIONS, Change, ChangeRefused, ClaimStart, Lease, single_job
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import (
-    Change,
-    ChangeRefused,
-    JobQuery,
-    Lease,
-    NewJob,
-    Signals,
-    single_job,
-)
+from conveyor.stores.base import JobQuery, NewJob, Signals
 from conveyor.stores.postgres.changes import (
     Params,
     assignments,
@@ -433,14 +426,15 @@ class PostgresStore:
               limit: int, lease_seconds: float) -> list[Job]:
         if limit <= 0 or not job_types:
             return []
+        start = ClaimStart(worker_id, lease_seconds)
         params = Params({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
-                         "limit": limit, "worker_id": worker_id})
-        # The core's start values, except the token: the database makes a fresh uuid4 per job.
-        values = dict(transitions.start_values(worker_id, "", lease_seconds))
-        values.pop("lease_token")
+                         "limit": limit, "worker_id": start.worker_id,
+                         "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                         "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+        # The core's start values; the token is the database's: a fresh uuid4 per job.
         sets = [
             sql.SQL("state = {}").format(params.add(JobState.RUNNING.value)),
-            *assignments(values, params),
+            *assignments(start.values, params),
             sql.SQL("lease_token = replace(gen_random_uuid()::text, '-', '')"),
         ]
         queue_filter = (sql.SQL("AND queue = ANY(%(queues)s::text[])") if queues

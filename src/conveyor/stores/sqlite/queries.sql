@@ -41,3 +41,75 @@ ORDER BY lease_expires_at LIMIT ?;
 SELECT * FROM jobs INDEXED BY jobs_paused
 WHERE state = 'paused' AND resume_requested = 0 AND paused_at + pause_timeout < ?
 ORDER BY paused_at LIMIT ?;
+
+-- name: insert_job
+INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
+                  pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
+                  checkpoint, requeued_from)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: select_jobs
+-- ids: one placeholder per id (at most 500 at a time, well under SQLite's limit).
+SELECT * FROM jobs WHERE id IN ({ids});
+
+-- name: list_jobs
+-- where: the filters asked for, joined by AND (an IN-list per column, then list_before: the
+-- cursor, only jobs created before the given one, none when it does not exist).
+SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT ?;
+
+-- name: list_before
+seq < coalesce((SELECT seq FROM jobs WHERE id = ?), -1);
+
+-- name: apply_change
+-- One compare-and-set: sets and where come from the change compiler (changes.py).
+UPDATE jobs SET {sets} WHERE {where} RETURNING state, attempt;
+
+-- name: claim_resumable
+-- The claim's candidates, by these four queries (any queue or one queue; resumable jobs, then
+-- pending ones). Each walks one partial index in claim order and stops at LIMIT. job_types:
+-- one placeholder per type. A worker claims only jobs whose payloads decode: it must never
+-- run one with lost params.
+SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
+WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
+  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+  AND typeof(run_at) IN ('integer', 'real')
+ORDER BY paused_at LIMIT ?;
+
+-- name: claim_resumable_in_queue
+SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
+WHERE queue = ? AND state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
+  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+  AND typeof(run_at) IN ('integer', 'real')
+ORDER BY paused_at LIMIT ?;
+
+-- name: claim_pending
+SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_any
+WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+  AND typeof(run_at) IN ('integer', 'real')
+ORDER BY priority DESC, line_at, seq LIMIT ?;
+
+-- name: claim_pending_in_queue
+SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_queue
+WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+  AND typeof(run_at) IN ('integer', 'real')
+ORDER BY priority DESC, line_at, seq LIMIT ?;
+
+-- name: application_id
+PRAGMA application_id;
+
+-- name: set_application_id
+-- An integer constant, formatted in: PRAGMA takes no bound parameters.
+PRAGMA application_id = {application_id};
+
+-- name: schema_version
+PRAGMA user_version;
+
+-- name: set_schema_version
+-- An integer constant, formatted in: PRAGMA takes no bound parameters.
+PRAGMA user_version = {version};
+
+-- name: user_tables
+-- What a file that is not a conveyor database holds (named in the refusal).
+SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%';

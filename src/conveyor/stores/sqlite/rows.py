@@ -1,4 +1,6 @@
-"""SQLite rows to model objects, tolerant of rows the core would never write.
+"""SQLite rows to model objects and back, tolerant of rows the core would never write.
+
+Times are stored as seconds since the epoch (:func:`epoch` writes them, :func:`ts` reads them).
 
 A row written by hand, by an older conveyor or by a bug must not take down every reader: an
 out-of-range time is clamped (the row stays readable and cancellable), a list skips a row it
@@ -18,6 +20,7 @@ from conveyor import payload
 from conveyor.errors import UNDECODABLE_ROW, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.stores.base import NewJob
 
 log = logging.getLogger("conveyor.store")
 # What an out-of-range time decodes to: a day inside datetime's limits, so that converting it
@@ -36,6 +39,26 @@ def ts(value: float | None) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     except (ValueError, OverflowError, OSError):
         return _MIN_TIME if value < 0 else _MAX_TIME
+
+
+def epoch(value: datetime) -> float:
+    """A time as stored; a naive datetime is refused (it would be read in local time)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+    return value.timestamp()
+
+
+def new_job_row(new: NewJob, now: float) -> tuple[Any, ...]:
+    """The ``insert_job`` arguments for ``new``; its place in line is the run_at it is given."""
+    progress = new.progress or JobProgress()
+    run_at = epoch(new.run_at) if new.run_at else now
+    return (
+        new.id, new.job_type, new.queue, new.priority, payload.dumps(new.params),
+        new.max_attempts, run_at, run_at, new.timeout,
+        new.pause_timeout, payload.dumps(new.backoff), now, now,
+        progress.current_step, progress.total_steps,
+        payload.dumps(progress.last_checkpoint), new.requeued_from,
+    )
 
 
 def decode_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:

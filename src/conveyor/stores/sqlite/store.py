@@ -13,7 +13,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -22,121 +21,37 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
-from conveyor import payload, transitions
+from conveyor import payload
+from conveyor.changes import JSON_COLUMNS, Change, ChangeRefused, ClaimStart, Lease, single_job
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import (
-    JSON_COLUMNS,
-    Change,
-    ChangeRefused,
-    DbNow,
-    FirstTime,
-    Increment,
-    JobQuery,
-    Lease,
-    NewJob,
-    Signals,
-    single_job,
-)
+from conveyor.stores.base import JobQuery, NewJob, Signals
 from conveyor.stores.sqlfiles import load_migrations, load_queries
-from conveyor.stores.sqlite.rows import decode_rows, row_to_history, row_to_job
+from conveyor.stores.sqlite.changes import compile_change, encode_json, marks
+from conveyor.stores.sqlite.config import (
+    APPLICATION_ID,
+    create_private,
+    is_busy,
+    parse_sqlite_url,
+    split_sql,
+    sqlite_synchronous,
+)
+from conveyor.stores.sqlite.rows import decode_rows, new_job_row, row_to_history, row_to_job
 from conveyor.stores.sqlite.wake import CommitWatch
 
-APPLICATION_ID = 0x434F4E56  # "CONV": marks a file as a conveyor database
 _PACKAGE = "conveyor.stores.sqlite"
 _Q = load_queries(_PACKAGE)
 _MIGRATIONS = load_migrations(_PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
 _BUSY_RETRY_SECONDS = 120.0
 T = TypeVar("T")
-#: A new database file's mode; SQLite gives its -wal and -shm files the same one.
-FILE_MODE = 0o600
-# A worker claims only jobs whose payloads decode: it must never run one with lost params.
-_DECODABLE = ("json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff) "
-              "AND typeof(run_at) IN ('integer', 'real')")
 
 
 class _Refused(Exception):
     def __init__(self, change: Change):
         self.change = change
-
-
-_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
-
-
-def parse_sqlite_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``.
-
-    The one option, ``?synchronous=full|normal``, is read by :func:`sqlite_synchronous`.
-    """
-    if not url.startswith("sqlite://"):
-        raise ConfigurationError(f"Not a SQLite URL: {url!r} (expected sqlite:///path/to/file.db)")
-    rest = url[len("sqlite://"):].split("?", 1)[0]
-    if rest in (":memory:", "/:memory:"):
-        return ":memory:"
-    if not rest.startswith("/") or rest == "/":
-        raise ConfigurationError(
-            f"Malformed SQLite URL {url!r}: use sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db"
-        )
-    path = rest[1:]
-    if "#" in url:
-        raise ConfigurationError(f"Malformed SQLite URL {url!r}: '#' is not allowed")
-    return path
-
-
-def sqlite_synchronous(url: str) -> str:
-    """The ``PRAGMA synchronous`` level a SQLite URL asks for: NORMAL unless ``?synchronous=``.
-
-    NORMAL (in WAL mode) survives a crash of the process but may lose the last commits on a
-    power failure; FULL syncs the WAL at every commit. docs/workers.md says what each costs.
-    """
-    query = url.split("?", 1)[1] if "?" in url else ""
-    if not query:
-        return _SYNCHRONOUS["normal"]
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        pairs = [("", query)]
-    names = [name for name, _ in pairs]
-    if names != ["synchronous"] or pairs[0][1].lower() not in _SYNCHRONOUS:
-        raise ConfigurationError(
-            f"Bad options in SQLite URL {url!r}: the only option is synchronous=full or "
-            "synchronous=normal (given once)")
-    return _SYNCHRONOUS[pairs[0][1].lower()]
-
-
-def _epoch(value: datetime) -> float:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the store; use an aware UTC datetime")
-    return value.timestamp()
-
-
-def _create_private(path: str) -> None:
-    """Create a missing database file readable by its owner only, whatever the umask.
-
-    Jobs' params and results may be private. SQLite would create the file with 0644 (less the
-    umask); it creates -wal and -shm with the main file's mode, so those follow. An existing
-    file keeps the mode its owner gave it.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StoreError(f"Cannot create SQLite store file {path}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, FILE_MODE)  # os.open's mode is filtered by the umask
-    finally:
-        os.close(fd)
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 class SQLiteStore:
@@ -167,7 +82,7 @@ class SQLiteStore:
                 raise ConfigurationError(
                     f"SQLite store {self.url}: {self.path} is a directory; give the path of "
                     "a database file (it is created if missing)")
-            _create_private(self.path)
+            create_private(self.path)
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -200,17 +115,16 @@ class SQLiteStore:
         return conn
 
     def _check_foreign(self, conn: sqlite3.Connection) -> None:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        app_id = conn.execute(_Q["application_id"]).fetchone()[0]
         if app_id == APPLICATION_ID:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version = conn.execute(_Q["schema_version"]).fetchone()[0]
             if version > LATEST_VERSION:
                 raise StoreError(
                     f"The database {self.url} is at schema version {version}, newer than this "
                     f"conveyor knows ({LATEST_VERSION}); upgrade conveyor to use it"
                 )
             return
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        tables = [r[0] for r in conn.execute(_Q["user_tables"])]
         if app_id != 0 or tables:
             shown = ", ".join(tables[:5]) or f"application_id {app_id}"
             raise StoreError(
@@ -220,18 +134,18 @@ class SQLiteStore:
 
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            return int(self._conn.execute(_Q["schema_version"]).fetchone()[0])
 
     def migrate(self) -> None:
         with self._write() as conn:
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            current = conn.execute(_Q["schema_version"]).fetchone()[0]
             for version, _name, sql in _MIGRATIONS:
                 if version <= current:
                     continue
-                for statement in _split_sql(sql):
+                for statement in split_sql(sql):
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(_Q["set_schema_version"].format(version=int(version)))
+            conn.execute(_Q["set_application_id"].format(application_id=int(APPLICATION_ID)))
 
     def close(self) -> None:
         with self._lock:
@@ -275,7 +189,7 @@ class SQLiteStore:
             try:
                 return op()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                if not is_busy(exc) or time.monotonic() > deadline:
                     raise StoreError(f"SQLite store {self.url}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
@@ -285,26 +199,10 @@ class SQLiteStore:
     # -- jobs ------------------------------------------------------------------------------------
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
-        rows = []
-        for new in jobs:
-            progress = new.progress or JobProgress()
-            run_at = _epoch(new.run_at) if new.run_at else now
-            rows.append((
-                new.id, new.job_type, new.queue, new.priority, payload.dumps(new.params),
-                new.max_attempts, run_at, run_at, new.timeout,
-                new.pause_timeout, payload.dumps(new.backoff), now, now,
-                progress.current_step, progress.total_steps,
-                payload.dumps(progress.last_checkpoint), new.requeued_from,
-            ))
+        rows = [new_job_row(new, now) for new in jobs]  # encoded before the write lock
         history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, "
-                "line_at, timeout, pause_timeout, backoff, created_at, updated_at, current_step, "
-                "total_steps, checkpoint, requeued_from) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            conn.executemany(_Q["insert_job"], rows)
             conn.executemany(_Q["insert_history"], history)
         self.notify_work()
         return self.get_jobs(new.id for new in jobs)
@@ -320,8 +218,7 @@ class SQLiteStore:
         found: dict[str, Job] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self._read(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
+            for row in self._read(_Q["select_jobs"].format(ids=marks(len(chunk))), chunk):
                 found.update((job.id, job) for job in decode_rows([row]))
         return [found[i] for i in ids if i in found]
 
@@ -332,14 +229,14 @@ class SQLiteStore:
                                ("job_type", list(query.job_types)),
                                ("queue", list(query.queues))):
             if values:
-                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                where.append(f"{column} IN ({marks(len(values))})")
                 args.extend(sorted(values))
         if query.before is not None:
-            where.append("seq < coalesce((SELECT seq FROM jobs WHERE id = ?), -1)")
+            where.append(_Q["list_before"])
             args.append(query.before)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         args.append(max(0, query.limit))
-        rows = self._read(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ?", args)
+        rows = self._read(_Q["list_jobs"].format(where=clause), args)
         return decode_rows(rows)
 
     def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
@@ -360,7 +257,7 @@ class SQLiteStore:
     def apply(self, changes: Sequence[Change]) -> Job:
         job_id = single_job(changes)
         # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
-        encoded = [{column: _encode_json(column, value) for column, value in c.values.items()
+        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
                     if column in JSON_COLUMNS} for c in changes]
         try:
             with self._write() as conn:
@@ -383,41 +280,8 @@ class SQLiteStore:
         before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
         if before is None:
             raise JobNotFound(change.job_id)
-        sets: list[str] = ["updated_at = ?"]
-        args: list[Any] = [now]
-        if change.to_state is not None:
-            sets.append("state = ?")
-            args.append(change.to_state.value)
-        for column, value in change.values.items():
-            if json_values is not None and column in json_values:
-                sql, arg = f"{column} = ?", json_values[column]
-            else:
-                sql, arg = _set_clause(column, value, now)
-            sets.append(sql)
-            args.append(arg)
-        states = sorted(s.value for s in change.when)
-        where = ["id = ?", f"state IN ({','.join('?' * len(states))})"]
-        wargs: list[Any] = [change.job_id, *states]
-        if change.lease is not None:
-            where.append("lease_token = ? AND attempt = ?")
-            wargs.extend((change.lease.token, change.lease.attempt))
-        if change.retryable:
-            where.append("attempt < max_attempts")
-        if change.lease_expired:
-            where.append("lease_expires_at < ?")
-            wargs.append(now)
-        if change.pause_expired:
-            where.append("paused_at + pause_timeout < ? AND resume_requested = 0")
-            wargs.append(now)
-        if change.flag is not None:
-            where.append(f"{change.flag} = 1")
-        if change.unless_flag is not None:
-            where.append(f"{change.unless_flag} = 0")
-        row = conn.execute(
-            f"UPDATE jobs SET {', '.join(sets)} WHERE {' AND '.join(where)} "
-            "RETURNING state, attempt",
-            [*args, *wargs],
-        ).fetchone()
+        statement, args = compile_change(_Q["apply_change"], change, now, json_values)
+        row = conn.execute(statement, args).fetchone()
         if row is None:
             return False
         conn.execute(_Q["insert_history"], (
@@ -431,13 +295,12 @@ class SQLiteStore:
               limit: int, lease_seconds: float) -> list[Job]:
         if limit <= 0 or not job_types:
             return []
+        start = ClaimStart(worker_id, lease_seconds)  # what a claim writes: the core's
         claimed: list[str] = []
         with self._write() as conn:
             now = self._clock()
             for job_id, source in self._candidates(conn, queues, job_types, limit, now):
-                change = transitions.start(job_id, source, worker_id, uuid.uuid4().hex,
-                                           lease_seconds)
-                if self._apply_one(conn, change, now):
+                if self._apply_one(conn, start.change(job_id, source, uuid.uuid4().hex), now):
                     claimed.append(job_id)
         return self.get_jobs(claimed)
 
@@ -445,23 +308,19 @@ class SQLiteStore:
                     job_types: Sequence[str], limit: int,
                     now: float) -> list[tuple[str, JobState]]:
         types = sorted(set(job_types))
-        tmarks = ",".join("?" * len(types))
+        in_types = marks(len(types))
         scopes: list[tuple[str, list[Any]]] = (
-            [("queue = ? AND ", [q]) for q in sorted(set(queues))] if queues else [("", [])]
+            [("_in_queue", [q]) for q in sorted(set(queues))] if queues else [("", [])]
         )
         resumable: list[tuple[float, str]] = []
         pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
         for scope, qargs in scopes:
             resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
-                f"SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable WHERE {scope}"
-                f"state = 'paused' AND resume_requested = 1 AND job_type IN ({tmarks}) "
-                f"AND {_DECODABLE} "
-                "ORDER BY paused_at LIMIT ?", [*qargs, *types, limit]))
-            index = "jobs_pending_queue" if scope else "jobs_pending_any"
+                _Q[f"claim_resumable{scope}"].format(job_types=in_types),
+                [*qargs, *types, limit]))
             pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
-                f"SELECT id, priority, line_at, seq FROM jobs INDEXED BY {index} WHERE {scope}"
-                f"state = 'pending' AND run_at <= ? AND job_type IN ({tmarks}) AND {_DECODABLE} "
-                "ORDER BY priority DESC, line_at, seq LIMIT ?", [*qargs, now, *types, limit]))
+                _Q[f"claim_pending{scope}"].format(job_types=in_types),
+                [*qargs, now, *types, limit]))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
         return picked[:limit]
@@ -546,45 +405,3 @@ class SQLiteStore:
             self._work_seq += 1
             self._work.notify_all()
 
-
-def _set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
-    """``column = ?`` and its argument, resolving the store-side markers."""
-    if isinstance(value, DbNow):
-        return f"{column} = ?", now + value.offset
-    if isinstance(value, FirstTime):
-        return f"{column} = coalesce({column}, ?)", now
-    if isinstance(value, Increment):
-        return f"{column} = {column} + ?", value.by
-    if column in JSON_COLUMNS:
-        return f"{column} = ?", _encode_json(column, value)
-    if isinstance(value, bool):
-        return f"{column} = ?", int(value)
-    if isinstance(value, datetime):
-        return f"{column} = ?", _epoch(value)
-    return f"{column} = ?", value
-
-
-def _encode_json(column: str, value: Any) -> str | None:
-    """How a JSON column is stored: NULL for None, except the NOT NULL checkpoint (``{}``)."""
-    if value is None:
-        return "{}" if column == "checkpoint" else None
-    return payload.dumps(value)
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements, so it runs inside our transaction.
-
-    ``executescript`` would commit first, which would break the one-transaction migration.
-    """
-    statements: list[str] = []
-    current = ""
-    for line in script.splitlines(keepends=True):
-        if line.lstrip().startswith("--") and not current.strip():
-            continue
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    if current.strip():
-        statements.append(current.strip())
-    return statements

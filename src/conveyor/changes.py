@@ -1,0 +1,164 @@
+"""The vocabulary of changes: what the core asks a store to write, and how a store refuses.
+
+The core (:mod:`conveyor.transitions`, the app, the worker) speaks in :class:`Change` objects;
+the stores compile them to SQL. This module is the core's, not the stores': the stores import
+it, and it imports no store, so the core and the stores lean one way only.
+
+Times that must be judged by the database's clock (leases, run_at, pause timeouts) are passed
+as :class:`DbNow` markers and resolved by the store, so workers on machines with skewed clocks
+still agree on when a lease has expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.lifecycle import JobState, find_transition
+from conveyor.model import Job
+
+
+@dataclass(frozen=True)
+class DbNow:
+    """The database's current time plus ``offset`` seconds, resolved inside the store."""
+
+    offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class Increment:
+    """Add ``by`` to the column's current value."""
+
+    by: int = 1
+
+
+@dataclass(frozen=True)
+class FirstTime:
+    """Set the column to the database's now only if it is still NULL (``started_at``)."""
+
+
+#: Columns a :class:`Change` may set, and how the store must encode them. Both stores compile
+#: column names from these sets only; no store keeps a list of its own.
+JSON_COLUMNS = frozenset({"result", "error", "checkpoint"})
+SETTABLE_COLUMNS = frozenset({
+    "started_at", "finished_at", "paused_at", "run_at", "line_at",
+    "result", "error", "checkpoint", "current_step", "total_steps",
+    "pause_requested", "cancel_requested", "resume_requested",
+    "worker_id", "lease_token", "lease_expires_at", "attempt",
+})
+
+#: The boolean request columns a ``flag`` / ``unless_flag`` guard may name.
+REQUEST_FLAGS = frozenset({"pause_requested", "cancel_requested", "resume_requested"})
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on a running job; every write from the worker is fenced by it."""
+
+    job_id: str
+    token: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """One compare-and-set on one job, with the history row it leaves behind.
+
+    The update happens only if the job's state is in ``when`` and every guard holds; otherwise
+    the store raises :class:`ChangeRefused` carrying the job as it is, and nothing is written.
+
+    - ``to_state`` None means the state stays (a request such as ``pause_requested``).
+    - ``lease``: the job must be running under exactly this lease token and attempt.
+    - ``retryable``: ``attempt < max_attempts`` (the retry guard).
+    - ``lease_expired``: the lease has expired by the database's clock (the reaper).
+    - ``pause_expired``: paused for longer than the job's ``pause_timeout``.
+    - ``pause_expired``: also requires no pending resume (a resumed job waiting for a slot is
+      no longer paused in the user's sense, so the pause timer does not apply to it).
+    - ``flag``: the named boolean column must currently be true (e.g. ``cancel_requested``).
+    - ``unless_flag``: the named boolean column must currently be false; a failure is guarded
+      by ``cancel_requested`` this way, so a cancel requested a moment before wins over it.
+    """
+
+    job_id: str
+    action: str
+    when: frozenset[JobState]
+    to_state: JobState | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+    lease: Lease | None = None
+    retryable: bool = False
+    lease_expired: bool = False
+    pause_expired: bool = False
+    flag: str | None = None
+    unless_flag: str | None = None
+    actor: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.values) - SETTABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"Change may not set {sorted(unknown)}")
+        for name in (self.flag, self.unless_flag):
+            if name is not None and name not in REQUEST_FLAGS:
+                raise ValueError(f"unknown flag {name!r}")
+
+
+class ChangeRefused(Exception):
+    """A compare-and-set matched no row. ``job`` is the job as it is now (unchanged)."""
+
+    def __init__(self, change: Change, job: Job):
+        super().__init__(f"{change.action} refused for job {job.id} in state {job.state.value}")
+        self.change = change
+        self.job = job
+
+
+def single_job(changes: Sequence[Change]) -> str:
+    """The one job ``changes`` are about; ``apply()`` refuses empty or mixed batches."""
+    if not changes:
+        raise ValueError("apply() needs at least one change")
+    job_id = changes[0].job_id
+    if any(c.job_id != job_id for c in changes):
+        raise ValueError("apply() takes changes to one job only")
+    return job_id
+
+
+#: The states a claim takes a job from, and the history action each one leaves.
+CLAIM_ACTIONS: Mapping[JobState, str] = {JobState.PENDING: "start", JobState.PAUSED: "resume"}
+
+
+@dataclass(frozen=True)
+class ClaimStart:
+    """What a claim writes on each job it takes: the ``start`` / ``resume`` transitions.
+
+    Built by the core and read by the stores, so a store's claim query holds no policy of its
+    own: it picks the candidates in claim order and writes :attr:`values` (plus a fresh lease
+    token per job, which only the store can make at the moment it takes the row).
+    """
+
+    worker_id: str
+    lease_seconds: float
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The columns every claimed job gets, the lease token excepted.
+
+        ``pause_requested`` is left alone: a pending job carries one only when its previous
+        run's worker was lost after an operator asked it to pause, and the request still holds.
+        ``paused_at`` is kept, so a claimed job whose ``paused_at`` is set is a resumed one
+        (a retry clears it: a pending job never has one).
+        """
+        return {
+            "started_at": FirstTime(), "worker_id": self.worker_id,
+            "lease_expires_at": DbNow(self.lease_seconds), "resume_requested": False,
+        }
+
+    def change(self, job_id: str, source: JobState, token: str) -> Change:
+        """The compare-and-set that claims ``job_id`` from ``source`` under lease ``token``."""
+        if source not in CLAIM_ACTIONS or find_transition(source, JobState.RUNNING) is None:
+            raise ValueError(f"a claim cannot start a job that is {source.value}")
+        return Change(
+            job_id, CLAIM_ACTIONS[source], frozenset({source}), JobState.RUNNING,
+            {**self.values, "lease_token": token},
+            flag="resume_requested" if source is JobState.PAUSED else None,
+            actor=self.worker_id,
+        )

@@ -1,0 +1,112 @@
+"""Compile a :class:`~conveyor.changes.Change` into the SET and WHERE of one SQLite UPDATE.
+
+Column names come only from :data:`~conveyor.changes.SETTABLE_COLUMNS` and flag names only
+from :data:`~conveyor.changes.REQUEST_FLAGS` (checked again here, since this is where they
+become SQL); every value travels as a bound parameter. The database's clock is this machine's
+(every process sharing the file shares it), read once per transaction and passed in as ``now``,
+so every timestamp one transaction writes is the same instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from conveyor import payload
+from conveyor.changes import (
+    JSON_COLUMNS,
+    REQUEST_FLAGS,
+    SETTABLE_COLUMNS,
+    Change,
+    DbNow,
+    FirstTime,
+    Increment,
+)
+from conveyor.stores.sqlite.rows import epoch
+
+
+def marks(count: int) -> str:
+    """``?, ?, ?``: the placeholders of an IN-list of ``count`` values."""
+    return ",".join("?" * count)
+
+
+def encode_json(column: str, value: Any) -> str | None:
+    """How a JSON column is stored: NULL for None, except the NOT NULL checkpoint (``{}``)."""
+    if value is None:
+        return "{}" if column == "checkpoint" else None
+    return payload.dumps(value)
+
+
+def set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
+    """``column = ?`` and its argument, resolving the store-side markers."""
+    if column not in SETTABLE_COLUMNS:
+        raise ValueError(f"column {column!r} may not be set")
+    if isinstance(value, DbNow):
+        return f"{column} = ?", now + value.offset
+    if isinstance(value, FirstTime):
+        return f"{column} = coalesce({column}, ?)", now
+    if isinstance(value, Increment):
+        return f"{column} = {column} + ?", value.by
+    if column in JSON_COLUMNS:
+        return f"{column} = ?", encode_json(column, value)
+    if isinstance(value, bool):
+        return f"{column} = ?", int(value)
+    if isinstance(value, datetime):
+        return f"{column} = ?", epoch(value)
+    return f"{column} = ?", value
+
+
+def _assignments(change: Change, now: float,
+                 json_values: Mapping[str, str | None]) -> tuple[list[str], list[Any]]:
+    """The SET part; JSON already encoded (outside the write lock) is taken from ``json_values``."""
+    sets: list[str] = ["updated_at = ?"]
+    args: list[Any] = [now]
+    if change.to_state is not None:
+        sets.append("state = ?")
+        args.append(change.to_state.value)
+    for column, value in change.values.items():
+        if column in json_values:
+            if column not in SETTABLE_COLUMNS:
+                raise ValueError(f"column {column!r} may not be set")
+            sql, arg = f"{column} = ?", json_values[column]
+        else:
+            sql, arg = set_clause(column, value, now)
+        sets.append(sql)
+        args.append(arg)
+    return sets, args
+
+
+def _guards(change: Change, now: float) -> tuple[list[str], list[Any]]:
+    """The compare part of the compare-and-set: the WHERE clauses ``change`` asks for."""
+    states = sorted(s.value for s in change.when)
+    where = ["id = ?", f"state IN ({marks(len(states))})"]
+    args: list[Any] = [change.job_id, *states]
+    if change.lease is not None:
+        where.append("lease_token = ? AND attempt = ?")
+        args.extend((change.lease.token, change.lease.attempt))
+    if change.retryable:
+        where.append("attempt < max_attempts")
+    if change.lease_expired:
+        where.append("lease_expires_at < ?")
+        args.append(now)
+    if change.pause_expired:
+        where.append("paused_at + pause_timeout < ? AND resume_requested = 0")
+        args.append(now)
+    for name, test in ((change.flag, 1), (change.unless_flag, 0)):
+        if name is None:
+            continue
+        if name not in REQUEST_FLAGS:
+            raise ValueError(f"flag {name!r} is not a request flag")
+        where.append(f"{name} = {test}")
+    return where, args
+
+
+def compile_change(template: str, change: Change, now: float,
+                   json_values: Mapping[str, str | None] | None = None) -> tuple[str, list[Any]]:
+    """The ``apply_change`` statement for ``change`` (its ``{sets}`` and ``{where}`` filled in)
+    and its arguments, in order."""
+    sets, set_args = _assignments(change, now, json_values or {})
+    where, where_args = _guards(change, now)
+    statement = template.format(sets=", ".join(sets), where=" AND ".join(where))
+    return statement, [*set_args, *where_args]
