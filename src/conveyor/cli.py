@@ -40,7 +40,7 @@ from conveyor.errors import (
     UnknownJobType,
 )
 from conveyor.events import JobEvent, JobProgressed
-from conveyor.lifecycle import JobState
+from conveyor.lifecycle import VERBS, JobState, Verb
 from conveyor.model import Job
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STORE = 0, 1, 2, 3, 4
@@ -383,32 +383,37 @@ def history(
 
 
 # -- control ---------------------------------------------------------------------------------------
-def add_control_command(verb: str, summary: str, example: str) -> None:
-    """Register ``pause``/``resume``/``cancel``/``retry``: same shape, one app method each."""
+#: Each verb's help and example; the verbs themselves come from the lifecycle's verbs table.
+CONTROL_HELP: dict[Verb, tuple[str, str]] = {
+    Verb.PAUSE: ("Ask running jobs to pause at their next checkpoint (they stay running until "
+                 "then).", "conveyor pause ID --reason 'database maintenance'"),
+    Verb.RESUME: ("Resume paused jobs from their checkpoint (a worker picks them up), or "
+                  "withdraw a pause request not yet honoured.", "conveyor resume ID1 ID2"),
+    Verb.CANCEL: ("Cancel jobs: pending and paused ones at once, running ones at their next "
+                  "checkpoint (or by force after the worker's grace period).",
+                  "conveyor cancel ID -r 'not needed'"),
+    Verb.RETRY: ("Send failed jobs that have retries left back to pending now.",
+                 "conveyor retry ID"),
+}
+
+
+def add_control_command(verb: Verb) -> None:
+    """Register a verb that acts on the job itself: same shape, one app method each."""
+    summary, example = CONTROL_HELP[verb]
 
     def command(ctx: typer.Context, job_ids: IdsArgument, reason: ReasonOption = "",
                 json_out: JsonOption = False) -> None:
         app = open_app(ctx)
-        operation: Callable[..., Job] = getattr(app, verb)
+        operation: Callable[..., Job] = getattr(app, verb.value)
         for_each(job_ids, lambda job_id: render.print_outcome(
-            verb, operation(job_id, actor=actor(), reason=reason), json_out))
+            verb.value, operation(job_id, actor=actor(), reason=reason), json_out))
 
-    cli.command(verb, help=summary, epilog=examples(example))(command)
+    cli.command(verb.value, help=summary, epilog=examples(example))(command)
 
 
-add_control_command(
-    "pause", "Ask running jobs to pause at their next checkpoint (they stay running until "
-    "then).", "conveyor pause ID --reason 'database maintenance'")
-add_control_command(
-    "resume", "Resume paused jobs from their checkpoint (a worker picks them up), or withdraw "
-    "a pause request not yet honoured.", "conveyor resume ID1 ID2")
-add_control_command(
-    "cancel", "Cancel jobs: pending and paused ones at once, running ones at their next "
-    "checkpoint (or by force after the worker's grace period).", "conveyor cancel ID -r "
-    "'not needed'")
-add_control_command(
-    "retry", "Send failed jobs that have retries left back to pending now.",
-    "conveyor retry ID")
+for _verb in Verb:
+    if not VERBS[_verb].copies:  # requeue has options of its own: its command is below
+        add_control_command(_verb)
 
 
 @cli.command(epilog=examples("conveyor requeue ID --app myapp:app --keep-checkpoint"))

@@ -80,6 +80,7 @@ class Change:
     - ``flag``: the named boolean column must currently be true (e.g. ``cancel_requested``).
     - ``unless_flag``: the named boolean column must currently be false; a failure is guarded
       by ``cancel_requested`` this way, so a cancel requested a moment before wins over it.
+    - ``due``: ``run_at`` has passed by the database's clock (a claim by id, ``app.start``).
     """
 
     job_id: str
@@ -93,6 +94,7 @@ class Change:
     pause_expired: bool = False
     flag: str | None = None
     unless_flag: str | None = None
+    due: bool = False
     actor: str = ""
     reason: str = ""
 

@@ -372,6 +372,9 @@ class SQLiteStore:
         if change.lease_expired:
             where.append("lease_expires_at < ?")
             wargs.append(now)
+        if change.due:
+            where.append("run_at <= ?")
+            wargs.append(now)
         if change.pause_expired:
             where.append("paused_at + pause_timeout < ? AND resume_requested = 0")
             wargs.append(now)
