@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import dataclasses
 import random
 import re
 import threading
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from conveyor import payload, transitions, validate
+from conveyor import lifecycle, payload, transitions, validate
 from conveyor.changes import Change, ChangeRefused, Increment
 from conveyor.errors import (
     UNDECODABLE_ROW,
@@ -45,7 +46,7 @@ from conveyor.events import (
     JobStarted,
     Subscriber,
 )
-from conveyor.lifecycle import JobState, guard_failure, transition_error
+from conveyor.lifecycle import Effect, JobState, Verb, transition_error
 from conveyor.model import JOB_ID_PATTERN, HistoryEntry, Job, JobError
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
@@ -301,18 +302,7 @@ class Conveyor:
     # -- control ---------------------------------------------------------------------------------
     def pause(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Ask a running job to pause at its next checkpoint (it stays running until then)."""
-        _control_args(job_id, actor, reason)
-
-        def decide(job: Job) -> builtins.list[Change]:
-            if job.state is JobState.RUNNING and not job.cancel_requested:
-                if job.pause_requested:
-                    return []
-                return [transitions.request(job.id, "pause_requested", True,
-                                            frozenset({JobState.RUNNING}), actor, reason)]
-            why = "a cancel is already requested" if job.cancel_requested else ""
-            raise transition_error(job.state, JobState.PAUSED, why)
-
-        return self._control(job_id, decide)
+        return self._verb(Verb.PAUSE, job_id, actor, reason)
 
     def resume(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Mark a paused job ready; a worker with a free slot resumes it from its checkpoint.
@@ -320,52 +310,54 @@ class Conveyor:
         On a running job with a pause request not yet honoured, or a pending retry still
         carrying one from a run whose worker was lost, withdraws the request.
         """
-        _control_args(job_id, actor, reason)
-
-        def decide(job: Job) -> builtins.list[Change]:
-            if job.state is JobState.PAUSED:
-                if job.resume_requested:
-                    return []
-                return [transitions.request(job.id, "resume_requested", True,
-                                            frozenset({JobState.PAUSED}), actor, reason)]
-            if (job.state in (JobState.RUNNING, JobState.PENDING) and job.pause_requested
-                    and not job.cancel_requested):
-                return [transitions.request(job.id, "pause_requested", False,
-                                            frozenset({job.state}), actor, reason)]
-            raise transition_error(job.state, JobState.RUNNING)
-
-        return self._control(job_id, decide)
+        return self._verb(Verb.RESUME, job_id, actor, reason)
 
     def cancel(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Cancel now if pending or paused; a running job stops at its next checkpoint, or is
         stopped by its worker after the grace period."""
-        _control_args(job_id, actor, reason)
-
-        def decide(job: Job) -> builtins.list[Change]:
-            if job.state in (JobState.PENDING, JobState.PAUSED):
-                return [transitions.cancel_idle(job.id, job.state, actor,
-                                                reason or "cancelled")]
-            if job.state is JobState.RUNNING:
-                if job.cancel_requested:
-                    return []
-                return [transitions.request(job.id, "cancel_requested", True,
-                                            frozenset({JobState.RUNNING}), actor, reason)]
-            raise transition_error(job.state, JobState.CANCELLED)
-
-        return self._control(job_id, decide)
+        return self._verb(Verb.CANCEL, job_id, actor, reason)
 
     def retry(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
         """Send a failed job back to pending now, if it has retries left."""
+        return self._verb(Verb.RETRY, job_id, actor, reason)
+
+    def _verb(self, verb: Verb, job_id: str, actor: str, reason: str) -> Job:
+        """Do what the verbs table says ``verb`` does to the job as it is when applied.
+
+        A repeated request changes nothing and returns the job as it is; a refused verb raises
+        InvalidStateError and writes nothing.
+        """
         _control_args(job_id, actor, reason)
 
         def decide(job: Job) -> builtins.list[Change]:
-            why = guard_failure(job.state, JobState.PENDING, attempt=job.attempt,
-                                max_attempts=job.max_attempts)
+            rule = lifecycle.verb_rule(verb, job)
+            if rule is None:
+                raise lifecycle.verb_refusal(verb, job)
+            return _changes_for(rule.effect, job, actor, reason)
+
+        return self._control(job_id, decide)
+
+    def start(self, job_id: str, *, worker: str = "api", lease_seconds: float = 30.0) -> Job:
+        """Claim one job by id, for a caller that runs it itself; returns it with its lease.
+
+        Startable: pending and due (``run_at`` passed), or paused with a resume requested.
+        Like a worker's claim it is a compare-and-set: of callers racing for one job exactly
+        one wins, and the others get InvalidStateError naming the state they found. The
+        lease (``lease_token``) expires after ``lease_seconds`` unless renewed, after which
+        the reaper treats the job as a lost worker's.
+        """
+        validate.job_id(job_id)
+        validate.actor(worker)
+        check_seconds("lease_seconds", lease_seconds)
+        token = uuid.uuid4().hex
+
+        def decide(job: Job) -> builtins.list[Change]:
+            why = lifecycle.start_refusal(job, self.store.now())
             if why is not None:
-                if job.state is JobState.FAILED:
-                    why += "; use requeue to run a copy"
-                raise transition_error(job.state, JobState.PENDING, why)
-            return [transitions.retry(job.id, actor, reason or "manual retry")]
+                raise transition_error(job.state, JobState.RUNNING, why)
+            claim = transitions.start(job.id, job.state, worker, token, lease_seconds)
+            # a pending job must still be due when the claim lands, not only when decided
+            return [dataclasses.replace(claim, due=job.state is JobState.PENDING)]
 
         return self._control(job_id, decide)
 
@@ -376,10 +368,8 @@ class Conveyor:
         """
         validate.actor(actor)
         original = self.get(job_id)
-        if not original.is_terminal:
-            raise InvalidStateError(
-                f"Cannot requeue job {job_id}: it is {original.state.value}, not completed, "
-                "cancelled or failed for good", from_state=original.state.value)
+        if lifecycle.verb_rule(Verb.REQUEUE, original) is None:
+            raise lifecycle.verb_refusal(Verb.REQUEUE, original)
         if original.error is not None and original.error.type == UNDECODABLE_ROW:
             raise InvalidStateError(f"Cannot requeue job {job_id}: its stored row cannot be "
                                     "decoded, so its params are lost")
@@ -484,3 +474,25 @@ def _control_args(job_id: str, actor: str, reason: str) -> None:
     validate.job_id(job_id)
     validate.actor(actor)
     validate.reason(reason)
+
+
+def _changes_for(effect: Effect, job: Job, actor: str, reason: str) -> list[Change]:
+    """The one place a verb's effect (from the verbs table) becomes its named changes."""
+    here = frozenset({job.state})
+    match effect:
+        case Effect.NOTHING:
+            return []
+        case Effect.REQUEST_PAUSE:
+            return [transitions.request(job.id, "pause_requested", True, here, actor, reason)]
+        case Effect.REQUEST_RESUME:
+            return [transitions.request(job.id, "resume_requested", True, here, actor, reason)]
+        case Effect.WITHDRAW_PAUSE:
+            return [transitions.request(job.id, "pause_requested", False, here, actor, reason)]
+        case Effect.REQUEST_CANCEL:
+            return [transitions.request(job.id, "cancel_requested", True, here, actor, reason)]
+        case Effect.CANCEL_NOW:
+            return [transitions.cancel_idle(job.id, job.state, actor, reason or "cancelled")]
+        case Effect.RETRY_NOW:
+            return [transitions.retry(job.id, actor, reason or "manual retry")]
+        case Effect.COPY:
+            raise ValueError("requeue enqueues a copy: it makes no change to the job")

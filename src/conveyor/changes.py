@@ -76,6 +76,7 @@ class Change:
     - ``pause_expired``: also requires no pending resume (a resumed job waiting for a slot is
       no longer paused in the user's sense, so the pause timer does not apply to it).
     - ``flag``: the named boolean column must currently be true (e.g. ``cancel_requested``).
+    - ``due``: ``run_at`` has passed by the database's clock (a claim by id, ``app.start``).
     - ``unless_flag``: the named boolean column must currently be false; a failure is guarded
       by ``cancel_requested`` this way, so a cancel requested a moment before wins over it.
     """
@@ -89,6 +90,7 @@ class Change:
     retryable: bool = False
     lease_expired: bool = False
     pause_expired: bool = False
+    due: bool = False
     flag: str | None = None
     unless_flag: str | None = None
     actor: str = ""

@@ -25,8 +25,8 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from conveyor import cli_render as render
 from conveyor.app import Conveyor, EnqueueRequest
+from conveyor.cli import render
 from conveyor.context import JobContext
 from conveyor.errors import ConveyorError
 from conveyor.events import JobEvent, JobProgressed

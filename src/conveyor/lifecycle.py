@@ -1,8 +1,11 @@
-"""The job lifecycle as data: states, the one table of transitions, and the pure state machine.
+"""The job lifecycle as data: states, the one table of transitions, the table of control verbs,
+and the pure state machine.
 
 Everything else that knows about legal moves — the stores' compare-and-set updates, the CLI's and
 dashboard's list of actions, the diagram in the docs — derives from :data:`TRANSITION_TABLE`
-here. This module does no I/O and reads no clock: time is passed in.
+here; everything that knows what an operator's verb does (``Job.legal_actions``, the app's
+verbs, the CLI's commands, the HTTP routes, the docs' table) derives from :data:`VERB_TABLE`.
+This module does no I/O and reads no clock: time is passed in.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from conveyor.errors import InvalidStateError
+from conveyor.errors import UNDECODABLE_ROW, InvalidStateError
 
 if TYPE_CHECKING:
     from conveyor.model import Job
@@ -71,6 +74,10 @@ FINAL_STATES: frozenset[JobState] = frozenset(
 )
 
 
+#: States a job may still leave, in table order: what "unfinished" means to ``watch``.
+UNFINISHED_STATES: tuple[JobState, ...] = tuple(s for s in JobState if s not in FINAL_STATES)
+
+
 def find_transition(source: JobState, target: JobState) -> Transition | None:
     """The table's row for ``source -> target``, or None when the move is illegal."""
     for row in TRANSITION_TABLE:
@@ -117,6 +124,180 @@ def legal_targets(state: JobState, *, attempt: int, max_attempts: int) -> frozen
         for t in TRANSITIONS[state]
         if guard_failure(state, t, attempt=attempt, max_attempts=max_attempts) is None
     )
+
+
+# -- the control verbs ---------------------------------------------------------------------------
+class Verb(StrEnum):
+    """An operator's control verbs, in the order the CLI and the dashboard offer them."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY = "retry"
+    REQUEUE = "requeue"
+
+
+class Effect(StrEnum):
+    """What a verb does to a job, by name.
+
+    Named, not pointing at the change constructors of :mod:`conveyor.transitions`, because
+    those build the stores' ``Change`` objects and this module must stay pure (no store, no
+    I/O): the app maps each effect to its constructor in one place.
+    """
+
+    NOTHING = "nothing"
+    REQUEST_PAUSE = "request_pause"
+    REQUEST_RESUME = "request_resume"
+    WITHDRAW_PAUSE = "withdraw_pause"
+    REQUEST_CANCEL = "request_cancel"
+    CANCEL_NOW = "cancel_now"
+    RETRY_NOW = "retry_now"
+    COPY = "copy"
+
+
+#: What each effect does, as the docs' verbs table says it.
+EFFECT_TEXT: Mapping[Effect, str] = {
+    Effect.NOTHING: "nothing: the job is returned unchanged (already requested)",
+    Effect.REQUEST_PAUSE: "sets `pause_requested`; the job pauses at its next checkpoint",
+    Effect.REQUEST_RESUME: "sets `resume_requested`; a worker with a free slot resumes it",
+    Effect.WITHDRAW_PAUSE: "clears `pause_requested`",
+    Effect.REQUEST_CANCEL: "sets `cancel_requested`; the job stops at its next checkpoint",
+    Effect.CANCEL_NOW: "cancelled at once",
+    Effect.RETRY_NOW: "pending now, `attempt` + 1",
+    Effect.COPY: "enqueues a fresh copy whose `requeued_from` is this job",
+}
+
+@dataclass(frozen=True)
+class VerbRule:
+    """One row of the verbs table: in these states, with these request flags set and clear,
+    (and, when ``retry_left`` is not None, with or without a retry left), the verb has this
+    effect and emits this event ("" for none)."""
+
+    verb: Verb
+    states: frozenset[JobState]
+    effect: Effect
+    event: str
+    requires: frozenset[str] = frozenset()
+    excludes: frozenset[str] = frozenset()
+    retry_left: bool | None = None
+
+    def matches(self, job: Job) -> bool:
+        if job.state not in self.states:
+            return False
+        if any(not getattr(job, flag) for flag in self.requires):
+            return False
+        if any(getattr(job, flag) for flag in self.excludes):
+            return False
+        return self.retry_left is None or self.retry_left == (job.attempt < job.max_attempts)
+
+
+@dataclass(frozen=True)
+class VerbSpec:
+    """How a verb is refused: the move it asks for (named in the message, as every illegal
+    move is), why when a request flag is in the way, and a hint after a failed guard.
+    ``copies``: the verb enqueues a new job instead of acting on this one (requeue)."""
+
+    verb: Verb
+    target: JobState | None
+    flag_reasons: tuple[tuple[str, str], ...] = ()
+    guard_hint: str = ""
+    copies: bool = False
+
+
+V, E, S = Verb, Effect, JobState
+_PAUSE, _CANCEL, _RESUME = "pause_requested", "cancel_requested", "resume_requested"
+#: What each control verb does, situation by situation. Situations no row matches are refused.
+#: No two rows of one verb match the same job (a unit test checks it).
+VERB_TABLE: tuple[VerbRule, ...] = (
+    VerbRule(V.PAUSE, frozenset({S.RUNNING}), E.REQUEST_PAUSE, "JobRequested",
+             excludes=frozenset({_PAUSE, _CANCEL})),
+    VerbRule(V.PAUSE, frozenset({S.RUNNING}), E.NOTHING, "",
+             requires=frozenset({_PAUSE}), excludes=frozenset({_CANCEL})),
+    VerbRule(V.RESUME, frozenset({S.PAUSED}), E.REQUEST_RESUME, "JobRequested",
+             excludes=frozenset({_RESUME})),
+    VerbRule(V.RESUME, frozenset({S.PAUSED}), E.NOTHING, "", requires=frozenset({_RESUME})),
+    # a running job's pause request not yet honoured, or one that a lost worker's retry kept
+    VerbRule(V.RESUME, frozenset({S.RUNNING, S.PENDING}), E.WITHDRAW_PAUSE, "JobRequested",
+             requires=frozenset({_PAUSE}), excludes=frozenset({_CANCEL})),
+    VerbRule(V.CANCEL, frozenset({S.PENDING, S.PAUSED}), E.CANCEL_NOW, "JobCancelled"),
+    VerbRule(V.CANCEL, frozenset({S.RUNNING}), E.REQUEST_CANCEL, "JobRequested",
+             excludes=frozenset({_CANCEL})),
+    VerbRule(V.CANCEL, frozenset({S.RUNNING}), E.NOTHING, "", requires=frozenset({_CANCEL})),
+    VerbRule(V.RETRY, frozenset({S.FAILED}), E.RETRY_NOW, "JobRetried", retry_left=True),
+    VerbRule(V.REQUEUE, frozenset({S.COMPLETED, S.CANCELLED}), E.COPY, "JobCreated"),
+    VerbRule(V.REQUEUE, frozenset({S.FAILED}), E.COPY, "JobCreated", retry_left=False),
+)
+
+VERBS: Mapping[Verb, VerbSpec] = {
+    V.PAUSE: VerbSpec(V.PAUSE, S.PAUSED,
+                      flag_reasons=((_CANCEL, "a cancel is already requested"),)),
+    V.RESUME: VerbSpec(V.RESUME, S.RUNNING),
+    V.CANCEL: VerbSpec(V.CANCEL, S.CANCELLED),
+    V.RETRY: VerbSpec(V.RETRY, S.PENDING, guard_hint="; use requeue to run a copy"),
+    V.REQUEUE: VerbSpec(V.REQUEUE, None, copies=True),
+}
+del V, E, S, _PAUSE, _CANCEL, _RESUME
+
+
+def verb_rule(verb: Verb, job: Job) -> VerbRule | None:
+    """The table's row for ``verb`` on ``job`` as it is now, or None when it is refused."""
+    return next((rule for rule in VERB_TABLE if rule.verb is verb and rule.matches(job)), None)
+
+
+def legal_verbs(job: Job) -> list[Verb]:
+    """The verbs that would change something now: a refused verb is not legal, and neither
+    is a repeated request (it succeeds but changes nothing, so there is nothing to offer)."""
+    return [verb for verb in Verb
+            if (rule := verb_rule(verb, job)) is not None and rule.effect is not Effect.NOTHING]
+
+
+def verb_refusal(verb: Verb, job: Job) -> InvalidStateError:
+    """The error of a refused verb: the illegal move it asks for, and why when known."""
+    spec = VERBS[verb]
+    if spec.target is None:
+        return InvalidStateError(
+            f"Cannot {verb.value} job {job.id}: it is {job.state.value}, not completed, "
+            "cancelled or failed for good", from_state=job.state.value)
+    why = next((text for flag, text in spec.flag_reasons if getattr(job, flag)), "")
+    if not why:
+        why = guard_failure(job.state, spec.target, attempt=job.attempt,
+                            max_attempts=job.max_attempts) or ""
+        why += spec.guard_hint if why else ""
+    return transition_error(job.state, spec.target, why)
+
+
+def start_refusal(job: Job, now: datetime) -> str | None:
+    """Why ``job`` cannot be claimed by id at ``now`` (the store's clock), or None when it can.
+
+    The same jobs a worker's claim takes: pending and due, or paused with a resume requested
+    (a paused job nobody resumed stays paused); a row the store cannot decode is never run.
+    """
+    if job.error is not None and job.error.type == UNDECODABLE_ROW:
+        return "its stored row cannot be decoded"
+    if job.state is JobState.PENDING:
+        return None if job.run_at <= now else f"not due until {job.run_at.isoformat()}"
+    if job.state is JobState.PAUSED:
+        return None if job.resume_requested else "resume it first"
+    return ""
+
+
+def verbs_markdown(rows: Iterable[VerbRule] = VERB_TABLE) -> str:
+    """The verbs table as Markdown; the docs embed this text verbatim."""
+
+    def when(rule: VerbRule) -> str:
+        parts = [flag.replace("_", " ") for flag in sorted(rule.requires)]
+        parts += [f"no {flag.replace('_requested', '')} requested"
+                  for flag in sorted(rule.excludes)]
+        if rule.retry_left is not None:
+            parts.append("a retry left" if rule.retry_left else "no retry left")
+        return ", ".join(parts) or "—"
+
+    lines = ["| verb | in state | when | effect | event |", "|---|---|---|---|---|"]
+    for rule in rows:
+        states = ", ".join(s.value for s in JobState if s in rule.states)
+        lines.append(f"| `{rule.verb.value}` | {states} | {when(rule)} | "
+                     f"{EFFECT_TEXT[rule.effect]} | {rule.event or '—'} |")
+    return "\n".join(lines)
 
 
 def _utcnow() -> datetime:

@@ -126,30 +126,12 @@ class Job:
 
     @property
     def legal_actions(self) -> list[str]:
-        """The control verbs that are legal now, derived from the lifecycle table.
+        """The control verbs that would change this job now, from the lifecycle's verbs table.
 
-        This is what the CLI and the dashboard offer; ``requeue`` is offered for any job
-        that has stopped for good.
+        This is what the CLI and the dashboard offer. A request already made (a second pause
+        of a job asked to pause) is not offered: it succeeds but changes nothing.
         """
-        targets = lifecycle.legal_targets(
-            self.state, attempt=self.attempt, max_attempts=self.max_attempts
-        )
-        actions: list[str] = []
-        if JobState.PAUSED in targets and not (self.pause_requested or self.cancel_requested):
-            actions.append("pause")
-        if (self.state is JobState.PAUSED and not self.resume_requested) or (
-                self.state in (JobState.RUNNING, JobState.PENDING) and self.pause_requested
-                and not self.cancel_requested):
-            # on a running job, or a pending retry of a run whose worker was lost: withdraw
-            # the pause request
-            actions.append("resume")
-        if JobState.CANCELLED in targets and not self.cancel_requested:
-            actions.append("cancel")
-        if JobState.PENDING in targets:
-            actions.append("retry")
-        if self.is_terminal:
-            actions.append("requeue")
-        return actions
+        return [verb.value for verb in lifecycle.legal_verbs(self)]
 
     def to_dict(self) -> JSONDict:
         """A JSON-ready view, shared by the CLI's ``--json`` and the HTTP API."""

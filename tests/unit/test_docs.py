@@ -1,4 +1,4 @@
-"""The docs' lifecycle diagram is the lifecycle table: regenerate it and compare."""
+"""The docs' lifecycle diagram and verbs table are the lifecycle tables: regenerate and compare."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.lifecycle import TRANSITION_TABLE, mermaid_diagram
+from conveyor.lifecycle import TRANSITION_TABLE, mermaid_diagram, verbs_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,3 +24,8 @@ def test_lifecycle_doc_has_a_row_per_transition() -> None:
             if line.startswith("| ") and line.count("|") >= 6}
     table = {f"{t.source.value}->{t.target.value}" for t in TRANSITION_TABLE}
     assert table <= rows
+
+
+def test_verbs_table_in_docs_matches_the_table() -> None:
+    text = (ROOT / "docs/lifecycle.md").read_text(encoding="utf-8")
+    assert f"\n{verbs_markdown()}\n" in text

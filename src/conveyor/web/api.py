@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.app import Conveyor
-from conveyor.lifecycle import JobState
+from conveyor.lifecycle import VERBS, JobState, Verb
 from conveyor.web.common import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -38,9 +38,10 @@ from conveyor.web.openapi import (
     params_schema,
 )
 
-#: The control verbs, each a :class:`Conveyor` method of the same name. The buttons a job
-#: shows come from ``Job.legal_actions``; these are only the endpoints that perform them.
-CONTROL_ACTIONS = ("pause", "resume", "cancel", "retry", "requeue")
+#: The control verbs of the lifecycle's verbs table, each a :class:`Conveyor` method of the same
+#: name. The buttons a job shows come from ``Job.legal_actions``; these are only the endpoints
+#: that perform them.
+CONTROL_ACTIONS = tuple(verb.value for verb in Verb)
 
 
 _FIELD_TYPES: dict[str, str] = {
@@ -149,12 +150,14 @@ class JobsApi:
                             headers={"location": job_url(request, job.id)})
 
     def _control(self, action: str) -> Endpoint:
+        copies = VERBS[Verb(action)].copies
+
         async def endpoint(request: Request) -> Response:
             known_query(request)
             job_id = request.path_params["job_id"]
             body = await read_json_object(request) or {}
             actor = actor_of(request)
-            if action == "requeue":
+            if copies:  # requeue: a new job, at a new address
                 keep = _only(body, {"keep_checkpoint": "boolean"}).get("keep_checkpoint", False)
                 job = await call(self.app.requeue, job_id, actor=actor, keep_checkpoint=keep)
                 return JSONResponse(job.to_dict(), status_code=201,

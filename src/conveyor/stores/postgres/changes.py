@@ -105,6 +105,8 @@ def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
         yield sql.SQL("jobs.attempt < jobs.max_attempts")
     if change.lease_expired:
         yield sql.SQL("jobs.lease_expires_at < {}").format(MOMENT)
+    if change.due:
+        yield sql.SQL("jobs.run_at <= {}").format(MOMENT)
     if change.pause_expired:
         yield sql.SQL("jobs.paused_at + jobs.pause_timeout * interval '1 second' < {} "
                       "AND NOT jobs.resume_requested").format(MOMENT)

@@ -90,6 +90,9 @@ def _guards(change: Change, now: float) -> tuple[list[str], list[Any]]:
     if change.lease_expired:
         where.append("lease_expires_at < ?")
         args.append(now)
+    if change.due:
+        where.append("run_at <= ?")
+        args.append(now)
     if change.pause_expired:
         where.append("paused_at + pause_timeout < ? AND resume_requested = 0")
         args.append(now)

@@ -32,7 +32,7 @@ from rich.text import Text
 
 from conveyor.display import visible
 from conveyor.events import JobCreated, JobEvent, JobRequested
-from conveyor.lifecycle import JobState
+from conveyor.lifecycle import UNFINISHED_STATES, JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.redaction import redact_url
 
@@ -47,7 +47,7 @@ STATE_STYLES: dict[JobState, str] = {
     JobState.FAILED: "red",
     JobState.CANCELLED: "bright_black",
 }
-UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED, JobState.FAILED)
+UNFINISHED = UNFINISHED_STATES
 _UNITS = ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
 BAR_WIDTH = 20
 TABLE_BAR_WIDTH = 12

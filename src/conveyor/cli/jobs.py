@@ -1,0 +1,171 @@
+"""Commands that add and read jobs: enqueue, ls, show, history, watch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from conveyor.app import MAX_PAGE
+from conveyor.cli import render
+from conveyor.cli.input import parse_params
+from conveyor.cli.options import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AppOption,
+    IdsArgument,
+    JsonOption,
+    actor,
+    command,
+    examples,
+    for_each,
+    open_app,
+)
+from conveyor.lifecycle import JobState
+from conveyor.model import Job
+
+
+@command("enqueue", epilog=examples(
+    "conveyor enqueue --app myapp:app reports.generate -p month=2026-10",
+    """conveyor enqueue --app myapp:app files.process --params '{"count": 20}' --delay 60"""))
+def enqueue(
+    ctx: typer.Context,
+    job_type: Annotated[str, typer.Argument(metavar="TYPE", help="A registered job type.")],
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", metavar="KEY=VALUE", show_default=False,
+        help="One param (repeatable); VALUE is JSON if it parses, else a string.")] = None,
+    params: Annotated[str | None, typer.Option(
+        "--params", metavar="JSON", help="All params as a JSON object; --param adds to it.",
+        show_default=False)] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue (default: the type's).",
+                                              show_default=False)] = None,
+    priority: Annotated[int | None, typer.Option(help="Higher runs first.",
+                                                 show_default=False)] = None,
+    delay: Annotated[float | None, typer.Option(help="Seconds before it may run.",
+                                                show_default=False)] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Retries allowed (default: the "
+                                                          "type's).", show_default=False)] = None,
+    app_ref: AppOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Enqueue one job; prints its id (or the job as JSON)."""
+    values = parse_params(params, param or [])
+    app = open_app(ctx, app_ref, needs_app="enqueue")
+    job = app.enqueue(job_type, values, queue=queue, priority=priority, delay=delay,
+                      max_attempts=max_attempts, actor=actor())
+    render.print_outcome("enqueued", job, json_out)
+
+
+# -- reading --------------------------------------------------------------------------------------
+@command("ls", epilog=examples(
+    "conveyor ls --state running --state paused", "conveyor ls --type files.process -n 50",
+    "conveyor ls --before ID", note="--before takes the cursor printed for the next page."))
+def list_jobs(
+    ctx: typer.Context,
+    state: Annotated[list[JobState] | None, typer.Option(
+        "--state", "-s", metavar="STATE", show_default=False,
+        help=f"Only jobs in this state (repeatable): {', '.join(JobState)}.")] = None,
+    job_type: Annotated[list[str] | None, typer.Option(
+        "--type", "-t", metavar="TYPE", help="Only jobs of this type (repeatable).",
+        show_default=False)] = None,
+    queue: Annotated[list[str] | None, typer.Option(
+        "--queue", "-q", metavar="QUEUE", help="Only jobs in this queue (repeatable).",
+        show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_PAGE,
+                                       help="Jobs per page.")] = 20,
+    before: Annotated[str | None, typer.Option(
+        metavar="ID", help="Start after this job (the cursor printed for the next page).",
+        show_default=False)] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List jobs, newest first, a page at a time."""
+    app = open_app(ctx)
+    fetched = app.list(state or None, job_type=job_type or None, queue=queue or None,
+                       limit=min(limit + 1, MAX_PAGE), before=before)
+    page = fetched[:limit]
+    more = bool(page) and (len(fetched) > limit or len(page) == MAX_PAGE)
+    cursor = page[-1].id if more else None
+    if json_out:
+        render.print_json({"jobs": [job.to_dict() for job in page], "next_before": cursor})
+        return
+    out = render.make_console()
+    if not page:
+        out.print("no jobs", style="dim")
+        return
+    out.print(render.jobs_table(page, render.utcnow(), ascii_bar=render.ascii_only(out)))
+    if cursor:
+        filters = [f"--state {s.value}" for s in state or []] + [
+            f"--type {t}" for t in job_type or []] + [f"--queue {q}" for q in queue or []]
+        command = " ".join(["conveyor ls", *filters, f"--limit {limit}", f"--before {cursor}"])
+        out.print(render.shown(f"next page: {command}", style="dim"))
+
+
+@command("show", epilog=examples("conveyor show ID", "conveyor show ID1 ID2 --json",
+                            note="--json prints one JSON object per line."))
+def show(ctx: typer.Context, job_ids: IdsArgument, json_out: JsonOption = False) -> None:
+    """Show everything about jobs: state, progress, checkpoint, result or error, times."""
+    app = open_app(ctx)
+    out = render.make_console()
+
+    def show_one(job_id: str) -> None:
+        job = app.get(job_id)
+        if json_out:
+            render.print_json(job.to_dict())
+        else:
+            out.print(render.job_panel(job, render.utcnow(), ascii_bar=render.ascii_only(out)))
+
+    for_each(job_ids, show_one)
+
+
+@command("history", epilog=examples("conveyor history ID", "conveyor history ID --json"))
+def history(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="Job id.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Show a job's transitions and requests, oldest first, with actor and reason."""
+    entries = open_app(ctx).history(job_id)
+    if json_out:
+        render.print_json([entry.to_dict() for entry in entries])
+    else:
+        render.make_console().print(render.history_table(entries, render.utcnow(), title=job_id))
+
+
+# -- watching --------------------------------------------------------------------------------------
+@command("watch", epilog=examples(
+    "conveyor watch", "conveyor watch ID1 ID2",
+    note="Without ids: every unfinished job. Ctrl-C stops watching (exit 130) and leaves the "
+         "jobs alone."))
+def watch(
+    ctx: typer.Context,
+    job_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="[ID]...", help="Jobs to watch (default: every unfinished job).",
+        show_default=False)] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between looks at the "
+                                                           "store.")] = 0.25,
+) -> None:
+    """Live progress bars and state changes until the jobs are finished.
+
+    Finished: completed, cancelled, or failed with no retry left.
+    """
+    app = open_app(ctx)
+    jobs: list[Job] = []
+    worst = EXIT_OK
+    if job_ids:
+        try:
+            for_each(job_ids, lambda job_id: jobs.append(app.get(job_id)))
+        except typer.Exit as missing:  # reported; watch the others
+            worst = missing.exit_code
+    else:
+        jobs = render.unfinished(app.list(list(render.UNFINISHED), limit=MAX_PAGE))
+    out = render.make_console()
+    if not jobs:
+        out.print("nothing to watch" if job_ids else "nothing to watch: no unfinished jobs")
+    else:
+        try:
+            render.watch_until_done(app, jobs, out, interval)
+        except KeyboardInterrupt:
+            typer.echo("stopped watching; the jobs are left as they are", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    if worst:
+        raise typer.Exit(worst)

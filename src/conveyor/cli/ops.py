@@ -1,0 +1,154 @@
+"""Commands that run things: a worker, the dashboard, a migration, the demo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from conveyor.cli import render
+from conveyor.cli.options import AppOption, JsonOption, command, examples, open_app
+from conveyor.errors import ConfigurationError
+from conveyor.events import JobEvent, JobProgressed
+
+log = logging.getLogger("conveyor.cli")
+
+
+# -- running work ---------------------------------------------------------------------------------
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@contextmanager
+def worker_logging(level: LogLevel) -> Iterator[None]:
+    """Send conveyor's log lines to stderr while the worker runs, and undo it afterwards."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    logger = logging.getLogger("conveyor")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def log_event(event: JobEvent) -> None:
+    if not isinstance(event, JobProgressed):
+        log.info("%s", render.event_line(event, clock=False).plain)
+
+
+@command("worker", epilog=examples("conveyor worker --app myapp:app -c 8 -q default -q reports",
+                            "conveyor worker --app myapp:app --burst",
+                            note="--burst drains the runnable jobs, then exits."))
+def worker(
+    ctx: typer.Context,
+    app_ref: AppOption = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1,
+                                             help="Jobs run at once.")] = 4,
+    queue: Annotated[list[str] | None, typer.Option(
+        "--queue", "-q", metavar="QUEUE", help="Take jobs from this queue (repeatable; "
+        "default all).",
+        show_default=False)] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once no runnable work is left.")] = False,
+    lease_seconds: Annotated[float, typer.Option(help="How long a claim lasts without a "
+                                                      "heartbeat.")] = 30.0,
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between lease "
+                                                           "renewals.")] = 10.0,
+    poll_interval: Annotated[float, typer.Option(help="Idle wait between looks for "
+                                                      "work.")] = 1.0,
+    shutdown_grace: Annotated[float, typer.Option(help="Seconds running jobs get to reach a "
+                                                       "checkpoint on SIGTERM.")] = 30.0,
+    cancel_grace: Annotated[float, typer.Option(help="Seconds a cancelled job may run on "
+                                                     "before it is stopped.")] = 10.0,
+    log_level: Annotated[LogLevel, typer.Option(help="Log detail on stderr.")] = LogLevel.INFO,
+) -> None:
+    """Run a worker: claim jobs, run them, keep their leases alive, until SIGINT/SIGTERM.
+
+    On SIGTERM running jobs pause at their next checkpoint and are resumed by another worker.
+    """
+    app = open_app(ctx, app_ref, needs_app="worker")
+    with worker_logging(log_level):
+        app.store.schema_version()  # a bad store fails now (exit 4), not in a retry loop
+        runner = app.worker(concurrency=concurrency, queues=queue, lease_seconds=lease_seconds,
+                            heartbeat_interval=heartbeat_interval, poll_interval=poll_interval,
+                            shutdown_grace=shutdown_grace, cancel_grace=cancel_grace)
+        unsubscribe = app.subscribe(log_event)
+        try:
+            runner.run(burst=burst)  # logs its stats when it stops
+        finally:
+            unsubscribe()
+
+
+# -- the dashboard, the store and the demo --------------------------------------------------------
+@command("dashboard", epilog=examples(
+    "conveyor dashboard --app myapp:app", "conveyor dashboard --port 9000 --open",
+    note="Tokens come from CONVEYOR_TOKEN (full access) and CONVEYOR_READ_TOKEN (read-only); "
+         "without CONVEYOR_TOKEN a fresh one is generated and printed. See docs/dashboard.md."))
+def dashboard(
+    ctx: typer.Context,
+    app_ref: AppOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the login page in a "
+                                                              "browser.")] = False,
+    insecure_no_auth: Annotated[bool, typer.Option(
+        help="No authentication (refused on anything but loopback).")] = False,
+    allow_remote_http: Annotated[bool, typer.Option(
+        help="Allow --host off loopback although it serves plain, unencrypted HTTP.")] = False,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        metavar="IP", help="A TLS proxy whose X-Forwarded-Proto/-For to believe (repeatable; "
+        "default 127.0.0.1).", show_default=False)] = None,
+    log_level: Annotated[LogLevel, typer.Option(help="uvicorn's log detail.")] = LogLevel.INFO,
+) -> None:
+    """Serve the web dashboard and the HTTP API until Ctrl-C (needs the web extra)."""
+    try:
+        from conveyor.web import serve
+        from conveyor.web.server import check_bind
+    except ImportError as exc:
+        raise ConfigurationError(f"the dashboard needs the web extra: pip install "
+                                 f"'conveyor[web]' ({exc})") from None
+    if not insecure_no_auth:  # (that one has its own, more specific refusal)
+        check_bind(host, allow_remote_http)  # before the store is opened: touches nothing
+    serve(open_app(ctx, app_ref), host=host, port=port, open_browser=open_browser,
+          insecure_no_auth=insecure_no_auth, allow_remote_http=allow_remote_http,
+          trusted_proxies=trusted_proxy or (), log_level=log_level.value)
+
+
+
+@command("migrate", epilog=examples("conveyor --store postgresql://me@db/jobs migrate"))
+def migrate(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """Create or upgrade the store's schema and print its version (also done on first use)."""
+    app = open_app(ctx)
+    version = app.store.schema_version()
+    if json_out:
+        render.print_json({"store": render.redact(app.url), "schema_version": version})
+    else:
+        render.make_console().print(Text(f"{render.redact(app.url)}: schema version {version}"))
+
+
+@command("demo", epilog=examples("conveyor demo", note="make demo runs it too; it ignores "
+                                               "--store and --app."))
+def demo() -> None:
+    """Show the whole lifecycle with sample jobs on a fresh SQLite file (about 10 s).
+
+    Progress, a pause and a resume from the checkpoint, a failure retried, a cancel; exits 0
+    when every job ended as expected.
+    """
+    from conveyor.demo import run_demo
+
+    code = run_demo()
+    if code:
+        raise typer.Exit(code)
