@@ -107,3 +107,34 @@ def test_job_that_kills_its_worker_ends_failed_without_a_crash_loop(procs: Procs
     assert burst.wait_exit(20) == 0, procs.report()
     assert procs.job(job.id).state is JobState.FAILED
     assert len(procs.events(job.id, "run")) == 3, "no run after the attempts were used up"
+
+
+def test_a_pause_requested_before_the_worker_was_killed_holds_for_the_retry(
+        procs: Procs) -> None:
+    """Issue 8 item 20, for real: the operator's pause outlives the worker that never saw it."""
+    job = procs.app.enqueue(STEPS, {"steps": 40, "step_s": 0.1})
+    a = procs.worker("a")
+    procs.wait_job(job.id, lambda j: j.progress.last_checkpoint.get("i", 0) >= 3, 30,
+                   "the job to checkpoint step 3 on worker a")
+    a.send(signal.SIGSTOP)  # frozen: it can no longer honour the request, nor checkpoint
+    asked = procs.app.pause(job.id, actor="operator")
+    assert asked.state is JobState.RUNNING and asked.pause_requested
+    a.send(signal.SIGKILL)
+    assert a.wait_exit(10) == -signal.SIGKILL
+    saved = procs.job(job.id).progress.last_checkpoint["i"]
+
+    b = procs.worker("b")
+    paused = procs.wait_job(job.id, lambda j: j.state is JobState.PAUSED, 40,
+                            "the retried run to pause at its first checkpoint")
+    assert paused.attempt == 1
+    assert paused.progress.last_checkpoint["i"] == saved + 1, "paused at the first checkpoint"
+    assert steps_of(procs.history(job.id))[-5:] == [
+        ("request_pause", "running"), ("fail", "failed"), ("retry", "pending"),
+        ("start", "running"), ("pause", "paused")], "one request, honoured by the retried run"
+
+    procs.app.resume(job.id)
+    done = procs.wait_job(job.id, lambda j: j.is_terminal, 40, "the job to complete on b")
+    assert done.state is JobState.COMPLETED, procs.report()
+    assert done.result["start"] == saved + 1
+    code, _ = b.terminate(15)
+    assert code == 0, procs.report()
