@@ -363,7 +363,8 @@ class Worker:
         for slot in slots:
             signals = held.get(slot.execution.lease.token)
             if signals is None:
-                if not slot.execution.lost:
+                # a finished run may have released its lease by recording its outcome
+                if not slot.execution.lost and not slot.execution.finished:
                     log.warning("job %s: lease lost; the job will not be written to",
                                 slot.execution.job.id)
                 slot.execution.lost = True
