@@ -1,9 +1,10 @@
-"""The app: a registry of job types and the control API, over one store.
+"""The app: the public face over one engine (store, job types, events), and the control API.
 
 Every control operation reads the job, decides the change from the lifecycle table, and applies
-it as a compare-and-set. If the job moved in between (a worker finished it, another operator
-cancelled it), the store refuses the change and the decision is taken again on the fresh state,
-so two racing callers can never both succeed at a move only one of them should make.
+it as a compare-and-set through the engine (:meth:`Engine.control`). If the job moved in
+between (a worker finished it, another operator cancelled it), the store refuses the change and
+the decision is taken again on the fresh state, so two racing callers can never both succeed at
+a move only one of them should make.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import lifecycle, payload, transitions, validate
-from conveyor.changes import Change, ChangeRefused, Increment
+from conveyor.changes import Change
+from conveyor.engine import Engine
 from conveyor.errors import (
     UNDECODABLE_ROW,
     ConfigurationError,
@@ -30,24 +32,13 @@ from conveyor.errors import (
     InvalidParams,
     InvalidStateError,
     JobNotFound,
-    UnknownJobType,
 )
 from conveyor.events import (
     EventBus,
-    JobCancelled,
-    JobCompleted,
-    JobCreated,
-    JobEvent,
-    JobFailed,
-    JobPaused,
-    JobRequested,
-    JobResumed,
-    JobRetried,
-    JobStarted,
     Subscriber,
 )
 from conveyor.lifecycle import Effect, JobState, Verb, transition_error
-from conveyor.model import JOB_ID_PATTERN, HistoryEntry, Job, JobError
+from conveyor.model import JOB_ID_PATTERN, HistoryEntry, Job
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -56,7 +47,6 @@ from conveyor.registry import (
     check_seconds,
 )
 from conveyor.retry import Backoff
-from conveyor.stores import open_store
 from conveyor.stores.base import JobQuery, NewJob, Store
 
 if TYPE_CHECKING:
@@ -65,12 +55,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "sqlite:///conveyor.db"
 MAX_PAGE = 1000
-_RACE_RETRIES = 8
-
-_EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
-    "start": JobStarted, "resume": JobResumed, "pause": JobPaused, "complete": JobCompleted,
-    "fail": JobFailed, "cancel": JobCancelled, "retry": JobRetried,
-}
 
 
 @dataclass(frozen=True)
@@ -98,40 +82,31 @@ class Conveyor:
 
     def __init__(self, url: str = DEFAULT_URL, *, store: Store | None = None,
                  rand: Callable[[], float] = random.random, **store_options: Any) -> None:
-        self.url = store.url if store is not None else url
-        self._store = store
-        self._store_options = store_options
-        self._store_lock = threading.Lock()
-        self._types: dict[str, JobType] = {}
-        self.events = EventBus()
-        self.rand = rand
+        self.engine = Engine(url, store=store, rand=rand, **store_options)
 
     # -- store -----------------------------------------------------------------------------------
     @property
+    def url(self) -> str:
+        return self.engine.url
+
+    @property
     def store(self) -> Store:
-        if self._store is None:
-            with self._store_lock:
-                if self._store is None:
-                    store = open_store(self.url, **self._store_options)
-                    try:
-                        store.migrate()
-                    except BaseException:
-                        store.close()
-                        raise
-                    self._store = store
-        return self._store
+        return self.engine.store
+
+    @property
+    def events(self) -> EventBus:
+        return self.engine.events
+
+    @property
+    def rand(self) -> Callable[[], float]:
+        return self.engine.rand
 
     def use_store(self, url: str) -> None:
         """Point the app at another store (the CLI's ``--store``) before first use."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        self.url = url
+        self.engine.use_store(url)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        self.engine.close()
 
     # -- registry --------------------------------------------------------------------------------
     @overload
@@ -156,9 +131,10 @@ class Conveyor:
 
         def register(func: F) -> F:
             type_name = name if isinstance(name, str) else f"{func.__module__}.{func.__qualname__}"
-            if type_name in self._types and self._types[type_name].func is not func:
+            known = self.engine.types.get(type_name)
+            if known is not None and known.func is not func:
                 raise ConfigurationError(f"job type {type_name!r} is already registered")
-            self._types[type_name] = JobType.from_function(type_name, func, options)
+            self.engine.register(JobType.from_function(type_name, func, options))
             return func
 
         if callable(name):
@@ -166,14 +142,16 @@ class Conveyor:
         return register
 
     @property
+    def _types(self) -> dict[str, JobType]:
+        """The engine's registry (read by ``requeue``)."""
+        return self.engine.types
+
+    @property
     def job_types(self) -> dict[str, JobType]:
-        return dict(self._types)
+        return dict(self.engine.types)
 
     def job_type(self, name: str) -> JobType:
-        try:
-            return self._types[name]
-        except KeyError:
-            raise UnknownJobType(name, list(self._types)) from None
+        return self.engine.job_type(name)
 
     # -- enqueue ---------------------------------------------------------------------------------
     def enqueue(self, job_type: str, params: dict[str, Any] | None = None, *,
@@ -191,8 +169,7 @@ class Conveyor:
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
                             pause_timeout=pause_timeout, backoff=backoff)
         validate.actor(actor)
-        (job,) = self.store.insert_jobs([new], actor=actor)
-        self.events.emit(JobCreated(job, None, actor))
+        (job,) = self.engine.insert([new], actor=actor)
         return job
 
     def enqueue_many(self, requests: Iterable[EnqueueRequest], *,
@@ -203,10 +180,7 @@ class Conveyor:
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
                               backoff=r.backoff) for r in requests]
-        jobs = self.store.insert_jobs(news, actor=actor) if news else []
-        for job in jobs:
-            self.events.emit(JobCreated(job, None, actor))
-        return jobs
+        return self.engine.insert(news, actor=actor)
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
@@ -385,57 +359,22 @@ class Conveyor:
             pause_timeout=original.pause_timeout, backoff=original.backoff,
             requeued_from=original.id,
             progress=copy.deepcopy(original.progress) if keep_checkpoint else None)
-        (job,) = self.store.insert_jobs([new], actor=actor)
-        self.events.emit(JobCreated(job, None, actor, f"requeued from {original.id}"))
+        (job,) = self.engine.insert([new], actor=actor, reason=f"requeued from {original.id}")
         return job
 
     def _control(self, job_id: str,
                  decide: Callable[[Job], builtins.list[Change]]) -> Job:
-        for _ in range(_RACE_RETRIES):
-            job = self.store.get_job(job_id)
-            changes = decide(job)
-            if not changes:
-                return job
-            try:
-                after = self.store.apply(changes)
-            except ChangeRefused:
-                continue  # the job moved under us: decide again on its fresh state
-            self.emit_changes(job, changes, after)
-            return after
-        raise ConveyorError(f"job {job_id} kept changing under {_RACE_RETRIES} attempts; try again")
+        return self.engine.control(job_id, decide)
 
     def apply(self, changes: Sequence[Change]) -> Job:
         """Apply worker or reaper changes and emit their events (ChangeRefused propagates)."""
-        after = self.store.apply(changes)
-        self.emit_changes(None, changes, after)
-        return after
-
-    def emit_changes(self, before: Job | None, changes: Sequence[Change], after: Job) -> None:
-        """One event per change, each showing the job as that change left it."""
-        previous = before.state if before is not None else None
-        for index, change in enumerate(changes):
-            source = next(iter(change.when)) if len(change.when) == 1 else previous
-            if index < len(changes) - 1 and change.to_state is not None:
-                job = copy.copy(after)  # the job as this change left it, before the later ones
-                job.state = change.to_state
-                if change.values.get("error"):
-                    job.error = JobError(**change.values["error"])
-                    job.finished_at = after.updated_at
-                job.attempt -= sum(1 for later in changes[index + 1:]
-                                   if isinstance(later.values.get("attempt"), Increment))
-            else:
-                job = after
-            event_type = (JobRequested if change.to_state is None
-                          else _EVENT_OF_ACTION.get(change.action, JobRequested))
-            reason = change.reason or (change.action if change.to_state is None else "")
-            self.events.emit(event_type(job, source, change.actor, reason))
-            previous = change.to_state or previous
+        return self.engine.apply(changes)
 
     # -- workers ---------------------------------------------------------------------------------
     def worker(self, **options: Any) -> Worker:
         from conveyor.worker import Worker
 
-        return Worker(self, **options)
+        return Worker(self.engine, **options)
 
     def run_worker(self, concurrency: int = 4, *, burst: bool = False,
                    queues: Sequence[str] | None = None, **options: Any) -> WorkerStats:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from conveyor import payload
 from conveyor.errors import LeaseLost, StoreError
@@ -24,7 +24,7 @@ from conveyor.model import Job, JobProgress
 
 if TYPE_CHECKING:
     from conveyor.changes import Lease
-    from conveyor.stores.base import Signals, Store
+    from conveyor.stores.base import Signals
 
 
 log = logging.getLogger("conveyor.worker")
@@ -32,6 +32,13 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
+
+
+class ProgressWriter(Protocol):
+    """Where a running job's progress goes: the worker's engine (a bare store in tests)."""
+
+    def save_progress(self, lease: Lease, progress: JobProgress, *,
+                      checkpoint: bool = False) -> Signals: ...
 
 
 class JobInterrupt(BaseException):
@@ -70,7 +77,7 @@ class Execution:
 
     job: Job
     lease: Lease
-    store: Store
+    store: ProgressWriter
     retry_for: float = 30.0
     current: int = 0
     total: int = 0
@@ -81,7 +88,11 @@ class Execution:
     shutdown: bool = False
     lost: bool = False
     timed_out: bool = False
+    #: The job's thread is inside the job's own code; changed and read under ``gate``, the
+    #: only place a forced interrupt may be sent from (at most once: ``interrupted``).
     in_user_code: bool = False
+    interrupted: bool = False
+    gate: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
     progressed: bool = False
     #: A checkpoint is being written (and maybe retried through an outage): progress writes

@@ -8,7 +8,7 @@ import weakref
 from typing import Any
 
 from conveyor import transitions
-from conveyor.changes import Lease
+from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import NewJob, Store
@@ -52,16 +52,22 @@ def in_state(store: Store, state: JobState, *, lease: float = 30.0, **fields: An
     if state is JobState.PENDING:
         return job
     if state is JobState.CANCELLED:
-        return store.apply([transitions.cancel_idle(job.id, JobState.PENDING, "t", "")])
+        return apply_one(store, transitions.cancel_idle(job.id, JobState.PENDING, "t", ""))
     job = claim_one(store, [job_type], lease=lease)
     lease = lease_of(job)
     if state is JobState.RUNNING:
         return job
     if state is JobState.PAUSED:
-        return store.apply([transitions.pause_at_checkpoint(lease, JobProgress(1, 2), "t")])
+        return apply_one(store, transitions.pause_at_checkpoint(lease, JobProgress(1, 2), "t"))
     if state is JobState.COMPLETED:
-        return store.apply([transitions.complete(lease, {"ok": True}, "t")])
-    return store.apply([transitions.fail(lease, job.id, JobError("E", "boom"), "raised", "t")])
+        return apply_one(store, transitions.complete(lease, {"ok": True}, "t"))
+    return apply_one(store, transitions.fail(lease, job.id, JobError("E", "boom"), "raised", "t"))
+
+
+def apply_one(store: Store, change: Change) -> Job:
+    """Apply one change; the store returns exactly one row, the job as the change left it."""
+    (job,) = store.apply([change])
+    return job
 
 
 # -- time ------------------------------------------------------------------------------------

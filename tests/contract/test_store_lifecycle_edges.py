@@ -30,7 +30,8 @@ def app(store: Store) -> Conveyor:
 
 
 def _ask(store: Store, job_id: str, flag: str, state: JobState) -> Job:
-    return store.apply([transitions.request(job_id, flag, True, frozenset({state}), "op", "")])
+    (job,) = store.apply([transitions.request(job_id, flag, True, frozenset({state}), "op", "")])
+    return job
 
 
 def _resumed_twice(store: Store) -> tuple[Lease, Lease]:
@@ -84,8 +85,8 @@ def test_a_paused_job_without_a_resume_still_times_out(store: Store) -> None:
     job = in_state(store, S.PAUSED, pause_timeout=0.05)
     pass_time(store, 1.0)  # past the 0.05 s lease / pause timeout by the store's clock
     assert store.expired_pauses(10) != [], "the pause to time out"
-    done = store.apply([transitions.cancel_idle(job.id, S.PAUSED, "reaper", "pause timeout",
-                                                pause_expired=True)])
+    (done,) = store.apply([transitions.cancel_idle(job.id, S.PAUSED, "reaper", "pause timeout",
+                                                   pause_expired=True)])
     assert done.state is S.CANCELLED
 
 
@@ -101,7 +102,8 @@ def test_a_failure_is_refused_while_a_cancel_is_requested(store: Store) -> None:
         store.apply(changes)
     still = store.get_job(job.id)
     assert (still.state, still.attempt, still.error) == (S.RUNNING, 0, None)
-    cancelled = store.apply([transitions.cancel_running(lease, job.id, None, "w", "cancelled")])
+    (cancelled,) = store.apply([transitions.cancel_running(lease, job.id, None, "w",
+                                                           "cancelled")])
     assert cancelled.state is S.CANCELLED
 
 

@@ -51,7 +51,7 @@ def test_each_move_succeeds_exactly_where_the_table_allows(store: Store, state: 
     allowed = state in change.when and target in TRANSITIONS[state]
     before = _history_len(store, job)
     if allowed:
-        after = store.apply([change])
+        (after,) = store.apply([change])
         assert after.state is target
         history = store.history(job.id)
         assert len(history) == before + 1
@@ -71,24 +71,24 @@ def test_side_effects_of_a_full_life(store: Store) -> None:
     started = job.started_at
     assert started is not None and job.state is S.RUNNING and job.worker_id == "worker-a"
     assert job.lease_expires_at is not None and job.lease_expires_at > store.now()
-    job = store.apply([transitions.pause_at_checkpoint(lease_of(job), JobProgress(2, 5, {"i": 2}),
-                                                       "w")])
+    (job,) = store.apply([transitions.pause_at_checkpoint(lease_of(job),
+                                                          JobProgress(2, 5, {"i": 2}), "w")])
     assert job.state is S.PAUSED and job.paused_at is not None and job.lease_token is None
     assert job.progress == JobProgress(2, 5, {"i": 2})
-    job = store.apply([transitions.request(job.id, "resume_requested", True,
-                                           frozenset({S.PAUSED}), "op", "")])
+    (job,) = store.apply([transitions.request(job.id, "resume_requested", True,
+                                              frozenset({S.PAUSED}), "op", "")])
     assert job.resume_requested
     job = claim_one(store, [job.job_type])
     assert job.started_at == started, "started_at is set on the first start only"
     assert not job.resume_requested and job.paused_at is not None
-    job = store.apply([transitions.fail(lease_of(job), job.id, ERROR, "raised", "w")])
+    (job,) = store.apply([transitions.fail(lease_of(job), job.id, ERROR, "raised", "w")])
     assert job.state is S.FAILED and job.finished_at is not None and job.error == ERROR
     assert job.worker_id is None and job.lease_token is None
-    job = store.apply([transitions.retry(job.id, "op", "manual")])
+    (job,) = store.apply([transitions.retry(job.id, "op", "manual")])
     assert (job.state, job.attempt, job.error, job.finished_at) == (S.PENDING, 1, None, None)
     assert job.progress.last_checkpoint == {"i": 2}, "checkpoints survive retries"
     job = claim_one(store, [job.job_type])
-    job = store.apply([transitions.complete(lease_of(job), None, "w")])
+    (job,) = store.apply([transitions.complete(lease_of(job), None, "w")])
     assert job.state is S.COMPLETED and job.result is None and job.finished_at is not None
     actions = [h.action for h in store.history(job.id)]
     assert actions == ["create", "start", "pause", "request_resume", "resume", "fail", "retry",
@@ -98,16 +98,16 @@ def test_side_effects_of_a_full_life(store: Store) -> None:
 def test_result_values_round_trip(store: Store) -> None:
     for result in ({"a": [1, 2.5, "x"]}, [1, 2], "text", 42, 0, False, None):
         job = running(store)
-        done = store.apply([transitions.complete(lease_of(job), result, "w")])
+        (done,) = store.apply([transitions.complete(lease_of(job), result, "w")])
         assert done.result == result
         assert store.get_job(job.id).result == result
 
 
 def test_retry_guard_refuses_exhausted_jobs(store: Store) -> None:
     job = in_state(store, S.FAILED, max_attempts=1)
-    job = store.apply([transitions.retry(job.id, "op", "")])
+    (job,) = store.apply([transitions.retry(job.id, "op", "")])
     job = claim_one(store, [job.job_type])
-    job = store.apply([transitions.fail(lease_of(job), job.id, ERROR, "raised", "w")])
+    (job,) = store.apply([transitions.fail(lease_of(job), job.id, ERROR, "raised", "w")])
     assert job.attempt == 1
     with pytest.raises(ChangeRefused):
         store.apply([transitions.retry(job.id, "op", "")])
@@ -128,7 +128,7 @@ def test_fencing_refuses_a_stale_token_or_attempt(store: Store) -> None:
         with pytest.raises(ChangeRefused):
             store.apply([transitions.complete(stale, {"stale": True}, "zombie")])
     assert store.get_job(job.id).state is S.RUNNING
-    assert store.apply([transitions.complete(real, {}, "w")]).state is S.COMPLETED
+    assert store.apply([transitions.complete(real, {}, "w")])[0].state is S.COMPLETED
 
 
 def test_multi_change_apply_is_atomic(store: Store) -> None:
@@ -142,11 +142,29 @@ def test_multi_change_apply_is_atomic(store: Store) -> None:
     assert store.get_job(job.id).state is S.RUNNING
     assert _history_len(store, job) == before
     job2 = running(store, max_attempts=3)
-    after = store.apply([transitions.fail(lease_of(job2), job2.id, ERROR, "raised", "w"),
-                         transitions.retry(job2.id, "w", "automatic", delay=60)])
+    failed, after = store.apply([
+        transitions.fail(lease_of(job2), job2.id, ERROR, "raised", "w"),
+        transitions.retry(job2.id, "w", "automatic", delay=60)])
     assert (after.state, after.attempt) == (S.PENDING, 1)
     assert after.run_at > store.now()
     assert [h.action for h in store.history(job2.id)][-2:] == ["fail", "retry"]
+    # one row per change, each as that change left it (read in the transaction)
+    assert (failed.state, failed.attempt, failed.error) == (S.FAILED, 0, ERROR)
+    assert failed.finished_at is not None and failed.lease_token is None
+    assert (after.error, after.finished_at) == (None, None)
+
+
+def test_apply_returns_each_changes_own_row(store: Store) -> None:
+    job = running(store)
+    asked, cancelled = store.apply([
+        transitions.request(job.id, "cancel_requested", True, frozenset({S.RUNNING}), "op", ""),
+        transitions.cancel_running(lease_of(job), job.id, JobProgress(3, 7), "w", "at once")])
+    assert (asked.state, asked.cancel_requested, asked.lease_token) == (
+        S.RUNNING, True, job.lease_token)
+    assert asked.progress.current_step == 0 and asked.finished_at is None
+    assert (cancelled.state, cancelled.lease_token) == (S.CANCELLED, None)
+    assert cancelled.progress.current_step == 3 and cancelled.finished_at is not None
+    assert cancelled == store.get_job(job.id)
 
 
 def test_apply_on_an_unknown_job(store: Store) -> None:
@@ -156,8 +174,8 @@ def test_apply_on_an_unknown_job(store: Store) -> None:
 
 def test_requests_set_flags_without_moving(store: Store) -> None:
     job = running(store)
-    after = store.apply([transitions.request(job.id, "pause_requested", True,
-                                             frozenset({S.RUNNING}), "alice", "maintenance")])
+    (after,) = store.apply([transitions.request(job.id, "pause_requested", True,
+                                                frozenset({S.RUNNING}), "alice", "maintenance")])
     assert after.state is S.RUNNING and after.pause_requested
     last = store.history(job.id)[-1]
     assert (last.action, last.from_state, last.to_state, last.actor, last.reason) == (
@@ -174,8 +192,8 @@ def test_cancel_of_a_running_job_needs_the_request(store: Store) -> None:
         store.apply([transitions.cancel_running(lease_of(job), job.id, None, "w", "checkpoint")])
     store.apply([transitions.request(job.id, "cancel_requested", True, frozenset({S.RUNNING}),
                                      "op", "")])
-    done = store.apply([transitions.cancel_running(lease_of(job), job.id, JobProgress(4, 9),
-                                                   "w", "cancelled at checkpoint")])
+    (done,) = store.apply([transitions.cancel_running(lease_of(job), job.id, JobProgress(4, 9),
+                                                      "w", "cancelled at checkpoint")])
     assert done.state is S.CANCELLED and done.progress.current_step == 4
     assert done.finished_at is not None and done.lease_token is None
 
@@ -190,7 +208,7 @@ def test_lease_expired_guard(store: Store) -> None:
     assert store.expired_leases(10) == []
     pass_time(store, 31)
     assert [j.id for j in store.expired_leases(10)] == [job.id]
-    assert store.apply([reaper_fail]).state is S.FAILED
+    assert store.apply([reaper_fail])[0].state is S.FAILED
     assert store.expired_leases(10) == []
 
 
@@ -232,6 +250,6 @@ def test_pause_timeout_guard(store: Store) -> None:
     assert store.expired_pauses(10) == []
     pass_time(store, 31)
     assert [j.id for j in store.expired_pauses(10)] == [job.id]
-    done = store.apply([cancel])
+    (done,) = store.apply([cancel])
     assert done.state is S.CANCELLED
     assert store.history(job.id)[-1].reason == "pause timeout"

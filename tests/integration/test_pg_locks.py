@@ -110,7 +110,7 @@ def test_the_reaper_passes_a_locked_row_and_takes_it_once_free(
         promptly(lambda: store.apply([fail]))
     assert store.get_job(job.id).state is JobState.RUNNING
     locker.rollback()
-    assert store.apply([fail]).state is JobState.FAILED
+    assert store.apply([fail])[0].state is JobState.FAILED
 
 
 def test_a_heartbeat_never_waits_on_a_locked_row(

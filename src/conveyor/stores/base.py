@@ -120,8 +120,12 @@ class Store(Protocol):
         """The job's history rows, oldest first (JobNotFound for an unknown id)."""
 
     # -- transitions ------------------------------------------------------------------------
-    def apply(self, changes: Sequence[Change]) -> Job:
+    def apply(self, changes: Sequence[Change]) -> list[Job]:
         """Apply ``changes`` (all to one job) atomically, in order, with their history rows.
+
+        Returns one job per change, in order: the row exactly as that change left it, read in
+        the same transaction (``UPDATE ... RETURNING``), so that each change's event can carry
+        the real row (a fail followed by a retry: the failed row, then the pending one).
 
         Raises :class:`ChangeRefused` (nothing written) when any of them matches no row, and
         :class:`~conveyor.errors.JobNotFound` when the job does not exist.

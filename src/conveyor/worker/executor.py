@@ -1,15 +1,18 @@
-"""The per-job executor, as a pipeline of small steps (after Oban's executor).
+"""The per-job executor, as a pipeline of small typed steps (after Oban's executor).
 
-build the context -> perform (sync in this thread, async on the worker's loop) -> normalise the
-outcome -> record it with a compare-and-set fenced by the lease. A write refused by the store
-means the worker lost the job (the reaper or an operator moved it); the outcome is then dropped,
-never forced.
+record started (the claim, done by the worker's loop) -> resolve the job type -> perform (sync
+in the slot's thread, async on the worker's loop) -> normalise what happened into an
+:class:`Outcome` -> record finished, a compare-and-set fenced by the lease. A write refused by
+the store means the worker lost the job (the reaper or an operator moved it); the outcome is
+then dropped, never forced. Each step takes the previous one's value, so recording finished
+jobs in batches would change the last step only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import enum
 import logging
 import traceback
 from collections.abc import Callable
@@ -32,22 +35,44 @@ from conveyor.errors import ConveyorError, LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.retry import Backoff
+from conveyor.worker.slots import enter_user_code, leave_user_code
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.engine import Engine
     from conveyor.registry import JobType
 
 log = logging.getLogger("conveyor.worker")
+
+
+class OutcomeKind(enum.Enum):
+    """What a run came to. A run ends completed, failed, paused, cancelled or lost; recording
+    a failure may retry it; a shutdown releases a run that would not stop."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRIED = "retried"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    RELEASED = "released"
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a run came to, before it is recorded."""
 
-    kind: str  # completed | failed | paused | cancelled | lost
+    kind: OutcomeKind
     result: Any = None
     error: JobError | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What the job function did: returned ``value``, or raised ``raised``."""
+
+    value: Any = None
+    raised: BaseException | None = None
 
 
 def error_of(exc: BaseException, *, with_traceback: bool = True) -> JobError:
@@ -55,51 +80,94 @@ def error_of(exc: BaseException, *, with_traceback: bool = True) -> JobError:
     return JobError(type(exc).__name__, str(exc), text)
 
 
+# -- the pipeline -------------------------------------------------------------------------------
+
+def execute(engine: Engine, execution: Execution, actor: str, *,
+            loop_of: Callable[[JobType], asyncio.AbstractEventLoop | None],
+            on_future: Callable[[concurrent.futures.Future[Any]], None]) -> OutcomeKind:
+    """Run one claimed job to its recorded end; returns what was recorded."""
+    spec = resolve(engine, execution.job)
+    ran = perform(spec, execution, loop_of(spec), on_future)
+    outcome = normalise(ran, execution)
+    return record_finished(engine, execution, outcome, actor)
+
+
+def resolve(engine: Engine, job: Job) -> JobType:
+    return engine.job_type(job.job_type)
+
+
 def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop | None,
-            on_future: Callable[[concurrent.futures.Future[Any]], None]) -> Outcome:
-    """Run the job function and turn whatever happens into an :class:`Outcome`."""
-    job = execution.job
-    execution.in_user_code = True
+            on_future: Callable[[concurrent.futures.Future[Any]], None]) -> Ran:
+    """Call the job function; whatever it returns or raises is kept for :func:`normalise`.
+
+    A forced interrupt is only ever raised in this thread between entering and leaving the
+    job's code; leaving clears one that was sent but had not fired, and if it fires while
+    leaving it is caught here like any other.
+    """
     try:
-        if spec.is_async:
-            if loop is None:  # pragma: no cover - the worker always passes its loop
-                raise RuntimeError("async job without an event loop")
-            coro = spec.func(AsyncJobContext(execution), **job.params)
-            future = asyncio.run_coroutine_threadsafe(coro, loop)
-            on_future(future)
-            try:
-                value = future.result()
-            except concurrent.futures.CancelledError:
-                raise execution_cancel_reason(execution) from None
-        else:
-            value = spec.func(JobContext(execution), **job.params)
-        execution.in_user_code = False
-    except PauseInterrupt:
-        return Outcome("paused", reason="worker shutdown" if execution.shutdown
-                       and not execution.db_pause else "paused at checkpoint")
-    except ForcedCancelInterrupt:
-        return Outcome("cancelled", reason="stopped after the cancel grace period")
-    except CancelInterrupt:
-        return Outcome("cancelled", reason="cancelled at checkpoint")
-    except LeaseLostInterrupt:
-        return Outcome("lost")
-    except TimeoutInterrupt:
-        timeout = job.timeout
-        return Outcome("failed", error=JobError("TimeoutError", f"job ran past its {timeout}s "
-                                                "timeout"), reason="timed out")
-    except _ForcedCancel:
-        return Outcome("cancelled", reason="stopped after the cancel grace period")
+        enter_user_code(execution)
+        try:
+            value = _call(spec, execution, loop, on_future)
+        finally:
+            leave_user_code(execution)
     except BaseException as exc:  # noqa: BLE001 - job code may raise anything; we record it
-        error = error_of(exc)
-        return Outcome("failed", error=error, reason=f"raised {error}")
-    finally:
-        execution.in_user_code = False
+        leave_user_code(execution)
+        return Ran(raised=exc)
+    return Ran(value=value)
+
+
+def _call(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop | None,
+          on_future: Callable[[concurrent.futures.Future[Any]], None]) -> Any:
+    job = execution.job
+    if not spec.is_async:
+        return spec.func(JobContext(execution), **job.params)
+    if loop is None:  # pragma: no cover - the worker always passes its loop
+        raise RuntimeError("async job without an event loop")
+    coro = spec.func(AsyncJobContext(execution), **job.params)
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    on_future(future)
     try:
-        payload.validate(value, "result")
-    except ConveyorError as exc:
-        return Outcome("failed", error=error_of(exc, with_traceback=False),
-                       reason="result is not JSON")
-    return Outcome("completed", result=value)
+        return future.result()
+    except concurrent.futures.CancelledError:
+        raise execution_cancel_reason(execution) from None
+
+
+def normalise(ran: Ran, execution: Execution) -> Outcome:
+    """Turn what the job did into an :class:`Outcome`."""
+    exc = ran.raised
+    if exc is None:
+        try:
+            payload.validate(ran.value, "result")
+        except ConveyorError as bad:
+            return Outcome(OutcomeKind.FAILED, error=error_of(bad, with_traceback=False),
+                           reason="result is not JSON")
+        return Outcome(OutcomeKind.COMPLETED, result=ran.value)
+    if isinstance(exc, PauseInterrupt):
+        return Outcome(OutcomeKind.PAUSED, reason="worker shutdown" if execution.shutdown
+                       and not execution.db_pause else "paused at checkpoint")
+    if isinstance(exc, ForcedCancelInterrupt | _ForcedCancel):
+        return Outcome(OutcomeKind.CANCELLED, reason="stopped after the cancel grace period")
+    if isinstance(exc, CancelInterrupt):
+        return Outcome(OutcomeKind.CANCELLED, reason="cancelled at checkpoint")
+    if isinstance(exc, LeaseLostInterrupt):
+        return Outcome(OutcomeKind.LOST)
+    if isinstance(exc, TimeoutInterrupt):
+        error = JobError("TimeoutError", f"job ran past its {execution.job.timeout}s timeout")
+        return Outcome(OutcomeKind.FAILED, error=error, reason="timed out")
+    error = error_of(exc)
+    return Outcome(OutcomeKind.FAILED, error=error, reason=f"raised {error}")
+
+
+def record_finished(engine: Engine, execution: Execution, outcome: Outcome,
+                    actor: str) -> OutcomeKind:
+    """Write the final progress, then the outcome.
+
+    A store outage shorter than the lease must not cost the job its outcome: both writes are
+    retried like a checkpoint (each is fenced by the lease, so repeating it is safe).
+    """
+    execution.finished = True
+    execution.patiently(execution.flush, "progress")
+    return execution.patiently(lambda: record(engine, execution, outcome, actor), "outcome")
 
 
 class _ForcedCancel(BaseException):
@@ -121,16 +189,16 @@ def outcome_changes(job: Job, lease: Lease, outcome: Outcome, actor: str,
                     rand: Callable[[], float], progress_of: Execution) -> list[Change]:
     """The fenced changes that record ``outcome`` (empty when the lease was lost)."""
     progress = progress_of.snapshot()
-    if outcome.kind == "completed":
+    if outcome.kind is OutcomeKind.COMPLETED:
         return [transitions.complete(lease, outcome.result, actor)]
-    if outcome.kind == "paused":
+    if outcome.kind is OutcomeKind.PAUSED:
         return [transitions.pause_at_checkpoint(lease, progress, actor,
                                                 resume=progress_of.shutdown
                                                 and not progress_of.db_pause,
                                                 reason=outcome.reason)]
-    if outcome.kind == "cancelled":
+    if outcome.kind is OutcomeKind.CANCELLED:
         return [transitions.cancel_running(lease, job.id, progress, actor, outcome.reason)]
-    if outcome.kind == "failed":
+    if outcome.kind is OutcomeKind.FAILED:
         if progress_of.db_cancel:
             reason = f"cancelled; the job {outcome.reason}"
             return [transitions.cancel_running(lease, job.id, progress, actor, reason)]
@@ -158,46 +226,49 @@ def failure_changes(job: Job, lease: Lease | None, error: JobError, reason: str,
     return changes
 
 
-def record_failure(app: Conveyor, job: Job, lease: Lease, error: JobError, reason: str,
+def record_failure(engine: Engine, job: Job, lease: Lease, error: JobError, reason: str,
                    actor: str, *, progress: JobProgress | None = None,
                    lease_expired: bool = False, interrupted: bool = False,
-                   cancel_reason: str | None = None) -> str:
+                   cancel_reason: str | None = None) -> OutcomeKind:
     """Fail the run (and retry it), or record the cancel that was requested before the failure.
 
     The failure is refused by the store while ``cancel_requested`` is set, so a cancel that
     arrives between the worker's last look at the flags and this write still wins. Returns
-    ``failed``, ``retried`` or ``cancelled``; raises :class:`ChangeRefused` when the lease is
-    gone (the job is not ours to write any more).
+    FAILED, RETRIED or CANCELLED; raises :class:`ChangeRefused` when the lease is gone (the
+    job is not ours to write any more).
     """
-    changes = failure_changes(job, lease, error, reason, actor, app.rand,
+    changes = failure_changes(job, lease, error, reason, actor, engine.rand,
                               lease_expired=lease_expired, interrupted=interrupted)
     try:
-        app.apply(changes)
-        return "retried" if len(changes) > 1 else "failed"
+        engine.apply(changes)
+        return OutcomeKind.RETRIED if len(changes) > 1 else OutcomeKind.FAILED
     except ChangeRefused as refused:
         now = refused.job
         if not (now.state is JobState.RUNNING and now.cancel_requested
                 and now.lease_token == lease.token and now.attempt == lease.attempt):
             raise
-    app.apply([transitions.cancel_running(
+    engine.apply([transitions.cancel_running(
         lease, job.id, progress, actor, cancel_reason or f"cancelled; the job {reason}",
         lease_expired=lease_expired)])
-    return "cancelled"
+    return OutcomeKind.CANCELLED
 
 
-def record(app: Conveyor, execution: Execution, outcome: Outcome, actor: str) -> str:
-    """Write the outcome; returns what was recorded (or ``lost``)."""
-    if outcome.kind == "lost" or execution.lost:
-        log.warning("job %s: lease lost, outcome %s dropped", execution.job.id, outcome.kind)
-        return "lost"
+def record(engine: Engine, execution: Execution, outcome: Outcome, actor: str) -> OutcomeKind:
+    """Write the outcome; returns what was recorded (LOST when the lease was gone)."""
+    if outcome.kind is OutcomeKind.LOST or execution.lost:
+        log.warning("job %s: lease lost, outcome %s dropped", execution.job.id,
+                    outcome.kind.value)
+        return OutcomeKind.LOST
     try:
-        if outcome.kind == "failed" and not execution.db_cancel:
+        if outcome.kind is OutcomeKind.FAILED and not execution.db_cancel:
             assert outcome.error is not None
-            return record_failure(app, execution.job, execution.lease, outcome.error,
+            return record_failure(engine, execution.job, execution.lease, outcome.error,
                                   outcome.reason, actor, progress=execution.snapshot())
-        app.apply(outcome_changes(execution.job, execution.lease, outcome, actor, app.rand,
-                                  execution))
+        engine.apply(outcome_changes(execution.job, execution.lease, outcome, actor,
+                                     engine.rand, execution))
     except (ChangeRefused, LeaseLost):
-        log.warning("job %s: lease lost before recording %s", execution.job.id, outcome.kind)
-        return "lost"
-    return "cancelled" if outcome.kind == "failed" else outcome.kind
+        log.warning("job %s: lease lost before recording %s", execution.job.id,
+                    outcome.kind.value)
+        return OutcomeKind.LOST
+    # a failure recorded while a cancel was requested is the cancel
+    return OutcomeKind.CANCELLED if outcome.kind is OutcomeKind.FAILED else outcome.kind

@@ -1,10 +1,11 @@
 """The worker: claims jobs into free slots, runs them, and keeps their leases alive.
 
-Execution model. Each slot is a daemon thread running the executor pipeline for one job. Sync
-job functions run in that thread; ``async def`` job functions run on one event loop shared by
-the worker (its own thread), and the slot thread waits for them. We chose this over a separate
-process pool because jobs then share the app's objects and connections, a claim costs no fork,
-and async jobs still get real cancellation (``task.cancel()``). The price: a sync job that never
+Execution model. Each claimed job runs the executor pipeline on a thread of the worker's slot
+pool (threads reused across jobs, see :mod:`conveyor.worker.slots`). Sync job functions run in
+that thread; ``async def`` job functions run on one event loop shared by the worker (its own
+thread), and the slot thread waits for them. We chose threads over a process pool because
+jobs then share the app's objects and connections, a claim costs no fork, and async jobs
+still get real cancellation (``task.cancel()``). The price: a sync job that never
 reaches a checkpoint can only be interrupted between bytecodes (best effort), and a job that
 crashes the interpreter takes the worker with it — the reaper then fails the job as lost and
 retries it, and once its attempts are used up it stays failed, so a poison job cannot make
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -31,24 +31,26 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, assert_never
 
 from conveyor import transitions, validate
 from conveyor.changes import ChangeRefused, Lease
-from conveyor.context import Execution, ForcedCancelInterrupt, JobInterrupt, TimeoutInterrupt
+from conveyor.context import Execution, ForcedCancelInterrupt, TimeoutInterrupt
+from conveyor.engine import Engine, HasEngine, engine_of
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
-from conveyor.events import JobProgressed, JobResumed, JobStarted
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
+from conveyor.registry import JobType
 from conveyor.stores.base import JobQuery
-from conveyor.worker.executor import perform, record, record_failure
+from conveyor.worker.executor import OutcomeKind, execute, record_failure
 from conveyor.worker.reaper import reap
+from conveyor.worker.slots import Slot, SlotPool, interrupt
 
-if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+#: The old name of :class:`Slot` (tests build slots by hand).
+_Slot = Slot
 
 log = logging.getLogger("conveyor.worker")
 #: A burst worker waits for pending jobs due within this many seconds (retries in backoff);
@@ -69,30 +71,33 @@ class WorkerStats:
     lost: int = 0
     released: int = 0
 
-    def count(self, outcome: str) -> None:
-        if hasattr(self, outcome):
-            setattr(self, outcome, getattr(self, outcome) + 1)
-
-
-@dataclass
-class _Slot:
-    execution: Execution
-    thread: threading.Thread | None = None
-    future: concurrent.futures.Future[Any] | None = None
-    deadline: float | None = None
-    cancel_seen: float | None = None
-    forced_at: float | None = None
-    abandoned: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
-    #: When the lease was last known renewed (monotonic): claim, then each heartbeat.
-    renewed: float = field(default_factory=time.monotonic)
-    stale_warned: bool = False
+    def count(self, outcome: OutcomeKind) -> None:
+        match outcome:
+            case OutcomeKind.COMPLETED:
+                self.completed += 1
+            case OutcomeKind.FAILED:
+                self.failed += 1
+            case OutcomeKind.RETRIED:
+                self.retried += 1
+            case OutcomeKind.PAUSED:
+                self.paused += 1
+            case OutcomeKind.CANCELLED:
+                self.cancelled += 1
+            case OutcomeKind.LOST:
+                self.lost += 1
+            case OutcomeKind.RELEASED:
+                self.released += 1
+            case _:
+                assert_never(outcome)
 
 
 class Worker:
-    """Runs jobs of the app's registered types from the store."""
+    """Runs jobs of the engine's registered types from its store.
 
-    def __init__(self, app: Conveyor, *, concurrency: int = 4,
+    Takes the engine (``app.engine``); an app is accepted too, for its engine.
+    """
+
+    def __init__(self, engine: Engine | HasEngine, *, concurrency: int = 4,
                  queues: Sequence[str] | None = None, lease_seconds: float = 30.0,
                  heartbeat_interval: float = 10.0, poll_interval: float = 1.0,
                  reap_interval: float | None = None, shutdown_grace: float = 30.0,
@@ -102,7 +107,7 @@ class Worker:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
             raise ConfigurationError("heartbeat_interval must be > 0 and shorter than the lease")
-        self.app = app
+        self.engine = engine_of(engine)
         self.concurrency = concurrency
         self.queues = [validate.name("queue", q, config=True) for q in queues or []]
         self.lease_seconds = lease_seconds
@@ -115,7 +120,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.handle_signals = handle_signals
         self.stats = WorkerStats()
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
+        self._pool = SlotPool(concurrency, self._run_slot, self._slot_done)
         self._slots_lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._stopping = threading.Event()
@@ -135,7 +141,7 @@ class Worker:
 
     def _wake_loop(self) -> None:
         with contextlib.suppress(ConveyorError):
-            self.app.store.notify_work()
+            self.engine.store.notify_work()
 
     @property
     def active(self) -> int:
@@ -144,9 +150,10 @@ class Worker:
 
     def run(self, *, burst: bool = False) -> WorkerStats:
         """Work until stopped, or (``burst``) until nothing runnable is left."""
-        if not self.app.job_types:
+        if not self.engine.types:
             raise ConfigurationError("no job types are registered with this app")
         restore = self._install_signals()
+        self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
         monitor = threading.Thread(target=self._monitor, name="conveyor-monitor", daemon=True)
         monitor.start()
         reaper = threading.Thread(target=self._reaper, name="conveyor-reaper", daemon=True)
@@ -161,6 +168,7 @@ class Worker:
             self._stopping.set()
             monitor.join(timeout=5)
             reaper.join(timeout=5)
+            self._pool.close()
             self._stop_loop()
             restore()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
@@ -169,15 +177,15 @@ class Worker:
     # -- main loop ---------------------------------------------------------------------------------
     def _loop_forever(self, burst: bool) -> None:
         backoff = 0.0
-        types = sorted(self.app.job_types)
+        types = sorted(self.engine.types)
         while not self._stopping.is_set():
             free = self.concurrency - self.active
             claimed: list[Job] = []
             try:
                 if free > 0:
-                    claimed = self.app.store.claim(self.worker_id, queues=self.queues,
-                                                   job_types=types, limit=free,
-                                                   lease_seconds=self.lease_seconds)
+                    claimed = self.engine.claim(self.worker_id, queues=self.queues,
+                                                job_types=types, limit=free,
+                                                lease_seconds=self.lease_seconds)
                 if burst and not claimed and self.active == 0 and not self._work_left(types):
                     return
                 backoff = 0.0
@@ -197,10 +205,10 @@ class Worker:
 
     def _work_left(self, types: list[str]) -> bool:
         """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?"""
-        waiting = self.app.store.list_jobs(JobQuery(
+        waiting = self.engine.store.list_jobs(JobQuery(
             states=frozenset({JobState.PENDING}), job_types=frozenset(types),
             queues=frozenset(self.queues), limit=100))
-        horizon = self.app.store.now() + timedelta(seconds=BURST_HORIZON)
+        horizon = self.engine.store.now() + timedelta(seconds=BURST_HORIZON)
         return any(job.run_at <= horizon for job in waiting)
 
     def _wait_for_work(self, burst: bool = False) -> None:
@@ -208,62 +216,39 @@ class Worker:
             self._slot_freed.wait(self.poll_interval)
             self._slot_freed.clear()
         else:
-            self.app.store.wait_for_work(self.poll_interval)
+            self.engine.store.wait_for_work(self.poll_interval)
 
     def _dispatch(self, job: Job) -> None:
+        """Hand a claimed job to a slot (its start was recorded, and announced, by the claim)."""
         assert job.lease_token is not None
         self.stats.claimed += 1
-        event = JobResumed if job.paused_at is not None else JobStarted
-        self.app.events.emit(event(job, JobState.PAUSED if event is JobResumed
-                                   else JobState.PENDING, self.worker_id))
-        execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.app.store,
+        execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.engine,
                               retry_for=self.lease_seconds)
-        slot = _Slot(execution)
+        slot = Slot(execution)
         if job.timeout:
             slot.deadline = time.monotonic() + job.timeout
         with self._slots_lock:
             self._slots[job.lease_token] = slot
-        slot.thread = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
-                                       name=f"conveyor-job-{job.id[:8]}")
-        slot.thread.start()
+        self._pool.submit(slot)
 
-    def _run_slot(self, slot: _Slot) -> None:
-        execution = slot.execution
-        job = execution.job
+    def _run_slot(self, slot: Slot) -> None:
+        """The executor pipeline for one job, on a pool thread."""
+        job = slot.execution.job
+
+        def keep(future: concurrent.futures.Future[Any]) -> None:
+            slot.future = future
+
         try:
-            spec = self.app.job_type(job.job_type)
-            loop = self._event_loop() if spec.is_async else None
-
-            def keep(future: concurrent.futures.Future[Any]) -> None:
-                slot.future = future
-
-            outcome = perform(spec, execution, loop, keep)
-            execution.finished = True
-            # A store outage shorter than the lease must not cost the job its outcome: the
-            # final progress and the outcome are retried like a checkpoint.
-            try:
-                execution.patiently(execution.flush, "progress")
-            except JobInterrupt:  # a forced interrupt that arrived just after the job returned
-                execution.patiently(execution.flush, "progress")
-            if slot.abandoned:
-                self.stats.count("lost")
-                return
-
-            def write_outcome() -> str:
-                return record(self.app, execution, outcome, self.worker_id)
-
-            try:
-                recorded = execution.patiently(write_outcome, "outcome")
-            except JobInterrupt:
-                recorded = execution.patiently(write_outcome, "outcome")
+            recorded = execute(self.engine, slot.execution, self.worker_id,
+                               loop_of=self._loop_for, on_future=keep)
             self.stats.count(recorded)
         except ConveyorError as exc:
             log.error("job %s: could not record its outcome: %s", job.id, exc)
         except BaseException:
             log.exception("job %s: worker error", job.id)
-        finally:
-            self._forget(slot)
-            slot.done.set()
+
+    def _loop_for(self, spec: JobType) -> asyncio.AbstractEventLoop | None:
+        return self._event_loop() if spec.is_async else None
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._slots_lock:
@@ -289,7 +274,7 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                reap(self.app, actor=f"reaper@{self.worker_id}")
+                reap(self.engine, actor=f"reaper@{self.worker_id}")
                 failures = 0
                 wait = self.reap_interval
             except ConveyorError as exc:
@@ -338,25 +323,24 @@ class Worker:
                             "another worker may take the job over", self.worker_id,
                             slot.execution.job.id, now - slot.renewed, self.lease_seconds)
 
-    def _current_slots(self) -> list[_Slot]:
+    def _current_slots(self) -> list[Slot]:
         with self._slots_lock:
             return [s for s in self._slots.values() if not s.abandoned]
 
     def _tick_progress(self) -> None:
         slots = self._current_slots()
-        quiet: list[_Slot] = []
+        quiet: list[Slot] = []
         for slot in slots:
             x = slot.execution
             wrote = x.flush()
             if (wrote or x.progressed) and not x.finished:
                 x.progressed = False
-                self.app.events.emit(JobProgressed(self._progress_view(x),
-                                                   JobState.RUNNING, self.worker_id))
+                self.engine.progressed(self._progress_view(x), self.worker_id)
             if not wrote:
                 quiet.append(slot)
         if not quiet:
             return
-        fresh = {j.id: j for j in self.app.store.get_jobs(s.execution.job.id for s in quiet)}
+        fresh = {j.id: j for j in self.engine.store.get_jobs(s.execution.job.id for s in quiet)}
         for slot in quiet:
             x = slot.execution
             job = fresh.get(x.job.id)
@@ -376,11 +360,12 @@ class Worker:
         if not slots:
             return
         sent = time.monotonic()
-        held = self.app.store.heartbeat([s.execution.lease for s in slots], self.lease_seconds)
+        held = self.engine.heartbeat([s.execution.lease for s in slots], self.lease_seconds)
         for slot in slots:
             signals = held.get(slot.execution.lease.token)
             if signals is None:
-                if not slot.execution.lost:
+                # a finished run may have released its lease by recording its outcome
+                if not slot.execution.lost and not slot.execution.finished:
                     log.warning("job %s: lease lost; the job will not be written to",
                                 slot.execution.job.id)
                 slot.execution.lost = True
@@ -406,43 +391,47 @@ class Worker:
             if slot.forced_at is not None and now - slot.forced_at >= max(1.0, self.cancel_grace):
                 self._abandon(slot)
 
-    def _interrupt(self, slot: _Slot, exc: type[BaseException]) -> None:
+    def _interrupt(self, slot: Slot, exc: type[BaseException]) -> None:
         """Stop a job that ignores requests: cancel its task, or raise in its thread.
 
-        The exception is only aimed at a thread that is inside the job's own code, so it can
-        not land in the middle of the worker recording an outcome.
+        The exception is only aimed at a thread that is inside the job's own code (see
+        :func:`conveyor.worker.slots.interrupt`), so it can not land in the middle of the
+        worker recording an outcome, nor in the next job that thread runs.
         """
         if slot.future is not None:
             slot.future.cancel()
             return
-        thread = slot.thread
-        if thread is not None and thread.ident is not None and slot.execution.in_user_code:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                       ctypes.py_object(exc))
+        interrupt(slot, exc)
 
-    def _abandon(self, slot: _Slot) -> None:
+    def _abandon(self, slot: Slot) -> None:
         """The job would not stop: record its end ourselves and fence its thread out."""
         x = slot.execution
         slot.abandoned = True
         x.lost = True
         with contextlib.suppress(ChangeRefused, ConveyorError):
             if x.db_cancel:
-                self.app.apply([transitions.cancel_running(
+                self.engine.apply([transitions.cancel_running(
                     x.lease, x.job.id, x.snapshot(), self.worker_id,
                     "stopped after the cancel grace period")])
             else:
                 error = JobError("TimeoutError", f"job ran past its {x.job.timeout}s timeout "
                                  "and did not stop")
-                record_failure(self.app, x.job, x.lease, error, "timed out", self.worker_id,
+                record_failure(self.engine, x.job, x.lease, error, "timed out", self.worker_id,
                                progress=x.snapshot())
+        self._pool.write_off(slot)  # its thread is stuck in the job: the pool replaces it
         self._forget(slot)
 
-    def _forget(self, slot: _Slot) -> None:
+    def _forget(self, slot: Slot) -> None:
         """Free the slot (keyed by lease token: a newer run of the same job is another slot)."""
         with self._slots_lock:
             if self._slots.get(slot.execution.lease.token) is slot:
                 del self._slots[slot.execution.lease.token]
         self._slot_freed.set()
+
+    def _slot_done(self, slot: Slot) -> None:
+        """The slot's pool thread is through with it (and ready for the next job)."""
+        self._forget(slot)
+        slot.done.set()
 
     # -- shutdown ----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -462,7 +451,7 @@ class Worker:
         for slot in self._current_slots():
             self._release(slot)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         """A job that neither finished nor paused in the grace: released like a lost one."""
         x = slot.execution
         slot.abandoned = True
@@ -471,9 +460,9 @@ class Worker:
                          "reached a checkpoint")
         with contextlib.suppress(ChangeRefused, ConveyorError):
             # interrupted by us, not by the job: it keeps its place in line and a pause request
-            record_failure(self.app, x.job, x.lease, error, "worker lost (shutdown)",
+            record_failure(self.engine, x.job, x.lease, error, "worker lost (shutdown)",
                            self.worker_id, progress=x.snapshot(), interrupted=True)
-            self.stats.released += 1
+            self.stats.count(OutcomeKind.RELEASED)
         self._forget(slot)
 
     def _install_signals(self) -> Any:

@@ -393,33 +393,34 @@ class PostgresStore:
         return [row_to_history(r) for r in rows]
 
     # -- transitions -----------------------------------------------------------------------------
-    def apply(self, changes: Sequence[Change]) -> Job:
+    def apply(self, changes: Sequence[Change]) -> list[Job]:
         job_id = single_job(changes)
         compiled = [compile_change(_Q["apply_change"], change) for change in changes]
         wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
                     for c in changes)
 
-        def work(conn: Conn) -> Row:
-            row: Row = {}
+        def work(conn: Conn) -> list[Row]:
+            moved: list[Row] = []
             for change, (statement, params) in zip(changes, compiled, strict=True):
                 # one transaction, one time: the later changes take the first one's moment
-                rows = _fetch(conn, statement, {**params, "moment": row.get("moved_at")})
+                moment = moved[0].get("moved_at") if moved else None
+                rows = _fetch(conn, statement, {**params, "moment": moment})
                 if not rows:
                     raise _Refused(change)
-                row = rows[0]
+                moved.append(rows[0])  # the job as this change left it
             if wakes:
                 conn.execute(_Q["notify"], {"channel": self._settings.channel})
-            return row
+            return moved
 
         what = "apply " + ", ".join(c.action for c in changes)
         try:
             # One change that wakes nobody is a single atomic statement: no transaction needed.
-            row = self._run(what, work, transaction=len(changes) > 1 or wakes)
+            rows = self._run(what, work, transaction=len(changes) > 1 or wakes)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
         if wakes:
             self._listener.wake()
-        return row_to_job(row)
+        return [row_to_job(row) for row in rows]
 
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],

@@ -62,7 +62,7 @@ seq < coalesce((SELECT seq FROM jobs WHERE id = ?), -1);
 
 -- name: apply_change
 -- One compare-and-set: sets and where come from the change compiler (changes.py).
-UPDATE jobs SET {sets} WHERE {where} RETURNING state, attempt;
+UPDATE jobs SET {sets} WHERE {where} RETURNING *;
 
 -- name: claim_resumable
 -- The claim's candidates, by these four queries (any queue or one queue; resumable jobs, then

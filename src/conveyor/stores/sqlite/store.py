@@ -254,41 +254,43 @@ class SQLiteStore:
         return [row_to_history(r) for r in rows]
 
     # -- transitions -----------------------------------------------------------------------------
-    def apply(self, changes: Sequence[Change]) -> Job:
+    def apply(self, changes: Sequence[Change]) -> list[Job]:
         job_id = single_job(changes)
         # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
         encoded = [{column: encode_json(column, value) for column, value in c.values.items()
                     if column in JSON_COLUMNS} for c in changes]
+        rows: list[sqlite3.Row] = []
         try:
             with self._write() as conn:
                 now = self._clock()
                 for change, json_values in zip(changes, encoded, strict=True):
-                    if not self._apply_one(conn, change, now, json_values):
+                    # each change's own row (RETURNING, inside the transaction): the job as
+                    # that change left it, not as a later change or another worker did
+                    row = self._apply_one(conn, change, now, json_values)
+                    if row is None:
                         raise _Refused(change)
-                # Read inside the transaction: the caller gets the row as these changes left
-                # it, not as a worker that claimed it a microsecond later did.
-                job = self.get_job(job_id)
+                    rows.append(row)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
         if any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
                for c in changes):
             self.notify_work()
-        return job
+        return [row_to_job(row, lenient=True) for row in rows]
 
     def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
-                   json_values: dict[str, str | None] | None = None) -> bool:
+                   json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
         before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
         if before is None:
             raise JobNotFound(change.job_id)
         statement, args = compile_change(_Q["apply_change"], change, now, json_values)
-        row = conn.execute(statement, args).fetchone()
+        row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
         if row is None:
-            return False
+            return None
         conn.execute(_Q["insert_history"], (
             change.job_id, now, change.action, before["state"], row["state"], row["attempt"],
             change.actor, change.reason,
         ))
-        return True
+        return row
 
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],

@@ -1,0 +1,189 @@
+"""The engine: the store, the registry of job types and the event bus, behind one door.
+
+Every change to a job goes through here, whoever makes it (the app's control verbs, a worker's
+claim, progress and outcome, the reaper), and this is the only place events are emitted from.
+That keeps the rule "an event shows the job as its change left it, after commit" in one place:
+the store returns the row each change produced, and the event carries that row.
+
+The app and the worker both hold an engine; neither knows the other, so the worker needs no app.
+"""
+
+from __future__ import annotations
+
+import builtins
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from conveyor.errors import ConfigurationError, ConveyorError, UnknownJobType
+from conveyor.events import (
+    EventBus,
+    JobCancelled,
+    JobCompleted,
+    JobCreated,
+    JobEvent,
+    JobFailed,
+    JobPaused,
+    JobProgressed,
+    JobRequested,
+    JobResumed,
+    JobRetried,
+    JobStarted,
+)
+from conveyor.lifecycle import JobState
+from conveyor.model import Job, JobProgress
+from conveyor.registry import JobType
+from conveyor.stores import open_store
+from conveyor.stores.base import Change, ChangeRefused, Lease, NewJob, Signals, Store
+
+#: How often a control verb decides again when the job keeps moving under it.
+RACE_RETRIES = 8
+
+_EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
+    "start": JobStarted, "resume": JobResumed, "pause": JobPaused, "complete": JobCompleted,
+    "fail": JobFailed, "cancel": JobCancelled, "retry": JobRetried,
+}
+
+#: A control decision: the changes to make to the job as it is now ([] when nothing is to do).
+Decide = Callable[[Job], builtins.list[Change]]
+
+
+class HasEngine(Protocol):
+    """Anything that carries an engine (the app), accepted where an engine is expected."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+class Engine:
+    """The store (opened on first use), the job types, the event bus, and the jitter source.
+
+    The store is opened, and its schema created or upgraded, on first use, so that defining an
+    app and registering job types at import time never touches the database.
+    """
+
+    def __init__(self, url: str, *, store: Store | None = None,
+                 rand: Callable[[], float] = random.random, **store_options: object) -> None:
+        self.url = store.url if store is not None else url
+        self._store = store
+        self._store_options = store_options
+        self._store_lock = threading.Lock()
+        self.types: dict[str, JobType] = {}
+        self.events = EventBus()
+        self.rand = rand
+
+    # -- store -----------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    store = open_store(self.url, **self._store_options)
+                    try:
+                        store.migrate()
+                    except BaseException:
+                        store.close()
+                        raise
+                    self._store = store
+        return self._store
+
+    def use_store(self, url: str) -> None:
+        """Point the engine at another store before first use (closing the current one)."""
+        self.close()
+        self.url = url
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- registry --------------------------------------------------------------------------------
+    def register(self, job_type: JobType) -> None:
+        known = self.types.get(job_type.name)
+        if known is not None and known.func is not job_type.func:
+            raise ConfigurationError(f"job type {job_type.name!r} is already registered")
+        self.types[job_type.name] = job_type
+
+    def job_type(self, name: str) -> JobType:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise UnknownJobType(name, list(self.types)) from None
+
+    # -- changes ---------------------------------------------------------------------------------
+    def insert(self, jobs: Sequence[NewJob], *, actor: str,
+               reason: str = "") -> builtins.list[Job]:
+        """Store new jobs (all or nothing), then announce each."""
+        created = self.store.insert_jobs(jobs, actor=actor) if jobs else []
+        for job in created:
+            self.events.emit(JobCreated(job, None, actor, reason))
+        return created
+
+    def apply(self, changes: Sequence[Change], *, before: Job | None = None) -> Job:
+        """Apply changes to one job atomically, then emit one event per change; returns the job
+        as the last change left it. :class:`ChangeRefused` propagates (nothing was written).
+
+        ``before``: the job the changes were decided on, when the caller read it (it tells the
+        first event which state it came from when the change accepts several).
+        """
+        rows = self.store.apply(changes)
+        previous = before.state if before is not None else None
+        for change, job in zip(changes, rows, strict=True):
+            source = next(iter(change.when)) if len(change.when) == 1 else previous
+            event_type = (JobRequested if change.to_state is None
+                          else _EVENT_OF_ACTION.get(change.action, JobRequested))
+            reason = change.reason or (change.action if change.to_state is None else "")
+            self.events.emit(event_type(job, source, change.actor, reason))
+            previous = job.state
+        return rows[-1]
+
+    def control(self, job_id: str, decide: Decide) -> Job:
+        """Read the job, decide, apply as a compare-and-set; decide again if it moved meanwhile.
+
+        Two racing callers can never both succeed at a move only one of them should make: the
+        loser's change is refused and its decision is taken again on the winner's result.
+        """
+        for _ in range(RACE_RETRIES):
+            job = self.store.get_job(job_id)
+            changes = decide(job)
+            if not changes:
+                return job
+            try:
+                return self.apply(changes, before=job)
+            except ChangeRefused:
+                continue  # the job moved under us: decide again on its fresh state
+        raise ConveyorError(f"job {job_id} kept changing under {RACE_RETRIES} attempts; "
+                            "try again")
+
+    # -- workers ---------------------------------------------------------------------------------
+    def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
+              limit: int, lease_seconds: float) -> builtins.list[Job]:
+        """Take runnable jobs under fresh leases; each is announced as started or resumed."""
+        jobs = self.store.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
+                                lease_seconds=lease_seconds)
+        for job in jobs:
+            # a claimed job that was paused keeps its paused_at: it is a resume
+            if job.paused_at is not None:
+                self.events.emit(JobResumed(job, JobState.PAUSED, worker_id))
+            else:
+                self.events.emit(JobStarted(job, JobState.PENDING, worker_id))
+        return jobs
+
+    def save_progress(self, lease: Lease, progress: JobProgress, *,
+                      checkpoint: bool = False) -> Signals:
+        """A running job's progress (and checkpoint), fenced by its lease; announced by the
+        worker's monitor a few times a second (:meth:`progressed`), not on every write."""
+        return self.store.save_progress(lease, progress, checkpoint=checkpoint)
+
+    def progressed(self, job: Job, actor: str) -> None:
+        """Announce a running job's coalesced progress (``job.progress`` is the new one)."""
+        self.events.emit(JobProgressed(job, JobState.RUNNING, actor))
+
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
+        return self.store.heartbeat(leases, lease_seconds)
+
+
+def engine_of(source: Engine | HasEngine) -> Engine:
+    """The engine itself, or the one an app carries (``Worker(app)``, ``reap(app)``)."""
+    return source if isinstance(source, Engine) else source.engine

@@ -1,0 +1,170 @@
+"""Slots: what a worker knows of each running job, and the pool of threads that runs them.
+
+The threads are reused across jobs: a claim costs a queue put, not a thread start. Two things
+make reuse safe where a thread per job did not need them:
+
+- A forced interrupt (timeout, cancel past its grace) is an exception raised in a thread from
+  outside. It is sent at most once per run, only while that run's thread is inside the job's
+  own code, under a lock the thread takes on its way out of that code; leaving clears one that
+  was sent but not yet raised. So an interrupt can never land in the worker's own bookkeeping,
+  nor in the next job the thread runs.
+- A job that ignores its interrupt keeps its thread. The worker abandons the run (records its
+  end itself) and the pool writes that thread off: it no longer counts towards the pool's size,
+  a new thread takes its place, and if the stuck call ever returns the thread simply ends.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.context import Execution
+
+#: Looked up once: inside the gate nothing may run Python code (where a pending interrupt
+#: could fire) before the pending one is cleared.
+_SET_ASYNC_EXC = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+
+@dataclass
+class Slot:
+    """One claimed run: its execution, the thread running it, and its limits."""
+
+    execution: Execution
+    thread: threading.Thread | None = None
+    future: concurrent.futures.Future[Any] | None = None
+    deadline: float | None = None
+    cancel_seen: float | None = None
+    forced_at: float | None = None
+    abandoned: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    #: When the lease was last known renewed (monotonic): claim, then each heartbeat.
+    renewed: float = field(default_factory=time.monotonic)
+    stale_warned: bool = False
+
+
+def enter_user_code(execution: Execution) -> None:
+    with execution.gate:
+        execution.in_user_code = True
+
+
+def leave_user_code(execution: Execution) -> None:
+    """Called by the thread running the job, on every way out of the job's code.
+
+    An interrupt sent just before may fire here, before the gate is taken: the caller treats
+    it as raised by the job. Once the gate is taken none is sent any more, and one sent but
+    not yet raised is cleared, so it can not fire later, outside the job.
+    """
+    me = ctypes.c_ulong(threading.get_ident())
+    with execution.gate:
+        execution.in_user_code = False
+        if execution.interrupted:
+            _SET_ASYNC_EXC(me, None)
+
+
+def interrupt(slot: Slot, exc: type[BaseException]) -> bool:
+    """Raise ``exc`` in the job's thread if it is inside the job's code; at most once per run.
+
+    Returns whether it was sent.
+    """
+    x = slot.execution
+    thread = slot.thread
+    if thread is None or thread.ident is None:
+        return False
+    with x.gate:
+        if not x.in_user_code or x.interrupted:
+            return False
+        x.interrupted = True
+        _SET_ASYNC_EXC(ctypes.c_ulong(thread.ident), ctypes.py_object(exc))
+        return True
+
+
+class SlotPool:
+    """Up to ``size`` threads, started on demand and kept for the next job.
+
+    ``run(slot)`` is the job's whole pipeline; ``done(slot)`` is called after it, once the
+    thread is ready for the next job, so a worker that sees the slot free and claims again
+    finds a thread waiting rather than starting one.
+    """
+
+    def __init__(self, size: int, run: Callable[[Slot], None], done: Callable[[Slot], None],
+                 name: str = "conveyor-slot") -> None:
+        self._size = size
+        self._run = run
+        self._done = done
+        self._name = name
+        self._queue: queue.SimpleQueue[Slot | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()  # counted towards the size
+        self._written_off: set[threading.Thread] = set()
+        self._idle = 0
+        self._started = 0
+        self._closed = False
+
+    @property
+    def threads_started(self) -> int:
+        """How many threads the pool ever started (reuse keeps it at most the size, plus one
+        per written-off thread)."""
+        return self._started
+
+    def submit(self, slot: Slot) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the slot pool is closed")
+            if self._idle > 0:
+                self._idle -= 1
+            else:
+                self._started += 1
+                thread = threading.Thread(target=self._serve, daemon=True,
+                                          name=f"{self._name}-{self._started}")
+                self._threads.add(thread)
+                thread.start()
+        self._queue.put(slot)
+
+    def write_off(self, slot: Slot) -> None:
+        """The thread running ``slot`` is stuck in its job: stop counting it."""
+        with self._lock:
+            thread = slot.thread
+            if thread is not None and thread in self._threads:
+                self._threads.discard(thread)
+                self._written_off.add(thread)
+
+    def close(self) -> None:
+        """Let the idle threads end; busy ones end after their job (they are daemons)."""
+        with self._lock:
+            self._closed = True
+            count = len(self._threads) + len(self._written_off)
+        for _ in range(count):
+            self._queue.put(None)
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        while True:
+            slot = self._queue.get()
+            if slot is None:
+                return
+            slot.thread = me
+            me.name = f"conveyor-job-{slot.execution.job.id[:8]}"  # thread dumps name the job
+            try:
+                self._run(slot)
+            finally:
+                keep = self._back_to_idle(me)
+                self._done(slot)
+            if not keep:
+                return
+
+    def _back_to_idle(self, me: threading.Thread) -> bool:
+        with self._lock:
+            if me in self._written_off:
+                self._written_off.discard(me)
+                return False
+            if len(self._threads) > self._size:  # a replacement was started meanwhile
+                self._threads.discard(me)
+                return False
+            self._idle += 1
+            return True

@@ -1,0 +1,185 @@
+"""The slot pool (threads reused across jobs) and the gate that aims forced interrupts only at
+a thread inside a job's own code. Real threads, real asynchronous exceptions."""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from conveyor.context import Execution, TimeoutInterrupt
+from conveyor.lifecycle import JobState
+from conveyor.model import Job, JobProgress
+from conveyor.stores.base import Lease, Signals
+from conveyor.worker.slots import Slot, SlotPool, enter_user_code, interrupt, leave_user_code
+
+WAIT = 10.0
+
+
+class _NoStore:
+    def save_progress(self, lease: Lease, progress: JobProgress, *,
+                      checkpoint: bool = False) -> Signals:  # pragma: no cover - unused
+        raise AssertionError("no progress is written here")
+
+
+def _slot(n: int = 0) -> Slot:
+    now = datetime.now(UTC)
+    job = Job(id=f"00000000-0000-4000-8000-{n:012d}", job_type="t", state=JobState.RUNNING,
+              run_at=now, lease_token=f"token-{n}")
+    return Slot(Execution(job, Lease(job.id, f"token-{n}", 0), _NoStore()))
+
+
+def _pool(size: int, run: Any) -> tuple[SlotPool, list[Slot]]:
+    done: list[Slot] = []
+    lock = threading.Lock()
+
+    def finished(slot: Slot) -> None:
+        with lock:
+            done.append(slot)
+        slot.done.set()
+
+    return SlotPool(size, run, finished), done
+
+
+def test_threads_are_reused_across_jobs() -> None:
+    threads: list[threading.Thread] = []
+    pool, done = _pool(2, lambda slot: threads.append(threading.current_thread()))
+    for n in range(20):
+        slot = _slot(n)
+        pool.submit(slot)
+        assert slot.done.wait(WAIT)
+    assert len(done) == 20
+    assert len(set(threads)) == 1 == pool.threads_started  # one at a time: one thread
+    pool.close()
+
+
+def test_concurrent_jobs_get_at_most_size_threads() -> None:
+    barrier = threading.Barrier(3, timeout=WAIT)
+    threads: set[threading.Thread] = set()
+
+    def run(slot: Slot) -> None:
+        threads.add(threading.current_thread())
+        barrier.wait()
+
+    pool, done = _pool(3, run)
+    for wave in range(4):
+        slots = [_slot(wave * 3 + i) for i in range(3)]
+        for slot in slots:
+            pool.submit(slot)
+        for slot in slots:
+            assert slot.done.wait(WAIT)
+    assert len(done) == 12
+    assert len(threads) == 3 == pool.threads_started
+    pool.close()
+
+
+def test_a_written_off_thread_is_replaced_and_never_reused() -> None:
+    stuck = threading.Event()
+    release = threading.Event()
+    ran_on: dict[str, threading.Thread] = {}
+
+    def run(slot: Slot) -> None:
+        ran_on[slot.execution.job.id] = threading.current_thread()
+        if slot.execution.job.id.endswith("0"):
+            stuck.set()
+            release.wait(WAIT)
+
+    pool, _ = _pool(1, run)
+    first = _slot(0)
+    pool.submit(first)
+    assert stuck.wait(WAIT)
+    pool.write_off(first)  # as the worker does when it abandons the run
+    second = _slot(1)
+    pool.submit(second)
+    assert second.done.wait(WAIT), "capacity was lost to the stuck thread"
+    assert ran_on[second.execution.job.id] is not ran_on[first.execution.job.id]
+    release.set()
+    assert first.done.wait(WAIT)
+    ran_on[first.execution.job.id].join(WAIT)
+    assert not ran_on[first.execution.job.id].is_alive(), "the written-off thread ends"
+    third = _slot(3)
+    pool.submit(third)
+    assert third.done.wait(WAIT)
+    assert ran_on[third.execution.job.id] is ran_on[second.execution.job.id]
+    assert pool.threads_started == 2
+    pool.close()
+
+
+def test_an_interrupt_is_sent_only_inside_user_code_and_at_most_once() -> None:
+    slot = _slot()
+    inside = threading.Event()
+    go = threading.Event()
+    caught: list[BaseException] = []
+
+    def job_thread() -> None:
+        enter_user_code(slot.execution)
+        try:
+            inside.set()
+            while not go.is_set():  # Python bytecode: an interrupt fires here
+                pass
+        except BaseException as exc:
+            caught.append(exc)
+        finally:
+            leave_user_code(slot.execution)
+
+    slot.thread = threading.Thread(target=job_thread, daemon=True)
+    assert not interrupt(slot, TimeoutInterrupt), "not started: nothing to interrupt"
+    slot.thread.start()
+    assert inside.wait(WAIT)
+    assert interrupt(slot, TimeoutInterrupt)
+    assert not interrupt(slot, TimeoutInterrupt), "a run is interrupted at most once"
+    slot.thread.join(WAIT)
+    go.set()
+    assert [type(e) for e in caught] == [TimeoutInterrupt]
+    assert not slot.execution.in_user_code
+    assert not interrupt(slot, TimeoutInterrupt)
+
+
+def test_leaving_user_code_clears_an_interrupt_that_has_not_fired() -> None:
+    """Sent while the thread was on its way out (blocked on the gate, in C code where it
+    cannot fire): it must not fire afterwards, in the worker's code or the next job."""
+    slot = _slot()
+    x = slot.execution
+    enter_user_code(x)
+    after: list[str] = []
+
+    def job_thread() -> None:
+        try:
+            leave_user_code(x)  # blocks on the gate, held by the test
+            total = 0
+            for i in range(10_000):  # plenty of calls and backward jumps
+                total += len(str(i))
+            after.append(f"clean {total}")
+        except BaseException as exc:
+            after.append(f"fired {type(exc).__name__}")
+
+    thread = threading.Thread(target=job_thread, daemon=True)
+    with x.gate:
+        thread.start()
+        _wait_blocked_on_gate(thread)
+        # what interrupt() does, for a run that was still in user code a moment ago
+        x.interrupted = True
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident or 0),
+                                                   ctypes.py_object(TimeoutInterrupt))
+    thread.join(WAIT)
+    assert after and after[0].startswith("clean"), after
+    assert not x.in_user_code
+
+
+def _wait_blocked_on_gate(thread: threading.Thread) -> None:
+    """Until the thread waits for the gate (the ``with`` line of leave_user_code)."""
+    gate_line = next(n for n, text in enumerate(inspect.getsourcelines(leave_user_code)[0],
+                                                start=leave_user_code.__code__.co_firstlineno)
+                     if "with execution.gate" in text)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident or 0)
+        if (frame is not None and frame.f_code is leave_user_code.__code__
+                and frame.f_lineno == gate_line):
+            return
+        time.sleep(0.001)
+    raise AssertionError("the thread never reached the gate")
