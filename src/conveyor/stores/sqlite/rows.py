@@ -51,9 +51,10 @@ def epoch(value: datetime) -> float:
 def new_job_row(new: NewJob, now: float) -> tuple[Any, ...]:
     """The ``insert_job`` arguments for ``new``; its place in line is the run_at it is given."""
     progress = new.progress or JobProgress()
-    run_at = epoch(new.run_at) if new.run_at else now
+    run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
+    params = new.params_json if new.params_json is not None else payload.dumps(new.params)
     return (
-        new.id, new.job_type, new.queue, new.priority, payload.dumps(new.params),
+        new.id, new.job_type, new.queue, new.priority, params,
         new.max_attempts, run_at, run_at, new.timeout,
         new.pause_timeout, payload.dumps(new.backoff), now, now,
         progress.current_step, progress.total_steps,
