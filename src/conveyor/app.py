@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import copy
 import dataclasses
+import functools
 import random
 import re
 import threading
@@ -71,6 +72,13 @@ class EnqueueRequest:
     timeout: float | None = None
     pause_timeout: float | None = None
     backoff: Backoff | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff_dict(backoff: Backoff) -> dict[str, float]:
+    """A frozen Backoff's dict, made once per policy rather than once per enqueued job (the
+    stores only encode it, never change it)."""
+    return backoff.to_dict()
 
 
 class Conveyor:
@@ -206,7 +214,7 @@ class Conveyor:
             max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff=(backoff or opts.backoff).to_dict(), delay=delay, params_json=encoded,
+            backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
         )
 
     # -- reading ---------------------------------------------------------------------------------

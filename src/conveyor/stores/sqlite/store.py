@@ -38,7 +38,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
-from conveyor.stores.sqlite.rows import decode_rows, new_job_row, row_to_history, row_to_job
+from conveyor.stores.sqlite.rows import decode_rows, new_job_rows, row_to_history, row_to_job
 from conveyor.stores.sqlite.wake import CommitWatch
 
 _PACKAGE = "conveyor.stores.sqlite"
@@ -199,7 +199,7 @@ class SQLiteStore:
     # -- jobs ------------------------------------------------------------------------------------
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
-        rows = [new_job_row(new, now) for new in jobs]  # encoded before the write lock
+        rows = new_job_rows(jobs, now)  # encoded before the write lock
         history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
         with self._write() as conn:
             if len(rows) == 1:  # one job: its row comes back from the INSERT itself
