@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import copy
 import dataclasses
+import functools
 import random
 import re
 import threading
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import lifecycle, payload, transitions, validate
@@ -71,6 +72,13 @@ class EnqueueRequest:
     timeout: float | None = None
     pause_timeout: float | None = None
     backoff: Backoff | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff_dict(backoff: Backoff) -> dict[str, float]:
+    """A frozen Backoff's dict, made once per policy rather than once per enqueued job (the
+    stores only encode it, never change it)."""
+    return backoff.to_dict()
 
 
 class Conveyor:
@@ -188,7 +196,7 @@ class Conveyor:
                  pause_timeout: float | None = None, backoff: Backoff | None = None) -> NewJob:
         spec = self.job_type(job_type)
         params = {} if params is None else params
-        payload.validate_object(params, "params")
+        encoded = payload.encode_object(params, "params")
         spec.bind(params)
         check_options(max_attempts, timeout, pause_timeout, queue, priority)
         if run_at is not None and delay is not None:
@@ -198,7 +206,6 @@ class Conveyor:
             run_at = validate.run_at(run_at).astimezone(UTC)
         if delay is not None:
             check_seconds("delay", delay, zero_ok=True)
-            run_at = self.store.now() + timedelta(seconds=delay)
         opts = spec.options
         return NewJob(
             id=str(uuid.uuid4()), job_type=job_type, params=params,
@@ -207,7 +214,7 @@ class Conveyor:
             max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff=(backoff or opts.backoff).to_dict(),
+            backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
         )
 
     # -- reading ---------------------------------------------------------------------------------

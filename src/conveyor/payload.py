@@ -88,6 +88,13 @@ def validate_object(value: Any, what: str = "params") -> dict[str, Any]:
     return value
 
 
+def encode_object(value: Any, what: str = "params") -> str:
+    """:func:`validate_object`, returning the encoding it made (enqueue stores it as is)."""
+    if not isinstance(value, dict):
+        raise InvalidParams(f"{what} must be a JSON object, not {type(value).__name__}")
+    return validate(value, what)
+
+
 def dumps(value: Any) -> str:
     """Encode an already validated value the one way the stores store it."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -41,7 +41,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class NewJob:
-    """A job to insert. ``run_at`` None means "now by the database's clock"."""
+    """A job to insert. ``run_at`` None means "now by the database's clock", plus ``delay``
+    seconds when given (so a delayed enqueue needs no round trip to read the clock first).
+
+    ``params_json``: the params as the core already encoded them while validating, so the
+    store does not encode them a second time.
+    """
 
     id: str
     job_type: str
@@ -55,6 +60,8 @@ class NewJob:
     backoff: dict[str, Any] = field(default_factory=dict)
     requeued_from: str | None = None
     progress: JobProgress | None = None
+    delay: float | None = None
+    params_json: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,33 +34,40 @@ SELECT now() AS now;
 SELECT pg_notify(%(channel)s, '');
 
 -- name: insert_jobs
--- One statement for the whole batch: the jobs, in input order (so seq follows it), and a
--- 'create' history row each.
+-- One statement for the whole batch, run in autocommit (one round trip): the jobs, in input
+-- order (so seq follows it), a 'create' history row each, and the NOTIFY that wakes workers
+-- (delivered at commit, when the jobs become visible). params come as text already encoded
+-- by the core; run_at NULL means now() plus the delay, if any.
 WITH new AS (
     SELECT * FROM unnest(
         %(ids)s::text[], %(job_types)s::text[], %(queues)s::text[], %(priorities)s::int[],
-        %(params)s::jsonb[], %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
-        %(timeouts)s::float8[], %(pause_timeouts)s::float8[], %(backoffs)s::jsonb[],
-        %(current_steps)s::bigint[], %(total_steps)s::bigint[], %(checkpoints)s::jsonb[],
-        %(requeued_froms)s::text[]
-    ) WITH ORDINALITY AS n (id, job_type, queue, priority, params, max_attempts, run_at,
+        %(params)s::text[], %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
+        %(delays)s::float8[], %(timeouts)s::float8[], %(pause_timeouts)s::float8[],
+        %(backoffs)s::jsonb[], %(current_steps)s::bigint[], %(total_steps)s::bigint[],
+        %(checkpoints)s::jsonb[], %(requeued_froms)s::text[]
+    ) WITH ORDINALITY AS n (id, job_type, queue, priority, params, max_attempts, run_at, delay,
                             timeout, pause_timeout, backoff, current_step, total_steps,
                             checkpoint, requeued_from, ord)
+), timed AS (
+    SELECT new.*, coalesce(run_at, now() + make_interval(secs => coalesce(delay, 0))) AS due
+    FROM new
 ), inserted AS (
     INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at,
                       timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
                       requeued_from, created_at, updated_at)
-    SELECT id, job_type, queue, priority, params, max_attempts, coalesce(run_at, now()),
-           coalesce(run_at, now()), timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
-           requeued_from, now(), now()
-    FROM new ORDER BY ord
+    SELECT id, job_type, queue, priority, params::jsonb, max_attempts, due, due, timeout,
+           pause_timeout, backoff, current_step, total_steps, checkpoint, requeued_from,
+           now(), now()
+    FROM timed ORDER BY ord
     RETURNING *
 ), logged AS (
     INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
     SELECT i.id, now(), 'create', NULL, i.state, i.attempt, %(actor)s, ''
     FROM inserted i JOIN new USING (id) ORDER BY new.ord
+), notified AS (
+    SELECT pg_notify(%(channel)s, '') AS sent
 )
-SELECT inserted.* FROM inserted JOIN new USING (id) ORDER BY new.ord;
+SELECT inserted.* FROM inserted JOIN new USING (id) CROSS JOIN notified ORDER BY new.ord;
 
 -- name: select_job
 SELECT * FROM jobs WHERE id = %(id)s;

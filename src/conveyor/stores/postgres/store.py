@@ -319,9 +319,11 @@ class PostgresStore:
             "job_types": [new.job_type for new in jobs],
             "queues": [new.queue for new in jobs],
             "priorities": [new.priority for new in jobs],
-            "params": [Jsonb(new.params, dumps=payload.dumps) for new in jobs],
+            "params": [new.params_json if new.params_json is not None
+                       else payload.dumps(new.params) for new in jobs],
             "max_attempts": [new.max_attempts for new in jobs],
             "run_ats": [aware(new.run_at) if new.run_at else None for new in jobs],
+            "delays": [new.delay for new in jobs],
             "timeouts": [new.timeout for new in jobs],
             "pause_timeouts": [new.pause_timeout for new in jobs],
             "backoffs": [Jsonb(new.backoff, dumps=payload.dumps) for new in jobs],
@@ -330,14 +332,10 @@ class PostgresStore:
             "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
             "requeued_froms": [new.requeued_from for new in jobs],
             "actor": actor,
+            "channel": self._settings.channel,
         }
-
-        def work(conn: Conn) -> list[Row]:
-            rows = _fetch(conn, _Q["insert_jobs"], params)
-            conn.execute(_Q["notify"], {"channel": self._settings.channel})
-            return rows
-
-        rows = self._run("insert jobs", work, transaction=True)
+        # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
+        rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
         self._listener.wake()
         return [row_to_job(r) for r in rows]
 

@@ -48,6 +48,20 @@ INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, l
                   checkpoint, requeued_from)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: insert_job_returning
+INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
+                  pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
+                  checkpoint, requeued_from)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING *;
+
+-- name: last_seq
+-- Read inside the insert's write transaction: every row after it is one of this batch.
+SELECT coalesce(max(seq), 0) FROM jobs;
+
+-- name: jobs_after_seq
+SELECT * FROM jobs WHERE seq > ? ORDER BY seq;
+
 -- name: select_jobs
 -- ids: one placeholder per id (at most 500 at a time, well under SQLite's limit).
 SELECT * FROM jobs WHERE id IN ({ids});

@@ -27,6 +27,7 @@ log = logging.getLogger("conveyor.store")
 # to local time for display still works.
 _MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+_NO_PROGRESS = JobProgress()
 
 
 def ts(value: float | None) -> datetime | None:
@@ -48,17 +49,29 @@ def epoch(value: datetime) -> float:
     return value.timestamp()
 
 
-def new_job_row(new: NewJob, now: float) -> tuple[Any, ...]:
-    """The ``insert_job`` arguments for ``new``; its place in line is the run_at it is given."""
-    progress = new.progress or JobProgress()
-    run_at = epoch(new.run_at) if new.run_at else now
-    return (
-        new.id, new.job_type, new.queue, new.priority, payload.dumps(new.params),
-        new.max_attempts, run_at, run_at, new.timeout,
-        new.pause_timeout, payload.dumps(new.backoff), now, now,
-        progress.current_step, progress.total_steps,
-        payload.dumps(progress.last_checkpoint), new.requeued_from,
-    )
+def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
+    """The ``insert_job`` arguments for each job; its place in line is the run_at it is given.
+
+    A batch of one type shares one backoff dict: it is encoded once per batch, not per job.
+    """
+    backoffs: dict[int, str] = {}
+    rows = []
+    for new in jobs:
+        progress = new.progress or _NO_PROGRESS
+        run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
+        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+        backoff = backoffs.get(id(new.backoff))
+        if backoff is None:
+            backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
+        checkpoint = ("{}" if not progress.last_checkpoint
+                      else payload.dumps(progress.last_checkpoint))
+        rows.append((
+            new.id, new.job_type, new.queue, new.priority, params,
+            new.max_attempts, run_at, run_at, new.timeout,
+            new.pause_timeout, backoff, now, now,
+            progress.current_step, progress.total_steps, checkpoint, new.requeued_from,
+        ))
+    return rows
 
 
 def decode_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:

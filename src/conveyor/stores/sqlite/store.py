@@ -38,7 +38,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
-from conveyor.stores.sqlite.rows import decode_rows, new_job_row, row_to_history, row_to_job
+from conveyor.stores.sqlite.rows import decode_rows, new_job_rows, row_to_history, row_to_job
 from conveyor.stores.sqlite.wake import CommitWatch
 
 _PACKAGE = "conveyor.stores.sqlite"
@@ -199,13 +199,19 @@ class SQLiteStore:
     # -- jobs ------------------------------------------------------------------------------------
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
-        rows = [new_job_row(new, now) for new in jobs]  # encoded before the write lock
+        rows = new_job_rows(jobs, now)  # encoded before the write lock
         history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
         with self._write() as conn:
-            conn.executemany(_Q["insert_job"], rows)
-            conn.executemany(_Q["insert_history"], history)
+            if len(rows) == 1:  # one job: its row comes back from the INSERT itself
+                inserted = conn.execute(_Q["insert_job_returning"], rows[0]).fetchall()
+                conn.execute(_Q["insert_history"], history[0])
+            else:  # seq follows input order and nobody else writes: one range read
+                last = conn.execute(_Q["last_seq"]).fetchone()[0]
+                conn.executemany(_Q["insert_job"], rows)
+                conn.executemany(_Q["insert_history"], history)
+                inserted = conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()
         self.notify_work()
-        return self.get_jobs(new.id for new in jobs)
+        return [row_to_job(row) for row in inserted]
 
     def get_job(self, job_id: str) -> Job:
         rows = self._read(_Q["select_job"], (job_id,))

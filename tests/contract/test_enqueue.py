@@ -1,0 +1,58 @@
+"""Contract: enqueue writes a job and its one 'create' row in one go, and returns the stored row.
+
+Enqueue no longer reads the jobs back after inserting them, so these check that what it
+returns is exactly what a later read finds, on every store.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from conveyor import Conveyor, EnqueueRequest
+from conveyor.context import JobContext
+from conveyor.lifecycle import JobState
+from conveyor.stores.base import Store
+
+
+def _app(store: Store) -> Conveyor:
+    app = Conveyor(store=store)
+
+    @app.job("contract.add")
+    def add(ctx: JobContext, a: int = 0, b: int = 0) -> int:
+        return a + b
+
+    return app
+
+
+def test_enqueued_job_equals_its_stored_row_with_one_create_row(store: Store) -> None:
+    app = _app(store)
+    job = app.enqueue("contract.add", {"a": 1, "b": 2}, queue="sums", priority=3,
+                      actor="tester")
+    assert job == store.get_job(job.id)
+    assert (job.state, job.params, job.queue, job.priority) == (
+        JobState.PENDING, {"a": 1, "b": 2}, "sums", 3)
+    history = store.history(job.id)
+    assert [(h.action, h.from_state, h.to_state, h.actor) for h in history] == [
+        ("create", None, JobState.PENDING, "tester")]
+
+
+def test_delay_is_counted_from_the_store_clock(store: Store) -> None:
+    app = _app(store)
+    before = store.now()
+    job = app.enqueue("contract.add", delay=3600)
+    assert job == store.get_job(job.id)
+    assert (before + timedelta(seconds=3600) - timedelta(seconds=5)
+            <= job.run_at <= store.now() + timedelta(seconds=3605))
+
+
+def test_enqueue_many_returns_jobs_in_order_with_one_create_row_each(store: Store) -> None:
+    app = _app(store)
+    app.enqueue("contract.add")  # rows already in the table must not be returned
+    jobs = app.enqueue_many([EnqueueRequest("contract.add", {"a": i}) for i in range(2000)],
+                            actor="bulk")
+    assert [j.params["a"] for j in jobs] == list(range(2000))
+    assert len({j.id for j in jobs}) == 2000
+    assert jobs == store.get_jobs([j.id for j in jobs])
+    for job in (jobs[0], jobs[999], jobs[-1]):
+        assert [(h.action, h.to_state, h.actor) for h in store.history(job.id)] == [
+            ("create", JobState.PENDING, "bulk")]
