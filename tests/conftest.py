@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def make_app(db_url: str) -> Iterator[Callable[..., Conveyor]]:
     """Build apps on the test's database; all are closed at the end."""
     apps: list[Conveyor] = []
 
-    def factory(url: str | None = None, **options: object) -> Conveyor:
+    def factory(url: str | None = None, **options: Any) -> Conveyor:
         app = Conveyor(url or db_url, **options)
         apps.append(app)
         return app

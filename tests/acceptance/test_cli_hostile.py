@@ -99,7 +99,8 @@ def test_hostile_job_data_is_shown_escaped(hostile: tuple[str, list[str]],
     url, ids = hostile
     done, failed, _ = ids
     args = {"ls": [], "show": [done, failed], "history": [failed], "watch": [done, failed]}
-    wide = {"COLUMNS": "3000"}  # table cells not wrapped, so the escapes read in one piece
+    # table cells not wrapped, so the escapes read in one piece
+    wide: dict[str, str | None] = {"COLUMNS": "3000"}
     result = run_cli("--store", url, *command, *args[command[0]], env=wide)
     assert result.exit_code == 0, result.output
     _assert_safe(result.output)

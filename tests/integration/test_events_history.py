@@ -178,7 +178,9 @@ def test_progress_events_are_emitted_while_the_job_runs(make_app: AppFactory) ->
         assert progressed.job.progress.total_steps == 10
         assert progressed.job.progress.percent == 50.0
         assert progressed.actor == worker.worker_id
-        assert progressed.to_dict()["progress"]["percent"] == 50.0
+        shown = progressed.to_dict()["progress"]
+        assert isinstance(shown, dict)
+        assert shown["percent"] == 50.0
         gate.open()
         app.wait(job.id, timeout=WAIT)
         recorder.wait_for("JobCompleted", job.id)

@@ -102,7 +102,7 @@ def test_a_job_that_returns_while_the_store_is_down_completes_on_its_first_attem
     thread.start()
     outage = threading.Thread(target=server.stop_for, args=(5.0,), daemon=True)
     try:
-        wait_until(lambda: runs, 30, "the job to start")
+        wait_until(lambda: bool(runs), 30, "the job to start")
         outage.start()
         wait_until(lambda: not _reachable(server.url), 30, "the server to go down")
         release.set()  # the job returns while nothing can be written

@@ -109,7 +109,7 @@ def test_a_cancel_landing_between_the_flag_read_and_the_failure_write_wins(
     store = app.store
     real_apply = store.apply
 
-    def cancel_first(changes: list[Change]) -> Job:
+    def cancel_first(changes: list[Change]) -> list[Job]:
         if changes[0].action == "fail":  # the worker has read the flags: no cancel yet
             real_apply([transitions.request(job.id, "cancel_requested", True,
                                             frozenset({S.RUNNING}), "op", "late cancel")])

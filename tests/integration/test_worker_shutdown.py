@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from conveyor import Conveyor, JobContext, JobState
 from tests.integration.test_worker_helpers import (
@@ -129,14 +130,14 @@ def test_a_job_finishing_within_the_grace_completes(make_app: AppFactory) -> Non
     assert runner.worker.stats.completed == 1
 
 
-def _blocked_app(make_app: AppFactory, **job_options: object) -> tuple[
+def _blocked_app(make_app: AppFactory, **job_options: Any) -> tuple[
         Conveyor, threading.Event, Gate, threading.Event]:
     app = make_app()
     reached = threading.Event()
     gate = Gate()
     returned = threading.Event()
 
-    @app.job("blocked", **job_options)  # type: ignore[arg-type]
+    @app.job("blocked", **job_options)
     def blocked(ctx: JobContext) -> str:
         reached.set()
         try:
