@@ -37,8 +37,9 @@ import pytest
 from conveyor import Conveyor, JobState
 from conveyor.stores.postgres.config import parse_url
 from tests.integration.netpartition import Partition, missing_tools, partition
-from tests.integration.pgprocs.harness import ROOT, WorkerProc, wait_until
+from tests.integration.pgprocs.harness import WorkerProc, wait_until
 from tests.integration.pgprocs.jobs import WORK, build_app, read_completions
+from tests.integration.subprocs import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 LEASE = 20.0
@@ -83,7 +84,7 @@ class Procs:
             popen = subprocess.Popen([*prefix, *args], cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=err)
         self.all.append(popen)
-        return WorkerProc(name, popen, stderr, time.monotonic())
+        return WorkerProc(name, popen, stderr)
 
     def lock_holder(self, net: Partition, schema: str, job_id: str) -> subprocess.Popen[str]:
         """A session in the cut-off namespace that locks ``job_id``'s row in a transaction
