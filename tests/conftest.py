@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,21 @@ class FakeClock:
             self._now += seconds
 
 
+PG_ENV = "CONVEYOR_TEST_PG_URL"
+#: What the ``make_app`` fixture gives: ``make_app(url=None, **Conveyor options)``.
+AppFactory = Callable[..., Conveyor]
+
+
+def pg_test_url() -> str:
+    """The throwaway PostgreSQL server's URL; its absence fails the test rather than skip it."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.fail(f"{PG_ENV} is not set: the PostgreSQL tests need the throwaway server "
+                    "(`make test` starts it; or run `scripts/pg-test-server start .pgtest` and "
+                    f"export {PG_ENV} to the URL it prints)")
+    return url
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     """A fresh SQLite file URL (absolute path) for one test."""
@@ -40,7 +56,7 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_app(db_url: str) -> Iterator[Callable[..., Conveyor]]:
+def make_app(db_url: str) -> Iterator[AppFactory]:
     """Build apps on the test's database; all are closed at the end."""
     apps: list[Conveyor] = []
 

@@ -13,7 +13,7 @@ import pytest
 
 from conveyor import Conveyor
 from tests.acceptance.web_helpers import BEARER, AsgiClient, make_web
-from tests.contract.conftest import pg_url_or_fail
+from tests.conftest import pg_test_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -22,7 +22,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AsgiClien
         app = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
     else:
         schema = f"webtext_{uuid.uuid4().hex[:12]}"
-        app = Conveyor(pg_url_or_fail(), schema=schema)
+        app = Conveyor(pg_test_url(), schema=schema)
     app.job("t")(lambda ctx: None)
     app.enqueue("t")
     c = AsgiClient(make_web(app))
@@ -32,7 +32,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AsgiClien
     if request.param == "postgres":
         import psycopg
 
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 

@@ -158,16 +158,16 @@ def any_store_app(request: pytest.FixtureRequest, db_url: str) -> Iterator[Conve
     if request.param == "sqlite":
         app = Conveyor(db_url)
     else:
-        from tests.contract.conftest import pg_url_or_fail
+        from tests.conftest import pg_test_url
 
-        app = Conveyor(pg_url_or_fail(), schema=f"cursor_{uuid.uuid4().hex[:12]}")
+        app = Conveyor(pg_test_url(), schema=f"cursor_{uuid.uuid4().hex[:12]}")
     yield app
     if request.param == "postgres":
         import psycopg
 
         schema = app.store.schema  # type: ignore[attr-defined]
         app.close()
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     else:
         app.close()

@@ -8,13 +8,13 @@ into the job's code and the job failed, spending an attempt.)
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from conveyor import Conveyor, Job, JobContext, JobState, StoreError
+from tests.conftest import pg_test_url
 from tests.integration.pgprocs.harness import PrivateServer, private_server, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -23,8 +23,7 @@ STEPS = 150
 
 @pytest.fixture
 def server() -> Iterator[PrivateServer]:
-    if not os.environ.get("CONVEYOR_TEST_PG_URL"):
-        pytest.fail("CONVEYOR_TEST_PG_URL is not set: run the tests with `make test`")
+    pg_test_url()
     with private_server() as started:
         yield started
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from conveyor.changes import ChangeRefused, Lease
 from conveyor.errors import LeaseLost
 from conveyor.model import JobError, JobProgress
 from conveyor.worker import ReapResult, reap
-from tests.conftest import FakeClock
+from tests.conftest import AppFactory, FakeClock
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -26,7 +25,6 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 NOTHING = ReapResult(0, 0)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from conveyor import Conveyor, JobContext, JobState
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -19,7 +19,6 @@ from tests.integration.test_worker_helpers import (
     wait_state,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 TOTAL = 40
 

@@ -35,8 +35,8 @@ from conveyor.errors import ConfigurationError
 from conveyor.model import JobError, JobProgress
 from conveyor.payload import MAX_BYTES
 from conveyor.testing import drain
+from tests.conftest import AppFactory
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 CONVEYOR_APP_ID = 0x434F4E56
 SOME_ID = "00000000-0000-4000-8000-000000000000"  # shaped like a job id, so the store is asked

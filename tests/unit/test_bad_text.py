@@ -21,7 +21,7 @@ from conveyor import Conveyor, EnqueueRequest, InvalidParams, JobContext, JobNot
 from conveyor.errors import ConfigurationError, ConveyorError, InvalidStateError
 from conveyor.testing import drain
 from conveyor.validate import MAX_ACTOR, MAX_NAME, MAX_REASON
-from tests.contract.conftest import pg_url_or_fail
+from tests.conftest import pg_test_url
 
 S = JobState
 
@@ -33,7 +33,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
         made = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
     else:
         schema = f"badtext_{uuid.uuid4().hex[:12]}"
-        made = Conveyor(pg_url_or_fail(), schema=schema)
+        made = Conveyor(pg_test_url(), schema=schema)
     made.job("t")(lambda ctx, x=None: {"x": x})
     made.enqueue("t", {"x": 1})
     drain(made)
@@ -43,7 +43,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
     if request.param == "postgres":
         import psycopg
 
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
@@ -199,7 +199,7 @@ def _corrupt(app: Conveyor, job_id: str, *, sqlite_set: str, postgres_set: str) 
         import psycopg
 
         schema = app.store._settings.schema  # type: ignore[attr-defined]
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'UPDATE "{schema}".jobs SET {postgres_set} WHERE id = %s', (job_id,))
 
 
