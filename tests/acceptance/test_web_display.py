@@ -21,9 +21,10 @@ from .web_helpers import (
     TOKEN,
     AsgiClient,
     fail_without_retry,
-    make_web,
+    logged_in,
     register_types,
     running_worker,
+    typed_app,
     wait_until,
 )
 
@@ -33,17 +34,13 @@ ESCAPE_SEQUENCE = "\x1b[2K\x1b]0;owned\x07"
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture
 def client(app: Conveyor) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    assert c.get(f"/login?token={TOKEN}").status_code == 303
-    yield c
-    c.close()
+    with logged_in(app) as c:
+        yield c
 
 
 # -- 3. controls and bidi overrides are shown, not obeyed ------------------------------------------
