@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,25 @@ def pg_test_url() -> str:
                     "(`make test` starts it; or run `scripts/pg-test-server start .pgtest` and "
                     f"export {PG_ENV} to the URL it prints)")
     return url
+
+
+@contextlib.contextmanager
+def app_on(store: str, folder: Path, prefix: str) -> Iterator[Conveyor]:
+    """An app on a fresh SQLite file in ``folder`` (``store="sqlite"``) or a fresh schema of
+    the test server (``"postgres"``); closed, and the schema dropped, at the end."""
+    if store == "sqlite":
+        with contextlib.closing(Conveyor(f"sqlite:///{folder / 'jobs.db'}")) as app:
+            yield app
+        return
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with contextlib.closing(Conveyor(pg_test_url(), schema=schema)) as app:
+            yield app
+    finally:
+        import psycopg
+
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
