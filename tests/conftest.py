@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +31,40 @@ class FakeClock:
             self._now += seconds
 
 
+PG_ENV = "CONVEYOR_TEST_PG_URL"
+#: What the ``make_app`` fixture gives: ``make_app(url=None, **Conveyor options)``.
+AppFactory = Callable[..., Conveyor]
+
+
+def pg_test_url() -> str:
+    """The throwaway PostgreSQL server's URL; its absence fails the test rather than skip it."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.fail(f"{PG_ENV} is not set: the PostgreSQL tests need the throwaway server "
+                    "(`make test` starts it; or run `scripts/pg-test-server start .pgtest` and "
+                    f"export {PG_ENV} to the URL it prints)")
+    return url
+
+
+@contextlib.contextmanager
+def app_on(store: str, folder: Path, prefix: str) -> Iterator[Conveyor]:
+    """An app on a fresh SQLite file in ``folder`` (``store="sqlite"``) or a fresh schema of
+    the test server (``"postgres"``); closed, and the schema dropped, at the end."""
+    if store == "sqlite":
+        with contextlib.closing(Conveyor(f"sqlite:///{folder / 'jobs.db'}")) as app:
+            yield app
+        return
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with contextlib.closing(Conveyor(pg_test_url(), schema=schema)) as app:
+            yield app
+    finally:
+        import psycopg
+
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     """A fresh SQLite file URL (absolute path) for one test."""
@@ -39,11 +77,11 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_app(db_url: str) -> Iterator[Callable[..., Conveyor]]:
+def make_app(db_url: str) -> Iterator[AppFactory]:
     """Build apps on the test's database; all are closed at the end."""
     apps: list[Conveyor] = []
 
-    def factory(url: str | None = None, **options: object) -> Conveyor:
+    def factory(url: str | None = None, **options: Any) -> Conveyor:
         app = Conveyor(url or db_url, **options)
         apps.append(app)
         return app

@@ -22,7 +22,7 @@ from conveyor.cli import EXIT_USAGE
 from conveyor.payload import MAX_DEPTH
 from conveyor.testing import drain
 from tests.acceptance.cli_helpers import SAMPLE_APP, cli_on, run_cli
-from tests.contract.conftest import pg_url_or_fail
+from tests.conftest import pg_test_url
 
 ESC_TITLE = "\x1b]0;pwned\x07"
 HOSTILE = f"{ESC_TITLE}\x1b[2K\x9b31m\u202eexe.jpg\u2066[red]x[/red][link=http://evil]y[/link]"
@@ -37,7 +37,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
         return
     schema = f"hostile_{uuid.uuid4().hex[:12]}"
-    base = pg_url_or_fail()
+    base = pg_test_url()
     yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
     import psycopg
 
@@ -99,7 +99,8 @@ def test_hostile_job_data_is_shown_escaped(hostile: tuple[str, list[str]],
     url, ids = hostile
     done, failed, _ = ids
     args = {"ls": [], "show": [done, failed], "history": [failed], "watch": [done, failed]}
-    wide = {"COLUMNS": "3000"}  # table cells not wrapped, so the escapes read in one piece
+    # table cells not wrapped, so the escapes read in one piece
+    wide: dict[str, str | None] = {"COLUMNS": "3000"}
     result = run_cli("--store", url, *command, *args[command[0]], env=wide)
     assert result.exit_code == 0, result.output
     _assert_safe(result.output)

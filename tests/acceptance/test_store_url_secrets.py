@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 
 import pytest
 
@@ -64,8 +65,10 @@ def test_python_api_never_shows_the_password(url: str, secret: str, call: str,
                                              caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     app = Conveyor(url)
-    operation = {"get": lambda: app.get("00000000-0000-0000-0000-000000000000"),
-                 "enqueue": lambda: app.enqueue("some.type", {})}[call]
+    operations: dict[str, Callable[[], object]] = {
+        "get": lambda: app.get("00000000-0000-0000-0000-000000000000"),
+        "enqueue": lambda: app.enqueue("some.type", {})}
+    operation = operations[call]
     try:
         with pytest.raises(ConveyorError) as raised:
             operation()

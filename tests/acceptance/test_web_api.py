@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,11 +41,12 @@ def client(app: Conveyor, stepper: Stepper) -> Iterator[AsgiClient]:
     c.close()
 
 
-def enqueue(client: AsgiClient, job_type: str = "test.add", **body: object) -> dict[str, object]:
+def enqueue(client: AsgiClient, job_type: str = "test.add", **body: object) -> dict[str, Any]:
     body.setdefault("params", {"a": 1, "b": 2} if job_type == "test.add" else {})
     response = client.post("/api/jobs", json={"job_type": job_type, **body}, headers=BEARER)
     assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
+    job: dict[str, Any] = response.json()
+    return job
 
 
 def error_of(response: object) -> str:
@@ -312,10 +314,11 @@ def test_pause_and_resume_a_running_job(app: Conveyor, client: AsgiClient,
     assert done["progress"]["percent"] == 100
 
 
-def _wait_state(client: AsgiClient, url: str, state: str) -> dict[str, object]:
-    return wait_until(  # type: ignore[no-any-return]
+def _wait_state(client: AsgiClient, url: str, state: str) -> dict[str, Any]:
+    job: dict[str, Any] = wait_until(
         lambda: (j := client.get(url, headers=BEARER).json())["state"] == state and j,
         message=f"state {state}")
+    return job
 
 
 # -- failures that are not the client's ---------------------------------------------------------

@@ -27,7 +27,7 @@ from .web_helpers import (
     AsgiClient,
     fail_without_retry,
     make_web,
-    register_types,
+    typed_app,
 )
 
 SECRET_PARAM = "top-secret-param-value"
@@ -35,9 +35,7 @@ SECRET_PARAM = "top-secret-param-value"
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture

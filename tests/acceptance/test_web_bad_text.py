@@ -3,37 +3,25 @@ on both stores."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conveyor import Conveyor
 from tests.acceptance.web_helpers import BEARER, AsgiClient, make_web
-from tests.contract.conftest import pg_url_or_fail
+from tests.conftest import app_on
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AsgiClient]:
-    if request.param == "sqlite":
-        app = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
-    else:
-        schema = f"webtext_{uuid.uuid4().hex[:12]}"
-        app = Conveyor(pg_url_or_fail(), schema=schema)
-    app.job("t")(lambda ctx: None)
-    app.enqueue("t")
-    c = AsgiClient(make_web(app))
-    yield c
-    c.close()
-    app.close()
-    if request.param == "postgres":
-        import psycopg
-
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with app_on(request.param, tmp_path, "webtext") as app:
+        app.job("t")(lambda ctx: None)
+        app.enqueue("t")
+        with contextlib.closing(AsgiClient(make_web(app))) as c:
+            yield c
 
 
 def _post(client: AsgiClient, url: str, body: dict[str, object]) -> httpx.Response:

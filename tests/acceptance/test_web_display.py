@@ -21,9 +21,10 @@ from .web_helpers import (
     TOKEN,
     AsgiClient,
     fail_without_retry,
-    make_web,
+    logged_in,
     register_types,
     running_worker,
+    typed_app,
     wait_until,
 )
 
@@ -33,17 +34,13 @@ ESCAPE_SEQUENCE = "\x1b[2K\x1b]0;owned\x07"
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture
 def client(app: Conveyor) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    assert c.get(f"/login?token={TOKEN}").status_code == 303
-    yield c
-    c.close()
+    with logged_in(app) as c:
+        yield c
 
 
 # -- 3. controls and bidi overrides are shown, not obeyed ------------------------------------------
@@ -158,16 +155,16 @@ def any_store_app(request: pytest.FixtureRequest, db_url: str) -> Iterator[Conve
     if request.param == "sqlite":
         app = Conveyor(db_url)
     else:
-        from tests.contract.conftest import pg_url_or_fail
+        from tests.conftest import pg_test_url
 
-        app = Conveyor(pg_url_or_fail(), schema=f"cursor_{uuid.uuid4().hex[:12]}")
+        app = Conveyor(pg_test_url(), schema=f"cursor_{uuid.uuid4().hex[:12]}")
     yield app
     if request.param == "postgres":
         import psycopg
 
         schema = app.store.schema  # type: ignore[attr-defined]
         app.close()
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     else:
         app.close()

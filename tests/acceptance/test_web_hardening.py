@@ -27,7 +27,7 @@ from conveyor.web.security import SESSION_COOKIE
 from conveyor.web.server import _RedactTokens, serve
 
 from .cli_helpers import run_cli
-from .web_helpers import BEARER, READ_TOKEN, TOKEN, AsgiClient, make_web, register_types
+from .web_helpers import BEARER, READ_TOKEN, TOKEN, AsgiClient, make_web, typed_app
 
 SECRET = "queue-only-the-owner-may-see"
 HOSTILE_HOSTS = ["x/static/", "x/login#", "x/login?", "x/static/..", "evil.example/static/x",
@@ -36,9 +36,7 @@ HOSTILE_HOSTS = ["x/static/", "x/login#", "x/login?", "x/static/..", "evil.examp
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture

@@ -11,22 +11,18 @@ import pytest
 from conveyor import Conveyor, JobState
 from conveyor.testing import drain
 
-from .web_helpers import TOKEN, AsgiClient, fail_without_retry, make_web, register_types
+from .web_helpers import AsgiClient, fail_without_retry, logged_in, typed_app
 
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture
 def client(app: Conveyor) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    assert c.get(f"/login?token={TOKEN}").status_code == 303
-    yield c
-    c.close()
+    with logged_in(app) as c:
+        yield c
 
 
 def buttons(html: str, job_id: str) -> list[str]:

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from conveyor import Conveyor
+from conveyor.model import JOB_ID_PATTERN
 from conveyor.testing import drain
 from conveyor.web.apidoc import BEGIN, END, render_reference
-from conveyor.web.openapi import JOB_ID_PATTERN
 
 from .web_helpers import BEARER, TOKEN, fail_without_retry, make_web, register_types
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor import Conveyor
+from conveyor import Conveyor, JobState
 from conveyor.web.stream import Watcher, fingerprint
 
 from .web_helpers import (
@@ -83,7 +83,7 @@ def test_stream_sends_counts_new_jobs_and_live_progress(
     assert "result" not in created
     with running_worker(app):
         events.next(job_event(job["id"], state="running"))
-        seen = []
+        seen: list[dict[str, Any]] = []
         for _ in range(4):
             stepper.step()
             _, data = events.next(lambda n, d: n == "job" and d["id"] == job["id"]
@@ -133,7 +133,9 @@ def test_watcher_forgets_finished_jobs_out_of_view(app: Conveyor) -> None:
     assert [d["state"] for d in cancelled] == ["cancelled"]  # its last change is still sent
     assert first.id not in watcher.sent  # and then it is forgotten
     assert watcher.poll() == []  # nothing changed: nothing sent
-    assert fingerprint(app.get(first.id))[0].value == "cancelled"
+    state = fingerprint(app.get(first.id))[0]
+    assert isinstance(state, JobState)
+    assert state.value == "cancelled"
 
 
 def test_pinned_jobs_are_watched_even_when_old(app: Conveyor) -> None:

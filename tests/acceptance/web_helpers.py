@@ -143,6 +143,24 @@ def register_types(app: Conveyor) -> Stepper:
     return Stepper(app)
 
 
+def typed_app(make_app: Callable[..., Conveyor]) -> Conveyor:
+    """A fresh app with the web tests' job types (what most web tests' ``app`` fixture is)."""
+    app = make_app()
+    register_types(app)
+    return app
+
+
+@contextlib.contextmanager
+def logged_in(app: Conveyor) -> Iterator[AsgiClient]:
+    """An in-process client of ``app``'s dashboard, logged in with the admin token."""
+    client = AsgiClient(make_web(app))
+    try:
+        assert client.get(f"/login?token={TOKEN}").status_code == 303
+        yield client
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def running_worker(app: Conveyor) -> Iterator[None]:
     """A real worker in a thread, with short timings, stopped on exit."""

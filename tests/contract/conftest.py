@@ -12,7 +12,6 @@ back instead.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,18 +21,8 @@ import pytest
 
 from conveyor.stores import open_store
 from conveyor.stores.base import Store
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, pg_test_url
 from tests.contract.helpers import use_clock
-
-PG_ENV = "CONVEYOR_TEST_PG_URL"
-
-
-def pg_url_or_fail() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.fail(f"{PG_ENV} is not set: run the tests with `make test`, which starts a "
-                    "throwaway PostgreSQL server")
-    return url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -46,7 +35,7 @@ def store_factory(request: pytest.FixtureRequest,
         url = f"sqlite:///{tmp_path / 'contract.db'}"
         options: dict[str, object] = {"clock": clock}
     else:
-        url = pg_url_or_fail()
+        url = pg_test_url()
         options = {"schema": f"contract_{uuid.uuid4().hex[:12]}"}
 
     def make() -> Store:

@@ -54,14 +54,14 @@ def in_state(store: Store, state: JobState, *, lease: float = 30.0, **fields: An
     if state is JobState.CANCELLED:
         return apply_one(store, transitions.cancel_idle(job.id, JobState.PENDING, "t", ""))
     job = claim_one(store, [job_type], lease=lease)
-    lease = lease_of(job)
+    held = lease_of(job)
     if state is JobState.RUNNING:
         return job
     if state is JobState.PAUSED:
-        return apply_one(store, transitions.pause_at_checkpoint(lease, JobProgress(1, 2), "t"))
+        return apply_one(store, transitions.pause_at_checkpoint(held, JobProgress(1, 2), "t"))
     if state is JobState.COMPLETED:
-        return apply_one(store, transitions.complete(lease, {"ok": True}, "t"))
-    return apply_one(store, transitions.fail(lease, job.id, JobError("E", "boom"), "raised", "t"))
+        return apply_one(store, transitions.complete(held, {"ok": True}, "t"))
+    return apply_one(store, transitions.fail(held, job.id, JobError("E", "boom"), "raised", "t"))
 
 
 def apply_one(store: Store, change: Change) -> Job:

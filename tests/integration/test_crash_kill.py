@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from conveyor import JobState
-from tests.integration.procs.harness import Procs, running, steps_of
+from tests.integration.procs.harness import Procs, steps_of
 from tests.integration.procs.jobs import STEPS, SUICIDE
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with running(tmp_path) as procs:
-        yield procs
 
 
 def test_sigkilled_worker_job_is_retried_from_its_checkpoint(procs: Procs) -> None:

@@ -8,22 +8,13 @@ Either way the process exits 0 and leaves nothing running.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from conveyor import JobState
-from tests.integration.procs.harness import Procs, running, steps_of
+from tests.integration.procs.harness import Procs, steps_of
 from tests.integration.procs.jobs import STEPS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with running(tmp_path) as procs:
-        yield procs
 
 
 def test_sigterm_pauses_a_checkpointing_job_and_another_worker_resumes_it(

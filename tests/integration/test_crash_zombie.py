@@ -9,23 +9,15 @@ other worker's alone, and the zombie carries on running (it can still be stopped
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from conveyor import JobState
 from conveyor.worker.reaper import reap
-from tests.integration.procs.harness import Procs, running, steps_of, wait_until
+from tests.integration.procs.harness import Procs, steps_of, wait_until
 from tests.integration.procs.jobs import STEPS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with running(tmp_path) as procs:
-        yield procs
 
 
 def test_zombie_worker_is_fenced_out_after_its_job_was_taken_over(procs: Procs) -> None:

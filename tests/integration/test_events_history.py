@@ -7,7 +7,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,7 +22,9 @@ from conveyor import (
 )
 from conveyor.changes import ChangeRefused, Lease
 from conveyor.model import JobError
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
+    TINY,
     WAIT,
     Gate,
     Recorder,
@@ -34,9 +35,7 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
-TINY = Backoff(base=0.01, max_delay=0.05)
 ACTION_OF_EVENT = {
     "JobCreated": "create", "JobStarted": "start", "JobResumed": "resume",
     "JobPaused": "pause", "JobCompleted": "complete", "JobFailed": "fail",
@@ -178,7 +177,9 @@ def test_progress_events_are_emitted_while_the_job_runs(make_app: AppFactory) ->
         assert progressed.job.progress.total_steps == 10
         assert progressed.job.progress.percent == 50.0
         assert progressed.actor == worker.worker_id
-        assert progressed.to_dict()["progress"]["percent"] == 50.0
+        shown = progressed.to_dict()["progress"]
+        assert isinstance(shown, dict)
+        assert shown["percent"] == 50.0
         gate.open()
         app.wait(job.id, timeout=WAIT)
         recorder.wait_for("JobCompleted", job.id)

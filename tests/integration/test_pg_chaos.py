@@ -16,7 +16,6 @@ come back within seconds. The server is the shared one of ``make test``
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -27,12 +26,12 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, ConveyorError, EnqueueRequest, JobState
+from tests.conftest import pg_test_url
 from tests.integration.pgprocs.harness import Fleet, admin, drop_schema, listeners, wait_until
 from tests.integration.pgprocs.jobs import WORK, build_app, read_completions
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-PG_ENV = "CONVEYOR_TEST_PG_URL"
 WORKERS = ["w0", "w1", "w2", "w3"]
 FIRST_BATCH = 1000
 LATER_BATCHES = 4
@@ -44,11 +43,7 @@ TIMINGS = {"concurrency": 4, "lease": 2.0, "heartbeat": 0.4, "reap": 0.4, "poll"
 
 @pytest.fixture
 def pg_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.fail(f"{PG_ENV} is not set: the chaos tests need the throwaway PostgreSQL "
-                    "server (`make test` starts it)")
-    return url
+    return pg_test_url()
 
 
 @pytest.fixture

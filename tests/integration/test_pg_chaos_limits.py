@@ -13,7 +13,6 @@ Like every PostgreSQL test this needs ``CONVEYOR_TEST_PG_URL`` (it fails without
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import EnqueueRequest, JobState
+from tests.conftest import pg_test_url
 from tests.integration.pgprocs.harness import (
     Fleet,
     PrivateServer,
@@ -32,7 +32,6 @@ from tests.integration.pgprocs.jobs import WORK, build_app, read_completions
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-PG_ENV = "CONVEYOR_TEST_PG_URL"
 MAX_CONNECTIONS = 8
 WORKERS = [f"m{i}" for i in range(6)]
 JOBS = 200
@@ -44,9 +43,7 @@ REFUSED = "too many clients"
 
 @pytest.fixture
 def server() -> Iterator[PrivateServer]:
-    if not os.environ.get(PG_ENV):
-        pytest.fail(f"{PG_ENV} is not set: the PostgreSQL tests run under `make test`, which "
-                    "starts a throwaway server")
+    pg_test_url()
     with private_server() as started:
         started.configure(max_connections=MAX_CONNECTIONS)
         started.restart("fast")

@@ -19,7 +19,6 @@ Like every PostgreSQL test these need ``CONVEYOR_TEST_PG_URL`` (they fail withou
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, EnqueueRequest, JobState, StoreError
+from tests.conftest import pg_test_url
 from tests.integration.pgprocs.harness import (
     Fleet,
     PrivateServer,
@@ -44,7 +44,6 @@ from tests.integration.pgprocs.jobs import WORK, build_app, read_completions
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-PG_ENV = "CONVEYOR_TEST_PG_URL"
 WORKERS = ["o0", "o1", "o2"]
 JOBS = 240
 PROBES = 15
@@ -60,9 +59,7 @@ PER_JOB_NOTICES = ("lease lost", "conveyor.reaper:")
 
 @pytest.fixture
 def server() -> Iterator[PrivateServer]:
-    if not os.environ.get(PG_ENV):
-        pytest.fail(f"{PG_ENV} is not set: the PostgreSQL tests run under `make test`, which "
-                    "starts a throwaway server")
+    pg_test_url()
     with private_server() as started:
         yield started
 

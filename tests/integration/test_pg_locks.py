@@ -10,7 +10,6 @@ bounds that make a forgotten transaction let go of its locks.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -28,19 +27,16 @@ from conveyor.model import JobError
 from conveyor.stores import open_store
 from conveyor.stores.base import Store
 from conveyor.stores.postgres.config import SESSION_BOUNDS, parse_url
+from tests.conftest import pg_test_url
 from tests.contract.helpers import insert, lease_of, new, running
 
 pytestmark = pytest.mark.postgres
-PG_ENV = "CONVEYOR_TEST_PG_URL"
 T = TypeVar("T")
 
 
 @pytest.fixture
 def url() -> str:
-    found = os.environ.get(PG_ENV)
-    if not found:
-        pytest.fail(f"{PG_ENV} is not set: run the tests with `make test`")
-    return found
+    return pg_test_url()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ Slow (about a minute) and needs root, ``ip`` and ``nft``: it fails, not skips, w
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import subprocess
 import sys
@@ -36,9 +35,11 @@ import pytest
 
 from conveyor import Conveyor, JobState
 from conveyor.stores.postgres.config import parse_url
+from tests.conftest import pg_test_url
 from tests.integration.netpartition import Partition, missing_tools, partition
-from tests.integration.pgprocs.harness import ROOT, WorkerProc, wait_until
+from tests.integration.pgprocs.harness import WorkerProc, wait_until
 from tests.integration.pgprocs.jobs import WORK, build_app, read_completions
+from tests.integration.subprocs import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 LEASE = 20.0
@@ -57,8 +58,7 @@ SHORT = {"steps": 20, "step_ms": 5.0}
 
 @pytest.fixture
 def net() -> Iterator[Partition]:
-    if not os.environ.get("CONVEYOR_TEST_PG_URL"):
-        pytest.fail("CONVEYOR_TEST_PG_URL is not set: run the tests with `make test`")
+    pg_test_url()
     why = missing_tools()
     if why:
         pytest.fail(f"the partition test cannot run: {why}")
@@ -83,7 +83,7 @@ class Procs:
             popen = subprocess.Popen([*prefix, *args], cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=err)
         self.all.append(popen)
-        return WorkerProc(name, popen, stderr, time.monotonic())
+        return WorkerProc(name, popen, stderr)
 
     def lock_holder(self, net: Partition, schema: str, job_id: str) -> subprocess.Popen[str]:
         """A session in the cut-off namespace that locks ``job_id``'s row in a transaction

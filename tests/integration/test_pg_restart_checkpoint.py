@@ -8,13 +8,13 @@ into the job's code and the job failed, spending an attempt.)
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from conveyor import Conveyor, Job, JobContext, JobState, StoreError
+from tests.conftest import pg_test_url
 from tests.integration.pgprocs.harness import PrivateServer, private_server, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -23,8 +23,7 @@ STEPS = 150
 
 @pytest.fixture
 def server() -> Iterator[PrivateServer]:
-    if not os.environ.get("CONVEYOR_TEST_PG_URL"):
-        pytest.fail("CONVEYOR_TEST_PG_URL is not set: run the tests with `make test`")
+    pg_test_url()
     with private_server() as started:
         yield started
 
@@ -102,7 +101,7 @@ def test_a_job_that_returns_while_the_store_is_down_completes_on_its_first_attem
     thread.start()
     outage = threading.Thread(target=server.stop_for, args=(5.0,), daemon=True)
     try:
-        wait_until(lambda: runs, 30, "the job to start")
+        wait_until(lambda: bool(runs), 30, "the job to start")
         outage.start()
         wait_until(lambda: not _reachable(server.url), 30, "the server to go down")
         release.set()  # the job returns while nothing can be written

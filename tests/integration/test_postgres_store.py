@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
-import os
 import random
 import socket
 import threading
@@ -31,21 +30,16 @@ from conveyor.lifecycle import JobState
 from conveyor.model import JobError
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
+from tests.conftest import pg_test_url
 
 pytestmark = pytest.mark.postgres
 
-PG_ENV = "CONVEYOR_TEST_PG_URL"
 SPAWN = multiprocessing.get_context("spawn")  # no fork(): the store runs threads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def pg_url() -> str:
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.fail(f"{PG_ENV} is not set: these tests need the throwaway PostgreSQL server "
-                    "(`make test` starts it; or run `scripts/pg-test-server start .pgtest` and "
-                    f"export {PG_ENV} to the URL it prints)")
-    return url
+    return pg_test_url()
 
 
 def _with_query(url: str, **params: str) -> str:

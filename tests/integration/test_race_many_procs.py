@@ -11,14 +11,12 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import EnqueueRequest, InvalidStateError, Job, JobState
-from tests.integration.procs.harness import Procs, running, wait_until
+from tests.integration.procs.harness import Procs, wait_until
 from tests.integration.procs.jobs import STEPS
 
 pytestmark = pytest.mark.slow
@@ -27,12 +25,6 @@ JOBS = 300
 TIMINGS: dict[str, Any] = {
     "lease": 10.0, "heartbeat": 0.3, "reap": 0.3, "poll": 0.05, "progress": 0.05,
 }
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with running(tmp_path) as procs:
-        yield procs
 
 
 def test_three_workers_and_an_operator_on_one_file_lose_nothing(procs: Procs) -> None:

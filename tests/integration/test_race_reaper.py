@@ -14,15 +14,13 @@ import itertools
 import random
 import signal
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import EnqueueRequest, JobState
 from conveyor.lifecycle import find_transition
-from tests.integration.procs.harness import Procs, running, wait_until
+from tests.integration.procs.harness import Procs, wait_until
 from tests.integration.procs.jobs import QUICK
 
 pytestmark = pytest.mark.slow
@@ -31,12 +29,6 @@ JOBS = 150
 LEASE: dict[str, Any] = {
     "lease": 0.4, "heartbeat": 0.39, "reap": 0.05, "progress": 0.05, "poll": 0.02,
 }
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with running(tmp_path) as procs:
-        yield procs
 
 
 def test_reaper_racing_completions_never_resurrects_a_job(procs: Procs) -> None:

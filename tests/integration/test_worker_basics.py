@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from conveyor import AsyncJobContext, Backoff, Conveyor, JobContext, JobState
+from conveyor import AsyncJobContext, Backoff, JobContext, JobState
 from conveyor.worker import WorkerStats
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -31,7 +32,6 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 
 

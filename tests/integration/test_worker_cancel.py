@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 from conveyor import AsyncJobContext, Backoff, Conveyor, InvalidStateError, JobContext, JobState
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -22,7 +22,6 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 
 
@@ -56,8 +55,9 @@ def test_cancel_pending_is_immediate(make_app: AppFactory) -> None:
     assert not ran.is_set()
 
 
-def test_cancel_paused_is_immediate(make_app: AppFactory) -> None:
-    app = make_app()
+def _register_parked(app: Conveyor) -> tuple[threading.Event, Gate, list[int]]:
+    """Job type ``parked``: it signals it runs, waits at the gate, then checkpoints (so a
+    pause asked meanwhile lands there); each run appends to the list."""
     reached = threading.Event()
     gate = Gate()
     runs: list[int] = []
@@ -69,6 +69,12 @@ def test_cancel_paused_is_immediate(make_app: AppFactory) -> None:
         gate.wait()
         ctx.checkpoint({"at": 1})
 
+    return reached, gate, runs
+
+
+def test_cancel_paused_is_immediate(make_app: AppFactory) -> None:
+    app = make_app()
+    reached, gate, runs = _register_parked(app)
     recorder = Recorder(app)
     job = app.enqueue("parked")
     with running_worker(app):
@@ -90,17 +96,7 @@ def test_cancel_paused_is_immediate(make_app: AppFactory) -> None:
 
 def test_cancel_a_paused_job_waiting_to_be_resumed(make_app: AppFactory) -> None:
     app = make_app()
-    reached = threading.Event()
-    gate = Gate()
-    runs: list[int] = []
-
-    @app.job("parked")
-    def parked(ctx: JobContext) -> None:
-        runs.append(1)
-        reached.set()
-        gate.wait()
-        ctx.checkpoint({"at": 1})
-
+    reached, gate, runs = _register_parked(app)
     job = app.enqueue("parked")
     with running_worker(app):
         assert reached.wait(WAIT)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from conveyor import Conveyor, HistoryEntry, Job, JobEvent, JobState
+from conveyor import Backoff, Conveyor, HistoryEntry, Job, JobEvent, JobState
 from conveyor.worker import Worker
 
 #: Short timings for in-process workers: every wait in these tests is well under a second.
@@ -27,6 +27,8 @@ FAST: dict[str, Any] = {
 }
 #: How long a test waits for something that should take a fraction of a second.
 WAIT = 5.0
+#: Retries due almost at once, so retried jobs run again within the test.
+TINY = Backoff(base=0.01, max_delay=0.05)
 
 
 class WorkerThread:

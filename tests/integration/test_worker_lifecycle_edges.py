@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from conveyor.context import Execution
 from conveyor.model import JobProgress
 from conveyor.worker import reap
 from conveyor.worker.worker import _Slot
-from tests.conftest import FakeClock
+from tests.conftest import AppFactory, FakeClock
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -30,7 +29,6 @@ from tests.integration.test_worker_helpers import (
     wait_state,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 TOTAL = 5
 
@@ -109,7 +107,7 @@ def test_a_cancel_landing_between_the_flag_read_and_the_failure_write_wins(
     store = app.store
     real_apply = store.apply
 
-    def cancel_first(changes: list[Change]) -> Job:
+    def cancel_first(changes: list[Change]) -> list[Job]:
         if changes[0].action == "fail":  # the worker has read the flags: no cancel yet
             real_apply([transitions.request(job.id, "cancel_requested", True,
                                             frozenset({S.RUNNING}), "op", "late cancel")])

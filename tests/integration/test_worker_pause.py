@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from conveyor import Conveyor, InvalidStateError, JobContext, JobState, transitions
 from conveyor.changes import ChangeRefused, Lease
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -23,7 +23,6 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 TOTAL = 10
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,7 @@ from conveyor.changes import ChangeRefused, Lease
 from conveyor.errors import LeaseLost
 from conveyor.model import JobError, JobProgress
 from conveyor.worker import ReapResult, reap
-from tests.conftest import FakeClock
+from tests.conftest import AppFactory, FakeClock
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -25,16 +25,16 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 NOTHING = ReapResult(0, 0)
 
 
-def _app(make_app: AppFactory, clock: FakeClock, **job_options: object) -> Conveyor:
+def _app(make_app: AppFactory, clock: FakeClock, **job_options: Any) -> Conveyor:
     app = make_app(clock=clock, rand=lambda: 0.0)
-    options = {"max_attempts": 3, "backoff": Backoff(base=5, max_delay=5), **job_options}
+    options: dict[str, Any] = {"max_attempts": 3, "backoff": Backoff(base=5, max_delay=5),
+                               **job_options}
 
-    @app.job("t", **options)  # type: ignore[arg-type]
+    @app.job("t", **options)
     def t(ctx: JobContext) -> dict[str, object]:
         return {"attempt": ctx.job.attempt, "checkpoint": ctx.checkpoint_data}
 

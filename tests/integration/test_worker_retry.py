@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 
-from conveyor import Backoff, Conveyor, InvalidStateError, JobContext, JobState, transitions
+from conveyor import Backoff, InvalidStateError, JobContext, JobState, transitions
 from conveyor.changes import Lease
 from conveyor.model import JobError
-from tests.conftest import FakeClock
+from tests.conftest import AppFactory, FakeClock
 from tests.integration.test_worker_helpers import (
+    TINY,
     Gate,
     Recorder,
     WorkerThread,
@@ -21,9 +21,7 @@ from tests.integration.test_worker_helpers import (
     wait_state,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
-TINY = Backoff(base=0.01, max_delay=0.05)
 
 
 class Boom(RuntimeError):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from typing import Any
 
 from conveyor import Conveyor, JobContext, JobState
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -18,7 +19,6 @@ from tests.integration.test_worker_helpers import (
     wait_state,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 TOTAL = 40
 
@@ -129,14 +129,14 @@ def test_a_job_finishing_within_the_grace_completes(make_app: AppFactory) -> Non
     assert runner.worker.stats.completed == 1
 
 
-def _blocked_app(make_app: AppFactory, **job_options: object) -> tuple[
+def _blocked_app(make_app: AppFactory, **job_options: Any) -> tuple[
         Conveyor, threading.Event, Gate, threading.Event]:
     app = make_app()
     reached = threading.Event()
     gate = Gate()
     returned = threading.Event()
 
-    @app.job("blocked", **job_options)  # type: ignore[arg-type]
+    @app.job("blocked", **job_options)
     def blocked(ctx: JobContext) -> str:
         reached.set()
         try:

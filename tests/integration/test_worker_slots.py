@@ -4,9 +4,9 @@ costs the worker its thread, never a slot."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
-from conveyor import Conveyor, EnqueueRequest, JobContext, JobState
+from conveyor import EnqueueRequest, JobContext, JobState
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
     WAIT,
     Gate,
@@ -15,7 +15,6 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 
-from conveyor import AsyncJobContext, Backoff, Conveyor, JobContext, JobState
+from conveyor import AsyncJobContext, JobContext, JobState
+from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
+    TINY,
     WAIT,
     Gate,
     Recorder,
@@ -19,9 +20,7 @@ from tests.integration.test_worker_helpers import (
     wait_until,
 )
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
-TINY = Backoff(base=0.01, max_delay=0.05)
 
 
 def _spin_until(seconds: float) -> int:

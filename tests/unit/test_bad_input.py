@@ -35,8 +35,8 @@ from conveyor.errors import ConfigurationError
 from conveyor.model import JobError, JobProgress
 from conveyor.payload import MAX_BYTES
 from conveyor.testing import drain
+from tests.conftest import AppFactory
 
-AppFactory = Callable[..., Conveyor]
 S = JobState
 CONVEYOR_APP_ID = 0x434F4E56
 SOME_ID = "00000000-0000-4000-8000-000000000000"  # shaped like a job id, so the store is asked
@@ -423,14 +423,29 @@ def _open_fails(url: str) -> StoreError:
     return caught.value
 
 
+def _refused_untouched(folder: Path, url: str) -> str:
+    """Opening ``url`` fails with a StoreError and changes no file of ``folder``; its text."""
+    before = _files(folder)
+    error = _open_fails(url)
+    assert _files(folder) == before
+    return str(error)
+
+
+def _sqlite_file(path: Path, *statements: str) -> str:
+    """A SQLite file made by someone else (``statements`` run and committed); its URL."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    return f"sqlite:///{path}"
+
+
 def test_a_corrupt_file_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     path.write_bytes(os.urandom(8192))
-    before = _files(tmp_path)
-    error = _open_fails(f"sqlite:///{path}")
-    assert str(path) in str(error)
-    assert "not a SQLite database or is corrupt" in str(error)
-    assert _files(tmp_path) == before
+    error = _refused_untouched(tmp_path, f"sqlite:///{path}")
+    assert str(path) in error
+    assert "not a SQLite database or is corrupt" in error
 
 
 def test_a_truncated_conveyor_file_is_refused_and_left_alone(tmp_path: Path) -> None:
@@ -454,41 +469,25 @@ def test_a_truncated_conveyor_file_is_refused_and_left_alone(tmp_path: Path) -> 
 
 
 def test_a_foreign_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "other-app.db"
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.execute("INSERT INTO users (name) VALUES ('ada')")
-        conn.commit()
-    before = _files(tmp_path)
-    error = _open_fails(f"sqlite:///{path}")
-    assert "not a conveyor database" in str(error)
-    assert "users" in str(error)
-    assert _files(tmp_path) == before
+    url = _sqlite_file(tmp_path / "other-app.db",
+                       "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+                       "INSERT INTO users (name) VALUES ('ada')")
+    error = _refused_untouched(tmp_path, url)
+    assert "not a conveyor database" in error
+    assert "users" in error
 
 
 def test_a_database_of_another_application_id_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA application_id = 12345")
-        conn.commit()
-    before = _files(tmp_path)
-    error = _open_fails(f"sqlite:///{path}")
-    assert "not a conveyor database" in str(error)
-    assert _files(tmp_path) == before
+    url = _sqlite_file(tmp_path / "other.db", "PRAGMA application_id = 12345")
+    assert "not a conveyor database" in _refused_untouched(tmp_path, url)
 
 
 def test_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute(f"PRAGMA application_id = {CONVEYOR_APP_ID}")
-        conn.execute("PRAGMA user_version = 999")
-        conn.execute("CREATE TABLE jobs (id TEXT)")
-        conn.commit()
-    before = _files(tmp_path)
-    error = _open_fails(f"sqlite:///{path}")
-    assert "999" in str(error)
-    assert "upgrade conveyor" in str(error)
-    assert _files(tmp_path) == before
+    url = _sqlite_file(tmp_path / "future.db", f"PRAGMA application_id = {CONVEYOR_APP_ID}",
+                       "PRAGMA user_version = 999", "CREATE TABLE jobs (id TEXT)")
+    error = _refused_untouched(tmp_path, url)
+    assert "999" in error
+    assert "upgrade conveyor" in error
 
 
 def test_a_store_in_a_missing_folder(tmp_path: Path) -> None:

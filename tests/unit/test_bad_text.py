@@ -9,7 +9,6 @@ import logging
 import os
 import sqlite3
 import stat
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from conveyor import Conveyor, EnqueueRequest, InvalidParams, JobContext, JobNot
 from conveyor.errors import ConfigurationError, ConveyorError, InvalidStateError
 from conveyor.testing import drain
 from conveyor.validate import MAX_ACTOR, MAX_NAME, MAX_REASON
-from tests.contract.conftest import pg_url_or_fail
+from tests.conftest import app_on, pg_test_url
 
 S = JobState
 
@@ -29,22 +28,12 @@ S = JobState
 @pytest.fixture(params=["sqlite", "postgres"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
     """An app with one job type and a pending and a completed job, on each store."""
-    if request.param == "sqlite":
-        made = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
-    else:
-        schema = f"badtext_{uuid.uuid4().hex[:12]}"
-        made = Conveyor(pg_url_or_fail(), schema=schema)
-    made.job("t")(lambda ctx, x=None: {"x": x})
-    made.enqueue("t", {"x": 1})
-    drain(made)
-    made.enqueue("t", {"x": 2})
-    yield made
-    made.close()
-    if request.param == "postgres":
-        import psycopg
-
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with app_on(request.param, tmp_path, "badtext") as made:
+        made.job("t")(lambda ctx, x=None: {"x": x})
+        made.enqueue("t", {"x": 1})
+        drain(made)
+        made.enqueue("t", {"x": 2})
+        yield made
 
 
 def _snapshot(app: Conveyor) -> list[Any]:
@@ -199,7 +188,7 @@ def _corrupt(app: Conveyor, job_id: str, *, sqlite_set: str, postgres_set: str) 
         import psycopg
 
         schema = app.store._settings.schema  # type: ignore[attr-defined]
-        with psycopg.connect(pg_url_or_fail(), autocommit=True) as conn:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'UPDATE "{schema}".jobs SET {postgres_set} WHERE id = %s', (job_id,))
 
 

@@ -20,8 +20,6 @@ from conveyor.lifecycle import (
 )
 from conveyor.model import Job
 
-FLAGS = ("pause_requested", "cancel_requested", "resume_requested")
-
 #: The move each effect asks for, to be checked against the transition table.
 ASKS_FOR = {Effect.REQUEST_PAUSE: JobState.PAUSED, Effect.REQUEST_RESUME: JobState.RUNNING,
             Effect.REQUEST_CANCEL: JobState.CANCELLED, Effect.CANCEL_NOW: JobState.CANCELLED,
@@ -33,8 +31,9 @@ def every_situation() -> list[Job]:
     jobs = []
     for state, flags, attempt in itertools.product(JobState, itertools.product([False, True],
                                                                                repeat=3), (0, 1)):
+        pause, cancel, resume = flags
         jobs.append(Job(id="j", state=state, attempt=attempt, max_attempts=1,
-                        **dict(zip(FLAGS, flags, strict=True))))
+                        pause_requested=pause, cancel_requested=cancel, resume_requested=resume))
     return jobs
 
 

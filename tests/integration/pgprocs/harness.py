@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,24 +22,17 @@ from typing import Any
 import psycopg
 
 from conveyor import Conveyor, JobState
+from tests.integration import subprocs
 from tests.integration.pgprocs.jobs import NOOP
+from tests.integration.subprocs import PROBLEM_LINE, ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 PG_USER = "conveyor-pg"
-#: The start of a log record, as the worker processes format them ...
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ ")
-#: ... and of one at WARNING or above.
-PROBLEM_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (WARNING|ERROR|CRITICAL) ")
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str,
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
                interval: float = 0.05) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    """:func:`subprocs.wait_until`, polling less often: a check here is often a query."""
+    subprocs.wait_until(condition, timeout, what, interval)
 
 
 def admin(url: str) -> psycopg.Connection[Any]:
@@ -55,37 +46,8 @@ def drop_schema(url: str, schema: str) -> None:
 
 # -- worker processes ----------------------------------------------------------------------
 
-@dataclass
-class WorkerProc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    stderr: Path
-    started: float
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def lines(self) -> list[str]:
-        return self.stderr.read_text(errors="replace").splitlines()
-
-    def tracebacks(self) -> list[str]:
-        """Every uncaught exception the process printed, each with its traceback."""
-        found: list[list[str]] = []
-        inside = False
-        for line in self.lines():
-            if line.startswith(("Traceback", "Exception in")):
-                if not inside:
-                    found.append([])
-                inside = True
-            elif LOG_LINE.match(line):
-                inside = False
-            if inside:
-                found[-1].append(line)
-        return ["\n".join(block) for block in found]
+class WorkerProc(subprocs.Proc):
+    """A chaos worker process."""
 
     def problems(self, since_line: int = 0) -> list[str]:
         """WARNING/ERROR log lines and uncaught tracebacks, from line ``since_line`` on."""
@@ -107,17 +69,11 @@ class Fleet:
     def start(self, name: str, **overrides: object) -> WorkerProc:
         if name in self.procs:
             self.retired.append(self.procs.pop(name))
-        options = {**self.options, **overrides}
-        args = [sys.executable, "-m", "tests.integration.pgprocs.worker",
-                "--url", self.url, "--schema", self.schema, "--name", name]
-        for key, value in options.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+        args = ["-m", "tests.integration.pgprocs.worker", "--url", self.url,
+                "--schema", self.schema, "--name", name,
+                *subprocs.option_args({**self.options, **overrides})]
         generation = sum(p.name == name for p in self.retired)
-        stderr = self.folder / f"{name}.{generation}.err"
-        with stderr.open("wb") as err:
-            popen = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=err)
-        proc = WorkerProc(name, popen, stderr, time.monotonic())
+        proc = subprocs.spawn(WorkerProc, name, f"{name}.{generation}", self.folder, args)
         self.procs[name] = proc
         return proc
 
@@ -155,18 +111,11 @@ class Fleet:
     def close(self) -> None:
         """Kill whatever is still running (the end of every test, passed or failed)."""
         for proc in [*self.procs.values(), *self.retired]:
-            if proc.alive():
-                proc.popen.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(10)
+            proc.kill()
 
     def report(self) -> str:
         """The tail of every worker's stderr, for assertion messages."""
-        parts = []
-        for proc in [*self.retired, *self.procs.values()]:
-            tail = "\n    ".join(proc.lines()[-15:])
-            parts.append(f"--- {proc.stderr.name} (exit {proc.popen.poll()}):\n    {tail}")
-        return "\n".join(parts)
+        return subprocs.report([*self.retired, *self.procs.values()], tail=15)
 
 
 def listeners(conn: psycopg.Connection[Any], prefix: str = "chaos-") -> set[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import Backoff, Conveyor, JobContext
+from tests.integration.subprocs import append_line, open_append, read_records
 
 WORK = "chaos.work"
 NOOP = "chaos.noop"
@@ -49,16 +50,13 @@ class Completion:
 
 
 def read_completions(path: Path) -> list[Completion]:
-    if not path.exists():
-        return []
-    return [Completion.parse(line) for line in path.read_text().splitlines() if line]
+    return read_records(path, Completion.parse)
 
 
 def build_app(url: str, *, completions: Path | None = None, **store_options: Any) -> Conveyor:
     """The chaos app on ``url``; ``store_options`` go to the store (schema, pool sizes)."""
     app = Conveyor(url, **store_options)
-    fd = (os.open(completions, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-          if completions is not None else None)
+    fd = open_append(completions) if completions is not None else None
 
     @app.job(WORK, max_attempts=MAX_ATTEMPTS, backoff=BACKOFF)
     def work(ctx: JobContext, steps: int, step_ms: float = 2.0,
@@ -72,8 +70,7 @@ def build_app(url: str, *, completions: Path | None = None, **store_options: Any
         if fail_once and ctx.job.attempt == 0:
             raise Flaky("fails on its first attempt")
         if fd is not None:
-            line = f"{ctx.job.id} {ctx.job.attempt} {ctx.job.worker_id} {os.getpid()} {start}\n"
-            os.write(fd, line.encode())
+            append_line(fd, ctx.job.id, ctx.job.attempt, ctx.job.worker_id, os.getpid(), start)
         return {"steps": steps}
 
     @app.job(NOOP)

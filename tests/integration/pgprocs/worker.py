@@ -10,14 +10,13 @@ worker id is ``<name>:<pid>``: a restarted process is a new worker.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tests.integration.pgprocs.jobs import build_app
+from tests.integration.subprocs import log_to_stderr, run_worker, worker_parser
 
 log = logging.getLogger("chaos.worker")
 
@@ -27,39 +26,19 @@ def with_application_name(url: str, name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser = worker_parser(__doc__, concurrency=4, lease=2.0, heartbeat=0.4, reap=0.4,
+                           poll=0.5)
     parser.add_argument("--schema", required=True)
-    parser.add_argument("--name", required=True)
     parser.add_argument("--completions", type=Path)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--lease", type=float, default=2.0)
-    parser.add_argument("--heartbeat", type=float, default=0.4)
-    parser.add_argument("--reap", type=float, default=0.4)
-    parser.add_argument("--poll", type=float, default=0.5)
-    parser.add_argument("--progress", type=float, default=0.05)
-    parser.add_argument("--shutdown-grace", type=float, default=5.0)
-    parser.add_argument("--cancel-grace", type=float, default=2.0)
     parser.add_argument("--min-size", type=int, default=1)
     parser.add_argument("--max-size", type=int, default=10)
     parser.add_argument("--pool-timeout", type=float, default=15.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     app = build_app(with_application_name(args.url, args.name), completions=args.completions,
                     schema=args.schema, min_size=args.min_size, max_size=args.max_size,
                     timeout=args.pool_timeout)
-    worker = app.worker(
-        concurrency=args.concurrency, lease_seconds=args.lease,
-        heartbeat_interval=args.heartbeat, reap_interval=args.reap,
-        poll_interval=args.poll, progress_interval=args.progress,
-        shutdown_grace=args.shutdown_grace, cancel_grace=args.cancel_grace,
-        worker_id=f"{args.name}:{os.getpid()}")
-    try:
-        stats = worker.run()
-    finally:
-        app.close()
-    log.info("chaos worker %s exits: %s", args.name, stats)
+    run_worker(app, args, log)
     return 0
 
 

@@ -12,80 +12,30 @@ import contextlib
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor import Conveyor, HistoryEntry, Job
+from tests.integration import subprocs
 from tests.integration.procs.jobs import EVENTS_ENV, Event, build_app, read_events
+from tests.integration.subprocs import wait_until
 
-ROOT = Path(__file__).resolve().parents[3]
+__all__ = ["TIMINGS", "Proc", "Procs", "running", "steps_of", "wait_until"]
+
 #: Worker timings of these tests: a lost worker is noticed within about two seconds.
 TIMINGS: dict[str, object] = {
     "lease": 1.5, "heartbeat": 0.3, "reap": 0.3, "poll": 0.05, "progress": 0.05,
 }
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.02, report: Callable[[], str] | None = None) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            extra = f"\n{report()}" if report is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
-        time.sleep(interval)
-
-
-@dataclass
-class Proc:
-    """One child process and the files its output goes to."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def worker_id(self) -> str:
-        return f"{self.name}:{self.pid}"
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def err(self) -> str:
-        return self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
-
-    def out(self) -> str:
-        return self.stdout.read_text(errors="replace") if self.stdout.exists() else ""
-
-    def send(self, sig: signal.Signals) -> None:
-        if self.alive():
-            os.kill(self.pid, sig)
-
-    def wait_exit(self, timeout: float) -> int | None:
-        """The exit code, or None if it is still running after ``timeout`` seconds."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return self.popen.wait(timeout)
-        return None
-
-    def terminate(self, timeout: float) -> tuple[int | None, float]:
-        """SIGTERM; the exit code (None: still running) and how long it took to exit."""
-        sent = time.monotonic()
-        self.send(signal.SIGTERM)
-        code = self.wait_exit(timeout)
-        return code, time.monotonic() - sent
+class Proc(subprocs.Proc):
+    """A process on the test's SQLite file."""
 
     def problems(self) -> list[str]:
         """Error lines, tracebacks and lock errors the process printed."""
-        return [line for line in self.err().splitlines()
+        return [line for line in self.lines()
                 if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback")
                 or "database is locked" in line or "Exception in thread" in line]
 
@@ -108,21 +58,16 @@ class Procs:
     def spawn(self, name: str, module: str, *args: str) -> Proc:
         count = sum(p.name == name for p in self.started)
         stem = f"{name}.{count}" if count else name
-        stdout, stderr = self.folder / f"{stem}.out", self.folder / f"{stem}.err"
         env = {**os.environ, EVENTS_ENV: str(self.events_file), "PYTHONUNBUFFERED": "1"}
-        with stdout.open("wb") as out, stderr.open("wb") as err:
-            popen = subprocess.Popen([sys.executable, "-m", module, "--url", self.url, *args],
-                                     cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=err)
-        proc = Proc(name, popen, stdout, stderr)
+        proc = subprocs.spawn(Proc, name, stem, self.folder,
+                              ["-m", module, "--url", self.url, *args], env=env,
+                              keep_stdout=True)
         self.started.append(proc)
         return proc
 
     def worker(self, name: str, *, burst: bool = False, **options: object) -> Proc:
         """Start ``tests.integration.procs.worker`` with the short timings (or ``options``)."""
-        args: list[str] = ["--name", name]
-        for key, value in {**TIMINGS, **options}.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+        args = ["--name", name, *subprocs.option_args({**TIMINGS, **options})]
         if burst:
             args.append("--burst")
         return self.spawn(name, "tests.integration.procs.worker", *args)
@@ -171,22 +116,12 @@ class Procs:
 
     def report(self) -> str:
         """The tail of every process's stderr, for assertion messages."""
-        parts = []
-        for proc in self.started:
-            tail = "\n    ".join(proc.err().splitlines()[-20:])
-            parts.append(f"--- {proc.stderr.name} (pid {proc.pid}, exit {proc.popen.poll()}):"
-                         f"\n    {tail}")
-        return "\n".join(parts)
+        return subprocs.report(self.started, tail=20)
 
     def close(self) -> None:
         """Kill every process still alive (stopped ones too), then close the app."""
         for proc in self.started:
-            if proc.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    os.kill(proc.pid, signal.SIGCONT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(10)
+            proc.kill()
         self.app.close()
 
 

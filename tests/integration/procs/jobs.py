@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import Backoff, Conveyor, JobContext
+from tests.integration.subprocs import append_line, open_append, read_records
 
 EVENTS_ENV = "CONVEYOR_TEST_EVENTS"
 STEPS = "crash.steps"
@@ -48,10 +49,7 @@ class Event:
 
 def read_events(path: Path, job_id: str | None = None, kind: str | None = None) -> list[Event]:
     """The events recorded so far, oldest first, optionally of one job and one kind."""
-    if not path.exists():
-        return []
-    events = [Event.parse(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in events
+    return [e for e in read_records(path, Event.parse)
             if (job_id is None or e.job_id == job_id) and (kind is None or e.kind == kind)]
 
 
@@ -66,9 +64,8 @@ class _Recorder:
             path = os.environ.get(EVENTS_ENV)
             if not path:
                 return
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        line = f"{kind} {ctx.job.id} {ctx.job.attempt} {os.getpid()} {value}\n"
-        os.write(self._fd, line.encode())
+            self._fd = open_append(path)
+        append_line(self._fd, kind, ctx.job.id, ctx.job.attempt, os.getpid(), value)
 
 
 def build_app(url: str) -> Conveyor:
