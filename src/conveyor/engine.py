@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import ConfigurationError, ConveyorError, UnknownJobType
 from conveyor.events import (
     EventBus,
@@ -35,7 +36,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
-from conveyor.stores.base import Change, ChangeRefused, Lease, NewJob, Signals, Store
+from conveyor.stores.base import NewJob, Signals, Store
 
 #: How often a control verb decides again when the job keeps moving under it.
 RACE_RETRIES = 8

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from conveyor import Conveyor, JobContext, JobEvent, transitions
+from conveyor.changes import ChangeRefused
 from conveyor.engine import Engine
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError, JobProgress
-from conveyor.stores.base import ChangeRefused, Store
+from conveyor.stores.base import Store
 from conveyor.worker import Worker, reap
 from tests.contract.helpers import claim_one, in_state, insert, lease_of, new
 

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor, transitions
+from conveyor.changes import ChangeRefused
 from conveyor.errors import ConveyorError, InvalidStateError, JobNotFound
 from conveyor.lifecycle import JobState
-from conveyor.stores.base import ChangeRefused, Store
+from conveyor.stores.base import Store
 from tests.contract.helpers import in_state, insert
 
 S = JobState

@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor import Conveyor, transitions
+from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import InvalidStateError
 from conveyor.events import JobEvent
 from conveyor.lifecycle import VERB_TABLE, Effect, JobState, Verb, VerbRule, verb_rule
 from conveyor.model import Job, JobError, JobProgress
-from conveyor.stores.base import Change, ChangeRefused, Lease, Store
+from conveyor.stores.base import Store
 from tests.contract.helpers import insert
 
 S = JobState

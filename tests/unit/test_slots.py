@@ -11,10 +11,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from conveyor.changes import Lease
 from conveyor.context import Execution, TimeoutInterrupt
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
-from conveyor.stores.base import Lease, Signals
+from conveyor.stores.base import Signals
 from conveyor.worker.slots import Slot, SlotPool, enter_user_code, interrupt, leave_user_code
 
 WAIT = 10.0

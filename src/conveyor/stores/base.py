@@ -16,27 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-# Change and its markers moved to the core (conveyor.changes). They stay importable from here
-# for a transition period (branches written before the move); new code imports conveyor.changes.
-from conveyor.changes import (
-    JSON_COLUMNS,
-    REQUEST_FLAGS,
-    SETTABLE_COLUMNS,
-    Change,
-    ChangeRefused,
-    DbNow,
-    FirstTime,
-    Increment,
-    Lease,
-    single_job,
-)
+from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 
-__all__ = [
-    "JSON_COLUMNS", "REQUEST_FLAGS", "SETTABLE_COLUMNS", "Change", "ChangeRefused", "DbNow",
-    "FirstTime", "Increment", "JobQuery", "Lease", "NewJob", "Signals", "Store", "single_job",
-]
+__all__ = ["JobQuery", "NewJob", "Signals", "Store"]
 
 
 @dataclass(frozen=True)
