@@ -20,6 +20,7 @@ from conveyor import Conveyor
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.testing import drain
 from conveyor.web.apidoc import BEGIN, END, render_reference
+from conveyor.web.openapi import NO_NUL
 
 from .web_helpers import BEARER, TOKEN, fail_without_retry, make_web, register_types
 
@@ -150,3 +151,15 @@ def test_the_dashboard_doc_shows_the_screenshot() -> None:
     text = (DOCS / "dashboard.md").read_text(encoding="utf-8")
     assert "](images/dashboard.png)" in text
     assert (DOCS / "images" / "dashboard.png").stat().st_size > 10_000
+
+
+def test_params_keys_with_a_nul_are_outside_the_schema() -> None:
+    """The core refuses a NUL in a params key as in a value; the schema must say so, or a
+    generated client (and the fuzzer) would send a 'valid' body that the API rejects."""
+    enqueue = schema.raw_schema["components"]["schemas"]["EnqueueRequest"]
+    assert enqueue["properties"]["params"]["propertyNames"]["pattern"] == NO_NUL
+    branches = [b["properties"]["params"] for b in enqueue["oneOf"]]
+    kwargs_branches = [p for p in branches if p.get("additionalProperties") not in (None, False)]
+    assert kwargs_branches, "test.stepper takes **kwargs: its branch allows any key"
+    for params in kwargs_branches:
+        assert params["propertyNames"]["pattern"] == NO_NUL, params

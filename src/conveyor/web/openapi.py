@@ -95,6 +95,8 @@ def params_schema(signature: inspect.Signature) -> JSON:
             if param.default is param.empty:
                 required.append(param.name)
     schema: JSON = {"type": "object", "properties": properties, "additionalProperties": extra}
+    if extra is not False:  # **kwargs: any name, but a NUL in a key is refused like in a value
+        schema["propertyNames"] = _NO_NUL_TEXT
     if required:
         schema["required"] = required
     return schema
@@ -107,8 +109,10 @@ def _enqueue_request(job_types: Mapping[str, JSON]) -> JSON:
         "properties": {
             "job_type": {"type": "string", "description": "a registered job type "
                                                           "(see /api/job-types)"},
-            "params": {"type": "object", "description": "keyword arguments of the job "
-                                                        "function (JSON, at most 1 MiB)"},
+            "params": {"type": "object", "propertyNames": _NO_NUL_TEXT,
+                       "additionalProperties": _ref("JsonValue"),
+                       "description": "keyword arguments of the job function (JSON, at most "
+                                      "1 MiB)"},
             "queue": NAME,
             "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
             "delay": {"type": "number", "minimum": 0, "maximum": TEN_YEARS,
