@@ -150,11 +150,6 @@ class Conveyor:
         return register
 
     @property
-    def _types(self) -> dict[str, JobType]:
-        """The engine's registry (read by ``requeue``)."""
-        return self.engine.types
-
-    @property
     def job_types(self) -> dict[str, JobType]:
         return dict(self.engine.types)
 
@@ -354,7 +349,7 @@ class Conveyor:
         if original.error is not None and original.error.type == UNDECODABLE_ROW:
             raise InvalidStateError(f"Cannot requeue job {job_id}: its stored row cannot be "
                                     "decoded, so its params are lost")
-        if original.job_type in self._types:
+        if original.job_type in self.engine.types:
             # the function may have changed since: the copy's params must still fit it
             self.job_type(original.job_type).bind(original.params)
         # Everything else was validated when the original was enqueued, so a control-only

@@ -19,20 +19,16 @@ from typing import Protocol
 from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import ConfigurationError, ConveyorError, UnknownJobType
 from conveyor.events import (
+    EVENT_TYPES,
     EventBus,
-    JobCancelled,
-    JobCompleted,
     JobCreated,
     JobEvent,
-    JobFailed,
-    JobPaused,
     JobProgressed,
     JobRequested,
     JobResumed,
-    JobRetried,
     JobStarted,
 )
-from conveyor.lifecycle import JobState
+from conveyor.lifecycle import TRANSITION_TABLE, JobState
 from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
@@ -41,9 +37,9 @@ from conveyor.stores.base import NewJob, Signals, Store
 #: How often a control verb decides again when the job keeps moving under it.
 RACE_RETRIES = 8
 
+#: The event each move of the lifecycle table announces, by the move's name.
 _EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
-    "start": JobStarted, "resume": JobResumed, "pause": JobPaused, "complete": JobCompleted,
-    "fail": JobFailed, "cancel": JobCancelled, "retry": JobRetried,
+    row.name: EVENT_TYPES[row.event] for row in TRANSITION_TABLE
 }
 
 #: A control decision: the changes to make to the job as it is now ([] when nothing is to do).

@@ -304,13 +304,14 @@ class SQLiteStore:
         if limit <= 0 or not job_types:
             return []
         start = ClaimStart(worker_id, lease_seconds)  # what a claim writes: the core's
-        claimed: list[str] = []
+        claimed: list[sqlite3.Row] = []
         with self._write() as conn:
             now = self._clock()
             for job_id, source in self._candidates(conn, queues, job_types, limit, now):
-                if self._apply_one(conn, start.change(job_id, source, uuid.uuid4().hex), now):
-                    claimed.append(job_id)
-        return self.get_jobs(claimed)
+                row = self._apply_one(conn, start.change(job_id, source, uuid.uuid4().hex), now)
+                if row is not None:
+                    claimed.append(row)  # the claimed row itself (RETURNING *): no read back
+        return decode_rows(claimed)
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
