@@ -235,6 +235,33 @@ def test_the_job_page_follows_its_job_live(page: Page, site: Site) -> None:
     assert page.url != f"{site.url}/jobs/{job_id}"
 
 
+def test_a_slow_page_read_does_not_leave_the_job_page_stale(page: Page, site: Site) -> None:
+    """The pause's answer makes the page re-read itself; that read is held back until the
+    stream has shown the job paused, then answered with the page as it was before the pause.
+    Arriving last, its older "running" must not stay on screen."""
+    job_id = running(site)
+    log_in(page, site)
+    page.goto(f"{site.url}/jobs/{job_id}")
+    stale = page.request.get(f"{site.url}/jobs/{job_id}")
+    assert ">running<" in stale.text()
+    held: list[Route] = []
+
+    def hold_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(f"**/jobs/{job_id}", hold_first)
+    page.locator('#job button[data-action="pause"]').click()
+    state = page.locator('#job [data-field="state"]')
+    expect(state).to_have_text("paused")  # from the stream, the re-read still held
+    held[0].fulfill(response=stale)
+    page.wait_for_timeout(500)  # give the stale page time to (wrongly) stay
+    expect(state).to_have_text("paused")
+    expect(page.locator("#history li strong").last).to_have_text("pause")
+
+
 def test_a_read_only_session_shows_no_buttons(page: Page, site: Site) -> None:
     job_id = running(site)
     log_in(page, site, READ_TOKEN)

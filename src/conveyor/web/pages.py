@@ -96,6 +96,7 @@ class Pages:
         can_write = principal_of(request).can_write
         body = render(
             JOB_PAGE, id=job.id, state=job.state.value, job_type=job.job_type,
+            updated_at=job.to_dict()["updated_at"],
             badge=state_badge(job),
             progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
             rendered=",".join(job.legal_actions) if can_write else "",
@@ -294,7 +295,8 @@ DASHBOARD = """
 
 JOB_PAGE = """
 <p class="crumbs"><a href="{root}/">← all jobs</a></p>
-<article class="job" id="job" data-job-id="{id}" data-state="{state}">
+<article class="job" id="job" data-job-id="{id}" data-state="{state}"
+ data-updated-at="{updated_at}">
 <header class="job-head">
   <h1><span class="type">{job_type}</span> {badge}</h1>
   <p class="mono muted">{id}</p>

@@ -250,10 +250,19 @@
   // -- the job page --------------------------------------------------------------------------
   // When the job changes state, re-read the page from the server and swap in its sections:
   // the server renders (and escapes) them, so this script does not duplicate that work.
+  // One read at a time; a change that arrives while one is in flight asks for another after
+  // it. A read rendered before the newest change shown (older data-updated-at, as when the
+  // server was slow to answer) is not swapped in: it is read again, a few times at most.
   var refreshing = false;
-  function refreshJobPage(jobId) {
-    if (refreshing) return;
+  var refreshAgain = false;
+  function refreshJobPage(jobId, tries) {
+    if (refreshing) {
+      refreshAgain = true;
+      return;
+    }
     refreshing = true;
+    refreshAgain = false;
+    var stale = false;
     fetch(prefix + "/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (text) {
@@ -261,13 +270,24 @@
         var doc = new DOMParser().parseFromString(text, "text/html");
         var fresh = doc.getElementById("job");
         var current = document.getElementById("job");
-        if (fresh && current) {
-          current.replaceWith(document.importNode(fresh, true));
-          initBars(document);
+        if (!fresh || !current) return;
+        var key = timeKey(fresh.getAttribute("data-updated-at"));
+        if (shownAt[jobId] !== undefined && key < shownAt[jobId]) {
+          stale = true;
+          return;
         }
+        current.replaceWith(document.importNode(fresh, true));
+        initBars(document);
       })
       .catch(function () { /* the stream will bring the next change */ })
-      .finally(function () { refreshing = false; });
+      .finally(function () {
+        refreshing = false;
+        var left = tries === undefined ? 5 : tries;
+        if (refreshAgain || (stale && left > 0)) {
+          setTimeout(function () { refreshJobPage(jobId, stale ? left - 1 : 5); },
+                     stale ? 200 : 0);
+        }
+      });
   }
 
   function updateJobPage(job) {
