@@ -127,13 +127,26 @@ class Engine:
         rows = self.store.apply(changes)
         previous = before.state if before is not None else None
         for change, job in zip(changes, rows, strict=True):
-            source = next(iter(change.when)) if len(change.when) == 1 else previous
-            event_type = (JobRequested if change.to_state is None
-                          else _EVENT_OF_ACTION.get(change.action, JobRequested))
-            reason = change.reason or (change.action if change.to_state is None else "")
-            self.events.emit(event_type(job, source, change.actor, reason))
+            self._announce(change, job, previous)
             previous = job.state
         return rows[-1]
+
+    def _announce(self, change: Change, job: Job, previous: JobState | None) -> None:
+        """The event of one change that landed, carrying the row it left."""
+        source = next(iter(change.when)) if len(change.when) == 1 else previous
+        event_type = (JobRequested if change.to_state is None
+                      else _EVENT_OF_ACTION.get(change.action, JobRequested))
+        reason = change.reason or (change.action if change.to_state is None else "")
+        self.events.emit(event_type(job, source, change.actor, reason))
+
+    def apply_many(self, changes: Sequence[Change]) -> builtins.list[Job | None]:
+        """Apply one change to each of several jobs in one transaction (each still its own
+        compare-and-set), then announce the ones that landed; refused ones give None."""
+        rows = self.store.apply_many(changes)
+        for change, job in zip(changes, rows, strict=True):
+            if job is not None:
+                self._announce(change, job, None)
+        return rows
 
     def control(self, job_id: str, decide: Decide) -> Job:
         """Read the job, decide, apply as a compare-and-set; decide again if it moved meanwhile.

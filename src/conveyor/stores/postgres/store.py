@@ -34,7 +34,15 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from conveyor import payload
-from conveyor.changes import CLAIM_ACTIONS, Change, ChangeRefused, ClaimStart, Lease, single_job
+from conveyor.changes import (
+    CLAIM_ACTIONS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    Lease,
+    distinct_jobs,
+    single_job,
+)
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
@@ -419,6 +427,32 @@ class PostgresStore:
         if wakes:
             self._listener.wake()
         return [row_to_job(row) for row in rows]
+
+    def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
+        distinct_jobs(changes)
+        if not changes:
+            return []
+        # one lock order for every batch (by job id), so two batches never deadlock
+        order = sorted(range(len(changes)), key=lambda n: changes[n].job_id)
+        compiled = {n: compile_change(_Q["apply_change"], changes[n]) for n in order}
+        wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
+                    for c in changes)
+
+        def work(conn: Conn) -> dict[int, Row]:
+            moved: dict[int, Row] = {}
+            for n in order:
+                statement, params = compiled[n]
+                rows = _fetch(conn, statement, {**params, "moment": None})
+                if rows:  # no row: refused, and nothing was written for that job
+                    moved[n] = rows[0]
+            if wakes and moved:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            return moved
+
+        moved = self._run(f"apply {len(changes)} changes", work, transaction=True)
+        if wakes and moved:
+            self._listener.wake()
+        return [row_to_job(moved[n]) if n in moved else None for n in range(len(changes))]
 
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
