@@ -57,6 +57,8 @@ log = logging.getLogger("conveyor.worker")
 #: A burst worker waits for pending jobs due within this many seconds (retries in backoff);
 #: jobs scheduled further ahead are left for a long-running worker.
 BURST_HORIZON = 300.0
+#: How long a freed slot waits for others to free before the next claim (seconds).
+CLAIM_GATHER = 0.001
 
 
 @dataclass
@@ -216,8 +218,20 @@ class Worker:
             if claimed and len(claimed) == free:
                 self._slot_freed.wait(self.poll_interval)
                 self._slot_freed.clear()
+                self._gather_free_slots()
             elif not claimed:
                 self._wait_for_work(burst)
+
+    def _gather_free_slots(self) -> None:
+        """A slot just freed: give the others a moment (``CLAIM_GATHER``) to free as well, so
+        that one claim fills several slots instead of one claim per slot. Short jobs then cost
+        a fraction of a claim's commit each; a long job's freed slot waits a millisecond."""
+        deadline = time.monotonic() + CLAIM_GATHER
+        while self.active and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._slot_freed.wait(left):
+                return
+            self._slot_freed.clear()
 
     def _work_left(self, types: list[str]) -> bool:
         """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?"""

@@ -439,10 +439,20 @@ class PostgresStore:
                     for c in changes)
 
         def work(conn: Conn) -> dict[int, Row]:
+            # pipeline mode: every statement is sent before the first answer is awaited, so a
+            # batch costs one round trip, not one per job
+            cursors: list[tuple[int, psycopg.Cursor[Row]]] = []
+            with conn.pipeline():
+                for n in order:
+                    statement, params = compiled[n]
+                    cursor = conn.cursor(row_factory=dict_row)
+                    cursor.execute(sql.SQL(statement) if isinstance(statement, str)
+                                   else statement, {**params, "moment": None})
+                    cursors.append((n, cursor))
             moved: dict[int, Row] = {}
-            for n in order:
-                statement, params = compiled[n]
-                rows = _fetch(conn, statement, {**params, "moment": None})
+            for n, cursor in cursors:
+                rows = cursor.fetchall()
+                cursor.close()
                 if rows:  # no row: refused, and nothing was written for that job
                     moved[n] = rows[0]
             if wakes and moved:
