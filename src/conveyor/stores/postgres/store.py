@@ -51,8 +51,10 @@ from conveyor.stores.postgres.changes import (
     Params,
     assignments,
     aware,
+    compile_batch,
     compile_change,
     json_value,
+    shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.listener import WorkListener
@@ -432,29 +434,36 @@ class PostgresStore:
         distinct_jobs(changes)
         if not changes:
             return []
-        # one lock order for every batch (by job id), so two batches never deadlock
-        order = sorted(range(len(changes)), key=lambda n: changes[n].job_id)
-        compiled = {n: compile_change(_Q["apply_change"], changes[n]) for n in order}
+        # Same-shaped changes (a batch of completions) go in one statement; any others one
+        # statement each. All in one transaction, sent in a pipeline: one round trip.
+        groups: dict[str, list[int]] = {}
+        for n, change in enumerate(changes):
+            groups.setdefault(shape_of(change), []).append(n)
+        statements: list[tuple[list[int], sql.Composed, dict[str, Any]]] = []
+        for members in groups.values():
+            batch = (compile_batch(_Q["apply_change_batch"], [changes[n] for n in members])
+                     if len(members) > 1 else None)
+            if batch is not None:
+                statements.append((members, *batch))
+            else:
+                statements += [([n], *compile_change(_Q["apply_change"], changes[n]))
+                               for n in sorted(members, key=lambda n: changes[n].job_id)]
         wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
                     for c in changes)
 
         def work(conn: Conn) -> dict[int, Row]:
-            # pipeline mode: every statement is sent before the first answer is awaited, so a
-            # batch costs one round trip, not one per job
-            cursors: list[tuple[int, psycopg.Cursor[Row]]] = []
+            cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
             with conn.pipeline():
-                for n in order:
-                    statement, params = compiled[n]
+                for members, statement, params in statements:
                     cursor = conn.cursor(row_factory=dict_row)
-                    cursor.execute(sql.SQL(statement) if isinstance(statement, str)
-                                   else statement, {**params, "moment": None})
-                    cursors.append((n, cursor))
+                    cursor.execute(statement, params if len(members) > 1
+                                   else {**params, "moment": None})
+                    cursors.append((members, cursor))
             moved: dict[int, Row] = {}
-            for n, cursor in cursors:
-                rows = cursor.fetchall()
+            for members, cursor in cursors:
+                for row in cursor.fetchall():  # no row for a job: refused, nothing written
+                    moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
                 cursor.close()
-                if rows:  # no row: refused, and nothing was written for that job
-                    moved[n] = rows[0]
             if wakes and moved:
                 conn.execute(_Q["notify"], {"channel": self._settings.channel})
             return moved

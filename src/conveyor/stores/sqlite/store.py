@@ -28,8 +28,8 @@ from conveyor.changes import (
     ChangeRefused,
     ClaimStart,
     FreshToken,
-    distinct_jobs,
     Lease,
+    distinct_jobs,
     single_job,
 )
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
