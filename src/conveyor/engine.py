@@ -172,13 +172,31 @@ class Engine:
         """Take runnable jobs under fresh leases; each is announced as started or resumed."""
         jobs = self.store.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
                                 lease_seconds=lease_seconds)
+        self._announce_claimed(jobs, worker_id)
+        return jobs
+
+    def _announce_claimed(self, jobs: Sequence[Job], worker_id: str) -> None:
         for job in jobs:
             # a claimed job that was paused keeps its paused_at: it is a resume
             if job.paused_at is not None:
                 self.events.emit(JobResumed(job, JobState.PAUSED, worker_id))
             else:
                 self.events.emit(JobStarted(job, JobState.PENDING, worker_id))
-        return jobs
+
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float
+                         ) -> tuple[builtins.list[Job | None], builtins.list[Job]]:
+        """A worker's gathered completions and its next claim, in one transaction; each
+        landed change and each claimed job is announced after the commit."""
+        done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
+                                                 job_types=job_types, limit=limit,
+                                                 lease_seconds=lease_seconds)
+        for change, job in zip(finish, done, strict=True):
+            if job is not None:
+                self._announce(change, job, None)
+        self._announce_claimed(jobs, worker_id)
+        return done, jobs
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
                       checkpoint: bool = False) -> Signals:

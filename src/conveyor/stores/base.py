@@ -131,6 +131,15 @@ class Store(Protocol):
         still land. Raises :class:`ValueError` when two changes name the same job.
         """
 
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        """:meth:`apply_many` of ``finish`` and :meth:`claim`, in one transaction: a worker
+        writes the completions it gathered and takes its next jobs with one commit.
+
+        Returns what each does; a refused change is None and does not stop the claim.
+        """
+
     # -- workers ----------------------------------------------------------------------------
     def claim(
         self,

@@ -12,7 +12,10 @@ The price, stated in the docs: a job whose completion was gathered but not yet w
 worker died is still ``running`` in the store, so after its lease it is run again (at least
 once, as for any job whose worker dies mid-run). Batches are written as soon as the writer is
 free (a flush takes whatever gathered during the previous one), or after ``linger`` seconds
-when that is set; a graceful stop writes everything before the worker exits.
+when that is set; a graceful stop writes everything before the worker exits. A busy worker's
+loop takes them first: its next claim writes them in its own transaction
+(:meth:`~conveyor.stores.base.Store.finish_and_claim`), one commit for both; this thread waits
+:data:`HANDOFF` for that before writing them itself.
 
 Only completions are batched. Failures, pauses and cancels stay one transaction each: they are
 rare, and a failure must be decided against the job's flags at the moment it is written.
@@ -23,19 +26,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from conveyor.changes import Change
 from conveyor.context import Execution
 from conveyor.engine import Engine
 from conveyor.errors import StoreError
+from conveyor.model import Job
 from conveyor.worker.executor import OutcomeKind
 
 log = logging.getLogger("conveyor.worker")
 
 #: Most completions written in one transaction.
 MAX_BATCH = 500
+#: How long a completion waits for the worker's next claim to write it in the same
+#: transaction, before this thread writes it on its own (seconds).
+HANDOFF = 0.002
 _RETRY_FIRST, _RETRY_MAX = 0.1, 2.0
 
 
@@ -80,6 +87,25 @@ class Completer:
             self._thread = None
         self._write_all()  # anything submitted after the thread's last look
 
+    def take(self) -> list[Completion]:
+        """What has gathered, for the worker's loop to write with its next claim (one
+        transaction for both); it reports the outcome with :meth:`recorded`, or hands the
+        completions back with :meth:`give_back` if the store failed."""
+        with self._cond:
+            return self._take()
+
+    def give_back(self, batch: list[Completion]) -> None:
+        with self._cond:
+            self._pending[:0] = batch
+            self._cond.notify()
+
+    def recorded(self, batch: list[Completion], rows: Sequence[Job | None]) -> None:
+        for completion, row in zip(batch, rows, strict=True):
+            if row is None:
+                log.warning("job %s: lease lost before recording completed",
+                            completion.execution.job.id)
+            self.on_recorded(OutcomeKind.COMPLETED if row is not None else OutcomeKind.LOST)
+
     @property
     def waiting(self) -> int:
         with self._cond:
@@ -92,11 +118,14 @@ class Completer:
                     self._cond.wait()
                 if self._closing:
                     break
-                if self.linger > 0:  # gather more, unless a graceful stop asks for them now
-                    self._cond.wait_for(lambda: self._closing
-                                        or len(self._pending) >= self.max_batch, self.linger)
+                # gather more (and let the worker's next claim take them into its own
+                # transaction), unless a graceful stop asks for them now
+                self._cond.wait_for(lambda: self._closing
+                                    or len(self._pending) >= self.max_batch,
+                                    max(self.linger, HANDOFF))
                 batch = self._take()
-            self._write(batch)
+            if batch:
+                self._write(batch)
         self._write_all()
 
     def _take(self) -> list[Completion]:
@@ -133,8 +162,4 @@ class Completer:
                                 len(batch), exc, deadline - time.monotonic())
                 time.sleep(pause)
                 pause = min(_RETRY_MAX, pause * 2)
-        for completion, row in zip(batch, rows, strict=True):
-            if row is None:
-                log.warning("job %s: lease lost before recording completed",
-                            completion.execution.job.id)
-            self.on_recorded(OutcomeKind.COMPLETED if row is not None else OutcomeKind.LOST)
+        self.recorded(batch, rows)

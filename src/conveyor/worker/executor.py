@@ -4,8 +4,9 @@ record started (the claim, done by the worker's loop) -> resolve the job type ->
 in the slot's thread, async on the worker's loop) -> normalise what happened into an
 :class:`Outcome` -> record finished, a compare-and-set fenced by the lease. A write refused by
 the store means the worker lost the job (the reaper or an operator moved it); the outcome is
-then dropped, never forced. Each step takes the previous one's value, so recording finished
-jobs in batches would change the last step only.
+then dropped, never forced. Each step takes the previous one's value; the last one hands a
+completion to the worker's batch (:mod:`conveyor.worker.completer`), which writes many in one
+transaction, and records the rarer outcomes (failed, paused, cancelled) itself.
 """
 
 from __future__ import annotations

@@ -201,9 +201,7 @@ class Worker:
             claimed: list[Job] = []
             try:
                 if free > 0:
-                    claimed = self.engine.claim(self.worker_id, queues=self.queues,
-                                                job_types=types, limit=free,
-                                                lease_seconds=self.lease_seconds)
+                    claimed = self._finish_and_claim(types, free)
                 if burst and not claimed and self.active == 0 and not self._work_left(types):
                     return
                 backoff = 0.0
@@ -221,6 +219,20 @@ class Worker:
                 self._gather_free_slots()
             elif not claimed:
                 self._wait_for_work(burst)
+
+    def _finish_and_claim(self, types: list[str], free: int) -> list[Job]:
+        """Write the completions gathered so far and claim jobs for the free slots, in one
+        transaction: one commit for both instead of one each."""
+        done = self._completer.take()
+        try:
+            finished, claimed = self.engine.finish_and_claim(
+                [c.change for c in done], self.worker_id, queues=self.queues, job_types=types,
+                limit=free, lease_seconds=self.lease_seconds)
+        except BaseException:
+            self._completer.give_back(done)  # its thread writes them, retrying
+            raise
+        self._completer.recorded(done, finished)
+        return claimed
 
     def _gather_free_slots(self) -> None:
         """A slot just freed: give the others a moment (``CLAIM_GATHER``) to free as well, so

@@ -292,20 +292,8 @@ class SQLiteStore:
         return [row_to_job(row, lenient=True) for row in rows]
 
     def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
-        distinct_jobs(changes)
-        if not changes:
-            return []
-        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
-                    if column in JSON_COLUMNS} for c in changes]
-        with self._write() as conn:
-            now = self._clock()
-            rows = [self._apply_one(conn, change, now, json_values)
-                    for change, json_values in zip(changes, encoded, strict=True)]
-        if any(row is not None and (c.to_state is JobState.PENDING
-                                    or c.values.get("resume_requested") is True)
-               for c, row in zip(changes, rows, strict=True)):
-            self.notify_work()
-        return [None if row is None else row_to_job(row, lenient=True) for row in rows]
+        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+                                     lease_seconds=0.0)[0]
 
     def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
                    json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
@@ -329,30 +317,53 @@ class SQLiteStore:
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
               limit: int, lease_seconds: float) -> list[Job]:
-        if limit <= 0 or not job_types:
-            return []
-        start = ClaimStart(worker_id, lease_seconds)  # what a claim writes: the core's
-        rows: list[sqlite3.Row] = []
-        history: list[tuple[Any, ...]] = []
+        return self.finish_and_claim((), worker_id, queues=queues, job_types=job_types,
+                                     limit=limit, lease_seconds=lease_seconds)[1]
+
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        distinct_jobs(finish)
+        if not finish and (limit <= 0 or not job_types):
+            return [], []
+        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
+                    if column in JSON_COLUMNS} for c in finish]
         with self._write() as conn:
             now = self._clock()
-            picked = self._candidates(conn, queues, job_types, limit, now)
-            for source in (JobState.PAUSED, JobState.PENDING):
-                ids = [job_id for job_id, from_state in picked if from_state is source]
-                if not ids:
-                    continue
-                # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
-                # claimed rows themselves, no read back); the write lock keeps them as picked
-                change = start.change(ids[0], source, FreshToken())
-                statement, args = compile_claim(_Q["apply_change"], change, ids, now)
-                for row in conn.execute(statement, args):
-                    rows.append(row)
-                    history.append((row["id"], now, change.action, source.value, row["state"],
-                                    row["attempt"], change.actor, change.reason))
-            conn.executemany(_Q["insert_history"], history)
+            done = [self._apply_one(conn, change, now, json_values)
+                    for change, json_values in zip(finish, encoded, strict=True)]
+            rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
+                                   job_types, limit, now)
+                    if limit > 0 and job_types else [])
+        if any(row is not None and (c.to_state is JobState.PENDING
+                                    or c.values.get("resume_requested") is True)
+               for c, row in zip(finish, done, strict=True)):
+            self.notify_work()
+        return ([None if row is None else row_to_job(row, lenient=True) for row in done],
+                decode_rows(rows))
+
+    def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
+                  job_types: Sequence[str], limit: int, now: float) -> list[sqlite3.Row]:
+        """The claim's writes, inside the caller's write transaction; the rows in claim order."""
+        rows: list[sqlite3.Row] = []
+        history: list[tuple[Any, ...]] = []
+        picked = self._candidates(conn, queues, job_types, limit, now)
+        for source in (JobState.PAUSED, JobState.PENDING):
+            ids = [job_id for job_id, from_state in picked if from_state is source]
+            if not ids:
+                continue
+            # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
+            # claimed rows themselves, no read back); the write lock keeps them as picked
+            change = start.change(ids[0], source, FreshToken())
+            statement, args = compile_claim(_Q["apply_change"], change, ids, now)
+            for row in conn.execute(statement, args):
+                rows.append(row)
+                history.append((row["id"], now, change.action, source.value, row["state"],
+                                row["attempt"], change.actor, change.reason))
+        conn.executemany(_Q["insert_history"], history)
         place = {job_id: n for n, (job_id, _) in enumerate(picked)}
         rows.sort(key=lambda row: place[row["id"]])
-        return decode_rows(rows)
+        return rows
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
