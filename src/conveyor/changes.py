@@ -38,6 +38,12 @@ class FirstTime:
     """Set the column to the database's now only if it is still NULL (``started_at``)."""
 
 
+@dataclass(frozen=True)
+class FreshToken:
+    """A new random lease token, made by the store for each row it writes (a batched claim
+    takes many rows in one statement, each under a token of its own)."""
+
+
 #: Columns a :class:`Change` may set, and how the store must encode them. Both stores compile
 #: column names from these sets only; no store keeps a list of its own.
 JSON_COLUMNS = frozenset({"result", "error", "checkpoint"})
@@ -124,6 +130,13 @@ def single_job(changes: Sequence[Change]) -> str:
     return job_id
 
 
+def distinct_jobs(changes: Sequence[Change]) -> None:
+    """``apply_many()`` takes one change per job: each is a compare-and-set of its own."""
+    ids = [c.job_id for c in changes]
+    if len(set(ids)) != len(ids):
+        raise ValueError("apply_many() takes one change per job")
+
+
 #: The states a claim takes a job from, and the history action each one leaves.
 CLAIM_ACTIONS: Mapping[JobState, str] = {JobState.PENDING: "start", JobState.PAUSED: "resume"}
 
@@ -154,7 +167,7 @@ class ClaimStart:
             "lease_expires_at": DbNow(self.lease_seconds), "resume_requested": False,
         }
 
-    def change(self, job_id: str, source: JobState, token: str) -> Change:
+    def change(self, job_id: str, source: JobState, token: str | FreshToken) -> Change:
         """The compare-and-set that claims ``job_id`` from ``source`` under lease ``token``."""
         if source not in CLAIM_ACTIONS or find_transition(source, JobState.RUNNING) is None:
             raise ValueError(f"a claim cannot start a job that is {source.value}")

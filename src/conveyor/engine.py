@@ -127,13 +127,26 @@ class Engine:
         rows = self.store.apply(changes)
         previous = before.state if before is not None else None
         for change, job in zip(changes, rows, strict=True):
-            source = next(iter(change.when)) if len(change.when) == 1 else previous
-            event_type = (JobRequested if change.to_state is None
-                          else _EVENT_OF_ACTION.get(change.action, JobRequested))
-            reason = change.reason or (change.action if change.to_state is None else "")
-            self.events.emit(event_type(job, source, change.actor, reason))
+            self._announce(change, job, previous)
             previous = job.state
         return rows[-1]
+
+    def _announce(self, change: Change, job: Job, previous: JobState | None) -> None:
+        """The event of one change that landed, carrying the row it left."""
+        source = next(iter(change.when)) if len(change.when) == 1 else previous
+        event_type = (JobRequested if change.to_state is None
+                      else _EVENT_OF_ACTION.get(change.action, JobRequested))
+        reason = change.reason or (change.action if change.to_state is None else "")
+        self.events.emit(event_type(job, source, change.actor, reason))
+
+    def apply_many(self, changes: Sequence[Change]) -> builtins.list[Job | None]:
+        """Apply one change to each of several jobs in one transaction (each still its own
+        compare-and-set), then announce the ones that landed; refused ones give None."""
+        rows = self.store.apply_many(changes)
+        for change, job in zip(changes, rows, strict=True):
+            if job is not None:
+                self._announce(change, job, None)
+        return rows
 
     def control(self, job_id: str, decide: Decide) -> Job:
         """Read the job, decide, apply as a compare-and-set; decide again if it moved meanwhile.
@@ -159,13 +172,31 @@ class Engine:
         """Take runnable jobs under fresh leases; each is announced as started or resumed."""
         jobs = self.store.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
                                 lease_seconds=lease_seconds)
+        self._announce_claimed(jobs, worker_id)
+        return jobs
+
+    def _announce_claimed(self, jobs: Sequence[Job], worker_id: str) -> None:
         for job in jobs:
             # a claimed job that was paused keeps its paused_at: it is a resume
             if job.paused_at is not None:
                 self.events.emit(JobResumed(job, JobState.PAUSED, worker_id))
             else:
                 self.events.emit(JobStarted(job, JobState.PENDING, worker_id))
-        return jobs
+
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float
+                         ) -> tuple[builtins.list[Job | None], builtins.list[Job]]:
+        """A worker's gathered completions and its next claim, in one transaction; each
+        landed change and each claimed job is announced after the commit."""
+        done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
+                                                 job_types=job_types, limit=limit,
+                                                 lease_seconds=lease_seconds)
+        for change, job in zip(finish, done, strict=True):
+            if job is not None:
+                self._announce(change, job, None)
+        self._announce_claimed(jobs, worker_id)
+        return done, jobs
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,
                       checkpoint: bool = False) -> Signals:

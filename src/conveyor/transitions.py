@@ -41,11 +41,16 @@ def _progress(progress: JobProgress | None) -> dict[str, Any]:
 
 # -- worker writes (fenced by the lease) ----------------------------------------------------
 
-def complete(lease: Lease, result: Any, actor: str) -> Change:
+def complete(lease: Lease, result: Any, actor: str, *,
+             progress: JobProgress | None = None) -> Change:
+    """running -> completed; ``progress``: the run's last steps, when they were not written
+    yet (a batched completion carries them, instead of a write of their own before it)."""
+    steps = ({} if progress is None else
+             {"current_step": progress.current_step, "total_steps": progress.total_steps})
     return Change(
         lease.job_id, "complete", _when(S.RUNNING, S.COMPLETED), S.COMPLETED,
         {"result": result, "finished_at": DbNow(), "cancel_requested": False,
-         "pause_requested": False, **_release()},
+         "pause_requested": False, **steps, **_release()},
         lease=lease, actor=actor,
     )
 

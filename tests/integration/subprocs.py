@@ -186,6 +186,7 @@ def worker_parser(doc: str | None, *, concurrency: int, lease: float, heartbeat:
     parser.add_argument("--progress", type=float, default=0.05)
     parser.add_argument("--shutdown-grace", type=float, default=5.0)
     parser.add_argument("--cancel-grace", type=float, default=2.0)
+    parser.add_argument("--batch-wait", type=float, default=0.0)
     return parser
 
 
@@ -197,7 +198,7 @@ def run_worker(app: Conveyor, args: argparse.Namespace, log: logging.Logger, *,
         heartbeat_interval=args.heartbeat, reap_interval=args.reap,
         poll_interval=args.poll, progress_interval=args.progress,
         shutdown_grace=args.shutdown_grace, cancel_grace=args.cancel_grace,
-        worker_id=f"{args.name}:{os.getpid()}")
+        batch_wait=args.batch_wait, worker_id=f"{args.name}:{os.getpid()}")
     log.info("worker %s ready", worker.worker_id)
     try:
         stats = worker.run(burst=burst)

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from conveyor import JobState
-from tests.integration.procs.harness import Procs, steps_of
-from tests.integration.procs.jobs import STEPS, SUICIDE
+from tests.integration.procs.harness import Procs, steps_of, wait_until
+from tests.integration.procs.jobs import QUICK, STEPS, SUICIDE
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,31 @@ def test_sigkilled_worker_job_is_retried_from_its_checkpoint(procs: Procs) -> No
     code, _ = b.terminate(15)
     assert code == 0, procs.report()
     assert not b.problems(), procs.report()
+
+
+def test_a_completion_killed_before_its_batch_was_written_is_run_again_and_completed_once(
+        procs: Procs) -> None:
+    """The job returned, its completion waits in the worker's batch (``batch_wait``), and the
+    worker is SIGKILLed before writing it: the store still says running, so after the lease
+    another worker runs it again (at least once) and it is completed exactly once."""
+    a = procs.worker("a", lease=3.0, heartbeat=0.5, batch_wait=2.5)
+    job = procs.app.enqueue(QUICK, {"seconds": 0})
+    wait_until(lambda: procs.events(job.id, "done"), 20, "the job to return on worker a",
+               report=procs.report)
+    a.send(signal.SIGKILL)
+    assert a.wait_exit(10) == -signal.SIGKILL
+    assert procs.job(job.id).state is JobState.RUNNING, "the completion was never written"
+
+    b = procs.worker("b")
+    done = procs.wait_job(job.id, lambda j: j.is_terminal, 40, "the job to complete on b")
+    assert done.state is JobState.COMPLETED, procs.report()
+    assert done.result == {"pid": b.pid, "worker": b.worker_id, "attempt": 1}
+    assert [(e.attempt, e.pid) for e in procs.events(job.id, "done")] == [(0, a.pid),
+                                                                        (1, b.pid)]
+    assert steps_of(procs.history(job.id)).count(
+        ("complete", "completed")) == 1
+    code, _ = b.terminate(15)
+    assert code == 0, procs.report()
 
 
 def test_job_that_kills_its_worker_ends_failed_without_a_crash_loop(procs: Procs) -> None:

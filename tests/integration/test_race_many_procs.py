@@ -49,7 +49,10 @@ def test_three_workers_and_an_operator_on_one_file_lose_nothing(procs: Procs) ->
         except InvalidStateError:
             ops["refused"] += 1
 
-    while len(ids) < JOBS:
+    # Until the jobs are in and the operator has paused at least one running job (on a loaded
+    # machine the workers may start only after most jobs were enqueued).
+    deadline = time.monotonic() + 60
+    while len(ids) < JOBS or (not ops["pause"] and time.monotonic() < deadline):
         batch = [EnqueueRequest(STEPS, {"steps": rng.randint(3, 8),
                                         "step_s": rng.uniform(0.005, 0.03)})
                  for _ in range(rng.randint(1, 10))]

@@ -122,6 +122,24 @@ class Store(Protocol):
         :class:`~conveyor.errors.JobNotFound` when the job does not exist.
         """
 
+    def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
+        """Apply ``changes``, each to a different job and each a compare-and-set of its own,
+        in one transaction (a worker's batch of completed jobs: one commit for many).
+
+        Returns, in order, the row each change left, or None where the change was refused
+        (its job moved, or its lease was lost): that job is left untouched, and the others
+        still land. Raises :class:`ValueError` when two changes name the same job.
+        """
+
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        """:meth:`apply_many` of ``finish`` and :meth:`claim`, in one transaction: a worker
+        writes the completions it gathered and takes its next jobs with one commit.
+
+        Returns what each does; a refused change is None and does not stop the claim.
+        """
+
     # -- workers ----------------------------------------------------------------------------
     def claim(
         self,

@@ -4,8 +4,9 @@ record started (the claim, done by the worker's loop) -> resolve the job type ->
 in the slot's thread, async on the worker's loop) -> normalise what happened into an
 :class:`Outcome` -> record finished, a compare-and-set fenced by the lease. A write refused by
 the store means the worker lost the job (the reaper or an operator moved it); the outcome is
-then dropped, never forced. Each step takes the previous one's value, so recording finished
-jobs in batches would change the last step only.
+then dropped, never forced. Each step takes the previous one's value; the last one hands a
+completion to the worker's batch (:mod:`conveyor.worker.completer`), which writes many in one
+transaction, and records the rarer outcomes (failed, paused, cancelled) itself.
 """
 
 from __future__ import annotations
@@ -82,14 +83,20 @@ def error_of(exc: BaseException, *, with_traceback: bool = True) -> JobError:
 
 # -- the pipeline -------------------------------------------------------------------------------
 
+#: Where a completion goes to be written in a batch (:class:`~conveyor.worker.completer.Completer`).
+Batch = Callable[[Execution, Change], None]
+
+
 def execute(engine: Engine, execution: Execution, actor: str, *,
             loop_of: Callable[[JobType], asyncio.AbstractEventLoop | None],
-            on_future: Callable[[concurrent.futures.Future[Any]], None]) -> OutcomeKind:
-    """Run one claimed job to its recorded end; returns what was recorded."""
+            on_future: Callable[[concurrent.futures.Future[Any]], None],
+            batch: Batch | None = None) -> OutcomeKind | None:
+    """Run one claimed job to its recorded end; returns what was recorded (None: a completion
+    handed to ``batch``, which records it and says what came of it)."""
     spec = resolve(engine, execution.job)
     ran = perform(spec, execution, loop_of(spec), on_future)
     outcome = normalise(ran, execution)
-    return record_finished(engine, execution, outcome, actor)
+    return record_finished(engine, execution, outcome, actor, batch)
 
 
 def resolve(engine: Engine, job: Job) -> JobType:
@@ -159,13 +166,19 @@ def normalise(ran: Ran, execution: Execution) -> Outcome:
 
 
 def record_finished(engine: Engine, execution: Execution, outcome: Outcome,
-                    actor: str) -> OutcomeKind:
-    """Write the final progress, then the outcome.
+                    actor: str, batch: Batch | None = None) -> OutcomeKind | None:
+    """Write the final progress, then the outcome; or hand a completion, its last steps in
+    it, to ``batch``.
 
     A store outage shorter than the lease must not cost the job its outcome: both writes are
     retried like a checkpoint (each is fenced by the lease, so repeating it is safe).
     """
     execution.finished = True
+    if batch is not None and outcome.kind is OutcomeKind.COMPLETED and not execution.lost:
+        steps = execution.snapshot() if execution.dirty else None
+        batch(execution, transitions.complete(execution.lease, outcome.result, actor,
+                                              progress=steps))
+        return None
     execution.patiently(execution.flush, "progress")
     return execution.patiently(lambda: record(engine, execution, outcome, actor), "outcome")
 

@@ -45,6 +45,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
 from conveyor.registry import JobType
 from conveyor.stores.base import JobQuery
+from conveyor.worker.completer import MAX_BATCH, Completer
 from conveyor.worker.executor import OutcomeKind, execute, record_failure
 from conveyor.worker.reaper import reap
 from conveyor.worker.slots import Slot, SlotPool, interrupt
@@ -56,6 +57,8 @@ log = logging.getLogger("conveyor.worker")
 #: A burst worker waits for pending jobs due within this many seconds (retries in backoff);
 #: jobs scheduled further ahead are left for a long-running worker.
 BURST_HORIZON = 300.0
+#: How long a freed slot waits for others to free before the next claim (seconds).
+CLAIM_GATHER = 0.001
 
 
 @dataclass
@@ -102,11 +105,16 @@ class Worker:
                  heartbeat_interval: float = 10.0, poll_interval: float = 1.0,
                  reap_interval: float | None = None, shutdown_grace: float = 30.0,
                  cancel_grace: float = 10.0, progress_interval: float = 0.25,
-                 worker_id: str | None = None, handle_signals: bool = True) -> None:
+                 worker_id: str | None = None, handle_signals: bool = True,
+                 batch_wait: float = 0.0, batch_size: int = MAX_BATCH) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
             raise ConfigurationError("heartbeat_interval must be > 0 and shorter than the lease")
+        if not 0 <= batch_wait < lease_seconds:
+            raise ConfigurationError("batch_wait must be >= 0 and shorter than the lease")
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be >= 1, not {batch_size}")
         self.engine = engine_of(engine)
         self.concurrency = concurrency
         self.queues = [validate.name("queue", q, config=True) for q in queues or []]
@@ -119,7 +127,10 @@ class Worker:
         self.progress_interval = progress_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.handle_signals = handle_signals
+        self.batch_wait = batch_wait
+        self.batch_size = batch_size
         self.stats = WorkerStats()
+        self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
         self._pool = SlotPool(concurrency, self._run_slot, self._slot_done)
         self._slots_lock = threading.Lock()
@@ -128,6 +139,10 @@ class Worker:
         self._hard_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+
+    def _new_completer(self) -> Completer:
+        return Completer(self.engine, self.stats.count, retry_for=self.lease_seconds,
+                         linger=self.batch_wait, max_batch=self.batch_size)
 
     # -- public --------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -154,6 +169,8 @@ class Worker:
             raise ConfigurationError("no job types are registered with this app")
         restore = self._install_signals()
         self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
+        self._completer = self._new_completer()
+        self._completer.start()
         monitor = threading.Thread(target=self._monitor, name="conveyor-monitor", daemon=True)
         monitor.start()
         reaper = threading.Thread(target=self._reaper, name="conveyor-reaper", daemon=True)
@@ -165,6 +182,7 @@ class Worker:
             self._loop_forever(burst)
         finally:
             self._shutdown()
+            self._completer.close()  # every gathered completion is written before we exit
             self._stopping.set()
             monitor.join(timeout=5)
             reaper.join(timeout=5)
@@ -183,9 +201,7 @@ class Worker:
             claimed: list[Job] = []
             try:
                 if free > 0:
-                    claimed = self.engine.claim(self.worker_id, queues=self.queues,
-                                                job_types=types, limit=free,
-                                                lease_seconds=self.lease_seconds)
+                    claimed = self._finish_and_claim(types, free)
                 if burst and not claimed and self.active == 0 and not self._work_left(types):
                     return
                 backoff = 0.0
@@ -200,8 +216,34 @@ class Worker:
             if claimed and len(claimed) == free:
                 self._slot_freed.wait(self.poll_interval)
                 self._slot_freed.clear()
+                self._gather_free_slots()
             elif not claimed:
                 self._wait_for_work(burst)
+
+    def _finish_and_claim(self, types: list[str], free: int) -> list[Job]:
+        """Write the completions gathered so far and claim jobs for the free slots, in one
+        transaction: one commit for both instead of one each."""
+        done = self._completer.take()
+        try:
+            finished, claimed = self.engine.finish_and_claim(
+                [c.change for c in done], self.worker_id, queues=self.queues, job_types=types,
+                limit=free, lease_seconds=self.lease_seconds)
+        except BaseException:
+            self._completer.give_back(done)  # its thread writes them, retrying
+            raise
+        self._completer.recorded(done, finished)
+        return claimed
+
+    def _gather_free_slots(self) -> None:
+        """A slot just freed: give the others a moment (``CLAIM_GATHER``) to free as well, so
+        that one claim fills several slots instead of one claim per slot. Short jobs then cost
+        a fraction of a claim's commit each; a long job's freed slot waits a millisecond."""
+        deadline = time.monotonic() + CLAIM_GATHER
+        while self.active and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._slot_freed.wait(left):
+                return
+            self._slot_freed.clear()
 
     def _work_left(self, types: list[str]) -> bool:
         """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?"""
@@ -240,8 +282,10 @@ class Worker:
 
         try:
             recorded = execute(self.engine, slot.execution, self.worker_id,
-                               loop_of=self._loop_for, on_future=keep)
-            self.stats.count(recorded)
+                               loop_of=self._loop_for, on_future=keep,
+                               batch=self._completer.submit)
+            if recorded is not None:  # a completion is counted when its batch is written
+                self.stats.count(recorded)
         except ConveyorError as exc:
             log.error("job %s: could not record its outcome: %s", job.id, exc)
         except BaseException:

@@ -14,7 +14,7 @@ changes of a multi-change transaction reuse the first one's, so one transaction 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -40,9 +40,27 @@ class Params:
         self.values: dict[str, Any] = dict(initial or {})
         self._count = itertools.count()
 
-    def add(self, value: Any) -> sql.Placeholder:
+    def add(self, value: Any) -> sql.Composable:
         name = f"v{next(self._count)}"
         self.values[name] = value
+        return self.ref(name)
+
+    def ref(self, name: str) -> sql.Composable:
+        return sql.Placeholder(name)
+
+
+class BatchParams(Params):
+    """The parameters of one statement for a batch of same-shaped changes: each name whose
+    value differs from row to row is read from the row's column of the ``batch`` table
+    (``batch.v3``); the others stay ordinary parameters."""
+
+    def __init__(self, initial: Mapping[str, Any], varying: frozenset[str]) -> None:
+        super().__init__(initial)
+        self.varying = varying
+
+    def ref(self, name: str) -> sql.Composable:
+        if name in self.varying:
+            return sql.Identifier("batch", name)
         return sql.Placeholder(name)
 
 
@@ -118,6 +136,79 @@ def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
         yield sql.SQL("{} IS " + test).format(sql.Identifier("jobs", name))
 
 
+def _compile(template: str, change: Change, params: Params,
+             **parts: sql.Composable) -> sql.Composed:
+    sets = list(assignments(change.values, params, MOMENT))
+    if change.to_state is not None:
+        sets.append(sql.SQL("state = {}").format(params.add(change.to_state.value)))
+    where = list(guards(change, params))
+    skip = change.lease_expired or change.pause_expired
+    return sql.SQL(template).format(
+        sets=sql.SQL(", ").join(sets), where=sql.SQL(" AND ").join(where),
+        lock=sql.SQL("FOR UPDATE SKIP LOCKED" if skip else "FOR UPDATE"), **parts)
+
+
+def _base(change: Change) -> dict[str, Any]:
+    return {"job_id": change.job_id, "action": change.action, "actor": change.actor,
+            "reason": change.reason}
+
+
+#: The SQL type of a batch column, by the Python type of its values (None aside).
+_COLUMN_TYPES: dict[type, str] = {str: "text", int: "int8", float: "float8", bool: "bool",
+                                  Jsonb: "jsonb"}
+#: Batch columns every batch has (the job and its history row's words).
+_ROW_COLUMNS = ("job_id", "action", "actor", "reason")
+
+
+def compile_batch(template: str, changes: Sequence[Change]
+                  ) -> tuple[sql.Composed, dict[str, Any]] | None:
+    """One ``apply_change_batch`` statement for ``changes`` (to distinct jobs, of one shape:
+    compiled alone, each gives the same statement), reading each row's values from an
+    ``unnest`` of arrays; or None when they are not of one shape, or a value that differs
+    from row to row has no array type here (the caller then sends them one by one)."""
+    rows = []
+    for change in changes:
+        params = Params(_base(change))
+        rows.append((_compile(_SINGLE_SHAPE, change, params), params.values))
+    shape, first = rows[0]
+    if any(statement != shape or values.keys() != first.keys() for statement, values in rows):
+        return None
+    varying = {name for name in first if name in _ROW_COLUMNS
+               or any(not _same(values[name], first[name]) for _, values in rows)}
+    types: dict[str, str] = {}
+    for name in sorted(varying):
+        kinds = {type(values[name]) for _, values in rows} - {type(None)}
+        if len(kinds) > 1 or (kinds and next(iter(kinds)) not in _COLUMN_TYPES):
+            return None
+        types[name] = _COLUMN_TYPES[next(iter(kinds))] if kinds else "text"
+    batch = BatchParams(_base(changes[0]), frozenset(varying))
+    names = sorted(varying)
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::{}[]").format(sql.Placeholder(f"a_{name}"), sql.SQL(types[name]))
+        for name in names)
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in names)
+    statement = _compile(template, changes[0], batch, arrays=arrays, columns=columns)
+    values = {name: value for name, value in batch.values.items() if name not in varying}
+    values.update({f"a_{name}": [row[name] for _, row in rows] for name in names})
+    return statement, values
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values (JSON values compared by what they hold, not by their wrapper)."""
+    if isinstance(a, Jsonb) or isinstance(b, Jsonb):
+        return False  # results and checkpoints: per row
+    return type(a) is type(b) and a == b
+
+
+#: What a change compiles to when only its shape matters (grouping changes for a batch).
+_SINGLE_SHAPE = "{sets} WHERE {where} {lock}"
+
+
+def shape_of(change: Change) -> str:
+    """What changes must share to go in one batch statement (their compiled SQL)."""
+    return repr(_compile(_SINGLE_SHAPE, change, Params(_base(change))))
+
+
 def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[str, Any]]:
     """The ``apply_change`` statement for ``change`` and its parameters.
 
@@ -128,14 +219,5 @@ def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[st
     ``moment`` (the time the change takes effect) is left ``None``: the store sets it for the
     later changes of one transaction.
     """
-    params = Params({"job_id": change.job_id, "action": change.action,
-                     "actor": change.actor, "reason": change.reason, "moment": None})
-    sets = list(assignments(change.values, params, MOMENT))
-    if change.to_state is not None:
-        sets.append(sql.SQL("state = {}").format(params.add(change.to_state.value)))
-    where = list(guards(change, params))
-    skip = change.lease_expired or change.pause_expired
-    statement = sql.SQL(template).format(
-        sets=sql.SQL(", ").join(sets), where=sql.SQL(" AND ").join(where),
-        lock=sql.SQL("FOR UPDATE SKIP LOCKED" if skip else "FOR UPDATE"))
-    return statement, params.values
+    params = Params({**_base(change), "moment": None})
+    return _compile(template, change, params), params.values

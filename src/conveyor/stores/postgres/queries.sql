@@ -110,6 +110,34 @@ WITH old AS (
 )
 SELECT * FROM changed;
 
+-- name: apply_change_batch
+-- apply_change for many jobs at once (a worker's batch of completions), one statement: each
+-- row's values come from the arrays ({arrays}, one element per job), the rest is the same for
+-- all. Every row is still its own compare-and-set ({where}); a refused row writes nothing.
+-- The rows are locked in id order (two batches never deadlock), and `moment` is read once
+-- the locks are granted.
+WITH batch AS (
+    SELECT * FROM unnest({arrays}) WITH ORDINALITY AS batch ({columns}, batch_n)
+), old AS (
+    SELECT id AS old_id, state AS old_state FROM jobs
+    WHERE id IN (SELECT job_id FROM batch) ORDER BY id {lock}
+), moment AS (
+    SELECT clock_timestamp() AS at FROM (SELECT count(*) FROM old) AS locked
+), changed AS (
+    UPDATE jobs SET {sets}
+    FROM batch JOIN old ON old.old_id = batch.job_id CROSS JOIN moment
+    WHERE jobs.id = batch.job_id AND {where}
+    RETURNING jobs.*, old.old_state, moment.at AS moved_at, batch.batch_n,
+              batch.action AS history_action, batch.actor AS history_actor,
+              batch.reason AS history_reason
+), logged AS (
+    INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
+    SELECT id, moved_at, history_action, old_state, state, attempt, history_actor,
+           history_reason
+    FROM changed
+)
+SELECT * FROM changed;
+
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only
 -- the not-before time) and insertion. SKIP LOCKED lets

@@ -34,7 +34,15 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from conveyor import payload
-from conveyor.changes import CLAIM_ACTIONS, Change, ChangeRefused, ClaimStart, Lease, single_job
+from conveyor.changes import (
+    CLAIM_ACTIONS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    Lease,
+    distinct_jobs,
+    single_job,
+)
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
@@ -43,8 +51,10 @@ from conveyor.stores.postgres.changes import (
     Params,
     assignments,
     aware,
+    compile_batch,
     compile_change,
     json_value,
+    shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.listener import WorkListener
@@ -420,11 +430,83 @@ class PostgresStore:
             self._listener.wake()
         return [row_to_job(row) for row in rows]
 
+    def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
+        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+                                     lease_seconds=0.0)[0]
+
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        distinct_jobs(finish)
+        claiming = limit > 0 and bool(job_types)
+        if not finish:
+            return [], self.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
+                                  lease_seconds=lease_seconds) if claiming else []
+        statements = self._finish_statements(finish)
+        claim = (self._claim_statement(worker_id, queues, job_types, limit, lease_seconds)
+                 if claiming else None)
+        wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
+                    for c in finish)
+
+        def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
+            # one transaction, sent in a pipeline: one round trip and one commit for all
+            cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
+            with conn.pipeline():
+                for members, statement, params in statements:
+                    cursor = conn.cursor(row_factory=dict_row)
+                    cursor.execute(statement, params if len(members) > 1
+                                   else {**params, "moment": None})
+                    cursors.append((members, cursor))
+                claimer = conn.cursor(row_factory=dict_row)
+                if claim is not None:
+                    claimer.execute(*claim)
+            moved: dict[int, Row] = {}
+            for members, cursor in cursors:
+                for row in cursor.fetchall():  # no row for a job: refused, nothing written
+                    moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+                cursor.close()
+            claimed = claimer.fetchall() if claim is not None else []
+            claimer.close()
+            if wakes and moved:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            return moved, claimed
+
+        moved, claimed = self._run(f"apply {len(finish)} changes", work, transaction=True)
+        if wakes and moved:
+            self._listener.wake()
+        return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
+                decode_rows(claimed))
+
+    def _finish_statements(self, changes: Sequence[Change]
+                           ) -> list[tuple[list[int], sql.Composed, dict[str, Any]]]:
+        """Same-shaped changes (a batch of completions) in one statement each shape; any
+        others one statement each, in job id order (one lock order for every batch)."""
+        groups: dict[str, list[int]] = {}
+        for n, change in enumerate(changes):
+            groups.setdefault(shape_of(change), []).append(n)
+        statements: list[tuple[list[int], sql.Composed, dict[str, Any]]] = []
+        for members in groups.values():
+            batch = (compile_batch(_Q["apply_change_batch"], [changes[n] for n in members])
+                     if len(members) > 1 else None)
+            if batch is not None:
+                statements.append((members, *batch))
+            else:
+                statements += [([n], *compile_change(_Q["apply_change"], changes[n]))
+                               for n in sorted(members, key=lambda n: changes[n].job_id)]
+        return statements
+
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
               limit: int, lease_seconds: float) -> list[Job]:
         if limit <= 0 or not job_types:
             return []
+        statement, params = self._claim_statement(worker_id, queues, job_types, limit,
+                                                  lease_seconds)
+        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params))
+        return decode_rows(rows)
+
+    def _claim_statement(self, worker_id: str, queues: Sequence[str], job_types: Sequence[str],
+                         limit: int, lease_seconds: float) -> tuple[sql.Composed, dict[str, Any]]:
         start = ClaimStart(worker_id, lease_seconds)
         params = Params({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
                          "limit": limit, "worker_id": start.worker_id,
@@ -440,8 +522,7 @@ class PostgresStore:
                         else sql.SQL(""))
         statement = sql.SQL(_Q["claim"]).format(queue_filter=queue_filter,
                                                 sets=sql.SQL(", ").join(sets))
-        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params.values))
-        return decode_rows(rows)
+        return statement, params.values
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
         if not leases:

@@ -9,7 +9,7 @@ so every timestamp one transaction writes is the same instant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from conveyor.changes import (
     Change,
     DbNow,
     FirstTime,
+    FreshToken,
     Increment,
 )
 from conveyor.stores.sqlite.rows import epoch
@@ -46,6 +47,8 @@ def set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
         return f"{column} = ?", now + value.offset
     if isinstance(value, FirstTime):
         return f"{column} = coalesce({column}, ?)", now
+    if isinstance(value, FreshToken):  # 32 hex digits, like a uuid4's hex
+        return f"{column} = lower(hex(randomblob(?)))", 16
     if isinstance(value, Increment):
         return f"{column} = {column} + ?", value.by
     if column in JSON_COLUMNS:
@@ -80,7 +83,9 @@ def _assignments(change: Change, now: float,
 def _guards(change: Change, now: float) -> tuple[list[str], list[Any]]:
     """The compare part of the compare-and-set: the WHERE clauses ``change`` asks for."""
     states = sorted(s.value for s in change.when)
-    where = ["id = ?", f"state IN ({marks(len(states))})"]
+    # "+state": the job is found by its id (the unique index); the unary plus keeps SQLite's
+    # planner from walking a state index instead, which it prefers for an IN list of ids
+    where = ["id = ?", f"+state IN ({marks(len(states))})"]
     args: list[Any] = [change.job_id, *states]
     if change.lease is not None:
         where.append("lease_token = ? AND attempt = ?")
@@ -113,3 +118,14 @@ def compile_change(template: str, change: Change, now: float,
     where, where_args = _guards(change, now)
     statement = template.format(sets=", ".join(sets), where=" AND ".join(where))
     return statement, [*set_args, *where_args]
+
+
+def compile_claim(template: str, change: Change, job_ids: Sequence[str],
+                  now: float) -> tuple[str, list[Any]]:
+    """``change`` (a claim's start or resume) made to every job of ``job_ids`` in one
+    statement: the same SET and guards, with ``id IN (...)`` for the one id."""
+    sets, set_args = _assignments(change, now, {})
+    where, where_args = _guards(change, now)
+    where[0] = f"id IN ({marks(len(job_ids))})"
+    statement = template.format(sets=", ".join(sets), where=" AND ".join(where))
+    return statement, [*set_args, *job_ids, *where_args[1:]]

@@ -16,20 +16,28 @@ import contextlib
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from conveyor import payload
-from conveyor.changes import JSON_COLUMNS, Change, ChangeRefused, ClaimStart, Lease, single_job
+from conveyor.changes import (
+    JSON_COLUMNS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    FreshToken,
+    Lease,
+    distinct_jobs,
+    single_job,
+)
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals
 from conveyor.stores.sqlfiles import load_migrations, load_queries
-from conveyor.stores.sqlite.changes import compile_change, encode_json, marks
+from conveyor.stores.sqlite.changes import compile_change, compile_claim, encode_json, marks
 from conveyor.stores.sqlite.config import (
     APPLICATION_ID,
     create_private,
@@ -283,17 +291,25 @@ class SQLiteStore:
             self.notify_work()
         return [row_to_job(row, lenient=True) for row in rows]
 
+    def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
+        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+                                     lease_seconds=0.0)[0]
+
     def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
                    json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
-        before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
-        if before is None:
-            raise JobNotFound(change.job_id)
+        if len(change.when) == 1:  # the state it came from, if it moved at all
+            source = next(iter(change.when)).value
+        else:
+            before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
+            if before is None:
+                raise JobNotFound(change.job_id)
+            source = before["state"]
         statement, args = compile_change(_Q["apply_change"], change, now, json_values)
         row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
         if row is None:
-            return None
+            return None  # refused (or no such job: the caller's read back tells which)
         conn.execute(_Q["insert_history"], (
-            change.job_id, now, change.action, before["state"], row["state"], row["attempt"],
+            change.job_id, now, change.action, source, row["state"], row["attempt"],
             change.actor, change.reason,
         ))
         return row
@@ -301,17 +317,53 @@ class SQLiteStore:
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
               limit: int, lease_seconds: float) -> list[Job]:
-        if limit <= 0 or not job_types:
-            return []
-        start = ClaimStart(worker_id, lease_seconds)  # what a claim writes: the core's
-        claimed: list[sqlite3.Row] = []
+        return self.finish_and_claim((), worker_id, queues=queues, job_types=job_types,
+                                     limit=limit, lease_seconds=lease_seconds)[1]
+
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        distinct_jobs(finish)
+        if not finish and (limit <= 0 or not job_types):
+            return [], []
+        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
+                    if column in JSON_COLUMNS} for c in finish]
         with self._write() as conn:
             now = self._clock()
-            for job_id, source in self._candidates(conn, queues, job_types, limit, now):
-                row = self._apply_one(conn, start.change(job_id, source, uuid.uuid4().hex), now)
-                if row is not None:
-                    claimed.append(row)  # the claimed row itself (RETURNING *): no read back
-        return decode_rows(claimed)
+            done = [self._apply_one(conn, change, now, json_values)
+                    for change, json_values in zip(finish, encoded, strict=True)]
+            rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
+                                   job_types, limit, now)
+                    if limit > 0 and job_types else [])
+        if any(row is not None and (c.to_state is JobState.PENDING
+                                    or c.values.get("resume_requested") is True)
+               for c, row in zip(finish, done, strict=True)):
+            self.notify_work()
+        return ([None if row is None else row_to_job(row, lenient=True) for row in done],
+                decode_rows(rows))
+
+    def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
+                  job_types: Sequence[str], limit: int, now: float) -> list[sqlite3.Row]:
+        """The claim's writes, inside the caller's write transaction; the rows in claim order."""
+        rows: list[sqlite3.Row] = []
+        history: list[tuple[Any, ...]] = []
+        picked = self._candidates(conn, queues, job_types, limit, now)
+        for source in (JobState.PAUSED, JobState.PENDING):
+            ids = [job_id for job_id, from_state in picked if from_state is source]
+            if not ids:
+                continue
+            # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
+            # claimed rows themselves, no read back); the write lock keeps them as picked
+            change = start.change(ids[0], source, FreshToken())
+            statement, args = compile_claim(_Q["apply_change"], change, ids, now)
+            for row in conn.execute(statement, args):
+                rows.append(row)
+                history.append((row["id"], now, change.action, source.value, row["state"],
+                                row["attempt"], change.actor, change.reason))
+        conn.executemany(_Q["insert_history"], history)
+        place = {job_id: n for n, (job_id, _) in enumerate(picked)}
+        rows.sort(key=lambda row: place[row["id"]])
+        return rows
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,

@@ -1,0 +1,82 @@
+"""Contract: ``apply_many`` writes a worker's batch of completions in one transaction, each row
+still its own compare-and-set, and a batched claim takes many jobs in one statement.
+
+Runs against every store.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor import transitions
+from conveyor.changes import Lease
+from conveyor.engine import Engine
+from conveyor.events import JobCompleted, JobEvent
+from conveyor.lifecycle import JobState
+from conveyor.model import JobProgress
+from conveyor.stores.base import Store
+from tests.contract.helpers import in_state, insert, lease_of, running
+
+S = JobState
+
+
+def test_a_batch_lands_every_row_whose_lease_holds_and_nothing_for_the_others(
+        store: Store) -> None:
+    held = [running(store) for _ in range(3)]
+    stale = running(store)
+    stale_lease = Lease(stale.id, "not-the-token", stale.attempt)
+    paused = in_state(store, S.PAUSED)  # not running any more: its lease is gone
+    changes = [transitions.complete(lease_of(held[0]), {"n": 0}, "w"),
+               transitions.complete(stale_lease, {"stale": True}, "zombie"),
+               transitions.complete(lease_of(held[1]), {"n": 1}, "w",
+                                    progress=JobProgress(7, 9)),
+               transitions.complete(Lease(paused.id, "gone", paused.attempt), None, "w"),
+               transitions.complete(lease_of(held[2]), {"n": 2}, "w")]
+    rows = store.apply_many(changes)
+    assert [row is not None for row in rows] == [True, False, True, False, True]
+    for n, job in enumerate(held):
+        now = store.get_job(job.id)
+        assert (now.state, now.result, now.lease_token) == (S.COMPLETED, {"n": n}, None)
+        assert [(h.action, h.from_state, h.to_state) for h in store.history(job.id)][-1] == (
+            "complete", S.RUNNING, S.COMPLETED)
+    assert store.get_job(held[1].id).progress.current_step == 7  # the run's last steps
+    assert store.get_job(held[1].id).progress.total_steps == 9
+    untouched = store.get_job(stale.id)
+    assert (untouched.state, untouched.result) == (S.RUNNING, None)
+    assert [h.action for h in store.history(stale.id)] == ["create", "start"]
+    assert store.get_job(paused.id).state is S.PAUSED
+    returned = rows[2]
+    assert returned is not None and returned.id == held[1].id
+    assert returned.state is S.COMPLETED
+
+
+def test_a_batch_names_each_job_once(store: Store) -> None:
+    job = running(store)
+    change = transitions.complete(lease_of(job), None, "w")
+    with pytest.raises(ValueError, match="one change per job"):
+        store.apply_many([change, change])
+    assert store.get_job(job.id).state is S.RUNNING
+    assert store.apply_many([]) == []
+
+
+def test_the_engine_announces_only_the_rows_that_landed(store: Store) -> None:
+    engine = Engine(store.url, store=store)
+    seen: list[JobEvent] = []
+    engine.events.subscribe(seen.append)
+    good, stale = running(store), running(store)
+    engine.apply_many([transitions.complete(lease_of(good), 1, "w"),
+                       transitions.complete(Lease(stale.id, "x", stale.attempt), 2, "w")])
+    assert [(type(e), e.job.id, e.job.state, e.from_state) for e in seen] == [
+        (JobCompleted, good.id, S.COMPLETED, S.RUNNING)]
+
+
+def test_one_claim_takes_many_jobs_in_order_each_under_its_own_lease(store: Store) -> None:
+    ids = [insert(store, "batch", priority=p).id for p in (0, 5, 0, 5, 0)]
+    taken = store.claim("w", queues=[], job_types=["batch"], limit=4, lease_seconds=30)
+    assert [j.id for j in taken] == [ids[1], ids[3], ids[0], ids[2]]  # priority, then line
+    tokens = {j.lease_token for j in taken}
+    assert len(tokens) == 4 and all(t and len(t) == 32 for t in tokens)
+    assert all(j.state is S.RUNNING and j.worker_id == "w" for j in taken)
+    for job in taken:
+        assert [h.action for h in store.history(job.id)] == ["create", "start"]
+    assert store.get_job(ids[4]).state is S.PENDING
