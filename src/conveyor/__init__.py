@@ -1,16 +1,18 @@
 """conveyor: durable background jobs that people can pause, resume, cancel, retry and watch."""
 
-from conveyor.app import Conveyor, EnqueueRequest, WaitTimeout
+from conveyor.app import Conveyor, EnqueueRequest
 from conveyor.context import AsyncJobContext, JobContext, JobInterrupt
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     InvalidParams,
     InvalidStateError,
+    JobNotCompleted,
     JobNotFound,
     PayloadTooLarge,
     StoreError,
     UnknownJobType,
+    WaitTimeout,
 )
 from conveyor.events import (
     JobCancelled,
@@ -51,6 +53,7 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobInterrupt",
+    "JobNotCompleted",
     "JobNotFound",
     "JobPaused",
     "JobProgress",

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import lifecycle, payload, transitions, validate
 from conveyor.changes import Change
-from conveyor.engine import Engine
+from conveyor.engine import Decide, Engine
 from conveyor.errors import (
     UNDECODABLE_ROW,
     ConfigurationError,
-    ConveyorError,
     InvalidParams,
     InvalidStateError,
+    JobNotCompleted,
     JobNotFound,
+    WaitTimeout,
 )
 from conveyor.events import (
     EventBus,
@@ -50,12 +51,16 @@ from conveyor.registry import (
 from conveyor.retry import Backoff
 from conveyor.stores.base import JobQuery, NewJob, Store
 
+__all__ = ["Conveyor", "EnqueueRequest", "WaitTimeout"]
+
 if TYPE_CHECKING:
     from conveyor.worker import Worker, WorkerStats
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "sqlite:///conveyor.db"
 MAX_PAGE = 1000
+#: How often a waiter reads its job again although nothing woke it: a safety net only.
+WAIT_RECHECK = 5.0
 
 
 @dataclass(frozen=True)
@@ -220,25 +225,11 @@ class Conveyor:
              job_type: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
              limit: int = 50, before: str | None = None) -> builtins.list[Job]:
         """Jobs newest first, filtered; page with ``before=<last id of the previous page>``."""
-        if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE:
-            raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
-        if before is not None:
-            self._check_cursor(before)
-        return self.store.list_jobs(JobQuery(
-            states=frozenset(_states(state)), job_types=frozenset(_names("job type", job_type)),
-            queues=frozenset(_names("queue", queue)), limit=limit, before=before))
-
-    def _check_cursor(self, before: object) -> None:
-        """A ``before`` cursor must name a stored job: otherwise a typo reads as "no more jobs".
-
-        Not an id at all is a bad option (ConfigurationError); a well-formed id of no job is
-        JobNotFound, as for every other id.
-        """
-        if not isinstance(before, str) or not re.fullmatch(JOB_ID_PATTERN, before):
-            raise ConfigurationError(f"before must be a job id (the next_before of the previous "
-                                     f"page), not {repr(before)[:80]}")
-        if not self.store.get_jobs([before]):
-            raise JobNotFound(before)
+        query = list_query(state, job_type=job_type, queue=queue, limit=limit, before=before)
+        if query.before is not None and not self.store.get_jobs([query.before]):
+            # a cursor must name a stored job: otherwise a typo reads as "no more jobs"
+            raise JobNotFound(query.before)
+        return self.store.list_jobs(query)
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.count_by_state(None if queue is None else validate.name("queue", queue))
@@ -254,26 +245,39 @@ class Conveyor:
              until_paused: bool = True) -> Job:
         """Block until the job is terminal (or paused, unless ``until_paused`` is False).
 
-        Raises :class:`WaitTimeout` (a ``TimeoutError``) when ``timeout`` passes first.
+        Wakes when the job stops, not on a timer: on this app's own events, and on the store's
+        announcement of a change made elsewhere (PostgreSQL: a NOTIFY sent when the change
+        commits; SQLite: the watch on the file). A re-read every :data:`WAIT_RECHECK` seconds
+        is only a safety net. Raises :class:`WaitTimeout` (a ``TimeoutError``) when
+        ``timeout`` passes first, and leaves the job as it is.
         """
+        validate.job_id(job_id)
+        check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        done = threading.Event()
-        unsubscribe = self.subscribe(lambda e: done.set() if e.job.id == job_id else None)
+        woken = threading.Event()
+        unsubscribe = self.subscribe(lambda e: woken.set() if e.job.id == job_id else None)
+        unwatch = self.store.watch_job(job_id, woken.set)
         try:
-            delay = 0.01
             while True:
+                woken.clear()  # before the read: a stop after it sets the flag again
                 job = self.get(job_id)
-                if job.is_terminal or (until_paused and job.state is JobState.PAUSED
-                                       and not job.resume_requested):
+                if has_stopped(job, until_paused=until_paused):
                     return job
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise WaitTimeout(f"job {job_id} is still {job.state.value} after {timeout}s")
-                done.wait(delay if left is None else min(delay, left))
-                done.clear()
-                delay = min(delay * 1.5, 0.25)
+                woken.wait(WAIT_RECHECK if left is None else min(WAIT_RECHECK, left))
         finally:
+            unwatch()
             unsubscribe()
+
+    def result(self, job_id: str) -> Any:
+        """What a completed job returned (a job may read another's this way).
+
+        Raises :class:`JobNotCompleted` naming the job's state (and its error, if it failed)
+        for a job that has not completed: a missing result never reads as ``None``.
+        """
+        return result_of(self.get(job_id))
 
     # -- control ---------------------------------------------------------------------------------
     def pause(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
@@ -303,15 +307,7 @@ class Conveyor:
         A repeated request changes nothing and returns the job as it is; a refused verb raises
         InvalidStateError and writes nothing.
         """
-        _control_args(job_id, actor, reason)
-
-        def decide(job: Job) -> builtins.list[Change]:
-            rule = lifecycle.verb_rule(verb, job)
-            if rule is None:
-                raise lifecycle.verb_refusal(verb, job)
-            return _changes_for(rule.effect, job, actor, reason)
-
-        return self._control(job_id, decide)
+        return self._control(job_id, verb_decision(verb, job_id, actor, reason))
 
     def start(self, job_id: str, *, worker: str = "api", lease_seconds: float = 30.0) -> Job:
         """Claim one job by id, for a caller that runs it itself; returns it with its lease.
@@ -322,20 +318,8 @@ class Conveyor:
         lease (``lease_token``) expires after ``lease_seconds`` unless renewed, after which
         the reaper treats the job as a lost worker's.
         """
-        validate.job_id(job_id)
-        validate.actor(worker)
-        check_seconds("lease_seconds", lease_seconds)
-        token = uuid.uuid4().hex
-
-        def decide(job: Job) -> builtins.list[Change]:
-            why = lifecycle.start_refusal(job, self.store.now())
-            if why is not None:
-                raise transition_error(job.state, JobState.RUNNING, why)
-            claim = transitions.start(job.id, job.state, worker, token, lease_seconds)
-            # a pending job must still be due when the claim lands, not only when decided
-            return [dataclasses.replace(claim, due=job.state is JobState.PENDING)]
-
-        return self._control(job_id, decide)
+        decide = start_decision(job_id, worker, lease_seconds)
+        return self._control(job_id, lambda job: decide(job, self.store.now()))
 
     def requeue(self, job_id: str, *, actor: str = "api", keep_checkpoint: bool = False) -> Job:
         """Enqueue a fresh copy of a job that has stopped for good; it links back to the original.
@@ -343,7 +327,13 @@ class Conveyor:
         The copy starts with attempt 0 and, unless ``keep_checkpoint``, no checkpoint.
         """
         validate.actor(actor)
-        original = self.get(job_id)
+        new = self._requeued_copy(self.get(job_id), keep_checkpoint)
+        (job,) = self.engine.insert([new], actor=actor, reason=f"requeued from {job_id}")
+        return job
+
+    def _requeued_copy(self, original: Job, keep_checkpoint: bool) -> NewJob:
+        """The fresh copy :meth:`requeue` stores, or the error it raises (nothing written)."""
+        job_id = original.id
         if lifecycle.verb_rule(Verb.REQUEUE, original) is None:
             raise lifecycle.verb_refusal(Verb.REQUEUE, original)
         if original.error is not None and original.error.type == UNDECODABLE_ROW:
@@ -354,15 +344,13 @@ class Conveyor:
             self.job_type(original.job_type).bind(original.params)
         # Everything else was validated when the original was enqueued, so a control-only
         # app (the CLI without --app) can requeue too.
-        new = NewJob(
+        return NewJob(
             id=str(uuid.uuid4()), job_type=original.job_type, params=original.params,
             queue=original.queue, priority=original.priority,
             max_attempts=original.max_attempts, timeout=original.timeout,
             pause_timeout=original.pause_timeout, backoff=original.backoff,
             requeued_from=original.id,
             progress=copy.deepcopy(original.progress) if keep_checkpoint else None)
-        (job,) = self.engine.insert([new], actor=actor, reason=f"requeued from {original.id}")
-        return job
 
     def _control(self, job_id: str,
                  decide: Callable[[Job], builtins.list[Change]]) -> Job:
@@ -385,8 +373,79 @@ class Conveyor:
         return self.worker(concurrency=concurrency, queues=queues, **options).run(burst=burst)
 
 
-class WaitTimeout(ConveyorError, TimeoutError):
-    """:meth:`Conveyor.wait` ran out of time; the job is left as it is."""
+
+
+def list_query(state: JobState | str | Iterable[JobState | str] | None = None, *,
+               job_type: str | Iterable[str] | None = None,
+               queue: str | Iterable[str] | None = None, limit: int = 50,
+               before: str | None = None) -> JobQuery:
+    """The checked query of :meth:`Conveyor.list` (every client's: sync or async).
+
+    A ``before`` that is not an id at all is a bad option (ConfigurationError); the caller
+    checks that a well-formed one names a stored job (JobNotFound otherwise).
+    """
+    if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE:
+        raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
+    if before is not None and (not isinstance(before, str)
+                               or not re.fullmatch(JOB_ID_PATTERN, before)):
+        raise ConfigurationError(f"before must be a job id (the next_before of the previous "
+                                 f"page), not {repr(before)[:80]}")
+    return JobQuery(
+        states=frozenset(_states(state)), job_types=frozenset(_names("job type", job_type)),
+        queues=frozenset(_names("queue", queue)), limit=limit, before=before)
+
+
+def verb_decision(verb: Verb, job_id: str, actor: str, reason: str) -> Decide:
+    """What ``verb`` does to the job as it is when applied (checked arguments first).
+
+    A repeated request changes nothing; a refused verb raises InvalidStateError.
+    """
+    _control_args(job_id, actor, reason)
+
+    def decide(job: Job) -> builtins.list[Change]:
+        rule = lifecycle.verb_rule(verb, job)
+        if rule is None:
+            raise lifecycle.verb_refusal(verb, job)
+        return _changes_for(rule.effect, job, actor, reason)
+
+    return decide
+
+
+def start_decision(job_id: str, worker: str,
+                   lease_seconds: float) -> Callable[[Job, datetime], builtins.list[Change]]:
+    """The claim-by-id of :meth:`Conveyor.start`, decided on the job and the store's time."""
+    validate.job_id(job_id)
+    validate.actor(worker)
+    check_seconds("lease_seconds", lease_seconds)
+    token = uuid.uuid4().hex
+
+    def decide(job: Job, now: datetime) -> builtins.list[Change]:
+        why = lifecycle.start_refusal(job, now)
+        if why is not None:
+            raise transition_error(job.state, JobState.RUNNING, why)
+        claim = transitions.start(job.id, job.state, worker, token, lease_seconds)
+        # a pending job must still be due when the claim lands, not only when decided
+        return [dataclasses.replace(claim, due=job.state is JobState.PENDING)]
+
+    return decide
+
+
+def has_stopped(job: Job, *, until_paused: bool) -> bool:
+    """Whether a waiter for ``job`` is done: terminal, or paused for good (not resuming)."""
+    return job.is_terminal or (until_paused and job.state is JobState.PAUSED
+                               and not job.resume_requested)
+
+
+def check_wait_timeout(timeout: float | None) -> None:
+    if timeout is not None:
+        check_seconds("timeout", timeout, zero_ok=True)
+
+
+def result_of(job: Job) -> Any:
+    """The result of a completed job; :class:`JobNotCompleted` for any other."""
+    if job.state is JobState.COMPLETED:
+        return job.result
+    raise JobNotCompleted(job)
 
 
 def _states(value: JobState | str | Iterable[JobState | str] | None) -> list[JobState]:

@@ -11,7 +11,7 @@ and is written in the same transaction as its history row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -178,6 +178,13 @@ class Store(Protocol):
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""
+
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` (from any thread) soon after a change by another connection, in any
+        process, may have stopped the job (finished or paused it); returns a function that stops
+        watching. Spurious calls are allowed: the caller reads the job again. Changes made
+        through this store object are announced by the engine's events instead.
+        """
 
     def notify_work(self) -> None:
         """Tell waiting workers (this process and, where the store can, others) to look."""

@@ -108,7 +108,10 @@ WITH old AS (
     SELECT id, moved_at, %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
     FROM changed
 )
-SELECT * FROM changed;
+-- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+                       THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
+FROM changed;
 
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only

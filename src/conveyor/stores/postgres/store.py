@@ -47,7 +47,7 @@ from conveyor.stores.postgres.changes import (
     json_value,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
-from conveyor.stores.postgres.listener import WorkListener
+from conveyor.stores.postgres.listener import StopListener, WorkListener
 from conveyor.stores.postgres.rows import (
     decode_rows,
     json_loads,
@@ -61,6 +61,9 @@ from conveyor.stores.sqlfiles import load_migrations, load_queries
 _PACKAGE = "conveyor.stores.postgres"
 _Q = load_queries(_PACKAGE)
 _MIGRATIONS = load_migrations(_PACKAGE)
+#: The states a job stops in, announced on the stop channel (what Conveyor.wait waits for).
+_STOPS = sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+                                  JobState.PAUSED))
 LATEST_VERSION = _MIGRATIONS[-1][0]
 
 Conn = psycopg.Connection[TupleRow]
@@ -155,6 +158,8 @@ class PostgresStore:
         )
         self._listener = WorkListener(self._settings.conninfo, self._settings.channel,
                                       self._safe_url, self._settings.secrets)
+        self._stops = StopListener(self._settings.conninfo, self._settings.stop_channel,
+                                   self._safe_url, self._settings.secrets)
 
     # -- connections ---------------------------------------------------------------------------
     def _check_server(self) -> None:
@@ -301,6 +306,7 @@ class PostgresStore:
             return
         self._closed = True
         self._listener.close()
+        self._stops.close()
         self._pool.close()
 
     def now(self) -> datetime:
@@ -402,7 +408,8 @@ class PostgresStore:
             for change, (statement, params) in zip(changes, compiled, strict=True):
                 # one transaction, one time: the later changes take the first one's moment
                 moment = moved[0].get("moved_at") if moved else None
-                rows = _fetch(conn, statement, {**params, "moment": moment})
+                rows = _fetch(conn, statement, {**params, "moment": moment, "stops": _STOPS,
+                                                "stop_channel": self._settings.stop_channel})
                 if not rows:
                     raise _Refused(change)
                 moved.append(rows[0])  # the job as this change left it
@@ -485,6 +492,10 @@ class PostgresStore:
     def wait_for_work(self, timeout: float) -> None:
         """Wakes on a NOTIFY from any process using this schema, or after ``timeout``."""
         self._listener.wait(timeout)
+
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``wake`` on the NOTIFY a change that stops the job sends, from any process."""
+        return self._stops.watch(job_id, wake)
 
     def notify_work(self) -> None:
         self._run("notify workers", lambda c: _fetch(

@@ -68,6 +68,7 @@ class SQLiteStore:
         self._work_seq = 0
         self._foreign_seq = self._foreign_waited = 0  # commits by other connections
         self._watch: CommitWatch | None = None
+        self._watchers: list[Callable[[], None]] = []  # watch_job's: any foreign commit
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
 
@@ -408,6 +409,23 @@ class SQLiteStore:
         with self._work:
             self._foreign_seq += 1
             self._work.notify_all()
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
+
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``wake`` after every commit by another connection (the file tells no more
+        than that something changed): the caller reads its job again."""
+        with self._work:
+            self._watchers.append(wake)
+        self._start_watch()
+
+        def unwatch() -> None:
+            with self._work:
+                if wake in self._watchers:
+                    self._watchers.remove(wake)
+
+        return unwatch
 
     def notify_work(self) -> None:
         with self._work:
