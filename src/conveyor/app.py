@@ -167,28 +167,42 @@ class Conveyor:
                 run_at: datetime | None = None, delay: float | None = None,
                 max_attempts: int | None = None, timeout: float | None = None,
                 pause_timeout: float | None = None, backoff: Backoff | None = None,
-                actor: str = "api") -> Job:
+                actor: str = "api", connection: object = None) -> Job:
         """Validate and store one job; it runs when a worker claims it.
 
         Unknown types, params that are not JSON or do not fit the function's signature, and bad
         options raise before anything is written.
+
+        ``connection``: the caller's own database connection (psycopg on PostgreSQL,
+        ``sqlite3`` on SQLite, to the store's database): the job is written in the caller's
+        open transaction and exists exactly when it commits (the transactional outbox). No
+        :class:`JobCreated` event is emitted for it, since the caller may still roll back.
         """
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
                             pause_timeout=pause_timeout, backoff=backoff)
         validate.actor(actor)
+        if connection is not None:
+            (job,) = self.store.insert_jobs_on(connection, [new], actor=actor)
+            return job
         (job,) = self.engine.insert([new], actor=actor)
         return job
 
-    def enqueue_many(self, requests: Iterable[EnqueueRequest], *,
-                     actor: str = "api") -> builtins.list[Job]:
-        """Validate every job first, then insert them all in one transaction (all or nothing)."""
+    def enqueue_many(self, requests: Iterable[EnqueueRequest], *, actor: str = "api",
+                     connection: object = None) -> builtins.list[Job]:
+        """Validate every job first, then insert them all in one transaction (all or nothing);
+        with ``connection``, in the caller's transaction (see :meth:`enqueue`)."""
         validate.actor(actor)
-        news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
+        news = self._new_jobs(requests)
+        if connection is not None:
+            return self.store.insert_jobs_on(connection, news, actor=actor) if news else []
+        return self.engine.insert(news, actor=actor)
+
+    def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
+        return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
                               backoff=r.backoff) for r in requests]
-        return self.engine.insert(news, actor=actor)
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,

@@ -95,6 +95,15 @@ class Store(Protocol):
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         """Insert jobs (one transaction) with a ``create`` history row each."""
 
+    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own connection to this database, inside the
+        caller's transaction (the transactional outbox): they exist exactly when it commits.
+
+        :class:`~conveyor.errors.ConfigurationError` for a connection of the wrong kind or to
+        another database. Workers are woken when the caller commits, not before.
+        """
+
     def get_job(self, job_id: str) -> Job:
         """The job, or :class:`~conveyor.errors.JobNotFound`."""
 

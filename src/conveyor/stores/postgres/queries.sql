@@ -30,6 +30,16 @@ ORDER BY c.relname;
 -- name: now
 SELECT now() AS now;
 
+-- name: caller_connection
+-- What enqueue(connection=...) checks of a caller's connection first: its database, whether
+-- the store's schema is set up there, and the search_path to put back afterwards.
+SELECT current_database() AS database, current_setting('search_path') AS path,
+       to_regclass(format('%%I.jobs', %(schema)s::text)) IS NOT NULL AS present;
+
+-- name: set_path
+-- For the current transaction only (is_local): the caller's session is left as it was.
+SELECT set_config('search_path', %(path)s, true) AS path;
+
 -- name: notify
 SELECT pg_notify(%(channel)s, '');
 

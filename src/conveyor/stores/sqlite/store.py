@@ -32,8 +32,10 @@ from conveyor.stores.sqlfiles import load_migrations, load_queries
 from conveyor.stores.sqlite.changes import compile_change, encode_json, marks
 from conveyor.stores.sqlite.config import (
     APPLICATION_ID,
+    autocommits,
     create_private,
     is_busy,
+    outbox_connection,
     parse_sqlite_url,
     split_sql,
     sqlite_synchronous,
@@ -212,6 +214,48 @@ class SQLiteStore:
                 conn.executemany(_Q["insert_history"], history)
                 inserted = conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()
         self.notify_work()
+        return [row_to_job(row) for row in inserted]
+
+    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own ``sqlite3.Connection`` to this file, inside its
+        transaction: they commit or roll back with the caller's data (see docs/integration.md).
+
+        Inside a savepoint, so a failure here leaves the caller's earlier writes as they were.
+        A connection not in a transaction that would open one on its next write (the sqlite3
+        module's default) gets that transaction opened here, for the caller to commit; one in
+        autocommit mode gets a transaction of its own, committed here.
+        """
+        conn = outbox_connection(connection, self.path)
+        now = self._clock()
+        rows = new_job_rows(jobs, now)
+        history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
+        cur = conn.cursor()
+        cur.row_factory = sqlite3.Row
+        own = not conn.in_transaction and autocommits(conn)
+        try:
+            if not conn.in_transaction:
+                cur.execute("BEGIN IMMEDIATE" if own else "BEGIN")
+            cur.execute("SAVEPOINT conveyor_enqueue")
+            try:
+                inserted = [cur.execute(_Q["insert_job_returning"], row).fetchone()
+                            for row in rows]
+                cur.executemany(_Q["insert_history"], history)
+            except BaseException:
+                cur.execute("ROLLBACK TO conveyor_enqueue")
+                raise
+            finally:
+                cur.execute("RELEASE conveyor_enqueue")
+            if own:
+                cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if own:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+            raise StoreError(f"SQLite store {self.url}: enqueue in the caller's transaction "
+                             f"failed: {exc}") from exc
+        finally:
+            cur.close()
         return [row_to_job(row) for row in inserted]
 
     def get_job(self, job_id: str) -> Job:
