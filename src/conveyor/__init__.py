@@ -1,5 +1,6 @@
 """conveyor: durable background jobs that people can pause, resume, cancel, retry and watch."""
 
+from conveyor.aio import AsyncConveyor
 from conveyor.app import Conveyor, EnqueueRequest
 from conveyor.context import AsyncJobContext, JobContext, JobInterrupt
 from conveyor.errors import (
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TRANSITIONS",
+    "AsyncConveyor",
     "AsyncJobContext",
     "Backoff",
     "ConfigurationError",
