@@ -114,10 +114,12 @@ class AsyncPostgresStore:
         settings = self._sync._settings
         params = insert_params(jobs, actor, settings.channel)
         with self._sync._errors("insert jobs in the caller's transaction"):
+            # outside the savepoint: opens the caller's transaction (see the sync store)
+            found = await _fetch(connection, _Q["caller_connection"],
+                                 {"schema": settings.schema})
+        check_caller_connection(found, settings)
+        with self._sync._errors("insert jobs in the caller's transaction"):
             async with connection.transaction():
-                found = await _fetch(connection, _Q["caller_connection"],
-                                     {"schema": settings.schema})
-                check_caller_connection(found, settings)
                 await _fetch(connection, _Q["set_path"], {"path": settings.schema})
                 rows = await _fetch(connection, _Q["insert_jobs"], params)
                 await _fetch(connection, _Q["set_path"], {"path": found[0]["path"]})

@@ -339,9 +339,12 @@ class PostgresStore:
                 "connection= must be a psycopg.Connection to the store's database (with the "
                 f"async client, a psycopg.AsyncConnection), not {type(connection).__name__}")
         params = insert_params(jobs, actor, self._settings.channel)
-        with self._errors("insert jobs in the caller's transaction"), connection.transaction():
+        with self._errors("insert jobs in the caller's transaction"):
+            # first, outside the savepoint: on a connection not in autocommit this opens the
+            # caller's transaction (a transaction() block opened here would commit itself)
             found = _fetch(connection, _Q["caller_connection"], {"schema": self.schema})
-            check_caller_connection(found, self._settings)
+        check_caller_connection(found, self._settings)
+        with self._errors("insert jobs in the caller's transaction"), connection.transaction():
             _fetch(connection, _Q["set_path"], {"path": self.schema})
             rows = _fetch(connection, _Q["insert_jobs"], params)
             _fetch(connection, _Q["set_path"], {"path": found[0]["path"]})
