@@ -148,9 +148,9 @@ def test_a_connection_to_another_database_is_refused_and_nothing_is_written(
     other_file = sqlite3.connect(tmp_path / "other.db")
     wrong: list[Any] = [other_file, object()]
     if not isinstance(any_app.store, SQLiteStore):
-        with psycopg.connect(pg_test_url(), dbname="postgres") as elsewhere:
-            with pytest.raises(ConfigurationError, match="not the store's"):
-                any_app.enqueue("ship", {"order": 1}, connection=elsewhere)
+        with (psycopg.connect(pg_test_url(), dbname="postgres") as elsewhere,
+              pytest.raises(ConfigurationError, match="not the store's")):
+            any_app.enqueue("ship", {"order": 1}, connection=elsewhere)
     for conn in wrong:
         with pytest.raises(ConfigurationError, match="connection="):
             any_app.enqueue("ship", {"order": 1}, connection=conn)
