@@ -4,8 +4,8 @@ Why a separate object over the same app rather than ``aenqueue``-style twins on
 :class:`~conveyor.Conveyor`: one app keeps one registry, one event bus and one set of rules,
 and the async client only changes how the database is reached. Every call takes its decisions
 from the same functions the sync app uses (validation in ``Conveyor._new_job``, the verbs
-table through :func:`~conveyor.app.verb_decision`, the list checks of
-:func:`~conveyor.app.list_query`), and announces what it changed through the app's engine, so
+table through :func:`~conveyor.decisions.verb_decision`, the list checks of
+:func:`~conveyor.decisions.list_query`), and announces what it changed through the app's engine, so
 subscribers see the same events whichever client made a change. Only the I/O differs:
 
 - PostgreSQL: psycopg's async connection pool (:mod:`conveyor.stores.postgres.aio`), the same
@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from conveyor import app as app_module
 from conveyor import validate
-from conveyor.app import (
-    WAIT_RECHECK,
-    Conveyor,
-    EnqueueRequest,
+from conveyor.app import Conveyor, EnqueueRequest
+from conveyor.changes import Change, ChangeRefused
+from conveyor.decisions import (
     check_wait_timeout,
     has_stopped,
     list_query,
@@ -37,7 +37,6 @@ from conveyor.app import (
     start_decision,
     verb_decision,
 )
-from conveyor.changes import Change, ChangeRefused
 from conveyor.engine import RACE_RETRIES, Decide
 from conveyor.errors import ConveyorError, JobNotFound, WaitTimeout
 from conveyor.events import JobEvent, Subscriber
@@ -251,9 +250,10 @@ class AsyncConveyor:
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     raise WaitTimeout(f"job {job_id} is still {job.state.value} after {timeout}s")
+                recheck = app_module.WAIT_RECHECK  # the safety net, as in Conveyor.wait
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), WAIT_RECHECK if left is None
-                                           else min(WAIT_RECHECK, left))
+                    await asyncio.wait_for(woken.wait(), recheck if left is None
+                                           else min(recheck, left))
         finally:
             unwatch()
             unsubscribe()
