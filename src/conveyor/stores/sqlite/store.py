@@ -433,11 +433,16 @@ class SQLiteStore:
             self._foreign_waited = self._foreign_seq
 
     def _start_watch(self) -> None:
+        """Start the watch on first need. A commit made before the watch existed (between the
+        caller's last look and now) is not seen by it, so its start counts as a foreign
+        commit: every waiter looks once more, as a PostgreSQL listener's (re)start does."""
         if self.path == ":memory:":
             return
         with self._lock:
-            if self._watch is None and not self._closed:
-                self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+            if self._watch is not None or self._closed:
+                return
+            self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+        self._foreign_commit()
 
     def _data_version(self) -> int | None:
         """Changes when another connection commits (None once closed or unreadable)."""
