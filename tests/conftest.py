@@ -89,3 +89,10 @@ def make_app(db_url: str) -> Iterator[AppFactory]:
     yield factory
     for app in apps:
         app.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
+    """An app on a fresh SQLite file, then on a fresh PostgreSQL schema (one test each)."""
+    with app_on(request.param, tmp_path, "anyapp") as app:
+        yield app

@@ -1,16 +1,19 @@
 """conveyor: durable background jobs that people can pause, resume, cancel, retry and watch."""
 
-from conveyor.app import Conveyor, EnqueueRequest, WaitTimeout
+from conveyor.aio import AsyncConveyor
+from conveyor.app import Conveyor, EnqueueRequest
 from conveyor.context import AsyncJobContext, JobContext, JobInterrupt
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     InvalidParams,
     InvalidStateError,
+    JobNotCompleted,
     JobNotFound,
     PayloadTooLarge,
     StoreError,
     UnknownJobType,
+    WaitTimeout,
 )
 from conveyor.events import (
     JobCancelled,
@@ -33,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TRANSITIONS",
+    "AsyncConveyor",
     "AsyncJobContext",
     "Backoff",
     "ConfigurationError",
@@ -51,6 +55,7 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobInterrupt",
+    "JobNotCompleted",
     "JobNotFound",
     "JobPaused",
     "JobProgress",

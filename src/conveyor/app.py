@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import builtins
 import copy
-import dataclasses
 import functools
 import random
-import re
 import threading
 import time
 import uuid
@@ -23,23 +21,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from conveyor import lifecycle, payload, transitions, validate
+from conveyor import lifecycle, payload, validate
 from conveyor.changes import Change
+from conveyor.decisions import (
+    MAX_PAGE,
+    check_wait_timeout,
+    has_stopped,
+    list_query,
+    result_of,
+    start_decision,
+    verb_decision,
+)
 from conveyor.engine import Engine
 from conveyor.errors import (
     UNDECODABLE_ROW,
     ConfigurationError,
-    ConveyorError,
-    InvalidParams,
     InvalidStateError,
     JobNotFound,
+    WaitTimeout,
 )
 from conveyor.events import (
     EventBus,
     Subscriber,
 )
-from conveyor.lifecycle import Effect, JobState, Verb, transition_error
-from conveyor.model import JOB_ID_PATTERN, HistoryEntry, Job
+from conveyor.lifecycle import JobState, Verb
+from conveyor.model import HistoryEntry, Job
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -48,14 +54,17 @@ from conveyor.registry import (
     check_seconds,
 )
 from conveyor.retry import Backoff
-from conveyor.stores.base import JobQuery, NewJob, Store
+from conveyor.stores.base import NewJob, Store
+
+__all__ = ["MAX_PAGE", "Conveyor", "EnqueueRequest", "WaitTimeout"]
 
 if TYPE_CHECKING:
     from conveyor.worker import Worker, WorkerStats
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "sqlite:///conveyor.db"
-MAX_PAGE = 1000
+#: How often a waiter reads its job again although nothing woke it: a safety net only.
+WAIT_RECHECK = 5.0
 
 
 @dataclass(frozen=True)
@@ -162,28 +171,42 @@ class Conveyor:
                 run_at: datetime | None = None, delay: float | None = None,
                 max_attempts: int | None = None, timeout: float | None = None,
                 pause_timeout: float | None = None, backoff: Backoff | None = None,
-                actor: str = "api") -> Job:
+                actor: str = "api", connection: object = None) -> Job:
         """Validate and store one job; it runs when a worker claims it.
 
         Unknown types, params that are not JSON or do not fit the function's signature, and bad
         options raise before anything is written.
+
+        ``connection``: the caller's own database connection (psycopg on PostgreSQL,
+        ``sqlite3`` on SQLite, to the store's database): the job is written in the caller's
+        open transaction and exists exactly when it commits (the transactional outbox). No
+        :class:`JobCreated` event is emitted for it, since the caller may still roll back.
         """
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
                             pause_timeout=pause_timeout, backoff=backoff)
         validate.actor(actor)
+        if connection is not None:
+            (job,) = self.store.insert_jobs_on(connection, [new], actor=actor)
+            return job
         (job,) = self.engine.insert([new], actor=actor)
         return job
 
-    def enqueue_many(self, requests: Iterable[EnqueueRequest], *,
-                     actor: str = "api") -> builtins.list[Job]:
-        """Validate every job first, then insert them all in one transaction (all or nothing)."""
+    def enqueue_many(self, requests: Iterable[EnqueueRequest], *, actor: str = "api",
+                     connection: object = None) -> builtins.list[Job]:
+        """Validate every job first, then insert them all in one transaction (all or nothing);
+        with ``connection``, in the caller's transaction (see :meth:`enqueue`)."""
         validate.actor(actor)
-        news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
+        news = self._new_jobs(requests)
+        if connection is not None:
+            return self.store.insert_jobs_on(connection, news, actor=actor) if news else []
+        return self.engine.insert(news, actor=actor)
+
+    def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
+        return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
                               backoff=r.backoff) for r in requests]
-        return self.engine.insert(news, actor=actor)
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
@@ -220,25 +243,11 @@ class Conveyor:
              job_type: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
              limit: int = 50, before: str | None = None) -> builtins.list[Job]:
         """Jobs newest first, filtered; page with ``before=<last id of the previous page>``."""
-        if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE:
-            raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE}, not {limit!r}")
-        if before is not None:
-            self._check_cursor(before)
-        return self.store.list_jobs(JobQuery(
-            states=frozenset(_states(state)), job_types=frozenset(_names("job type", job_type)),
-            queues=frozenset(_names("queue", queue)), limit=limit, before=before))
-
-    def _check_cursor(self, before: object) -> None:
-        """A ``before`` cursor must name a stored job: otherwise a typo reads as "no more jobs".
-
-        Not an id at all is a bad option (ConfigurationError); a well-formed id of no job is
-        JobNotFound, as for every other id.
-        """
-        if not isinstance(before, str) or not re.fullmatch(JOB_ID_PATTERN, before):
-            raise ConfigurationError(f"before must be a job id (the next_before of the previous "
-                                     f"page), not {repr(before)[:80]}")
-        if not self.store.get_jobs([before]):
-            raise JobNotFound(before)
+        query = list_query(state, job_type=job_type, queue=queue, limit=limit, before=before)
+        if query.before is not None and not self.store.get_jobs([query.before]):
+            # a cursor must name a stored job: otherwise a typo reads as "no more jobs"
+            raise JobNotFound(query.before)
+        return self.store.list_jobs(query)
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.count_by_state(None if queue is None else validate.name("queue", queue))
@@ -254,26 +263,39 @@ class Conveyor:
              until_paused: bool = True) -> Job:
         """Block until the job is terminal (or paused, unless ``until_paused`` is False).
 
-        Raises :class:`WaitTimeout` (a ``TimeoutError``) when ``timeout`` passes first.
+        Wakes when the job stops, not on a timer: on this app's own events, and on the store's
+        announcement of a change made elsewhere (PostgreSQL: a NOTIFY sent when the change
+        commits; SQLite: the watch on the file). A re-read every :data:`WAIT_RECHECK` seconds
+        is only a safety net. Raises :class:`WaitTimeout` (a ``TimeoutError``) when
+        ``timeout`` passes first, and leaves the job as it is.
         """
+        validate.job_id(job_id)
+        check_wait_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        done = threading.Event()
-        unsubscribe = self.subscribe(lambda e: done.set() if e.job.id == job_id else None)
+        woken = threading.Event()
+        unsubscribe = self.subscribe(lambda e: woken.set() if e.job.id == job_id else None)
+        unwatch = self.store.watch_job(job_id, woken.set)
         try:
-            delay = 0.01
             while True:
+                woken.clear()  # before the read: a stop after it sets the flag again
                 job = self.get(job_id)
-                if job.is_terminal or (until_paused and job.state is JobState.PAUSED
-                                       and not job.resume_requested):
+                if has_stopped(job, until_paused=until_paused):
                     return job
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise WaitTimeout(f"job {job_id} is still {job.state.value} after {timeout}s")
-                done.wait(delay if left is None else min(delay, left))
-                done.clear()
-                delay = min(delay * 1.5, 0.25)
+                woken.wait(WAIT_RECHECK if left is None else min(WAIT_RECHECK, left))
         finally:
+            unwatch()
             unsubscribe()
+
+    def result(self, job_id: str) -> Any:
+        """What a completed job returned (a job may read another's this way).
+
+        Raises :class:`JobNotCompleted` naming the job's state (and its error, if it failed)
+        for a job that has not completed: a missing result never reads as ``None``.
+        """
+        return result_of(self.get(job_id))
 
     # -- control ---------------------------------------------------------------------------------
     def pause(self, job_id: str, *, actor: str = "api", reason: str = "") -> Job:
@@ -303,15 +325,7 @@ class Conveyor:
         A repeated request changes nothing and returns the job as it is; a refused verb raises
         InvalidStateError and writes nothing.
         """
-        _control_args(job_id, actor, reason)
-
-        def decide(job: Job) -> builtins.list[Change]:
-            rule = lifecycle.verb_rule(verb, job)
-            if rule is None:
-                raise lifecycle.verb_refusal(verb, job)
-            return _changes_for(rule.effect, job, actor, reason)
-
-        return self._control(job_id, decide)
+        return self._control(job_id, verb_decision(verb, job_id, actor, reason))
 
     def start(self, job_id: str, *, worker: str = "api", lease_seconds: float = 30.0) -> Job:
         """Claim one job by id, for a caller that runs it itself; returns it with its lease.
@@ -322,20 +336,8 @@ class Conveyor:
         lease (``lease_token``) expires after ``lease_seconds`` unless renewed, after which
         the reaper treats the job as a lost worker's.
         """
-        validate.job_id(job_id)
-        validate.actor(worker)
-        check_seconds("lease_seconds", lease_seconds)
-        token = uuid.uuid4().hex
-
-        def decide(job: Job) -> builtins.list[Change]:
-            why = lifecycle.start_refusal(job, self.store.now())
-            if why is not None:
-                raise transition_error(job.state, JobState.RUNNING, why)
-            claim = transitions.start(job.id, job.state, worker, token, lease_seconds)
-            # a pending job must still be due when the claim lands, not only when decided
-            return [dataclasses.replace(claim, due=job.state is JobState.PENDING)]
-
-        return self._control(job_id, decide)
+        decide = start_decision(job_id, worker, lease_seconds)
+        return self._control(job_id, lambda job: decide(job, self.store.now()))
 
     def requeue(self, job_id: str, *, actor: str = "api", keep_checkpoint: bool = False) -> Job:
         """Enqueue a fresh copy of a job that has stopped for good; it links back to the original.
@@ -343,7 +345,13 @@ class Conveyor:
         The copy starts with attempt 0 and, unless ``keep_checkpoint``, no checkpoint.
         """
         validate.actor(actor)
-        original = self.get(job_id)
+        new = self._requeued_copy(self.get(job_id), keep_checkpoint)
+        (job,) = self.engine.insert([new], actor=actor, reason=f"requeued from {job_id}")
+        return job
+
+    def _requeued_copy(self, original: Job, keep_checkpoint: bool) -> NewJob:
+        """The fresh copy :meth:`requeue` stores, or the error it raises (nothing written)."""
+        job_id = original.id
         if lifecycle.verb_rule(Verb.REQUEUE, original) is None:
             raise lifecycle.verb_refusal(Verb.REQUEUE, original)
         if original.error is not None and original.error.type == UNDECODABLE_ROW:
@@ -354,15 +362,13 @@ class Conveyor:
             self.job_type(original.job_type).bind(original.params)
         # Everything else was validated when the original was enqueued, so a control-only
         # app (the CLI without --app) can requeue too.
-        new = NewJob(
+        return NewJob(
             id=str(uuid.uuid4()), job_type=original.job_type, params=original.params,
             queue=original.queue, priority=original.priority,
             max_attempts=original.max_attempts, timeout=original.timeout,
             pause_timeout=original.pause_timeout, backoff=original.backoff,
             requeued_from=original.id,
             progress=copy.deepcopy(original.progress) if keep_checkpoint else None)
-        (job,) = self.engine.insert([new], actor=actor, reason=f"requeued from {original.id}")
-        return job
 
     def _control(self, job_id: str,
                  decide: Callable[[Job], builtins.list[Change]]) -> Job:
@@ -383,57 +389,3 @@ class Conveyor:
         """Run a worker in this thread until stopped (SIGINT/SIGTERM) or, with ``burst``, until
         no runnable work is left."""
         return self.worker(concurrency=concurrency, queues=queues, **options).run(burst=burst)
-
-
-class WaitTimeout(ConveyorError, TimeoutError):
-    """:meth:`Conveyor.wait` ran out of time; the job is left as it is."""
-
-
-def _states(value: JobState | str | Iterable[JobState | str] | None) -> list[JobState]:
-    if value is None:
-        return []
-    items = [value] if isinstance(value, JobState | str) else list(value)
-    states = []
-    for item in items:
-        try:
-            states.append(JobState(item))
-        except ValueError:
-            valid = ", ".join(s.value for s in JobState)
-            raise InvalidParams(f"unknown state {item!r} (valid: {valid})") from None
-    return states
-
-
-def _names(what: str, value: str | Iterable[str] | None) -> list[str]:
-    if value is None:
-        return []
-    names = [value] if isinstance(value, str) else list(value)
-    return [validate.name(what, name) for name in names]
-
-
-def _control_args(job_id: str, actor: str, reason: str) -> None:
-    """The arguments every control verb takes, refused before any store is touched."""
-    validate.job_id(job_id)
-    validate.actor(actor)
-    validate.reason(reason)
-
-
-def _changes_for(effect: Effect, job: Job, actor: str, reason: str) -> list[Change]:
-    """The one place a verb's effect (from the verbs table) becomes its named changes."""
-    here = frozenset({job.state})
-    match effect:
-        case Effect.NOTHING:
-            return []
-        case Effect.REQUEST_PAUSE:
-            return [transitions.request(job.id, "pause_requested", True, here, actor, reason)]
-        case Effect.REQUEST_RESUME:
-            return [transitions.request(job.id, "resume_requested", True, here, actor, reason)]
-        case Effect.WITHDRAW_PAUSE:
-            return [transitions.request(job.id, "pause_requested", False, here, actor, reason)]
-        case Effect.REQUEST_CANCEL:
-            return [transitions.request(job.id, "cancel_requested", True, here, actor, reason)]
-        case Effect.CANCEL_NOW:
-            return [transitions.cancel_idle(job.id, job.state, actor, reason or "cancelled")]
-        case Effect.RETRY_NOW:
-            return [transitions.retry(job.id, actor, reason or "manual retry")]
-        case Effect.COPY:
-            raise ValueError("requeue enqueues a copy: it makes no change to the job")

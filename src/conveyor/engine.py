@@ -69,6 +69,8 @@ class Engine:
         self.types: dict[str, JobType] = {}
         self.events = EventBus()
         self.rand = rand
+        #: Runs a just-enqueued job inline and returns it as it ended (the testing eager mode).
+        self.eager: Callable[[Job], Job] | None = None
 
     # -- store -----------------------------------------------------------------------------------
     @property
@@ -113,9 +115,17 @@ class Engine:
                reason: str = "") -> builtins.list[Job]:
         """Store new jobs (all or nothing), then announce each."""
         created = self.store.insert_jobs(jobs, actor=actor) if jobs else []
-        for job in created:
+        return self.created(created, actor=actor, reason=reason)
+
+    def created(self, jobs: builtins.list[Job], *, actor: str,
+                reason: str = "") -> builtins.list[Job]:
+        """Announce jobs just stored (by any client, sync or async); in eager mode
+        (:func:`conveyor.testing.eager`) run each at once and return it as it ended."""
+        for job in jobs:
             self.events.emit(JobCreated(job, None, actor, reason))
-        return created
+        if self.eager is None:
+            return jobs
+        return [self.eager(job) for job in jobs]
 
     def apply(self, changes: Sequence[Change], *, before: Job | None = None) -> Job:
         """Apply changes to one job atomically, then emit one event per change; returns the job
@@ -125,6 +135,12 @@ class Engine:
         first event which state it came from when the change accepts several).
         """
         rows = self.store.apply(changes)
+        return self.announce(changes, rows, before=before)
+
+    def announce(self, changes: Sequence[Change], rows: Sequence[Job], *,
+                 before: Job | None = None) -> Job:
+        """Emit one event per applied change (``rows``: the store's answer to them, in order);
+        returns the job as the last change left it."""
         previous = before.state if before is not None else None
         for change, job in zip(changes, rows, strict=True):
             self._announce(change, job, previous)

@@ -7,6 +7,11 @@ status without parsing messages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.model import Job
+
 #: The ``error.type`` a store gives a job, read by id, whose row it could not fully decode.
 UNDECODABLE_ROW = "UndecodableRow"
 
@@ -33,6 +38,20 @@ class JobNotFound(ConveyorError):
     def __init__(self, job_id: str):
         super().__init__(f"No job with id {job_id!r}")
         self.job_id = job_id
+
+
+class WaitTimeout(ConveyorError, TimeoutError):
+    """:meth:`Conveyor.wait` ran out of time; the job is left as it is."""
+
+
+class JobNotCompleted(InvalidStateError):
+    """A job's result was asked for, but the job has not completed (its state is named)."""
+
+    def __init__(self, job: Job) -> None:
+        why = f": {job.error.type}: {job.error.message}" if job.error is not None else ""
+        super().__init__(f"Job {job.id} has no result: it is {job.state.value}, not "
+                         f"completed{why}", from_state=job.state.value)
+        self.job = job
 
 
 class UnknownJobType(ConveyorError):

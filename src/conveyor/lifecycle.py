@@ -308,8 +308,10 @@ class JobStateMachine:
     """The seed's pure, in-memory machine, with the retry guard enforced.
 
     The stores do not call this class: they compile the same table into conditional updates.
-    It serves in-memory use (tests, the eager testing mode) and as the executable reference
-    that the stores' behaviour is checked against.
+    It serves in-memory use (tests) and as the executable reference that the stores'
+    behaviour is checked against. The eager testing mode (:func:`conveyor.testing.eager`)
+    does not use it either: it runs jobs through a store like a worker, so that their
+    history is the real one.
     """
 
     TRANSITIONS: Mapping[JobState, frozenset[JobState]] = TRANSITIONS

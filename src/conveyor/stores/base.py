@@ -11,7 +11,7 @@ and is written in the same transaction as its history row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -94,6 +94,15 @@ class Store(Protocol):
     # -- jobs -------------------------------------------------------------------------------
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         """Insert jobs (one transaction) with a ``create`` history row each."""
+
+    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own connection to this database, inside the
+        caller's transaction (the transactional outbox): they exist exactly when it commits.
+
+        :class:`~conveyor.errors.ConfigurationError` for a connection of the wrong kind or to
+        another database. Workers are woken when the caller commits, not before.
+        """
 
     def get_job(self, job_id: str) -> Job:
         """The job, or :class:`~conveyor.errors.JobNotFound`."""
@@ -196,6 +205,13 @@ class Store(Protocol):
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""
+
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` (from any thread) soon after a change by another connection, in any
+        process, may have stopped the job (finished or paused it); returns a function that stops
+        watching. Spurious calls are allowed: the caller reads the job again. Changes made
+        through this store object are announced by the engine's events instead.
+        """
 
     def notify_work(self) -> None:
         """Tell waiting workers (this process and, where the store can, others) to look."""

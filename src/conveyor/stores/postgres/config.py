@@ -67,6 +67,11 @@ class PgSettings:
         """The NOTIFY channel: one per schema, so stores in other schemas are not woken."""
         return f"conveyor_{self.schema}_work"
 
+    @property
+    def stop_channel(self) -> str:
+        """Where a job that stops (finishes or pauses) is announced, its id as the payload."""
+        return f"conveyor_{self.schema}_stop"
+
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***``, fit for messages and logs."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -103,7 +104,63 @@ class WorkListener:
         with psycopg.connect(self._conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
             self._listening.set()
-            self.wake()  # anything sent while we were not listening: look for it now
+            self._connected()  # anything sent while we were not listening: look for it now
             while not self._stop.is_set():
-                for _notify in conn.notifies(timeout=POLL_SECONDS):
-                    self.wake()
+                for notify in conn.notifies(timeout=POLL_SECONDS):
+                    self._notified(notify.payload)
+
+    def _connected(self) -> None:
+        self.wake()
+
+    def _notified(self, payload: str) -> None:
+        self.wake()
+
+
+class StopListener(WorkListener):
+    """LISTENs on the channel where a job that stops (finishes or pauses) is announced, with
+    its id as the payload, and calls the watchers of that job (for :meth:`Conveyor.wait`).
+
+    Started by the first watch, so a worker that never waits for a job opens no connection
+    for it. A (re)connection calls every watcher: a stop sent while the link was down is lost,
+    and each watcher then reads its job again.
+    """
+
+    def __init__(self, conninfo: str, channel: str, safe_url: str,
+                 secrets: frozenset[str] = frozenset()) -> None:
+        super().__init__(conninfo, channel, safe_url, secrets)
+        self._watchers: dict[str, list[Callable[[], None]]] = {}
+
+    def watch(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` when ``job_id`` may have stopped; returns the function to stop."""
+        with self._cond:
+            if self._closed:
+                return lambda: None
+            self._watchers.setdefault(job_id, []).append(wake)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"conveyor-listen-{self._channel}", daemon=True)
+                self._thread.start()
+
+        def unwatch() -> None:
+            with self._cond:
+                waiting = self._watchers.get(job_id, [])
+                if wake in waiting:
+                    waiting.remove(wake)
+                if not waiting:
+                    self._watchers.pop(job_id, None)
+
+        return unwatch
+
+    def _calls(self, job_id: str | None) -> list[Callable[[], None]]:
+        with self._cond:
+            if job_id is None:
+                return [w for ws in self._watchers.values() for w in ws]
+            return list(self._watchers.get(job_id, []))
+
+    def _connected(self) -> None:
+        for wake in self._calls(None):
+            wake()
+
+    def _notified(self, payload: str) -> None:
+        for wake in self._calls(payload):
+            wake()

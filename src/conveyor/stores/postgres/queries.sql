@@ -30,6 +30,16 @@ ORDER BY c.relname;
 -- name: now
 SELECT now() AS now;
 
+-- name: caller_connection
+-- What enqueue(connection=...) checks of a caller's connection first: its database, whether
+-- the store's schema is set up there, and the search_path to put back afterwards.
+SELECT current_database() AS database, current_setting('search_path') AS path,
+       to_regclass(format('%%I.jobs', %(schema)s::text)) IS NOT NULL AS present;
+
+-- name: set_path
+-- For the current transaction only (is_local): the caller's session is left as it was.
+SELECT set_config('search_path', %(path)s, true) AS path;
+
 -- name: notify
 SELECT pg_notify(%(channel)s, '');
 
@@ -108,7 +118,10 @@ WITH old AS (
     SELECT id, moved_at, %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
     FROM changed
 )
-SELECT * FROM changed;
+-- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+                       THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
+FROM changed;
 
 -- name: apply_change_batch
 -- apply_change for many jobs at once (a worker's batch of completions), one statement: each
@@ -136,7 +149,10 @@ WITH batch AS (
            history_reason
     FROM changed
 )
-SELECT * FROM changed;
+-- each job that stops (finishes or pauses) is announced to its waiters, at commit
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+                       THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
+FROM changed;
 
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only

@@ -45,7 +45,7 @@ class LenientTimestamptzBinary(TimestamptzBinaryLoader):
             return _MIN_TIME if bytes(data)[0] & 0x80 else _MAX_TIME
 
 
-def register_loaders(conn: psycopg.Connection[Any]) -> None:
+def register_loaders(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_loader("timestamptz", LenientTimestamptz)
     conn.adapters.register_loader("timestamptz", LenientTimestamptzBinary)
 

@@ -30,10 +30,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
-from psycopg.types.json import Jsonb, set_json_loads
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from conveyor import payload
 from conveyor.changes import (
     CLAIM_ACTIONS,
     Change,
@@ -50,14 +49,13 @@ from conveyor.stores.base import JobQuery, NewJob, Signals
 from conveyor.stores.postgres.changes import (
     Params,
     assignments,
-    aware,
     compile_batch,
     compile_change,
     json_value,
     shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
-from conveyor.stores.postgres.listener import WorkListener
+from conveyor.stores.postgres.listener import StopListener, WorkListener
 from conveyor.stores.postgres.rows import (
     decode_rows,
     json_loads,
@@ -65,6 +63,12 @@ from conveyor.stores.postgres.rows import (
     row_to_history,
     row_to_job,
     utc,
+)
+from conveyor.stores.postgres.statements import (
+    apply_params,
+    check_caller_connection,
+    insert_params,
+    list_statement,
 )
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 
@@ -165,6 +169,8 @@ class PostgresStore:
         )
         self._listener = WorkListener(self._settings.conninfo, self._settings.channel,
                                       self._safe_url, self._settings.secrets)
+        self._stops = StopListener(self._settings.conninfo, self._settings.stop_channel,
+                                   self._safe_url, self._settings.secrets)
 
     # -- connections ---------------------------------------------------------------------------
     def _check_server(self) -> None:
@@ -311,6 +317,7 @@ class PostgresStore:
             return
         self._closed = True
         self._listener.close()
+        self._stops.close()
         self._pool.close()
 
     def now(self) -> datetime:
@@ -323,30 +330,34 @@ class PostgresStore:
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         if not jobs:
             return []
-        progress = [new.progress or JobProgress() for new in jobs]
-        params: dict[str, Any] = {
-            "ids": [new.id for new in jobs],
-            "job_types": [new.job_type for new in jobs],
-            "queues": [new.queue for new in jobs],
-            "priorities": [new.priority for new in jobs],
-            "params": [new.params_json if new.params_json is not None
-                       else payload.dumps(new.params) for new in jobs],
-            "max_attempts": [new.max_attempts for new in jobs],
-            "run_ats": [aware(new.run_at) if new.run_at else None for new in jobs],
-            "delays": [new.delay for new in jobs],
-            "timeouts": [new.timeout for new in jobs],
-            "pause_timeouts": [new.pause_timeout for new in jobs],
-            "backoffs": [Jsonb(new.backoff, dumps=payload.dumps) for new in jobs],
-            "current_steps": [p.current_step for p in progress],
-            "total_steps": [p.total_steps for p in progress],
-            "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
-            "requeued_froms": [new.requeued_from for new in jobs],
-            "actor": actor,
-            "channel": self._settings.channel,
-        }
+        params = insert_params(jobs, actor, self._settings.channel)
         # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
         rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
         self._listener.wake()
+        return [row_to_job(r) for r in rows]
+
+    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own psycopg connection, inside its transaction.
+
+        The jobs (and the NOTIFY that wakes workers) commit or roll back with the caller's
+        transaction. A savepoint keeps a failure here from aborting the caller's transaction,
+        and the store's schema is put on the search path for these statements only.
+        """
+        if not isinstance(connection, psycopg.Connection):
+            raise ConfigurationError(
+                "connection= must be a psycopg.Connection to the store's database (with the "
+                f"async client, a psycopg.AsyncConnection), not {type(connection).__name__}")
+        params = insert_params(jobs, actor, self._settings.channel)
+        with self._errors("insert jobs in the caller's transaction"):
+            # first, outside the savepoint: on a connection not in autocommit this opens the
+            # caller's transaction (a transaction() block opened here would commit itself)
+            found = _fetch(connection, _Q["caller_connection"], {"schema": self.schema})
+        check_caller_connection(found, self._settings)
+        with self._errors("insert jobs in the caller's transaction"), connection.transaction():
+            _fetch(connection, _Q["set_path"], {"path": self.schema})
+            rows = _fetch(connection, _Q["insert_jobs"], params)
+            _fetch(connection, _Q["set_path"], {"path": found[0]["path"]})
         return [row_to_job(r) for r in rows]
 
     def get_job(self, job_id: str) -> Job:
@@ -366,21 +377,7 @@ class PostgresStore:
         return [found[i] for i in ids if i in found]
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        where: list[sql.Composable] = []
-        params: dict[str, Any] = {"limit": max(0, query.limit)}
-        for column, values in (("state", {s.value for s in query.states}),
-                               ("job_type", set(query.job_types)),
-                               ("queue", set(query.queues))):
-            if values:
-                where.append(sql.SQL("{} = ANY({}::text[])").format(
-                    sql.Identifier(column), sql.Placeholder(column)))
-                params[column] = sorted(values)
-        if query.before is not None:
-            where.append(sql.SQL(
-                "seq < coalesce((SELECT seq FROM jobs WHERE id = %(before)s), -1)"))
-            params["before"] = query.before
-        clause = sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
-        statement = sql.SQL(_Q["list_jobs"]).format(where=clause)
+        statement, params = list_statement(_Q["list_jobs"], query)
         rows = self._run("list jobs", lambda c: _fetch(c, statement, params), retry=True)
         return decode_rows(rows)
 
@@ -412,7 +409,7 @@ class PostgresStore:
             for change, (statement, params) in zip(changes, compiled, strict=True):
                 # one transaction, one time: the later changes take the first one's moment
                 moment = moved[0].get("moved_at") if moved else None
-                rows = _fetch(conn, statement, {**params, "moment": moment})
+                rows = _fetch(conn, statement, apply_params(params, moment, self._settings))
                 if not rows:
                     raise _Refused(change)
                 moved.append(rows[0])  # the job as this change left it
@@ -454,8 +451,7 @@ class PostgresStore:
             with conn.pipeline():
                 for members, statement, params in statements:
                     cursor = conn.cursor(row_factory=dict_row)
-                    cursor.execute(statement, params if len(members) > 1
-                                   else {**params, "moment": None})
+                    cursor.execute(statement, apply_params(params, None, self._settings))
                     cursors.append((members, cursor))
                 claimer = conn.cursor(row_factory=dict_row)
                 if claim is not None:
@@ -566,6 +562,10 @@ class PostgresStore:
     def wait_for_work(self, timeout: float) -> None:
         """Wakes on a NOTIFY from any process using this schema, or after ``timeout``."""
         self._listener.wait(timeout)
+
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``wake`` on the NOTIFY a change that stops the job sends, from any process."""
+        return self._stops.watch(job_id, wake)
 
     def notify_work(self) -> None:
         self._run("notify workers", lambda c: _fetch(

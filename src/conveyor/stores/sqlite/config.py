@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 from conveyor.errors import ConfigurationError, StoreError
@@ -105,3 +106,33 @@ def split_sql(script: str) -> list[str]:
     if current.strip():
         statements.append(current.strip())
     return statements
+
+
+def outbox_connection(connection: object, path: str) -> sqlite3.Connection:
+    """The caller's connection for ``enqueue(connection=...)``, if it is one to the file at
+    ``path``; a connection to another file (or to memory) would hide its jobs from workers."""
+    if not isinstance(connection, sqlite3.Connection):
+        raise ConfigurationError(
+            "connection= must be a sqlite3.Connection to the store's file, not "
+            f"{type(connection).__name__}")
+    try:
+        files = [row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"]
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"connection= cannot be used: {exc}") from exc
+    main = files[0] if files else ""
+    same = bool(main) and path != ":memory:" and Path(path).exists() and Path(main).samefile(
+        path)
+    if not same:
+        raise ConfigurationError(
+            f"connection= is to {main or 'an in-memory database'!s}, not the store's file "
+            f"{path}: enqueue in a transaction on the store's own file")
+    return connection
+
+
+def autocommits(connection: sqlite3.Connection) -> bool:
+    """Whether the connection commits each statement by itself (so has no transaction for the
+    jobs to join): ``isolation_level=None``, or ``autocommit=True`` (Python 3.12+)."""
+    mode = getattr(connection, "autocommit", None)
+    if mode is True:
+        return True
+    return mode is not False and connection.isolation_level is None

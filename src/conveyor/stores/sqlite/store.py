@@ -40,8 +40,10 @@ from conveyor.stores.sqlfiles import load_migrations, load_queries
 from conveyor.stores.sqlite.changes import compile_change, compile_claim, encode_json, marks
 from conveyor.stores.sqlite.config import (
     APPLICATION_ID,
+    autocommits,
     create_private,
     is_busy,
+    outbox_connection,
     parse_sqlite_url,
     split_sql,
     sqlite_synchronous,
@@ -76,6 +78,7 @@ class SQLiteStore:
         self._work_seq = 0
         self._foreign_seq = self._foreign_waited = 0  # commits by other connections
         self._watch: CommitWatch | None = None
+        self._watchers: list[Callable[[], None]] = []  # watch_job's: any foreign commit
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
 
@@ -219,6 +222,48 @@ class SQLiteStore:
                 conn.executemany(_Q["insert_history"], history)
                 inserted = conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()
         self.notify_work()
+        return [row_to_job(row) for row in inserted]
+
+    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own ``sqlite3.Connection`` to this file, inside its
+        transaction: they commit or roll back with the caller's data (see docs/integration.md).
+
+        Inside a savepoint, so a failure here leaves the caller's earlier writes as they were.
+        A connection not in a transaction that would open one on its next write (the sqlite3
+        module's default) gets that transaction opened here, for the caller to commit; one in
+        autocommit mode gets a transaction of its own, committed here.
+        """
+        conn = outbox_connection(connection, self.path)
+        now = self._clock()
+        rows = new_job_rows(jobs, now)
+        history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
+        cur = conn.cursor()
+        cur.row_factory = sqlite3.Row
+        own = not conn.in_transaction and autocommits(conn)
+        try:
+            if not conn.in_transaction:
+                cur.execute("BEGIN IMMEDIATE" if own else "BEGIN")
+            cur.execute("SAVEPOINT conveyor_enqueue")
+            try:
+                inserted = [cur.execute(_Q["insert_job_returning"], row).fetchone()
+                            for row in rows]
+                cur.executemany(_Q["insert_history"], history)
+            except BaseException:
+                cur.execute("ROLLBACK TO conveyor_enqueue")
+                raise
+            finally:
+                cur.execute("RELEASE conveyor_enqueue")
+            if own:
+                cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if own:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+            raise StoreError(f"SQLite store {self.url}: enqueue in the caller's transaction "
+                             f"failed: {exc}") from exc
+        finally:
+            cur.close()
         return [row_to_job(row) for row in inserted]
 
     def get_job(self, job_id: str) -> Job:
@@ -440,11 +485,16 @@ class SQLiteStore:
             self._foreign_waited = self._foreign_seq
 
     def _start_watch(self) -> None:
+        """Start the watch on first need. A commit made before the watch existed (between the
+        caller's last look and now) is not seen by it, so its start counts as a foreign
+        commit: every waiter looks once more, as a PostgreSQL listener's (re)start does."""
         if self.path == ":memory:":
             return
         with self._lock:
-            if self._watch is None and not self._closed:
-                self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+            if self._watch is not None or self._closed:
+                return
+            self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+        self._foreign_commit()
 
     def _data_version(self) -> int | None:
         """Changes when another connection commits (None once closed or unreadable)."""
@@ -460,6 +510,23 @@ class SQLiteStore:
         with self._work:
             self._foreign_seq += 1
             self._work.notify_all()
+            watchers = list(self._watchers)
+        for wake in watchers:
+            wake()
+
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``wake`` after every commit by another connection (the file tells no more
+        than that something changed): the caller reads its job again."""
+        with self._work:
+            self._watchers.append(wake)
+        self._start_watch()
+
+        def unwatch() -> None:
+            with self._work:
+                if wake in self._watchers:
+                    self._watchers.remove(wake)
+
+        return unwatch
 
     def notify_work(self) -> None:
         with self._work:

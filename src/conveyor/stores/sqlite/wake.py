@@ -51,6 +51,8 @@ class CommitWatch:
         self._stop = threading.Event()
         self._inotify = _inotify_on(path + "-wal")
         self.mode = "inotify" if self._inotify is not None else "data_version"
+        # read here, not in the thread: a commit after the watch exists must move it
+        self._first_seen = version()
         self._thread = threading.Thread(target=self._run, name="conveyor-sqlite-watch",
                                         daemon=True)
         self._thread.start()
@@ -59,6 +61,7 @@ class CommitWatch:
         self._stop.set()
 
     def _run(self) -> None:
+        seen = self._first_seen
         if self._inotify is not None:
             fd = self._inotify
             try:
@@ -66,12 +69,13 @@ class CommitWatch:
             finally:
                 os.close(fd)
             self.mode = "data_version"
+            seen = self._version()
         if not self._stop.is_set():
-            self._poll_version()
+            self._poll_version(seen)
 
     def _follow_inotify(self, fd: int) -> None:
         """Until closed or the watch is gone: look at the data version after each WAL write."""
-        seen = self._version()
+        seen = self._first_seen
         while not self._stop.is_set():
             ready, _, _ = select.select([fd], [], [], 0.5)  # 0.5 s: only to notice close()
             if not ready:
@@ -101,8 +105,7 @@ class CommitWatch:
             time.sleep(POLL_SECONDS)
         return seen
 
-    def _poll_version(self) -> None:
-        seen = self._version()
+    def _poll_version(self, seen: int | None) -> None:
         while not self._stop.is_set():
             time.sleep(POLL_SECONDS)
             version = self._version()

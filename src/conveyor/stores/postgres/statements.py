@@ -1,0 +1,90 @@
+"""Statements and parameters the sync store and the async store (:mod:`.aio`) both run.
+
+Built here once, so the two clients can never disagree on what a query means; each store only
+sends them over its own kind of connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+
+from conveyor import payload
+from conveyor.errors import ConfigurationError
+from conveyor.lifecycle import JobState
+from conveyor.model import JobProgress
+from conveyor.stores.base import JobQuery, NewJob
+from conveyor.stores.postgres.changes import aware, json_value
+from conveyor.stores.postgres.config import PgSettings
+
+#: The states a job stops in, announced on the stop channel (what Conveyor.wait waits for).
+STOPS = sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
+                                 JobState.PAUSED))
+
+
+def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str, Any]:
+    """The ``insert_jobs`` parameters: one array per column, in input order."""
+    progress = [new.progress or JobProgress() for new in jobs]
+    return {
+        "ids": [new.id for new in jobs],
+        "job_types": [new.job_type for new in jobs],
+        "queues": [new.queue for new in jobs],
+        "priorities": [new.priority for new in jobs],
+        "params": [new.params_json if new.params_json is not None
+                   else payload.dumps(new.params) for new in jobs],
+        "max_attempts": [new.max_attempts for new in jobs],
+        "run_ats": [aware(new.run_at) if new.run_at else None for new in jobs],
+        "delays": [new.delay for new in jobs],
+        "timeouts": [new.timeout for new in jobs],
+        "pause_timeouts": [new.pause_timeout for new in jobs],
+        "backoffs": [Jsonb(new.backoff, dumps=payload.dumps) for new in jobs],
+        "current_steps": [p.current_step for p in progress],
+        "total_steps": [p.total_steps for p in progress],
+        "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
+        "requeued_froms": [new.requeued_from for new in jobs],
+        "actor": actor,
+        "channel": channel,
+    }
+
+
+def list_statement(template: str, query: JobQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    """The ``list_jobs`` statement for ``query`` (column names whitelisted here)."""
+    where: list[sql.Composable] = []
+    params: dict[str, Any] = {"limit": max(0, query.limit)}
+    for column, values in (("state", {s.value for s in query.states}),
+                           ("job_type", set(query.job_types)),
+                           ("queue", set(query.queues))):
+        if values:
+            where.append(sql.SQL("{} = ANY({}::text[])").format(
+                sql.Identifier(column), sql.Placeholder(column)))
+            params[column] = sorted(values)
+    if query.before is not None:
+        where.append(sql.SQL(
+            "seq < coalesce((SELECT seq FROM jobs WHERE id = %(before)s), -1)"))
+        params["before"] = query.before
+    clause = sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
+    return sql.SQL(template).format(where=clause), params
+
+
+def apply_params(params: dict[str, Any], moment: Any, settings: PgSettings) -> dict[str, Any]:
+    """One compiled change's parameters, with the transaction's moment and the stop channel."""
+    return {**params, "moment": moment, "stops": STOPS, "stop_channel": settings.stop_channel}
+
+
+def check_caller_connection(found: Sequence[dict[str, Any]], settings: PgSettings) -> None:
+    """Refuse a caller's connection to another database, or to one without the store's schema
+    (the ``caller_connection`` query's answer): its jobs would never reach our workers."""
+    database = conninfo_to_dict(settings.conninfo).get("dbname")
+    row = found[0]
+    if database is not None and row["database"] != database:
+        raise ConfigurationError(
+            f"connection= is to database {row['database']!r}, not the store's ({database!r}): "
+            "enqueue in a transaction of the store's own database")
+    if not row["present"]:
+        raise ConfigurationError(
+            f"connection= has no conveyor schema {settings.schema!r} (run migrate() first, or "
+            "pass a connection to the store's database)")

@@ -1,0 +1,97 @@
+"""The async client (issue 12, item 1) on both stores: many concurrent calls from one event
+loop, the same validation and events as the sync app, and no store call on the loop's thread
+for SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from conveyor import (
+    AsyncConveyor,
+    Conveyor,
+    EnqueueRequest,
+    InvalidParams,
+    InvalidStateError,
+    JobContext,
+    JobNotFound,
+    JobState,
+    UnknownJobType,
+)
+from conveyor.stores.sqlite import SQLiteStore
+
+N = 1000
+
+
+def _greet(ctx: JobContext, name: str) -> str:
+    return f"hi {name}"
+
+
+def test_a_thousand_concurrent_enqueues_from_one_loop(any_app: Conveyor) -> None:
+    any_app.job("greet")(_greet)
+    created: list[str] = []
+    any_app.subscribe(lambda e: created.append(e.job.id) if e.name == "JobCreated" else None)
+    store_threads: set[int] = set()
+    if isinstance(any_app.store, SQLiteStore):
+        real = any_app.store.insert_jobs
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            store_threads.add(threading.get_ident())
+            return real(*args, **kwargs)
+
+        any_app.store.insert_jobs = spy  # type: ignore[method-assign]
+
+    async def scenario() -> list[str]:
+        loop_thread = threading.get_ident()
+        async with AsyncConveyor(any_app) as client:
+            jobs = await asyncio.gather(*(client.enqueue("greet", {"name": str(i)})
+                                          for i in range(N)))
+            assert loop_thread not in store_threads  # SQLite: never on the loop's thread
+            assert (await client.counts())[JobState.PENDING] == N
+            return [job.id for job in jobs]
+
+    ids = asyncio.run(scenario())
+    assert len(set(ids)) == N and sorted(created) == sorted(ids)
+    assert len(any_app.store.get_jobs(ids)) == N
+    if isinstance(any_app.store, SQLiteStore):
+        assert store_threads  # the spy saw the calls
+
+
+def test_async_calls_share_the_apps_rules_and_events(any_app: Conveyor) -> None:
+    any_app.job("greet")(_greet)
+    events: list[str] = []
+    any_app.subscribe(lambda e: events.append(e.name))
+
+    async def scenario() -> None:
+        async with AsyncConveyor(any_app) as client:
+            with pytest.raises(InvalidParams) as sync_error:
+                any_app.enqueue("greet", {"nom": "x"})
+            with pytest.raises(InvalidParams) as async_error:
+                await client.enqueue("greet", {"nom": "x"})
+            assert str(async_error.value) == str(sync_error.value)
+            with pytest.raises(UnknownJobType):
+                await client.enqueue("nope")
+            first, second = await client.enqueue_many(
+                [EnqueueRequest("greet", {"name": "a"}), EnqueueRequest("greet", {"name": "b"})])
+            assert (await client.cancel(first.id, reason="r")).state is JobState.CANCELLED
+            with pytest.raises(InvalidStateError):
+                await client.pause(first.id)
+            started = await client.start(second.id, worker="me")
+            assert started.state is JobState.RUNNING and started.lease_token
+            assert (await client.pause(second.id)).pause_requested
+            assert not (await client.resume(second.id)).pause_requested
+            copy = await client.requeue(first.id)
+            assert copy.requeued_from == first.id
+            assert [j.id for j in await client.list(limit=2)] == [copy.id, second.id]
+            assert [j.id for j in await client.list(before=second.id)] == [first.id]
+            assert [h.action for h in await client.history(first.id)] == ["create", "cancel"]
+            assert (await client.get(second.id)).state is JobState.RUNNING
+            with pytest.raises(JobNotFound):
+                await client.get("00000000-0000-4000-8000-000000000000")
+
+    asyncio.run(scenario())
+    assert events == ["JobCreated", "JobCreated", "JobCancelled", "JobStarted", "JobRequested",
+                      "JobRequested", "JobCreated"]
