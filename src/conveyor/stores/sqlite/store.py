@@ -52,6 +52,8 @@ from conveyor.stores.sqlite.rows import decode_rows, new_job_rows, row_to_histor
 from conveyor.stores.sqlite.wake import CommitWatch
 
 _PACKAGE = "conveyor.stores.sqlite"
+#: A worker's checkpoint interval in WAL pages (SQLite's default is 1,000).
+WORKER_CHECKPOINT_PAGES = 10_000
 _Q = load_queries(_PACKAGE)
 _MIGRATIONS = load_migrations(_PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
@@ -78,6 +80,7 @@ class SQLiteStore:
         self._work_seq = 0
         self._foreign_seq = self._foreign_waited = 0  # commits by other connections
         self._watch: CommitWatch | None = None
+        self._worker_wal = False
         self._watchers: list[Callable[[], None]] = []  # watch_job's: any foreign commit
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
@@ -184,6 +187,26 @@ class SQLiteStore:
                 self._rollback()
                 raise
             self._retry_busy(lambda: self._conn.execute("COMMIT"))
+
+    def _checkpoint_less_often(self) -> None:
+        """A worker's connection checkpoints every ``WORKER_CHECKPOINT_PAGES`` of WAL, not
+        SQLite's 1,000.
+
+        A checkpoint copies each page changed since the last one back into the database file
+        once, however often it changed, then syncs the file; a worker's commits change the
+        same few index pages over and over, so checkpointing ten times less often copies
+        about ten times less and syncs ten times less (measured: a quarter off a claim's or
+        a completion's commit on no-op jobs). The price is a WAL file of up to about
+        40 MiB beside the database, reused, not grown further.
+
+        Only with ``synchronous=FULL``, where every commit is synced anyway. Under NORMAL the
+        checkpoint is the WAL's only sync, so rarer checkpoints would widen what a power
+        failure can take back, and that window stays as SQLite sets it.
+        """
+        with self._lock:
+            self._worker_wal = True
+            if self.synchronous == "FULL" and not self._closed:
+                self._conn.execute(f"PRAGMA wal_autocheckpoint = {WORKER_CHECKPOINT_PAGES}")
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -371,6 +394,8 @@ class SQLiteStore:
         distinct_jobs(finish)
         if not finish and (limit <= 0 or not job_types):
             return [], []
+        if limit > 0 and not self._worker_wal:
+            self._checkpoint_less_often()  # only a worker claims
         encoded = [{column: encode_json(column, value) for column, value in c.values.items()
                     if column in JSON_COLUMNS} for c in finish]
         with self._write() as conn:
