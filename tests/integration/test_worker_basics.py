@@ -131,7 +131,11 @@ def test_async_job_goes_pending_running_completed(make_app: AppFactory) -> None:
     history = assert_history_chain(app, job.id)
     assert [(h.action, h.actor) for h in history] == [
         ("create", "api"), ("start", worker.worker_id), ("complete", worker.worker_id)]
-    assert recorder.names(job.id) == ["JobCreated", "JobStarted", "JobCompleted"]
+    # the checkpoint is announced as progress if the monitor ticks before the job returns
+    names = recorder.names(job.id)
+    assert [n for n in names if n != "JobProgressed"] == [
+        "JobCreated", "JobStarted", "JobCompleted"]
+    assert names[:2] == ["JobCreated", "JobStarted"] and names[-1] == "JobCompleted"
 
 
 def test_async_jobs_share_the_loop_and_run_concurrently(make_app: AppFactory) -> None:

@@ -91,6 +91,8 @@ class Completer:
         """What has gathered, for the worker's loop to write with its next claim (one
         transaction for both); it reports the outcome with :meth:`recorded`, or hands the
         completions back with :meth:`give_back` if the store failed."""
+        if self.linger > 0:  # gathered for `linger` on purpose: this thread writes them
+            return []
         with self._cond:
             return self._take()
 
