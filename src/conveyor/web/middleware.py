@@ -191,7 +191,8 @@ class AuthMiddleware:
             return _unauthenticated(conn, problem, self.auth)
         if method not in SAFE_METHODS:
             if not principal.can_write and path not in READ_ONLY_ALLOWED:
-                return _json(403, "read_only", "this token is read-only: it may only GET")
+                who = "this user" if principal.via == "host" else "this token"
+                return _json(403, "read_only", f"{who} is read-only: it may only GET")
             if principal.via in ("session", "open", "host"):
                 why = _cross_site(conn.headers)
                 if why is None and principal.via == "open":
