@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,14 +50,15 @@ def from_host_user(conn: HTTPConnection) -> HostUser | None:
 
 
 def host_app(conveyor: Any, authenticate: Callable[[HTTPConnection], Any] = from_host_user,
-             *, middleware: bool = True, login_url: str | None = "/accounts/login") -> Starlette:
+             *, middleware: bool = True, login_url: str | None = "/accounts/login",
+             stopping: threading.Event | None = None) -> Starlette:
     async def login_page(request: Any) -> PlainTextResponse:
         return PlainTextResponse("the host's login page")
 
     auth = HostAuth(authenticate, login_url=login_url)
     return Starlette(
         routes=[Route("/accounts/login", login_page),
-                Mount("/jobs", app=create_app(conveyor, auth=auth))],
+                Mount("/jobs", app=create_app(conveyor, auth=auth, stopping=stopping))],
         middleware=[Middleware(AuthenticationMiddleware, backend=CookieLogin())]
         if middleware else [])
 
