@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from conveyor import Conveyor
 from conveyor.web import AuthConfig, HostAuth, HostUser, Role, create_app
 
+from .test_web_auth import concrete_requests
 from .web_helpers import BEARER, AsgiClient, typed_app
 
 SECRET = "only-for-the-hosts-users"
@@ -216,3 +217,20 @@ def test_host_auth_cannot_be_set_up_open_by_mistake(app: Conveyor) -> None:
     with pytest.raises(TypeError, match="Role"):
         HostUser("alice", "admin")  # type: ignore[arg-type]
     assert isinstance(create_app(app, auth=AuthConfig(token="t" * 20)), Starlette)
+
+
+def test_no_route_answers_a_stranger_except_login_and_static(app: Conveyor, job_id: str,
+                                                             host: Callable[..., AsgiClient]
+                                                             ) -> None:
+    web = create_app(app, auth=HostAuth(from_host_user, login_url="/accounts/login"))
+    stranger = host("mallory")
+    public = set()
+    for method, path, template in concrete_requests(web):
+        response = stranger.request(method, "/jobs" + path.replace("some-id", job_id), json={})
+        assert SECRET not in response.text, f"{method} {template} leaked job data"
+        if response.status_code == 401 or (
+                response.status_code == 303 and
+                response.headers["location"].startswith("/accounts/login?next=%2Fjobs")):
+            continue
+        public.add(template)
+    assert public == {"/static"}
