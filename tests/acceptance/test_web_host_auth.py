@@ -234,3 +234,21 @@ def test_no_route_answers_a_stranger_except_login_and_static(app: Conveyor, job_
             continue
         public.add(template)
     assert public == {"/static"}
+
+
+def test_a_plain_authenticate_runs_off_the_event_loop(host: Callable[..., AsgiClient]) -> None:
+    """A host's lookup may block on its database: it must not stall every other request."""
+    import asyncio
+
+    loops: list[bool] = []
+
+    def lookup(conn: HTTPConnection) -> HostUser:
+        try:
+            asyncio.get_running_loop()
+            loops.append(True)
+        except RuntimeError:
+            loops.append(False)
+        return HostUser("alice", Role.READ)
+
+    assert host(authenticate=lookup, middleware=False).get("/jobs/api/counts").status_code == 200
+    assert loops == [False]

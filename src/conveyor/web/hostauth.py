@@ -30,6 +30,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from conveyor import validate
@@ -81,7 +82,8 @@ class HostUser:
 class HostAuth:
     """Trust the mounting application's ``authenticate(connection) -> HostUser | None``.
 
-    ``authenticate`` may be a plain or an ``async`` function; it gets the request's
+    ``authenticate`` may be a plain function (run in a thread, so it may block on a database)
+    or an ``async`` one (run on the event loop); it gets the request's
     :class:`~starlette.requests.HTTPConnection` (the host's middleware has already run, so its
     ``scope["user"]``, ``scope["session"]`` and headers are there). ``login_url`` is where a
     browser without a user is sent (``?next=`` the page it wanted); without it, it gets a
@@ -111,12 +113,15 @@ class HostAuth:
     async def identify(self, conn: HTTPConnection) -> Principal | None:
         """The caller as the host says, or None; :class:`HostAuthError` if it answers wrongly."""
         try:
-            answer = self.authenticate(conn)
+            if inspect.iscoroutinefunction(self.authenticate):
+                answer = await self.authenticate(conn)
+            else:  # it may query a database: not on the event loop
+                answer = await run_in_threadpool(self.authenticate, conn)
             if inspect.isawaitable(answer):
                 answer = await answer
         except Exception as exc:
             raise HostAuthError(f"the host's authenticate raised {type(exc).__name__}: "
-                                f"{exc}") from exc
+                                f"{str(exc)[:200]}") from exc
         if answer is None:
             return None
         if not isinstance(answer, HostUser):
