@@ -15,7 +15,6 @@ a dashboard mounted at ``/conveyor`` and ``/static/api/jobs`` is the API of one 
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 from urllib.parse import quote, urlsplit
@@ -33,6 +32,7 @@ from conveyor.web.security import (
     AuthConfig,
     Principal,
     Role,
+    csrf_matches,
 )
 from conveyor.web.templates import ROOT
 
@@ -198,7 +198,7 @@ class AuthMiddleware:
                 if why is None and principal.via == "open":
                     why = _foreign_origin(conn.headers)
                 if why is None and principal.via != "open" and principal.csrf_token and \
-                        not _csrf_matches(principal, conn.headers.get(CSRF_HEADER)):
+                        not csrf_matches(principal, conn.headers.get(CSRF_HEADER)):
                     why = "missing or wrong X-CSRF-Token header"
                 if why is not None:
                     return _json(403, "csrf", f"request refused: {why}")
@@ -211,13 +211,6 @@ class AuthMiddleware:
 
 def _json(status: int, code: str, message: str) -> Response:
     return JSONResponse(error_body(code, message), status_code=status)
-
-
-def _csrf_matches(principal: Principal, presented: str | None) -> bool:
-    if principal.csrf_token is None or not presented:
-        return False
-    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
-                               principal.csrf_token.encode())
 
 
 def _unauthenticated(conn: HTTPConnection, problem: str,

@@ -163,11 +163,14 @@ class AuthConfig:
         """The CSRF token of a session: derived, so the server stores no session table."""
         return self._sign(f"csrf:{session_id}")
 
-    def check_csrf(self, principal: Principal, presented: str | None) -> bool:
-        if principal.csrf_token is None or not presented:
-            return False
-        return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
-                                   principal.csrf_token.encode())
+
+
+def csrf_matches(principal: Principal, presented: str | None) -> bool:
+    """Whether an unsafe request carries its caller's CSRF token (compared in constant time)."""
+    if principal.csrf_token is None or not presented:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
+                               principal.csrf_token.encode())
 
 
 #: The page policy: our own origin only, no inline script or style, never framed.
