@@ -4,6 +4,8 @@ Authentication is a middleware around the whole router, not a decorator on each 
 route added later is protected without anyone remembering to protect it. Only the paths in
 :data:`PUBLIC_PATHS` and under :data:`PUBLIC_PREFIXES` (the login page and the static files,
 which hold no data) answer without credentials; a test enumerates the app's routes to keep it so.
+Who the caller is comes from conveyor's own tokens and session cookies (:class:`AuthConfig`) or,
+mounted in another application, from that application's ``authenticate`` (:class:`HostAuth`).
 
 Every decision is made on the *routed* path (:func:`route_path`): the path the router will
 match, never ``request.url``, which Starlette rebuilds with the ``Host`` header (on older
