@@ -339,3 +339,42 @@ def test_the_dashboard_works_mounted_under_a_prefix(browser: Browser,
         page.goto("about:blank")
         context.close()
     assert [e for e in errors if "401" not in e] == []
+
+
+def test_the_dashboard_works_behind_the_host_applications_login(
+        browser: Browser, make_app: Callable[..., Conveyor]) -> None:
+    """Mounted with HostAuth: the host's cookie lets Alice in, the page's script sends her
+    CSRF token with each action, and a stranger is sent to the host's login page."""
+    from .test_web_host_auth import host_app
+
+    app = make_app()
+    stepper = register_types(app)
+    stopping = threading.Event()
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        with ServerThread(host_app(app, stopping=stopping), stopping) as server, \
+                running_worker(app):
+            base = f"{server.url}/jobs"
+            job_id = running(Site(app, stepper, server))
+            stranger = page.request.get(f"{base}/", max_redirects=0)
+            assert stranger.status == 303
+            assert stranger.headers["location"] == "/accounts/login?next=%2Fjobs%2F"
+            context.add_cookies([{"name": "host_session", "value": "alice-session",
+                                  "url": server.url}])
+            page.goto(f"{base}/")
+            expect(page.locator(".user")).to_have_text("alice")
+            expect(page.locator("#live")).to_have_text("live")
+            expect(page.locator("#logout")).to_have_count(0)
+            row(page, job_id).locator('button[data-action="cancel"]').click()
+            expect(row(page, job_id).locator('[data-field="state"]')).to_have_text("cancelled")
+            assert ("request_cancel", "user:alice") in [(entry.action, entry.actor)
+                                                        for entry in app.history(job_id)]
+            stepper.step(1000)
+    finally:
+        page.goto("about:blank")
+        context.close()
+    assert errors == []

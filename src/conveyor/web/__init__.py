@@ -5,11 +5,14 @@ from the lifecycle table through ``Job.legal_actions``. Needs the ``web`` extra
 (``pip install 'conveyor[web]'``: Starlette and uvicorn).
 
 - :func:`serve` runs it under uvicorn (the CLI's ``conveyor dashboard``).
-- :func:`create_app` builds the ASGI app, to mount elsewhere or test in-process.
+- :func:`create_app` builds the ASGI app, to mount elsewhere or test in-process; protected by
+  conveyor's tokens (:class:`AuthConfig`) or by the mounting application's own users
+  (:class:`HostAuth`).
 """
 
 from conveyor.web.asgi import create_app
+from conveyor.web.hostauth import HostAuth, HostUser
 from conveyor.web.security import AuthConfig, Role
 from conveyor.web.server import serve
 
-__all__ = ["AuthConfig", "Role", "create_app", "serve"]
+__all__ = ["AuthConfig", "HostAuth", "HostUser", "Role", "create_app", "serve"]

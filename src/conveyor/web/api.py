@@ -55,8 +55,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def actor_of(request: Request) -> str:
     """Who the history will say made a change: the dashboard, or an API client."""
-    via = principal_of(request).via
-    return {"session": "dashboard", "bearer": "http-api"}.get(via, "http")
+    principal = principal_of(request)
+    if principal.via == "host" and principal.user is not None:
+        return f"user:{principal.user}"  # the host application's user, by its id
+    return {"session": "dashboard", "bearer": "http-api"}.get(principal.via, "http")
 
 
 def job_url(request: Request, job_id: str) -> str:

@@ -23,6 +23,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.web.api import JobsApi
 from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
+from conveyor.web.hostauth import HostAuth
 from conveyor.web.middleware import (
     AuthMiddleware,
     SecurityHeadersMiddleware,
@@ -39,13 +40,19 @@ log = logging.getLogger("conveyor.web")
 STATIC_DIR = Path(__file__).with_name("static")
 
 
-def create_app(app: Conveyor, *, auth: AuthConfig, poll_interval: float = 0.5,
+def create_app(app: Conveyor, *, auth: AuthConfig | HostAuth, poll_interval: float = 0.5,
                max_body_bytes: int = MAX_BODY_BYTES,
                stopping: threading.Event | None = None) -> Starlette:
     """The dashboard and the HTTP API over ``app``, protected as ``auth`` says.
 
-    ``stopping``, once set, ends the open event streams (set it when the server shuts down).
+    ``auth`` is conveyor's own tokens (:class:`AuthConfig`) or the mounting application's
+    users (:class:`HostAuth`); it has no default, and anything else is refused here rather
+    than served open. ``stopping``, once set, ends the open event streams (set it when the
+    server shuts down).
     """
+    if not isinstance(auth, AuthConfig | HostAuth):
+        raise TypeError("create_app needs auth=AuthConfig(token=...) or "
+                        f"auth=HostAuth(authenticate), not {type(auth).__name__}")
     routes: list[BaseRoute] = [
         *Pages(app, auth).routes(),
         *JobsApi(app).routes(),

@@ -4,6 +4,8 @@ Authentication is a middleware around the whole router, not a decorator on each 
 route added later is protected without anyone remembering to protect it. Only the paths in
 :data:`PUBLIC_PATHS` and under :data:`PUBLIC_PREFIXES` (the login page and the static files,
 which hold no data) answer without credentials; a test enumerates the app's routes to keep it so.
+Who the caller is comes from conveyor's own tokens and session cookies (:class:`AuthConfig`) or,
+mounted in another application, from that application's ``authenticate`` (:class:`HostAuth`).
 
 Every decision is made on the *routed* path (:func:`route_path`): the path the router will
 match, never ``request.url``, which Starlette rebuilds with the ``Host`` header (on older
@@ -16,6 +18,7 @@ a dashboard mounted at ``/conveyor`` and ``/static/api/jobs`` is the API of one 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from urllib.parse import quote, urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -23,6 +26,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conveyor.web.hostauth import HostAuth, HostAuthError
 from conveyor.web.security import (
     CSRF_HEADER,
     SECURITY_HEADERS,
@@ -30,9 +34,11 @@ from conveyor.web.security import (
     AuthConfig,
     Principal,
     Role,
+    csrf_matches,
 )
 from conveyor.web.templates import ROOT
 
+log = logging.getLogger("conveyor.web")
 PUBLIC_PATHS = frozenset({"/login"})
 PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -116,7 +122,8 @@ class AuthMiddleware:
     cookie requests, and the size of request bodies announced by ``Content-Length``.
     """
 
-    def __init__(self, app: ASGIApp, *, auth: AuthConfig, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, auth: AuthConfig | HostAuth,
+                 max_body_bytes: int) -> None:
         self.app = app
         self.auth = auth
         self.max_body_bytes = max_body_bytes
@@ -134,7 +141,13 @@ class AuthMiddleware:
             await _json(403, "forbidden_host", "unauthenticated dashboards answer only to "
                         "loopback host names")(scope, receive, send)
             return
-        principal, problem = self.identify(conn)
+        try:
+            principal, problem = await self.identify(conn)
+        except HostAuthError as exc:  # fail closed, loudly: the host's setup is broken
+            log.error("request refused: %s", exc)
+            await _json(500, "internal", "authentication failed on the server (see its "
+                        "log)")(scope, receive, send)
+            return
         if is_public(route_path(scope)):
             scope[PRINCIPAL_KEY] = principal
             await self.app(scope, receive, send)
@@ -146,8 +159,11 @@ class AuthMiddleware:
         scope[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)
 
-    def identify(self, conn: HTTPConnection) -> tuple[Principal | None, str]:
+    async def identify(self, conn: HTTPConnection) -> tuple[Principal | None, str]:
         """The caller, or None with the reason it was not recognised."""
+        if isinstance(self.auth, HostAuth):
+            principal = await self.auth.identify(conn)
+            return principal, "" if principal else "log in to the application first"
         if not self.auth.enabled:
             return Principal(Role.ADMIN, "open"), ""
         header = conn.headers.get("authorization")
@@ -166,23 +182,25 @@ class AuthMiddleware:
 
     def _session(self, conn: HTTPConnection) -> Principal | None:
         value = conn.cookies.get(SESSION_COOKIE)
-        return self.auth.open_session(value) if value else None
+        return self.auth.open_session(value) if value and isinstance(self.auth, AuthConfig) \
+            else None
 
     def refusal(self, conn: HTTPConnection, principal: Principal | None,
                 problem: str) -> Response | None:
         """The response that stops this request, or None to let it through."""
         path, method = route_path(conn.scope), conn.scope["method"]
         if principal is None:
-            return _unauthenticated(conn, problem)
+            return _unauthenticated(conn, problem, self.auth)
         if method not in SAFE_METHODS:
             if not principal.can_write and path not in READ_ONLY_ALLOWED:
-                return _json(403, "read_only", "this token is read-only: it may only GET")
-            if principal.via in ("session", "open"):
+                who = "this user" if principal.via == "host" else "this token"
+                return _json(403, "read_only", f"{who} is read-only: it may only GET")
+            if principal.via in ("session", "open", "host"):
                 why = _cross_site(conn.headers)
                 if why is None and principal.via == "open":
                     why = _foreign_origin(conn.headers)
-                if why is None and principal.via == "session" and not self.auth.check_csrf(
-                        principal, conn.headers.get(CSRF_HEADER)):
+                if why is None and principal.via != "open" and principal.csrf_token and \
+                        not csrf_matches(principal, conn.headers.get(CSRF_HEADER)):
                     why = "missing or wrong X-CSRF-Token header"
                 if why is not None:
                     return _json(403, "csrf", f"request refused: {why}")
@@ -197,14 +215,21 @@ def _json(status: int, code: str, message: str) -> Response:
     return JSONResponse(error_body(code, message), status_code=status)
 
 
-def _unauthenticated(conn: HTTPConnection, problem: str) -> Response:
-    """APIs get a 401; a browser asking for a page is sent to the login page instead."""
+def _unauthenticated(conn: HTTPConnection, problem: str,
+                     auth: AuthConfig | HostAuth) -> Response:
+    """APIs get a 401; a browser asking for a page is sent to the login page instead.
+
+    That is conveyor's own login page, or the host application's (``HostAuth.login_url``, with
+    ``next`` the whole path, mount prefix included); a host without one answers 401.
+    """
     path = route_path(conn.scope)
-    if not path.startswith("/api/") and conn.scope["method"] in ("GET", "HEAD"):
+    login = f"{root_of(conn.scope)}/login" if isinstance(auth, AuthConfig) else auth.login_url
+    if login and not path.startswith("/api/") and conn.scope["method"] in ("GET", "HEAD"):
         query = conn.scope.get("query_string", b"").decode("latin-1")
         target = path + (f"?{query}" if query else "")
-        return RedirectResponse(f"{root_of(conn.scope)}/login?next={quote(target, safe='')}",
-                                status_code=303)
+        if isinstance(auth, HostAuth):
+            target = root_of(conn.scope) + target
+        return RedirectResponse(f"{login}?next={quote(target, safe='')}", status_code=303)
     response = _json(401, "unauthorized", f"authentication required: {problem}")
     response.headers["www-authenticate"] = 'Bearer realm="conveyor"'
     return response

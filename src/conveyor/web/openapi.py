@@ -40,21 +40,24 @@ NAME: JSON = {"type": "string", "minLength": 1, "maxLength": 200,
 #: A strict JSON value as conveyor accepts in params and checkpoints (see conveyor.payload):
 #: no NUL characters, integers within 64 bits. (Nesting is limited to 64 levels and the whole
 #: payload to 1 MiB; those limits are stated in the descriptions, not the schema.)
+#:
+#: Written as ``if``/``then``/``else`` on purpose, not as a union of types: a validator checks
+#: exactly the rules above (``pattern`` applies only to strings, ``items`` only to arrays, and so
+#: on), while client generators, which read ``type``, ``anyOf``, ``items`` and
+#: ``additionalProperties`` but never ``if``, see "any JSON value". A recursive union (an array
+#: of this schema inside an ``anyOf`` of it) is what openapi-python-client cannot generate, and
+#: a top-level ``additionalProperties`` makes openapi-typescript type every value as an object.
 JSON_VALUE: JSON = {
     "description": (
         "Any JSON value, as conveyor stores params and checkpoints: strings without NUL "
         "characters, whole numbers within 64 bits (from -9223372036854775808 to "
         "9223372036854775807, however they are written), other numbers as they are, and "
         "arrays and objects of such values, nested at most 64 levels, at most 1 MiB in all."),
-    "anyOf": [
-        {"type": ["null", "boolean"]},
-        {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
-        {"type": "number", "not": {"type": "integer"}},
-        _NO_NUL_TEXT,
-        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-        {"type": "object", "propertyNames": _NO_NUL_TEXT,
-         "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
-    ],
+    "if": {"type": "integer"},
+    "then": {"minimum": -(2**63), "maximum": 2**63 - 1},
+    "else": {"pattern": NO_NUL, "items": {"$ref": "#/components/schemas/JsonValue"},
+             "propertyNames": _NO_NUL_TEXT,
+             "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
 }
 
 
@@ -128,12 +131,28 @@ def _enqueue_request(job_types: Mapping[str, JSON]) -> JSON:
     }
     if job_types:
         schema["properties"]["job_type"]["enum"] = sorted(job_types)
-        schema["oneOf"] = [
-            {"properties": {"job_type": {"const": name}, "params": params},
-             **({"required": ["params"]} if params.get("required") else {})}
-            for name, params in sorted(job_types.items())
-        ]
+        schema.update(_params_by_type(job_types))
     return schema
+
+
+def _params_by_type(job_types: Mapping[str, JSON]) -> JSON:
+    """Each job type's params, as a chain of ``if job_type is X then its params, else ...``.
+
+    Not a ``oneOf`` of partial objects: validators read both the same, but generators
+    (openapi-python-client, openapi-typescript) turn a ``oneOf`` into a union of models and fail
+    on branches that are not whole objects, while they ignore ``if`` and keep one plain
+    ``EnqueueRequest`` whose ``job_type`` is the enum of the registered types.
+    """
+    chain: JSON = {}
+    for name, params in sorted(job_types.items(), reverse=True):
+        then: JSON = {"properties": {"params": params}}
+        if params.get("required"):
+            then["required"] = ["params"]
+        link: JSON = {"if": {"properties": {"job_type": {"const": name}}}, "then": then}
+        if chain:
+            link["else"] = chain
+        chain = link
+    return chain
 
 
 def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:

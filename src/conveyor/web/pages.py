@@ -19,6 +19,7 @@ from conveyor.app import Conveyor
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job
 from conveyor.web.common import DEFAULT_LIMIT, ApiError, call, read_body
+from conveyor.web.hostauth import HostAuth
 from conveyor.web.middleware import principal_of, root_of
 from conveyor.web.security import SESSION_COOKIE, AuthConfig, Principal
 from conveyor.web.templates import (
@@ -47,7 +48,7 @@ def safe_next(target: str | None) -> str:
 class Pages:
     """``/``, ``/jobs/{id}``, ``/login`` and ``/logout``."""
 
-    def __init__(self, app: Conveyor, auth: AuthConfig) -> None:
+    def __init__(self, app: Conveyor, auth: AuthConfig | HostAuth) -> None:
         self.app = app
         self.auth = auth
 
@@ -107,6 +108,8 @@ class Pages:
 
     # -- login --------------------------------------------------------------------------------
     async def login(self, request: Request) -> Response:
+        if isinstance(self.auth, HostAuth):  # the host application logs its users in
+            return _host_login(request, self.auth)
         if request.method == "POST":
             return await self.login_submit(request)
         return await self.login_form(request)
@@ -137,6 +140,8 @@ class Pages:
         return self._log_in(request, (form.get("token") or [""])[0], next_path)
 
     def _log_in(self, request: Request, token: str, next_path: str) -> Response:
+        if not isinstance(self.auth, AuthConfig):  # pragma: no cover - login() routes it away
+            raise TypeError("token login without tokens")
         role = self.auth.role_of_token(token.strip()) if token.strip() else None
         if role is None:
             return _login_page(next_path, "That token is not valid.", 401)
@@ -149,13 +154,26 @@ class Pages:
 
     async def logout(self, request: Request) -> Response:
         principal = principal_of(request)
-        if principal.session_id is not None:
+        if principal.session_id is not None and isinstance(self.auth, AuthConfig):
             self.auth.end_session(principal)  # a copy of the cookie is refused from now on
         root = root_of(request.scope)
         response = RedirectResponse(f"{root}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=root or "/", httponly=True,
                                samesite="strict")
         return response
+
+
+def _host_login(request: Request, auth: HostAuth) -> Response:
+    """Under the host's authentication there is no conveyor login: send the browser to the
+    host's, or say where to go."""
+    next_path = root_of(request.scope) + safe_next(request.query_params.get("next"))
+    if auth.login_url is not None:
+        return RedirectResponse(f"{auth.login_url}?{urlencode({'next': next_path})}",
+                                status_code=303)
+    body = render('<section class="panel"><h1>Log in</h1><p>This dashboard uses the '
+                  'application\'s own login: log in there, then come back.</p></section>')
+    return HTMLResponse(page("Log in", body, page_name="login", version=__version__),
+                        status_code=401)
 
 
 def _login_page(next_path: str, error: str = "", status: int = 200) -> HTMLResponse:
@@ -170,6 +188,8 @@ def _user_box(principal: Principal) -> Markup:
         return Markup('<span class="role role-open">no authentication</span>')
     role = render('<span class="role role-{role}">{text}</span>', role=principal.role.value,
                   text="admin" if principal.can_write else "read-only")
+    if principal.user is not None:
+        return join([render('<span class="user">{user}</span>', user=principal.user), role])
     if principal.via != "session":
         return role
     return join([role, Markup('<button type="button" class="btn btn-quiet" id="logout">'

@@ -53,15 +53,16 @@ class Role(StrEnum):
 class Principal:
     """An authenticated caller, as the auth middleware found it.
 
-    ``session_id`` is set for cookie sessions (and then ``csrf_token`` is what its unsafe
-    requests must carry); bearer callers have neither.
+    ``csrf_token``, when set, is what its unsafe requests must carry: cookie sessions and host
+    users recognised by a cookie have one; bearer callers need none.
     """
 
     role: Role
-    via: str  # "bearer", "session" or "open" (auth disabled)
+    via: str  # "bearer", "session", "host" (the mounting app's user) or "open" (auth disabled)
     session_id: str | None = None
     csrf_token: str | None = None
     expires: float | None = None  # when a session's cookie expires (sessions only)
+    user: str | None = None  # who the host application says it is (host users only)
 
     @property
     def can_write(self) -> bool:
@@ -162,11 +163,14 @@ class AuthConfig:
         """The CSRF token of a session: derived, so the server stores no session table."""
         return self._sign(f"csrf:{session_id}")
 
-    def check_csrf(self, principal: Principal, presented: str | None) -> bool:
-        if principal.csrf_token is None or not presented:
-            return False
-        return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
-                                   principal.csrf_token.encode())
+
+
+def csrf_matches(principal: Principal, presented: str | None) -> bool:
+    """Whether an unsafe request carries its caller's CSRF token (compared in constant time)."""
+    if principal.csrf_token is None or not presented:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
+                               principal.csrf_token.encode())
 
 
 #: The page policy: our own origin only, no inline script or style, never framed.
