@@ -12,7 +12,6 @@ import inspect
 import re
 from typing import Any
 
-import click
 import typer.main
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
@@ -23,6 +22,7 @@ from conveyor.cli import cli
 from conveyor.cli.options import EXIT_CODES, exit_code_for
 from conveyor.stores.postgres.config import _DEFAULTS as PG_CONNECTION_DEFAULTS
 from conveyor.stores.postgres.config import SESSION_BOUNDS
+from conveyor.stores.postgres.store import PostgresStore
 from conveyor.web.server import READ_TOKEN_ENV, TOKEN_ENV, serve
 from conveyor.worker import Worker
 
@@ -34,22 +34,30 @@ def _plain(text: str | None) -> str:
     return " ".join(_MARKUP.sub("", text or "").split()).replace("|", "\\|")
 
 
-def _param_row(param: click.Parameter) -> str:
-    if isinstance(param, click.Option):
-        names = ", ".join(f"`{name}`" for name in (*param.opts, *param.secondary_opts))
-        kind = "flag" if param.is_flag else f"`{param.metavar or param.type.name.upper()}`"
-        default = "" if param.default in (None, False, ()) or (param.is_flag and not param.default) \
-            else f"`{param.default}`"
-        env = f" (env `{param.envvar}`)" if param.envvar else ""
-        return f"| {names} | {kind} | {default} | {_plain(param.help)}{env} |"
-    multiple = "..." if param.nargs == -1 else ""
-    return f"| `{param.human_readable_name}{multiple}` | argument | | required |"
+def _param_row(param: Any) -> str:
+    if param.param_type_name != "option":
+        need = "required" if param.required else "optional"
+        return f"| `{param.display_name_raw}` | argument | | {need} |"
+    names = ", ".join(f"`{name}`" for name in (*param.opts, *param.secondary_opts))
+    default = param.default
+    if param.metavar:
+        kind = f"`{param.metavar}`"
+    elif isinstance(default, bool):
+        kind = "flag"
+    else:
+        kind = type(default).__name__ if default is not None else "value"
+    if param.multiple:
+        kind += ", repeatable"
+    shown = not (default is None or default is False or default in ("", ()))
+    env = f" (env `{param.envvar}`)" if param.envvar else ""
+    return f"| {names} | {kind} | {f'`{default}`' if shown else ''} | {_plain(param.help)}{env} |"
 
 
-def _command_section(name: str, command: click.Command, level: str) -> list[str]:
+def _command_section(name: str, command: Any, level: str) -> list[str]:
     lines = [f"{level} `{name}`", "", _plain(command.help), ""]
-    usage_ctx = click.Context(command, info_name=name)
-    lines += ["```text", " ".join(command.collect_usage_pieces(usage_ctx)), "```", ""]
+    usage_ctx = command.context_class(command, info_name=name)
+    usage = " ".join([name, *command.collect_usage_pieces(usage_ctx)])
+    lines += ["```text", usage, "```", ""]
     params = [p for p in command.params if p.name != "help"]
     if params:
         lines += ["| option | value | default | meaning |", "|---|---|---|---|"]
@@ -60,20 +68,18 @@ def _command_section(name: str, command: click.Command, level: str) -> list[str]
 
 def cli_reference() -> str:
     """Every command, argument and option of ``conveyor``, from the command tree itself."""
-    root = typer.main.get_command(cli)
-    assert isinstance(root, click.Group)
+    root: Any = typer.main.get_command(cli)  # typer's own copy of Click: duck-typed here
     lines = [
         "# Command-line reference",
         "",
         "Generated from the commands at build time (`conveyor COMMAND --help` shows the same).",
         "The task-oriented introduction is [the command line](../cli.md).",
         "",
-        "Exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
-        + ".",
+        _plain(EXIT_CODES),
         "",
     ]
     lines += _command_section("conveyor", root, "##")
-    ctx = click.Context(root, info_name="conveyor")
+    ctx = root.context_class(root, info_name="conveyor")
     for name in root.list_commands(ctx):
         command = root.get_command(ctx, name)
         if command is not None:
@@ -132,6 +138,9 @@ def configuration_reference() -> str:
                     "store; PostgreSQL takes `schema`, `min_size`, `max_size` and `timeout` "
                     "(pool sizes and the pool's wait, see [PostgreSQL](../postgres.md)).",
                     Conveyor.__init__, ("self", "store", "rand"))
+    lines += _table("PostgreSQL store options: `Conveyor(url, schema=..., max_size=...)`",
+                    "Passed through `Conveyor(url, ...)` to the PostgreSQL store.",
+                    PostgresStore.__init__, ("self", "url"))
     lines += _table("`@app.job(name, ...)`", "Defaults of a job type; `enqueue` may override "
                     "each for one job.", Conveyor.job)
     lines += _table("`app.enqueue(job_type, params, ...)`", "Per-job options (`None` takes "
