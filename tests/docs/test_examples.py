@@ -44,6 +44,7 @@ def test_examples_run(page: Path, tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["COLUMNS"] = "120"
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # a page's own pytest run needs none of ours
     schema = None
     if needs_postgres(page):
         url = pg_test_url()
