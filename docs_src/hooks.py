@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer.main
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 
 from conveyor import errors
 from conveyor.app import DEFAULT_URL, Conveyor
@@ -25,6 +28,9 @@ from conveyor.stores.postgres.config import SESSION_BOUNDS
 from conveyor.stores.postgres.store import PostgresStore
 from conveyor.web.server import READ_TOKEN_ENV, TOKEN_ENV, serve
 from conveyor.worker import Worker
+
+sys.path.insert(0, str(Path(__file__).parent))
+from plots import add_plots  # beside this file, which MkDocs loads by path
 
 _MARKUP = re.compile(r"\[/?[a-z ]+\]")
 
@@ -196,3 +202,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
     for path, render in GENERATED.items():
         files.append(File.generated(config, path, content=render()))
     return files
+
+
+def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
+    """Draw the benchmark tables as bar charts (from the tables themselves)."""
+    return add_plots(markdown) if page.file.src_uri == "benchmarks.md" else markdown
