@@ -23,7 +23,7 @@ test: $(STAMP) lint  ## lint, type-check, then run every test (starts a throwawa
 	scripts/run-tests
 
 lint: $(STAMP)  ## ruff and mypy (strict)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs_src
 	$(BIN)/mypy
 
 unit: $(STAMP)  ## the fast tests only (no PostgreSQL, no subprocesses)
