@@ -4,7 +4,8 @@ A page's examples run in order, in one empty folder, as a reader would type them
 blocks in one shared namespace (so a later block sees an earlier one's names), ``sh`` blocks
 with bash (``-e -u -o pipefail``) in the same folder and environment. A ``python`` block whose
 first line is ``# NAME.py`` is the file a reader saves: it is written, not run. Blocks of
-other languages (output, config files) are not run.
+other languages (output, config files) are not run. A ``python`` block with a top-level
+``await`` runs on an event loop of its own, as in ``python -m asyncio``.
 
 Markers, in an HTML comment on the line before a block (invisible on the page):
 

@@ -7,6 +7,9 @@ block, on the first block that fails.
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import inspect
 import subprocess
 import sys
 import traceback
@@ -15,6 +18,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.docs.examples import blocks, files_from
+
+
+def _execute(code: str, where: str, namespace: dict[str, object]) -> None:
+    """Run a block; one with a top-level ``await`` (as a reader types it in ``python -m
+    asyncio``) runs on its own event loop."""
+    compiled = compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    if compiled.co_flags & inspect.CO_COROUTINE:
+        asyncio.run(eval(compiled, namespace))  # a coroutine, because of the flag
+    else:
+        exec(compiled, namespace)
 
 
 def main(page: Path) -> int:
@@ -31,7 +44,7 @@ def main(page: Path) -> int:
             Path(block.file_name).write_text(block.code, encoding="utf-8")
         elif block.kind == "python":
             try:
-                exec(compile(block.code, block.where(), "exec"), namespace)
+                _execute(block.code, block.where(), namespace)
             except BaseException:
                 traceback.print_exc()
                 print(f"example failed: {block.where()}", file=sys.stderr)

@@ -64,6 +64,15 @@ test -f helper.py && echo "shell sees the file"
     assert "shell sees the file" in done.stdout
 
 
+def test_a_block_with_top_level_await_runs_on_an_event_loop(tmp_path: Path) -> None:
+    page = _page(tmp_path, "# P\n\n~~~python\nimport asyncio\n"
+                           "value = await asyncio.sleep(0, result=7)\n~~~\n\n"
+                           "~~~python\nassert value == 7\nprint('awaited', value)\n~~~\n")
+    done = _run(page, tmp_path / "work")
+    assert done.returncode == 0, done.stderr
+    assert "awaited 7" in done.stdout
+
+
 def test_a_broken_python_example_fails_naming_its_block(tmp_path: Path) -> None:
     page = _page(tmp_path, "# P\n\n~~~python\nx = 1\n~~~\n\n~~~python\nassert x == 2\n~~~\n")
     done = _run(page, tmp_path / "work")
