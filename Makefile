@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck unit bench clean
+.PHONY: help demo test lint typecheck unit bench docs dist clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ test: $(STAMP) lint  ## lint, type-check, then run every test (starts a throwawa
 	scripts/run-tests
 
 lint: $(STAMP)  ## ruff and mypy (strict)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs_src
 	$(BIN)/mypy
 
 unit: $(STAMP)  ## the fast tests only (no PostgreSQL, no subprocesses)
@@ -32,5 +32,16 @@ unit: $(STAMP)  ## the fast tests only (no PostgreSQL, no subprocesses)
 bench: $(STAMP)  ## benchmarks beside hand-written loops; rewrites docs/benchmarks.md's tables
 	scripts/run-bench
 
+DOCSTAMP := $(VENV)/.docs-installed
+$(DOCSTAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,postgres,web,docs]'
+	touch $(DOCSTAMP)
+
+docs: $(DOCSTAMP)  ## build the documentation site into site/ (offline; links checked)
+	scripts/build-docs
+
+dist: $(STAMP)  ## build the wheel and the sdist into dist/
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
