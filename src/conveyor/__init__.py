@@ -5,6 +5,7 @@ from conveyor.context import AsyncJobContext, JobContext, JobInterrupt
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
+    DuplicateJob,
     InvalidParams,
     InvalidStateError,
     JobNotFound,
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "Conveyor",
     "ConveyorError",
+    "DuplicateJob",
     "EnqueueRequest",
     "HistoryEntry",
     "InvalidParams",

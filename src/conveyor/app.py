@@ -72,6 +72,8 @@ class EnqueueRequest:
     timeout: float | None = None
     pause_timeout: float | None = None
     backoff: Backoff | None = None
+    unique_key: str | None = None
+    on_conflict: str = "return_existing"
 
 
 @functools.lru_cache(maxsize=256)
@@ -162,34 +164,52 @@ class Conveyor:
                 run_at: datetime | None = None, delay: float | None = None,
                 max_attempts: int | None = None, timeout: float | None = None,
                 pause_timeout: float | None = None, backoff: Backoff | None = None,
+                unique_key: str | None = None, on_conflict: str = "return_existing",
                 actor: str = "api") -> Job:
         """Validate and store one job; it runs when a worker claims it.
 
         Unknown types, params that are not JSON or do not fit the function's signature, and bad
         options raise before anything is written.
+
+        ``unique_key``: while an unfinished job (pending, running, paused, or failed with a
+        retry left) holds the key, no other is created: that job is returned instead, with
+        ``existing`` True (``on_conflict="return_existing"``), or :class:`DuplicateJob` is
+        raised carrying it (``"raise"``). The database enforces it, so racing enqueuers from
+        any number of processes create one job.
         """
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
-                            pause_timeout=pause_timeout, backoff=backoff)
+                            pause_timeout=pause_timeout, backoff=backoff,
+                            unique_key=unique_key, on_conflict=on_conflict)
         validate.actor(actor)
         (job,) = self.engine.insert([new], actor=actor)
         return job
 
     def enqueue_many(self, requests: Iterable[EnqueueRequest], *,
                      actor: str = "api") -> builtins.list[Job]:
-        """Validate every job first, then insert them all in one transaction (all or nothing)."""
+        """Validate every job first, then insert them all in one transaction (all or nothing).
+
+        A request whose unique key is held gets the holder in its place (``existing``), or,
+        with ``on_conflict="raise"``, fails the whole batch with :class:`DuplicateJob`.
+        """
         validate.actor(actor)
         news = [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
-                              backoff=r.backoff) for r in requests]
+                              backoff=r.backoff, unique_key=r.unique_key,
+                              on_conflict=r.on_conflict) for r in requests]
         return self.engine.insert(news, actor=actor)
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
                  max_attempts: int | None = None, timeout: float | None = None,
-                 pause_timeout: float | None = None, backoff: Backoff | None = None) -> NewJob:
+                 pause_timeout: float | None = None, backoff: Backoff | None = None,
+                 unique_key: str | None = None,
+                 on_conflict: str = "return_existing") -> NewJob:
         spec = self.job_type(job_type)
+        if unique_key is not None:
+            validate.unique_key(unique_key)
+        validate.on_conflict(on_conflict)
         params = {} if params is None else params
         encoded = payload.encode_object(params, "params")
         spec.bind(params)
@@ -210,6 +230,7 @@ class Conveyor:
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
             backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
+            unique_key=unique_key, on_conflict=on_conflict,
         )
 
     # -- reading ---------------------------------------------------------------------------------

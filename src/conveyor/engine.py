@@ -111,10 +111,12 @@ class Engine:
     # -- changes ---------------------------------------------------------------------------------
     def insert(self, jobs: Sequence[NewJob], *, actor: str,
                reason: str = "") -> builtins.list[Job]:
-        """Store new jobs (all or nothing), then announce each."""
+        """Store new jobs (all or nothing), then announce each one created (an existing job
+        returned for a unique key held already was not: it is not announced again)."""
         created = self.store.insert_jobs(jobs, actor=actor) if jobs else []
         for job in created:
-            self.events.emit(JobCreated(job, None, actor, reason))
+            if not job.existing:
+                self.events.emit(JobCreated(job, None, actor, reason))
         return created
 
     def apply(self, changes: Sequence[Change], *, before: Job | None = None) -> Job:

@@ -7,6 +7,11 @@ status without parsing messages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.model import Job
+
 #: The ``error.type`` a store gives a job, read by id, whose row it could not fully decode.
 UNDECODABLE_ROW = "UndecodableRow"
 
@@ -58,6 +63,16 @@ class ConfigurationError(ConveyorError):
 
 class StoreError(ConveyorError):
     """The store cannot be used: unreachable, corrupt, foreign, or of a newer schema."""
+
+
+class DuplicateJob(ConveyorError):
+    """An enqueue with ``unique_key`` and ``on_conflict="raise"`` met an unfinished job holding
+    that key. ``job`` is that existing job; nothing was written."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} ({job.state.value}) already holds unique key "
+                         f"{job.unique_key!r}")
+        self.job = job
 
 
 class LeaseLost(ConveyorError):

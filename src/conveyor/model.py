@@ -100,6 +100,10 @@ class Job:
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     requeued_from: str | None = None
+    unique_key: str | None = None
+    #: Not stored: True when an enqueue with ``unique_key`` returned this job, which already
+    #: held the key, instead of creating one.
+    existing: bool = field(default=False, compare=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -165,6 +169,7 @@ class Job:
             "worker_id": self.worker_id,
             "lease_expires_at": iso(self.lease_expires_at),
             "requeued_from": self.requeued_from,
+            "unique_key": self.unique_key,
             "is_terminal": self.is_terminal,
             "legal_actions": self.legal_actions,
         }

@@ -46,6 +46,12 @@ class NewJob:
     progress: JobProgress | None = None
     delay: float | None = None
     params_json: str | None = None
+    #: Among unfinished jobs (pending, running, paused, failed with a retry left) at most one
+    #: holds a key: the database's partial unique index enforces it. An insert that meets the
+    #: key returns the existing job (``Job.existing``), or, with ``on_conflict="raise"``,
+    #: raises :class:`~conveyor.errors.DuplicateJob` and writes nothing.
+    unique_key: str | None = None
+    on_conflict: str = "return_existing"
 
 
 @dataclass(frozen=True)

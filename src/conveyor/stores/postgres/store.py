@@ -21,6 +21,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import select
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +36,13 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from conveyor import payload
 from conveyor.changes import CLAIM_ACTIONS, Change, ChangeRefused, ClaimStart, Lease, single_job
-from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
+from conveyor.errors import (
+    ConfigurationError,
+    DuplicateJob,
+    JobNotFound,
+    LeaseLost,
+    StoreError,
+)
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals
@@ -331,13 +338,50 @@ class PostgresStore:
             "total_steps": [p.total_steps for p in progress],
             "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
             "requeued_froms": [new.requeued_from for new in jobs],
+            "unique_keys": [new.unique_key for new in jobs],
             "actor": actor,
             "channel": self._settings.channel,
         }
-        # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
-        rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
+        if not any(new.unique_key is not None for new in jobs):
+            # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
+            rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
+            self._listener.wake()
+            return [row_to_job(r) for r in rows]
+        found = self._run("insert jobs", lambda c: self._insert_keyed(c, jobs, params),
+                          transaction=True)
         self._listener.wake()
-        return [row_to_job(r) for r in rows]
+        return found
+
+    def _insert_keyed(self, conn: Conn, jobs: Sequence[NewJob], params: dict[str, Any]
+                      ) -> list[Job]:
+        """Insert jobs with unique keys; a job whose key is held gets the holder in its place.
+
+        ``ON CONFLICT DO NOTHING`` waits for a racing insert of the same key to commit and
+        then skips; the holder is read by a later statement, whose snapshot sees it. A holder
+        that finished in between frees the key: the insert is tried again.
+        """
+        inserted = {r["id"]: row_to_job(r) for r in _fetch(conn, _Q["insert_jobs"], params)}
+        result: list[Job] = []
+        for new in jobs:
+            job = inserted.get(new.id)
+            for _ in range(3):
+                if job is not None:
+                    break
+                holder = _fetch(conn, _Q["select_unfinished_by_key"], {"key": new.unique_key})
+                if holder:
+                    job = dataclasses.replace(row_to_job(holder[0]), existing=True)
+                    if new.on_conflict == "raise":
+                        raise DuplicateJob(job)  # the transaction rolls back
+                    break
+                again = _fetch(conn, _Q["insert_jobs"], {
+                    **params, **{k: [v[jobs.index(new)]] for k, v in params.items()
+                                 if isinstance(v, list)}})
+                job = row_to_job(again[0]) if again else None
+            if job is None:
+                raise StoreError(f"PostgreSQL store {self._safe_url}: the unique key of job "
+                                 f"{new.id} kept changing hands; try again")
+            result.append(job)
+        return result
 
     def get_job(self, job_id: str) -> Job:
         rows = self._run("read a job", lambda c: _fetch(c, _Q["select_job"], {"id": job_id}),

@@ -45,15 +45,24 @@ ORDER BY paused_at LIMIT ?;
 -- name: insert_job
 INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
-                  checkpoint, requeued_from)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+                  checkpoint, requeued_from, unique_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_job_returning
+-- A unique key already held by an unfinished job (jobs_unique_key) inserts nothing and
+-- returns no row: the caller then reads that job (select_unfinished_by_key).
 INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
-                  checkpoint, requeued_from)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  checkpoint, requeued_from, unique_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
 RETURNING *;
+
+-- name: select_unfinished_by_key
+SELECT * FROM jobs INDEXED BY jobs_unique_key
+WHERE unique_key = ? AND unique_key IS NOT NULL
+  AND (state IN ('pending', 'running', 'paused')
+       OR (state = 'failed' AND attempt < max_attempts));
 
 -- name: last_seq
 -- Read inside the insert's write transaction: every row after it is one of this batch.

@@ -70,6 +70,7 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
             new.max_attempts, run_at, run_at, new.timeout,
             new.pause_timeout, backoff, now, now,
             progress.current_step, progress.total_steps, checkpoint, new.requeued_from,
+            new.unique_key,
         ))
     return rows
 
@@ -145,6 +146,7 @@ def _decode(row: sqlite3.Row, json: Callable[[str, Any], Any]) -> Job:
         lease_token=row["lease_token"],
         lease_expires_at=ts(row["lease_expires_at"]),
         requeued_from=row["requeued_from"],
+        unique_key=row["unique_key"],
     )
 
 

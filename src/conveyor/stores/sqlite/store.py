@@ -13,6 +13,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -24,7 +25,13 @@ from typing import Any, TypeVar
 
 from conveyor import payload
 from conveyor.changes import JSON_COLUMNS, Change, ChangeRefused, ClaimStart, Lease, single_job
-from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
+from conveyor.errors import (
+    ConfigurationError,
+    DuplicateJob,
+    JobNotFound,
+    LeaseLost,
+    StoreError,
+)
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals
@@ -201,17 +208,34 @@ class SQLiteStore:
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
         history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
+        keyed = any(new.unique_key is not None for new in jobs)
         with self._write() as conn:
-            if len(rows) == 1:  # one job: its row comes back from the INSERT itself
-                inserted = conn.execute(_Q["insert_job_returning"], rows[0]).fetchall()
-                conn.execute(_Q["insert_history"], history[0])
+            if len(rows) == 1 or keyed:  # each row comes back from its INSERT (or is found)
+                found = [self._insert_one(conn, new, row, entry)
+                         for new, row, entry in zip(jobs, rows, history, strict=True)]
             else:  # seq follows input order and nobody else writes: one range read
                 last = conn.execute(_Q["last_seq"]).fetchone()[0]
                 conn.executemany(_Q["insert_job"], rows)
                 conn.executemany(_Q["insert_history"], history)
-                inserted = conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()
+                found = [(row, False) for row in
+                         conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()]
         self.notify_work()
-        return [row_to_job(row) for row in inserted]
+        return [dataclasses.replace(row_to_job(row), existing=True) if existing
+                else row_to_job(row) for row, existing in found]
+
+    def _insert_one(self, conn: sqlite3.Connection, new: NewJob, row: tuple[Any, ...],
+                    history: tuple[Any, ...]) -> tuple[sqlite3.Row, bool]:
+        """Insert one job, or find the unfinished job already holding its unique key."""
+        inserted = conn.execute(_Q["insert_job_returning"], row).fetchone()
+        if inserted is not None:
+            conn.execute(_Q["insert_history"], history)
+            return inserted, False
+        holder = conn.execute(_Q["select_unfinished_by_key"], (new.unique_key,)).fetchone()
+        if holder is None:  # pragma: no cover - only a duplicate uuid4 could get here
+            raise StoreError(f"SQLite store {self.url}: job {new.id} could not be inserted")
+        if new.on_conflict == "raise":
+            raise DuplicateJob(row_to_job(holder, lenient=True))  # rolls the batch back
+        return holder, True
 
     def get_job(self, job_id: str) -> Job:
         rows = self._read(_Q["select_job"], (job_id,))
