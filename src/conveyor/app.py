@@ -38,6 +38,7 @@ from conveyor.events import (
     EventBus,
     Subscriber,
 )
+from conveyor.flow import FlowControl
 from conveyor.lifecycle import Effect, JobState, Verb, transition_error
 from conveyor.model import JOB_ID_PATTERN, HistoryEntry, Job
 from conveyor.registry import (
@@ -83,7 +84,7 @@ def _backoff_dict(backoff: Backoff) -> dict[str, float]:
     return backoff.to_dict()
 
 
-class Conveyor:
+class Conveyor(FlowControl):
     """Durable background jobs over a store chosen by URL (SQLite file by default).
 
     The store is opened, and its schema created or upgraded, on first use, so that defining an

@@ -204,3 +204,23 @@ class HistoryEntry:
             "actor": self.actor,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as operators see it: whether claims skip it, who changed that last, when and
+    why, and how many of its jobs are in each state (states with none are left out)."""
+
+    name: str
+    paused: bool = False
+    changed_at: datetime | None = None
+    actor: str = ""
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "name": self.name, "paused": self.paused,
+            "changed_at": self.changed_at.isoformat() if self.changed_at else None,
+            "actor": self.actor, "reason": self.reason, "counts": dict(self.counts),
+        }

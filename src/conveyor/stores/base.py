@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.model import HistoryEntry, Job, JobProgress, QueueInfo
 
 __all__ = ["JobQuery", "NewJob", "Signals", "Store"]
 
@@ -181,6 +181,17 @@ class Store(Protocol):
 
         A paused job with ``resume_requested`` (waiting for a free slot) is not listed.
         """
+
+    # -- flow control -----------------------------------------------------------------------
+    def set_queue_paused(self, queue: str, paused: bool, *, actor: str,
+                         reason: str) -> QueueInfo:
+        """Pause (claims skip the queue's jobs) or resume a queue, recording who, when, why.
+
+        Running jobs are not touched. Resuming wakes waiting workers.
+        """
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or was ever paused, by name, with counts by state."""
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""

@@ -129,6 +129,7 @@ WITH resumable AS (
     SELECT id, paused_at, seq FROM jobs
     WHERE state = 'paused' AND resume_requested
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
+      AND queue NOT IN (SELECT queue FROM queue_states WHERE paused)  -- paused queues
     ORDER BY paused_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -136,6 +137,7 @@ WITH resumable AS (
     SELECT id, priority, line_at, seq FROM jobs
     WHERE state = 'pending' AND run_at <= now()
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
+      AND queue NOT IN (SELECT queue FROM queue_states WHERE paused)  -- paused queues
     ORDER BY priority DESC, line_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

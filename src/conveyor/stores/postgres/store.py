@@ -35,7 +35,15 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from conveyor import payload
-from conveyor.changes import CLAIM_ACTIONS, Change, ChangeRefused, ClaimStart, Lease, single_job
+from conveyor.changes import (
+    CLAIM_ACTIONS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    Lease,
+    single_job,
+    wakes_workers,
+)
 from conveyor.errors import (
     ConfigurationError,
     DuplicateJob,
@@ -54,6 +62,7 @@ from conveyor.stores.postgres.changes import (
     json_value,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
+from conveyor.stores.postgres.flow import PostgresFlow
 from conveyor.stores.postgres.listener import WorkListener
 from conveyor.stores.postgres.rows import (
     decode_rows,
@@ -132,7 +141,7 @@ def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
     return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-class PostgresStore:
+class PostgresStore(PostgresFlow):
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
     ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with
@@ -438,8 +447,7 @@ class PostgresStore:
     def apply(self, changes: Sequence[Change]) -> list[Job]:
         job_id = single_job(changes)
         compiled = [compile_change(_Q["apply_change"], change) for change in changes]
-        wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
-                    for c in changes)
+        wakes = any(wakes_workers(c) for c in changes)
 
         def work(conn: Conn) -> list[Row]:
             moved: list[Row] = []

@@ -96,6 +96,7 @@ SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
 WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY paused_at LIMIT ?;
 
 -- name: claim_resumable_in_queue
@@ -103,6 +104,7 @@ SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
 WHERE queue = ? AND state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY paused_at LIMIT ?;
 
 -- name: claim_pending
@@ -110,6 +112,7 @@ SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_any
 WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY priority DESC, line_at, seq LIMIT ?;
 
 -- name: claim_pending_in_queue
@@ -117,6 +120,7 @@ SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_queue
 WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY priority DESC, line_at, seq LIMIT ?;
 
 -- name: application_id

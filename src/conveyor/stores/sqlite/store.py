@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from conveyor import payload
-from conveyor.changes import JSON_COLUMNS, Change, ChangeRefused, ClaimStart, Lease, single_job
+from conveyor.changes import (
+    JSON_COLUMNS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    Lease,
+    single_job,
+    wakes_workers,
+)
 from conveyor.errors import (
     ConfigurationError,
     DuplicateJob,
@@ -45,6 +53,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
+from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.rows import decode_rows, new_job_rows, row_to_history, row_to_job
 from conveyor.stores.sqlite.wake import CommitWatch
 
@@ -61,7 +70,7 @@ class _Refused(Exception):
         self.change = change
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteFlow):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
@@ -302,8 +311,7 @@ class SQLiteStore:
                     rows.append(row)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
-        if any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
-               for c in changes):
+        if any(wakes_workers(c) for c in changes):
             self.notify_work()
         return [row_to_job(row, lenient=True) for row in rows]
 
