@@ -14,7 +14,8 @@ import builtins
 import random
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import ConfigurationError, ConveyorError, UnknownJobType
@@ -33,6 +34,9 @@ from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
 from conveyor.stores.base import NewJob, Signals, Store
+
+if TYPE_CHECKING:
+    from conveyor.schedules import Schedule
 
 #: How often a control verb decides again when the job keeps moving under it.
 RACE_RETRIES = 8
@@ -67,6 +71,7 @@ class Engine:
         self._store_options = store_options
         self._store_lock = threading.Lock()
         self.types: dict[str, JobType] = {}
+        self.schedules: dict[str, Schedule] = {}
         self.events = EventBus()
         self.rand = rand
 
@@ -117,6 +122,15 @@ class Engine:
         for job in created:
             if not job.existing:
                 self.events.emit(JobCreated(job, None, actor, reason))
+        return created
+
+    def enqueue_tick(self, schedule: str, tick: datetime, job: NewJob, *,
+                     actor: str) -> Job | None:
+        """Enqueue a schedule's tick once (None: another scheduler has), then announce it."""
+        created = self.store.enqueue_tick(schedule, tick, job, actor=actor)
+        if created is not None:
+            self.events.emit(JobCreated(created, None, actor,
+                                        f"schedule {schedule} tick {tick.isoformat()}"))
         return created
 
     def apply(self, changes: Sequence[Change], *, before: Job | None = None) -> Job:

@@ -10,22 +10,98 @@ compare-and-sets on ``state = 'pending'`` through the engine, recorded in the hi
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
 
 from conveyor import transitions, validate
 from conveyor.changes import Change
 from conveyor.engine import Engine
 from conveyor.errors import ConfigurationError, InvalidStateError
 from conveyor.lifecycle import JobState
-from conveyor.model import Job, QueueInfo
+from conveyor.model import Job, QueueInfo, ScheduleInfo
 from conveyor.registry import check_options, check_seconds
+from conveyor.schedules import Schedule, make_schedule
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _next_run(info: ScheduleInfo, now: datetime) -> datetime | None:
+    try:
+        return Schedule(info.name, info.cron, info.job_type, timezone=info.timezone).next_run(now)
+    except (ValueError, KeyError):  # a recorded schedule this version cannot read
+        return None
 
 
 class FlowControl:
-    """Queue pause/resume and waiting-job edits, over the app's engine."""
+    """Periodic schedules, queue pause/resume and waiting-job edits, over the app's engine."""
 
     engine: Engine
+
+    # -- periodic jobs ---------------------------------------------------------------------------
+    @overload
+    def periodic(self, cron: str, job_type: str, *, params: dict[str, Any] | None = None,
+                 timezone: str = "UTC", name: str | None = None, queue: str | None = None,
+                 priority: int | None = None) -> Schedule: ...
+    @overload
+    def periodic(self, cron: str, job_type: None = None, *,
+                 params: dict[str, Any] | None = None, timezone: str = "UTC",
+                 name: str | None = None, queue: str | None = None,
+                 priority: int | None = None) -> Callable[[F], F]: ...
+
+    def periodic(self, cron: str, job_type: str | None = None, *,
+                 params: dict[str, Any] | None = None, timezone: str = "UTC",
+                 name: str | None = None, queue: str | None = None,
+                 priority: int | None = None) -> Schedule | Callable[[F], F]:
+        """Enqueue ``job_type`` at every tick of ``cron`` (5 fields, or ``@hourly``...), read
+        in ``timezone``; workers run the schedule, one job per tick however many there are.
+
+        ``app.periodic("0 3 * * *", "reports.nightly", params={...})`` schedules a registered
+        type; as a decorator above ``@app.job`` it schedules the function's type. ``name``
+        (default: the job type) identifies the schedule; give one to schedule a type twice.
+        Params are checked against the function now, so a bad schedule fails at import.
+        """
+        def register(type_name: str) -> Schedule:
+            spec = self.engine.job_type(type_name)
+            spec.bind(params or {})
+            check_options(None, None, None, queue, priority)
+            schedule = make_schedule(name or type_name, cron, type_name, params, timezone,
+                                     queue, priority)
+            known = self.engine.schedules.get(schedule.name)
+            if known is not None and known != schedule:
+                raise ConfigurationError(f"schedule {schedule.name!r} is already registered; "
+                                         "give another name=")
+            self.engine.schedules[schedule.name] = schedule
+            return schedule
+
+        if isinstance(job_type, str):
+            return register(job_type)
+        if job_type is not None:
+            raise ConfigurationError("job_type must be a registered type's name")
+
+        def decorate(func: F) -> F:
+            found = [t.name for t in self.engine.types.values() if t.func is func]
+            if not found:
+                raise ConfigurationError(f"{func.__qualname__} is not a registered job: put "
+                                         "@app.periodic(...) above @app.job(...)")
+            register(found[0])
+            return func
+
+        return decorate
+
+    def schedules(self) -> builtins.list[ScheduleInfo]:
+        """Every schedule, registered here or recorded by a worker, with its next run, latest
+        tick and that tick's job (a control-only app lists the recorded ones)."""
+        now = self.engine.store.now()
+        stored = {s.name: s for s in self.engine.store.schedules()}
+        for schedule in self.engine.schedules.values():
+            record = stored.get(schedule.name)
+            stored[schedule.name] = dataclasses.replace(
+                record or schedule.info(), cron=schedule.cron, timezone=schedule.timezone,
+                job_type=schedule.job_type, queue=schedule.queue)
+        return [dataclasses.replace(info, next_run=_next_run(info, now))
+                for _, info in sorted(stored.items())]
 
     # -- queues ----------------------------------------------------------------------------------
     def pause_queue(self, name: str, *, actor: str = "api", reason: str = "") -> QueueInfo:

@@ -224,3 +224,30 @@ class QueueInfo:
             "changed_at": self.changed_at.isoformat() if self.changed_at else None,
             "actor": self.actor, "reason": self.reason, "counts": dict(self.counts),
         }
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A periodic schedule as the store keeps it (so it can be listed without the app): when a
+    worker first and last registered it, and its latest tick and that tick's job."""
+
+    name: str
+    cron: str
+    timezone: str
+    job_type: str
+    queue: str | None = None
+    first_seen: datetime | None = None
+    seen_at: datetime | None = None
+    last_tick: datetime | None = None
+    last_job_id: str | None = None
+    next_run: datetime | None = None
+
+    def to_dict(self) -> JSONDict:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {"name": self.name, "cron": self.cron, "timezone": self.timezone,
+                "job_type": self.job_type, "queue": self.queue,
+                "first_seen": iso(self.first_seen), "seen_at": iso(self.seen_at),
+                "last_tick": iso(self.last_tick), "last_job_id": self.last_job_id,
+                "next_run": iso(self.next_run)}

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobProgress, QueueInfo
+from conveyor.model import HistoryEntry, Job, JobProgress, QueueInfo, ScheduleInfo
 
 __all__ = ["JobQuery", "NewJob", "Signals", "Store"]
 
@@ -192,6 +192,17 @@ class Store(Protocol):
 
     def queues(self) -> list[QueueInfo]:
         """Every queue that has jobs or was ever paused, by name, with counts by state."""
+
+    def save_schedules(self, schedules: Sequence[ScheduleInfo]) -> list[ScheduleInfo]:
+        """Record the periodic schedules a worker runs (first_seen kept from the first time)."""
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """The recorded schedules, by name, each with its latest tick and that tick's job."""
+
+    def enqueue_tick(self, schedule: str, tick: datetime, job: NewJob, *,
+                     actor: str) -> Job | None:
+        """Insert ``job`` for this tick of ``schedule``, in one transaction with the tick's row,
+        or nothing (None) when the tick, or a later one, was enqueued already."""
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""

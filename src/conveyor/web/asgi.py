@@ -23,6 +23,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.web.api import JobsApi
 from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
+from conveyor.web.flow import FlowApi
 from conveyor.web.middleware import (
     AuthMiddleware,
     SecurityHeadersMiddleware,
@@ -49,6 +50,7 @@ def create_app(app: Conveyor, *, auth: AuthConfig, poll_interval: float = 0.5,
     routes: list[BaseRoute] = [
         *Pages(app, auth).routes(),
         *JobsApi(app).routes(),
+        *FlowApi(app).routes(),
         *EventStream(app, poll_interval=poll_interval, stopping=stopping).routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

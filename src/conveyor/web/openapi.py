@@ -15,6 +15,7 @@ from typing import Any
 from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.validate import MAX_REASON as CORE_MAX_REASON
+from conveyor.web.flow import flow_paths, flow_schemas
 
 JSON = dict[str, Any]
 
@@ -421,6 +422,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                          "schema": {"type": "array", "maxItems": 50,
                                     "items": {"type": "string"}}}],
             tag="events")},
+        **flow_paths(_op, _json, _error, _ref, _JOB_ID, _WRITE_ERRORS, NAME),
         "/api/openapi.json": {"get": _op(
             "This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             tag="meta")},
@@ -442,6 +444,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
-            "schemas": _schemas(actions, job_types or {}),
+            "schemas": {**_schemas(actions, job_types or {}),
+                        **flow_schemas(_ref, NAME, RUN_AT_PATTERN)},
         },
     }

@@ -6,18 +6,21 @@ job operations stay one readable module; its SQL is in ``flow.sql``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
-from conveyor.model import QueueInfo
-from conveyor.stores.postgres.rows import utc
+from conveyor.model import Job, QueueInfo, ScheduleInfo
+from conveyor.stores.base import NewJob
+from conveyor.stores.postgres.rows import row_to_job, utc
 from conveyor.stores.sqlfiles import load_queries
 
 _Q = load_queries("conveyor.stores.postgres", "flow.sql")
+_MAIN = load_queries("conveyor.stores.postgres")
 Conn = psycopg.Connection[TupleRow]
 T = TypeVar("T")
 
@@ -26,6 +29,7 @@ class _Store(Protocol):
     def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
              retry: bool = False) -> T: ...
     def notify_work(self) -> None: ...
+    def _insert_params(self, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]: ...
 
 
 def fetch(conn: Conn, query: str, params: Mapping[str, Any] | None = None
@@ -40,8 +44,15 @@ def _queue(row: Mapping[str, Any], counts: dict[str, int] | None = None) -> Queu
                      row["reason"], counts or {})
 
 
+def _schedule(row: Mapping[str, Any]) -> ScheduleInfo:
+    return ScheduleInfo(row["name"], row["cron"], row["timezone"], row["job_type"],
+                        row["queue"], utc(row["first_seen"]), utc(row["seen_at"]),
+                        utc(row.get("last_tick")), row.get("last_job_id"))
+
+
 class PostgresFlow:
-    """Paused queues: one row per queue ever paused, read by the claim query."""
+    """Paused queues (one row per queue ever paused, read by the claim query) and the
+    periodic schedules' ticks."""
 
     def set_queue_paused(self: _Store, queue: str, paused: bool, *, actor: str,
                          reason: str) -> QueueInfo:
@@ -64,3 +75,33 @@ class PostgresFlow:
         return [_queue(states[name], counts.get(name)) if name in states
                 else QueueInfo(name, counts=counts[name])
                 for name in sorted(set(counts) | set(states))]
+
+    def save_schedules(self: _Store, schedules: Sequence[ScheduleInfo]) -> list[ScheduleInfo]:
+        def work(conn: Conn) -> list[dict[str, Any]]:
+            return [fetch(conn, _Q["save_schedule"], {
+                "name": s.name, "cron": s.cron, "timezone": s.timezone,
+                "job_type": s.job_type, "queue": s.queue})[0] for s in schedules]
+
+        return [_schedule(row) for row in self._run("save schedules", work, transaction=True)]
+
+    def schedules(self: _Store) -> list[ScheduleInfo]:
+        rows = self._run("list schedules", lambda c: fetch(c, _Q["list_schedules"]),
+                         retry=True)
+        return [_schedule(row) for row in rows]
+
+    def enqueue_tick(self: _Store, schedule: str, tick: datetime, job: NewJob, *,
+                     actor: str) -> Job | None:
+        params = self._insert_params([job], actor)
+        tick_params = {"schedule": schedule, "tick": tick, "job_id": job.id}
+
+        def work(conn: Conn) -> list[dict[str, Any]]:
+            if not fetch(conn, _Q["take_tick"], tick_params):
+                return []
+            fetch(conn, _Q["prune_ticks"], tick_params)
+            return fetch(conn, _MAIN["insert_jobs"], params)
+
+        rows = self._run("enqueue a tick", work, transaction=True)
+        if not rows:
+            return None
+        self.notify_work()
+        return row_to_job(rows[0])

@@ -329,6 +329,19 @@ class PostgresStore(PostgresFlow):
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         if not jobs:
             return []
+        params = self._insert_params(jobs, actor)
+        if not any(new.unique_key is not None for new in jobs):
+            # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
+            rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
+            self._listener.wake()
+            return [row_to_job(r) for r in rows]
+        found = self._run("insert jobs", lambda c: self._insert_keyed(c, jobs, params),
+                          transaction=True)
+        self._listener.wake()
+        return found
+
+    def _insert_params(self, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]:
+        """The ``insert_jobs`` statement's arrays, one element per job."""
         progress = [new.progress or JobProgress() for new in jobs]
         params: dict[str, Any] = {
             "ids": [new.id for new in jobs],
@@ -351,15 +364,7 @@ class PostgresStore(PostgresFlow):
             "actor": actor,
             "channel": self._settings.channel,
         }
-        if not any(new.unique_key is not None for new in jobs):
-            # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
-            rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
-            self._listener.wake()
-            return [row_to_job(r) for r in rows]
-        found = self._run("insert jobs", lambda c: self._insert_keyed(c, jobs, params),
-                          transaction=True)
-        self._listener.wake()
-        return found
+        return params
 
     def _insert_keyed(self, conn: Conn, jobs: Sequence[NewJob], params: dict[str, Any]
                       ) -> list[Job]:
