@@ -8,7 +8,7 @@ import pytest
 
 from conveyor import Conveyor
 
-from .web_helpers import BEARER, AsgiClient, make_web, register_types
+from .web_helpers import BEARER, TOKEN, AsgiClient, make_web, register_types
 
 
 @pytest.fixture
@@ -66,3 +66,24 @@ def test_run_now_and_reschedule_a_pending_job_then_409_when_not_pending(
     client.post(f"/api/jobs/{job['id']}/cancel", headers=BEARER)
     refused = client.post(f"/api/jobs/{job['id']}/run_now", headers=BEARER)
     assert refused.status_code == 409 and "not pending" in refused.json()["message"]
+
+
+def test_the_flow_page_lists_queues_and_schedules_escaped_and_run_now_shows(
+        app: Conveyor, client: AsgiClient) -> None:
+    nasty = '<img src=x onerror=alert("q")>'
+    assert client.post(f"/api/queues/{nasty}/pause", json={"reason": nasty},
+                       headers=BEARER).status_code == 200
+    app.periodic("*/5 * * * *", "test.add", params={"a": 1, "b": 2}, name="sums")
+    assert client.get("/login?token=" + TOKEN).status_code == 303
+    flow = client.get("/flow")
+    assert flow.status_code == 200
+    assert nasty not in flow.text and "&lt;img src=x" in flow.text
+    assert 'data-queue-action="resume"' in flow.text
+    assert "sums" in flow.text and "*/5 * * * *" in flow.text
+    waiting = client.post("/api/jobs", json={"job_type": "test.add", "delay": 3600,
+                                             "params": {"a": 1, "b": 2}}, headers=BEARER)
+    page = client.get(f"/jobs/{waiting.json()['id']}")
+    assert 'data-edit-action="run_now"' in page.text
+    client.post(f"/api/jobs/{waiting.json()['id']}/run_now", headers=BEARER)
+    assert 'data-edit-action="run_now"' not in client.get(
+        f"/jobs/{waiting.json()['id']}").text

@@ -48,6 +48,30 @@ def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
     render.make_console().print(table)
 
 
+@command("schedules", epilog=examples("conveyor schedules --app myapp:app",
+                                      "conveyor schedules --json"))
+def list_schedules(ctx: typer.Context, app_ref: AppOption = None,
+                   json_out: JsonOption = False) -> None:
+    """List periodic schedules with their next run, latest tick and its job.
+
+    Without --app, the schedules workers recorded in the store.
+    """
+    schedules = open_app(ctx, app_ref).schedules()
+    if json_out:
+        for schedule in schedules:
+            render.print_json(schedule.to_dict())
+        return
+    now = render.utcnow()
+    table = Table("schedule", "cron", "timezone", "job type", "next run", "last tick",
+                  "last job")
+    for s in schedules:
+        table.add_row(render.shown(s.name), render.shown(s.cron), render.shown(s.timezone),
+                      render.shown(s.job_type), render.timestamp(s.next_run, now),
+                      render.timestamp(s.last_tick, now),
+                      render.short_id(s.last_job_id) if s.last_job_id else "-")
+    render.make_console().print(table)
+
+
 def _print_queue(queue: QueueInfo, json_out: bool) -> None:
     if json_out:
         render.print_json(queue.to_dict())

@@ -24,6 +24,7 @@ from conveyor.errors import ConveyorError
 from conveyor.web.api import JobsApi
 from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
 from conveyor.web.flow import FlowApi
+from conveyor.web.flow_pages import FlowPages
 from conveyor.web.middleware import (
     AuthMiddleware,
     SecurityHeadersMiddleware,
@@ -51,6 +52,7 @@ def create_app(app: Conveyor, *, auth: AuthConfig, poll_interval: float = 0.5,
         *Pages(app, auth).routes(),
         *JobsApi(app).routes(),
         *FlowApi(app).routes(),
+        *FlowPages(app).routes(),
         *EventStream(app, poll_interval=poll_interval, stopping=stopping).routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -36,6 +36,7 @@ class FlowApi:
                   name="api_pause_queue"),
             Route("/api/queues/{name}/resume", self.resume, methods=["POST"],
                   name="api_resume_queue"),
+            Route("/api/schedules", self.schedules, methods=["GET"], name="api_schedules"),
             Route("/api/jobs/{job_id}/run_now", self.run_now, methods=["POST"],
                   name="api_run_now"),
             Route("/api/jobs/{job_id}/reschedule", self.reschedule, methods=["POST"],
@@ -46,6 +47,11 @@ class FlowApi:
         known_query(request)
         queues = await call(self.app.queues)
         return JSONResponse({"queues": [q.to_dict() for q in queues]})
+
+    async def schedules(self, request: Request) -> Response:
+        known_query(request)
+        schedules = await call(self.app.schedules)
+        return JSONResponse({"schedules": [s.to_dict() for s in schedules]})
 
     async def pause(self, request: Request) -> Response:
         return await self._set_queue(request, self.app.pause_queue)
@@ -118,6 +124,20 @@ def flow_schemas(ref: Any, name: JSON, run_at_pattern: str) -> JSON:
                                  "description": "jobs by state (states with none left out)"}}},
         "QueueList": {"type": "object", "additionalProperties": False, "required": ["queues"],
                       "properties": {"queues": {"type": "array", "items": ref("Queue")}}},
+        "Schedule": {"type": "object", "additionalProperties": False,
+                     "required": ["name", "cron", "timezone", "job_type", "queue",
+                                  "first_seen", "seen_at", "last_tick", "last_job_id",
+                                  "next_run"],
+                     "properties": {
+                         "name": {"type": "string"}, "cron": {"type": "string"},
+                         "timezone": {"type": "string"}, "job_type": {"type": "string"},
+                         "queue": {"type": ["string", "null"]},
+                         "first_seen": when, "seen_at": when, "last_tick": when,
+                         "last_job_id": {"type": ["string", "null"]}, "next_run": when}},
+        "ScheduleList": {"type": "object", "additionalProperties": False,
+                         "required": ["schedules"],
+                         "properties": {"schedules": {"type": "array",
+                                                      "items": ref("Schedule")}}},
         "RescheduleRequest": {
             "type": "object", "additionalProperties": False,
             "properties": {
@@ -153,6 +173,11 @@ def flow_paths(op: Any, json: Any, error: Any, ref: Any, job_id: JSON, write_err
             "Queues: paused or not (who, when, why) and their jobs by state", "list_queues",
             {"200": json(ref("QueueList"), "every queue with jobs or ever paused")},
             tag="queues")},
+        "/api/schedules": {"get": op(
+            "Periodic schedules with their next run, latest tick and its job",
+            "list_schedules",
+            {"200": json(ref("ScheduleList"), "the app's schedules and those workers "
+                                              "recorded")}, tag="queues")},
         "/api/queues/{name}/pause": queue_op(
             "pause", "Pause a queue: workers stop claiming its jobs; running jobs go on"),
         "/api/queues/{name}/resume": queue_op(
