@@ -61,7 +61,10 @@ def enqueue(
     job = app.enqueue(job_type, values, queue=queue, priority=priority, delay=delay,
                       max_attempts=max_attempts, unique_key=unique_key,
                       on_conflict=on_conflict, actor=actor())
-    render.print_outcome("already enqueued" if job.existing else "enqueued", job, json_out)
+    if json_out and job.existing:  # as the HTTP API says it: the holder, flagged
+        render.print_json({**job.to_dict(), "existing": True})
+    else:
+        render.print_outcome("already enqueued" if job.existing else "enqueued", job, json_out)
 
 
 # -- reading --------------------------------------------------------------------------------------
