@@ -6,6 +6,7 @@ job operations stay one readable module; its SQL is in ``flow.sql``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -14,6 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
+from conveyor.errors import DuplicateJob, StoreError
 from conveyor.model import Job, QueueInfo, ScheduleInfo
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres.rows import row_to_job, utc
@@ -105,3 +107,34 @@ class PostgresFlow:
             return None
         self.notify_work()
         return row_to_job(rows[0])
+
+    def _insert_keyed(self: _Store, conn: Conn, jobs: Sequence[NewJob], params: dict[str, Any]
+                      ) -> list[Job]:
+        """Insert jobs with unique keys; a job whose key is held gets the holder in its place.
+
+        ``ON CONFLICT DO NOTHING`` waits for a racing insert of the same key to commit and
+        then skips; the holder is read by a later statement, whose snapshot sees it. A holder
+        that finished in between frees the key: the insert is tried again.
+        """
+        inserted = {r["id"]: row_to_job(r) for r in fetch(conn, _MAIN["insert_jobs"], params)}
+        result: list[Job] = []
+        for new in jobs:
+            job = inserted.get(new.id)
+            for _ in range(3):
+                if job is not None:
+                    break
+                holder = fetch(conn, _MAIN["select_unfinished_by_key"], {"key": new.unique_key})
+                if holder:
+                    job = dataclasses.replace(row_to_job(holder[0]), existing=True)
+                    if new.on_conflict == "raise":
+                        raise DuplicateJob(job)  # the transaction rolls back
+                    break
+                again = fetch(conn, _MAIN["insert_jobs"], {
+                    **params, **{k: [v[jobs.index(new)]] for k, v in params.items()
+                                 if isinstance(v, list)}})
+                job = row_to_job(again[0]) if again else None
+            if job is None:
+                raise StoreError(f"PostgreSQL store: the unique key of job "
+                                 f"{new.id} kept changing hands; try again")
+            result.append(job)
+        return result

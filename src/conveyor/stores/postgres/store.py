@@ -21,7 +21,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import select
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +45,6 @@ from conveyor.changes import (
 )
 from conveyor.errors import (
     ConfigurationError,
-    DuplicateJob,
     JobNotFound,
     LeaseLost,
     StoreError,
@@ -365,37 +363,6 @@ class PostgresStore(PostgresFlow):
             "channel": self._settings.channel,
         }
         return params
-
-    def _insert_keyed(self, conn: Conn, jobs: Sequence[NewJob], params: dict[str, Any]
-                      ) -> list[Job]:
-        """Insert jobs with unique keys; a job whose key is held gets the holder in its place.
-
-        ``ON CONFLICT DO NOTHING`` waits for a racing insert of the same key to commit and
-        then skips; the holder is read by a later statement, whose snapshot sees it. A holder
-        that finished in between frees the key: the insert is tried again.
-        """
-        inserted = {r["id"]: row_to_job(r) for r in _fetch(conn, _Q["insert_jobs"], params)}
-        result: list[Job] = []
-        for new in jobs:
-            job = inserted.get(new.id)
-            for _ in range(3):
-                if job is not None:
-                    break
-                holder = _fetch(conn, _Q["select_unfinished_by_key"], {"key": new.unique_key})
-                if holder:
-                    job = dataclasses.replace(row_to_job(holder[0]), existing=True)
-                    if new.on_conflict == "raise":
-                        raise DuplicateJob(job)  # the transaction rolls back
-                    break
-                again = _fetch(conn, _Q["insert_jobs"], {
-                    **params, **{k: [v[jobs.index(new)]] for k, v in params.items()
-                                 if isinstance(v, list)}})
-                job = row_to_job(again[0]) if again else None
-            if job is None:
-                raise StoreError(f"PostgreSQL store {self._safe_url}: the unique key of job "
-                                 f"{new.id} kept changing hands; try again")
-            result.append(job)
-        return result
 
     def get_job(self, job_id: str) -> Job:
         rows = self._run("read a job", lambda c: _fetch(c, _Q["select_job"], {"id": job_id}),
