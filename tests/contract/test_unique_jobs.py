@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,31 @@ def test_two_processes_racing_on_one_key_create_one_job(store: Store, tmp_path: 
         assert sorted((how_a, how_b)) == ["created", "existing"], key
     stored = _app(store).list(limit=100)
     assert sorted(j.unique_key or "" for j in stored) == sorted(keys)
+
+
+def test_batches_taking_the_same_keys_in_opposite_orders_both_succeed(
+        store: Store, store_factory: Callable[[], Store]) -> None:
+    apps = [_app(store), _app(store_factory())]
+    keys = [f"batch:{i}" for i in range(400)]
+    barrier = threading.Barrier(2)
+    got: list[list[str]] = [[], []]
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        order = keys if index == 0 else keys[::-1]
+        try:
+            barrier.wait(30)
+            jobs = apps[index].enqueue_many([EnqueueRequest("race.sync", unique_key=k)
+                                             for k in order])
+            got[index] = [j.id for j in (jobs if index == 0 else jobs[::-1])]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert got[0] == got[1] and len(set(got[0])) == len(keys)
+    assert len(apps[0].list(limit=1000)) == len(keys)

@@ -333,8 +333,18 @@ class PostgresStore(PostgresFlow):
             rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
             self._listener.wake()
             return [row_to_job(r) for r in rows]
-        found = self._run("insert jobs", lambda c: self._insert_keyed(c, jobs, params),
-                          transaction=True)
+        for attempt in range(3):
+            try:
+                found = self._run("insert jobs",
+                                  lambda c: self._insert_keyed(c, jobs, params),
+                                  transaction=True)
+                break
+            except StoreError as exc:
+                # two batches taking the same keys in opposite orders: the server aborts one
+                # (nothing written); it goes again and now finds the other's jobs
+                cause = exc.__cause__ or exc.__context__
+                if attempt == 2 or not isinstance(cause, psycopg.errors.DeadlockDetected):
+                    raise
         self._listener.wake()
         return found
 
