@@ -6,6 +6,7 @@ from conveyor.context import AsyncJobContext, JobContext, JobInterrupt
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
+    DuplicateJob,
     InvalidParams,
     InvalidStateError,
     JobNotCompleted,
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "Conveyor",
     "ConveyorError",
+    "DuplicateJob",
     "EnqueueRequest",
     "HistoryEntry",
     "InvalidParams",

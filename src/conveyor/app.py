@@ -44,6 +44,7 @@ from conveyor.events import (
     EventBus,
     Subscriber,
 )
+from conveyor.flow import FlowControl
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job
 from conveyor.registry import (
@@ -81,6 +82,8 @@ class EnqueueRequest:
     timeout: float | None = None
     pause_timeout: float | None = None
     backoff: Backoff | None = None
+    unique_key: str | None = None
+    on_conflict: str = "return_existing"
 
 
 @functools.lru_cache(maxsize=256)
@@ -90,7 +93,7 @@ def _backoff_dict(backoff: Backoff) -> dict[str, float]:
     return backoff.to_dict()
 
 
-class Conveyor:
+class Conveyor(FlowControl):
     """Durable background jobs over a store chosen by URL (SQLite file by default).
 
     The store is opened, and its schema created or upgraded, on first use, so that defining an
@@ -171,22 +174,33 @@ class Conveyor:
                 run_at: datetime | None = None, delay: float | None = None,
                 max_attempts: int | None = None, timeout: float | None = None,
                 pause_timeout: float | None = None, backoff: Backoff | None = None,
+                unique_key: str | None = None, on_conflict: str = "return_existing",
                 actor: str = "api", connection: object = None) -> Job:
         """Validate and store one job; it runs when a worker claims it.
 
         Unknown types, params that are not JSON or do not fit the function's signature, and bad
         options raise before anything is written.
 
+        ``unique_key``: while an unfinished job (pending, running, paused, or failed with a
+        retry left) holds the key, no other is created: that job is returned instead, with
+        ``existing`` True (``on_conflict="return_existing"``), or :class:`DuplicateJob` is
+        raised carrying it (``"raise"``). The database enforces it, so racing enqueuers from
+        any number of processes create one job.
+
         ``connection``: the caller's own database connection (psycopg on PostgreSQL,
         ``sqlite3`` on SQLite, to the store's database): the job is written in the caller's
         open transaction and exists exactly when it commits (the transactional outbox). No
         :class:`JobCreated` event is emitted for it, since the caller may still roll back.
+        Not with ``unique_key`` (refused: a held key inside the caller's transaction cannot
+        be answered without aborting it).
         """
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
-                            pause_timeout=pause_timeout, backoff=backoff)
+                            pause_timeout=pause_timeout, backoff=backoff,
+                            unique_key=unique_key, on_conflict=on_conflict)
         validate.actor(actor)
         if connection is not None:
+            _no_key_on(connection, [new])
             (job,) = self.store.insert_jobs_on(connection, [new], actor=actor)
             return job
         (job,) = self.engine.insert([new], actor=actor)
@@ -195,10 +209,15 @@ class Conveyor:
     def enqueue_many(self, requests: Iterable[EnqueueRequest], *, actor: str = "api",
                      connection: object = None) -> builtins.list[Job]:
         """Validate every job first, then insert them all in one transaction (all or nothing);
-        with ``connection``, in the caller's transaction (see :meth:`enqueue`)."""
+        with ``connection``, in the caller's transaction (see :meth:`enqueue`).
+
+        A request whose unique key is held gets the holder in its place (``existing``), or,
+        with ``on_conflict="raise"``, fails the whole batch with :class:`DuplicateJob`.
+        """
         validate.actor(actor)
         news = self._new_jobs(requests)
         if connection is not None:
+            _no_key_on(connection, news)
             return self.store.insert_jobs_on(connection, news, actor=actor) if news else []
         return self.engine.insert(news, actor=actor)
 
@@ -206,13 +225,19 @@ class Conveyor:
         return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
-                              backoff=r.backoff) for r in requests]
+                              backoff=r.backoff, unique_key=r.unique_key,
+                              on_conflict=r.on_conflict) for r in requests]
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
                  max_attempts: int | None = None, timeout: float | None = None,
-                 pause_timeout: float | None = None, backoff: Backoff | None = None) -> NewJob:
+                 pause_timeout: float | None = None, backoff: Backoff | None = None,
+                 unique_key: str | None = None,
+                 on_conflict: str = "return_existing") -> NewJob:
         spec = self.job_type(job_type)
+        if unique_key is not None:
+            validate.unique_key(unique_key)
+        validate.on_conflict(on_conflict)
         params = {} if params is None else params
         encoded = payload.encode_object(params, "params")
         spec.bind(params)
@@ -233,6 +258,7 @@ class Conveyor:
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
             backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
+            unique_key=unique_key, on_conflict=on_conflict,
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -389,3 +415,10 @@ class Conveyor:
         """Run a worker in this thread until stopped (SIGINT/SIGTERM) or, with ``burst``, until
         no runnable work is left."""
         return self.worker(concurrency=concurrency, queues=queues, **options).run(burst=burst)
+
+
+def _no_key_on(connection: object, jobs: Sequence[NewJob]) -> None:
+    """An outbox enqueue cannot take a unique key (see :meth:`Conveyor.enqueue`)."""
+    if any(new.unique_key is not None for new in jobs):
+        raise ConfigurationError("unique_key cannot be combined with connection= (an enqueue "
+                                 "in your own transaction); enqueue keyed jobs without it")

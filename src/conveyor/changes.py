@@ -51,7 +51,7 @@ SETTABLE_COLUMNS = frozenset({
     "started_at", "finished_at", "paused_at", "run_at", "line_at",
     "result", "error", "checkpoint", "current_step", "total_steps",
     "pause_requested", "cancel_requested", "resume_requested",
-    "worker_id", "lease_token", "lease_expires_at", "attempt",
+    "worker_id", "lease_token", "lease_expires_at", "attempt", "priority",
 })
 
 #: The boolean request columns a ``flag`` / ``unless_flag`` guard may name.
@@ -118,6 +118,12 @@ class ChangeRefused(Exception):
         super().__init__(f"{change.action} refused for job {job.id} in state {job.state.value}")
         self.change = change
         self.job = job
+
+
+def wakes_workers(change: Change) -> bool:
+    """Whether ``change`` may make a job claimable now, so waiting workers should look."""
+    return (change.to_state is JobState.PENDING or change.values.get("resume_requested") is True
+            or "run_at" in change.values)
 
 
 def single_job(changes: Sequence[Change]) -> str:

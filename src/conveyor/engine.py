@@ -14,7 +14,8 @@ import builtins
 import random
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.errors import ConfigurationError, ConveyorError, UnknownJobType
@@ -33,6 +34,9 @@ from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
 from conveyor.stores.base import NewJob, Signals, Store
+
+if TYPE_CHECKING:
+    from conveyor.schedules import Schedule
 
 #: How often a control verb decides again when the job keeps moving under it.
 RACE_RETRIES = 8
@@ -67,6 +71,7 @@ class Engine:
         self._store_options = store_options
         self._store_lock = threading.Lock()
         self.types: dict[str, JobType] = {}
+        self.schedules: dict[str, Schedule] = {}
         self.events = EventBus()
         self.rand = rand
         #: Runs a just-enqueued job inline and returns it as it ended (the testing eager mode).
@@ -113,19 +118,32 @@ class Engine:
     # -- changes ---------------------------------------------------------------------------------
     def insert(self, jobs: Sequence[NewJob], *, actor: str,
                reason: str = "") -> builtins.list[Job]:
-        """Store new jobs (all or nothing), then announce each."""
+        """Store new jobs (all or nothing), then announce each one created (an existing job
+        returned for a unique key held already was not: it is not announced again)."""
         created = self.store.insert_jobs(jobs, actor=actor) if jobs else []
         return self.created(created, actor=actor, reason=reason)
 
     def created(self, jobs: builtins.list[Job], *, actor: str,
                 reason: str = "") -> builtins.list[Job]:
-        """Announce jobs just stored (by any client, sync or async); in eager mode
-        (:func:`conveyor.testing.eager`) run each at once and return it as it ended."""
+        """Announce jobs just stored (by any client, sync or async); a unique key's holder
+        returned in a new job's place (``existing``) is not new and is not announced. In
+        eager mode (:func:`conveyor.testing.eager`) run each new one at once and return it
+        as it ended."""
         for job in jobs:
-            self.events.emit(JobCreated(job, None, actor, reason))
+            if not job.existing:
+                self.events.emit(JobCreated(job, None, actor, reason))
         if self.eager is None:
             return jobs
-        return [self.eager(job) for job in jobs]
+        return [job if job.existing else self.eager(job) for job in jobs]
+
+    def enqueue_tick(self, schedule: str, tick: datetime, job: NewJob, *,
+                     actor: str) -> Job | None:
+        """Enqueue a schedule's tick once (None: another scheduler has), then announce it."""
+        created = self.store.enqueue_tick(schedule, tick, job, actor=actor)
+        if created is not None:
+            self.events.emit(JobCreated(created, None, actor,
+                                        f"schedule {schedule} tick {tick.isoformat()}"))
+        return created
 
     def apply(self, changes: Sequence[Change], *, before: Job | None = None) -> Job:
         """Apply changes to one job atomically, then emit one event per change; returns the job

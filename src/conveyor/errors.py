@@ -79,6 +79,16 @@ class StoreError(ConveyorError):
     """The store cannot be used: unreachable, corrupt, foreign, or of a newer schema."""
 
 
+class DuplicateJob(ConveyorError):
+    """An enqueue with ``unique_key`` and ``on_conflict="raise"`` met an unfinished job holding
+    that key. ``job`` is that existing job; nothing was written."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} ({job.state.value}) already holds unique key "
+                         f"{job.unique_key!r}")
+        self.job = job
+
+
 class LeaseLost(ConveyorError):
     """A worker wrote to a job whose lease it no longer holds (fencing refused the write).
 

@@ -100,6 +100,10 @@ class Job:
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     requeued_from: str | None = None
+    unique_key: str | None = None
+    #: Not stored: True when an enqueue with ``unique_key`` returned this job, which already
+    #: held the key, instead of creating one.
+    existing: bool = field(default=False, compare=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -165,6 +169,7 @@ class Job:
             "worker_id": self.worker_id,
             "lease_expires_at": iso(self.lease_expires_at),
             "requeued_from": self.requeued_from,
+            "unique_key": self.unique_key,
             "is_terminal": self.is_terminal,
             "legal_actions": self.legal_actions,
         }
@@ -199,3 +204,50 @@ class HistoryEntry:
             "actor": self.actor,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as operators see it: whether claims skip it, who changed that last, when and
+    why, and how many of its jobs are in each state (states with none are left out)."""
+
+    name: str
+    paused: bool = False
+    changed_at: datetime | None = None
+    actor: str = ""
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> JSONDict:
+        return {
+            "name": self.name, "paused": self.paused,
+            "changed_at": self.changed_at.isoformat() if self.changed_at else None,
+            "actor": self.actor, "reason": self.reason, "counts": dict(self.counts),
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A periodic schedule as the store keeps it (so it can be listed without the app): when a
+    worker first and last registered it, and its latest tick and that tick's job."""
+
+    name: str
+    cron: str
+    timezone: str
+    job_type: str
+    queue: str | None = None
+    first_seen: datetime | None = None
+    seen_at: datetime | None = None
+    last_tick: datetime | None = None
+    last_job_id: str | None = None
+    next_run: datetime | None = None
+
+    def to_dict(self) -> JSONDict:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {"name": self.name, "cron": self.cron, "timezone": self.timezone,
+                "job_type": self.job_type, "queue": self.queue,
+                "first_seen": iso(self.first_seen), "seen_at": iso(self.seen_at),
+                "last_tick": iso(self.last_tick), "last_job_id": self.last_job_id,
+                "next_run": iso(self.next_run)}

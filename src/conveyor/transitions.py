@@ -8,6 +8,7 @@ store ever re-types the table. The history can then tell "failed: timed out" fro
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from conveyor.changes import Change, ClaimStart, DbNow, Increment, Lease
@@ -141,6 +142,27 @@ def start(job_id: str, source: JobState, worker_id: str, token: str,
     queries read too, so a store that claims many jobs in one statement writes the same.
     """
     return ClaimStart(worker_id, lease_seconds).change(job_id, source, token)
+
+
+def run_now(job_id: str, actor: str, reason: str) -> Change:
+    """A pending job waiting out a delay or a backoff becomes runnable now; it joins the line
+    now too (``line_at``), behind the jobs already waiting, as a job enqueued now would."""
+    return Change(job_id, "run_now", frozenset({S.PENDING}), None,
+                  {"run_at": DbNow(), "line_at": DbNow()}, actor=actor, reason=reason)
+
+
+def reschedule(job_id: str, actor: str, reason: str, *, run_at: datetime | float | None,
+               priority: int | None) -> Change:
+    """A pending job's new not-before time (a datetime, or seconds from the database's now)
+    and/or priority. A new time is a new place in line, as if enqueued with it."""
+    values: dict[str, Any] = {}
+    if run_at is not None:
+        when = DbNow(run_at) if isinstance(run_at, float | int) else run_at
+        values.update(run_at=when, line_at=when)
+    if priority is not None:
+        values["priority"] = priority
+    return Change(job_id, "reschedule", frozenset({S.PENDING}), None, values, actor=actor,
+                  reason=reason)
 
 
 #: For each control verb, the states it accepts (derived from the table where it is a move).

@@ -73,6 +73,22 @@ def name(what: str, value: object, *, config: bool = False) -> str:
     return _text(what, value, MAX_NAME, names=True, empty_ok=False, error=error)
 
 
+def unique_key(value: object) -> str:
+    """An idempotency key: a name like a queue's (it is shown and filtered on like one)."""
+    return _text("unique_key", value, MAX_NAME, names=True, empty_ok=False, error=InvalidParams)
+
+
+#: What an enqueue with a unique key does when an unfinished job already holds the key.
+ON_CONFLICT = ("return_existing", "raise")
+
+
+def on_conflict(value: object) -> str:
+    if value not in ON_CONFLICT:
+        raise ConfigurationError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}, "
+                                 f"not {value!r}")
+    return str(value)
+
+
 def actor(value: object) -> str:
     return _text("actor", value, MAX_ACTOR, names=True, empty_ok=True, error=InvalidParams)
 

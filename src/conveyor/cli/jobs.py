@@ -45,6 +45,13 @@ def enqueue(
                                                 show_default=False)] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Retries allowed (default: the "
                                                           "type's).", show_default=False)] = None,
+    unique_key: Annotated[str | None, typer.Option(
+        "--unique-key", metavar="KEY", show_default=False,
+        help="Create no second job while an unfinished one holds KEY.")] = None,
+    on_conflict: Annotated[str, typer.Option(
+        "--on-conflict", metavar="MODE",
+        help="With --unique-key: return_existing (print the holder) or raise (exit 3).",
+    )] = "return_existing",
     app_ref: AppOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -52,8 +59,12 @@ def enqueue(
     values = parse_params(params, param or [])
     app = open_app(ctx, app_ref, needs_app="enqueue")
     job = app.enqueue(job_type, values, queue=queue, priority=priority, delay=delay,
-                      max_attempts=max_attempts, actor=actor())
-    render.print_outcome("enqueued", job, json_out)
+                      max_attempts=max_attempts, unique_key=unique_key,
+                      on_conflict=on_conflict, actor=actor())
+    if json_out and job.existing:  # as the HTTP API says it: the holder, flagged
+        render.print_json({**job.to_dict(), "existing": True})
+    else:
+        render.print_outcome("already enqueued" if job.existing else "enqueued", job, json_out)
 
 
 # -- reading --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.model import HistoryEntry, Job, JobProgress, QueueInfo, ScheduleInfo
 
 __all__ = ["JobQuery", "NewJob", "Signals", "Store"]
 
@@ -46,6 +46,12 @@ class NewJob:
     progress: JobProgress | None = None
     delay: float | None = None
     params_json: str | None = None
+    #: Among unfinished jobs (pending, running, paused, failed with a retry left) at most one
+    #: holds a key: the database's partial unique index enforces it. An insert that meets the
+    #: key returns the existing job (``Job.existing``), or, with ``on_conflict="raise"``,
+    #: raises :class:`~conveyor.errors.DuplicateJob` and writes nothing.
+    unique_key: str | None = None
+    on_conflict: str = "return_existing"
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,28 @@ class Store(Protocol):
 
         A paused job with ``resume_requested`` (waiting for a free slot) is not listed.
         """
+
+    # -- flow control -----------------------------------------------------------------------
+    def set_queue_paused(self, queue: str, paused: bool, *, actor: str,
+                         reason: str) -> QueueInfo:
+        """Pause (claims skip the queue's jobs) or resume a queue, recording who, when, why.
+
+        Running jobs are not touched. Resuming wakes waiting workers.
+        """
+
+    def queues(self) -> list[QueueInfo]:
+        """Every queue that has jobs or was ever paused, by name, with counts by state."""
+
+    def save_schedules(self, schedules: Sequence[ScheduleInfo]) -> list[ScheduleInfo]:
+        """Record the periodic schedules a worker runs (first_seen kept from the first time)."""
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """The recorded schedules, by name, each with its latest tick and that tick's job."""
+
+    def enqueue_tick(self, schedule: str, tick: datetime, job: NewJob, *,
+                     actor: str) -> Job | None:
+        """Insert ``job`` for this tick of ``schedule``, in one transaction with the tick's row,
+        or nothing (None) when the tick, or a later one, was enqueued already."""
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""

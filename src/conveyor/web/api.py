@@ -47,7 +47,7 @@ CONTROL_ACTIONS = tuple(verb.value for verb in Verb)
 _FIELD_TYPES: dict[str, str] = {
     "job_type": "string", "params": "object", "queue": "string", "priority": "integer",
     "delay": "number", "run_at": "string", "max_attempts": "integer", "timeout": "number",
-    "pause_timeout": "number",
+    "pause_timeout": "number", "unique_key": "string", "on_conflict": "string",
 }
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -148,7 +148,9 @@ class JobsApi:
         options = parse_enqueue(body)
         job = await call(self.app.enqueue, options.pop("job_type"), options.pop("params", None),
                          actor=actor_of(request), **options)
-        return JSONResponse(job.to_dict(), status_code=201,
+        # a unique key already held: the holder, 200 rather than 201 (nothing was created)
+        body = {**job.to_dict(), "existing": True} if job.existing else job.to_dict()
+        return JSONResponse(body, status_code=200 if job.existing else 201,
                             headers={"location": job_url(request, job.id)})
 
     def _control(self, action: str) -> Endpoint:

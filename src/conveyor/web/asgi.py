@@ -23,6 +23,8 @@ from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.web.api import JobsApi
 from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
+from conveyor.web.flow import FlowApi
+from conveyor.web.flow_pages import FlowPages
 from conveyor.web.hostauth import HostAuth
 from conveyor.web.middleware import (
     AuthMiddleware,
@@ -56,6 +58,8 @@ def create_app(app: Conveyor, *, auth: AuthConfig | HostAuth, poll_interval: flo
     routes: list[BaseRoute] = [
         *Pages(app, auth).routes(),
         *JobsApi(app).routes(),
+        *FlowApi(app).routes(),
+        *FlowPages(app).routes(),
         *EventStream(app, poll_interval=poll_interval, stopping=stopping).routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
+    DuplicateJob,
     InvalidParams,
     InvalidStateError,
     JobNotFound,
@@ -56,6 +57,7 @@ def classify(exc: Exception) -> tuple[int, str, str]:
     table: tuple[tuple[type[Exception], int, str], ...] = (
         (JobNotFound, 404, "not_found"),
         (InvalidStateError, 409, "invalid_state"),
+        (DuplicateJob, 409, "duplicate_job"),
         (UnknownJobType, 422, "unknown_job_type"),
         (PayloadTooLarge, 413, "payload_too_large"),
         (InvalidParams, 422, "invalid_params"),

@@ -15,6 +15,7 @@ from typing import Any
 from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.validate import MAX_REASON as CORE_MAX_REASON
+from conveyor.web.flow import flow_paths, flow_schemas
 
 JSON = dict[str, Any]
 
@@ -126,6 +127,13 @@ def _enqueue_request(job_types: Mapping[str, JSON]) -> JSON:
             "max_attempts": {"type": "integer", "minimum": 0, "maximum": MAX_ATTEMPTS_LIMIT},
             "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": TEN_YEARS},
             "pause_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": TEN_YEARS},
+            "unique_key": {**NAME, "description": "no second job while an unfinished one "
+                                                  "(pending, running, paused, or failed with "
+                                                  "a retry left) holds this key"},
+            "on_conflict": {"type": "string", "enum": ["return_existing", "raise"],
+                            "default": "return_existing",
+                            "description": "when the key is held: answer 200 with the "
+                                           "holder, or 409 duplicate_job"},
         },
         "not": {"required": ["delay", "run_at"]},
     }
@@ -185,6 +193,7 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
         "worker_id": {"type": ["string", "null"]},
         "lease_expires_at": _MAYBE_DATE_TIME,
         "requeued_from": {"type": ["string", "null"]},
+        "unique_key": {"type": ["string", "null"]},
         "is_terminal": {"type": "boolean"},
         "legal_actions": {
             "type": "array", "items": {"type": "string", "enum": list(actions)},
@@ -214,6 +223,11 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
         },
         "Job": {"type": "object", "additionalProperties": False,
                 "required": list(job_fields), "properties": job_fields},
+        "EnqueuedJob": {"type": "object", "additionalProperties": False,
+                        "required": [*job_fields, "existing"],
+                        "properties": {**job_fields, "existing": {
+                            "type": "boolean", "description": "true: the job already held "
+                                                              "the unique key"}}},
         "JobList": {
             "type": "object", "additionalProperties": False, "required": ["jobs", "next_before"],
             "properties": {
@@ -379,6 +393,11 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
             "post": _op("Enqueue a job", "enqueue_job",
                         {"201": {**_json(_ref("Job"), "the job, pending"),
                                  "headers": _LOCATION, "links": _job_links(actions)},
+                         "200": {**_json(_ref("EnqueuedJob"), "the unfinished job already "
+                                         "holding the unique key (existing: true)"),
+                                 "headers": _LOCATION, "links": _job_links(actions)},
+                         "409": _error("duplicate_job: the unique key is held and "
+                                       "on_conflict is raise"),
                          **_WRITE_ERRORS,
                          "422": _error("unknown job type, params that do not fit the "
                                        "function, or a bad option")},
@@ -422,6 +441,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                          "schema": {"type": "array", "maxItems": 50,
                                     "items": {"type": "string"}}}],
             tag="events")},
+        **flow_paths(_op, _json, _error, _ref, _JOB_ID, _WRITE_ERRORS, NAME),
         "/api/openapi.json": {"get": _op(
             "This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             tag="meta")},
@@ -443,6 +463,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         "paths": paths,
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
-            "schemas": _schemas(actions, job_types or {}),
+            "schemas": {**_schemas(actions, job_types or {}),
+                        **flow_schemas(_ref, NAME, RUN_AT_PATTERN)},
         },
     }

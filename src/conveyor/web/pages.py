@@ -19,6 +19,7 @@ from conveyor.app import Conveyor
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job
 from conveyor.web.common import DEFAULT_LIMIT, ApiError, call, read_body
+from conveyor.web.flow_pages import run_now_button
 from conveyor.web.hostauth import HostAuth
 from conveyor.web.middleware import principal_of, root_of
 from conveyor.web.security import SESSION_COOKIE, AuthConfig, Principal
@@ -100,6 +101,7 @@ class Pages:
             updated_at=job.to_dict()["updated_at"],
             badge=state_badge(job),
             progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
+            edits=run_now_button(job, await call(self.app.store.now), can_write=can_write),
             rendered=",".join(job.legal_actions) if can_write else "",
             details=_details(job, _ran_by(history)), params=pretty_json(job.params),
             checkpoint=pretty_json(job.progress.last_checkpoint),
@@ -322,6 +324,7 @@ JOB_PAGE = """
   <p class="mono muted">{id}</p>
   <div class="job-progress">{progress}</div>
   <div class="actions" data-field="actions" data-rendered="{rendered}">{actions}</div>
+  <div class="actions edits">{edits}</div>
 </header>
 <div class="grid">
   <section class="panel"><h2>Details</h2><dl class="details">{details}</dl></section>

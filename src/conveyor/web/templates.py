@@ -131,6 +131,7 @@ LAYOUT = """<!doctype html>
 <body data-page="{page}">
 <header class="top">
   <a class="brand" href="{root}/"><span class="logo" aria-hidden="true"></span>conveyor</a>
+  <a class="nav" href="{root}/flow">Queues &amp; schedules</a>
   <span class="live" id="live" data-state="off">{live}</span>
   <span class="spacer"></span>
   {user}

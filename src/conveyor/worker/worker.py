@@ -44,6 +44,7 @@ from conveyor.errors import ConfigurationError, ConveyorError, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
 from conveyor.registry import JobType
+from conveyor.schedules import Scheduler
 from conveyor.stores.base import JobQuery
 from conveyor.worker.completer import MAX_BATCH, Completer
 from conveyor.worker.executor import OutcomeKind, execute, record_failure
@@ -106,7 +107,8 @@ class Worker:
                  reap_interval: float | None = None, shutdown_grace: float = 30.0,
                  cancel_grace: float = 10.0, progress_interval: float = 0.25,
                  worker_id: str | None = None, handle_signals: bool = True,
-                 batch_wait: float = 0.0, batch_size: int = MAX_BATCH) -> None:
+                 batch_wait: float = 0.0, batch_size: int = MAX_BATCH,
+                 run_schedules: bool = True) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
@@ -129,6 +131,7 @@ class Worker:
         self.handle_signals = handle_signals
         self.batch_wait = batch_wait
         self.batch_size = batch_size
+        self.run_schedules = run_schedules
         self.stats = WorkerStats()
         self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
@@ -176,6 +179,10 @@ class Worker:
         reaper = threading.Thread(target=self._reaper, name="conveyor-reaper", daemon=True)
         reaper.start()
         threading.Thread(target=self._watchdog, name="conveyor-watchdog", daemon=True).start()
+        if self.run_schedules and self.engine.schedules:  # periodic jobs: see schedules.py
+            scheduler = Scheduler(self.engine, f"scheduler@{self.worker_id}")
+            threading.Thread(target=scheduler.run, args=(self._stopping,),
+                             name="conveyor-scheduler", daemon=True).start()
         log.info("worker %s started (concurrency %d, queues %s)", self.worker_id,
                  self.concurrency, ",".join(self.queues) or "all")
         try:

@@ -54,21 +54,24 @@ WITH new AS (
         %(params)s::text[], %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
         %(delays)s::float8[], %(timeouts)s::float8[], %(pause_timeouts)s::float8[],
         %(backoffs)s::jsonb[], %(current_steps)s::bigint[], %(total_steps)s::bigint[],
-        %(checkpoints)s::jsonb[], %(requeued_froms)s::text[]
+        %(checkpoints)s::jsonb[], %(requeued_froms)s::text[], %(unique_keys)s::text[]
     ) WITH ORDINALITY AS n (id, job_type, queue, priority, params, max_attempts, run_at, delay,
                             timeout, pause_timeout, backoff, current_step, total_steps,
-                            checkpoint, requeued_from, ord)
+                            checkpoint, requeued_from, unique_key, ord)
 ), timed AS (
     SELECT new.*, coalesce(run_at, now() + make_interval(secs => coalesce(delay, 0))) AS due
     FROM new
 ), inserted AS (
     INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at,
                       timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
-                      requeued_from, created_at, updated_at)
+                      requeued_from, unique_key, created_at, updated_at)
     SELECT id, job_type, queue, priority, params::jsonb, max_attempts, due, due, timeout,
            pause_timeout, backoff, current_step, total_steps, checkpoint, requeued_from,
-           now(), now()
+           unique_key, now(), now()
     FROM timed ORDER BY ord
+    -- a unique key an unfinished job holds (jobs_unique_key) inserts nothing: the store then
+    -- reads that job by select_unfinished_by_key, in a statement of its own (which sees it)
+    ON CONFLICT DO NOTHING
     RETURNING *
 ), logged AS (
     INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
@@ -81,6 +84,12 @@ SELECT inserted.* FROM inserted JOIN new USING (id) CROSS JOIN notified ORDER BY
 
 -- name: select_job
 SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: select_unfinished_by_key
+SELECT * FROM jobs
+WHERE unique_key = %(key)s
+  AND (state IN ('pending', 'running', 'paused')
+       OR (state = 'failed' AND attempt < max_attempts));
 
 -- name: select_jobs
 SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]);
@@ -164,6 +173,7 @@ WITH resumable AS (
     SELECT id, paused_at, seq FROM jobs
     WHERE state = 'paused' AND resume_requested
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
+      AND queue NOT IN (SELECT queue FROM queue_states WHERE paused)  -- paused queues
     ORDER BY paused_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -171,6 +181,7 @@ WITH resumable AS (
     SELECT id, priority, line_at, seq FROM jobs
     WHERE state = 'pending' AND run_at <= now()
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
+      AND queue NOT IN (SELECT queue FROM queue_states WHERE paused)  -- paused queues
     ORDER BY priority DESC, line_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -46,6 +46,7 @@ def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str,
         "total_steps": [p.total_steps for p in progress],
         "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
         "requeued_froms": [new.requeued_from for new in jobs],
+        "unique_keys": [new.unique_key for new in jobs],
         "actor": actor,
         "channel": channel,
     }

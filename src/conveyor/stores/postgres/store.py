@@ -41,6 +41,7 @@ from conveyor.changes import (
     Lease,
     distinct_jobs,
     single_job,
+    wakes_workers,
 )
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
@@ -55,6 +56,7 @@ from conveyor.stores.postgres.changes import (
     shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
+from conveyor.stores.postgres.flow import PostgresFlow
 from conveyor.stores.postgres.listener import StopListener, WorkListener
 from conveyor.stores.postgres.rows import (
     decode_rows,
@@ -139,7 +141,7 @@ def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
     return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-class PostgresStore:
+class PostgresStore(PostgresFlow):
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
     ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with
@@ -331,10 +333,29 @@ class PostgresStore:
         if not jobs:
             return []
         params = insert_params(jobs, actor, self._settings.channel)
-        # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
-        rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
+        if not any(new.unique_key is not None for new in jobs):
+            # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
+            rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
+            self._listener.wake()
+            return [row_to_job(r) for r in rows]
+        for attempt in range(3):
+            try:
+                found = self._run("insert jobs",
+                                  lambda c: self._insert_keyed(c, jobs, params),
+                                  transaction=True)
+                break
+            except StoreError as exc:
+                # two batches taking the same keys in opposite orders: the server aborts one
+                # (nothing written); it goes again and now finds the other's jobs
+                cause = exc.__cause__ or exc.__context__
+                if attempt == 2 or not isinstance(cause, psycopg.errors.DeadlockDetected):
+                    raise
         self._listener.wake()
-        return [row_to_job(r) for r in rows]
+        return found
+
+    def _insert_params(self, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]:
+        """The ``insert_jobs`` statement's arrays (shared with the async store)."""
+        return insert_params(jobs, actor, self._settings.channel)
 
     def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
                        actor: str = "") -> list[Job]:
@@ -401,8 +422,7 @@ class PostgresStore:
     def apply(self, changes: Sequence[Change]) -> list[Job]:
         job_id = single_job(changes)
         compiled = [compile_change(_Q["apply_change"], change) for change in changes]
-        wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
-                    for c in changes)
+        wakes = any(wakes_workers(c) for c in changes)
 
         def work(conn: Conn) -> list[Row]:
             moved: list[Row] = []
@@ -442,8 +462,7 @@ class PostgresStore:
         statements = self._finish_statements(finish)
         claim = (self._claim_statement(worker_id, queues, job_types, limit, lease_seconds)
                  if claiming else None)
-        wakes = any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
-                    for c in finish)
+        wakes = any(wakes_workers(c) for c in finish)
 
         def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
             # one transaction, sent in a pipeline: one round trip and one commit for all

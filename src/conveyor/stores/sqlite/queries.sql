@@ -45,15 +45,24 @@ ORDER BY paused_at LIMIT ?;
 -- name: insert_job
 INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
-                  checkpoint, requeued_from)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+                  checkpoint, requeued_from, unique_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_job_returning
+-- A unique key already held by an unfinished job (jobs_unique_key) inserts nothing and
+-- returns no row: the caller then reads that job (select_unfinished_by_key).
 INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
-                  checkpoint, requeued_from)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  checkpoint, requeued_from, unique_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
 RETURNING *;
+
+-- name: select_unfinished_by_key
+SELECT * FROM jobs INDEXED BY jobs_unique_key
+WHERE unique_key = ? AND unique_key IS NOT NULL
+  AND (state IN ('pending', 'running', 'paused')
+       OR (state = 'failed' AND attempt < max_attempts));
 
 -- name: last_seq
 -- Read inside the insert's write transaction: every row after it is one of this batch.
@@ -87,6 +96,7 @@ SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
 WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY paused_at LIMIT ?;
 
 -- name: claim_resumable_in_queue
@@ -94,6 +104,7 @@ SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
 WHERE queue = ? AND state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY paused_at LIMIT ?;
 
 -- name: claim_pending
@@ -101,6 +112,7 @@ SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_any
 WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY priority DESC, line_at, seq LIMIT ?;
 
 -- name: claim_pending_in_queue
@@ -108,6 +120,7 @@ SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_queue
 WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
+  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
 ORDER BY priority DESC, line_at, seq LIMIT ?;
 
 -- name: application_id

@@ -13,6 +13,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -31,8 +32,15 @@ from conveyor.changes import (
     Lease,
     distinct_jobs,
     single_job,
+    wakes_workers,
 )
-from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
+from conveyor.errors import (
+    ConfigurationError,
+    DuplicateJob,
+    JobNotFound,
+    LeaseLost,
+    StoreError,
+)
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals
@@ -48,6 +56,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
+from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.rows import decode_rows, new_job_rows, row_to_history, row_to_job
 from conveyor.stores.sqlite.wake import CommitWatch
 
@@ -66,7 +75,7 @@ class _Refused(Exception):
         self.change = change
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteFlow):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
@@ -235,17 +244,34 @@ class SQLiteStore:
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
         history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
+        keyed = any(new.unique_key is not None for new in jobs)
         with self._write() as conn:
-            if len(rows) == 1:  # one job: its row comes back from the INSERT itself
-                inserted = conn.execute(_Q["insert_job_returning"], rows[0]).fetchall()
-                conn.execute(_Q["insert_history"], history[0])
+            if len(rows) == 1 or keyed:  # each row comes back from its INSERT (or is found)
+                found = [self._insert_one(conn, new, row, entry)
+                         for new, row, entry in zip(jobs, rows, history, strict=True)]
             else:  # seq follows input order and nobody else writes: one range read
                 last = conn.execute(_Q["last_seq"]).fetchone()[0]
                 conn.executemany(_Q["insert_job"], rows)
                 conn.executemany(_Q["insert_history"], history)
-                inserted = conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()
+                found = [(row, False) for row in
+                         conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()]
         self.notify_work()
-        return [row_to_job(row) for row in inserted]
+        return [dataclasses.replace(row_to_job(row), existing=True) if existing
+                else row_to_job(row) for row, existing in found]
+
+    def _insert_one(self, conn: sqlite3.Connection, new: NewJob, row: tuple[Any, ...],
+                    history: tuple[Any, ...]) -> tuple[sqlite3.Row, bool]:
+        """Insert one job, or find the unfinished job already holding its unique key."""
+        inserted = conn.execute(_Q["insert_job_returning"], row).fetchone()
+        if inserted is not None:
+            conn.execute(_Q["insert_history"], history)
+            return inserted, False
+        holder = conn.execute(_Q["select_unfinished_by_key"], (new.unique_key,)).fetchone()
+        if holder is None:  # pragma: no cover - only a duplicate uuid4 could get here
+            raise StoreError(f"SQLite store {self.url}: job {new.id} could not be inserted")
+        if new.on_conflict == "raise":
+            raise DuplicateJob(row_to_job(holder, lenient=True))  # rolls the batch back
+        return holder, True
 
     def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
                        actor: str = "") -> list[Job]:
@@ -354,8 +380,7 @@ class SQLiteStore:
                     rows.append(row)
         except _Refused as refused:
             raise ChangeRefused(refused.change, self.get_job(job_id)) from None
-        if any(c.to_state is JobState.PENDING or c.values.get("resume_requested") is True
-               for c in changes):
+        if any(wakes_workers(c) for c in changes):
             self.notify_work()
         return [row_to_job(row, lenient=True) for row in rows]
 
@@ -405,8 +430,7 @@ class SQLiteStore:
             rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
                                    job_types, limit, now)
                     if limit > 0 and job_types else [])
-        if any(row is not None and (c.to_state is JobState.PENDING
-                                    or c.values.get("resume_requested") is True)
+        if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
         return ([None if row is None else row_to_job(row, lenient=True) for row in done],

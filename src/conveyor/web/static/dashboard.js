@@ -356,6 +356,23 @@
       });
   }
 
+  // Queue pause/resume (the "Queues & schedules" page) and "Run now" (a waiting job's page):
+  // not job verbs of the lifecycle table, so the page is reloaded to show their outcome.
+  function onFlowAction(button) {
+    var queue = button.getAttribute("data-queue");
+    var url = queue !== null
+      ? prefix + "/api/queues/" + encodeURIComponent(queue) + "/" +
+        encodeURIComponent(button.getAttribute("data-queue-action"))
+      : prefix + "/api/jobs/" + encodeURIComponent(button.getAttribute("data-job-id")) + "/" +
+        encodeURIComponent(button.getAttribute("data-edit-action"));
+    button.disabled = true;
+    flash("");
+    post(url).then(function () { location.reload(); }).catch(function (error) {
+      flash(error.message);
+      button.disabled = false;
+    });
+  }
+
   function logout() {
     post(prefix + "/logout").catch(function () { return null; })
       .finally(function () { location.assign(prefix + "/login"); });
@@ -401,8 +418,11 @@
     var target = event.target instanceof Element ? event.target : null;
     if (!target) return;
     var button = target.closest("button[data-action]");
+    var flowButton = target.closest("button[data-queue-action], button[data-edit-action]");
     if (button) {
       onAction(button);
+    } else if (flowButton) {
+      onFlowAction(flowButton);
     } else if (target.closest("#logout")) {
       logout();
     }

@@ -1,0 +1,78 @@
+"""The command line of flow control: unique keys, queues, waiting-job edits, schedules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from conveyor import Conveyor, JobState
+from conveyor.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from tests.acceptance.apps.sample import register
+from tests.acceptance.cli_helpers import SAMPLE_APP, cli_on
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Conveyor]) -> Conveyor:
+    return register(make_app())
+
+
+def test_enqueue_with_a_unique_key_prints_the_holder_or_refuses(db_url: str,
+                                                                 app: Conveyor) -> None:
+    args = ("enqueue", "--app", SAMPLE_APP, "math.add", "-p", "a=1", "-p", "b=2",
+            "--unique-key", "sum:1")
+    first = cli_on(db_url, *args, "--json")
+    again = cli_on(db_url, *args, "--json")
+    assert (first.exit_code, again.exit_code) == (EXIT_OK, EXIT_OK), again.output
+    assert json.loads(again.stdout)["id"] == json.loads(first.stdout)["id"]
+    assert json.loads(again.stdout)["existing"] is True
+    assert "already enqueued" in cli_on(db_url, *args).stdout
+    raised = cli_on(db_url, *args, "--on-conflict", "raise")
+    assert raised.exit_code == EXIT_REFUSED and "already holds" in raised.stderr
+    assert "Traceback" not in raised.output
+    bad = cli_on(db_url, *args[:-1], "bad\x1bkey")
+    assert bad.exit_code == EXIT_USAGE and "Traceback" not in bad.output
+    assert len(app.list()) == 1
+
+
+def test_queue_pause_resume_and_list(db_url: str, app: Conveyor) -> None:
+    app.enqueue("math.add", {"a": 1, "b": 2}, queue="mail")
+    paused = cli_on(db_url, "queue", "pause", "mail", "-r", "smtp down")
+    assert paused.exit_code == EXIT_OK and "paused" in paused.stdout
+    listed = [json.loads(line) for line in cli_on(db_url, "queues", "--json").stdout.split("\n")
+              if line]
+    assert [(q["name"], q["paused"], q["reason"], q["counts"]) for q in listed] == [
+        ("mail", True, "smtp down", {"pending": 1})]
+    assert listed[0]["actor"].startswith("cli:")
+    assert "mail" in cli_on(db_url, "queues").stdout
+    assert cli_on(db_url, "queue", "resume", "mail").exit_code == EXIT_OK
+    assert not app.queues()[0].paused
+    assert cli_on(db_url, "queue", "pause", "").exit_code == EXIT_USAGE
+
+
+def test_run_now_and_reschedule_a_waiting_job(db_url: str, app: Conveyor) -> None:
+    job = app.enqueue("math.add", {"a": 1, "b": 2}, delay=3600)
+    moved = cli_on(db_url, "reschedule", job.id, "--priority", "5", "--delay", "7200")
+    assert moved.exit_code == EXIT_OK, moved.output
+    assert app.get(job.id).priority == 5 and app.get(job.id).run_at > job.run_at
+    assert cli_on(db_url, "run-now", job.id).exit_code == EXIT_OK
+    assert app.get(job.id).run_at < job.run_at
+    assert [h.action for h in app.history(job.id)][-2:] == ["reschedule", "run_now"]
+    assert cli_on(db_url, "reschedule", job.id, "--run-at", "soon").exit_code == EXIT_USAGE
+    app.cancel(job.id)
+    refused = cli_on(db_url, "run-now", job.id)
+    assert refused.exit_code == EXIT_REFUSED and "not pending" in refused.stderr
+    assert app.get(job.id).state is JobState.CANCELLED
+
+
+def test_schedules_lists_the_apps_schedules_with_their_next_run(db_url: str) -> None:
+    listed = cli_on(db_url, "schedules", "--app", "tests.acceptance.apps.scheduled:app",
+                    "--json")
+    assert listed.exit_code == EXIT_OK, listed.output
+    (schedule,) = [json.loads(line) for line in listed.stdout.split("\n") if line]
+    assert (schedule["name"], schedule["cron"], schedule["timezone"]) == (
+        "nightly", "0 3 * * *", "Europe/Paris")
+    assert schedule["next_run"] is not None and schedule["last_tick"] is None
+    assert "nightly" in cli_on(db_url, "schedules", "--app",
+                               "tests.acceptance.apps.scheduled:app").stdout
