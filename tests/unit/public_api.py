@@ -85,7 +85,8 @@ def snapshot() -> dict[str, Any]:
     return {
         "conveyor.__all__": {name: _entry(getattr(conveyor, name))
                              for name in sorted(conveyor.__all__)},
-        "conveyor.testing": {"drain": _entry(conveyor.testing.drain)},
+        "conveyor.testing": {name: _entry(getattr(conveyor.testing, name))
+                             for name in sorted(conveyor.testing.__all__)},
         "conveyor.web": {name: _entry(getattr(conveyor.web, name))
                          for name in sorted(conveyor.web.__all__)},
         "cli": _cli(),
