@@ -177,10 +177,15 @@ class Engine:
         """Apply one change to each of several jobs in one transaction (each still its own
         compare-and-set), then announce the ones that landed; refused ones give None."""
         rows = self.store.apply_many(changes)
+        self._announce_landed(changes, rows)
+        return rows
+
+    def _announce_landed(self, changes: Sequence[Change],
+                         rows: Sequence[Job | None]) -> None:
+        """The events of a batch's changes that landed (a refused one has no row)."""
         for change, job in zip(changes, rows, strict=True):
             if job is not None:
                 self._announce(change, job, None)
-        return rows
 
     def control(self, job_id: str, decide: Decide) -> Job:
         """Read the job, decide, apply as a compare-and-set; decide again if it moved meanwhile.
@@ -226,9 +231,7 @@ class Engine:
         done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
                                                  job_types=job_types, limit=limit,
                                                  lease_seconds=lease_seconds)
-        for change, job in zip(finish, done, strict=True):
-            if job is not None:
-                self._announce(change, job, None)
+        self._announce_landed(finish, done)
         self._announce_claimed(jobs, worker_id)
         return done, jobs
 

@@ -108,11 +108,6 @@ class Completer:
                             completion.execution.job.id)
             self.on_recorded(OutcomeKind.COMPLETED if row is not None else OutcomeKind.LOST)
 
-    @property
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._pending)
-
     def _run(self) -> None:
         while True:
             with self._cond:

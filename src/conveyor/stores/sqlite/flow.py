@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from conveyor.model import Job, QueueInfo, ScheduleInfo
 from conveyor.stores.base import NewJob
 from conveyor.stores.sqlfiles import load_queries
-from conveyor.stores.sqlite.rows import epoch, new_job_rows, row_to_job, ts
+from conveyor.stores.sqlite.rows import epoch, new_history_rows, new_job_rows, row_to_job, ts
 
 _Q = load_queries("conveyor.stores.sqlite", "flow.sql")
 
@@ -86,7 +86,7 @@ class SQLiteFlow:
         now = self._clock()
         at = epoch(tick)
         (row,) = new_job_rows([job], now)
-        history = (job.id, now, "create", None, "pending", 0, actor, "")
+        (history,) = new_history_rows([job], now, actor)
         with self._write() as conn:
             if conn.execute(_Q["newer_tick"], (schedule, at)).fetchone() is not None:
                 return None

@@ -79,6 +79,11 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
     return rows
 
 
+def new_history_rows(jobs: Iterable[NewJob], now: float, actor: str) -> list[tuple[Any, ...]]:
+    """The ``insert_history`` arguments of each new job's ``create`` row."""
+    return [(new.id, now, "create", None, JobState.PENDING.value, 0, actor, "") for new in jobs]
+
+
 def decode_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:
     """The jobs of ``rows``, skipping (and logging) any row that cannot be decoded, so one
     corrupt row never takes down a list, the reaper or a worker."""

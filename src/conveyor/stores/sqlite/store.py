@@ -57,7 +57,13 @@ from conveyor.stores.sqlite.config import (
     sqlite_synchronous,
 )
 from conveyor.stores.sqlite.flow import SQLiteFlow
-from conveyor.stores.sqlite.rows import decode_rows, new_job_rows, row_to_history, row_to_job
+from conveyor.stores.sqlite.rows import (
+    decode_rows,
+    new_history_rows,
+    new_job_rows,
+    row_to_history,
+    row_to_job,
+)
 from conveyor.stores.sqlite.wake import CommitWatch
 
 _PACKAGE = "conveyor.stores.sqlite"
@@ -243,7 +249,7 @@ class SQLiteStore(SQLiteFlow):
     def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
-        history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
+        history = new_history_rows(jobs, now, actor)
         keyed = any(new.unique_key is not None for new in jobs)
         with self._write() as conn:
             if len(rows) == 1 or keyed:  # each row comes back from its INSERT (or is found)
@@ -286,7 +292,7 @@ class SQLiteStore(SQLiteFlow):
         conn = outbox_connection(connection, self.path)
         now = self._clock()
         rows = new_job_rows(jobs, now)
-        history = [(new.id, now, "create", None, "pending", 0, actor, "") for new in jobs]
+        history = new_history_rows(jobs, now, actor)
         cur = conn.cursor()
         cur.row_factory = sqlite3.Row
         own = not conn.in_transaction and autocommits(conn)
