@@ -19,7 +19,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from conveyor import AsyncConveyor, ConfigurationError, Conveyor, JobContext, JobState
+from conveyor import (
+    AsyncConveyor,
+    ConfigurationError,
+    Conveyor,
+    EnqueueRequest,
+    JobContext,
+    JobState,
+)
 from conveyor.stores.sqlite import SQLiteStore
 from conveyor.worker import Worker
 from tests.conftest import pg_test_url
@@ -172,3 +179,22 @@ def test_sqlite_default_and_autocommit_connections(tmp_path: Path) -> None:
     legacy.close()
     auto.close()
     app.close()
+
+
+def test_a_unique_key_in_the_callers_transaction_is_refused_and_writes_nothing(
+        tmp_path: Path) -> None:
+    app = Conveyor(f"sqlite:///{tmp_path / 'jobs.db'}")
+    app.job("ship")(_ship)
+    app.store.migrate()
+    conn = sqlite3.connect(str(tmp_path / "jobs.db"))
+    try:
+        with pytest.raises(ConfigurationError, match="unique_key cannot be combined"):
+            app.enqueue("ship", {"order": 1}, unique_key="order:1", connection=conn)
+        with pytest.raises(ConfigurationError, match="unique_key cannot be combined"):
+            app.enqueue_many([EnqueueRequest("ship", {"order": 2}, unique_key="order:2")],
+                             connection=conn)
+        assert not conn.in_transaction
+        assert app.list() == []
+    finally:
+        conn.close()
+        app.close()
