@@ -13,7 +13,8 @@ from __future__ import annotations
 import builtins
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -46,6 +47,11 @@ _EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
     row.name: EVENT_TYPES[row.event] for row in TRANSITION_TABLE
 }
 
+#: How long a claim's announcement waits for another thread's earlier change to the same job
+#: to be announced first (a bound, never reached in practice: that thread is between its
+#: commit and its emit).
+ORDER_WAIT = 5.0
+
 #: A control decision: the changes to make to the job as it is now ([] when nothing is to do).
 Decide = Callable[[Job], builtins.list[Change]]
 
@@ -76,6 +82,11 @@ class Engine:
         self.rand = rand
         #: Runs a just-enqueued job inline and returns it as it ended (the testing eager mode).
         self.eager: Callable[[Job], Job] | None = None
+        #: Jobs a thread is changing and has not announced yet (job id -> writers): a claim
+        #: can only see such a change after its commit, and must not announce the job's start
+        #: before that change's own event (a retry, a resume) reaches subscribers.
+        self._unannounced: dict[str, int] = {}
+        self._unannounced_changed = threading.Condition()
 
     # -- store -----------------------------------------------------------------------------------
     @property
@@ -152,8 +163,41 @@ class Engine:
         ``before``: the job the changes were decided on, when the caller read it (it tells the
         first event which state it came from when the change accepts several).
         """
-        rows = self.store.apply(changes)
-        return self.announce(changes, rows, before=before)
+        with self._announcing(c.job_id for c in changes):
+            rows = self.store.apply(changes)
+            return self.announce(changes, rows, before=before)
+
+    @contextmanager
+    def _announcing(self, job_ids: Iterable[str]) -> Iterator[None]:
+        """Mark jobs as changed-but-not-announced from before their write until their events
+        are out (see :meth:`_after_earlier_announcements`)."""
+        ids = set(job_ids)
+        with self._unannounced_changed:
+            for job_id in ids:
+                self._unannounced[job_id] = self._unannounced.get(job_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._unannounced_changed:
+                for job_id in ids:
+                    left = self._unannounced[job_id] - 1
+                    if left:
+                        self._unannounced[job_id] = left
+                    else:
+                        del self._unannounced[job_id]
+                self._unannounced_changed.notify_all()
+
+    def _after_earlier_announcements(self, jobs: Sequence[Job]) -> None:
+        """Wait until no other thread still has to announce an earlier change to these jobs.
+
+        Its commit came first (the claim saw it), so its event must come first too: without
+        this a subscriber could see a retried job start before it saw it fail and retry.
+        """
+        if not self._unannounced:  # the common case, without taking the lock
+            return
+        with self._unannounced_changed:
+            self._unannounced_changed.wait_for(
+                lambda: not any(job.id in self._unannounced for job in jobs), ORDER_WAIT)
 
     def announce(self, changes: Sequence[Change], rows: Sequence[Job], *,
                  before: Job | None = None) -> Job:
@@ -176,8 +220,9 @@ class Engine:
     def apply_many(self, changes: Sequence[Change]) -> builtins.list[Job | None]:
         """Apply one change to each of several jobs in one transaction (each still its own
         compare-and-set), then announce the ones that landed; refused ones give None."""
-        rows = self.store.apply_many(changes)
-        self._announce_landed(changes, rows)
+        with self._announcing(c.job_id for c in changes):
+            rows = self.store.apply_many(changes)
+            self._announce_landed(changes, rows)
         return rows
 
     def _announce_landed(self, changes: Sequence[Change],
@@ -215,6 +260,7 @@ class Engine:
         return jobs
 
     def _announce_claimed(self, jobs: Sequence[Job], worker_id: str) -> None:
+        self._after_earlier_announcements(jobs)
         for job in jobs:
             # a claimed job that was paused keeps its paused_at: it is a resume
             if job.paused_at is not None:
@@ -228,10 +274,11 @@ class Engine:
                          ) -> tuple[builtins.list[Job | None], builtins.list[Job]]:
         """A worker's gathered completions and its next claim, in one transaction; each
         landed change and each claimed job is announced after the commit."""
-        done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
-                                                 job_types=job_types, limit=limit,
-                                                 lease_seconds=lease_seconds)
-        self._announce_landed(finish, done)
+        with self._announcing(c.job_id for c in finish):
+            done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
+                                                     job_types=job_types, limit=limit,
+                                                     lease_seconds=lease_seconds)
+            self._announce_landed(finish, done)
         self._announce_claimed(jobs, worker_id)
         return done, jobs
 

@@ -3,6 +3,8 @@ store; the worker and the reaper take the engine (or an app, for its engine)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from conveyor import Conveyor, JobContext, JobEvent, transitions
@@ -89,3 +91,29 @@ def test_a_worker_and_the_reaper_run_on_the_engine_alone(store: Store, app: Conv
     assert reap(engine).lost == 0 and reap(app).lost == 0
     assert Worker(app).engine is engine, "an app is taken for its engine"
 
+
+
+def test_a_claim_does_not_announce_a_start_before_the_retry_that_allowed_it(
+        store: Store, app: Conveyor) -> None:
+    """The retry commits, another thread claims the job at once, and only then does the retry's
+    own thread emit its events: subscribers still see failed, retried, started, in that order."""
+    insert(store, "t")
+    job = claim_one(store, ["t"])
+    names: list[str] = []
+    claimer: list[threading.Thread] = []
+
+    def claim() -> None:
+        app.engine.claim("w2", queues=(), job_types=["t"], limit=1, lease_seconds=30)
+
+    def on_event(event: JobEvent) -> None:
+        names.append(event.name)
+        if event.name == "JobFailed":  # committed, not all announced: race a claim in here
+            claimer.append(threading.Thread(target=claim))
+            claimer[0].start()
+            claimer[0].join(1.0)  # without the ordering, the claim announces its start now
+
+    app.subscribe(on_event)
+    app.apply([transitions.fail(lease_of(job), job.id, ERROR, "raised", "w"),
+               transitions.retry(job.id, "w", "automatic retry")])
+    claimer[0].join(10)
+    assert names == ["JobFailed", "JobRetried", "JobStarted"]
