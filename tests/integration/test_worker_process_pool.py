@@ -120,7 +120,8 @@ def test_progress_checkpoint_pause_and_resume_in_a_child(store: str, tmp_path: P
     assert (done.progress.current_step, done.progress.last_checkpoint["next"]) == (4, 4)
 
 
-def test_children_are_reused_and_replaced_after_max_jobs(make_app: AppFactory) -> None:
+def test_children_are_reused_and_replaced_after_max_jobs(
+        make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
     app = jobs.register(make_app())
     ids = [app.enqueue("pid").id for _ in range(2)]
     ids.append(app.enqueue("async_steps", {"n": 2}).id)
@@ -133,6 +134,9 @@ def test_children_are_reused_and_replaced_after_max_jobs(make_app: AppFactory) -
     assert os.getpid() not in pids
     assert done[2].progress.last_checkpoint == {"done": 2}  # an async job, in its own loop
     assert done[2].progress.current_step == 2
+    # the job's log record, logged in its child, reached the worker's logging
+    assert [r.getMessage() for r in caplog.records if r.name == "procpool.jobs"] == [
+        "async job ran 2 steps"]
 
 
 def test_process_pool_options_are_checked(make_app: AppFactory) -> None:

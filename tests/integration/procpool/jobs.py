@@ -7,6 +7,7 @@ children only need the functions, so ``app`` here never opens its store.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -79,6 +80,7 @@ async def async_steps(ctx: AsyncJobContext, n: int) -> int:
         ctx.advance()
         await ctx.checkpoint({"done": i + 1})
         await asyncio.sleep(0)
+    logging.getLogger("procpool.jobs").warning("async job ran %d steps", n)
     return os.getpid()
 
 
