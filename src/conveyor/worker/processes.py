@@ -112,6 +112,9 @@ class ChildProcess:
             self.proc = subprocess.Popen(  # noqa: S603 - this interpreter, our own entry point
                 [sys.executable, "-c", _ENTRY, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         self.conn = mine
@@ -232,7 +235,8 @@ class ProcessRunner:
         deadline, slot.deadline, began = slot.deadline, None, time.monotonic()
         try:
             child = self._child()
-        except ConveyorError as exc:
+        except (ConveyorError, OSError) as exc:
+            log.error("job %s: its process did not start: %s", x.job.id, exc)
             error = JobError(type(exc).__name__, str(exc))
             return Outcome(OutcomeKind.FAILED, error=error, reason="its process did not start")
         finally:
@@ -346,7 +350,8 @@ class ProcessRunner:
         if protocol:
             error = JobError("ProtocolError", "the job's process sent a malformed message")
             return Outcome(OutcomeKind.FAILED, error=error, reason="its process misbehaved")
-        log.warning("job %s: its process %d %s", x.job.id, child.proc.pid, how)
+        if not x.lost:  # not a run the worker released at shutdown
+            log.warning("job %s: its process %d %s", x.job.id, child.proc.pid, how)
         error = JobError("ProcessDied", f"the job's process {how}")
         return Outcome(OutcomeKind.FAILED, error=error, reason=f"its process {how}")
 
