@@ -50,15 +50,16 @@ def gone(pid: int) -> bool:
     return False
 
 
-def test_forced_cancel_and_timeout_kill_their_processes_and_the_slots_get_fresh_ones(
+def test_forced_cancel_timeout_and_shutdown_kill_their_processes(
         make_app: AppFactory, tmp_path: Path) -> None:
     """A CPU-bound loop that ignores its cancel, and a call stuck in C past its timeout: no
-    thread could be stopped there, a process is."""
+    thread could be stopped there, a process is; the slot's next job gets a fresh one, and a
+    job that will not pause at shutdown is released and its process killed."""
     app = jobs.register(make_app())
     folder = {"folder": str(tmp_path)}
+    later = Backoff(base=60)  # a failed run is retried a minute later: after this test
     spinning = app.enqueue("spin", folder, max_attempts=1)
-    # failed, then left pending for a minute: one run is all this test needs
-    stuck = app.enqueue("stuck", folder, timeout=1, max_attempts=1, backoff=Backoff(base=60))
+    stuck = app.enqueue("stuck", folder, timeout=1, backoff=later)
     with running_worker(app, **{**POOL, "concurrency": 2}) as worker:
         spinner, sleeper = int(marker(tmp_path, "spin")), int(marker(tmp_path, "stuck"))
         assert os.getpid() not in (spinner, sleeper)
@@ -66,16 +67,20 @@ def test_forced_cancel_and_timeout_kill_their_processes_and_the_slots_get_fresh_
         cancelled = wait_state(app, spinning.id, S.CANCELLED, WAIT)
         wait_state(app, stuck.id, S.PENDING, WAIT, attempt=1)
         wait_until(lambda: gone(spinner) and gone(sleeper), WAIT, "both processes to be gone")
-        after = app.enqueue("pid")
-        fresh = wait_state(app, after.id, S.COMPLETED, START).result
+        held = app.enqueue("stuck", {**folder, "name": "held"}, backoff=later)
+        fresh = int(marker(tmp_path, "held"))
     assert fresh not in (spinner, sleeper, os.getpid())
+    wait_until(lambda: gone(fresh), WAIT, "the held job's process to be gone")
     assert assert_history_chain(app, spinning.id)[-1].reason == (
         "stopped after the cancel grace period")
     assert cancelled.finished_at is not None
     history = assert_history_chain(app, stuck.id)
     assert actions(history) == ["create", "start", "fail", "retry"]
     assert history[2].reason == "timed out"
-    assert (worker.stats.cancelled, worker.stats.retried) == (1, 1)
+    released = assert_history_chain(app, held.id)
+    assert [h.reason for h in released if h.action == "fail"] == ["worker lost (shutdown)"]
+    assert app.get(held.id).state is S.PENDING
+    assert (worker.stats.cancelled, worker.stats.retried, worker.stats.released) == (1, 1, 1)
 
 
 def test_a_segfault_fails_only_its_job_which_is_retried(make_app: AppFactory,

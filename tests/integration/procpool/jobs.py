@@ -38,9 +38,9 @@ def spin(ctx: JobContext, folder: str) -> None:
         n += 1
 
 
-def stuck(ctx: JobContext, folder: str) -> None:
+def stuck(ctx: JobContext, folder: str, name: str = "stuck") -> None:
     """Stuck in C (a sleep no exception can interrupt)."""
-    mark(folder, "stuck", str(os.getpid()))
+    mark(folder, name, str(os.getpid()))
     time.sleep(600)
 
 
