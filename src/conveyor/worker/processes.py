@@ -226,7 +226,6 @@ class ProcessRunner:
         self._lock = threading.Lock()
         self._children: set[ChildProcess] = set()
         self._closed = False
-        self.started = 0
 
     def run(self, slot: Slot, spec: JobType) -> Outcome:
         """In the slot's thread: the job's whole run in the child, as an :class:`Outcome`."""
@@ -286,15 +285,23 @@ class ProcessRunner:
             return child
         if child is not None:
             self._forget(child)
-        with self._lock:
-            if self._closed:
-                raise ChildStartError("the worker is stopping")
+        if not self._admit(None):
+            raise ChildStartError("the worker is stopping")
         child = ChildProcess(self.app_path)
-        with self._lock:
-            self._children.add(child)
-            self.started += 1
+        if not self._admit(child):  # the worker stopped while it started
+            child.retire()
+            raise ChildStartError("the worker is stopping")
         self._local.child = child
         return child
+
+    def _admit(self, child: ChildProcess | None) -> bool:
+        """Keep ``child`` (if any) for :meth:`close`, unless the worker is stopping."""
+        with self._lock:
+            if self._closed:
+                return False
+            if child is not None:
+                self._children.add(child)
+            return True
 
     def _forget(self, child: ChildProcess) -> None:
         with self._lock:
