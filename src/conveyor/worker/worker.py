@@ -3,7 +3,7 @@
 Execution model. Each claimed job runs the executor pipeline on a thread of the worker's slot
 pool (threads reused across jobs, see :mod:`conveyor.worker.slots`). Sync job functions run in
 that thread; ``async def`` job functions run on one event loop shared by the worker (its own
-thread), and the slot thread waits for them. We chose threads over a process pool because
+thread), and the slot thread waits for them. Threads are the default because
 jobs then share the app's objects and connections, a claim costs no fork, and async jobs
 still get real cancellation (``task.cancel()``). The price: a sync job that never
 reaches a checkpoint can only be interrupted between bytecodes (best effort), and a job that
