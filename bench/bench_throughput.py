@@ -7,7 +7,9 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
 
 - Throughput: N no-op jobs are enqueued first, then worker processes start (1 process x 4
   slots, 4 processes x 1 slot); jobs/s is N over the span from the first ``started_at`` to the
-  last ``finished_at`` (the store's clock).
+  last ``finished_at`` (the store's clock). The process pool (1 process x 4 slots, each slot's
+  jobs in a child process) is measured the same way after a warm-up job per slot has started
+  its children: what a job costs once they run, not their start.
 - Pickup latency: one idle worker process; no-op jobs are enqueued one at a time from this
   process at random gaps of 50-250 ms; latency is ``started_at - created_at``.
 - Idle cost: CPU seconds an idle worker process uses over a few seconds.
@@ -33,7 +35,7 @@ from bench import loops
 from bench.common import median, pct, table, write_sections
 from bench.machine import machine_section
 from bench.procs import NOOP, Target, cpu_seconds, opened, wait_done, workers
-from conveyor import EnqueueRequest
+from conveyor import Conveyor, EnqueueRequest
 from conveyor.errors import ConfigurationError
 
 PG_ENV = "CONVEYOR_BENCH_PG_URL"
@@ -50,15 +52,30 @@ class Sizes:
     idle_seconds: float
 
 
-def throughput(target: Target, processes: int, slots: int, jobs: int) -> float:
+def throughput(target: Target, processes: int, slots: int, jobs: int,
+               pool: str = "thread") -> float:
     with opened(target) as app:
-        ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
-        with workers(app, processes, slots, idle=False):
-            wait_done(app, jobs)
+        if pool == "process":
+            ids = warm_process_pool(app, slots, jobs)
+        else:
+            ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
+            with workers(app, processes, slots, idle=False):
+                wait_done(app, jobs)
         done = app.store.get_jobs(ids)
     first = min(j.started_at for j in done if j.started_at is not None)
     last = max(j.finished_at for j in done if j.finished_at is not None)
     return jobs / (last - first).total_seconds()
+
+
+def warm_process_pool(app: Conveyor, slots: int, jobs: int) -> list[str]:
+    """One worker process with a process pool: a job per slot starts the children (all
+    claimed at once), then the measured jobs are enqueued in one transaction."""
+    with workers(app, 1, slots, idle=False, pool="process"):
+        app.enqueue_many([EnqueueRequest(NOOP) for _ in range(slots)])
+        wait_done(app, slots)
+        ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
+        wait_done(app, slots + jobs)
+    return ids
 
 
 def pickup(target: Target, probes: int) -> list[float]:
@@ -143,11 +160,14 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
         insert = loops.pg_enqueue(target.pg_url, target.new_schema(), sizes.single)
     one_x_4 = throughput(target, 1, 4, sizes.jobs)
     four_x_1 = throughput(target, 4, 1, sizes.jobs)
+    pooled = throughput(target, 1, 4, sizes.jobs, pool="process")
     sections["throughput"] += [
         (name, "1 process x 4 slots", f"{one_x_4:,.0f}", what[0], f"{limit_1:,.0f}",
          ratio(one_x_4, limit_1)),
         (name, "4 processes x 1 slot", f"{four_x_1:,.0f}", what[1], f"{limit_4:,.0f}",
-         ratio(four_x_1, limit_4))]
+         ratio(four_x_1, limit_4)),
+        (name, "1 process x 4 slots, --pool process", f"{pooled:,.0f}", what[0],
+         f"{limit_1:,.0f}", ratio(pooled, limit_1))]
     samples = pickup(target, sizes.probes)
     wake = "LISTEN/NOTIFY" if target.pg_url else sqlite_wake()
     sections["latency"].append((name, wake, len(samples), f"{median(samples) * 1e3:.1f}",

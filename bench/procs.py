@@ -35,6 +35,11 @@ def build_app(url: str, schema: str | None) -> Conveyor:
     return app
 
 
+#: The job functions for a process pool's children, which import them by path (never opened).
+CHILD_APP = build_app("sqlite:///unused-by-children.db", None)
+CHILD_APP_PATH = "bench.procs:CHILD_APP"
+
+
 @dataclass
 class Target:
     """One store under test; ``fresh()`` gives a new, empty store location each time."""
@@ -80,7 +85,8 @@ def opened(target: Target) -> Iterator[Conveyor]:
 
 
 @contextlib.contextmanager
-def workers(app: Conveyor, count: int, slots: int, *, idle: bool) -> Iterator[list[int]]:
+def workers(app: Conveyor, count: int, slots: int, *, idle: bool,
+            pool: str = "thread") -> Iterator[list[int]]:
     """``count`` worker processes of ``slots`` slots on ``app``'s store; yields their pids.
 
     With ``idle``, waits until they are idle (on PostgreSQL: until all LISTEN). They are
@@ -92,7 +98,8 @@ def workers(app: Conveyor, count: int, slots: int, *, idle: bool) -> Iterator[li
     try:
         for i in range(count):
             args = [sys.executable, "-m", "bench.procs", "--url", app.url,
-                    "--ready", str(folder / f"ready-{i}"), "--concurrency", str(slots)]
+                    "--ready", str(folder / f"ready-{i}"), "--concurrency", str(slots),
+                    "--pool", pool]
             if schema is not None:
                 args += ["--schema", schema]
             procs.append(subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL))
@@ -161,12 +168,15 @@ def main() -> None:
     parser.add_argument("--schema")
     parser.add_argument("--ready", required=True)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pool", choices=["thread", "process"], default="thread")
     args = parser.parse_args()
     app = build_app(args.url, args.schema)
     _ = app.store
     Path(args.ready).touch()
+    pooling: dict[str, Any] = ({"pool": "process", "app_path": CHILD_APP_PATH}
+                               if args.pool == "process" else {})
     try:
-        app.run_worker(concurrency=args.concurrency)
+        app.run_worker(concurrency=args.concurrency, **pooling)
     finally:
         app.close()
 

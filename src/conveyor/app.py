@@ -406,8 +406,14 @@ class Conveyor(FlowControl):
 
     # -- workers ---------------------------------------------------------------------------------
     def worker(self, **options: Any) -> Worker:
+        """A :class:`~conveyor.worker.Worker` on this app. With ``pool="process"`` and no
+        ``app_path``, the path is found among the imported modules (the children import it)."""
         from conveyor.worker import Worker
 
+        if options.get("pool") == "process" and options.get("app_path") is None:
+            from conveyor.worker.processes import find_app_path
+
+            options["app_path"] = find_app_path(self)
         return Worker(self.engine, **options)
 
     def run_worker(self, concurrency: int = 4, *, burst: bool = False,

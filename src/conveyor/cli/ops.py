@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 
 from conveyor.cli import render
-from conveyor.cli.options import AppOption, JsonOption, command, examples, open_app
+from conveyor.cli.options import AppOption, JsonOption, Settings, command, examples, open_app
 from conveyor.errors import ConfigurationError
 from conveyor.events import JobEvent, JobProgressed
 
@@ -21,6 +21,11 @@ log = logging.getLogger("conveyor.cli")
 
 
 # -- running work ---------------------------------------------------------------------------------
+class Pool(StrEnum):
+    THREAD = "thread"
+    PROCESS = "process"
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -51,7 +56,10 @@ def log_event(event: JobEvent) -> None:
 
 @command("worker", epilog=examples("conveyor worker --app myapp:app -c 8 -q default -q reports",
                             "conveyor worker --app myapp:app --burst",
-                            note="--burst drains the runnable jobs, then exits."))
+                            "conveyor worker --app myapp:app --pool process -c 2",
+                            note="--burst drains the runnable jobs, then exits. --pool process "
+                                 "runs each slot's jobs in a child process (CPU-bound work, "
+                                 "hard stops)."))
 def worker(
     ctx: typer.Context,
     app_ref: AppOption = None,
@@ -73,17 +81,26 @@ def worker(
     cancel_grace: Annotated[float, typer.Option(help="Seconds a cancelled job may run on "
                                                      "before it is stopped.")] = 10.0,
     log_level: Annotated[LogLevel, typer.Option(help="Log detail on stderr.")] = LogLevel.INFO,
+    pool: Annotated[Pool, typer.Option(help="Run jobs in the worker's threads, or each slot's "
+                                            "in a child process of its own.")] = Pool.THREAD,
+    max_jobs_per_child: Annotated[int | None, typer.Option(
+        min=1, help="With --pool process: replace a slot's process after this many jobs "
+                    "(default: never).", show_default=False)] = None,
 ) -> None:
     """Run a worker: claim jobs, run them, keep their leases alive, until SIGINT/SIGTERM.
 
     On SIGTERM running jobs pause at their next checkpoint and are resumed by another worker.
     """
     app = open_app(ctx, app_ref, needs_app="worker")
+    settings = ctx.find_object(Settings)
+    pooling = {"pool": pool.value, "max_jobs_per_child": max_jobs_per_child,
+               "app_path": app_ref or (settings.app_ref if settings else None)}
     with worker_logging(log_level):
         app.store.schema_version()  # a bad store fails now (exit 4), not in a retry loop
         runner = app.worker(concurrency=concurrency, queues=queue, lease_seconds=lease_seconds,
                             heartbeat_interval=heartbeat_interval, poll_interval=poll_interval,
-                            shutdown_grace=shutdown_grace, cancel_grace=cancel_grace)
+                            shutdown_grace=shutdown_grace, cancel_grace=cancel_grace,
+                            **pooling)
         unsubscribe = app.subscribe(log_event)
         try:
             runner.run(burst=burst)  # logs its stats when it stops

@@ -85,17 +85,22 @@ def error_of(exc: BaseException, *, with_traceback: bool = True) -> JobError:
 
 #: Where a completion goes to be written in a batch (:class:`~conveyor.worker.completer.Completer`).
 Batch = Callable[[Execution, Change], None]
+#: Runs the job somewhere else (the process pool's child) and says what came of it.
+Run = Callable[["JobType", Execution], "Outcome"]
 
 
 def execute(engine: Engine, execution: Execution, actor: str, *,
             loop_of: Callable[[JobType], asyncio.AbstractEventLoop | None],
             on_future: Callable[[concurrent.futures.Future[Any]], None],
-            batch: Batch | None = None) -> OutcomeKind | None:
+            batch: Batch | None = None, run: Run | None = None) -> OutcomeKind | None:
     """Run one claimed job to its recorded end; returns what was recorded (None: a completion
-    handed to ``batch``, which records it and says what came of it)."""
+    handed to ``batch``, which records it and says what came of it). ``run``: perform and
+    normalise elsewhere (in a child process) instead of in this thread."""
     spec = resolve(engine, execution.job)
-    ran = perform(spec, execution, loop_of(spec), on_future)
-    outcome = normalise(ran, execution)
+    if run is not None:
+        outcome = run(spec, execution)
+    else:
+        outcome = normalise(perform(spec, execution, loop_of(spec), on_future), execution)
     return record_finished(engine, execution, outcome, actor, batch)
 
 

@@ -22,9 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.context import Execution
+
+if TYPE_CHECKING:
+    from conveyor.worker.processes import ChildProcess
 
 #: Looked up once: inside the gate nothing may run Python code (where a pending interrupt
 #: could fire) before the pending one is cleared.
@@ -46,6 +49,10 @@ class Slot:
     #: When the lease was last known renewed (monotonic): claim, then each heartbeat.
     renewed: float = field(default_factory=time.monotonic)
     stale_warned: bool = False
+    #: Process pool: the child running the job, and the interrupt it was killed for (both
+    #: changed under the execution's gate).
+    child: ChildProcess | None = None
+    stop_with: type[BaseException] | None = None
 
 
 def enter_user_code(execution: Execution) -> None:

@@ -3,13 +3,17 @@
 Execution model. Each claimed job runs the executor pipeline on a thread of the worker's slot
 pool (threads reused across jobs, see :mod:`conveyor.worker.slots`). Sync job functions run in
 that thread; ``async def`` job functions run on one event loop shared by the worker (its own
-thread), and the slot thread waits for them. We chose threads over a process pool because
+thread), and the slot thread waits for them. Threads are the default because
 jobs then share the app's objects and connections, a claim costs no fork, and async jobs
 still get real cancellation (``task.cancel()``). The price: a sync job that never
 reaches a checkpoint can only be interrupted between bytecodes (best effort), and a job that
 crashes the interpreter takes the worker with it — the reaper then fails the job as lost and
 retries it, and once its attempts are used up it stays failed, so a poison job cannot make
 workers crash-loop forever.
+
+With ``pool="process"`` each slot's thread instead hands its jobs to a child process of its own
+(:mod:`conveyor.worker.processes`): a forced stop kills the child, a crash fails only its job, and
+the store is still only touched by this process.
 
 One monitor thread, ticking a few times a second, writes coalesced progress, learns of pause and
 cancel requests, extends leases every ``heartbeat_interval``, and enforces timeouts and the
@@ -48,6 +52,7 @@ from conveyor.schedules import Scheduler
 from conveyor.stores.base import JobQuery
 from conveyor.worker.completer import MAX_BATCH, Completer
 from conveyor.worker.executor import OutcomeKind, execute, record_failure
+from conveyor.worker.processes import ProcessRunner, check_options
 from conveyor.worker.reaper import reap
 from conveyor.worker.slots import Slot, SlotPool, interrupt
 
@@ -108,7 +113,8 @@ class Worker:
                  cancel_grace: float = 10.0, progress_interval: float = 0.25,
                  worker_id: str | None = None, handle_signals: bool = True,
                  batch_wait: float = 0.0, batch_size: int = MAX_BATCH,
-                 run_schedules: bool = True) -> None:
+                 run_schedules: bool = True, pool: str = "thread",
+                 app_path: str | None = None, max_jobs_per_child: int | None = None) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
@@ -118,6 +124,9 @@ class Worker:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, not {batch_size}")
         self.engine = engine_of(engine)
+        check_options(self.engine, pool, app_path, max_jobs_per_child)
+        self.pool, self.app_path, self.max_jobs_per_child = pool, app_path, max_jobs_per_child
+        self._children: ProcessRunner | None = None
         self.concurrency = concurrency
         self.queues = [validate.name("queue", q, config=True) for q in queues or []]
         self.lease_seconds = lease_seconds
@@ -172,6 +181,8 @@ class Worker:
             raise ConfigurationError("no job types are registered with this app")
         restore = self._install_signals()
         self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
+        if self.app_path is not None and self.pool == "process":
+            self._children = ProcessRunner(self.app_path, self.max_jobs_per_child)
         self._completer = self._new_completer()
         self._completer.start()
         monitor = threading.Thread(target=self._monitor, name="conveyor-monitor", daemon=True)
@@ -194,6 +205,8 @@ class Worker:
             monitor.join(timeout=5)
             reaper.join(timeout=5)
             self._pool.close()
+            if self._children is not None:
+                self._children.close()
             self._stop_loop()
             restore()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
@@ -287,10 +300,13 @@ class Worker:
         def keep(future: concurrent.futures.Future[Any]) -> None:
             slot.future = future
 
+        children = self._children
         try:
             recorded = execute(self.engine, slot.execution, self.worker_id,
                                loop_of=self._loop_for, on_future=keep,
-                               batch=self._completer.submit)
+                               batch=self._completer.submit,
+                               run=None if children is None
+                               else lambda spec, _: children.run(slot, spec))
             if recorded is not None:  # a completion is counted when its batch is written
                 self.stats.count(recorded)
         except ConveyorError as exc:
@@ -449,6 +465,9 @@ class Worker:
         :func:`conveyor.worker.slots.interrupt`), so it can not land in the middle of the
         worker recording an outcome, nor in the next job that thread runs.
         """
+        if self._children is not None:
+            self._children.interrupt(slot, exc)  # kills its process
+            return
         if slot.future is not None:
             slot.future.cancel()
             return
