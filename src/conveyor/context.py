@@ -24,6 +24,8 @@ from conveyor.model import Job, JobProgress
 
 if TYPE_CHECKING:
     from conveyor.changes import Lease
+    from conveyor.joblogs import JobLog
+    from conveyor.observe import RunWatch
     from conveyor.stores.base import Signals
 
 
@@ -99,6 +101,10 @@ class Execution:
     #: from the monitor skip their turn rather than wait behind it.
     saving: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The run's log lines (None: job logs are off), and the worker's metrics and tracing
+    #: hooks (None when neither is on: the executor then only checks this one attribute).
+    logs: JobLog | None = None
+    watch: RunWatch | None = None
 
     def __post_init__(self) -> None:
         self.current = self.job.progress.current_step
@@ -218,6 +224,12 @@ class _BaseContext:
         """Add ``n`` steps; safe to call in a tight loop."""
         self._x.current += n
         self._x.dirty = True
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Add a line to this attempt's log (``conveyor logs ID``), whatever the ``logging``
+        setup; cheap: written out in the background with the run's other lines."""
+        if self._x.logs is not None:
+            self._x.logs.add(str(level).upper()[:20], str(message))
 
 
 class JobContext(_BaseContext):

@@ -36,13 +36,15 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any, assert_never
 
-from conveyor import transitions, validate
+from conveyor import joblogs, transitions, validate
 from conveyor.changes import ChangeRefused, Lease
 from conveyor.context import Execution, ForcedCancelInterrupt, TimeoutInterrupt
 from conveyor.engine import Engine, HasEngine, engine_of
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
+from conveyor.joblogs import JobLog, JobLogLimits
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
+from conveyor.observe import RunWatch, otel_installed
 from conveyor.registry import JobType
 from conveyor.schedules import Scheduler
 from conveyor.stores.base import JobQuery
@@ -60,6 +62,15 @@ log = logging.getLogger("conveyor.worker")
 BURST_HORIZON = 300.0
 #: How long a freed slot waits for others to free before the next claim (seconds).
 CLAIM_GATHER = 0.001
+#: How often running jobs' new log lines are written (seconds): one write for all of them.
+LOG_FLUSH_INTERVAL = 1.0
+
+
+def _tracer_provider_set() -> bool:
+    from opentelemetry import trace
+
+    return type(trace.get_tracer_provider()).__name__ not in ("ProxyTracerProvider",
+                                                               "NoOpTracerProvider")
 
 
 @dataclass
@@ -108,7 +119,8 @@ class Worker:
                  cancel_grace: float = 10.0, progress_interval: float = 0.25,
                  worker_id: str | None = None, handle_signals: bool = True,
                  batch_wait: float = 0.0, batch_size: int = MAX_BATCH,
-                 run_schedules: bool = True) -> None:
+                 run_schedules: bool = True, metrics: bool = False,
+                 tracing: bool | None = None, job_logs: JobLogLimits | None = None) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
@@ -132,6 +144,12 @@ class Worker:
         self.batch_wait = batch_wait
         self.batch_size = batch_size
         self.run_schedules = run_schedules
+        self.metrics = metrics
+        self.tracing = tracing
+        self.job_logs = job_logs or JobLogLimits()
+        self.running = False
+        self._watch: RunWatch | None = None
+        self._logs_due = 0.0
         self.stats = WorkerStats()
         self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
@@ -142,6 +160,21 @@ class Worker:
         self._hard_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+
+    def _new_watch(self) -> RunWatch | None:
+        """The hooks each run goes through, or None (metrics and tracing both off)."""
+        tracing = self.tracing
+        if tracing is None:  # on when OpenTelemetry is installed and an SDK is set up
+            tracing = otel_installed() and _tracer_provider_set()
+        if not (self.metrics or tracing):
+            return None
+        found = None
+        if self.metrics:
+            from conveyor.metrics import worker_metrics
+
+            found = worker_metrics()
+            found.workers.add(self)
+        return RunWatch(found, tracing)
 
     def _new_completer(self) -> Completer:
         return Completer(self.engine, self.stats.count, retry_for=self.lease_seconds,
@@ -171,6 +204,9 @@ class Worker:
         if not self.engine.types:
             raise ConfigurationError("no job types are registered with this app")
         restore = self._install_signals()
+        self._watch = self._new_watch()
+        capture = joblogs.install(self.job_logs.level) if self.job_logs.enabled else None
+        self.running = True
         self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
         self._completer = self._new_completer()
         self._completer.start()
@@ -196,6 +232,9 @@ class Worker:
             self._pool.close()
             self._stop_loop()
             restore()
+            self.running = False
+            if capture is not None:
+                joblogs.uninstall(capture)
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
 
@@ -273,6 +312,9 @@ class Worker:
         self.stats.claimed += 1
         execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.engine,
                               retry_for=self.lease_seconds)
+        if self.job_logs.enabled:
+            execution.logs = JobLog(job.id, job.attempt, self.job_logs)
+        execution.watch = self._watch
         slot = Slot(execution)
         if job.timeout:
             slot.deadline = time.monotonic() + job.timeout
@@ -325,7 +367,9 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                reap(self.engine, actor=f"reaper@{self.worker_id}")
+                reaped = reap(self.engine, actor=f"reaper@{self.worker_id}")
+                if self._watch is not None:
+                    self._watch.reaped(reaped.lost)
                 failures = 0
                 wait = self.reap_interval
             except ConveyorError as exc:
@@ -351,6 +395,10 @@ class Worker:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.heartbeat_interval
+                if now >= self._logs_due:  # every running job's new lines, one write
+                    joblogs.write(self.engine.store, (s.execution.logs
+                                                      for s in self._current_slots()))
+                    self._logs_due = now + LOG_FLUSH_INTERVAL
                 self._enforce_limits(now)
                 failures = 0
             except ConveyorError as exc:
