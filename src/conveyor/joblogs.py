@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -33,7 +32,7 @@ from conveyor.stores.base import NewLogLine
 if TYPE_CHECKING:
     from conveyor.stores.base import Store
 
-__all__ = ["JobLog", "JobLogHandler", "JobLogLimits", "terminal_safe"]
+__all__ = ["JobLog", "JobLogHandler", "JobLogLimits"]
 
 log = logging.getLogger("conveyor.worker")
 #: The running job's log, in the context that runs its code (None elsewhere).
@@ -41,7 +40,6 @@ CURRENT: contextvars.ContextVar[JobLog | None] = contextvars.ContextVar("conveyo
                                                                         default=None)
 #: The longest single line kept (longer ones are cut, saying so).
 MAX_LINE_BYTES = 16 * 1024
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -225,8 +223,3 @@ def uninstall(handler: JobLogHandler) -> None:
         if not _installed and _root_level:
             root.setLevel(_root_level.pop())
 
-
-def terminal_safe(text: str) -> str:
-    """A job's line as a terminal may show it: control characters (escape sequences that
-    could move the cursor, retitle the window or hide text) shown as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

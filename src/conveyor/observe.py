@@ -25,7 +25,11 @@ _otel: list[bool] = []
 def otel_installed() -> bool:
     """Whether the ``opentelemetry`` API can be imported (looked up once, not imported)."""
     if not _otel:
-        _otel.append(importlib.util.find_spec("opentelemetry") is not None)
+        try:
+            found = importlib.util.find_spec("opentelemetry") is not None
+        except (ImportError, ValueError):  # blocked, or half there: as good as absent
+            found = False
+        _otel.append(found)
     return _otel[0]
 
 
