@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     REGISTRY,
@@ -66,18 +66,28 @@ class WorkerMetrics:
                                      "Runs whose worker stopped heartbeating, failed by a "
                                      "reaper in this process.", registry=registry)
         self.workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+        self._children: dict[tuple[Any, ...], Any] = {}
         registry.register(_WorkersCollector(self.workers))
 
     def picked_up(self, job: Job) -> None:
         if job.started_at is not None:
             due = (job.started_at - job.run_at).total_seconds()
-            self.pickup.labels(job.queue).observe(max(0.0, due))
+            self._of(self.pickup, job.queue).observe(max(0.0, due))
 
     def ran(self, job: Job, outcome: str, seconds: float) -> None:
-        self.runs.labels(job.queue, outcome).inc()
-        self.duration.labels(job.queue).observe(seconds)
+        self._of(self.runs, job.queue, outcome).inc()
+        self._of(self.duration, job.queue).observe(seconds)
         if outcome == "retried":
-            self.retries.labels(job.queue).inc()
+            self._of(self.retries, job.queue).inc()
+
+    def _of(self, metric: Any, *labels: str) -> Any:
+        """The labelled child, kept: ``labels()`` takes a lock and builds a key on each call,
+        and this runs twice per job."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def reaped(self, lost: int) -> None:
         self.reaped_leases.inc(lost)

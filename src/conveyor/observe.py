@@ -54,8 +54,6 @@ class RunWatch:
             ) -> OutcomeKind | None:
         """Run the executor's pipeline (``body``) inside the run's span, then count it; a
         completion handed to the worker's batch (None) counts as completed."""
-        from conveyor.worker.executor import OutcomeKind
-
         job = execution.job
         if self.metrics is not None:
             self.metrics.picked_up(job)
@@ -72,7 +70,7 @@ class RunWatch:
             failed = False
             return outcome
         finally:
-            kind = "error" if failed else (outcome or OutcomeKind.COMPLETED).value
+            kind = "error" if failed else outcome.value if outcome else "completed"
             if self.metrics is not None:
                 self.metrics.ran(job, kind, time.monotonic() - began)
             if span is not None:
