@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
-from conveyor import Backoff, Conveyor, JobContext, JobLogLimits, JobState
+from conveyor import (
+    AsyncConveyor,
+    Backoff,
+    Conveyor,
+    JobContext,
+    JobLogLimits,
+    JobState,
+    LogLine,
+)
 from conveyor.joblogs import JobLog, write
 from conveyor.testing import drain
 
@@ -40,9 +49,15 @@ def test_a_worker_keeps_each_attempts_lines(any_app: Conveyor) -> None:
     assert [ln.message for ln in any_app.logs(job.id, attempt=1)] == [
         "attempt 1 starting", "said through ctx"]
     assert [ln.seq for ln in any_app.logs(job.id, after=lines[2].id)] == [1, 2]
+    assert asyncio.run(_read_async(any_app, job.id)) == lines
     theirs = any_app.logs(quiet.id)
     assert {ln.job_id for ln in theirs} == {quiet.id}
     assert [(ln.attempt, ln.seq) for ln in theirs] == [(ln.attempt, ln.seq) for ln in lines]
+
+
+async def _read_async(app: Conveyor, job_id: str) -> list[LogLine]:
+    async with AsyncConveyor(app) as client:
+        return await client.logs(job_id)
 
 
 def test_each_attempt_keeps_its_last_lines_within_the_limits(any_app: Conveyor) -> None:
