@@ -110,6 +110,11 @@ class Worker:
     """Runs jobs of the engine's registered types from its store.
 
     Takes the engine (``app.engine``); an app is accepted too, for its engine.
+
+    ``job_logs``: what each attempt's log keeps (:class:`~conveyor.joblogs.JobLogLimits`;
+    ``lines=0`` turns job logs off). ``metrics``: count and time runs in this process's
+    Prometheus registry (needs ``prometheus_client``). ``tracing``: a span per run (None: when
+    OpenTelemetry is installed and a tracer provider is set up). See docs/observability.md.
     """
 
     def __init__(self, engine: Engine | HasEngine, *, concurrency: int = 4,
