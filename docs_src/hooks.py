@@ -26,7 +26,7 @@ from conveyor.cli.options import EXIT_CODES, exit_code_for
 from conveyor.stores.postgres.config import _DEFAULTS as PG_CONNECTION_DEFAULTS
 from conveyor.stores.postgres.config import SESSION_BOUNDS
 from conveyor.stores.postgres.store import PostgresStore
-from conveyor.web.server import READ_TOKEN_ENV, TOKEN_ENV, serve
+from conveyor.web.server import METRICS_TOKEN_ENV, READ_TOKEN_ENV, TOKEN_ENV, serve
 from conveyor.worker import Worker
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -125,6 +125,7 @@ def configuration_reference() -> str:
         "| `CONVEYOR_APP` | CLI | the app as `module:attribute`, for `enqueue` and `worker` |",
         f"| `{TOKEN_ENV}` | dashboard | the read-write API token |",
         f"| `{READ_TOKEN_ENV}` | dashboard | the read-only API token |",
+        f"| `{METRICS_TOKEN_ENV}` | dashboard | a token that opens `/metrics` only |",
         "",
         "## Store URLs",
         "",

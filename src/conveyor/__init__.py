@@ -29,8 +29,9 @@ from conveyor.events import (
     JobRetried,
     JobStarted,
 )
+from conveyor.joblogs import JobLogLimits
 from conveyor.lifecycle import TRANSITIONS, JobState, JobStateMachine
-from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.model import HistoryEntry, Job, JobError, JobProgress, LogLine
 from conveyor.retry import Backoff
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobInterrupt",
+    "JobLogLimits",
     "JobNotCompleted",
     "JobNotFound",
     "JobPaused",
@@ -68,6 +70,7 @@ __all__ = [
     "JobStarted",
     "JobState",
     "JobStateMachine",
+    "LogLine",
     "PayloadTooLarge",
     "StoreError",
     "UnknownJobType",

@@ -41,7 +41,7 @@ from conveyor.engine import RACE_RETRIES, Decide
 from conveyor.errors import ConveyorError, JobNotFound, WaitTimeout
 from conveyor.events import JobEvent, Subscriber
 from conveyor.lifecycle import JobState, Verb
-from conveyor.model import HistoryEntry, Job
+from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.retry import Backoff
 from conveyor.stores.base import JobQuery, NewJob, Store
 
@@ -211,6 +211,12 @@ class AsyncConveyor:
 
     async def history(self, job_id: str) -> builtins.list[HistoryEntry]:
         return await (await self._async_store()).history(validate.job_id(job_id))
+
+    async def logs(self, job_id: str, *, attempt: int | None = None, after: int = 0,
+                   limit: int = 1000) -> builtins.list[LogLine]:
+        """:meth:`Conveyor.logs` (read in a thread: a job's log is no hot path)."""
+        return await asyncio.to_thread(self.app.logs, job_id, attempt=attempt, after=after,
+                                       limit=limit)
 
     async def result(self, job_id: str) -> Any:
         """:meth:`Conveyor.result`: what a completed job returned, else JobNotCompleted."""

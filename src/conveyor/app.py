@@ -46,7 +46,8 @@ from conveyor.events import (
 )
 from conveyor.flow import FlowControl
 from conveyor.lifecycle import JobState, Verb
-from conveyor.model import HistoryEntry, Job
+from conveyor.model import HistoryEntry, Job, LogLine
+from conveyor.observe import enqueue_trace
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -258,7 +259,7 @@ class Conveyor(FlowControl):
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
             backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
-            unique_key=unique_key, on_conflict=on_conflict,
+            unique_key=unique_key, on_conflict=on_conflict, trace=enqueue_trace(),
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -280,6 +281,18 @@ class Conveyor(FlowControl):
 
     def history(self, job_id: str) -> builtins.list[HistoryEntry]:
         return self.store.history(validate.job_id(job_id))
+
+    def logs(self, job_id: str, *, attempt: int | None = None, after: int = 0,
+             limit: int = 1000) -> builtins.list[LogLine]:
+        """What the job logged while it ran (``logging`` and ``ctx.log``), oldest first: lines
+        with ``id > after`` (a cursor: the last line's id), of one ``attempt`` if given."""
+        for name, value, low in (("attempt", attempt, 0), ("after", after, 0),
+                                 ("limit", limit, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not low <= value <= 2**62):
+                raise ConfigurationError(f"{name} must be an integer >= {low}, not {value!r}")
+        return self.store.job_logs(validate.job_id(job_id), attempt=attempt, after=after,
+                                   limit=min(limit, 10_000))
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback`` with every event this process causes; returns an unsubscribe."""

@@ -24,6 +24,8 @@ from conveyor.model import Job, JobProgress
 
 if TYPE_CHECKING:
     from conveyor.changes import Lease
+    from conveyor.joblogs import JobLog
+    from conveyor.observe import RunWatch
     from conveyor.stores.base import Signals
 
 
@@ -32,6 +34,10 @@ log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
+
+
+#: Where ctx.log() goes when the job has no log of its own in this process.
+_job_log = logging.getLogger("conveyor.job")
 
 
 class ProgressWriter(Protocol):
@@ -99,6 +105,10 @@ class Execution:
     #: from the monitor skip their turn rather than wait behind it.
     saving: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The run's log lines (None: job logs are off), and the worker's metrics and tracing
+    #: hooks (None when neither is on: the executor then only checks this one attribute).
+    logs: JobLog | None = None
+    watch: RunWatch | None = None
 
     def __post_init__(self) -> None:
         self.current = self.job.progress.current_step
@@ -218,6 +228,16 @@ class _BaseContext:
         """Add ``n`` steps; safe to call in a tight loop."""
         self._x.current += n
         self._x.dirty = True
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Add a line to this attempt's log (``conveyor logs ID``), whatever the ``logging``
+        setup; cheap: written out in the background with the run's other lines."""
+        name = str(level).upper()[:20]
+        if self._x.logs is not None:
+            self._x.logs.add(name, str(message))
+        else:  # in a process-pool child: the record travels to the worker, which keeps it
+            number = logging.getLevelName(name)
+            _job_log.log(number if isinstance(number, int) else logging.INFO, "%s", message)
 
 
 class JobContext(_BaseContext):

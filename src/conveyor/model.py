@@ -101,6 +101,8 @@ class Job:
     lease_expires_at: datetime | None = None
     requeued_from: str | None = None
     unique_key: str | None = None
+    #: The W3C ``traceparent`` of the span the job was enqueued under (OpenTelemetry), if any.
+    trace: str | None = field(default=None, repr=False)
     #: Not stored: True when an enqueue with ``unique_key`` returned this job, which already
     #: held the key, instead of creating one.
     existing: bool = field(default=False, compare=False)
@@ -204,6 +206,27 @@ class HistoryEntry:
             "actor": self.actor,
             "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a job logged while it ran (``logging`` or ``ctx.log``), kept per attempt.
+
+    ``id`` orders every line of a job and is the cursor to read after; ``seq`` numbers the lines
+    of one attempt (the first lines of a long attempt are dropped, so it may not start at 1).
+    """
+
+    id: int
+    job_id: str
+    attempt: int
+    seq: int
+    at: datetime
+    level: str
+    message: str
+
+    def to_dict(self) -> JSONDict:
+        return {"id": self.id, "attempt": self.attempt, "seq": self.seq,
+                "at": self.at.isoformat(), "level": self.level, "message": self.message}
 
 
 @dataclass(frozen=True)

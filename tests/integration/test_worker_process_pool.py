@@ -142,6 +142,10 @@ def test_children_are_reused_and_replaced_after_max_jobs(
     # the job's log record, logged in its child, reached the worker's logging
     assert [r.getMessage() for r in caplog.records if r.name == "procpool.jobs"] == [
         "async job ran 2 steps"]
+    # ... and is kept with its job, as is what the job wrote with ctx.log()
+    assert [line.message for line in app.logs(ids[2])] == ["async job ran 2 steps"]
+    assert [(line.level, line.message) for line in app.logs(ids[0])] == [
+        ("WARNING", f"ran in {pids[0]}")]
 
 
 def test_process_pool_options_are_checked(make_app: AppFactory) -> None:

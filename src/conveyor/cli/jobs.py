@@ -1,7 +1,8 @@
-"""Commands that add and read jobs: enqueue, ls, show, history, watch."""
+"""Commands that add and read jobs: enqueue, ls, show, history, logs, watch."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -140,6 +141,42 @@ def history(
         render.print_json([entry.to_dict() for entry in entries])
     else:
         render.make_console().print(render.history_table(entries, render.utcnow(), title=job_id))
+
+
+@command("logs", epilog=examples(
+    "conveyor logs ID", "conveyor logs ID --follow", "conveyor logs ID --attempt 1 --json",
+    note="Lines are kept per attempt (the last 1,000 lines / 256 KiB of each by default); "
+         "--follow ends when the job has finished."))
+def logs(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="Job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines "
+                                         "until the job has finished.")] = False,
+    attempt: Annotated[int | None, typer.Option(min=0, help="Only this attempt (retries used "
+                                                "before it: 0 is the first run).")] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between looks while "
+                                                           "following.")] = 1.0,
+    json_out: JsonOption = False,
+) -> None:
+    """Show what a job logged while it ran (``logging`` and ``ctx.log``), oldest first."""
+    app = open_app(ctx)
+    after = 0
+    try:
+        while True:
+            job = app.get(job_id) if follow else None
+            lines = app.logs(job_id, attempt=attempt, after=after, limit=MAX_PAGE * 10)
+            for line in lines:
+                if json_out:
+                    render.print_json({"job_id": line.job_id, **line.to_dict()})
+                else:
+                    typer.echo(render.log_line(line))
+            after = lines[-1].id if lines else after
+            if not follow or (job is not None and job.is_terminal and not lines):
+                return
+            if not lines:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 # -- watching --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from conveyor.cli import render
 from conveyor.cli.options import AppOption, JsonOption, Settings, command, examples, open_app
 from conveyor.errors import ConfigurationError
 from conveyor.events import JobEvent, JobProgressed
+from conveyor.joblogs import JobLogLimits
 
 log = logging.getLogger("conveyor.cli")
 
@@ -47,6 +48,21 @@ def worker_logging(level: LogLevel) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+
+
+def serve_metrics(port: int, addr: str) -> None:
+    """Start the worker's metrics endpoint, or say plainly why it cannot be."""
+    try:
+        from conveyor.metrics import serve_worker_metrics
+    except ImportError:
+        raise ConfigurationError("--metrics-port needs the metrics extra: pip install "
+                                 "'conveyor[metrics]'") from None
+    try:
+        serve_worker_metrics(port, addr)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on {addr}:{port}: "
+                                 f"{exc.strerror or exc}") from None
+    log.info("worker metrics on http://%s:%d/metrics", addr, port)
 
 
 def log_event(event: JobEvent) -> None:
@@ -86,6 +102,15 @@ def worker(
     max_jobs_per_child: Annotated[int | None, typer.Option(
         min=1, help="With --pool process: replace a slot's process after this many jobs "
                     "(default: never).", show_default=False)] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="Serve Prometheus metrics of this worker on this port (needs "
+        "the metrics extra).", show_default=False)] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address the metrics port binds.")] = (
+        "127.0.0.1"),
+    job_log_lines: Annotated[int, typer.Option(min=0, help="Lines of each attempt's log kept "
+                                               "(0: job logs off).")] = 1000,
+    job_log_kib: Annotated[int, typer.Option(min=1, help="KiB of each attempt's log "
+                                             "kept.")] = 256,
 ) -> None:
     """Run a worker: claim jobs, run them, keep their leases alive, until SIGINT/SIGTERM.
 
@@ -100,7 +125,10 @@ def worker(
         runner = app.worker(concurrency=concurrency, queues=queue, lease_seconds=lease_seconds,
                             heartbeat_interval=heartbeat_interval, poll_interval=poll_interval,
                             shutdown_grace=shutdown_grace, cancel_grace=cancel_grace,
-                            **pooling)
+                            metrics=metrics_port is not None,
+                            job_logs=JobLogLimits(job_log_lines, job_log_kib), **pooling)
+        if metrics_port is not None:
+            serve_metrics(metrics_port, metrics_addr)
         unsubscribe = app.subscribe(log_event)
         try:
             runner.run(burst=burst)  # logs its stats when it stops

@@ -33,7 +33,7 @@ from rich.text import Text
 from conveyor.display import visible
 from conveyor.events import JobCreated, JobEvent, JobRequested
 from conveyor.lifecycle import UNFINISHED_STATES, JobState
-from conveyor.model import HistoryEntry, Job, JobProgress
+from conveyor.model import HistoryEntry, Job, JobProgress, LogLine
 from conveyor.stores.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -69,6 +69,13 @@ def make_console(*, stderr: bool = False) -> Console:
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
     return console
+
+
+def log_line(line: LogLine) -> str:
+    """A job's log line for a terminal: its text is the job's, so control characters are
+    shown escaped, never sent (a line could otherwise move the cursor or rewrite the screen)."""
+    text = "\n    ".join(visible(part) for part in line.message.split("\n"))
+    return f"{line.at:%Y-%m-%d %H:%M:%S} {visible(line.level):<7} #{line.attempt} {text}"
 
 
 def print_json(value: object) -> None:

@@ -18,9 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobProgress, QueueInfo, ScheduleInfo
+from conveyor.model import HistoryEntry, Job, JobProgress, LogLine, QueueInfo, ScheduleInfo
 
-__all__ = ["JobQuery", "NewJob", "Signals", "Store"]
+__all__ = ["JobQuery", "NewJob", "NewLogLine", "Signals", "Store"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,20 @@ class NewJob:
     #: raises :class:`~conveyor.errors.DuplicateJob` and writes nothing.
     unique_key: str | None = None
     on_conflict: str = "return_existing"
+    #: The W3C ``traceparent`` of the enqueuing span (see :mod:`conveyor.tracing`), or None.
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
+class NewLogLine:
+    """A line a running job logged, to store (the worker numbers each attempt's lines)."""
+
+    job_id: str
+    attempt: int
+    seq: int
+    at: datetime
+    level: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -230,6 +244,21 @@ class Store(Protocol):
                      actor: str) -> Job | None:
         """Insert ``job`` for this tick of ``schedule``, in one transaction with the tick's row,
         or nothing (None) when the tick, or a later one, was enqueued already."""
+
+    # -- job logs ---------------------------------------------------------------------------
+    def write_job_logs(self, lines: Sequence[NewLogLine],
+                       trims: Sequence[tuple[str, int, int]] = ()) -> None:
+        """Store ``lines`` and, for each ``(job_id, attempt, seq)`` in ``trims``, delete that
+        attempt's lines numbered below ``seq``: one transaction for a worker's whole batch."""
+
+    def job_log_sizes(self, job_id: str, attempt: int) -> list[tuple[int, int]]:
+        """``(seq, bytes of the message)`` of each stored line of one attempt, by seq (what a
+        resumed run must count towards the attempt's bounds)."""
+
+    def job_logs(self, job_id: str, *, attempt: int | None = None, after: int = 0,
+                 limit: int = 1000) -> list[LogLine]:
+        """The job's lines with ``id > after`` (of one attempt, if given), oldest first;
+        :class:`~conveyor.errors.JobNotFound` for an unknown id."""
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""

@@ -79,6 +79,7 @@ class JobsApi:
             Route("/api/jobs/{job_id}", self.get_job, methods=["GET"], name="api_get_job"),
             Route("/api/jobs/{job_id}/history", self.history, methods=["GET"],
                   name="api_history"),
+            Route("/api/jobs/{job_id}/logs", self.logs, methods=["GET"], name="api_logs"),
             Route("/api/counts", self.counts, methods=["GET"], name="api_counts"),
             Route("/api/job-types", self.job_types, methods=["GET"], name="api_job_types"),
         ]
@@ -121,6 +122,16 @@ class JobsApi:
         entries = await call(self.app.history, job_id)
         return JSONResponse({"job_id": job_id,
                              "history": [entry.to_dict() for entry in entries]})
+
+    async def logs(self, request: Request) -> Response:
+        query = known_query(request, "attempt", "after", "limit")
+        job_id = request.path_params["job_id"]
+        attempt = _whole(query.get("attempt"), "attempt", None, 2**62)
+        after = _whole(query.get("after"), "after", 0, 2**62) or 0
+        limit = _whole(query.get("limit"), "limit", 1000, 10_000, low=1) or 1000
+        lines = await call(self.app.logs, job_id, attempt=attempt, after=after, limit=limit)
+        return JSONResponse({"job_id": job_id, "logs": [line.to_dict() for line in lines],
+                             "next_after": lines[-1].id if lines else after})
 
     async def counts(self, request: Request) -> Response:
         queue = known_query(request, "queue").get("queue") or None
@@ -189,6 +200,17 @@ def parse_limit(text: str | None) -> int:
         raise ApiError(422, "invalid_query",
                        f"limit must be an integer from 1 to {MAX_LIMIT}, not {text!r}")
     return limit
+
+
+def _whole(text: str | None, name: str, default: int | None, high: int,
+           low: int = 0) -> int | None:
+    """A whole-number query parameter within bounds (``default`` when absent)."""
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise ApiError(422, "invalid_query", f"{name} must be an integer from {low} to "
+                       f"{high}, not {text[:40]!r}")
+    return int(text)
 
 
 def parse_enqueue(body: dict[str, Any]) -> dict[str, Any]:

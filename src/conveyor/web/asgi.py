@@ -15,14 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError
 from conveyor.web.api import JobsApi
-from conveyor.web.common import MAX_BODY_BYTES, ApiError, classify
+from conveyor.web.common import MAX_BODY_BYTES, ApiError, call, classify
 from conveyor.web.flow import FlowApi
 from conveyor.web.flow_pages import FlowPages
 from conveyor.web.hostauth import HostAuth
@@ -61,6 +61,7 @@ def create_app(app: Conveyor, *, auth: AuthConfig | HostAuth, poll_interval: flo
         *FlowApi(app).routes(),
         *FlowPages(app).routes(),
         *EventStream(app, poll_interval=poll_interval, stopping=stopping).routes(),
+        Route("/metrics", metrics_endpoint, methods=["GET"], name="metrics"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     web = Starlette(
@@ -77,6 +78,18 @@ def create_app(app: Conveyor, *, auth: AuthConfig | HostAuth, poll_interval: flo
     web.state.conveyor = app
     web.state.auth = auth
     return web
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text: jobs by queue and state, counted now, and this process's registry."""
+    try:
+        from conveyor.metrics import CONTENT_TYPE, exposition
+    except ImportError:
+        return JSONResponse(error_body("not_available", "metrics need the metrics extra: "
+                                       "pip install 'conveyor[metrics]'"), status_code=404)
+    app: Conveyor = request.app.state.conveyor
+    body = await call(exposition, app.store)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:

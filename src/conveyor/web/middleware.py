@@ -45,6 +45,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Unsafe requests a read-only session may still make.
 READ_ONLY_ALLOWED = frozenset({"/logout"})
 PRINCIPAL_KEY = "conveyor.principal"
+#: The one path the metrics token opens (see AuthConfig.metrics_token).
+METRICS_PATH = "/metrics"
 #: Sent on responses to HTTPS requests only (a plain-HTTP response cannot set it anyway).
 HSTS = "max-age=31536000"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -172,6 +174,9 @@ class AuthMiddleware:
             if scheme.lower() != "bearer" or not value.strip():
                 return None, "the Authorization header must be 'Bearer <token>'"
             role = self.auth.role_of_token(value.strip())
+            if role is None and route_path(conn.scope) == METRICS_PATH and \
+                    self.auth.is_metrics_token(value.strip()):
+                return Principal(Role.READ, "metrics"), ""
             if role is None:
                 return None, "the bearer token is not valid"
             return Principal(role, "bearer"), ""
@@ -224,7 +229,8 @@ def _unauthenticated(conn: HTTPConnection, problem: str,
     """
     path = route_path(conn.scope)
     login = f"{root_of(conn.scope)}/login" if isinstance(auth, AuthConfig) else auth.login_url
-    if login and not path.startswith("/api/") and conn.scope["method"] in ("GET", "HEAD"):
+    if login and not path.startswith("/api/") and path != METRICS_PATH and \
+            conn.scope["method"] in ("GET", "HEAD"):
         query = conn.scope.get("query_string", b"").decode("latin-1")
         target = path + (f"?{query}" if query else "")
         if isinstance(auth, HostAuth):

@@ -254,6 +254,25 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
             "properties": {"job_id": {"type": "string"},
                            "history": {"type": "array", "items": _ref("HistoryEntry")}},
         },
+        "LogLine": {
+            "type": "object", "additionalProperties": False,
+            "required": ["id", "attempt", "seq", "at", "level", "message"],
+            "properties": {
+                "id": {"type": "integer", "description": "the cursor: pass it as `after`"},
+                "attempt": {"type": "integer", "description": "retries used before this run"},
+                "seq": {"type": "integer", "description": "the line's number in its attempt"},
+                "at": _DATE_TIME, "level": {"type": "string"},
+                "message": {"type": "string", "description": "the job's own text: untrusted"},
+            },
+        },
+        "Logs": {
+            "type": "object", "additionalProperties": False,
+            "required": ["job_id", "logs", "next_after"],
+            "properties": {"job_id": {"type": "string"},
+                           "logs": {"type": "array", "items": _ref("LogLine")},
+                           "next_after": {"type": "integer",
+                                          "description": "`after` for the next read"}},
+        },
         "Counts": {
             "type": "object", "additionalProperties": False, "required": ["counts", "total"],
             "properties": {
@@ -413,6 +432,26 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
             "A job's history of transitions and requests, oldest first", "job_history",
             {"200": _json(_ref("History"), "the history"),
              "404": _error("no job has this id")}, parameters=[_JOB_ID])},
+        "/api/jobs/{job_id}/logs": {"get": _op(
+            "What a job logged while it ran, oldest first", "job_logs",
+            {"200": _json(_ref("Logs"), "the lines after the cursor (at most `limit`)"),
+             "404": _error("no job has this id"),
+             "422": _error("a bad attempt, cursor or limit")},
+            description=("Lines the job wrote with `logging` or `ctx.log()`, kept per attempt "
+                         "(the last lines of each, as the worker is configured). Poll with "
+                         "`after` set to the previous answer's `next_after` to follow a "
+                         "running job."),
+            parameters=[_JOB_ID,
+                        {"name": "attempt", "in": "query",
+                         "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                         "description": "only this attempt"},
+                        {"name": "after", "in": "query",
+                         "schema": {"type": "integer", "minimum": 0, "maximum": 2**62,
+                                    "default": 0},
+                         "description": "only lines with a greater id"},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 10_000,
+                                    "default": 1000}}])},
         **{f"/api/jobs/{{job_id}}/{action}": _action_path(action, actions)
            for action in actions},
         "/api/counts": {"get": _op(

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job
+from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.web.common import DEFAULT_LIMIT, ApiError, call, read_body
 from conveyor.web.flow_pages import run_now_button
 from conveyor.web.hostauth import HostAuth
@@ -37,6 +37,8 @@ from conveyor.web.templates import (
 )
 
 _LOGIN_BODY_LIMIT = 4096
+#: The most log lines the job page shows when it loads (the API pages through the rest).
+LOG_LINES_SHOWN = 2000
 
 
 def safe_next(target: str | None) -> str:
@@ -95,6 +97,7 @@ class Pages:
     async def job_page(self, request: Request) -> Response:
         job = await call(self.app.get, request.path_params["job_id"])
         history = await call(self.app.history, job.id)
+        lines = await call(self.app.logs, job.id, limit=LOG_LINES_SHOWN)
         can_write = principal_of(request).can_write
         body = render(
             JOB_PAGE, id=job.id, state=job.state.value, job_type=job.job_type,
@@ -105,7 +108,10 @@ class Pages:
             rendered=",".join(job.legal_actions) if can_write else "",
             details=_details(job, _ran_by(history)), params=pretty_json(job.params),
             checkpoint=pretty_json(job.progress.last_checkpoint),
-            outcome=_outcome(job), history=join([_history_item(e) for e in history]))
+            outcome=_outcome(job), history=join([_history_item(e) for e in history]),
+            logs=join([log_item(line) for line in lines]),
+            logs_after=lines[-1].id if lines else 0,
+            logs_empty="" if lines else "No lines logged yet.")
         return self._page(request, f"{job.job_type} {job.id[:8]}", body, "job")
 
     # -- login --------------------------------------------------------------------------------
@@ -290,6 +296,14 @@ def _outcome(job: Job) -> Markup:
     return Markup("")
 
 
+def log_item(line: LogLine) -> Markup:
+    """One line of the Logs panel (dashboard.js builds the same from the API's JSON)."""
+    return render('<li class="log-line level-{lvl}" data-id="{id}"><span class="log-meta">'
+                  '{at} {level} #{attempt}</span> <span class="log-msg">{message}</span></li>',
+                  lvl=line.level.lower(), id=line.id, at=f"{line.at:%H:%M:%S}",
+                  level=line.level, attempt=line.attempt, message=esc_lines(line.message))
+
+
 def _history_item(entry: HistoryEntry) -> Markup:
     moved = entry.from_state is not entry.to_state
     change = (f"{entry.from_state.value if entry.from_state else 'created'} → "
@@ -332,6 +346,10 @@ JOB_PAGE = """
   </section>
 </div>
 {outcome}
+<section class="panel logs-panel"><h2>Logs</h2>
+  <p class="muted" id="logs-empty">{logs_empty}</p>
+  <ol class="logs" id="logs" data-after="{logs_after}">{logs}</ol>
+</section>
 <div class="grid">
   <section class="panel"><h2>Params</h2><pre id="params">{params}</pre></section>
   <section class="panel"><h2>Checkpoint</h2><pre id="checkpoint">{checkpoint}</pre></section>

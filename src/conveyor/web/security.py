@@ -79,6 +79,9 @@ class AuthConfig:
 
     token: str | None
     read_token: str | None = None
+    #: Accepted on ``/metrics`` only (as a bearer token), for a Prometheus scraper that should
+    #: read nothing else; the admin and read-only tokens are accepted there too.
+    metrics_token: str | None = field(default=None, repr=False)
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     session_max_age: int = SESSION_MAX_AGE
     #: Logged-out session id -> when its cookie expires anyway (mutable: frozen means the
@@ -87,7 +90,8 @@ class AuthConfig:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name, value in (("token", self.token), ("read_token", self.read_token)):
+        for name, value in (("token", self.token), ("read_token", self.read_token),
+                            ("metrics_token", self.metrics_token)):
             if value is not None and len(value) < 16:
                 raise ValueError(f"{name} must be at least 16 characters long")
         if self.read_token is not None and self.token is None:
@@ -95,6 +99,8 @@ class AuthConfig:
         if self.read_token is not None and self.token is not None and \
                 hmac.compare_digest(self.read_token, self.token):
             raise ValueError("the read-only token must differ from the token")
+        if self.metrics_token is not None and self.token is None:
+            raise ValueError("a metrics token needs authentication on (a token)")
 
     @property
     def enabled(self) -> bool:
@@ -110,6 +116,11 @@ class AuthConfig:
         if self.read_token is not None and hmac.compare_digest(given, self.read_token.encode()):
             role = role or Role.READ
         return role
+
+    def is_metrics_token(self, candidate: str) -> bool:
+        """Whether ``candidate`` is the metrics token (compared in constant time)."""
+        return self.metrics_token is not None and hmac.compare_digest(
+            candidate.encode("utf-8", "surrogatepass"), self.metrics_token.encode())
 
     # -- sessions ----------------------------------------------------------------------------
     def _sign(self, text: str) -> str:

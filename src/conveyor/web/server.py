@@ -28,6 +28,7 @@ from conveyor.web.security import AuthConfig, generate_token
 
 TOKEN_ENV = "CONVEYOR_TOKEN"  # noqa: S105 - the name of the variable, not a secret
 READ_TOKEN_ENV = "CONVEYOR_READ_TOKEN"  # noqa: S105
+METRICS_TOKEN_ENV = "CONVEYOR_METRICS_TOKEN"  # noqa: S105
 #: Query parameters whose values never reach a log (matched against the decoded name).
 _SECRET_NAME = re.compile(r"token|secret|passw|key|session|auth")
 
@@ -81,9 +82,11 @@ def auth_config(host: str, token: str | None, read_token: str | None,
         return AuthConfig(token=None), False
     token = token or os.environ.get(TOKEN_ENV) or None
     read_token = read_token or os.environ.get(READ_TOKEN_ENV) or None
+    metrics_token = os.environ.get(METRICS_TOKEN_ENV) or None
     generated = token is None
     try:
-        return AuthConfig(token=token or generate_token(), read_token=read_token), generated
+        return AuthConfig(token=token or generate_token(), read_token=read_token,
+                          metrics_token=metrics_token), generated
     except ValueError as exc:
         raise ConfigurationError(f"dashboard tokens: {exc}") from None
 

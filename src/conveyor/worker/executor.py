@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor import payload, transitions
+from conveyor import joblogs, payload, transitions
 from conveyor.changes import Change, ChangeRefused, Lease
 from conveyor.context import (
     AsyncJobContext,
@@ -96,11 +96,30 @@ def execute(engine: Engine, execution: Execution, actor: str, *,
     """Run one claimed job to its recorded end; returns what was recorded (None: a completion
     handed to ``batch``, which records it and says what came of it). ``run``: perform and
     normalise elsewhere (in a child process) instead of in this thread."""
+    watch = execution.watch
+    if watch is not None:  # metrics or tracing: with both off, this check is all they cost
+        return watch.run(execution, lambda: _pipeline(engine, execution, actor, loop_of,
+                                                      on_future, batch, run))
+    return _pipeline(engine, execution, actor, loop_of, on_future, batch, run)
+
+
+def _pipeline(engine: Engine, execution: Execution, actor: str,
+              loop_of: Callable[[JobType], asyncio.AbstractEventLoop | None],
+              on_future: Callable[[concurrent.futures.Future[Any]], None],
+              batch: Batch | None, run: Run | None) -> OutcomeKind | None:
     spec = resolve(engine, execution.job)
-    if run is not None:
-        outcome = run(spec, execution)
-    else:
-        outcome = normalise(perform(spec, execution, loop_of(spec), on_future), execution)
+    logs = execution.logs
+    routed = joblogs.CURRENT.set(logs) if logs is not None else None
+    try:
+        if run is not None:  # a child process's log records come back through this thread
+            outcome = run(spec, execution)
+        else:
+            outcome = normalise(perform(spec, execution, loop_of(spec), on_future), execution)
+    finally:
+        if routed is not None:
+            joblogs.CURRENT.reset(routed)
+    if logs is not None and logs.has_pending:  # the run's last lines land before its outcome
+        joblogs.write(engine.store, [logs], wait=True)
     return record_finished(engine, execution, outcome, actor, batch)
 
 

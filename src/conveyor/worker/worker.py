@@ -40,13 +40,15 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any, assert_never
 
-from conveyor import transitions, validate
+from conveyor import joblogs, transitions, validate
 from conveyor.changes import ChangeRefused, Lease
 from conveyor.context import Execution, ForcedCancelInterrupt, TimeoutInterrupt
 from conveyor.engine import Engine, HasEngine, engine_of
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
+from conveyor.joblogs import JobLog, JobLogLimits
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
+from conveyor.observe import RunWatch, otel_installed
 from conveyor.registry import JobType
 from conveyor.schedules import Scheduler
 from conveyor.stores.base import JobQuery
@@ -65,6 +67,15 @@ log = logging.getLogger("conveyor.worker")
 BURST_HORIZON = 300.0
 #: How long a freed slot waits for others to free before the next claim (seconds).
 CLAIM_GATHER = 0.001
+#: How often running jobs' new log lines are written (seconds): one write for all of them.
+LOG_FLUSH_INTERVAL = 1.0
+
+
+def _tracer_provider_set() -> bool:
+    from opentelemetry import trace
+
+    return type(trace.get_tracer_provider()).__name__ not in ("ProxyTracerProvider",
+                                                               "NoOpTracerProvider")
 
 
 @dataclass
@@ -104,6 +115,11 @@ class Worker:
     """Runs jobs of the engine's registered types from its store.
 
     Takes the engine (``app.engine``); an app is accepted too, for its engine.
+
+    ``job_logs``: what each attempt's log keeps (:class:`~conveyor.joblogs.JobLogLimits`;
+    ``lines=0`` turns job logs off). ``metrics``: count and time runs in this process's
+    Prometheus registry (needs ``prometheus_client``). ``tracing``: a span per run (None: when
+    OpenTelemetry is installed and a tracer provider is set up). See docs/observability.md.
     """
 
     def __init__(self, engine: Engine | HasEngine, *, concurrency: int = 4,
@@ -114,7 +130,9 @@ class Worker:
                  worker_id: str | None = None, handle_signals: bool = True,
                  batch_wait: float = 0.0, batch_size: int = MAX_BATCH,
                  run_schedules: bool = True, pool: str = "thread",
-                 app_path: str | None = None, max_jobs_per_child: int | None = None) -> None:
+                 app_path: str | None = None, max_jobs_per_child: int | None = None,
+                 metrics: bool = False, tracing: bool | None = None,
+                 job_logs: JobLogLimits | None = None) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
@@ -141,6 +159,12 @@ class Worker:
         self.batch_wait = batch_wait
         self.batch_size = batch_size
         self.run_schedules = run_schedules
+        self.metrics = metrics
+        self.tracing = tracing
+        self.job_logs = job_logs or JobLogLimits()
+        self.running = False
+        self._watch: RunWatch | None = None
+        self._logs_due = 0.0
         self.stats = WorkerStats()
         self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
@@ -151,6 +175,21 @@ class Worker:
         self._hard_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+
+    def _new_watch(self) -> RunWatch | None:
+        """The hooks each run goes through, or None (metrics and tracing both off)."""
+        tracing = self.tracing
+        if tracing is None:  # on when OpenTelemetry is installed and an SDK is set up
+            tracing = otel_installed() and _tracer_provider_set()
+        if not (self.metrics or tracing):
+            return None
+        found = None
+        if self.metrics:
+            from conveyor.metrics import worker_metrics
+
+            found = worker_metrics()
+            found.workers.add(self)
+        return RunWatch(found, tracing)
 
     def _new_completer(self) -> Completer:
         return Completer(self.engine, self.stats.count, retry_for=self.lease_seconds,
@@ -180,6 +219,9 @@ class Worker:
         if not self.engine.types:
             raise ConfigurationError("no job types are registered with this app")
         restore = self._install_signals()
+        self._watch = self._new_watch()
+        capture = joblogs.install(self.job_logs.level) if self.job_logs.enabled else None
+        self.running = True
         self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
         if self.app_path is not None and self.pool == "process":
             self._children = ProcessRunner(self.app_path, self.max_jobs_per_child)
@@ -209,6 +251,9 @@ class Worker:
                 self._children.close()
             self._stop_loop()
             restore()
+            self.running = False
+            if capture is not None:
+                joblogs.uninstall(capture)
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
 
@@ -286,6 +331,9 @@ class Worker:
         self.stats.claimed += 1
         execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.engine,
                               retry_for=self.lease_seconds)
+        if self.job_logs.enabled:
+            execution.logs = JobLog(job.id, job.attempt, self.job_logs)
+        execution.watch = self._watch
         slot = Slot(execution)
         if job.timeout:
             slot.deadline = time.monotonic() + job.timeout
@@ -341,7 +389,9 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             try:
-                reap(self.engine, actor=f"reaper@{self.worker_id}")
+                reaped = reap(self.engine, actor=f"reaper@{self.worker_id}")
+                if self._watch is not None:
+                    self._watch.reaped(reaped.lost)
                 failures = 0
                 wait = self.reap_interval
             except ConveyorError as exc:
@@ -367,6 +417,10 @@ class Worker:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.heartbeat_interval
+                if now >= self._logs_due:  # every running job's new lines, one write
+                    joblogs.write(self.engine.store, (s.execution.logs
+                                                      for s in self._current_slots()))
+                    self._logs_due = now + LOG_FLUSH_INTERVAL
                 self._enforce_limits(now)
                 failures = 0
             except ConveyorError as exc:

@@ -27,6 +27,7 @@ def mark(folder: str, name: str, text: str = "") -> None:
 
 
 def pid(ctx: JobContext) -> int:
+    ctx.log(f"ran in {os.getpid()}", level="warning")
     return os.getpid()
 
 

@@ -54,20 +54,21 @@ WITH new AS (
         %(params)s::text[], %(max_attempts)s::int[], %(run_ats)s::timestamptz[],
         %(delays)s::float8[], %(timeouts)s::float8[], %(pause_timeouts)s::float8[],
         %(backoffs)s::jsonb[], %(current_steps)s::bigint[], %(total_steps)s::bigint[],
-        %(checkpoints)s::jsonb[], %(requeued_froms)s::text[], %(unique_keys)s::text[]
+        %(checkpoints)s::jsonb[], %(requeued_froms)s::text[], %(unique_keys)s::text[],
+        %(traces)s::text[]
     ) WITH ORDINALITY AS n (id, job_type, queue, priority, params, max_attempts, run_at, delay,
                             timeout, pause_timeout, backoff, current_step, total_steps,
-                            checkpoint, requeued_from, unique_key, ord)
+                            checkpoint, requeued_from, unique_key, trace, ord)
 ), timed AS (
     SELECT new.*, coalesce(run_at, now() + make_interval(secs => coalesce(delay, 0))) AS due
     FROM new
 ), inserted AS (
     INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at,
                       timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
-                      requeued_from, unique_key, created_at, updated_at)
+                      requeued_from, unique_key, trace, created_at, updated_at)
     SELECT id, job_type, queue, priority, params::jsonb, max_attempts, due, due, timeout,
            pause_timeout, backoff, current_step, total_steps, checkpoint, requeued_from,
-           unique_key, now(), now()
+           unique_key, trace, now(), now()
     FROM timed ORDER BY ord
     -- a unique key an unfinished job holds (jobs_unique_key) inserts nothing: the store then
     -- reads that job by select_unfinished_by_key, in a statement of its own (which sees it)

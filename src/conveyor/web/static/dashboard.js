@@ -428,6 +428,50 @@
     }
   });
 
+  // -- the job's logs: read every second while it runs (and once more when it stops) -------------
+  var logsFollowed = false;
+  function logLine(line) {
+    var item = el("li", "log-line level-" + String(line.level).toLowerCase());
+    item.setAttribute("data-id", String(line.id));
+    var time = String(line.at).replace("T", " ").slice(11, 19);
+    item.appendChild(el("span", "log-meta", time + " " + visible(line.level) + " #" +
+                        line.attempt));
+    item.appendChild(document.createTextNode(" "));
+    item.appendChild(el("span", "log-msg",
+                        String(line.message).split("\n").map(visible).join("\n")));
+    return item;
+  }
+
+  function pollLogs() {
+    var list = document.getElementById("logs");
+    var root = document.getElementById("job");
+    if (!list || !root) return;
+    var running = root.getAttribute("data-state") === "running";
+    if (!running && !logsFollowed) {
+      setTimeout(pollLogs, 1000);
+      return;
+    }
+    logsFollowed = running;
+    var url = prefix + "/api/jobs/" + encodeURIComponent(root.getAttribute("data-job-id")) +
+      "/logs?after=" + encodeURIComponent(list.getAttribute("data-after") || "0");
+    fetch(url, {credentials: "same-origin"})
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) {
+        var current = document.getElementById("logs");  // the page may have been redrawn
+        if (!data || !current) return;
+        var last = Number(current.getAttribute("data-after") || "0");
+        data.logs.forEach(function (line) {
+          if (line.id > last) current.appendChild(logLine(line));
+        });
+        if (data.next_after > last) current.setAttribute("data-after", String(data.next_after));
+        var empty = document.getElementById("logs-empty");
+        if (empty && data.logs.length) empty.textContent = "";
+      })
+      .catch(function () { /* tried again in a second */ })
+      .finally(function () { setTimeout(pollLogs, 1000); });
+  }
+
   initBars(document);
   connect();
+  if (pageName === "job") pollLogs();
 })();
