@@ -170,6 +170,10 @@ class Worker:
         """Work until stopped, or (``burst``) until nothing runnable is left."""
         if not self.engine.types:
             raise ConfigurationError("no job types are registered with this app")
+        # the store's claim obeys the limits it holds: record this code's (see limits.py)
+        self.engine.store.save_type_limits(sorted(self.engine.types), [
+            spec.limits.rule(name, f"worker:{self.worker_id}")
+            for name, spec in sorted(self.engine.types.items()) if spec.limits is not None])
         restore = self._install_signals()
         self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
         self._completer = self._new_completer()

@@ -127,6 +127,7 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         lease_expires_at=utc(row["lease_expires_at"]),
         requeued_from=row["requeued_from"],
         unique_key=row["unique_key"],
+        limit_key=row["limit_key"],
     )
 
 

@@ -47,6 +47,7 @@ def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str,
         "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
         "requeued_froms": [new.requeued_from for new in jobs],
         "unique_keys": [new.unique_key for new in jobs],
+        "limit_keys": [new.limit_key for new in jobs],
         "actor": actor,
         "channel": channel,
     }
