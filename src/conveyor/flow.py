@@ -141,7 +141,7 @@ class FlowControl:
         running = None if max_running is None else check_max_running(max_running)
         rate = None if rate_limit is None else parse_rate(rate_limit)
         self.engine.store.set_queue_limit(name, running, rate, actor=actor, reason=reason)
-        return next(q for q in self.queues() if q.name == name)
+        return next((q for q in self.queues() if q.name == name), QueueInfo(name))
 
     def limits(self) -> builtins.list[LimitRule]:
         """Every limit the claim obeys: job types' (as their workers last recorded them) and

@@ -36,7 +36,7 @@ __all__ = ["LimitRule", "Rate", "TypeLimits", "parse_rate"]
 #: Largest ``max_running`` or rate count accepted.
 MAX_LIMIT = 1_000_000
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"\s*(\d{1,7})\s*/\s*([smh])\s*")
+_RATE = re.compile(r"([0-9]{1,7})/([smh])")
 #: A bucket a limit counts in: (scope, name, key); key is "" unless the rule is per key.
 Bucket = tuple[str, str, str]
 
