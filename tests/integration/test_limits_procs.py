@@ -56,7 +56,7 @@ def test_four_worker_processes_never_run_more_than_the_limits(store: str,
     with _url(store, tmp_path) as url:
         app: Conveyor = build_app(url, str(record))
         try:
-            app.enqueue_many([EnqueueRequest("lim.two", {"n": n}) for n in range(16)]
+            app.enqueue_many([EnqueueRequest("lim.two", {"n": n}) for n in range(40)]
                              + [EnqueueRequest("lim.tenant", {"tenant_id": 7 + n % 2, "n": n})
                                 for n in range(12)])
             procs = [subprocs.spawn(subprocs.Proc, f"w{i}", f"w{i}", tmp_path, [
@@ -68,11 +68,11 @@ def test_four_worker_processes_never_run_more_than_the_limits(store: str,
                 for proc in procs:
                     proc.kill()
             assert codes == [0] * PROCS, subprocs.report(procs, 20)
-            assert app.counts()[JobState.COMPLETED] == 28
+            assert app.counts()[JobState.COMPLETED] == 52
         finally:
             app.close()
     runs = [line.split() for line in record.read_text().splitlines()]
-    assert len(runs) == 28
+    assert len(runs) == 52
     by: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for job_type, key, start, end in runs:
         by.setdefault((job_type, key), []).append((float(start), float(end)))

@@ -21,7 +21,7 @@ from tests.integration.subprocs import append_line, log_to_stderr, run_worker, w
 
 log = logging.getLogger("procs.limited")
 #: How long each job runs: long enough that jobs claimed together overlap.
-RUN_SECONDS = 0.05
+RUN_SECONDS = 0.02
 
 
 def build_app(url: str, record: str) -> Conveyor:
@@ -46,7 +46,7 @@ def build_app(url: str, record: str) -> Conveyor:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = worker_parser(__doc__, concurrency=4, lease=30.0, heartbeat=1.0, reap=1.0,
-                           poll=0.05)
+                           poll=0.005)
     parser.add_argument("--log", required=True)
     args = parser.parse_args(argv)
     log_to_stderr()
