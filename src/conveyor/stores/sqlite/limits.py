@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Protocol
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from conveyor.lifecycle import JobState
 from conveyor.limits import (
@@ -28,13 +29,18 @@ from conveyor.stores.sqlite.changes import marks
 from conveyor.stores.sqlite.rows import ts
 
 _Q = load_queries("conveyor.stores.sqlite", "limits.sql")
+T = TypeVar("T")
 #: How many candidates past ``limit`` a limited claim looks at (full buckets are left out of
 #: the scan, so each candidate fits on its own; these absorb the ones that fill a bucket).
 SCAN_EXTRA = 32
 
 
 class _Store(Protocol):
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def _retry_busy(self, op: Callable[[], T]) -> T: ...
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
     def _clock(self) -> float: ...
     def notify_work(self) -> None: ...
@@ -94,8 +100,9 @@ class SQLiteLimits:
         return [_rule(row) for row in self._read(_Q["all_limits"])]
 
     def limit_usage(self: _Store, rules: Sequence[LimitRule]) -> Usage:
-        with self._write() as conn:  # one consistent look (a read would need its own BEGIN)
-            return _usage(conn, rules, self._clock())
+        # for display only: a read per count, no write lock taken from a dashboard
+        with self._lock:
+            return self._retry_busy(lambda: _usage(self._conn, rules, self._clock()))
 
     def _claim_rules(self, conn: sqlite3.Connection, queues: Sequence[str],
                      job_types: Sequence[str]) -> list[LimitRule]:
