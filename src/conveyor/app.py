@@ -136,16 +136,25 @@ class Conveyor(FlowControl):
     def job(self, name: str | None = None, /, *, max_attempts: int = 3,
             backoff: Backoff | None = None, timeout: float | None = None,
             pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
-            queue: str = "default") -> Callable[[F], F]: ...
+            queue: str = "default", max_running: int | None = None,
+            rate_limit: str | None = None,
+            limit_key: str | None = None) -> Callable[[F], F]: ...
 
     def job(self, name: str | F | None = None, /, *, max_attempts: int = 3,
             backoff: Backoff | None = None, timeout: float | None = None,
             pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
-            queue: str = "default") -> Callable[[F], F] | F:
+            queue: str = "default", max_running: int | None = None,
+            rate_limit: str | None = None,
+            limit_key: str | None = None) -> Callable[[F], F] | F:
         """Register a job function (sync or ``async def``) under a type name.
 
         The name defaults to ``module.function``. The function takes a :class:`JobContext`
         first, then the job's params as keyword arguments.
+
+        ``max_running``: at most this many of the type run at once across every worker and
+        host; ``rate_limit`` (``"100/m"``, ``/s``, ``/h``): claimed no faster than that.
+        With ``limit_key`` (``"tenant:{tenant_id}"``, filled from each job's params) both
+        apply to each key value instead of the whole type. Held jobs stay pending.
         """
         options = JobOptions(max_attempts, backoff or Backoff(), timeout, pause_timeout,
                              priority, queue)
@@ -155,7 +164,9 @@ class Conveyor(FlowControl):
             known = self.engine.types.get(type_name)
             if known is not None and known.func is not func:
                 raise ConfigurationError(f"job type {type_name!r} is already registered")
-            self.engine.register(JobType.from_function(type_name, func, options))
+            self.engine.register(JobType.from_function(
+                type_name, func, options, max_running=max_running, rate_limit=rate_limit,
+                limit_key=limit_key))
             return func
 
         if callable(name):
@@ -242,6 +253,7 @@ class Conveyor(FlowControl):
         params = {} if params is None else params
         encoded = payload.encode_object(params, "params")
         spec.bind(params)
+        limit_key = spec.limit_key(params)
         check_options(max_attempts, timeout, pause_timeout, queue, priority)
         if run_at is not None and delay is not None:
             raise ConfigurationError("give run_at or delay, not both")
@@ -260,6 +272,7 @@ class Conveyor(FlowControl):
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
             backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
             unique_key=unique_key, on_conflict=on_conflict, trace=enqueue_trace(),
+            limit_key=limit_key,
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -406,7 +419,7 @@ class Conveyor(FlowControl):
             queue=original.queue, priority=original.priority,
             max_attempts=original.max_attempts, timeout=original.timeout,
             pause_timeout=original.pause_timeout, backoff=original.backoff,
-            requeued_from=original.id,
+            requeued_from=original.id, limit_key=original.limit_key,
             progress=copy.deepcopy(original.progress) if keep_checkpoint else None)
 
     def _control(self, job_id: str,

@@ -20,6 +20,7 @@ from conveyor.changes import Change
 from conveyor.engine import Engine
 from conveyor.errors import ConfigurationError, InvalidStateError
 from conveyor.lifecycle import JobState
+from conveyor.limits import LimitRule, check_max_running, held_reason, parse_rate
 from conveyor.model import Job, QueueInfo, ScheduleInfo
 from conveyor.registry import check_options, check_seconds
 from conveyor.schedules import Schedule, make_schedule
@@ -65,6 +66,7 @@ class FlowControl:
         def register(type_name: str) -> Schedule:
             spec = self.engine.job_type(type_name)
             spec.bind(params or {})
+            spec.limit_key(params or {})
             check_options(None, None, None, queue, priority)
             schedule = make_schedule(name or type_name, cron, type_name, params, timezone,
                                      queue, priority)
@@ -115,8 +117,47 @@ class FlowControl:
         return self._set_queue(name, False, actor, reason)
 
     def queues(self) -> builtins.list[QueueInfo]:
-        """Every queue that has jobs or was ever paused, by name, with counts by state."""
-        return self.engine.store.queues()
+        """Every queue that has jobs, was ever paused or has a limit, by name, with counts by
+        state and its limits."""
+        found = {q.name: q for q in self.engine.store.queues()}
+        for rule in self.engine.store.limits():
+            if rule.scope == "queue":
+                found[rule.name] = dataclasses.replace(
+                    found.get(rule.name) or QueueInfo(rule.name), max_running=rule.max_running,
+                    rate_limit=rule.rate.text if rule.rate else None,
+                    limit_changed_at=rule.changed_at, limit_actor=rule.actor,
+                    limit_reason=rule.reason)
+        return [found[name] for name in sorted(found)]
+
+    def set_queue_limit(self, name: str, *, max_running: int | None = None,
+                        rate_limit: str | None = None, actor: str = "api",
+                        reason: str = "") -> QueueInfo:
+        """At most ``max_running`` of the queue's jobs run at once, and they are claimed no
+        faster than ``rate_limit`` (``"100/m"``), across every worker; neither removes the
+        queue's limits. Recorded with who, when and why; held jobs stay pending."""
+        validate.name("queue", name)
+        validate.actor(actor)
+        validate.reason(reason)
+        running = None if max_running is None else check_max_running(max_running)
+        rate = None if rate_limit is None else parse_rate(rate_limit)
+        self.engine.store.set_queue_limit(name, running, rate, actor=actor, reason=reason)
+        return next((q for q in self.queues() if q.name == name), QueueInfo(name))
+
+    def limits(self) -> builtins.list[LimitRule]:
+        """Every limit the claim obeys: job types' (as their workers last recorded them) and
+        queues' (as operators set them)."""
+        return self.engine.store.limits()
+
+    def held_reason(self, job: Job) -> str | None:
+        """Why a runnable waiting job is not claimed now (``"held: 2/2 running for
+        tenant:7"``), or None; computed from the limits and counts, nothing written."""
+        if job.state is JobState.PENDING and job.run_at > self.engine.store.now():
+            return None
+        rules = [r for r in self.engine.store.limits()
+                 if r.bucket(job.job_type, job.queue, job.limit_key) is not None]
+        if not rules:
+            return None
+        return held_reason(job, rules, self.engine.store.limit_usage(rules))
 
     def _set_queue(self, name: str, paused: bool, actor: str, reason: str) -> QueueInfo:
         validate.name("queue", name)

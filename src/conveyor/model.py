@@ -103,6 +103,9 @@ class Job:
     unique_key: str | None = None
     #: The W3C ``traceparent`` of the span the job was enqueued under (OpenTelemetry), if any.
     trace: str | None = field(default=None, repr=False)
+    #: The job type's ``limit_key`` template filled from the params at enqueue ("tenant:7"):
+    #: a per-key limit of the type applies to each value.
+    limit_key: str | None = None
     #: Not stored: True when an enqueue with ``unique_key`` returned this job, which already
     #: held the key, instead of creating one.
     existing: bool = field(default=False, compare=False)
@@ -172,6 +175,7 @@ class Job:
             "lease_expires_at": iso(self.lease_expires_at),
             "requeued_from": self.requeued_from,
             "unique_key": self.unique_key,
+            "limit_key": self.limit_key,
             "is_terminal": self.is_terminal,
             "legal_actions": self.legal_actions,
         }
@@ -240,12 +244,22 @@ class QueueInfo:
     actor: str = ""
     reason: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    #: The queue's claim-time limits (None: unlimited) and who set them last, when and why.
+    max_running: int | None = None
+    rate_limit: str | None = None
+    limit_changed_at: datetime | None = None
+    limit_actor: str = ""
+    limit_reason: str = ""
 
     def to_dict(self) -> JSONDict:
         return {
             "name": self.name, "paused": self.paused,
             "changed_at": self.changed_at.isoformat() if self.changed_at else None,
             "actor": self.actor, "reason": self.reason, "counts": dict(self.counts),
+            "max_running": self.max_running, "rate_limit": self.rate_limit,
+            "limit_changed_at": (self.limit_changed_at.isoformat()
+                                 if self.limit_changed_at else None),
+            "limit_actor": self.limit_actor, "limit_reason": self.limit_reason,
         }
 
 

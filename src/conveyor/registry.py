@@ -10,6 +10,7 @@ from typing import Any
 
 from conveyor import validate
 from conveyor.errors import ConfigurationError, InvalidParams
+from conveyor.limits import TypeLimits
 from conveyor.retry import Backoff
 
 DEFAULT_PAUSE_TIMEOUT = 24 * 3600.0
@@ -75,9 +76,13 @@ class JobType:
     options: JobOptions
     is_async: bool
     signature: inspect.Signature
+    #: Claim-time limits (``max_running``, ``rate_limit``, ``limit_key``), None when unlimited.
+    limits: TypeLimits | None = None
 
     @classmethod
-    def from_function(cls, name: str, func: Callable[..., Any], options: JobOptions) -> JobType:
+    def from_function(cls, name: str, func: Callable[..., Any], options: JobOptions, *,
+                      max_running: int | None = None, rate_limit: str | None = None,
+                      limit_key: str | None = None) -> JobType:
         validate.name("job type name", name, config=True)
         signature = inspect.signature(func)
         params = list(signature.parameters.values())
@@ -87,7 +92,19 @@ class JobType:
                 f"job function {func.__qualname__} must take the JobContext as its first "
                 "positional parameter"
             )
-        return cls(name, func, options, inspect.iscoroutinefunction(func), signature)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        limits = TypeLimits.of(max_running, rate_limit, limit_key,
+                               None if takes_any else [p.name for p in params[1:]])
+        return cls(name, func, options, inspect.iscoroutinefunction(func), signature, limits)
+
+    def limit_key(self, params: dict[str, Any]) -> str | None:
+        """The job's ``limit_key`` value, from its params (defaults included); InvalidParams
+        when the template names a param the job lacks."""
+        if self.limits is None or self.limits.key is None:
+            return None
+        bound = self.signature.bind_partial(None, **params)
+        bound.apply_defaults()
+        return self.limits.key_for(self.name, {**bound.arguments, **params})
 
     def bind(self, params: dict[str, Any]) -> None:
         """Check that ``params`` fit the function's signature (after the context)."""

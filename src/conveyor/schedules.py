@@ -102,13 +102,15 @@ def make_schedule(name: str, cron: str, job_type: str, params: dict[str, Any] | 
 
 def job_for(engine: Engine, schedule: Schedule) -> NewJob:
     """The job a tick enqueues: the schedule's params and options over its type's defaults."""
-    options = engine.job_type(schedule.job_type).options
+    spec = engine.job_type(schedule.job_type)
+    options = spec.options
     return NewJob(
         id=str(uuid.uuid4()), job_type=schedule.job_type, params=schedule.params,
         queue=schedule.queue or options.queue,
         priority=options.priority if schedule.priority is None else schedule.priority,
         max_attempts=options.max_attempts, timeout=options.timeout,
-        pause_timeout=options.pause_timeout, backoff=options.backoff.to_dict())
+        pause_timeout=options.pause_timeout, backoff=options.backoff.to_dict(),
+        limit_key=spec.limit_key(schedule.params))
 
 
 class Scheduler:

@@ -76,3 +76,27 @@ def test_schedules_lists_the_apps_schedules_with_their_next_run(db_url: str) -> 
     assert schedule["next_run"] is not None and schedule["last_tick"] is None
     assert "nightly" in cli_on(db_url, "schedules", "--app",
                                "tests.acceptance.apps.scheduled:app").stdout
+
+
+def test_queue_limit_sets_lists_and_shows_why_a_job_is_held(db_url: str,
+                                                            app: Conveyor) -> None:
+    jobs = [app.enqueue("math.add", {"a": n, "b": 0}, queue="mail") for n in range(2)]
+    for bad in (("--rate", "5/d"), ("--max-running", "0")):
+        refused = cli_on(db_url, "queue", "limit", "mail", *bad)
+        assert refused.exit_code == EXIT_USAGE and "Traceback" not in refused.output
+    assert app.limits() == []
+    done = cli_on(db_url, "queue", "limit", "mail", "--max-running", "1", "-r", "quota")
+    assert done.exit_code == EXIT_OK and "1 running" in done.stdout, done.output
+    (queue,) = [json.loads(line)
+                for line in cli_on(db_url, "queues", "--json").stdout.splitlines() if line]
+    assert (queue["max_running"], queue["limit_reason"]) == (1, "quota")
+    assert queue["limit_actor"].startswith("cli:")
+    assert "mail" in cli_on(db_url, "limits").stdout
+    (claimed,) = app.store.claim("w", queues=[], job_types=["math.add"], limit=5,
+                                 lease_seconds=60)
+    other = next(j for j in jobs if j.id != claimed.id)
+    shown = json.loads(cli_on(db_url, "show", other.id, "--json").stdout)
+    assert shown["held"] == "held: 1/1 running for queue:mail"
+    assert "held: 1/1 running for queue:mail" in cli_on(db_url, "show", other.id).stdout
+    assert cli_on(db_url, "queue", "limit", "mail").exit_code == EXIT_OK
+    assert app.limits() == []

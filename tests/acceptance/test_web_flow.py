@@ -87,3 +87,36 @@ def test_the_flow_page_lists_queues_and_schedules_escaped_and_run_now_shows(
     client.post(f"/api/jobs/{waiting.json()['id']}/run_now", headers=BEARER)
     assert 'data-edit-action="run_now"' not in client.get(
         f"/jobs/{waiting.json()['id']}").text
+
+
+def test_a_queue_limit_is_set_listed_and_shown_on_a_held_job(app: Conveyor,
+                                                             client: AsgiClient) -> None:
+    jobs = [client.post("/api/jobs", json={"job_type": "test.add", "queue": "mail",
+                                           "params": {"a": n}}, headers=BEARER).json()
+            for n in range(2)]
+    for bad in ({"rate_limit": "5/d"}, {"max_running": 0}, {"max_running": "2"}):
+        assert client.post("/api/queues/mail/limit", json=bad,
+                           headers=BEARER).status_code == 422
+    assert client.get("/api/limits", headers=BEARER).json() == {"limits": []}
+    limited = client.post("/api/queues/mail/limit", json={"max_running": 1, "rate_limit":
+                                                          "100/m", "reason": "quota"},
+                          headers=BEARER)
+    assert limited.status_code == 200, limited.text
+    assert {k: limited.json()[k] for k in ("max_running", "rate_limit", "limit_actor",
+                                           "limit_reason")} == {
+        "max_running": 1, "rate_limit": "100/m", "limit_actor": "http-api",
+        "limit_reason": "quota"}
+    (rule,) = client.get("/api/limits", headers=BEARER).json()["limits"]
+    assert (rule["scope"], rule["name"], rule["max_running"]) == ("queue", "mail", 1)
+    (claimed,) = app.store.claim("w", queues=[], job_types=["test.add"], limit=5,
+                                 lease_seconds=60)
+    other = next(j for j in jobs if j["id"] != claimed.id)
+    held = client.get(f"/api/jobs/{other['id']}", headers=BEARER).json()
+    assert (held["state"], held["held"]) == ("pending", "held: 1/1 running for queue:mail")
+    assert client.get(f"/api/jobs/{claimed.id}", headers=BEARER).json()["held"] is None
+    assert client.get("/login?token=" + TOKEN).status_code == 303
+    assert "1 running, 100/m (set by http-api)" in client.get("/flow").text
+    assert "held: 1/1 running for queue:mail" in client.get(f"/jobs/{other['id']}").text
+    removed = client.post("/api/queues/mail/limit", json={}, headers=BEARER)
+    assert removed.json()["max_running"] is None
+    assert client.get(f"/api/jobs/{other['id']}", headers=BEARER).json()["held"] is None

@@ -41,8 +41,8 @@ cli = typer.Typer(
 
 #: The commands in the order ``conveyor --help`` lists them; the control verbs in table order.
 HELP_ORDER = ("worker", "enqueue", "ls", "show", "history", "logs",
-              *(verb.value for verb in Verb), "run-now", "reschedule", "queues", "schedules",
-              "watch", "dashboard", "migrate", "demo")
+              *(verb.value for verb in Verb), "run-now", "reschedule", "queues", "limits",
+              "schedules", "watch", "dashboard", "migrate", "demo")
 _GROUPS = (jobs, control, flow, ops)  # imported for the commands they record
 
 

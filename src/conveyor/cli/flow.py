@@ -24,7 +24,8 @@ from conveyor.errors import ConfigurationError
 from conveyor.model import QueueInfo
 
 #: ``conveyor queue pause|resume NAME``: registered by the package as a group of its own.
-queue_app = typer.Typer(name="queue", help="Pause or resume a queue.", no_args_is_help=True)
+queue_app = typer.Typer(name="queue", help="Pause, resume or limit a queue.",
+                        no_args_is_help=True)
 QueueArgument = Annotated[str, typer.Argument(metavar="NAME", help="The queue.")]
 
 
@@ -37,14 +38,15 @@ def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
             render.print_json(queue.to_dict())
         return
     now = render.utcnow()
-    table = Table("queue", "state", "changed", "by", "reason", "jobs")
+    table = Table("queue", "state", "changed", "by", "reason", "limits", "jobs")
     for queue in queues:
         counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.counts.items()))
         table.add_row(render.shown(queue.name),
                       render.shown("paused" if queue.paused else "active",
                                    "yellow" if queue.paused else "green"),
                       render.timestamp(queue.changed_at, now), render.shown(queue.actor),
-                      render.shown(queue.reason), counts or "-")
+                      render.shown(queue.reason), render.shown(_limits_text(queue)),
+                      counts or "-")
     render.make_console().print(table)
 
 
@@ -70,6 +72,58 @@ def list_schedules(ctx: typer.Context, app_ref: AppOption = None,
                       render.timestamp(s.last_tick, now),
                       render.short_id(s.last_job_id) if s.last_job_id else "-")
     render.make_console().print(table)
+
+
+def _limits_text(queue: QueueInfo) -> str:
+    parts = [f"{queue.max_running} running" if queue.max_running else "",
+             queue.rate_limit or ""]
+    shown = ", ".join(part for part in parts if part)
+    return f"{shown} (by {queue.limit_actor})" if shown else "-"
+
+
+@command("limits", epilog=examples("conveyor limits", "conveyor limits --json"))
+def list_limits(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    """List the concurrency and rate limits claims obey: job types' and queues'."""
+    rules = open_app(ctx).limits()
+    if json_out:
+        for rule in rules:
+            render.print_json(rule.to_dict())
+        return
+    now = render.utcnow()
+    table = Table("scope", "name", "max running", "rate", "per key", "changed", "by",
+                  "reason")
+    for rule in rules:
+        table.add_row(rule.scope, render.shown(rule.name),
+                      str(rule.max_running) if rule.max_running else "-",
+                      rule.rate.text if rule.rate else "-", render.shown(rule.key or "-"),
+                      render.timestamp(rule.changed_at, now), render.shown(rule.actor),
+                      render.shown(rule.reason))
+    render.make_console().print(table)
+
+
+@queue_app.command("limit", epilog=examples(
+    'conveyor queue limit mail --max-running 2 -r "smtp quota"',
+    "conveyor queue limit mail --rate 100/m", "conveyor queue limit mail  # removes both"))
+def limit_queue(
+    ctx: typer.Context,
+    name: QueueArgument,
+    max_running: Annotated[int | None, typer.Option(
+        "--max-running", metavar="N", show_default=False,
+        help="At most N of the queue's jobs running at once, across all workers.")] = None,
+    rate: Annotated[str | None, typer.Option(
+        "--rate", metavar="RATE", show_default=False,
+        help="Claimed no faster than RATE: 100/s, 100/m or 100/h.")] = None,
+    reason: ReasonOption = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Set a queue's limits (neither option: remove them); held jobs stay pending."""
+    queue = open_app(ctx).set_queue_limit(name, max_running=max_running, rate_limit=rate,
+                                          actor=actor(), reason=reason)
+    if json_out:
+        render.print_json(queue.to_dict())
+    else:
+        render.make_console().print(render.shown(
+            f"queue {queue.name} limits: {_limits_text(queue)}"))
 
 
 def _print_queue(queue: QueueInfo, json_out: bool) -> None:

@@ -121,10 +121,12 @@ def show(ctx: typer.Context, job_ids: IdsArgument, json_out: JsonOption = False)
 
     def show_one(job_id: str) -> None:
         job = app.get(job_id)
+        held = app.held_reason(job)
         if json_out:
-            render.print_json(job.to_dict())
+            render.print_json({**job.to_dict(), "held": held})
         else:
-            out.print(render.job_panel(job, render.utcnow(), ascii_bar=render.ascii_only(out)))
+            out.print(render.job_panel(job, render.utcnow(), ascii_bar=render.ascii_only(out),
+                                       held=held))
 
     for_each(job_ids, show_one)
 

@@ -223,15 +223,18 @@ def jobs_table(jobs: Iterable[Job], now: datetime, *, ascii_bar: bool = False,
     return table
 
 
-def job_panel(job: Job, now: datetime, *, ascii_bar: bool = False) -> Panel:
-    """Everything about one job, for ``conveyor show``."""
+def job_panel(job: Job, now: datetime, *, ascii_bar: bool = False,
+              held: str | None = None) -> Panel:
+    """Everything about one job, for ``conveyor show`` (``held``: why a limit holds it)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
     rows: list[tuple[str, RenderableType]] = [
         ("type", shown(job.job_type)),
         ("state", state_text(job, now)),
+        *([("held", shown(held, style="yellow"))] if held else []),
         ("queue", shown(f"{job.queue} (priority {job.priority})")),
+        *([("limit key", shown(job.limit_key))] if job.limit_key else []),
         ("retries", Text(f"{job.attempt} used of {job.max_attempts}")),
         ("progress", progress_bar(job.progress, ascii_bar=ascii_bar)),
         ("checkpoint", Text(compact_json(job.progress.last_checkpoint, 400))),

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
+from conveyor.limits import LimitRule, Rate, Usage
 from conveyor.model import HistoryEntry, Job, JobProgress, LogLine, QueueInfo, ScheduleInfo
 
 __all__ = ["JobQuery", "NewJob", "NewLogLine", "Signals", "Store"]
@@ -54,6 +55,9 @@ class NewJob:
     on_conflict: str = "return_existing"
     #: The W3C ``traceparent`` of the enqueuing span (see :mod:`conveyor.tracing`), or None.
     trace: str | None = None
+
+    #: Filled from the params by the job type's ``limit_key`` template (see conveyor.limits).
+    limit_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,22 @@ class Store(Protocol):
 
     def queues(self) -> list[QueueInfo]:
         """Every queue that has jobs or was ever paused, by name, with counts by state."""
+
+    def save_type_limits(self, job_types: Sequence[str], rules: Sequence[LimitRule]) -> None:
+        """Record the limits of a worker's job types (``rules``, scope "type"), and drop the
+        recorded limit of each of ``job_types`` that has none now. An unchanged limit keeps
+        who set it and when."""
+
+    def set_queue_limit(self, queue: str, max_running: int | None, rate: Rate | None, *,
+                        actor: str, reason: str) -> LimitRule | None:
+        """Set (or, with neither, remove) a queue's limits; its rate window starts afresh.
+        Wakes waiting workers."""
+
+    def limits(self) -> list[LimitRule]:
+        """Every recorded limit, by scope and name."""
+
+    def limit_usage(self, rules: Sequence[LimitRule]) -> Usage:
+        """How full the buckets of ``rules`` are now (for showing why a job is held)."""
 
     def save_schedules(self, schedules: Sequence[ScheduleInfo]) -> list[ScheduleInfo]:
         """Record the periodic schedules a worker runs (first_seen kept from the first time)."""

@@ -114,7 +114,8 @@ class JobsApi:
     async def get_job(self, request: Request) -> Response:
         known_query(request)
         job = await call(self.app.get, request.path_params["job_id"])
-        return JSONResponse(job.to_dict())
+        held = await call(self.app.held_reason, job)
+        return JSONResponse({**job.to_dict(), "held": held})
 
     async def history(self, request: Request) -> Response:
         known_query(request)

@@ -15,10 +15,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.app import Conveyor
+from conveyor.limits import MAX_LIMIT
 from conveyor.validate import MAX_REASON
 from conveyor.web.common import ApiError, call, known_query, read_json_object
 
 JSON = dict[str, Any]
+_RATE = r"^([1-9][0-9]{0,5}|1000000)/[smh]$"
+_LIMIT_FIELDS = {"max_running": "integer", "rate_limit": "string", "reason": "string"}
 _RESCHEDULE_FIELDS = {"run_at": "string", "delay": "number", "priority": "integer",
                       "reason": "string"}
 
@@ -36,6 +39,9 @@ class FlowApi:
                   name="api_pause_queue"),
             Route("/api/queues/{name}/resume", self.resume, methods=["POST"],
                   name="api_resume_queue"),
+            Route("/api/queues/{name}/limit", self.limit, methods=["POST"],
+                  name="api_limit_queue"),
+            Route("/api/limits", self.limits, methods=["GET"], name="api_limits"),
             Route("/api/schedules", self.schedules, methods=["GET"], name="api_schedules"),
             Route("/api/jobs/{job_id}/run_now", self.run_now, methods=["POST"],
                   name="api_run_now"),
@@ -52,6 +58,22 @@ class FlowApi:
         known_query(request)
         schedules = await call(self.app.schedules)
         return JSONResponse({"schedules": [s.to_dict() for s in schedules]})
+
+    async def limits(self, request: Request) -> Response:
+        known_query(request)
+        rules = await call(self.app.limits)
+        return JSONResponse({"limits": [rule.to_dict() for rule in rules]})
+
+    async def limit(self, request: Request) -> Response:
+        from conveyor.web.api import actor_of
+
+        known_query(request)
+        body = _fields(await read_json_object(request) or {}, _LIMIT_FIELDS)
+        queue = await call(self.app.set_queue_limit, request.path_params["name"],
+                           max_running=body.get("max_running"),
+                           rate_limit=body.get("rate_limit"), actor=actor_of(request),
+                           reason=_reason(body))
+        return JSONResponse(queue.to_dict())
 
     async def pause(self, request: Request) -> Response:
         return await self._set_queue(request, self.app.pause_queue)
@@ -115,13 +137,42 @@ def flow_schemas(ref: Any, name: JSON, run_at_pattern: str) -> JSON:
     when = {"type": ["string", "null"], "format": "date-time"}
     return {
         "Queue": {"type": "object", "additionalProperties": False,
-                  "required": ["name", "paused", "changed_at", "actor", "reason", "counts"],
+                  "required": ["name", "paused", "changed_at", "actor", "reason", "counts",
+                               "max_running", "rate_limit", "limit_changed_at", "limit_actor",
+                               "limit_reason"],
                   "properties": {
                       "name": {"type": "string"}, "paused": {"type": "boolean"},
                       "changed_at": when, "actor": {"type": "string"},
                       "reason": {"type": "string"},
                       "counts": {"type": "object", "additionalProperties": {"type": "integer"},
-                                 "description": "jobs by state (states with none left out)"}}},
+                                 "description": "jobs by state (states with none left out)"},
+                      "max_running": {"type": ["integer", "null"], "minimum": 1},
+                      "rate_limit": {"type": ["string", "null"], "pattern": _RATE},
+                      "limit_changed_at": when, "limit_actor": {"type": "string"},
+                      "limit_reason": {"type": "string"}}},
+        "QueueLimitRequest": {
+            "type": "object", "additionalProperties": False,
+            "description": "both limits as they are to be: one left out is removed",
+            "properties": {
+                "max_running": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                "rate_limit": {"type": "string", "pattern": _RATE,
+                               "description": "claims at most: 100/s, 100/m or 100/h"},
+                "reason": {"type": "string", "maxLength": MAX_REASON}}},
+        "Limit": {"type": "object", "additionalProperties": False,
+                  "required": ["scope", "name", "max_running", "rate_limit", "limit_key",
+                               "changed_at", "actor", "reason"],
+                  "properties": {
+                      "scope": {"type": "string", "enum": ["type", "queue"]},
+                      "name": {"type": "string"},
+                      "max_running": {"type": ["integer", "null"]},
+                      "rate_limit": {"type": ["string", "null"]},
+                      "limit_key": {"type": ["string", "null"],
+                                    "description": "a job type's key template: its limits "
+                                                   "apply to each key value"},
+                      "changed_at": when, "actor": {"type": "string"},
+                      "reason": {"type": "string"}}},
+        "LimitList": {"type": "object", "additionalProperties": False, "required": ["limits"],
+                      "properties": {"limits": {"type": "array", "items": ref("Limit")}}},
         "QueueList": {"type": "object", "additionalProperties": False, "required": ["queues"],
                       "properties": {"queues": {"type": "array", "items": ref("Queue")}}},
         "Schedule": {"type": "object", "additionalProperties": False,
@@ -178,6 +229,15 @@ def flow_paths(op: Any, json: Any, error: Any, ref: Any, job_id: JSON, write_err
             "list_schedules",
             {"200": json(ref("ScheduleList"), "the app's schedules and those workers "
                                               "recorded")}, tag="queues")},
+        "/api/queues/{name}/limit": {"post": op(
+            "Set a queue's concurrency and rate limits (neither: remove them)", "limit_queue",
+            {"200": json(ref("Queue"), "the queue with its limits"), **write_errors,
+             "422": error("a bad queue name, limit or reason")},
+            parameters=[queue_name], body={"required": False, "content": {
+                "application/json": {"schema": ref("QueueLimitRequest")}}}, tag="queues")},
+        "/api/limits": {"get": op(
+            "Every concurrency and rate limit claims obey: job types' and queues'",
+            "list_limits", {"200": json(ref("LimitList"), "the limits")}, tag="queues")},
         "/api/queues/{name}/pause": queue_op(
             "pause", "Pause a queue: workers stop claiming its jobs; running jobs go on"),
         "/api/queues/{name}/resume": queue_op(

@@ -26,9 +26,10 @@ FLOW_PAGE = """
 <p class="crumbs"><a href="{root}/">← all jobs</a></p>
 <section class="panel"><h2>Queues</h2>
 <p class="muted">A paused queue's jobs are not claimed by any worker until it is resumed;
-jobs already running go on.</p>
+jobs already running go on. A queue's limits (<code>conveyor queue limit</code>) cap how many
+of its jobs run at once and how fast they are claimed.</p>
 <table class="jobs" id="queues"><thead><tr><th>Queue</th><th>State</th><th>Changed</th>
-<th>By</th><th>Reason</th><th>Jobs</th><th>Actions</th></tr></thead>
+<th>By</th><th>Reason</th><th>Limits</th><th>Jobs</th><th>Actions</th></tr></thead>
 <tbody>{queues}</tbody></table></section>
 <section class="panel"><h2>Schedules</h2>
 <table class="jobs" id="schedules"><thead><tr><th>Schedule</th><th>Cron</th><th>Job type</th>
@@ -45,11 +46,20 @@ def _queue_row(queue: QueueInfo, can_write: bool) -> Markup:
                     label=action.capitalize()) if can_write else Markup("")
     return render(
         '<tr data-queue="{name}"><td>{name}</td><td><span class="badge state-{css}">{state}'
-        '</span></td><td>{changed}</td><td>{actor}</td><td>{reason}</td><td>{counts}</td>'
+        '</span></td><td>{changed}</td><td>{actor}</td><td>{reason}</td>'
+        '<td data-limits="{name}">{limits}</td><td>{counts}</td>'
         '<td class="actions">{button}</td></tr>',
         name=queue.name, css="paused" if queue.paused else "running",
         state="paused" if queue.paused else "active", changed=when(queue.changed_at),
-        actor=queue.actor or "—", reason=queue.reason or "—", counts=counts, button=button)
+        actor=queue.actor or "—", reason=queue.reason or "—", limits=_limits(queue),
+        counts=counts, button=button)
+
+
+def _limits(queue: QueueInfo) -> str:
+    parts = [f"{queue.max_running} running" if queue.max_running else "",
+             queue.rate_limit or ""]
+    shown = ", ".join(part for part in parts if part)
+    return f"{shown} (set by {queue.limit_actor})" if shown else "—"
 
 
 def _schedule_row(schedule: ScheduleInfo) -> Markup:
@@ -88,7 +98,7 @@ class FlowPages:
         body = render(
             FLOW_PAGE,
             queues=join([_queue_row(q, principal.can_write) for q in queues]) or Markup(
-                '<tr class="empty"><td colspan="7">No queues yet.</td></tr>'),
+                '<tr class="empty"><td colspan="8">No queues yet.</td></tr>'),
             schedules=join([_schedule_row(s) for s in schedules]) or Markup(
                 '<tr class="empty"><td colspan="6">No schedules.</td></tr>'))
         return HTMLResponse(page(

@@ -194,6 +194,8 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
         "lease_expires_at": _MAYBE_DATE_TIME,
         "requeued_from": {"type": ["string", "null"]},
         "unique_key": {"type": ["string", "null"]},
+        "limit_key": {"type": ["string", "null"],
+                      "description": "the job type's limit_key filled from the params"},
         "is_terminal": {"type": "boolean"},
         "legal_actions": {
             "type": "array", "items": {"type": "string", "enum": list(actions)},
@@ -223,6 +225,13 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
         },
         "Job": {"type": "object", "additionalProperties": False,
                 "required": list(job_fields), "properties": job_fields},
+        "JobDetail": {"type": "object", "additionalProperties": False,
+                      "required": [*job_fields, "held"],
+                      "properties": {**job_fields, "held": {
+                          "type": ["string", "null"],
+                          "description": "why a concurrency or rate limit holds this runnable "
+                                         "job back now (\"held: 2/2 running for tenant:7\"), "
+                                         "computed when read"}}},
         "EnqueuedJob": {"type": "object", "additionalProperties": False,
                         "required": [*job_fields, "existing"],
                         "properties": {**job_fields, "existing": {
@@ -425,7 +434,8 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         },
         "/api/jobs/{job_id}": {"get": _op(
             "Get a job", "get_job",
-            {"200": {**_json(_ref("Job"), "the job"), "links": _job_links(actions)},
+            {"200": {**_json(_ref("JobDetail"), "the job, and why a limit holds it if one "
+                                                 "does"), "links": _job_links(actions)},
              "404": _error("no job has this id")},
             parameters=[_JOB_ID])},
         "/api/jobs/{job_id}/history": {"get": _op(

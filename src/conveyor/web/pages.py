@@ -106,7 +106,8 @@ class Pages:
             progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
             edits=run_now_button(job, await call(self.app.store.now), can_write=can_write),
             rendered=",".join(job.legal_actions) if can_write else "",
-            details=_details(job, _ran_by(history)), params=pretty_json(job.params),
+            details=_details(job, _ran_by(history), await call(self.app.held_reason, job)),
+            params=pretty_json(job.params),
             checkpoint=pretty_json(job.progress.last_checkpoint),
             outcome=_outcome(job), history=join([_history_item(e) for e in history]),
             logs=join([log_item(line) for line in lines]),
@@ -265,9 +266,11 @@ def _ran_by(history: list[HistoryEntry]) -> str | None:
     return claims[-1] if claims else None
 
 
-def _details(job: Job, ran_by: str | None = None) -> Markup:
+def _details(job: Job, ran_by: str | None = None, held: str | None = None) -> Markup:
     rows: list[tuple[str, object]] = [
+        *([("held", held)] if held else []),  # why a limit keeps it waiting (limits.py)
         ("queue", job.queue), ("priority", job.priority),
+        *([("limit key", job.limit_key)] if job.limit_key else []),
         ("attempt", f"{job.attempt} of {job.max_attempts} retries used"),
         ("created", when(job.created_at)), ("run at", when(job.run_at)),
         ("started", when(job.started_at)), ("paused", when(job.paused_at)),

@@ -218,6 +218,10 @@ class Worker:
         """Work until stopped, or (``burst``) until nothing runnable is left."""
         if not self.engine.types:
             raise ConfigurationError("no job types are registered with this app")
+        # the store's claim obeys the limits it holds: record this code's (see limits.py)
+        self.engine.store.save_type_limits(sorted(self.engine.types), [
+            spec.limits.rule(name, f"worker:{self.worker_id}")
+            for name, spec in sorted(self.engine.types.items()) if spec.limits is not None])
         restore = self._install_signals()
         self._watch = self._new_watch()
         capture = joblogs.install(self.job_logs.level) if self.job_logs.enabled else None

@@ -55,20 +55,20 @@ WITH new AS (
         %(delays)s::float8[], %(timeouts)s::float8[], %(pause_timeouts)s::float8[],
         %(backoffs)s::jsonb[], %(current_steps)s::bigint[], %(total_steps)s::bigint[],
         %(checkpoints)s::jsonb[], %(requeued_froms)s::text[], %(unique_keys)s::text[],
-        %(traces)s::text[]
+        %(traces)s::text[], %(limit_keys)s::text[]
     ) WITH ORDINALITY AS n (id, job_type, queue, priority, params, max_attempts, run_at, delay,
                             timeout, pause_timeout, backoff, current_step, total_steps,
-                            checkpoint, requeued_from, unique_key, trace, ord)
+                            checkpoint, requeued_from, unique_key, trace, limit_key, ord)
 ), timed AS (
     SELECT new.*, coalesce(run_at, now() + make_interval(secs => coalesce(delay, 0))) AS due
     FROM new
 ), inserted AS (
     INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at,
                       timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
-                      requeued_from, unique_key, trace, created_at, updated_at)
+                      requeued_from, unique_key, trace, limit_key, created_at, updated_at)
     SELECT id, job_type, queue, priority, params::jsonb, max_attempts, due, due, timeout,
            pause_timeout, backoff, current_step, total_steps, checkpoint, requeued_from,
-           unique_key, trace, now(), now()
+           unique_key, trace, limit_key, now(), now()
     FROM timed ORDER BY ord
     -- a unique key an unfinished job holds (jobs_unique_key) inserts nothing: the store then
     -- reads that job by select_unfinished_by_key, in a statement of its own (which sees it)
@@ -194,6 +194,12 @@ WITH resumable AS (
         UNION ALL
         SELECT id, 'pending'::text, 1, priority, line_at, seq FROM pending
     ) AS candidates
+    -- the gate: while a limit applies to these types or queues, this claims nothing and the
+    -- store claims through claim_limited instead (limits.sql)
+    WHERE NOT EXISTS (SELECT 1 FROM flow_limits
+                      WHERE CASE scope WHEN 'type' THEN name = ANY(%(job_types)s::text[])
+                            ELSE cardinality(%(queues)s::text[]) = 0
+                                 OR name = ANY(%(queues)s::text[]) END)
     ORDER BY pick_rank, pick_priority DESC, pick_at, pick_seq
     LIMIT %(limit)s
 ), started AS (

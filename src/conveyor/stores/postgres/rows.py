@@ -128,6 +128,7 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         requeued_from=row["requeued_from"],
         unique_key=row["unique_key"],
         trace=row.get("trace"),
+        limit_key=row["limit_key"],
     )
 
 

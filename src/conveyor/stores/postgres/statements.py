@@ -48,6 +48,7 @@ def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str,
         "requeued_froms": [new.requeued_from for new in jobs],
         "unique_keys": [new.unique_key for new in jobs],
         "traces": [new.trace for new in jobs],
+        "limit_keys": [new.limit_key for new in jobs],
         "actor": actor,
         "channel": channel,
     }

@@ -57,6 +57,7 @@ from conveyor.stores.postgres.changes import (
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.flow import PostgresFlow
+from conveyor.stores.postgres.limits import PostgresLimits
 from conveyor.stores.postgres.listener import StopListener, WorkListener
 from conveyor.stores.postgres.logs import PostgresLogs
 from conveyor.stores.postgres.rows import (
@@ -142,7 +143,7 @@ def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
     return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-class PostgresStore(PostgresFlow, PostgresLogs):
+class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits):
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
     ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with
@@ -488,6 +489,8 @@ class PostgresStore(PostgresFlow, PostgresLogs):
             return moved, claimed
 
         moved, claimed = self._run(f"apply {len(finish)} changes", work, transaction=True)
+        if claim is not None and not claimed:  # the gate: limits apply (see limits.py)
+            claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         if wakes and moved:
             self._listener.wake()
         return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
@@ -519,10 +522,13 @@ class PostgresStore(PostgresFlow, PostgresLogs):
         statement, params = self._claim_statement(worker_id, queues, job_types, limit,
                                                   lease_seconds)
         rows = self._run("claim jobs", lambda c: _fetch(c, statement, params))
+        if not rows:  # the gate: limits apply (see limits.py)
+            rows = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         return decode_rows(rows)
 
     def _claim_statement(self, worker_id: str, queues: Sequence[str], job_types: Sequence[str],
-                         limit: int, lease_seconds: float) -> tuple[sql.Composed, dict[str, Any]]:
+                         limit: int, lease_seconds: float,
+                         query: str | None = None) -> tuple[sql.Composed, dict[str, Any]]:
         start = ClaimStart(worker_id, lease_seconds)
         params = Params({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
                          "limit": limit, "worker_id": start.worker_id,
@@ -536,7 +542,7 @@ class PostgresStore(PostgresFlow, PostgresLogs):
         ]
         queue_filter = (sql.SQL("AND queue = ANY(%(queues)s::text[])") if queues
                         else sql.SQL(""))
-        statement = sql.SQL(_Q["claim"]).format(queue_filter=queue_filter,
+        statement = sql.SQL(query or _Q["claim"]).format(queue_filter=queue_filter,
                                                 sets=sql.SQL(", ").join(sets))
         return statement, params.values
 

@@ -45,16 +45,16 @@ ORDER BY paused_at LIMIT ?;
 -- name: insert_job
 INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
-                  checkpoint, requeued_from, unique_key, trace)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+                  checkpoint, requeued_from, unique_key, trace, limit_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_job_returning
 -- A unique key already held by an unfinished job (jobs_unique_key) inserts nothing and
 -- returns no row: the caller then reads that job (select_unfinished_by_key).
 INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
-                  checkpoint, requeued_from, unique_key, trace)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  checkpoint, requeued_from, unique_key, trace, limit_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 RETURNING *;
 

@@ -74,7 +74,7 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
             new.max_attempts, run_at, run_at, new.timeout,
             new.pause_timeout, backoff, now, now,
             progress.current_step, progress.total_steps, checkpoint, new.requeued_from,
-            new.unique_key, new.trace,
+            new.unique_key, new.trace, new.limit_key,
         ))
     return rows
 
@@ -165,6 +165,7 @@ def _decode(row: dict[str, Any], json: Callable[[str, Any], Any]) -> Job:
         requeued_from=row["requeued_from"],
         unique_key=row["unique_key"],
         trace=row.get("trace"),
+        limit_key=row["limit_key"],
     )
 
 

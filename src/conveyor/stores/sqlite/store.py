@@ -57,6 +57,7 @@ from conveyor.stores.sqlite.config import (
     sqlite_synchronous,
 )
 from conveyor.stores.sqlite.flow import SQLiteFlow
+from conveyor.stores.sqlite.limits import SQLiteLimits
 from conveyor.stores.sqlite.logs import SQLiteLogs
 from conveyor.stores.sqlite.rows import (
     decode_rows,
@@ -82,7 +83,7 @@ class _Refused(Exception):
         self.change = change
 
 
-class SQLiteStore(SQLiteFlow, SQLiteLogs):
+class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
@@ -448,7 +449,9 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs):
         """The claim's writes, inside the caller's write transaction; the rows in claim order."""
         rows: list[sqlite3.Row] = []
         history: list[tuple[Any, ...]] = []
-        picked = self._candidates(conn, queues, job_types, limit, now)
+        rules = self._claim_rules(conn, queues, job_types)  # limits: see limits.py
+        picked = (self._limited_candidates(conn, rules, queues, job_types, limit, now) if rules
+                  else self._candidates(conn, queues, job_types, limit, now))
         for source in (JobState.PAUSED, JobState.PENDING):
             ids = [job_id for job_id, from_state in picked if from_state is source]
             if not ids:
