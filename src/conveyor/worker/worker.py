@@ -326,6 +326,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 reap(self.engine, actor=f"reaper@{self.worker_id}")
+                self.engine.store.record_depth()  # the dashboard's queue depth, once a minute
                 failures = 0
                 wait = self.reap_interval
             except ConveyorError as exc:
