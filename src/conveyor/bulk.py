@@ -84,7 +84,7 @@ def run_bulk(engine: Engine, verb: Verb, query: JobQuery, *, actor: str, reason:
             break
         counts["matched"] += len(page)
         if VERBS[verb].copies:
-            _copy_page(engine, page, actor, copy, counts)
+            _copy_page(engine, page, actor, reason or "bulk requeue", copy, counts)
         else:
             _change_page(engine, verb, page, actor, reason or f"bulk {verb.value}", counts)
         if len(page) < batch_size:
@@ -110,8 +110,8 @@ def _change_page(engine: Engine, verb: Verb, page: list[Job], actor: str, reason
         counts["skipped"] += len(rows) - landed
 
 
-def _copy_page(engine: Engine, page: list[Job], actor: str, copy: Callable[[Job], NewJob],
-               counts: dict[str, int]) -> None:
+def _copy_page(engine: Engine, page: list[Job], actor: str, reason: str,
+               copy: Callable[[Job], NewJob], counts: dict[str, int]) -> None:
     news: list[NewJob] = []
     for job in page:
         try:
@@ -121,5 +121,5 @@ def _copy_page(engine: Engine, page: list[Job], actor: str, copy: Callable[[Job]
         except ConveyorError:  # not stopped for good, or its params no longer fit
             counts["unchanged"] += 1
     if news:
-        engine.insert(news, actor=actor, reason="bulk requeue")
+        engine.insert(news, actor=actor, reason=reason)
         counts["changed"] += len(news)
