@@ -242,10 +242,10 @@ class Store(Protocol):
         Running jobs are not touched. Resuming wakes waiting workers.
         """
 
-    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
-        """Call ``wake()`` (from any thread) soon after any change by another connection, where
-        the store can tell (SQLite: the commit watch workers wake on); returns a function that
-        stops watching. Stores that cannot tell never call it: the caller polls."""
+    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` (from any thread) soon after any change by another connection
+        (SQLite: the commit watch workers wake on); returns a function that stops watching,
+        or None when the store cannot tell (PostgreSQL, an in-memory SQLite): poll instead."""
 
     def queues(self) -> list[QueueInfo]:
         """Every queue that has jobs or was ever paused, by name, with counts by state."""

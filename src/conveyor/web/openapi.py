@@ -435,12 +435,13 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                 "`pending_requests`: the requests still to take effect, none once the job "
                 "stopped for good) whenever a job's state, progress or requests change; "
                 "`problem` (data: an Error) while "
-                "the store is unavailable. Changes are found by polling the "
-                "store twice a second, so jobs run by workers in other processes show too, "
-                "and events this process emits are forwarded at once. Jobs named in `job_id` "
-                "are watched even when old."),
+                "the store is unavailable. Changes made by other processes are found by "
+                "reading the store: on SQLite soon after they commit (the workers' commit "
+                "watch), on PostgreSQL twice a second; events this process emits are "
+                "forwarded at once. Jobs named in `job_id` (at most 200: the dashboard "
+                "names every job its table shows) are watched even when old."),
             parameters=[{"name": "job_id", "in": "query", "style": "form", "explode": True,
-                         "schema": {"type": "array", "maxItems": 50,
+                         "schema": {"type": "array", "maxItems": 200,
                                     "items": {"type": "string"}}}],
             tag="events")},
         **flow_paths(_op, _json, _error, _ref, _JOB_ID, _WRITE_ERRORS, NAME),

@@ -71,9 +71,9 @@ class PostgresDash:
         return [(_at(row["at"]), row["queue"], int(row["pending"]), int(row["running"]))
                 for row in rows]
 
-    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None]:
-        """Never calls ``wake``: the caller polls."""
-        return lambda: None
+    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """None: NOTIFY tells of new work and stopped jobs, not of every change."""
+        return None
 
 
 def _at(value: datetime) -> datetime:

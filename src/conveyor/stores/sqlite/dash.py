@@ -26,6 +26,7 @@ DEPTH_KEPT = 86400.0
 
 class _Store(Protocol):
     _last_depth: float
+    path: str
 
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
@@ -88,9 +89,12 @@ class SQLiteDash:
         return [(_at(row["at"]), row["queue"], int(row["pending"]), int(row["running"]))
                 for row in self._read(_Q["depth_samples"], (epoch(since),))]
 
-    def watch_changes(self: _Store, wake: Callable[[], None]) -> Callable[[], None]:
+    def watch_changes(self: _Store, wake: Callable[[], None]) -> Callable[[], None] | None:
         """The commit watch workers wait on (inotify on the WAL, or ``PRAGMA data_version``
-        polled every few milliseconds): it does not tell which job changed."""
+        read every few milliseconds): it does not tell which job changed. None in memory,
+        where no other connection can commit."""
+        if self.path == ":memory:":
+            return None
         return self.watch_job("", wake)
 
 

@@ -387,9 +387,20 @@
 
   function connect() {
     if (!window.EventSource || (pageName !== "dashboard" && pageName !== "job")) return;
-    var url = prefix + "/api/events";
+    // Every job the page shows is watched by id, however old (the stream's own lists cover
+    // only the newest and the unfinished jobs).
+    var ids = [];
     var root = document.getElementById("job");
-    if (root) url += "?job_id=" + encodeURIComponent(root.getAttribute("data-job-id"));
+    if (root) ids.push(root.getAttribute("data-job-id"));
+    document.querySelectorAll("#jobs tbody tr[data-job-id]").forEach(function (row) {
+      ids.push(row.getAttribute("data-job-id"));
+    });
+    var url = prefix + "/api/events";
+    if (ids.length) {
+      url += "?" + ids.slice(0, 200).map(function (id) {
+        return "job_id=" + encodeURIComponent(id);
+      }).join("&");
+    }
     var source = new EventSource(url);
     source.addEventListener("open", function () { setLive("on", "live"); });
     source.addEventListener("error", function () {
