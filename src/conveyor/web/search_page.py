@@ -26,7 +26,8 @@ BULK_VERBS = (Verb.CANCEL, Verb.RETRY, Verb.REQUEUE, Verb.PAUSE, Verb.RESUME)
 def page_filters(query: QueryParams) -> tuple[dict[str, Any], dict[str, str]]:
     """The app's filter arguments from the page's query, and the raw values to show again."""
     raw = {name: query.get(name, "") for name in FILTER_FIELDS}
-    return filters_from_query(query), raw
+    given = QueryParams([(k, v) for k, v in query.multi_items() if v])  # a form's empty fields
+    return filters_from_query(given), raw
 
 
 def pager_query(raw: dict[str, str], before: str) -> str:
