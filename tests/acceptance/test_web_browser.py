@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import APIResponse, Browser, Locator, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Dialog, Locator, Page, Route, expect
 
 from conveyor import Conveyor, JobState
 
@@ -408,8 +408,14 @@ def test_a_bulk_cancel_confirms_the_count_then_cancels_live(page: Page, site: Si
     questions: list[str] = []
 
     def answer(accept: bool) -> None:
-        page.once("dialog", lambda d: (questions.append(d.message),
-                                       d.accept() if accept else d.dismiss()))
+        def on_dialog(dialog: Dialog) -> None:
+            questions.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        page.once("dialog", on_dialog)
         page.locator('button[data-bulk="cancel"]').click()
 
     answer(False)
