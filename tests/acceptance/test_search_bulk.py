@@ -52,7 +52,8 @@ def test_a_bulk_cancel_previews_the_count_then_cancels(app: Conveyor,
                                                        client: AsgiClient) -> None:
     targets = [app.enqueue("test.add", {"a": n}, delay=600) for n in range(3)]
     spared = app.enqueue("test.add", {"a": 9}, queue="other", delay=600)
-    body = {"filter": {"state": "pending", "queue": ["default"]}, "reason": "cleanup"}
+    body: dict[str, object] = {"filter": {"state": "pending", "queue": ["default"]},
+                               "reason": "cleanup"}
     preview = client.post("/api/jobs/bulk/cancel", headers=BEARER,
                           json={**body, "dry_run": True}).json()
     assert (preview["matched"], preview["changed"], preview["dry_run"]) == (3, 0, True)
@@ -77,9 +78,11 @@ def test_bad_filters_and_bulk_requests_are_refused_and_change_nothing(
                   "text=%00"):
         response = client.get(f"/api/jobs?{query}", headers=READ_BEARER)
         assert response.status_code == 422, (query, response.text)
-    for body in ({}, {"filter": {}}, {"filter": {"state": ""}}, {"filter": {"colour": "red"}},
-                 {"filter": {"state": "pending"}, "keep_checkpoint": True},
-                 {"filter": {"created_after": "soon"}}):
+    bodies: list[dict[str, object]] = [
+        {}, {"filter": {}}, {"filter": {"state": ""}}, {"filter": {"colour": "red"}},
+        {"filter": {"state": "pending"}, "keep_checkpoint": True},
+        {"filter": {"created_after": "soon"}}]
+    for body in bodies:
         response = client.post("/api/jobs/bulk/cancel", headers=BEARER, json=body)
         assert response.status_code == 422, (body, response.text)
     response = client.post("/api/jobs/bulk/cancel", headers=READ_BEARER,
