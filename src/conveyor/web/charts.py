@@ -34,6 +34,14 @@ class Overview:
     running: list[int | None]
     queues: list[QueueInfo]
 
+    def counts(self) -> dict[JobState, int]:
+        """Jobs per state over every queue."""
+        total = dict.fromkeys(JobState, 0)
+        for queue in self.queues:
+            for state, n in queue.counts.items():
+                total[JobState(state)] += n
+        return total
+
 
 def read_overview(app: Conveyor) -> Overview:
     """Record this minute's depth sample if nobody has, then read the last hour (blocking)."""

@@ -78,8 +78,8 @@ class Pages:
         state = raw["state"] or None
         before = query.get("before") or None
         jobs = await call(self.app.list, **filters, limit=DEFAULT_LIMIT, before=before)
-        counts = await call(self.app.counts)
         overview = await call(read_overview, self.app)
+        counts = overview.counts()  # from the queues' counts: one count of the jobs, not two
         can_write = principal_of(request).can_write
         rows = join([_job_row(job, can_write) for job in jobs]) or Markup(
             '<tr class="empty"><td colspan="7">No jobs match.</td></tr>')
