@@ -71,8 +71,14 @@ class SQLiteDash:
 
     def finished_per_minute(self: _Store, since: datetime
                             ) -> list[tuple[datetime, JobState, int]]:
-        rows = self._read(_Q["finished_per_minute"], (epoch(since),))
-        return [(_at(row["minute"]), JobState(row["state"]), int(row["n"])) for row in rows]
+        low = epoch(since)
+        found = []
+        while low <= self._clock():
+            minute = low // 60 * 60
+            for row in self._read(_Q["finished_in_minute"], (low, minute + 60)):
+                found.append((_at(minute), JobState(row["state"]), int(row["n"])))
+            low = minute + 60
+        return found
 
     def record_depth(self: _Store) -> None:
         minute = float(int(self._clock() // 60) * 60)

@@ -4,11 +4,13 @@
 -- where: the filters of list_jobs (store.filter_clause)
 SELECT count(*) AS n FROM jobs {where};
 
--- name: finished_per_minute
-SELECT CAST(finished_at / 60 AS INTEGER) * 60 AS minute, state, count(*) AS n
-FROM jobs INDEXED BY jobs_finished
-WHERE finished_at IS NOT NULL AND finished_at >= ?
-GROUP BY minute, state ORDER BY minute;
+-- name: finished_in_minute
+-- One minute at a time: a covering range of the index per minute, grouped by the three
+-- outcomes, is about twice as fast as one GROUP BY over the hour (which needs a temporary
+-- B-tree, the minute being computed).
+SELECT state, count(*) AS n FROM jobs INDEXED BY jobs_finished
+WHERE finished_at IS NOT NULL AND finished_at >= ? AND finished_at < ?
+GROUP BY state;
 
 -- name: depth_recorded
 SELECT 1 FROM queue_depth WHERE at = ? LIMIT 1;
