@@ -276,7 +276,7 @@ def test_a_read_only_session_shows_no_buttons(page: Page, site: Site) -> None:
 def test_the_screenshot_recipe_shows_every_state(page: Page, tmp_path: Path) -> None:
     with demo_site(tmp_path) as (url, _, _):
         page.goto(f"{url}/login?token={TOKEN}")
-        expect(page.locator("tbody tr")).to_have_count(6)
+        expect(page.locator("#jobs tbody tr")).to_have_count(6)
         states = page.locator('tbody [data-field="state"]')
         expect(states).to_have_text(["pending", "running", "paused", "cancelled", "failed",
                                      "completed"])

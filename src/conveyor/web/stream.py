@@ -45,6 +45,8 @@ MAX_PINNED = 200
 WATCHED_POLL = 5.0
 #: The counts are read at most once per this many times what the last count took.
 COUNT_SPACING = 10
+#: Longest wait before the stream notices the server is stopping.
+STOP_CHECK = 0.25
 #: Fewest seconds between two reads of the store woken by other processes' commits.
 MIN_GAP = 0.05
 _UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
@@ -202,9 +204,12 @@ class EventStream:
                     yield ": keepalive\n\n"
                     last_sent = loop.time()
                 wake.clear()
-                if not named and loop.time() < timer.next_poll:
+                # in slices, so that a shutdown (stopping) ends the stream within one
+                while (not named and not wake.is_set() and not self.stopping.is_set()
+                       and loop.time() < timer.next_poll):
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timer.next_poll - loop.time())
+                        await asyncio.wait_for(wake.wait(),
+                                               min(STOP_CHECK, timer.next_poll - loop.time()))
                 await asyncio.sleep(0.02)  # let a burst of events collect into one refresh
         finally:
             unsubscribe()
