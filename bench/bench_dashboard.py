@@ -90,10 +90,14 @@ def fill_postgres(url: str, size: int) -> tuple[Conveyor, str]:
 
 def plans(app: Conveyor, schema: str | None) -> None:
     """The plans of the overview's own queries (throughput as the store runs it)."""
-    throughput = load_queries(f"conveyor.stores.{'sqlite' if schema is None else 'postgres'}",
-                              "dash.sql")["finished_per_minute"]
-    queries = {**PLANS, "throughput": throughput.replace(
-        "?", str(time.time() - 3600)).replace("%(since)s", "now() - interval '1 hour'")}
+    if schema is None:  # a minute at a time
+        minute = time.time() // 60 * 60
+        throughput = load_queries("conveyor.stores.sqlite", "dash.sql")[
+            "finished_in_minute"].replace("?", str(minute), 1).replace("?", str(minute + 60))
+    else:
+        throughput = load_queries("conveyor.stores.postgres", "dash.sql")[
+            "finished_per_minute"].replace("%(since)s", "now() - interval '1 hour'")
+    queries = {**PLANS, "throughput": throughput}
     for name, sql in queries.items():
         rows = _sqlite_plan(app, sql) if schema is None else _pg_plan(app, schema, sql)
         print(f"  {name}: " + " | ".join(r.strip() for r in rows if "Scan" in r or "SCAN" in r
