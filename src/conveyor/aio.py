@@ -40,6 +40,7 @@ from conveyor.decisions import (
 from conveyor.engine import RACE_RETRIES, Decide
 from conveyor.errors import ConveyorError, JobNotFound, WaitTimeout
 from conveyor.events import JobEvent, Subscriber
+from conveyor.filters import Search
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.retry import Backoff
@@ -197,9 +198,16 @@ class AsyncConveyor:
     async def list(self, state: JobState | str | Iterable[JobState | str] | None = None, *,
                    job_type: str | Iterable[str] | None = None,
                    queue: str | Iterable[str] | None = None, limit: int = 50,
-                   before: str | None = None) -> builtins.list[Job]:
-        """:meth:`Conveyor.list`."""
-        query = list_query(state, job_type=job_type, queue=queue, limit=limit, before=before)
+                   before: str | None = None, id_prefix: str | None = None,
+                   created_after: datetime | None = None,
+                   created_before: datetime | None = None,
+                   finished_after: datetime | None = None,
+                   finished_before: datetime | None = None,
+                   text: str | None = None) -> builtins.list[Job]:
+        """:meth:`Conveyor.list`, search filters included."""
+        query = list_query(state, job_type=job_type, queue=queue, limit=limit, before=before,
+                           search=Search(id_prefix, created_after, created_before,
+                                         finished_after, finished_before, text))
         store = await self._async_store()
         if query.before is not None and not await store.get_jobs([query.before]):
             raise JobNotFound(query.before)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from conveyor import lifecycle, payload, validate
+from conveyor.bulk import BATCH_SIZE, BulkResult, check_bulk, run_bulk
 from conveyor.changes import Change
 from conveyor.decisions import (
     MAX_PAGE,
@@ -44,6 +45,7 @@ from conveyor.events import (
     EventBus,
     Subscriber,
 )
+from conveyor.filters import Search
 from conveyor.flow import FlowControl
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job, LogLine
@@ -58,7 +60,7 @@ from conveyor.registry import (
 from conveyor.retry import Backoff
 from conveyor.stores.base import NewJob, Store
 
-__all__ = ["MAX_PAGE", "Conveyor", "EnqueueRequest", "WaitTimeout"]
+__all__ = ["MAX_PAGE", "BulkResult", "Conveyor", "EnqueueRequest", "WaitTimeout"]
 
 if TYPE_CHECKING:
     from conveyor.worker import Worker, WorkerStats
@@ -281,13 +283,61 @@ class Conveyor(FlowControl):
 
     def list(self, state: JobState | str | Iterable[JobState | str] | None = None, *,
              job_type: str | Iterable[str] | None = None, queue: str | Iterable[str] | None = None,
-             limit: int = 50, before: str | None = None) -> builtins.list[Job]:
-        """Jobs newest first, filtered; page with ``before=<last id of the previous page>``."""
-        query = list_query(state, job_type=job_type, queue=queue, limit=limit, before=before)
+             limit: int = 50, before: str | None = None, id_prefix: str | None = None,
+             created_after: datetime | None = None, created_before: datetime | None = None,
+             finished_after: datetime | None = None, finished_before: datetime | None = None,
+             text: str | None = None) -> builtins.list[Job]:
+        """Jobs newest first, filtered; page with ``before=<last id of the previous page>``.
+
+        Search: ``id_prefix`` (the start of an id), creation and finish time windows
+        (``*_after`` inclusive, ``*_before`` exclusive; aware datetimes), and ``text`` found,
+        case-insensitively, in the params' or the error's JSON text.
+        """
+        query = list_query(state, job_type=job_type, queue=queue, limit=limit, before=before,
+                           search=Search(id_prefix, created_after, created_before,
+                                         finished_after, finished_before, text))
         if query.before is not None and not self.store.get_jobs([query.before]):
             # a cursor must name a stored job: otherwise a typo reads as "no more jobs"
             raise JobNotFound(query.before)
         return self.store.list_jobs(query)
+
+    def count_jobs(self, state: JobState | str | Iterable[JobState | str] | None = None, *,
+                   job_type: str | Iterable[str] | None = None,
+                   queue: str | Iterable[str] | None = None, id_prefix: str | None = None,
+                   created_after: datetime | None = None,
+                   created_before: datetime | None = None,
+                   finished_after: datetime | None = None,
+                   finished_before: datetime | None = None,
+                   text: str | None = None) -> int:
+        """How many jobs the filters of :meth:`list` match (what a bulk action would look at)."""
+        return self.store.count_jobs(list_query(
+            state, job_type=job_type, queue=queue,
+            search=Search(id_prefix, created_after, created_before, finished_after,
+                          finished_before, text)))
+
+    def bulk(self, verb: Verb | str, state: JobState | str | Iterable[JobState | str] | None = None,
+             *, job_type: str | Iterable[str] | None = None,
+             queue: str | Iterable[str] | None = None, id_prefix: str | None = None,
+             created_after: datetime | None = None, created_before: datetime | None = None,
+             finished_after: datetime | None = None, finished_before: datetime | None = None,
+             text: str | None = None, actor: str = "api", reason: str = "",
+             dry_run: bool = False, batch_size: int = BATCH_SIZE,
+             keep_checkpoint: bool = False) -> BulkResult:
+        """Apply a control verb to every job the filters (as for :meth:`list`; at least one)
+        match, ``batch_size`` jobs per transaction, each job's change its own compare-and-set
+        recorded in its history; jobs that moved meanwhile are skipped and counted.
+
+        ``dry_run``: change nothing; ``matched`` is how many jobs the filters match now.
+        """
+        query = list_query(state, job_type=job_type, queue=queue,
+                           search=Search(id_prefix, created_after, created_before,
+                                         finished_after, finished_before, text))
+        checked = check_bulk(verb, query, actor, reason, batch_size)
+        if dry_run:
+            return BulkResult(checked.value, self.store.count_jobs(query), dry_run=True)
+        return run_bulk(self.engine, checked, query, actor=actor, reason=reason,
+                        batch_size=batch_size,
+                        copy=lambda job: self._requeued_copy(job, keep_checkpoint))
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.count_by_state(None if queue is None else validate.name("queue", queue))

@@ -19,6 +19,7 @@ from conveyor import lifecycle, transitions, validate
 from conveyor.changes import Change
 from conveyor.engine import Decide
 from conveyor.errors import ConfigurationError, InvalidParams, JobNotCompleted
+from conveyor.filters import Search, checked
 from conveyor.lifecycle import Effect, JobState, Verb, transition_error
 from conveyor.model import JOB_ID_PATTERN, Job
 from conveyor.registry import check_seconds
@@ -31,8 +32,9 @@ MAX_PAGE = 1000
 def list_query(state: JobState | str | Iterable[JobState | str] | None = None, *,
                job_type: str | Iterable[str] | None = None,
                queue: str | Iterable[str] | None = None, limit: int = 50,
-               before: str | None = None) -> JobQuery:
-    """The checked query of :meth:`Conveyor.list` (every client's: sync or async).
+               before: str | None = None, search: Search | None = None) -> JobQuery:
+    """The checked query of :meth:`Conveyor.list` (every client's: sync or async), with the
+    search filters of :mod:`conveyor.filters` when given.
 
     A ``before`` that is not an id at all is a bad option (ConfigurationError); the caller
     checks that a well-formed one names a stored job (JobNotFound otherwise).
@@ -43,9 +45,10 @@ def list_query(state: JobState | str | Iterable[JobState | str] | None = None, *
                                or not re.fullmatch(JOB_ID_PATTERN, before)):
         raise ConfigurationError(f"before must be a job id (the next_before of the previous "
                                  f"page), not {repr(before)[:80]}")
-    return JobQuery(
+    query = JobQuery(
         states=frozenset(_states(state)), job_types=frozenset(_names("job type", job_type)),
         queues=frozenset(_names("queue", queue)), limit=limit, before=before)
+    return query if search is None else checked(query, search)
 
 
 def verb_decision(verb: Verb, job_id: str, actor: str, reason: str) -> Decide:
@@ -59,7 +62,7 @@ def verb_decision(verb: Verb, job_id: str, actor: str, reason: str) -> Decide:
         rule = lifecycle.verb_rule(verb, job)
         if rule is None:
             raise lifecycle.verb_refusal(verb, job)
-        return _changes_for(rule.effect, job, actor, reason)
+        return changes_for(rule.effect, job, actor, reason)
 
     return decide
 
@@ -129,7 +132,7 @@ def _control_args(job_id: str, actor: str, reason: str) -> None:
     validate.reason(reason)
 
 
-def _changes_for(effect: Effect, job: Job, actor: str, reason: str) -> list[Change]:
+def changes_for(effect: Effect, job: Job, actor: str, reason: str) -> list[Change]:
     """The one place a verb's effect (from the verbs table) becomes its named changes."""
     here = frozenset({job.state})
     match effect:

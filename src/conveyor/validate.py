@@ -97,6 +97,11 @@ def reason(value: object) -> str:
     return _text("reason", value, MAX_REASON, names=False, empty_ok=True, error=InvalidParams)
 
 
+def search_text(value: object, limit: int) -> str:
+    """A text to search jobs for: any printable text, like a reason, up to ``limit``."""
+    return _text("search text", value, limit, names=False, empty_ok=False, error=InvalidParams)
+
+
 def job_id(value: object) -> str:
     """A job id as generated; any other string names no job (JobNotFound, no query)."""
     if not isinstance(value, str):

@@ -32,11 +32,14 @@ CLEAN_ENV: dict[str, str | None] = {**dict.fromkeys(_CLEARED), "NO_COLOR": "1",
                                     "COLUMNS": "200"}
 
 
-def run_cli(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    """Run ``conveyor ARGS`` in this process; a bug (not an exit) fails the test loudly."""
+def run_cli(*args: str, env: dict[str, str | None] | None = None,
+            input: str | None = None) -> Result:  # noqa: A002 - CliRunner.invoke's name
+    """Run ``conveyor ARGS`` in this process (``input``: what is typed on stdin); a bug (not an
+    exit) fails the test loudly."""
     saved_path = list(sys.path)  # --app puts the working folder on sys.path
     try:
-        result = CliRunner().invoke(cli, list(args), env={**CLEAN_ENV, **(env or {})})
+        result = CliRunner().invoke(cli, list(args), env={**CLEAN_ENV, **(env or {})},
+                                    input=input)
     finally:
         sys.path[:] = saved_path
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import APIResponse, Browser, Locator, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Dialog, Locator, Page, Route, expect
 
 from conveyor import Conveyor, JobState
 
@@ -276,7 +276,7 @@ def test_a_read_only_session_shows_no_buttons(page: Page, site: Site) -> None:
 def test_the_screenshot_recipe_shows_every_state(page: Page, tmp_path: Path) -> None:
     with demo_site(tmp_path) as (url, _, _):
         page.goto(f"{url}/login?token={TOKEN}")
-        expect(page.locator("tbody tr")).to_have_count(6)
+        expect(page.locator("#jobs tbody tr")).to_have_count(6)
         states = page.locator('tbody [data-field="state"]')
         expect(states).to_have_text(["pending", "running", "paused", "cancelled", "failed",
                                      "completed"])
@@ -378,3 +378,70 @@ def test_the_dashboard_works_behind_the_host_applications_login(
         page.goto("about:blank")
         context.close()
     assert errors == []
+
+
+def test_the_overview_draws_throughput_queue_depth_and_queues(page: Page, site: Site) -> None:
+    jobs = [site.app.enqueue("test.add", {"a": n}) for n in range(3)]
+    site.app.enqueue("test.fail")
+    wait_until(lambda: all(site.app.get(j.id).is_terminal for j in jobs), message="finished")
+    site.app.enqueue("test.add", {"a": 1}, queue="later", delay=600)
+    wait_until(lambda: site.app.counts()[JobState.FAILED] == 1, message="failed")
+    log_in(page, site)
+    bars = page.locator("#chart-throughput svg g.bar")
+    totals = [int(t) for t in bars.evaluate_all("gs => gs.map(g => g.dataset.total)")]
+    assert sum(totals) == 4
+    expect(page.locator("#chart-throughput svg rect.failed")).not_to_have_count(0)
+    pending = page.locator('#chart-depth svg g.series[data-series="pending"]')
+    # this minute's sample (the worker's reaper or the page took it): drawn as a dot
+    expect(pending).to_have_attribute("data-samples", "1")
+    expect(pending.locator("circle")).to_have_count(1)
+    expect(page.locator('#queue-counts tr[data-queue="later"] td[data-state="pending"]')
+           ).to_have_text("1")
+
+
+def test_a_bulk_cancel_confirms_the_count_then_cancels_live(page: Page, site: Site) -> None:
+    targets = [site.app.enqueue("test.add", {"a": n}, queue="bulk", delay=600) for n in range(3)]
+    other = site.app.enqueue("test.add", {"a": 9}, delay=600)
+    log_in(page, site)
+    page.goto(f"{site.url}/?state=pending&queue=bulk")
+    expect(page.locator("#jobs tbody tr[data-job-id]")).to_have_count(3)
+    questions: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def on_dialog(dialog: Dialog) -> None:
+            questions.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        page.once("dialog", on_dialog)
+        page.locator('button[data-bulk="cancel"]').click()
+
+    answer(False)
+    wait_until(lambda: len(questions) == 1, message="the confirmation")
+    assert questions == ["Cancel 3 jobs matching this filter?"]
+    assert site.app.count_jobs(state="pending", queue="bulk") == 3  # declined: nothing changed
+    answer(True)
+    expect(page.locator("#flash")).to_contain_text("Cancel: 3 changed")
+    for job in targets:  # each row changes live, and each job's history says who did it
+        expect(row(page, job.id).locator('[data-field="state"]')).to_have_text("cancelled")
+        last = site.app.history(job.id)[-1]
+        assert (last.action, last.actor, last.reason) == ("cancel", "dashboard", "bulk cancel")
+    assert site.app.get(other.id).state is JobState.PENDING
+
+
+def test_searching_by_text_queue_and_id_prefix(page: Page, site: Site) -> None:
+    needle = site.app.enqueue("test.add", {"a": 424242}, queue="search", delay=600)
+    site.app.enqueue("test.add", {"a": 7}, queue="search", delay=600)
+    log_in(page, site)
+    page.select_option('select[name="queue"]', "search")
+    page.fill('input[name="text"]', "424242")
+    page.click('form.filters button[type="submit"]')
+    expect(page.locator("#jobs tbody tr[data-job-id]")).to_have_count(1)
+    expect(row(page, needle.id)).to_be_visible()
+    page.fill('input[name="text"]', "")
+    page.fill('input[name="id_prefix"]', needle.id[:8])
+    page.click('form.filters button[type="submit"]')
+    expect(page.locator("#jobs tbody tr[data-job-id]")).to_have_count(1)
+    expect(page.locator('input[name="id_prefix"]')).to_have_value(needle.id[:8])

@@ -3,6 +3,7 @@ by other processes (which this process hears of only by polling the store)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor import Conveyor, JobState
+from conveyor import Conveyor, EnqueueRequest, JobState
 from conveyor.web.stream import Watcher, fingerprint
 
 from .web_helpers import (
@@ -159,4 +160,36 @@ def test_an_unavailable_store_is_reported_on_the_stream(tmp_path: Path) -> None:
             assert name == "problem"
             assert data["error"] == "store_unavailable"
         finally:
+            reader.close()
+
+
+def test_a_pinned_job_beyond_the_200_newest_unfinished_is_followed(app: Conveyor) -> None:
+    register_types(app)
+    old = app.enqueue("test.add", {"a": 1})
+    app.enqueue_many([EnqueueRequest("test.add", {"a": 2})] * 210)
+    unpinned, pinned = Watcher(app), Watcher(app, [old.id])
+    assert old.id not in {d["id"] for n, d in unpinned.poll() if n == "job"}
+    pinned.poll()
+    app.cancel(old.id)
+    sent = [d for n, d in pinned.poll() if n == "job" and d["id"] == old.id]
+    assert [d["state"] for d in sent] == ["cancelled"]
+    assert len(Watcher(app, [str(i) for i in range(300)]).pinned) == 200  # a full page fits
+
+
+def test_another_process_commit_wakes_the_sqlite_stream_without_polling(
+        app: Conveyor, db_url: str) -> None:
+    register_types(app)
+    # the stream's own poll would come only after 60 s: an event sooner came from the watch
+    with serving(app, poll_interval=60) as server:
+        reader = EventReader(f"{server.url}/api/events", headers=READ_BEARER)
+        other = Conveyor(db_url)  # its own connection: a commit this server did not make
+        register_types(other)
+        try:
+            reader.next(lambda n, d: n == "counts")
+            started = time.monotonic()
+            job = other.enqueue("test.add", {"a": 1})
+            reader.next(job_event(job.id, state="pending"), timeout=20)
+            assert time.monotonic() - started < 5
+        finally:
+            other.close()
             reader.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from typing import Annotated
 
@@ -22,7 +23,18 @@ from conveyor.cli.options import (
     for_each,
     open_app,
 )
-from conveyor.lifecycle import JobState
+from conveyor.cli.search import (
+    CreatedAfter,
+    CreatedBefore,
+    FinishedAfter,
+    FinishedBefore,
+    IdPrefix,
+    QueueFilter,
+    SearchText,
+    StateFilter,
+    TypeFilter,
+    filters,
+)
 from conveyor.model import Job
 
 
@@ -71,29 +83,31 @@ def enqueue(
 # -- reading --------------------------------------------------------------------------------------
 @command("ls", epilog=examples(
     "conveyor ls --state running --state paused", "conveyor ls --type files.process -n 50",
+    "conveyor ls --state failed --finished-after 2h --search timeout",
     "conveyor ls --before ID", note="--before takes the cursor printed for the next page."))
 def list_jobs(
     ctx: typer.Context,
-    state: Annotated[list[JobState] | None, typer.Option(
-        "--state", "-s", metavar="STATE", show_default=False,
-        help=f"Only jobs in this state (repeatable): {', '.join(JobState)}.")] = None,
-    job_type: Annotated[list[str] | None, typer.Option(
-        "--type", "-t", metavar="TYPE", help="Only jobs of this type (repeatable).",
-        show_default=False)] = None,
-    queue: Annotated[list[str] | None, typer.Option(
-        "--queue", "-q", metavar="QUEUE", help="Only jobs in this queue (repeatable).",
-        show_default=False)] = None,
+    state: StateFilter = None,
+    job_type: TypeFilter = None,
+    queue: QueueFilter = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_PAGE,
                                        help="Jobs per page.")] = 20,
     before: Annotated[str | None, typer.Option(
         metavar="ID", help="Start after this job (the cursor printed for the next page).",
         show_default=False)] = None,
+    id_prefix: IdPrefix = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    finished_after: FinishedAfter = None,
+    finished_before: FinishedBefore = None,
+    text: SearchText = None,
     json_out: JsonOption = False,
 ) -> None:
-    """List jobs, newest first, a page at a time."""
+    """List jobs, newest first, a page at a time; filter by state, type, queue, id, time, text."""
+    given = filters(state, job_type, queue, id_prefix, created_after, created_before,
+                    finished_after, finished_before, text)
     app = open_app(ctx)
-    fetched = app.list(state or None, job_type=job_type or None, queue=queue or None,
-                       limit=min(limit + 1, MAX_PAGE), before=before)
+    fetched = app.list(**given, limit=min(limit + 1, MAX_PAGE), before=before)
     page = fetched[:limit]
     more = bool(page) and (len(fetched) > limit or len(page) == MAX_PAGE)
     cursor = page[-1].id if more else None
@@ -106,10 +120,20 @@ def list_jobs(
         return
     out.print(render.jobs_table(page, render.utcnow(), ascii_bar=render.ascii_only(out)))
     if cursor:
-        filters = [f"--state {s.value}" for s in state or []] + [
-            f"--type {t}" for t in job_type or []] + [f"--queue {q}" for q in queue or []]
-        command = " ".join(["conveyor ls", *filters, f"--limit {limit}", f"--before {cursor}"])
-        out.print(render.shown(f"next page: {command}", style="dim"))
+        out.print(render.shown(f"next page: {_next_page(ctx, limit, cursor)}", style="dim"))
+
+
+def _next_page(ctx: typer.Context, limit: int, cursor: str) -> str:
+    """The command line of the next page: this one's options, with the new cursor."""
+    words = ["conveyor ls"]
+    for name, value in ctx.params.items():
+        option = "--" + {"job_type": "type", "text": "search", "id_prefix": "id"}.get(
+            name, name).replace("_", "-")
+        if name in ("limit", "before", "json_out") or not value:
+            continue
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        words.extend(f"{option} {shlex.quote(str(getattr(v, 'value', v)))}" for v in values)
+    return " ".join([*words, f"--limit {limit}", f"--before {cursor}"])
 
 
 @command("show", epilog=examples("conveyor show ID", "conveyor show ID1 ID2 --json",

@@ -87,7 +87,11 @@ class Signals:
 class JobQuery:
     """Filters for :meth:`Store.list_jobs`; results are newest first.
 
-    ``before`` is a cursor: a job id; only jobs created before it are returned.
+    ``before`` is a cursor: a job id; only jobs created before it are returned. The search
+    filters (checked by :mod:`conveyor.filters`): ``id_prefix`` (lowercase hex and dashes),
+    time windows (``*_after`` inclusive, ``*_before`` exclusive; a ``finished_*`` bound leaves
+    unfinished jobs out), and ``text``, already lowercased, a substring of the params' or the
+    error's JSON text.
     """
 
     states: frozenset[JobState] = frozenset()
@@ -95,6 +99,12 @@ class JobQuery:
     queues: frozenset[str] = frozenset()
     limit: int = 50
     before: str | None = None
+    id_prefix: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+    text: str | None = None
 
 
 @runtime_checkable
@@ -139,6 +149,21 @@ class Store(Protocol):
 
     def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
+
+    def count_jobs(self, query: JobQuery) -> int:
+        """How many jobs match ``query``'s filters (its limit and cursor are ignored)."""
+
+    def finished_per_minute(self, since: datetime) -> list[tuple[datetime, JobState, int]]:
+        """How many jobs finished in each state, per minute since ``since`` (minutes with
+        none are left out), from the index on ``finished_at``."""
+
+    def record_depth(self) -> None:
+        """Keep this minute's sample of pending and running jobs per queue (the first caller
+        in a minute writes it; later ones change nothing), and forget samples older than a
+        day."""
+
+    def depth_samples(self, since: datetime) -> list[tuple[datetime, str, int, int]]:
+        """The recorded samples since ``since``: (minute, queue, pending, running)."""
 
     def history(self, job_id: str) -> list[HistoryEntry]:
         """The job's history rows, oldest first (JobNotFound for an unknown id)."""
@@ -234,6 +259,11 @@ class Store(Protocol):
 
         Running jobs are not touched. Resuming wakes waiting workers.
         """
+
+    def watch_changes(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``wake()`` (from any thread) soon after any change by another connection
+        (SQLite: the commit watch workers wake on); returns a function that stops watching,
+        or None when the store cannot tell (PostgreSQL, an in-memory SQLite): poll instead."""
 
     def queues(self) -> list[QueueInfo]:
         """Every queue that has jobs or was ever paused, by name, with counts by state."""

@@ -37,6 +37,7 @@ from conveyor.web.openapi import (
     build_schema,
     params_schema,
 )
+from conveyor.web.search import FILTER_FIELDS, filters_from_query
 
 #: The control verbs of the lifecycle's verbs table, each a :class:`Conveyor` method of the same
 #: name. The buttons a job shows come from ``Job.legal_actions``; these are only the endpoints
@@ -101,12 +102,10 @@ class JobsApi:
         return await self.list_jobs(request)
 
     async def list_jobs(self, request: Request) -> Response:
-        query = known_query(request, "state", "job_type", "queue", "limit", "before")
+        query = known_query(request, *FILTER_FIELDS, "limit", "before")
         limit = parse_limit(query.get("limit"))
-        jobs = await call(self.app.list, query.getlist("state") or None,
-                          job_type=query.getlist("job_type") or None,
-                          queue=query.getlist("queue") or None,
-                          limit=limit, before=query.get("before"))
+        jobs = await call(self.app.list, **filters_from_query(query), limit=limit,
+                          before=query.get("before"))
         next_before = jobs[-1].id if len(jobs) == limit else None
         return JSONResponse({"jobs": [job.to_dict() for job in jobs],
                              "next_before": next_before})

@@ -34,6 +34,7 @@ from conveyor.web.middleware import (
     route_path,
 )
 from conveyor.web.pages import Pages
+from conveyor.web.search import SearchApi
 from conveyor.web.security import AuthConfig
 from conveyor.web.stream import EventStream
 from conveyor.web.templates import ROOT, page, render
@@ -57,6 +58,7 @@ def create_app(app: Conveyor, *, auth: AuthConfig | HostAuth, poll_interval: flo
                         f"auth=HostAuth(authenticate), not {type(auth).__name__}")
     routes: list[BaseRoute] = [
         *Pages(app, auth).routes(),
+        *SearchApi(app).routes(),  # before /api/jobs/{job_id}: "count" and "bulk" are no ids
         *JobsApi(app).routes(),
         *FlowApi(app).routes(),
         *FlowPages(app).routes(),

@@ -16,6 +16,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.validate import MAX_REASON as CORE_MAX_REASON
 from conveyor.web.flow import flow_paths, flow_schemas
+from conveyor.web.search import search_params, search_paths, search_schemas
 
 JSON = dict[str, Any]
 
@@ -410,6 +411,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         {"name": "before", "in": "query", "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
          "description": "a job id: only jobs created before it (the previous page's "
                         "next_before); 404 when no job has it"},
+        *search_params(NAME),
     ]
     paths: JSON = {
         "/api/jobs": {
@@ -482,15 +484,17 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                 "`pending_requests`: the requests still to take effect, none once the job "
                 "stopped for good) whenever a job's state, progress or requests change; "
                 "`problem` (data: an Error) while "
-                "the store is unavailable. Changes are found by polling the "
-                "store twice a second, so jobs run by workers in other processes show too, "
-                "and events this process emits are forwarded at once. Jobs named in `job_id` "
-                "are watched even when old."),
+                "the store is unavailable. Changes made by other processes are found by "
+                "reading the store: on SQLite soon after they commit (the workers' commit "
+                "watch), on PostgreSQL twice a second; events this process emits are "
+                "forwarded at once. Jobs named in `job_id` (at most 200: the dashboard "
+                "names every job its table shows) are watched even when old."),
             parameters=[{"name": "job_id", "in": "query", "style": "form", "explode": True,
-                         "schema": {"type": "array", "maxItems": 50,
+                         "schema": {"type": "array", "maxItems": 200,
                                     "items": {"type": "string"}}}],
             tag="events")},
         **flow_paths(_op, _json, _error, _ref, _JOB_ID, _WRITE_ERRORS, NAME),
+        **search_paths(_op, _json, _error, _ref, list_params, _WRITE_ERRORS),
         "/api/openapi.json": {"get": _op(
             "This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             tag="meta")},
@@ -513,6 +517,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": {**_schemas(actions, job_types or {}),
-                        **flow_schemas(_ref, NAME, RUN_AT_PATTERN)},
+                        **flow_schemas(_ref, NAME, RUN_AT_PATTERN),
+                        **search_schemas(_ref("JobState"), NAME)},
         },
     }

@@ -18,10 +18,13 @@ from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, LogLine
+from conveyor.web.charts import overview_html, read_overview
 from conveyor.web.common import DEFAULT_LIMIT, ApiError, call, read_body
 from conveyor.web.flow_pages import run_now_button
 from conveyor.web.hostauth import HostAuth
 from conveyor.web.middleware import principal_of, root_of
+from conveyor.web.search import SEARCH_FIELDS
+from conveyor.web.search_page import bulk_bar, filter_form, page_filters, pager_query
 from conveyor.web.security import SESSION_COOKIE, AuthConfig, Principal
 from conveyor.web.templates import (
     Markup,
@@ -73,24 +76,26 @@ class Pages:
     # -- dashboard ----------------------------------------------------------------------------
     async def dashboard(self, request: Request) -> Response:
         query = request.query_params
-        state = query.get("state") or None
-        job_type = query.get("job_type") or None
+        filters, raw = page_filters(query)
+        state = raw["state"] or None
         before = query.get("before") or None
-        jobs = await call(self.app.list, state, job_type=job_type, limit=DEFAULT_LIMIT,
-                          before=before)
-        counts = await call(self.app.counts)
+        jobs = await call(self.app.list, **filters, limit=DEFAULT_LIMIT, before=before)
+        overview = await call(read_overview, self.app)
+        counts = overview.counts()  # from the queues' counts: one count of the jobs, not two
         can_write = principal_of(request).can_write
         rows = join([_job_row(job, can_write) for job in jobs]) or Markup(
             '<tr class="empty"><td colspan="7">No jobs match.</td></tr>')
         older = Markup("")
         if len(jobs) == DEFAULT_LIMIT:
-            params = {k: v for k, v in (("state", state), ("job_type", job_type)) if v}
             older = render('<a class="older" href="{root}/?{query}">Older jobs →</a>',
-                           query=urlencode({**params, "before": jobs[-1].id}))
+                           query=pager_query(raw, jobs[-1].id))
         body = render(
-            DASHBOARD, counts=_counts(counts, state),
-            filters=_filters(state, job_type, sorted(self.app.job_types)),
-            rows=rows, older=older, state=state or "", job_type=job_type or "")
+            DASHBOARD, counts=_counts(counts, state), overview=overview_html(overview),
+            filters=filter_form(raw, sorted(self.app.job_types),
+                                [q.name for q in overview.queues]),
+            bulk=bulk_bar(filters, can_write=can_write), rows=rows, older=older,
+            state=state or "", job_type=raw["job_type"],
+            searching="true" if any(raw[k] for k in (*SEARCH_FIELDS, "queue")) else "")
         return self._page(request, "Jobs", body, "dashboard")
 
     # -- one job ------------------------------------------------------------------------------
@@ -218,26 +223,6 @@ def _counts(counts: dict[JobState, int], selected: str | None) -> Markup:
     return join(cells)
 
 
-def _options(values: list[str], selected: str | None, everything: str) -> Markup:
-    options = [render('<option value="">{label}</option>', label=everything)]
-    options.extend(render('<option value="{v}"{sel}>{v}</option>', v=value,
-                          sel=Markup(" selected") if value == selected else "")
-                   for value in values)
-    return join(options)
-
-
-def _filters(state: str | None, job_type: str | None, types: list[str]) -> Markup:
-    if job_type and job_type not in types:
-        types = [*types, job_type]
-    return render(
-        '<label>State <select name="state">{states}</select></label>'
-        '<label>Type <select name="job_type">{types}</select></label>'
-        '<button type="submit" class="btn">Filter</button>'
-        '<a class="btn btn-quiet" href="{root}/">Reset</a>',
-        states=_options([s.value for s in JobState], state, "any state"),
-        types=_options(types, job_type, "any type"))
-
-
 def _job_row(job: Job, can_write: bool) -> Markup:
     return render(
         '<tr data-job-id="{id}" data-state="{state}" data-job-type="{job_type}">'
@@ -323,8 +308,11 @@ def _history_item(entry: HistoryEntry) -> Markup:
 
 DASHBOARD = """
 <section class="counts" aria-label="jobs per state">{counts}</section>
+{overview}
 <form class="filters" method="get" action="{root}/">{filters}</form>
-<table class="jobs" id="jobs" data-filter-state="{state}" data-filter-type="{job_type}">
+{bulk}
+<table class="jobs" id="jobs" data-filter-state="{state}" data-filter-type="{job_type}"
+ data-searching="{searching}">
 <thead><tr><th>Job</th><th>Type / queue</th><th>State</th><th>Progress</th>
 <th title="retries used / allowed">Retries</th><th>Updated</th><th>Actions</th></tr></thead>
 <tbody>{rows}</tbody>

@@ -1,8 +1,11 @@
 """The live event stream (Server-Sent Events) behind the dashboard's progress bars.
 
 Subscriber events are in-process only, and the workers usually run in other processes, so the
-stream polls the store: twice a second it reads the recent and the unfinished jobs and the
-counts, and sends what changed since its last look. Events this process emits (a control call
+stream reads the store: the recent and the unfinished jobs, the jobs the page pinned (every job
+its table shows) and the counts, and sends what changed since its last look. On SQLite it reads
+soon after another process commits, woken by the commit watch the workers wait on
+(:meth:`Store.watch_changes`), and otherwise every few seconds as a safety net; on PostgreSQL
+it polls twice a second. Events this process emits (a control call
 made through this server, a worker running in it) wake the loop at once; it then re-reads just
 those jobs from the store, so what it sends is always the stored truth, never an event's
 possibly older snapshot. Every job is sent only when its fingerprint (state, progress, requests,
@@ -15,7 +18,8 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
@@ -34,8 +38,17 @@ from conveyor.web.middleware import error_body
 RECENT = 50
 #: How many unfinished jobs each poll reads (their progress is what moves).
 ACTIVE = 200
-#: Most job ids a client may pin with ``?job_id=`` (a job page pins its own).
-MAX_PINNED = 50
+#: Most job ids a client may pin with ``?job_id=`` (a job page pins its own; the dashboard
+#: the jobs of its table, up to the largest page).
+MAX_PINNED = 200
+#: Seconds between safety polls when the store tells of other processes' commits (SQLite).
+WATCHED_POLL = 5.0
+#: The counts are read at most once per this many times what the last count took.
+COUNT_SPACING = 10
+#: Longest wait before the stream notices the server is stopping.
+STOP_CHECK = 0.25
+#: Fewest seconds between two reads of the store woken by other processes' commits.
+MIN_GAP = 0.05
 _UNFINISHED = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 
 Fingerprint = tuple[object, ...]
@@ -68,6 +81,8 @@ class Watcher:
         self.pinned = list(dict.fromkeys(pinned))[:MAX_PINNED]
         self.sent: dict[str, Fingerprint] = {}
         self.counts: dict[str, int] | None = None
+        self._counted_at = float("-inf")
+        self._count_cost = 0.0
 
     def poll(self) -> list[Message]:
         """Everything that changed since the last call (everything, on the first)."""
@@ -90,7 +105,16 @@ class Watcher:
         return self._counts() + self._changed(jobs)
 
     def _counts(self) -> list[Message]:
-        counts = {state.value: n for state, n in self.app.counts().items()}
+        """The counts, when they changed. Counting reads an index entry per job, so with
+        millions of jobs it is read at most once per :data:`COUNT_SPACING` times its own cost
+        (a count of 0.3 s: every 3 s), whatever the rate of changes."""
+        now = time.monotonic()
+        if now < self._counted_at + COUNT_SPACING * self._count_cost:
+            return []
+        found = self.app.counts()
+        self._counted_at = time.monotonic()
+        self._count_cost = self._counted_at - now
+        counts = {state.value: n for state, n in found.items()}
         counts = {state.value: counts.get(state.value, 0) for state in JobState}
         if counts == self.counts:
             return []
@@ -136,6 +160,7 @@ class EventStream:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         named: set[str] = set()
+        timer = _Timer(loop.time)
 
         def mark(job_id: str) -> None:
             named.add(job_id)
@@ -146,16 +171,23 @@ class EventStream:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(mark, event.job.id)
 
+        def on_commit() -> None:  # the store's watch thread: another process committed
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(timer.poke, wake)
+
         unsubscribe = self.app.subscribe(on_event)
+        unwatch = await call(self._watch, on_commit)
+        # With a watch, polling is only a safety net; without one, it is how changes arrive.
+        interval = self.poll_interval if unwatch is None else max(self.poll_interval,
+                                                                   WATCHED_POLL)
         try:
             yield "retry: 2000\n\n"
-            next_poll = 0.0
             last_sent = loop.time()
             while not self.stopping.is_set():
                 try:
-                    if loop.time() >= next_poll:
+                    if loop.time() >= timer.next_poll:
                         named.clear()
-                        next_poll = loop.time() + self.poll_interval
+                        timer.polled(interval)
                         messages = await call(watcher.poll)
                     else:
                         ids = set(named)
@@ -164,7 +196,7 @@ class EventStream:
                 except StoreError as exc:  # tell the page, and try again a little later
                     # Not "error": EventSource reserves that name for its connection errors.
                     messages = [("problem", error_body("store_unavailable", str(exc)))]
-                    next_poll = loop.time() + 4 * self.poll_interval
+                    timer.next_poll = loop.time() + 4 * self.poll_interval
                 if messages:
                     yield "".join(format_event(name, data) for name, data in messages)
                     last_sent = loop.time()
@@ -172,9 +204,42 @@ class EventStream:
                     yield ": keepalive\n\n"
                     last_sent = loop.time()
                 wake.clear()
-                if not named:
+                # in slices, so that a shutdown (stopping) ends the stream within one
+                while (not named and not wake.is_set() and not self.stopping.is_set()
+                       and loop.time() < timer.next_poll):
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), max(0.0, next_poll - loop.time()))
+                        await asyncio.wait_for(wake.wait(),
+                                               min(STOP_CHECK, timer.next_poll - loop.time()))
                 await asyncio.sleep(0.02)  # let a burst of events collect into one refresh
         finally:
             unsubscribe()
+            if unwatch is not None:
+                unwatch()
+
+
+    def _watch(self, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """The store's commit watch, or None (no watch, or no store yet: the poll reports
+        that on the stream)."""
+        try:
+            return self.app.store.watch_changes(wake)
+        except StoreError:
+            return None
+
+
+class _Timer:
+    """When the stream reads the store next: on its interval, or soon after another process
+    committed (at most every :data:`MIN_GAP` seconds, so a busy worker's stream of commits
+    costs a few reads a second, not one per commit)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.next_poll = 0.0
+        self.last_poll = float("-inf")
+
+    def polled(self, interval: float) -> None:
+        self.last_poll = self.clock()
+        self.next_poll = self.last_poll + interval
+
+    def poke(self, wake: asyncio.Event) -> None:
+        self.next_poll = min(self.next_poll, max(self.clock(), self.last_poll + MIN_GAP))
+        wake.set()

@@ -396,6 +396,7 @@ class Worker:
                 reaped = reap(self.engine, actor=f"reaper@{self.worker_id}")
                 if self._watch is not None:
                     self._watch.reaped(reaped.lost)
+                self.engine.store.record_depth()  # the dashboard's queue depth, once a minute
                 failures = 0
                 wait = self.reap_interval
             except ConveyorError as exc:

@@ -54,10 +54,14 @@ def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str,
     }
 
 
-def list_statement(template: str, query: JobQuery) -> tuple[sql.Composed, dict[str, Any]]:
-    """The ``list_jobs`` statement for ``query`` (column names whitelisted here)."""
+def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """The WHERE terms and parameters of ``query``'s filters (column names whitelisted here).
+
+    The id prefix compares the first characters exactly: a range on the id index would follow
+    the database's collation, which may order the dashes of ids in its own way.
+    """
     where: list[sql.Composable] = []
-    params: dict[str, Any] = {"limit": max(0, query.limit)}
+    params: dict[str, Any] = {}
     for column, values in (("state", {s.value for s in query.states}),
                            ("job_type", set(query.job_types)),
                            ("queue", set(query.queues))):
@@ -65,12 +69,37 @@ def list_statement(template: str, query: JobQuery) -> tuple[sql.Composed, dict[s
             where.append(sql.SQL("{} = ANY({}::text[])").format(
                 sql.Identifier(column), sql.Placeholder(column)))
             params[column] = sorted(values)
+    if query.id_prefix is not None:
+        where.append(sql.SQL("left(id, %(id_length)s) = %(id_prefix)s"))
+        params.update(id_prefix=query.id_prefix, id_length=len(query.id_prefix))
+    for name, column, operator in (("created_after", "created_at", ">="),
+                                   ("created_before", "created_at", "<"),
+                                   ("finished_after", "finished_at", ">="),
+                                   ("finished_before", "finished_at", "<")):
+        if getattr(query, name) is not None:
+            where.append(sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(operator),
+                                                    sql.Placeholder(name)))
+            params[name] = getattr(query, name)
+    if query.text is not None:
+        where.append(sql.SQL("(strpos(lower(params::text), %(text)s) > 0 "
+                             "OR strpos(lower(coalesce(error::text, '')), %(text)s) > 0)"))
+        params["text"] = query.text
+    return where, params
+
+
+def where_clause(where: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
+
+
+def list_statement(template: str, query: JobQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    """The ``list_jobs`` statement for ``query``: its filters, its cursor and its limit."""
+    where, params = filter_terms(query)
+    params["limit"] = max(0, query.limit)
     if query.before is not None:
         where.append(sql.SQL(
             "seq < coalesce((SELECT seq FROM jobs WHERE id = %(before)s), -1)"))
         params["before"] = query.before
-    clause = sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
-    return sql.SQL(template).format(where=clause), params
+    return sql.SQL(template).format(where=where_clause(where)), params
 
 
 def apply_params(params: dict[str, Any], moment: Any, settings: PgSettings) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from conveyor.stores.postgres.changes import (
     shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
+from conveyor.stores.postgres.dash import PostgresDash
 from conveyor.stores.postgres.flow import PostgresFlow
 from conveyor.stores.postgres.limits import PostgresLimits
 from conveyor.stores.postgres.listener import StopListener, WorkListener
@@ -143,7 +144,7 @@ def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
     return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits):
+class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash):
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
     ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with

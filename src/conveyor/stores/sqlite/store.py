@@ -56,6 +56,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
+from conveyor.stores.sqlite.dash import SQLiteDash, filter_clause
 from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.limits import SQLiteLimits
 from conveyor.stores.sqlite.logs import SQLiteLogs
@@ -83,7 +84,7 @@ class _Refused(Exception):
         self.change = change
 
 
-class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits):
+class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
@@ -339,14 +340,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits):
         return [found[i] for i in ids if i in found]
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, values in (("state", [s.value for s in query.states]),
-                               ("job_type", list(query.job_types)),
-                               ("queue", list(query.queues))):
-            if values:
-                where.append(f"{column} IN ({marks(len(values))})")
-                args.extend(sorted(values))
+        where, args = filter_clause(query)
         if query.before is not None:
             where.append(_Q["list_before"])
             args.append(query.before)

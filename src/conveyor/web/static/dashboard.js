@@ -89,6 +89,7 @@
   function flash(message) {
     var box = document.getElementById("flash");
     if (!box) return;
+    box.removeAttribute("data-kind");
     box.textContent = message;
     box.hidden = !message;
   }
@@ -227,6 +228,8 @@
       var wantState = table.getAttribute("data-filter-state");
       var wantType = table.getAttribute("data-filter-type");
       if (new URLSearchParams(location.search).get("before")) return;
+      // a search (queue, id, text, times) this script cannot check: the page shows its own
+      if (table.getAttribute("data-searching") === "true") return;
       if ((wantState && wantState !== job.state) || (wantType && wantType !== job.job_type)) {
         return;
       }
@@ -303,12 +306,12 @@
   }
 
   // -- actions -------------------------------------------------------------------------------
-  function post(url) {
+  function post(url, body) {
     return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrfToken},
-      body: "{}"
+      body: JSON.stringify(body || {})
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
         if (!response.ok) {
@@ -373,6 +376,39 @@
     });
   }
 
+  // A bulk action: ask the API how many jobs the page's filter matches (a dry run), show that
+  // count in a confirmation, then act on them. The filter is the one the server read for this
+  // page (data-filter), so the count and the action name the same jobs; the rows then change
+  // live through the stream.
+  function onBulk(button) {
+    var bar = document.getElementById("bulk");
+    if (!bar) return;
+    var filter = JSON.parse(bar.getAttribute("data-filter"));
+    var verb = button.getAttribute("data-bulk");
+    var url = prefix + "/api/jobs/bulk/" + encodeURIComponent(verb);
+    button.disabled = true;
+    flash("");
+    post(url, {filter: filter, dry_run: true})
+      .then(function (preview) {
+        if (!preview.matched) {
+          flash("No job matches this filter.");
+          return null;
+        }
+        var question = label(verb) + " " + preview.matched + " job" +
+          (preview.matched === 1 ? "" : "s") + " matching this filter?";
+        return window.confirm(question) ? post(url, {filter: filter}) : null;
+      })
+      .then(function (result) {
+        if (!result) return;
+        flash(label(verb) + ": " + result.changed + " changed, " + result.unchanged +
+              " left as they were, " + result.skipped + " skipped (moved meanwhile).");
+        var box = document.getElementById("flash");
+        if (box) box.setAttribute("data-kind", "notice");
+      })
+      .catch(function (error) { flash(error.message); })
+      .finally(function () { button.disabled = false; });
+  }
+
   function logout() {
     post(prefix + "/logout").catch(function () { return null; })
       .finally(function () { location.assign(prefix + "/login"); });
@@ -387,9 +423,20 @@
 
   function connect() {
     if (!window.EventSource || (pageName !== "dashboard" && pageName !== "job")) return;
-    var url = prefix + "/api/events";
+    // Every job the page shows is watched by id, however old (the stream's own lists cover
+    // only the newest and the unfinished jobs).
+    var ids = [];
     var root = document.getElementById("job");
-    if (root) url += "?job_id=" + encodeURIComponent(root.getAttribute("data-job-id"));
+    if (root) ids.push(root.getAttribute("data-job-id"));
+    document.querySelectorAll("#jobs tbody tr[data-job-id]").forEach(function (row) {
+      ids.push(row.getAttribute("data-job-id"));
+    });
+    var url = prefix + "/api/events";
+    if (ids.length) {
+      url += "?" + ids.slice(0, 200).map(function (id) {
+        return "job_id=" + encodeURIComponent(id);
+      }).join("&");
+    }
     var source = new EventSource(url);
     source.addEventListener("open", function () { setLive("on", "live"); });
     source.addEventListener("error", function () {
@@ -419,8 +466,11 @@
     if (!target) return;
     var button = target.closest("button[data-action]");
     var flowButton = target.closest("button[data-queue-action], button[data-edit-action]");
+    var bulkButton = target.closest("button[data-bulk]");
     if (button) {
       onAction(button);
+    } else if (bulkButton) {
+      onBulk(bulkButton);
     } else if (flowButton) {
       onFlowAction(flowButton);
     } else if (target.closest("#logout")) {

@@ -1,0 +1,111 @@
+"""The SQLite store's search filters and the dashboard overview's numbers.
+
+A mixin of :class:`~conveyor.stores.sqlite.store.SQLiteStore`; its SQL is in ``dash.sql``.
+Every query here is answered from an index (see migration 0004), so the overview costs the
+same with a million finished jobs as with a hundred, except the counts, which read one index
+entry per job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from conveyor.lifecycle import JobState
+from conveyor.stores.base import JobQuery
+from conveyor.stores.sqlfiles import load_queries
+from conveyor.stores.sqlite.rows import epoch, ts
+
+_Q = load_queries("conveyor.stores.sqlite", "dash.sql")
+#: How long queue depth samples are kept.
+DEPTH_KEPT = 86400.0
+
+
+class _Store(Protocol):
+    _last_depth: float
+    path: str
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
+    def _clock(self) -> float: ...
+    def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]: ...
+
+
+def filter_clause(query: JobQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and their arguments for ``query``'s filters (not its cursor)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, values in (("state", [s.value for s in query.states]),
+                           ("job_type", list(query.job_types)),
+                           ("queue", list(query.queues))):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' * len(values))})")
+            args.extend(sorted(values))
+    if query.id_prefix is not None:  # a range on the unique index of ids (binary collation)
+        where.append("id >= ? AND id < ?")
+        args.extend([query.id_prefix, query.id_prefix + "\x7f"])
+    for column, operator, moment in (
+            ("created_at", ">=", query.created_after), ("created_at", "<", query.created_before),
+            ("finished_at", ">=", query.finished_after),
+            ("finished_at", "<", query.finished_before)):
+        if moment is not None:
+            where.append(f"{column} {operator} ?")
+            args.append(epoch(moment))
+    if query.text is not None:
+        where.append("(instr(lower(params), ?) > 0 OR instr(lower(coalesce(error, '')), ?) > 0)")
+        args.extend([query.text, query.text])
+    return where, args
+
+
+class SQLiteDash:
+    """Counting a filter, throughput per minute, queue depth samples, and the commit watch
+    for the dashboard's live stream."""
+
+    def count_jobs(self: _Store, query: JobQuery) -> int:
+        where, args = filter_clause(query)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return int(self._read(_Q["count_jobs"].format(where=clause), args)[0]["n"])
+
+    def finished_per_minute(self: _Store, since: datetime
+                            ) -> list[tuple[datetime, JobState, int]]:
+        low = epoch(since)
+        found = []
+        while low <= self._clock():
+            minute = low // 60 * 60
+            for row in self._read(_Q["finished_in_minute"], (low, minute + 60)):
+                found.append((_at(minute), JobState(row["state"]), int(row["n"])))
+            low = minute + 60
+        return found
+
+    def record_depth(self: _Store) -> None:
+        minute = float(int(self._clock() // 60) * 60)
+        if getattr(self, "_last_depth", None) == minute:
+            return  # this store object sampled this minute already
+        if not self._read(_Q["depth_recorded"], (minute,)):
+            with self._write() as conn:
+                if conn.execute(_Q["record_depth"], (minute,)).rowcount == 0:
+                    conn.execute(_Q["record_depth_empty"], (minute,))
+                conn.execute(_Q["forget_depth"], (minute - DEPTH_KEPT,))
+        self._last_depth = minute
+
+    def depth_samples(self: _Store, since: datetime) -> list[tuple[datetime, str, int, int]]:
+        return [(_at(row["at"]), row["queue"], int(row["pending"]), int(row["running"]))
+                for row in self._read(_Q["depth_samples"], (epoch(since),))]
+
+    def watch_changes(self: _Store, wake: Callable[[], None]) -> Callable[[], None] | None:
+        """The commit watch workers wait on (inotify on the WAL, or ``PRAGMA data_version``
+        read every few milliseconds): it does not tell which job changed. None in memory,
+        where no other connection can commit."""
+        if self.path == ":memory:":
+            return None
+        return self.watch_job("", wake)
+
+
+def _at(value: float) -> datetime:
+    moment = ts(float(value))
+    if moment is None:  # pragma: no cover - the columns are NOT NULL
+        raise ValueError("a sample without a time")
+    return moment
