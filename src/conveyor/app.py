@@ -32,6 +32,7 @@ from conveyor.decisions import (
     start_decision,
     verb_decision,
 )
+from conveyor.dependencies import check_depends_on, check_policy
 from conveyor.engine import Engine
 from conveyor.errors import (
     UNDECODABLE_ROW,
@@ -84,6 +85,8 @@ class EnqueueRequest:
     backoff: Backoff | None = None
     unique_key: str | None = None
     on_conflict: str = "return_existing"
+    depends_on: Sequence[str] = ()
+    on_dependency_failure: str = "cancel"
 
 
 @functools.lru_cache(maxsize=256)
@@ -175,6 +178,8 @@ class Conveyor(FlowControl):
                 max_attempts: int | None = None, timeout: float | None = None,
                 pause_timeout: float | None = None, backoff: Backoff | None = None,
                 unique_key: str | None = None, on_conflict: str = "return_existing",
+                depends_on: Sequence[str] | None = None,
+                on_dependency_failure: str = "cancel",
                 actor: str = "api", connection: object = None) -> Job:
         """Validate and store one job; it runs when a worker claims it.
 
@@ -192,12 +197,20 @@ class Conveyor(FlowControl):
         open transaction and exists exactly when it commits (the transactional outbox). No
         :class:`JobCreated` event is emitted for it, since the caller may still roll back.
         Not with ``unique_key`` (refused: a held key inside the caller's transaction cannot
-        be answered without aborting it).
+        be answered without aborting it), nor with ``depends_on``.
+
+        ``depends_on``: ids of stored jobs that must all complete first; until then the job is
+        pending but not claimable (``waiting_on`` counts the ones left). When one is cancelled
+        or fails for good, this job is cancelled naming it, or, with
+        ``on_dependency_failure="run"``, runs anyway once the others are done. Its own id or
+        an unknown id is refused (so no cycle can be made). See docs/workflows.md.
         """
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
                             pause_timeout=pause_timeout, backoff=backoff,
-                            unique_key=unique_key, on_conflict=on_conflict)
+                            unique_key=unique_key, on_conflict=on_conflict,
+                            depends_on=depends_on,
+                            on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
         if connection is not None:
             _no_key_on(connection, [new])
@@ -226,15 +239,20 @@ class Conveyor(FlowControl):
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
                               backoff=r.backoff, unique_key=r.unique_key,
-                              on_conflict=r.on_conflict) for r in requests]
+                              on_conflict=r.on_conflict, depends_on=r.depends_on,
+                              on_dependency_failure=r.on_dependency_failure)
+                for r in requests]
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
                  max_attempts: int | None = None, timeout: float | None = None,
                  pause_timeout: float | None = None, backoff: Backoff | None = None,
-                 unique_key: str | None = None,
-                 on_conflict: str = "return_existing") -> NewJob:
+                 unique_key: str | None = None, on_conflict: str = "return_existing",
+                 depends_on: Iterable[str] | None = None,
+                 on_dependency_failure: str = "cancel") -> NewJob:
         spec = self.job_type(job_type)
+        upstream = check_depends_on(depends_on)
+        check_policy(on_dependency_failure)
         if unique_key is not None:
             validate.unique_key(unique_key)
         validate.on_conflict(on_conflict)
@@ -258,7 +276,8 @@ class Conveyor(FlowControl):
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
             backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
-            unique_key=unique_key, on_conflict=on_conflict,
+            unique_key=unique_key, on_conflict=on_conflict, depends_on=upstream,
+            on_dependency_failure=on_dependency_failure,
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -422,3 +441,6 @@ def _no_key_on(connection: object, jobs: Sequence[NewJob]) -> None:
     if any(new.unique_key is not None for new in jobs):
         raise ConfigurationError("unique_key cannot be combined with connection= (an enqueue "
                                  "in your own transaction); enqueue keyed jobs without it")
+    if any(new.depends_on for new in jobs):
+        raise ConfigurationError("depends_on cannot be combined with connection= (an enqueue "
+                                 "in your own transaction); enqueue dependent jobs without it")

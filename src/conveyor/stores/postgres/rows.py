@@ -127,6 +127,9 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         lease_expires_at=utc(row["lease_expires_at"]),
         requeued_from=row["requeued_from"],
         unique_key=row["unique_key"],
+        waiting_on=row["waiting_on"],
+        has_dependents=row["has_dependents"],
+        on_dependency_failure=row["on_dependency_failure"],
     )
 
 

@@ -164,6 +164,9 @@ def _decode(row: dict[str, Any], json: Callable[[str, Any], Any]) -> Job:
         lease_expires_at=ts(row["lease_expires_at"]),
         requeued_from=row["requeued_from"],
         unique_key=row["unique_key"],
+        waiting_on=row["waiting_on"],
+        has_dependents=bool(row["has_dependents"]),
+        on_dependency_failure=row["on_dependency_failure"],
     )
 
 
