@@ -57,6 +57,7 @@ from conveyor.registry import (
 )
 from conveyor.retry import Backoff
 from conveyor.stores.base import NewJob, Store
+from conveyor.workflows import chained, grouped
 
 __all__ = ["MAX_PAGE", "Conveyor", "EnqueueRequest", "WaitTimeout"]
 
@@ -138,19 +139,30 @@ class Conveyor(FlowControl):
     def job(self, name: str | None = None, /, *, max_attempts: int = 3,
             backoff: Backoff | None = None, timeout: float | None = None,
             pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
-            queue: str = "default") -> Callable[[F], F]: ...
+            queue: str = "default", retry_on: tuple[type[BaseException], ...] = (),
+            no_retry_on: tuple[type[BaseException], ...] = (),
+            auto_retry: bool = True) -> Callable[[F], F]: ...
 
     def job(self, name: str | F | None = None, /, *, max_attempts: int = 3,
             backoff: Backoff | None = None, timeout: float | None = None,
             pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
-            queue: str = "default") -> Callable[[F], F] | F:
+            queue: str = "default", retry_on: tuple[type[BaseException], ...] = (),
+            no_retry_on: tuple[type[BaseException], ...] = (),
+            auto_retry: bool = True) -> Callable[[F], F] | F:
         """Register a job function (sync or ``async def``) under a type name.
 
         The name defaults to ``module.function``. The function takes a :class:`JobContext`
         first, then the job's params as keyword arguments.
+
+        The retry policy: a failure is retried automatically (after the backoff, while
+        attempts are left) unless it raised one of ``no_retry_on``, or not one of
+        ``retry_on`` when that is given, or :class:`FailJob`: then it fails for good. With
+        ``auto_retry=False`` a failed job stays ``failed`` with its retries left, and
+        :meth:`retry` is the operator's move. A run cut short by its worker (lost, shut down)
+        is always retried. See docs/workflows.md.
         """
         options = JobOptions(max_attempts, backoff or Backoff(), timeout, pause_timeout,
-                             priority, queue)
+                             priority, queue, tuple(retry_on), tuple(no_retry_on), auto_retry)
 
         def register(func: F) -> F:
             type_name = name if isinstance(name, str) else f"{func.__module__}.{func.__qualname__}"
@@ -233,6 +245,26 @@ class Conveyor(FlowControl):
             _no_key_on(connection, news)
             return self.store.insert_jobs_on(connection, news, actor=actor) if news else []
         return self.engine.insert(news, actor=actor)
+
+    def chain(self, *steps: EnqueueRequest, actor: str = "api") -> builtins.list[Job]:
+        """Enqueue ``steps`` in one transaction, each depending on the one before it: they
+        run one after another, and a step that fails for good or is cancelled cancels the
+        rest. Returns the jobs in order."""
+        validate.actor(actor)
+        return self.engine.insert(chained(self._new_jobs(steps)), actor=actor)
+
+    def group(self, jobs: Iterable[EnqueueRequest], *, then: EnqueueRequest | None = None,
+              actor: str = "api") -> builtins.list[Job]:
+        """Enqueue ``jobs`` to run side by side and ``then`` (last in the returned list) once
+        all of them completed, in one transaction; ``then`` reads their results with
+        ``ctx.dependency_results()``."""
+        validate.actor(actor)
+        final = None if then is None else self._new_jobs([then])[0]
+        return self.engine.insert(grouped(self._new_jobs(jobs), final), actor=actor)
+
+    def dependencies(self, job_id: str) -> tuple[builtins.list[Job], builtins.list[Job]]:
+        """The jobs ``job_id`` depends on (upstream) and those depending on it (downstream)."""
+        return self.store.dependencies(validate.job_id(job_id))
 
     def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
         return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,

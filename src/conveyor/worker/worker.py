@@ -74,6 +74,7 @@ class WorkerStats:
     cancelled: int = 0
     lost: int = 0
     released: int = 0
+    snoozed: int = 0
 
     def count(self, outcome: OutcomeKind) -> None:
         match outcome:
@@ -91,6 +92,8 @@ class WorkerStats:
                 self.lost += 1
             case OutcomeKind.RELEASED:
                 self.released += 1
+            case OutcomeKind.SNOOZED:
+                self.snoozed += 1
             case _:
                 assert_never(outcome)
 
@@ -468,7 +471,7 @@ class Worker:
                 error = JobError("TimeoutError", f"job ran past its {x.job.timeout}s timeout "
                                  "and did not stop")
                 record_failure(self.engine, x.job, x.lease, error, "timed out", self.worker_id,
-                               progress=x.snapshot())
+                               progress=x.snapshot(), raised=TimeoutError(error.message))
         self._pool.write_off(slot)  # its thread is stuck in the job: the pool replaces it
         self._forget(slot)
 
