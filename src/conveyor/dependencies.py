@@ -81,8 +81,8 @@ def plan(job_id: str, depends_on: Iterable[str], found: Mapping[str, DependencyS
          policy: str) -> Plan:
     """How the new job ``job_id`` starts, given its dependencies as they are now.
 
-    Raises :class:`InvalidParams` (the enqueue writes nothing) for a job depending on itself or
-    on ids no stored job has.
+    Raises (the enqueue then writes nothing) :class:`InvalidParams` for a job depending on
+    itself, :class:`JobNotFound` for ids no stored job has.
     """
     ids = list(depends_on)
     if job_id in ids:
@@ -90,7 +90,7 @@ def plan(job_id: str, depends_on: Iterable[str], found: Mapping[str, DependencyS
     missing = [i for i in ids if i not in found]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InvalidParams(f"depends_on names no stored job: {shown}")
+        raise JobNotFound(missing[0], f"depends_on names no stored job: {shown}")
     waiting, reason = 0, None
     for dep_id in ids:
         dep = found[dep_id]

@@ -35,8 +35,8 @@ class InvalidStateError(ConveyorError):
 class JobNotFound(ConveyorError):
     """No job has the given id."""
 
-    def __init__(self, job_id: str):
-        super().__init__(f"No job with id {job_id!r}")
+    def __init__(self, job_id: str, message: str | None = None):
+        super().__init__(message or f"No job with id {job_id!r}")
         self.job_id = job_id
 
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 
 import pytest
 
-from conveyor import Conveyor, EnqueueRequest, InvalidParams, InvalidStateError, JobEvent
+from conveyor import (
+    Conveyor,
+    EnqueueRequest,
+    InvalidParams,
+    InvalidStateError,
+    JobEvent,
+    JobNotFound,
+)
 from conveyor.changes import Lease
 from conveyor.context import JobContext
 from conveyor.errors import ConfigurationError
@@ -116,7 +123,7 @@ def test_unknown_ids_and_bad_options_are_refused_and_nothing_is_written(store: S
     app = _app(store)
     real = app.enqueue("t")
     unknown = "00000000-0000-4000-8000-000000000000"
-    with pytest.raises(InvalidParams, match=f"names no stored job: {unknown}"):
+    with pytest.raises(JobNotFound, match=f"names no stored job: {unknown}"):
         app.enqueue("t", depends_on=[real.id, unknown])
     with pytest.raises(InvalidParams, match="names no job"):
         app.enqueue("t", depends_on=["not an id"])
@@ -124,7 +131,7 @@ def test_unknown_ids_and_bad_options_are_refused_and_nothing_is_written(store: S
         app.enqueue("t", depends_on=real.id)
     with pytest.raises(ConfigurationError, match="on_dependency_failure"):
         app.enqueue("t", depends_on=[real.id], on_dependency_failure="ignore")
-    with pytest.raises(InvalidParams):  # the whole batch rolls back
+    with pytest.raises(JobNotFound):  # the whole batch rolls back
         app.enqueue_many([EnqueueRequest("t", depends_on=[real.id]),
                           EnqueueRequest("t", depends_on=[unknown])])
     with pytest.raises(ConfigurationError, match="connection="):

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from conveyor.app import Conveyor
 from conveyor.lifecycle import VERBS, JobState, Verb
+from conveyor.model import Job
 from conveyor.web.common import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -48,6 +49,7 @@ _FIELD_TYPES: dict[str, str] = {
     "job_type": "string", "params": "object", "queue": "string", "priority": "integer",
     "delay": "number", "run_at": "string", "max_attempts": "integer", "timeout": "number",
     "pause_timeout": "number", "unique_key": "string", "on_conflict": "string",
+    "depends_on": "array", "on_dependency_failure": "string",
 }
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -113,7 +115,9 @@ class JobsApi:
     async def get_job(self, request: Request) -> Response:
         known_query(request)
         job = await call(self.app.get, request.path_params["job_id"])
-        return JSONResponse(job.to_dict())
+        upstream, downstream = await call(self.app.dependencies, job.id)
+        return JSONResponse({**job.to_dict(), "upstream": linked(upstream),
+                             "downstream": linked(downstream)})
 
     async def history(self, request: Request) -> Response:
         known_query(request)
@@ -178,6 +182,11 @@ class JobsApi:
         return endpoint
 
 
+def linked(jobs: list[Job]) -> list[dict[str, str]]:
+    """A job's upstream or downstream jobs, as the job view lists them."""
+    return [{"id": job.id, "job_type": job.job_type, "state": job.state.value} for job in jobs]
+
+
 def parse_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
@@ -234,7 +243,7 @@ def _is_json_type(value: Any, kind: str) -> bool:
             (isinstance(value, float) and value.is_integer())
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
-    python = {"string": str, "object": dict, "boolean": bool}[kind]
+    python = {"string": str, "object": dict, "boolean": bool, "array": list}[kind]
     return isinstance(value, python)
 
 
