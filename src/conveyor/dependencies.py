@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from conveyor import validate
 from conveyor.errors import ConfigurationError, InvalidParams, JobNotFound
 from conveyor.lifecycle import JobState
+from conveyor.model import Job
 
 #: What a dependent does when a dependency is cancelled or fails for good.
 ON_DEPENDENCY_FAILURE = ("cancel", "run")
@@ -48,6 +49,11 @@ class Plan:
 
     waiting_on: int
     cancel_reason: str | None = None
+
+
+def linked_jobs(jobs: Iterable[Job]) -> list[dict[str, str]]:
+    """A job's upstream or downstream jobs as its views list them (HTTP API, ``--json``)."""
+    return [{"id": job.id, "job_type": job.job_type, "state": job.state.value} for job in jobs]
 
 
 def check_depends_on(value: Iterable[str] | None) -> tuple[str, ...]:

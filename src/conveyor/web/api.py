@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.app import Conveyor
+from conveyor.dependencies import linked_jobs
 from conveyor.lifecycle import VERBS, JobState, Verb
-from conveyor.model import Job
 from conveyor.web.common import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -116,8 +116,8 @@ class JobsApi:
         known_query(request)
         job = await call(self.app.get, request.path_params["job_id"])
         upstream, downstream = await call(self.app.dependencies, job.id)
-        return JSONResponse({**job.to_dict(), "upstream": linked(upstream),
-                             "downstream": linked(downstream)})
+        return JSONResponse({**job.to_dict(), "upstream": linked_jobs(upstream),
+                             "downstream": linked_jobs(downstream)})
 
     async def history(self, request: Request) -> Response:
         known_query(request)
@@ -180,11 +180,6 @@ class JobsApi:
         endpoint.__name__ = f"api_{action}"
         endpoint.__doc__ = f"POST /api/jobs/{{job_id}}/{action}"
         return endpoint
-
-
-def linked(jobs: list[Job]) -> list[dict[str, str]]:
-    """A job's upstream or downstream jobs, as the job view lists them."""
-    return [{"id": job.id, "job_type": job.job_type, "state": job.state.value} for job in jobs]
 
 
 def parse_limit(text: str | None) -> int:

@@ -95,6 +95,7 @@ class Pages:
     async def job_page(self, request: Request) -> Response:
         job = await call(self.app.get, request.path_params["job_id"])
         history = await call(self.app.history, job.id)
+        links = await call(self.app.dependencies, job.id)
         can_write = principal_of(request).can_write
         body = render(
             JOB_PAGE, id=job.id, state=job.state.value, job_type=job.job_type,
@@ -103,7 +104,7 @@ class Pages:
             progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
             edits=run_now_button(job, await call(self.app.store.now), can_write=can_write),
             rendered=",".join(job.legal_actions) if can_write else "",
-            details=_details(job, _ran_by(history)), params=pretty_json(job.params),
+            details=_details(job, _ran_by(history), links), params=pretty_json(job.params),
             checkpoint=pretty_json(job.progress.last_checkpoint),
             outcome=_outcome(job), history=join([_history_item(e) for e in history]))
         return self._page(request, f"{job.job_type} {job.id[:8]}", body, "job")
@@ -259,7 +260,8 @@ def _ran_by(history: list[HistoryEntry]) -> str | None:
     return claims[-1] if claims else None
 
 
-def _details(job: Job, ran_by: str | None = None) -> Markup:
+def _details(job: Job, ran_by: str | None = None,
+             links: tuple[list[Job], list[Job]] = ([], [])) -> Markup:
     rows: list[tuple[str, object]] = [
         ("queue", job.queue), ("priority", job.priority),
         ("attempt", f"{job.attempt} of {job.max_attempts} retries used"),
@@ -274,7 +276,24 @@ def _details(job: Job, ran_by: str | None = None) -> Markup:
     if job.requeued_from:
         items.append(render('<dt>copy of</dt><dd><a class="mono" href="{root}/jobs/{id}">{id}</a>'
                             '</dd>', id=job.requeued_from))
+    if job.state is JobState.PENDING and job.waiting_on:
+        items.append(render('<dt>waiting for</dt><dd data-detail="waiting_on">{n} dependency '
+                            'job(s) to complete</dd>', n=job.waiting_on))
+    for name, key, linked in (("depends on", "upstream", links[0]),
+                              ("needed by", "downstream", links[1])):
+        if linked:
+            items.append(render('<dt>{name}</dt><dd data-detail="{key}"><ul class="links">'
+                                '{items}</ul></dd>', name=name, key=key,
+                                items=join([_link(other) for other in linked])))
     return join(items)
+
+
+def _link(job: Job) -> Markup:
+    """One upstream or downstream job: a link to its page, its type and state."""
+    return render('<li><a class="mono" href="{root}/jobs/{id}" title="{id}">{short}</a> '
+                  '<span class="type">{job_type}</span> '
+                  '<span class="badge state-{state}">{state}</span></li>', id=job.id,
+                  short=job.id[:8], job_type=job.job_type, state=job.state.value)
 
 
 def _outcome(job: Job) -> Markup:
