@@ -108,8 +108,8 @@ def test_eager_runs_a_group_then_its_final_job_and_leaves_a_blocked_job_waiting(
 
     blocker = any_app.enqueue("eager.part", {"n": 0}, delay=3600)
     with eager(any_app):
-        *parts, final = any_app.group([EnqueueRequest("eager.part", {"n": n}) for n in (1, 2)],
-                                      then=EnqueueRequest("eager.sum"))
+        final = any_app.group([EnqueueRequest("eager.part", {"n": n}) for n in (1, 2)],
+                              then=EnqueueRequest("eager.sum"))[-1]
         waiting = any_app.enqueue("eager.sum", depends_on=[blocker.id])
     assert (final.state, final.result) == (JobState.COMPLETED, 3)
     assert (waiting.state, waiting.waiting_on) == (JobState.PENDING, 1)
