@@ -72,15 +72,18 @@ def test_without_auto_retry_a_failed_job_waits_for_the_operator(store: Store) ->
         return "fixed"
 
     job = app.enqueue("manual")
+    after = app.enqueue("manual", depends_on=[job.id])  # waits; the burst still ends
     stats = _run(app)
     failed = app.get(job.id)
     assert (stats.failed, stats.retried) == (1, 0)
     assert (failed.state, failed.attempt, failed.is_terminal) == (S.FAILED, 0, False)
     assert failed.legal_actions == ["retry"]
+    assert (app.get(after.id).state, app.get(after.id).waiting_on) == (S.PENDING, 1)
     assert app.retry(job.id, actor="ops").state is S.PENDING
     _run(app)
     done = app.get(job.id)
-    assert (done.state, done.attempt, done.result, runs) == (S.COMPLETED, 1, "fixed", [0, 1])
+    assert (done.state, done.attempt, done.result) == (S.COMPLETED, 1, "fixed")
+    assert runs == [0, 1, 0] and app.get(after.id).state is S.COMPLETED
     assert [h.actor for h in app.history(job.id) if h.action == "retry"] == ["ops"]
 
 
