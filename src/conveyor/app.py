@@ -473,6 +473,12 @@ def _no_key_on(connection: object, jobs: Sequence[NewJob]) -> None:
     if any(new.unique_key is not None for new in jobs):
         raise ConfigurationError("unique_key cannot be combined with connection= (an enqueue "
                                  "in your own transaction); enqueue keyed jobs without it")
+    no_links_on(jobs)
+
+
+def no_links_on(jobs: Sequence[NewJob]) -> None:
+    """An outbox enqueue cannot take dependencies: they are linked, and their dependencies'
+    rows locked, in a transaction of the store's own."""
     if any(new.depends_on for new in jobs):
         raise ConfigurationError("depends_on cannot be combined with connection= (an enqueue "
                                  "in your own transaction); enqueue dependent jobs without it")
