@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from conveyor.errors import ConfigurationError
+from conveyor.dependencies import MAX_DEPENDENCIES
+from conveyor.errors import ConfigurationError, InvalidParams
 from conveyor.stores.base import NewJob
 
 
@@ -32,6 +33,9 @@ def grouped(members: Sequence[NewJob], then: NewJob | None) -> list[NewJob]:
         raise ConfigurationError("a group needs at least one job")
     if then is None:
         return list(members)
+    if len(members) + len(then.depends_on) > MAX_DEPENDENCIES:
+        raise InvalidParams(f"a group's final job may depend on at most {MAX_DEPENDENCIES} "
+                            f"jobs, not {len(members) + len(then.depends_on)}")
     return [*members, _after(then, [new.id for new in members])]
 
 
