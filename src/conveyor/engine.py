@@ -215,7 +215,7 @@ class Engine:
         by it (and theirs, in turn) gets its JobCancelled; waiting workers are told to look
         when one became claimable. Costs nothing for jobs without dependents."""
         ended = [job for job in rows if job is not None and job.has_dependents
-                 and (job.is_terminal and job.state is not JobState.PAUSED)]
+                 and job.is_terminal]
         released = False
         while ended:
             upstream = ended.pop()
