@@ -167,7 +167,7 @@ def test_get_a_job_and_404_for_an_unknown_id(client: AsgiClient) -> None:
     job = enqueue(client)
     got = client.get(f"/api/jobs/{job['id']}", headers=BEARER)
     assert got.status_code == 200
-    assert got.json() == job
+    assert got.json() == {**job, "upstream": [], "downstream": []}
     missing = client.get("/api/jobs/nope", headers=BEARER)
     assert missing.status_code == 404
     assert missing.json() == {"error": "not_found", "message": "No job with id 'nope'"}
