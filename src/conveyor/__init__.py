@@ -7,6 +7,7 @@ from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     DuplicateJob,
+    FailJob,
     InvalidParams,
     InvalidStateError,
     JobNotCompleted,
@@ -27,6 +28,7 @@ from conveyor.events import (
     JobRequested,
     JobResumed,
     JobRetried,
+    JobSnoozed,
     JobStarted,
 )
 from conveyor.joblogs import JobLogLimits
@@ -46,6 +48,7 @@ __all__ = [
     "ConveyorError",
     "DuplicateJob",
     "EnqueueRequest",
+    "FailJob",
     "HistoryEntry",
     "InvalidParams",
     "InvalidStateError",
@@ -67,6 +70,7 @@ __all__ = [
     "JobRequested",
     "JobResumed",
     "JobRetried",
+    "JobSnoozed",
     "JobStarted",
     "JobState",
     "JobStateMachine",

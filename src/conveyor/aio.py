@@ -162,12 +162,16 @@ class AsyncConveyor:
                       run_at: datetime | None = None, delay: float | None = None,
                       max_attempts: int | None = None, timeout: float | None = None,
                       pause_timeout: float | None = None, backoff: Backoff | None = None,
+                      depends_on: Sequence[str] | None = None,
+                      on_dependency_failure: str = "cancel",
                       actor: str = "api", connection: object = None) -> Job:
         """:meth:`Conveyor.enqueue`; ``connection``: the caller's ``psycopg.AsyncConnection``
-        (or ``sqlite3.Connection``) whose transaction the job joins."""
+        (or ``sqlite3.Connection``) whose transaction the job joins (not with ``depends_on``)."""
         new = self.app._new_job(job_type, params, queue=queue, priority=priority,
                                 run_at=run_at, delay=delay, max_attempts=max_attempts,
-                                timeout=timeout, pause_timeout=pause_timeout, backoff=backoff)
+                                timeout=timeout, pause_timeout=pause_timeout, backoff=backoff,
+                                depends_on=depends_on,
+                                on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
         (job,) = await self._insert([new], actor, connection)
         return job
@@ -184,6 +188,7 @@ class AsyncConveyor:
             return []
         store = await self._async_store()
         if connection is not None:  # no event: the caller's transaction may still roll back
+            app_module.no_links_on(news)
             return await store.insert_jobs_on(connection, news, actor=actor)
         jobs = await store.insert_jobs(news, actor=actor)
         engine = self.app.engine

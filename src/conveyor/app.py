@@ -33,6 +33,7 @@ from conveyor.decisions import (
     start_decision,
     verb_decision,
 )
+from conveyor.dependencies import check_depends_on, check_policy
 from conveyor.engine import Engine
 from conveyor.errors import (
     UNDECODABLE_ROW,
@@ -59,6 +60,7 @@ from conveyor.registry import (
 )
 from conveyor.retry import Backoff
 from conveyor.stores.base import NewJob, Store
+from conveyor.workflows import chained, grouped
 
 __all__ = ["MAX_PAGE", "BulkResult", "Conveyor", "EnqueueRequest", "WaitTimeout"]
 
@@ -87,6 +89,8 @@ class EnqueueRequest:
     backoff: Backoff | None = None
     unique_key: str | None = None
     on_conflict: str = "return_existing"
+    depends_on: Sequence[str] = ()
+    on_dependency_failure: str = "cancel"
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,14 +144,20 @@ class Conveyor(FlowControl):
             pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
             queue: str = "default", max_running: int | None = None,
             rate_limit: str | None = None,
-            limit_key: str | None = None) -> Callable[[F], F]: ...
+            limit_key: str | None = None,
+            retry_on: tuple[type[BaseException], ...] = (),
+            no_retry_on: tuple[type[BaseException], ...] = (),
+            auto_retry: bool = True) -> Callable[[F], F]: ...
 
     def job(self, name: str | F | None = None, /, *, max_attempts: int = 3,
             backoff: Backoff | None = None, timeout: float | None = None,
             pause_timeout: float = DEFAULT_PAUSE_TIMEOUT, priority: int = 0,
             queue: str = "default", max_running: int | None = None,
             rate_limit: str | None = None,
-            limit_key: str | None = None) -> Callable[[F], F] | F:
+            limit_key: str | None = None,
+            retry_on: tuple[type[BaseException], ...] = (),
+            no_retry_on: tuple[type[BaseException], ...] = (),
+            auto_retry: bool = True) -> Callable[[F], F] | F:
         """Register a job function (sync or ``async def``) under a type name.
 
         The name defaults to ``module.function``. The function takes a :class:`JobContext`
@@ -157,9 +167,16 @@ class Conveyor(FlowControl):
         host; ``rate_limit`` (``"100/m"``, ``/s``, ``/h``): claimed no faster than that.
         With ``limit_key`` (``"tenant:{tenant_id}"``, filled from each job's params) both
         apply to each key value instead of the whole type. Held jobs stay pending.
+
+        The retry policy: a failure is retried automatically (after the backoff, while
+        attempts are left) unless it raised one of ``no_retry_on``, or not one of
+        ``retry_on`` when that is given, or :class:`FailJob`: then it fails for good. With
+        ``auto_retry=False`` a failed job stays ``failed`` with its retries left, and
+        :meth:`retry` is the operator's move. A run cut short by its worker (lost, shut down)
+        is always retried. See docs/workflows.md.
         """
         options = JobOptions(max_attempts, backoff or Backoff(), timeout, pause_timeout,
-                             priority, queue)
+                             priority, queue, tuple(retry_on), tuple(no_retry_on), auto_retry)
 
         def register(func: F) -> F:
             type_name = name if isinstance(name, str) else f"{func.__module__}.{func.__qualname__}"
@@ -189,6 +206,8 @@ class Conveyor(FlowControl):
                 max_attempts: int | None = None, timeout: float | None = None,
                 pause_timeout: float | None = None, backoff: Backoff | None = None,
                 unique_key: str | None = None, on_conflict: str = "return_existing",
+                depends_on: Sequence[str] | None = None,
+                on_dependency_failure: str = "cancel",
                 actor: str = "api", connection: object = None) -> Job:
         """Validate and store one job; it runs when a worker claims it.
 
@@ -206,12 +225,20 @@ class Conveyor(FlowControl):
         open transaction and exists exactly when it commits (the transactional outbox). No
         :class:`JobCreated` event is emitted for it, since the caller may still roll back.
         Not with ``unique_key`` (refused: a held key inside the caller's transaction cannot
-        be answered without aborting it).
+        be answered without aborting it), nor with ``depends_on``.
+
+        ``depends_on``: ids of stored jobs that must all complete first; until then the job is
+        pending but not claimable (``waiting_on`` counts the ones left). When one is cancelled
+        or fails for good, this job is cancelled naming it, or, with
+        ``on_dependency_failure="run"``, runs anyway once the others are done. Its own id or
+        an unknown id is refused (so no cycle can be made). See docs/workflows.md.
         """
         new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
                             delay=delay, max_attempts=max_attempts, timeout=timeout,
                             pause_timeout=pause_timeout, backoff=backoff,
-                            unique_key=unique_key, on_conflict=on_conflict)
+                            unique_key=unique_key, on_conflict=on_conflict,
+                            depends_on=depends_on,
+                            on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
         if connection is not None:
             _no_key_on(connection, [new])
@@ -235,20 +262,45 @@ class Conveyor(FlowControl):
             return self.store.insert_jobs_on(connection, news, actor=actor) if news else []
         return self.engine.insert(news, actor=actor)
 
+    def chain(self, *steps: EnqueueRequest, actor: str = "api") -> builtins.list[Job]:
+        """Enqueue ``steps`` in one transaction, each depending on the one before it: they
+        run one after another, and a step that fails for good or is cancelled cancels the
+        rest. Returns the jobs in order."""
+        validate.actor(actor)
+        return self.engine.insert(chained(self._new_jobs(steps)), actor=actor)
+
+    def group(self, jobs: Iterable[EnqueueRequest], *, then: EnqueueRequest | None = None,
+              actor: str = "api") -> builtins.list[Job]:
+        """Enqueue ``jobs`` to run side by side and ``then`` (last in the returned list) once
+        all of them completed, in one transaction; ``then`` reads their results with
+        ``ctx.dependency_results()``."""
+        validate.actor(actor)
+        final = None if then is None else self._new_jobs([then])[0]
+        return self.engine.insert(grouped(self._new_jobs(jobs), final), actor=actor)
+
+    def dependencies(self, job_id: str) -> tuple[builtins.list[Job], builtins.list[Job]]:
+        """The jobs ``job_id`` depends on (upstream) and those depending on it (downstream)."""
+        return self.store.dependencies(validate.job_id(job_id))
+
     def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
         return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
                               backoff=r.backoff, unique_key=r.unique_key,
-                              on_conflict=r.on_conflict) for r in requests]
+                              on_conflict=r.on_conflict, depends_on=r.depends_on,
+                              on_dependency_failure=r.on_dependency_failure)
+                for r in requests]
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
                  max_attempts: int | None = None, timeout: float | None = None,
                  pause_timeout: float | None = None, backoff: Backoff | None = None,
-                 unique_key: str | None = None,
-                 on_conflict: str = "return_existing") -> NewJob:
+                 unique_key: str | None = None, on_conflict: str = "return_existing",
+                 depends_on: Iterable[str] | None = None,
+                 on_dependency_failure: str = "cancel") -> NewJob:
         spec = self.job_type(job_type)
+        upstream = check_depends_on(depends_on)
+        check_policy(on_dependency_failure)
         if unique_key is not None:
             validate.unique_key(unique_key)
         validate.on_conflict(on_conflict)
@@ -275,6 +327,8 @@ class Conveyor(FlowControl):
             backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
             unique_key=unique_key, on_conflict=on_conflict, trace=enqueue_trace(),
             limit_key=limit_key,
+                        depends_on=upstream,
+            on_dependency_failure=on_dependency_failure,
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -504,3 +558,12 @@ def _no_key_on(connection: object, jobs: Sequence[NewJob]) -> None:
     if any(new.unique_key is not None for new in jobs):
         raise ConfigurationError("unique_key cannot be combined with connection= (an enqueue "
                                  "in your own transaction); enqueue keyed jobs without it")
+    no_links_on(jobs)
+
+
+def no_links_on(jobs: Sequence[NewJob]) -> None:
+    """An outbox enqueue cannot take dependencies: they are linked, and their dependencies'
+    rows locked, in a transaction of the store's own."""
+    if any(new.depends_on for new in jobs):
+        raise ConfigurationError("depends_on cannot be combined with connection= (an enqueue "
+                                 "in your own transaction); enqueue dependent jobs without it")

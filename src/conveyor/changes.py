@@ -52,6 +52,7 @@ SETTABLE_COLUMNS = frozenset({
     "result", "error", "checkpoint", "current_step", "total_steps",
     "pause_requested", "cancel_requested", "resume_requested",
     "worker_id", "lease_token", "lease_expires_at", "attempt", "priority",
+    "max_attempts",  # lowered to the attempts used by a failure for good, never raised
 })
 
 #: The boolean request columns a ``flag`` / ``unless_flag`` guard may name.

@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, runtime_checkable
 
 from conveyor import payload
 from conveyor.errors import LeaseLost, StoreError
+from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
+from conveyor.registry import check_seconds
 
 if TYPE_CHECKING:
     from conveyor.changes import Lease
@@ -47,6 +49,13 @@ class ProgressWriter(Protocol):
                       checkpoint: bool = False) -> Signals: ...
 
 
+@runtime_checkable
+class DependencyReader(Protocol):
+    """What ``ctx.dependency_results()`` reads from (the worker's engine, or a store)."""
+
+    def dependencies(self, job_id: str) -> tuple[list[Job], list[Job]]: ...
+
+
 class JobInterrupt(BaseException):
     """Unwinds a job function at a checkpoint; never catch it in job code."""
 
@@ -65,6 +74,14 @@ class ForcedCancelInterrupt(CancelInterrupt):
 
 class LeaseLostInterrupt(JobInterrupt):
     """The worker no longer holds the job; it must stop without writing anything."""
+
+
+class SnoozeInterrupt(JobInterrupt):
+    """Raised by ``ctx.snooze()``: the worker puts the job back to pending for ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"snoozed for {seconds:g}s")
+        self.seconds = seconds
 
 
 class TimeoutInterrupt(JobInterrupt):
@@ -239,9 +256,28 @@ class _BaseContext:
             number = logging.getLevelName(name)
             _job_log.log(number if isinstance(number, int) else logging.INFO, "%s", message)
 
+    def _dependency_results(self) -> dict[str, Any]:
+        reader = self._x.store
+        if not isinstance(reader, DependencyReader):  # pragma: no cover - tests' stand-ins
+            raise TypeError("this job's context cannot read its dependencies")
+        upstream, _ = reader.dependencies(self._x.job.id)
+        return {job.id: job.result for job in upstream if job.state is JobState.COMPLETED}
+
+    def snooze(self, seconds: float) -> NoReturn:
+        """Put this job back to pending, to run again in ``seconds``, without spending an
+        attempt (a ``snooze`` row in its history). Raises: let it propagate."""
+        check_seconds("seconds", seconds, zero_ok=True)
+        raise SnoozeInterrupt(float(seconds))
+
 
 class JobContext(_BaseContext):
     """The context of a sync job (run in a worker thread)."""
+
+    def dependency_results(self) -> dict[str, Any]:
+        """What the jobs this one depends on returned, by job id, in the order they were
+        enqueued (a group's final job reads its members' results this way). A dependency
+        that did not complete (``on_dependency_failure="run"``) is absent."""
+        return self._dependency_results()
 
     def checkpoint(self, data: dict[str, Any] | None = None) -> None:
         """Save ``data`` and the progress durably; then honour a pause or cancel request.
@@ -254,6 +290,10 @@ class JobContext(_BaseContext):
 
 class AsyncJobContext(_BaseContext):
     """The context of an ``async def`` job: the same API, with ``await ctx.checkpoint(...)``."""
+
+    async def dependency_results(self) -> dict[str, Any]:
+        """:meth:`JobContext.dependency_results`, read without blocking the event loop."""
+        return await asyncio.to_thread(self._dependency_results)
 
     async def checkpoint(self, data: dict[str, Any] | None = None) -> None:
         """Save ``data`` without blocking the event loop; then honour a pending request."""

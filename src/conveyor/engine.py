@@ -23,6 +23,7 @@ from conveyor.errors import ConfigurationError, ConveyorError, UnknownJobType
 from conveyor.events import (
     EVENT_TYPES,
     EventBus,
+    JobCancelled,
     JobCreated,
     JobEvent,
     JobProgressed,
@@ -165,7 +166,9 @@ class Engine:
         """
         with self._announcing(c.job_id for c in changes):
             rows = self.store.apply(changes)
-            return self.announce(changes, rows, before=before)
+            job = self.announce(changes, rows, before=before)
+        self.dependents_moved(rows)
+        return job
 
     @contextmanager
     def _announcing(self, job_ids: Iterable[str]) -> Iterator[None]:
@@ -223,6 +226,7 @@ class Engine:
         with self._announcing(c.job_id for c in changes):
             rows = self.store.apply_many(changes)
             self._announce_landed(changes, rows)
+        self.dependents_moved(rows)
         return rows
 
     def _announce_landed(self, changes: Sequence[Change],
@@ -249,6 +253,34 @@ class Engine:
                 continue  # the job moved under us: decide again on its fresh state
         raise ConveyorError(f"job {job_id} kept changing under {RACE_RETRIES} attempts; "
                             "try again")
+
+    def dependents_moved(self, rows: Sequence[Job | None]) -> None:
+        """After a dependency ended (``rows``: what changes just left), announce what the
+        schema's triggers did to its dependents in the same transaction: each one cancelled
+        by it (and theirs, in turn) gets its JobCancelled; waiting workers are told to look
+        when one became claimable. Costs nothing for jobs without dependents."""
+        ended = [job for job in rows if job is not None and job.has_dependents
+                 and job.is_terminal]
+        released = False
+        while ended:
+            upstream = ended.pop()
+            for job in self.store.dependencies(upstream.id)[1]:
+                if job.state is JobState.PENDING and job.waiting_on == 0:
+                    released = True
+                elif (job.state is JobState.CANCELLED
+                      and job.finished_at == upstream.updated_at):
+                    ended_how = ("was cancelled" if upstream.state is JobState.CANCELLED
+                                 else "failed")
+                    self.events.emit(JobCancelled(job, JobState.PENDING, "conveyor",
+                                                  f"dependency {upstream.id} {ended_how}"))
+                    if job.has_dependents:
+                        ended.append(job)
+        if released:
+            self.store.notify_work()
+
+    def dependencies(self, job_id: str) -> tuple[builtins.list[Job], builtins.list[Job]]:
+        """The jobs ``job_id`` depends on, and the jobs depending on it."""
+        return self.store.dependencies(job_id)
 
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
@@ -280,6 +312,7 @@ class Engine:
                                                      lease_seconds=lease_seconds)
             self._announce_landed(finish, done)
         self._announce_claimed(jobs, worker_id)
+        self.dependents_moved(done)
         return done, jobs
 
     def save_progress(self, lease: Lease, progress: JobProgress, *,

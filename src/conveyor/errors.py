@@ -35,8 +35,8 @@ class InvalidStateError(ConveyorError):
 class JobNotFound(ConveyorError):
     """No job has the given id."""
 
-    def __init__(self, job_id: str):
-        super().__init__(f"No job with id {job_id!r}")
+    def __init__(self, job_id: str, message: str | None = None):
+        super().__init__(message or f"No job with id {job_id!r}")
         self.job_id = job_id
 
 
@@ -94,3 +94,13 @@ class LeaseLost(ConveyorError):
 
     Internal to workers: it never reaches a caller of the control API.
     """
+
+
+class FailJob(Exception):
+    """Raise in a job function to fail the job for good: no automatic retry, whatever its
+    ``retry_on`` says and however many attempts are left (``retry=True``: an ordinary failure,
+    retried as any other). Its message is the job's error message."""
+
+    def __init__(self, message: str = "", *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry

@@ -60,6 +60,8 @@ class JobCompleted(JobEvent): ...
 class JobFailed(JobEvent): ...
 class JobRetried(JobEvent): ...
 class JobCancelled(JobEvent): ...
+class JobSnoozed(JobEvent):
+    """A running job put itself back to pending for a while (``ctx.snooze``)."""
 class JobRequested(JobEvent):
     """A pause, cancel or resume request was recorded; the state has not changed yet."""
 
@@ -68,7 +70,7 @@ EVENT_TYPES: dict[str, type[JobEvent]] = {
     cls.__name__: cls
     for cls in (
         JobCreated, JobStarted, JobPaused, JobResumed, JobProgressed,
-        JobCompleted, JobFailed, JobRetried, JobCancelled, JobRequested,
+        JobCompleted, JobFailed, JobRetried, JobCancelled, JobRequested, JobSnoozed,
     )
 }
 

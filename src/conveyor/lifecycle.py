@@ -60,6 +60,9 @@ TRANSITION_TABLE: tuple[Transition, ...] = (
     Transition("resume", S.PAUSED, S.RUNNING, "resume()", "a worker slot is free", "JobResumed"),
     Transition("cancel", S.PAUSED, S.CANCELLED, "cancel() / pause timeout", "", "JobCancelled"),
     Transition("retry", S.FAILED, S.PENDING, "retry()", "attempt < max_attempts", "JobRetried"),
+    # beyond SPEC section 1 (issue 10): a job puts itself back without failing, so no attempt
+    # is spent and nothing is recorded as an error
+    Transition("snooze", S.RUNNING, S.PENDING, "ctx.snooze()", "", "JobSnoozed"),
 )
 del S
 
@@ -274,6 +277,8 @@ def start_refusal(job: Job, now: datetime) -> str | None:
     """
     if job.error is not None and job.error.type == UNDECODABLE_ROW:
         return "its stored row cannot be decoded"
+    if job.state is JobState.PENDING and job.waiting_on > 0:
+        return f"waiting for {job.waiting_on} dependency job(s) to complete"
     if job.state is JobState.PENDING:
         return None if job.run_at <= now else f"not due until {job.run_at.isoformat()}"
     if job.state is JobState.PAUSED:
@@ -336,12 +341,12 @@ class JobStateMachine:
         if why is not None:
             raise transition_error(job.state, to_state, why)
         now = self._clock()
-        job.state = to_state
+        source, job.state = job.state, to_state
         if to_state is JobState.RUNNING and job.started_at is None:
             job.started_at = now
         if to_state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
             job.finished_at = now
-        if to_state is JobState.PENDING:
+        if to_state is JobState.PENDING and source is JobState.FAILED:  # a snooze spends none
             job.attempt += 1
             job.error = None
             job.finished_at = None

@@ -106,6 +106,14 @@ class Job:
     #: The job type's ``limit_key`` template filled from the params at enqueue ("tenant:7"):
     #: a per-key limit of the type applies to each value.
     limit_key: str | None = None
+    #: How many of the jobs this one depends on have not completed yet: a pending job with
+    #: any is not claimable (it waits for them; see docs/workflows.md).
+    waiting_on: int = 0
+    #: Some other job depends on this one (its end releases or cancels them).
+    has_dependents: bool = False
+    #: What happens to this job when a dependency fails for good or is cancelled:
+    #: ``"cancel"`` (the default) or ``"run"`` (count it as done and run anyway).
+    on_dependency_failure: str = "cancel"
     #: Not stored: True when an enqueue with ``unique_key`` returned this job, which already
     #: held the key, instead of creating one.
     existing: bool = field(default=False, compare=False)
@@ -176,6 +184,8 @@ class Job:
             "requeued_from": self.requeued_from,
             "unique_key": self.unique_key,
             "limit_key": self.limit_key,
+            "waiting_on": self.waiting_on,
+            "on_dependency_failure": self.on_dependency_failure,
             "is_terminal": self.is_terminal,
             "legal_actions": self.legal_actions,
         }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import validate
-from conveyor.errors import ConfigurationError, InvalidParams
+from conveyor.errors import ConfigurationError, FailJob, InvalidParams
 from conveyor.limits import TypeLimits
 from conveyor.retry import Backoff
 
@@ -26,10 +26,40 @@ class JobOptions:
     pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
     priority: int = 0
     queue: str = "default"
+    #: The retry policy (see docs/workflows.md): only these exceptions are retried
+    #: automatically (empty: any) ...
+    retry_on: tuple[type[BaseException], ...] = ()
+    #: ... and never these (they fail the job for good).
+    no_retry_on: tuple[type[BaseException], ...] = ()
+    #: False: a failed job stays ``failed`` with its retries left, for an operator's retry().
+    auto_retry: bool = True
 
     def __post_init__(self) -> None:
         check_options(self.max_attempts, self.timeout, self.pause_timeout, self.queue,
                       self.priority)
+        for name in ("retry_on", "no_retry_on"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(
+                    isinstance(c, type) and issubclass(c, BaseException) for c in value):
+                raise ConfigurationError(f"{name} must be a tuple of exception classes, "
+                                         f"not {value!r}")
+        if not isinstance(self.auto_retry, bool):
+            raise ConfigurationError(f"auto_retry must be True or False, not "
+                                     f"{self.auto_retry!r}")
+
+    def gives_up_on(self, raised: BaseException | None) -> str | None:
+        """Why a run that raised ``raised`` fails for good (no retry, whatever attempts are
+        left), or None when it may be retried."""
+        if raised is None:
+            return None
+        if isinstance(raised, FailJob) and not raised.retry:
+            return "failed for good (FailJob)"
+        name = type(raised).__name__
+        if self.no_retry_on and isinstance(raised, self.no_retry_on):
+            return f"failed for good ({name} is in no_retry_on)"
+        if self.retry_on and not isinstance(raised, self.retry_on):
+            return f"failed for good ({name} is not in retry_on)"
+        return None
 
 
 INT32_MAX = 2**31 - 1

@@ -72,8 +72,11 @@ class _EagerRunner:
 
     def run(self, job: Job) -> Job:
         app = self._app
-        if job.state is not JobState.PENDING or job.run_at > app.store.now():
-            return job  # scheduled for later: drain() runs it when due
+        if job.waiting_on:  # an earlier job of its batch (a chain's step) may have freed it
+            job = app.get(job.id)
+        if (job.state is not JobState.PENDING or job.waiting_on
+                or job.run_at > app.store.now()):
+            return job  # scheduled for later, or waiting: drain() runs it when it can
         started = app.start(job.id, worker=EAGER_WORKER)
         assert started.lease_token is not None
         lease = Lease(started.id, started.lease_token, started.attempt)

@@ -57,21 +57,40 @@ def complete(lease: Lease, result: Any, actor: str, *,
 
 
 def fail(lease: Lease | None, job_id: str, error: JobError, reason: str, actor: str,
-         *, lease_expired: bool = False, keep_pause: bool = False) -> Change:
+         *, lease_expired: bool = False, keep_pause: bool = False,
+         close_budget: int | None = None) -> Change:
     """running -> failed. From the worker (``lease``) or the reaper (``lease_expired``).
 
     Refused while a cancel is requested: that cancel wins (the caller records it instead), so a
     cancel requested just before the job raised is never lost to the failure and its retry.
     ``keep_pause`` keeps an operator's pause request for the retry that follows in the same
     transaction (a lost worker's job pauses at its first checkpoint when it runs again).
+    ``close_budget``: the job failed for good (its retry policy, or ``FailJob``): its
+    ``max_attempts`` is lowered to this, the attempts used, so it is terminal everywhere (no
+    retry, a requeue offered) as a job that used up its retries.
     """
     values: dict[str, Any] = {"error": error.to_dict(), "finished_at": DbNow(), **_release()}
+    if close_budget is not None:
+        values["max_attempts"] = close_budget
     if not keep_pause:
         values["pause_requested"] = False
     return Change(
         job_id, "fail", _when(S.RUNNING, S.FAILED), S.FAILED, values,
         lease=lease, lease_expired=lease_expired, unless_flag="cancel_requested", actor=actor,
         reason=reason,
+    )
+
+
+def snooze(lease: Lease, seconds: float, progress: JobProgress | None, actor: str) -> Change:
+    """running -> pending, runnable again after ``seconds``, ``attempt`` unchanged: the job
+    asked for it (``ctx.snooze``), it did not fail. Its progress and checkpoint are kept for
+    the next run; it joins the line when it is due, as a job enqueued with that delay."""
+    return Change(
+        lease.job_id, "snooze", _when(S.RUNNING, S.PENDING), S.PENDING,
+        {"run_at": DbNow(seconds), "line_at": DbNow(seconds), "pause_requested": False,
+         **_progress(progress), **_release()},
+        lease=lease, unless_flag="cancel_requested", actor=actor,
+        reason=f"snoozed for {seconds:g}s",
     )
 
 
@@ -168,4 +187,4 @@ def reschedule(job_id: str, actor: str, reason: str, *, run_at: datetime | float
 #: For each control verb, the states it accepts (derived from the table where it is a move).
 CANCELLABLE = sources_of(S.CANCELLED)
 PAUSABLE = sources_of(S.PAUSED)
-RETRYABLE = sources_of(S.PENDING)
+RETRYABLE = _when(S.FAILED, S.PENDING)

@@ -36,6 +36,23 @@ def test_enqueue_with_a_unique_key_prints_the_holder_or_refuses(db_url: str,
     assert len(app.list()) == 1
 
 
+def test_enqueue_depends_on_and_show_lists_both_directions(db_url: str,
+                                                           app: Conveyor) -> None:
+    up = app.enqueue("math.add", {"a": 1, "b": 2})
+    made = cli_on(db_url, "enqueue", "--app", SAMPLE_APP, "math.add", "-p", "a=1", "-p", "b=2",
+                  "--depends-on", up.id, "--json")
+    assert made.exit_code == EXIT_OK, made.output
+    down = json.loads(made.stdout)
+    assert down["waiting_on"] == 1
+    shown = cli_on(db_url, "show", up.id, "--json")
+    assert [j["id"] for j in json.loads(shown.stdout)["downstream"]] == [down["id"]]
+    assert up.id in cli_on(db_url, "show", down["id"]).stdout
+    missing = cli_on(db_url, "enqueue", "--app", SAMPLE_APP, "math.add", "-p", "a=1",
+                     "-p", "b=2", "--depends-on", "00000000-0000-4000-8000-000000000000")
+    assert missing.exit_code != EXIT_OK and "names no stored job" in missing.stderr
+    assert "Traceback" not in missing.output and len(app.list()) == 2
+
+
 def test_queue_pause_resume_and_list(db_url: str, app: Conveyor) -> None:
     app.enqueue("math.add", {"a": 1, "b": 2}, queue="mail")
     paused = cli_on(db_url, "queue", "pause", "mail", "-r", "smtp down")

@@ -167,7 +167,7 @@ def test_get_a_job_and_404_for_an_unknown_id(client: AsgiClient) -> None:
     job = enqueue(client)
     got = client.get(f"/api/jobs/{job['id']}", headers=BEARER)
     assert got.status_code == 200
-    assert got.json() == {**job, "held": None}  # no limit holds it
+    assert got.json() == {**job, "held": None, "upstream": [], "downstream": []}
     missing = client.get("/api/jobs/nope", headers=BEARER)
     assert missing.status_code == 404
     assert missing.json() == {"error": "not_found", "message": "No job with id 'nope'"}
@@ -355,3 +355,23 @@ def test_every_legal_action_has_an_endpoint(app: Conveyor, client: AsgiClient) -
                 job = Job(id="x", state=state, attempt=attempt, max_attempts=3,
                           **flags)  # type: ignore[arg-type]
                 assert set(job.legal_actions) <= set(CONTROL_ACTIONS)
+
+
+def test_dependencies_over_http_and_on_the_job_page(app: Conveyor, client: AsgiClient) -> None:
+    up = enqueue(client)
+    down = enqueue(client, depends_on=[up["id"]], on_dependency_failure="run")
+    assert (down["waiting_on"], down["on_dependency_failure"]) == (1, "run")
+    view = client.get(f"/api/jobs/{up['id']}", headers=BEARER).json()
+    assert (view["upstream"], view["downstream"]) == (
+        [], [{"id": down["id"], "job_type": "test.add", "state": "pending"}])
+    page = client.get(f"/jobs/{down['id']}", headers=BEARER).text
+    assert f'href="/jobs/{up["id"]}"' in page and "1 dependency job(s)" in page
+    assert f'href="/jobs/{down["id"]}"' in client.get(f"/jobs/{up['id']}", headers=BEARER).text
+    unknown = client.post("/api/jobs", headers=BEARER, json={
+        "job_type": "test.add", "params": {"a": 1},
+        "depends_on": ["00000000-0000-4000-8000-000000000000"]})
+    assert unknown.status_code == 404 and "names no stored job" in error_of(unknown)
+    bad = client.post("/api/jobs", headers=BEARER,
+                      json={"job_type": "test.add", "params": {"a": 1}, "depends_on": "x"})
+    assert bad.status_code == 422 and "'depends_on' must be an array" in error_of(bad)
+    assert len(app.list()) == 2

@@ -154,7 +154,8 @@ def drive_a_job(client: Any, jobs: Any, control: Any, models: Any, served: Serve
 
     def state() -> Any:
         current = jobs.get_job.sync(job.id, client=client)
-        assert isinstance(current, models.Job), current
+        assert isinstance(current, models.JobDetail), current  # with upstream and downstream
+        assert (current.upstream, current.downstream) == ([], [])
         return current
 
     wait_until(lambda: state().state.value == "running", message="the job to start")

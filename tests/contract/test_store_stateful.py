@@ -225,7 +225,8 @@ class StoreMachine(RuleBasedStateMachine):
             call(job.id, actor="op")
             if not job.cancel_requested:
                 exp.request("request_cancel", "cancel_requested", True)
-        elif verb == "retry" and LIFECYCLE.can_transition(job, S.PENDING):
+        elif verb == "retry" and job.state is S.FAILED \
+                and LIFECYCLE.can_transition(job, S.PENDING):
             assert call(job.id, actor="op").state is S.PENDING
             exp.move(S.PENDING, "retry")
             exp.clear("cancel_requested", "pause_requested")
@@ -257,7 +258,7 @@ class StoreMachine(RuleBasedStateMachine):
         job_id = exp.job.id
         if move == "retry":
             change = transitions.retry(job_id, "op", "late")
-            allowed = LIFECYCLE.can_transition(exp.job, S.PENDING)
+            allowed = exp.state is S.FAILED and LIFECYCLE.can_transition(exp.job, S.PENDING)
         else:
             source = S.PENDING if move == "cancel_pending" else S.PAUSED
             change = transitions.cancel_idle(job_id, source, "op", "late")

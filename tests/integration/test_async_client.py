@@ -16,6 +16,7 @@ from conveyor import (
     EnqueueRequest,
     InvalidParams,
     InvalidStateError,
+    Job,
     JobContext,
     JobNotFound,
     JobState,
@@ -95,3 +96,19 @@ def test_async_calls_share_the_apps_rules_and_events(any_app: Conveyor) -> None:
     asyncio.run(scenario())
     assert events == ["JobCreated", "JobCreated", "JobCancelled", "JobStarted", "JobRequested",
                       "JobRequested", "JobCreated"]
+
+
+def test_async_enqueue_links_dependencies(any_app: Conveyor) -> None:
+    any_app.job("greet")(_greet)
+
+    async def main() -> tuple[Job, list[Job]]:
+        async with AsyncConveyor(any_app) as client:
+            first = await client.enqueue("greet", {"name": "a"})
+            then = await client.enqueue("greet", {"name": "b"}, depends_on=[first.id])
+            more = await client.enqueue_many([EnqueueRequest("greet", {"name": "c"},
+                                                             depends_on=[then.id])])
+            return then, more
+
+    then, more = asyncio.run(main())
+    assert then.waiting_on == 1 and more[0].waiting_on == 1
+    assert [j.id for j in any_app.dependencies(then.id)[1]] == [more[0].id]

@@ -92,3 +92,24 @@ def test_the_pytest_plugin_gives_an_app_drain_and_eager_mode(
     '''))
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_eager_runs_a_group_then_its_final_job_and_leaves_a_blocked_job_waiting(
+        any_app: Conveyor) -> None:
+    from conveyor import EnqueueRequest
+
+    @any_app.job("eager.part")
+    def part(ctx: JobContext, n: int) -> int:
+        return n
+
+    @any_app.job("eager.sum")
+    def total(ctx: JobContext) -> int:
+        return sum(ctx.dependency_results().values())
+
+    blocker = any_app.enqueue("eager.part", {"n": 0}, delay=3600)
+    with eager(any_app):
+        final = any_app.group([EnqueueRequest("eager.part", {"n": n}) for n in (1, 2)],
+                              then=EnqueueRequest("eager.sum"))[-1]
+        waiting = any_app.enqueue("eager.sum", depends_on=[blocker.id])
+    assert (final.state, final.result) == (JobState.COMPLETED, 3)
+    assert (waiting.state, waiting.waiting_on) == (JobState.PENDING, 1)

@@ -61,7 +61,17 @@ SPEC_ROWS: list[tuple[JobState, JobState, str, str]] = [
     (PA, X, "cancel", "JobCancelled"),
     (F, P, "retry", "JobRetried"),
 ]
-LEGAL_PAIRS = {(src, dst) for src, dst, _, _ in SPEC_ROWS}
+#: Rows beyond the SPEC (issue 10): a job snoozing itself goes back to pending, spending no
+#: attempt. The SPEC's and the seed's rows above stay as they are, all of them in the table.
+EXTENSION_ROWS: list[tuple[JobState, JobState, str, str]] = [
+    (R, P, "snooze", "JobSnoozed"),
+]
+TABLE_ROWS = SPEC_ROWS + EXTENSION_ROWS
+TABLE_TRANSITIONS: dict[JobState, set[JobState]] = {
+    state: targets | {dst for src, dst, _, _ in EXTENSION_ROWS if src is state}
+    for state, targets in SEED_TRANSITIONS.items()
+}
+LEGAL_PAIRS = {(src, dst) for src, dst, _, _ in TABLE_ROWS}
 ILLEGAL_PAIRS = sorted(
     (pair for pair in itertools.product(JobState, JobState) if pair not in LEGAL_PAIRS),
     key=lambda pair: (pair[0].value, pair[1].value),
@@ -138,15 +148,15 @@ def test_states_are_the_six_lowercase_strings() -> None:
     assert JobState.FAILED.value == "failed"
 
 
-def test_transitions_equal_the_seed_table_exactly() -> None:
+def test_transitions_equal_the_seed_table_and_its_extensions_exactly() -> None:
     assert set(TRANSITIONS) == set(JobState)
-    assert {state: set(targets) for state, targets in TRANSITIONS.items()} == SEED_TRANSITIONS
+    assert {state: set(targets) for state, targets in TRANSITIONS.items()} == TABLE_TRANSITIONS
     assert JobStateMachine.TRANSITIONS == TRANSITIONS
 
 
 def test_transition_table_rows_match_spec() -> None:
-    assert [(t.source, t.target, t.name, t.event) for t in TRANSITION_TABLE] == SPEC_ROWS
-    assert len(set(LEGAL_PAIRS)) == len(TRANSITION_TABLE) == 9
+    assert [(t.source, t.target, t.name, t.event) for t in TRANSITION_TABLE] == TABLE_ROWS
+    assert len(set(LEGAL_PAIRS)) == len(TRANSITION_TABLE) == 10
 
 
 def test_transition_rows_are_immutable() -> None:
@@ -161,18 +171,18 @@ def test_final_states_are_completed_and_cancelled() -> None:
 
 @pytest.mark.parametrize("target", list(JobState), ids=lambda s: s.value)
 def test_sources_of(target: JobState) -> None:
-    expected = {src for src, targets in SEED_TRANSITIONS.items() if target in targets}
+    expected = {src for src, targets in TABLE_TRANSITIONS.items() if target in targets}
     assert sources_of(target) == expected
 
 
 def test_sources_of_spelled_out() -> None:
     assert sources_of(R) == {P, PA}
     assert sources_of(X) == {P, R, PA}
-    assert sources_of(P) == {F}
+    assert sources_of(P) == {F, R}
     assert sources_of(C) == {R}
 
 
-@pytest.mark.parametrize(("source", "target", "name", "event"), SPEC_ROWS)
+@pytest.mark.parametrize(("source", "target", "name", "event"), TABLE_ROWS)
 def test_find_transition_returns_the_row(
     source: JobState, target: JobState, name: str, event: str
 ) -> None:
@@ -188,9 +198,9 @@ def test_find_transition_is_none_for_illegal_pairs(pair: tuple[JobState, JobStat
 
 @pytest.mark.parametrize("state", [P, R, PA, C, X], ids=lambda s: s.value)
 def test_legal_targets_without_guards_is_the_table(state: JobState) -> None:
-    assert legal_targets(state, attempt=0, max_attempts=3) == SEED_TRANSITIONS[state]
+    assert legal_targets(state, attempt=0, max_attempts=3) == TABLE_TRANSITIONS[state]
     # the attempt counter only matters to the retry guard
-    assert legal_targets(state, attempt=3, max_attempts=3) == SEED_TRANSITIONS[state]
+    assert legal_targets(state, attempt=3, max_attempts=3) == TABLE_TRANSITIONS[state]
 
 
 def test_legal_targets_of_failed_depends_on_attempts() -> None:
@@ -233,7 +243,7 @@ def test_transition_error_wording() -> None:
 # The machine: legal moves and their side effects
 
 
-@pytest.mark.parametrize(("source", "target", "name", "event"), SPEC_ROWS)
+@pytest.mark.parametrize(("source", "target", "name", "event"), TABLE_ROWS)
 def test_every_legal_transition_succeeds(
     source: JobState, target: JobState, name: str, event: str
 ) -> None:
@@ -263,7 +273,7 @@ def test_every_legal_transition_succeeds(
         assert job.finished_at == now
     else:
         assert job.finished_at is None
-    if target is P:
+    if target is P and source is F:
         assert job.attempt == before.attempt + 1
         assert job.error is None
     else:
@@ -457,7 +467,7 @@ def test_every_illegal_transition_raises_and_changes_nothing(
 
 
 def test_there_are_27_illegal_pairs() -> None:
-    assert len(ILLEGAL_PAIRS) == 36 - 9
+    assert len(ILLEGAL_PAIRS) == 36 - 10
     assert (C, R) in ILLEGAL_PAIRS
     assert (F, R) in ILLEGAL_PAIRS
     assert (PA, C) in ILLEGAL_PAIRS
@@ -472,10 +482,10 @@ def test_spec_example_message() -> None:
 
 
 @pytest.mark.parametrize("source", list(JobState), ids=lambda s: s.value)
-def test_nothing_but_a_retry_enters_pending(source: JobState) -> None:
+def test_nothing_but_a_retry_or_a_snooze_enters_pending(source: JobState) -> None:
     machine = JobStateMachine(clock=FakeClock())
     job = job_in(source, machine)
-    assert machine.can_transition(job, P) == (source is F)
+    assert machine.can_transition(job, P) == (source in (F, R))
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,7 +650,7 @@ def test_mermaid_diagram_has_one_line_per_row() -> None:
     assert lines[0] == "stateDiagram-v2"
     edge_lines = [line for line in lines if "-->" in line and "[*]" not in line]
     assert len(edge_lines) == len(TRANSITION_TABLE)
-    for source, target, name, _ in SPEC_ROWS:
+    for source, target, name, _ in TABLE_ROWS:
         matching = [line for line in lines if line.strip() == f"{source} --> {target}: {name}"]
         assert len(matching) == 1, (source, target)
 

@@ -38,6 +38,7 @@ MODEL_LEGAL: frozenset[tuple[str, str]] = frozenset(
         ("paused", "running"),
         ("paused", "cancelled"),
         ("failed", "pending"),
+        ("running", "pending"),  # beyond the SPEC (issue 10): a job snoozing itself
     }
 )
 FINISHED = frozenset({"completed", "failed", "cancelled"})
@@ -160,10 +161,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert job.updated_at == now
 
         model.state = target
-        if target == "pending":
+        if target == "pending" and source is JobState.FAILED:  # a retry; a snooze spends none
             model.attempt += 1
             model.finished_at = None
             assert job.error is None
+        elif target == "pending":
+            assert job.error == before.error
         else:
             assert job.error == before.error or target == "failed"
         if target == "running" and model.started_at is None:

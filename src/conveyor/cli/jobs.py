@@ -35,6 +35,7 @@ from conveyor.cli.search import (
     TypeFilter,
     filters,
 )
+from conveyor.dependencies import linked_jobs
 from conveyor.model import Job
 
 
@@ -65,6 +66,13 @@ def enqueue(
         "--on-conflict", metavar="MODE",
         help="With --unique-key: return_existing (print the holder) or raise (exit 3).",
     )] = "return_existing",
+    depends_on: Annotated[list[str] | None, typer.Option(
+        "--depends-on", metavar="ID", show_default=False,
+        help="Run only once job ID completed (repeatable).")] = None,
+    on_dependency_failure: Annotated[str, typer.Option(
+        "--on-dependency-failure", metavar="MODE",
+        help="When a dependency is cancelled or fails for good: cancel this job, or run it.",
+    )] = "cancel",
     app_ref: AppOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -73,7 +81,8 @@ def enqueue(
     app = open_app(ctx, app_ref, needs_app="enqueue")
     job = app.enqueue(job_type, values, queue=queue, priority=priority, delay=delay,
                       max_attempts=max_attempts, unique_key=unique_key,
-                      on_conflict=on_conflict, actor=actor())
+                      on_conflict=on_conflict, depends_on=depends_on,
+                      on_dependency_failure=on_dependency_failure, actor=actor())
     if json_out and job.existing:  # as the HTTP API says it: the holder, flagged
         render.print_json({**job.to_dict(), "existing": True})
     else:
@@ -146,11 +155,13 @@ def show(ctx: typer.Context, job_ids: IdsArgument, json_out: JsonOption = False)
     def show_one(job_id: str) -> None:
         job = app.get(job_id)
         held = app.held_reason(job)
+        upstream, downstream = app.dependencies(job.id)
         if json_out:
-            render.print_json({**job.to_dict(), "held": held})
+            render.print_json({**job.to_dict(), "held": held, "upstream": linked_jobs(upstream),
+                               "downstream": linked_jobs(downstream)})
         else:
             out.print(render.job_panel(job, render.utcnow(), ascii_bar=render.ascii_only(out),
-                                       held=held))
+                                       held=held, links=(upstream, downstream)))
 
     for_each(job_ids, show_one)
 

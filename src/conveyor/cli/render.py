@@ -224,8 +224,10 @@ def jobs_table(jobs: Iterable[Job], now: datetime, *, ascii_bar: bool = False,
 
 
 def job_panel(job: Job, now: datetime, *, ascii_bar: bool = False,
-              held: str | None = None) -> Panel:
-    """Everything about one job, for ``conveyor show`` (``held``: why a limit holds it)."""
+              held: str | None = None,
+              links: tuple[list[Job], list[Job]] = ([], [])) -> Panel:
+    """Everything about one job, for ``conveyor show``; ``held``: why a limit holds it;
+    ``links``: the jobs it depends on, and those depending on it."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
@@ -251,6 +253,12 @@ def job_panel(job: Job, now: datetime, *, ascii_bar: bool = False,
         rows.append(("worker", shown(f"{job.worker_id} (lease until {iso(job.lease_expires_at)})")))
     if job.requeued_from:
         rows.append(("requeued from", shown(job.requeued_from)))
+    if job.waiting_on and job.state is JobState.PENDING:
+        rows.append(("waiting for", Text(f"{job.waiting_on} dependency job(s) to complete")))
+    for name, linked in zip(("depends on", "needed by"), links, strict=True):
+        if linked:
+            rows.append((name, Text("\n").join(shown(f"{j.id} ({j.job_type}, {j.state.value})")
+                                               for j in linked)))
     rows.append(("actions", Text(", ".join(job.legal_actions) or "none", style="bold")))
     for name, value in rows:
         grid.add_row(name, value)

@@ -59,6 +59,12 @@ class NewJob:
     #: Filled from the params by the job type's ``limit_key`` template (see conveyor.limits).
     limit_key: str | None = None
 
+    #: Jobs that must complete before this one is claimable (stored jobs, or ones earlier in
+    #: the same batch); checked and linked in the insert's transaction
+    #: (:mod:`conveyor.dependencies`).
+    depends_on: tuple[str, ...] = ()
+    on_dependency_failure: str = "cancel"
+
 
 @dataclass(frozen=True)
 class NewLogLine:
@@ -167,6 +173,10 @@ class Store(Protocol):
 
     def history(self, job_id: str) -> list[HistoryEntry]:
         """The job's history rows, oldest first (JobNotFound for an unknown id)."""
+
+    def dependencies(self, job_id: str) -> tuple[list[Job], list[Job]]:
+        """The jobs ``job_id`` depends on (upstream) and the jobs depending on it
+        (downstream), each oldest first; empty lists for a job with neither."""
 
     # -- transitions ------------------------------------------------------------------------
     def apply(self, changes: Sequence[Change]) -> list[Job]:

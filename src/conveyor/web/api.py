@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.app import Conveyor
+from conveyor.dependencies import linked_jobs
 from conveyor.lifecycle import VERBS, JobState, Verb
 from conveyor.web.common import (
     DEFAULT_LIMIT,
@@ -49,6 +50,7 @@ _FIELD_TYPES: dict[str, str] = {
     "job_type": "string", "params": "object", "queue": "string", "priority": "integer",
     "delay": "number", "run_at": "string", "max_attempts": "integer", "timeout": "number",
     "pause_timeout": "number", "unique_key": "string", "on_conflict": "string",
+    "depends_on": "array", "on_dependency_failure": "string",
 }
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -114,7 +116,9 @@ class JobsApi:
         known_query(request)
         job = await call(self.app.get, request.path_params["job_id"])
         held = await call(self.app.held_reason, job)
-        return JSONResponse({**job.to_dict(), "held": held})
+        upstream, downstream = await call(self.app.dependencies, job.id)
+        return JSONResponse({**job.to_dict(), "held": held, "upstream": linked_jobs(upstream),
+                             "downstream": linked_jobs(downstream)})
 
     async def history(self, request: Request) -> Response:
         known_query(request)
@@ -256,7 +260,7 @@ def _is_json_type(value: Any, kind: str) -> bool:
             (isinstance(value, float) and value.is_integer())
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
-    python = {"string": str, "object": dict, "boolean": bool}[kind]
+    python = {"string": str, "object": dict, "boolean": bool, "array": list}[kind]
     return isinstance(value, python)
 
 

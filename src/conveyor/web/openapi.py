@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from conveyor.dependencies import MAX_DEPENDENCIES, ON_DEPENDENCY_FAILURE
 from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.validate import MAX_REASON as CORE_MAX_REASON
@@ -135,6 +136,16 @@ def _enqueue_request(job_types: Mapping[str, JSON]) -> JSON:
                             "default": "return_existing",
                             "description": "when the key is held: answer 200 with the "
                                            "holder, or 409 duplicate_job"},
+            "depends_on": {"type": "array", "items": {"type": "string",
+                                                      "pattern": JOB_ID_PATTERN},
+                           "maxItems": MAX_DEPENDENCIES,
+                           "description": "ids of stored jobs that must all complete before "
+                                          "this one runs (404 for an id no job has)"},
+            "on_dependency_failure": {"type": "string", "enum": list(ON_DEPENDENCY_FAILURE),
+                                      "default": "cancel",
+                                      "description": "when a dependency is cancelled or fails "
+                                                     "for good: cancel this job, or run it "
+                                                     "anyway"},
         },
         "not": {"required": ["delay", "run_at"]},
     }
@@ -162,6 +173,14 @@ def _params_by_type(job_types: Mapping[str, JSON]) -> JSON:
             link["else"] = chain
         chain = link
     return chain
+
+
+_LINKED_JOBS: JSON = {
+    "type": "array", "items": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "job_type", "state"],
+        "properties": {"id": {"type": "string"}, "job_type": {"type": "string"},
+                       "state": {"type": "string", "enum": STATES}}}}
 
 
 def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
@@ -197,6 +216,10 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
         "unique_key": {"type": ["string", "null"]},
         "limit_key": {"type": ["string", "null"],
                       "description": "the job type's limit_key filled from the params"},
+        "waiting_on": {"type": "integer", "minimum": 0,
+                       "description": "dependencies not completed yet (pending and not "
+                                      "claimable while above 0)"},
+        "on_dependency_failure": {"type": "string", "enum": list(ON_DEPENDENCY_FAILURE)},
         "is_terminal": {"type": "boolean"},
         "legal_actions": {
             "type": "array", "items": {"type": "string", "enum": list(actions)},
@@ -227,12 +250,13 @@ def _schemas(actions: Sequence[str], job_types: Mapping[str, JSON]) -> JSON:
         "Job": {"type": "object", "additionalProperties": False,
                 "required": list(job_fields), "properties": job_fields},
         "JobDetail": {"type": "object", "additionalProperties": False,
-                      "required": [*job_fields, "held"],
+                      "required": [*job_fields, "held", "upstream", "downstream"],
                       "properties": {**job_fields, "held": {
                           "type": ["string", "null"],
                           "description": "why a concurrency or rate limit holds this runnable "
                                          "job back now (\"held: 2/2 running for tenant:7\"), "
-                                         "computed when read"}}},
+                                         "computed when read"},
+                          "upstream": _LINKED_JOBS, "downstream": _LINKED_JOBS}},
         "EnqueuedJob": {"type": "object", "additionalProperties": False,
                         "required": [*job_fields, "existing"],
                         "properties": {**job_fields, "existing": {
@@ -428,6 +452,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                                  "headers": _LOCATION, "links": _job_links(actions)},
                          "409": _error("duplicate_job: the unique key is held and "
                                        "on_conflict is raise"),
+                         "404": _error("depends_on names an id no job has"),
                          **_WRITE_ERRORS,
                          "422": _error("unknown job type, params that do not fit the "
                                        "function, or a bad option")},
@@ -436,8 +461,10 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         },
         "/api/jobs/{job_id}": {"get": _op(
             "Get a job", "get_job",
-            {"200": {**_json(_ref("JobDetail"), "the job, and why a limit holds it if one "
-                                                 "does"), "links": _job_links(actions)},
+            {"200": {**_json(_ref("JobDetail"), "the job, why a limit holds it if one does, "
+                                                "the jobs it depends on (upstream) and those "
+                                                "depending on it (downstream)"),
+                     "links": _job_links(actions)},
              "404": _error("no job has this id")},
             parameters=[_JOB_ID])},
         "/api/jobs/{job_id}/history": {"get": _op(

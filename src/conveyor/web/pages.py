@@ -103,6 +103,7 @@ class Pages:
         job = await call(self.app.get, request.path_params["job_id"])
         history = await call(self.app.history, job.id)
         lines = await call(self.app.logs, job.id, limit=LOG_LINES_SHOWN)
+        links = await call(self.app.dependencies, job.id)
         can_write = principal_of(request).can_write
         body = render(
             JOB_PAGE, id=job.id, state=job.state.value, job_type=job.job_type,
@@ -111,7 +112,8 @@ class Pages:
             progress=progress_bar(job), actions=action_buttons(job, can_write=can_write),
             edits=run_now_button(job, await call(self.app.store.now), can_write=can_write),
             rendered=",".join(job.legal_actions) if can_write else "",
-            details=_details(job, _ran_by(history), await call(self.app.held_reason, job)),
+            details=_details(job, _ran_by(history), await call(self.app.held_reason, job),
+                             links),
             params=pretty_json(job.params),
             checkpoint=pretty_json(job.progress.last_checkpoint),
             outcome=_outcome(job), history=join([_history_item(e) for e in history]),
@@ -251,7 +253,8 @@ def _ran_by(history: list[HistoryEntry]) -> str | None:
     return claims[-1] if claims else None
 
 
-def _details(job: Job, ran_by: str | None = None, held: str | None = None) -> Markup:
+def _details(job: Job, ran_by: str | None = None, held: str | None = None,
+             links: tuple[list[Job], list[Job]] = ([], [])) -> Markup:
     rows: list[tuple[str, object]] = [
         *([("held", held)] if held else []),  # why a limit keeps it waiting (limits.py)
         ("queue", job.queue), ("priority", job.priority),
@@ -268,7 +271,24 @@ def _details(job: Job, ran_by: str | None = None, held: str | None = None) -> Ma
     if job.requeued_from:
         items.append(render('<dt>copy of</dt><dd><a class="mono" href="{root}/jobs/{id}">{id}</a>'
                             '</dd>', id=job.requeued_from))
+    if job.state is JobState.PENDING and job.waiting_on:
+        items.append(render('<dt>waiting for</dt><dd data-detail="waiting_on">{n} dependency '
+                            'job(s) to complete</dd>', n=job.waiting_on))
+    for name, key, linked in (("depends on", "upstream", links[0]),
+                              ("needed by", "downstream", links[1])):
+        if linked:
+            items.append(render('<dt>{name}</dt><dd data-detail="{key}"><ul class="links">'
+                                '{items}</ul></dd>', name=name, key=key,
+                                items=join([_link(other) for other in linked])))
     return join(items)
+
+
+def _link(job: Job) -> Markup:
+    """One upstream or downstream job: a link to its page, its type and state."""
+    return render('<li><a class="mono" href="{root}/jobs/{id}" title="{id}">{short}</a> '
+                  '<span class="type">{job_type}</span> '
+                  '<span class="badge state-{state}">{state}</span></li>', id=job.id,
+                  short=job.id[:8], job_type=job.job_type, state=job.state.value)
 
 
 def _outcome(job: Job) -> Markup:

@@ -30,6 +30,7 @@ from conveyor.context import (
     JobContext,
     LeaseLostInterrupt,
     PauseInterrupt,
+    SnoozeInterrupt,
     TimeoutInterrupt,
 )
 from conveyor.errors import ConveyorError, LeaseLost
@@ -56,6 +57,7 @@ class OutcomeKind(enum.Enum):
     CANCELLED = "cancelled"
     LOST = "lost"
     RELEASED = "released"
+    SNOOZED = "snoozed"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class Outcome:
     result: Any = None
     error: JobError | None = None
     reason: str = ""
+    #: What the failed run raised (a TimeoutError for a timeout), for the retry policy.
+    raised: BaseException | None = None
+    #: How long a snoozed job waits before it runs again (seconds).
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ def normalise(ran: Ran, execution: Execution) -> Outcome:
             payload.validate(ran.value, "result")
         except ConveyorError as bad:
             return Outcome(OutcomeKind.FAILED, error=error_of(bad, with_traceback=False),
-                           reason="result is not JSON")
+                           reason="result is not JSON", raised=bad)
         return Outcome(OutcomeKind.COMPLETED, result=ran.value)
     if isinstance(exc, PauseInterrupt):
         return Outcome(OutcomeKind.PAUSED, reason="worker shutdown" if execution.shutdown
@@ -182,11 +188,14 @@ def normalise(ran: Ran, execution: Execution) -> Outcome:
         return Outcome(OutcomeKind.CANCELLED, reason="cancelled at checkpoint")
     if isinstance(exc, LeaseLostInterrupt):
         return Outcome(OutcomeKind.LOST)
+    if isinstance(exc, SnoozeInterrupt):
+        return Outcome(OutcomeKind.SNOOZED, delay=exc.seconds)
     if isinstance(exc, TimeoutInterrupt):
         error = JobError("TimeoutError", f"job ran past its {execution.job.timeout}s timeout")
-        return Outcome(OutcomeKind.FAILED, error=error, reason="timed out")
+        return Outcome(OutcomeKind.FAILED, error=error, reason="timed out",
+                       raised=TimeoutError(error.message))
     error = error_of(exc)
-    return Outcome(OutcomeKind.FAILED, error=error, reason=f"raised {error}")
+    return Outcome(OutcomeKind.FAILED, error=error, reason=f"raised {error}", raised=exc)
 
 
 def record_finished(engine: Engine, execution: Execution, outcome: Outcome,
@@ -235,6 +244,8 @@ def outcome_changes(job: Job, lease: Lease, outcome: Outcome, actor: str,
                                                 reason=outcome.reason)]
     if outcome.kind is OutcomeKind.CANCELLED:
         return [transitions.cancel_running(lease, job.id, progress, actor, outcome.reason)]
+    if outcome.kind is OutcomeKind.SNOOZED:
+        return [transitions.snooze(lease, outcome.delay, progress, actor)]
     if outcome.kind is OutcomeKind.FAILED:
         if progress_of.db_cancel:
             reason = f"cancelled; the job {outcome.reason}"
@@ -246,17 +257,24 @@ def outcome_changes(job: Job, lease: Lease, outcome: Outcome, actor: str,
 
 def failure_changes(job: Job, lease: Lease | None, error: JobError, reason: str, actor: str,
                     rand: Callable[[], float], *, lease_expired: bool = False,
-                    interrupted: bool = False) -> list[Change]:
+                    interrupted: bool = False, for_good: str | None = None,
+                    auto_retry: bool = True) -> list[Change]:
     """running -> failed, then failed -> pending after the backoff if a retry is left.
 
     Both in one transaction: a crash can never leave a retryable job failed and forgotten.
     ``interrupted``: the run was cut short by its worker (lost, or shut down), not by the job,
-    so the retry keeps the job's place in line and an operator's pending pause request.
+    so the retry keeps the job's place in line and an operator's pending pause request; it is
+    retried even when its type has ``auto_retry=False`` (the job did not fail).
+    ``for_good``: why the job's retry policy gives up on this failure (its retries are then
+    closed); ``auto_retry`` False: the job stays failed with its retries left, for retry().
     """
-    retry_left = job.attempt < job.max_attempts
-    changes = [transitions.fail(lease, job.id, error, reason, actor, lease_expired=lease_expired,
-                                keep_pause=interrupted and retry_left)]
-    if retry_left:
+    closing = for_good is not None and job.attempt < job.max_attempts
+    retry_left = job.attempt < job.max_attempts and for_good is None
+    changes = [transitions.fail(lease, job.id, error, f"{reason}; {for_good}" if closing
+                                else reason, actor, lease_expired=lease_expired,
+                                keep_pause=interrupted and retry_left,
+                                close_budget=job.attempt if closing else None)]
+    if retry_left and (auto_retry or interrupted):
         delay = Backoff.from_dict(job.backoff).delay(job.attempt + 1, rand)
         changes.append(transitions.retry(job.id, actor, f"automatic retry in {delay:.1f}s",
                                          delay=delay, keep_place=interrupted))
@@ -266,16 +284,22 @@ def failure_changes(job: Job, lease: Lease | None, error: JobError, reason: str,
 def record_failure(engine: Engine, job: Job, lease: Lease, error: JobError, reason: str,
                    actor: str, *, progress: JobProgress | None = None,
                    lease_expired: bool = False, interrupted: bool = False,
-                   cancel_reason: str | None = None) -> OutcomeKind:
+                   cancel_reason: str | None = None,
+                   raised: BaseException | None = None) -> OutcomeKind:
     """Fail the run (and retry it), or record the cancel that was requested before the failure.
 
     The failure is refused by the store while ``cancel_requested`` is set, so a cancel that
     arrives between the worker's last look at the flags and this write still wins. Returns
     FAILED, RETRIED or CANCELLED; raises :class:`ChangeRefused` when the lease is gone (the
-    job is not ours to write any more).
+    job is not ours to write any more). ``raised``: what the run raised, for the retry policy
+    of the job's type (when this process knows the type).
     """
+    spec = engine.types.get(job.job_type)
+    policy = spec.options if spec is not None and not interrupted else None
     changes = failure_changes(job, lease, error, reason, actor, engine.rand,
-                              lease_expired=lease_expired, interrupted=interrupted)
+                              lease_expired=lease_expired, interrupted=interrupted,
+                              for_good=policy.gives_up_on(raised) if policy else None,
+                              auto_retry=policy.auto_retry if policy else True)
     try:
         engine.apply(changes)
         return OutcomeKind.RETRIED if len(changes) > 1 else OutcomeKind.FAILED
@@ -290,6 +314,24 @@ def record_failure(engine: Engine, job: Job, lease: Lease, error: JobError, reas
     return OutcomeKind.CANCELLED
 
 
+def record_snooze(engine: Engine, execution: Execution, outcome: Outcome,
+                  actor: str) -> OutcomeKind:
+    """Put the job back to pending for its snooze; a cancel requested meanwhile wins (the
+    snooze is refused while one is set), as it does over a failure."""
+    x = execution
+    try:
+        engine.apply(outcome_changes(x.job, x.lease, outcome, actor, engine.rand, x))
+        return OutcomeKind.SNOOZED
+    except ChangeRefused as refused:
+        now = refused.job
+        if not (now.state is JobState.RUNNING and now.cancel_requested
+                and now.lease_token == x.lease.token):
+            raise
+    engine.apply([transitions.cancel_running(x.lease, x.job.id, x.snapshot(), actor,
+                                             "cancelled; the job asked to snooze")])
+    return OutcomeKind.CANCELLED
+
+
 def record(engine: Engine, execution: Execution, outcome: Outcome, actor: str) -> OutcomeKind:
     """Write the outcome; returns what was recorded (LOST when the lease was gone)."""
     if outcome.kind is OutcomeKind.LOST or execution.lost:
@@ -300,7 +342,10 @@ def record(engine: Engine, execution: Execution, outcome: Outcome, actor: str) -
         if outcome.kind is OutcomeKind.FAILED and not execution.db_cancel:
             assert outcome.error is not None
             return record_failure(engine, execution.job, execution.lease, outcome.error,
-                                  outcome.reason, actor, progress=execution.snapshot())
+                                  outcome.reason, actor, progress=execution.snapshot(),
+                                  raised=outcome.raised)
+        if outcome.kind is OutcomeKind.SNOOZED:
+            return record_snooze(engine, execution, outcome, actor)
         engine.apply(outcome_changes(execution.job, execution.lease, outcome, actor,
                                      engine.rand, execution))
     except (ChangeRefused, LeaseLost):

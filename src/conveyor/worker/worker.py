@@ -90,6 +90,7 @@ class WorkerStats:
     cancelled: int = 0
     lost: int = 0
     released: int = 0
+    snoozed: int = 0
 
     def count(self, outcome: OutcomeKind) -> None:
         match outcome:
@@ -107,6 +108,8 @@ class WorkerStats:
                 self.lost += 1
             case OutcomeKind.RELEASED:
                 self.released += 1
+            case OutcomeKind.SNOOZED:
+                self.snoozed += 1
             case _:
                 assert_never(outcome)
 
@@ -315,12 +318,20 @@ class Worker:
             self._slot_freed.clear()
 
     def _work_left(self, types: list[str]) -> bool:
-        """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?"""
+        """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?
+
+        A job waiting for dependencies is, only while one of them runs (its end may be in this
+        worker's batch of completions, not written yet); one waiting for a job that is not
+        running (failed with retries left for an operator, delayed) would keep a burst alive
+        for ever."""
         waiting = self.engine.store.list_jobs(JobQuery(
             states=frozenset({JobState.PENDING}), job_types=frozenset(types),
             queues=frozenset(self.queues), limit=100))
         horizon = self.engine.store.now() + timedelta(seconds=BURST_HORIZON)
-        return any(job.run_at <= horizon for job in waiting)
+        due = [job for job in waiting if job.run_at <= horizon]
+        return any(not job.waiting_on for job in due) or any(
+            up.state is JobState.RUNNING for job in due if job.waiting_on
+            for up in self.engine.dependencies(job.id)[0])
 
     def _wait_for_work(self, burst: bool = False) -> None:
         if self.active >= self.concurrency or (burst and self.active):
@@ -546,7 +557,7 @@ class Worker:
                 error = JobError("TimeoutError", f"job ran past its {x.job.timeout}s timeout "
                                  "and did not stop")
                 record_failure(self.engine, x.job, x.lease, error, "timed out", self.worker_id,
-                               progress=x.snapshot())
+                               progress=x.snapshot(), raised=TimeoutError(error.message))
         self._pool.write_off(slot)  # its thread is stuck in the job: the pool replaces it
         self._forget(slot)
 

@@ -9,6 +9,7 @@ clients cannot drift apart. Errors are translated by the sync store's own rules.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -99,6 +100,8 @@ class AsyncPostgresStore:
     async def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         if not jobs:
             return []
+        if any(new.depends_on for new in jobs):  # several statements: the sync store's own
+            return await asyncio.to_thread(self._sync.insert_jobs, jobs, actor=actor)
         params = insert_params(jobs, actor, self._sync._settings.channel)
         rows = await self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
         self._sync._listener.wake()

@@ -84,6 +84,7 @@ WITH resumable AS (
            priority AS pick_priority, line_at AS pick_at, seq
     FROM jobs
     WHERE state = 'pending' AND run_at <= now()
+      AND waiting_on = 0  -- no dependency left to wait for
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
       AND queue NOT IN (SELECT queue FROM queue_states WHERE paused)  -- paused queues
       AND NOT job_type = ANY(%(full_types)s::text[])

@@ -181,6 +181,7 @@ WITH resumable AS (
 ), pending AS (
     SELECT id, priority, line_at, seq FROM jobs
     WHERE state = 'pending' AND run_at <= now()
+      AND waiting_on = 0  -- no dependency left to wait for
       AND job_type = ANY(%(job_types)s::text[]) {queue_filter}
       AND queue NOT IN (SELECT queue FROM queue_states WHERE paused)  -- paused queues
     ORDER BY priority DESC, line_at, seq

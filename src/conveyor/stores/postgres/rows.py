@@ -129,6 +129,9 @@ def row_to_job(row: Mapping[str, Any]) -> Job:
         unique_key=row["unique_key"],
         trace=row.get("trace"),
         limit_key=row["limit_key"],
+        waiting_on=row["waiting_on"],
+        has_dependents=row["has_dependents"],
+        on_dependency_failure=row["on_dependency_failure"],
     )
 
 

@@ -57,6 +57,7 @@ from conveyor.stores.postgres.changes import (
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.dash import PostgresDash
+from conveyor.stores.postgres.dependencies import link_all, upstream_downstream
 from conveyor.stores.postgres.flow import PostgresFlow
 from conveyor.stores.postgres.limits import PostgresLimits
 from conveyor.stores.postgres.listener import StopListener, WorkListener
@@ -336,7 +337,7 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash):
         if not jobs:
             return []
         params = insert_params(jobs, actor, self._settings.channel)
-        if not any(new.unique_key is not None for new in jobs):
+        if not any(new.unique_key is not None or new.depends_on for new in jobs):
             # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
             rows = self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
             self._listener.wake()
@@ -344,7 +345,7 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash):
         for attempt in range(3):
             try:
                 found = self._run("insert jobs",
-                                  lambda c: self._insert_keyed(c, jobs, params),
+                                  lambda c: self._insert_linked(c, jobs, params),
                                   transaction=True)
                 break
             except StoreError as exc:
@@ -355,6 +356,15 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash):
                     raise
         self._listener.wake()
         return found
+
+    def _insert_linked(self, conn: Conn, jobs: Sequence[NewJob],
+                       params: dict[str, Any]) -> list[Job]:
+        """Insert jobs with unique keys or dependencies, in the caller's transaction."""
+        if any(new.unique_key is not None for new in jobs):
+            found = self._insert_keyed(conn, jobs, params)
+        else:
+            found = [row_to_job(r) for r in _fetch(conn, _Q["insert_jobs"], params)]
+        return link_all(conn, jobs, found) if any(new.depends_on for new in jobs) else found
 
     def _insert_params(self, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]:
         """The ``insert_jobs`` statement's arrays (shared with the async store)."""
@@ -413,6 +423,10 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash):
         for row in rows:
             counts[JobState(row["state"])] = int(row["n"])
         return counts
+
+    def dependencies(self, job_id: str) -> tuple[list[Job], list[Job]]:
+        return self._run("read dependencies", lambda c: upstream_downstream(c, job_id),
+                         retry=True)
 
     def history(self, job_id: str) -> list[HistoryEntry]:
         rows = self._run("read history",

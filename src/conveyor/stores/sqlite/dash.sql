@@ -16,10 +16,11 @@ GROUP BY state;
 SELECT 1 FROM queue_depth WHERE at = ? LIMIT 1;
 
 -- name: record_depth
--- Pending per queue from the claim index (only pending entries), running from the lease index.
+-- Pending per queue (those waiting on a dependency too) from the (queue, state) index, running
+-- from the lease index.
 INSERT INTO queue_depth (at, queue, pending, running)
 SELECT ?, queue, sum(pending), sum(running) FROM (
-    SELECT queue, count(*) AS pending, 0 AS running FROM jobs INDEXED BY jobs_pending_queue
+    SELECT queue, count(*) AS pending, 0 AS running FROM jobs INDEXED BY jobs_queue_state
     WHERE state = 'pending' GROUP BY queue
     UNION ALL
     SELECT queue, 0, count(*) FROM jobs INDEXED BY jobs_lease

@@ -57,6 +57,7 @@ ORDER BY paused_at LIMIT ?;
 -- name: limited_pending
 SELECT id, job_type, queue, limit_key FROM jobs INDEXED BY jobs_pending_any
 WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types}) {where}
+  AND waiting_on = 0  -- no dependency left to wait for
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
   AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues

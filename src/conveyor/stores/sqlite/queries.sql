@@ -110,6 +110,7 @@ ORDER BY paused_at LIMIT ?;
 -- name: claim_pending
 SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_any
 WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+  AND waiting_on = 0  -- no dependency left to wait for
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
   AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
@@ -118,6 +119,7 @@ ORDER BY priority DESC, line_at, seq LIMIT ?;
 -- name: claim_pending_in_queue
 SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_queue
 WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+  AND waiting_on = 0  -- no dependency left to wait for
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
   AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues

@@ -166,6 +166,9 @@ def _decode(row: dict[str, Any], json: Callable[[str, Any], Any]) -> Job:
         unique_key=row["unique_key"],
         trace=row.get("trace"),
         limit_key=row["limit_key"],
+        waiting_on=row["waiting_on"],
+        has_dependents=bool(row["has_dependents"]),
+        on_dependency_failure=row["on_dependency_failure"],
     )
 
 

@@ -57,6 +57,7 @@ from conveyor.stores.sqlite.config import (
     sqlite_synchronous,
 )
 from conveyor.stores.sqlite.dash import SQLiteDash, filter_clause
+from conveyor.stores.sqlite.dependencies import link, upstream_downstream
 from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.limits import SQLiteLimits
 from conveyor.stores.sqlite.logs import SQLiteLogs
@@ -127,6 +128,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash):
                 self._retry_busy(lambda: opened.execute("PRAGMA journal_mode = WAL"))
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # a whitelisted word
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA recursive_triggers = ON")  # dependents' cascade
         except StoreError as exc:
             if conn is not None:
                 conn.close()
@@ -253,7 +255,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash):
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
         history = new_history_rows(jobs, now, actor)
-        keyed = any(new.unique_key is not None for new in jobs)
+        keyed = any(new.unique_key is not None or new.depends_on for new in jobs)
         with self._write() as conn:
             if len(rows) == 1 or keyed:  # each row comes back from its INSERT (or is found)
                 found = [self._insert_one(conn, new, row, entry)
@@ -270,11 +272,12 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash):
 
     def _insert_one(self, conn: sqlite3.Connection, new: NewJob, row: tuple[Any, ...],
                     history: tuple[Any, ...]) -> tuple[sqlite3.Row, bool]:
-        """Insert one job, or find the unfinished job already holding its unique key."""
+        """Insert one job (linked to its dependencies), or find the unfinished job already
+        holding its unique key."""
         inserted = conn.execute(_Q["insert_job_returning"], row).fetchone()
         if inserted is not None:
             conn.execute(_Q["insert_history"], history)
-            return inserted, False
+            return (link(conn, new, history[1]) if new.depends_on else inserted), False
         holder = conn.execute(_Q["select_unfinished_by_key"], (new.unique_key,)).fetchone()
         if holder is None:  # pragma: no cover - only a duplicate uuid4 could get here
             raise StoreError(f"SQLite store {self.url}: job {new.id} could not be inserted")
@@ -356,6 +359,11 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash):
         for row in rows:
             counts[JobState(row["state"])] = row["n"]
         return counts
+
+    def dependencies(self, job_id: str) -> tuple[list[Job], list[Job]]:
+        with self._lock:
+            up, down = self._retry_busy(lambda: upstream_downstream(self._conn, job_id))
+        return decode_rows(up), decode_rows(down)
 
     def history(self, job_id: str) -> list[HistoryEntry]:
         rows = self._read(_Q["select_history"], (job_id,))
