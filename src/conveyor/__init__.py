@@ -15,6 +15,7 @@ from conveyor.errors import (
     StoreError,
     UnknownJobType,
     WaitTimeout,
+    WorkerNotFound,
 )
 from conveyor.events import (
     JobCancelled,
@@ -31,6 +32,8 @@ from conveyor.events import (
 )
 from conveyor.lifecycle import TRANSITIONS, JobState, JobStateMachine
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+from conveyor.presence import WorkerInfo, WorkerStatus
+from conveyor.retention import Retention
 from conveyor.retry import Backoff
 
 __version__ = "0.1.0"
@@ -69,7 +72,11 @@ __all__ = [
     "JobState",
     "JobStateMachine",
     "PayloadTooLarge",
+    "Retention",
     "StoreError",
     "UnknownJobType",
     "WaitTimeout",
+    "WorkerInfo",
+    "WorkerNotFound",
+    "WorkerStatus",
 ]

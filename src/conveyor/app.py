@@ -47,6 +47,7 @@ from conveyor.events import (
 from conveyor.flow import FlowControl
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job
+from conveyor.operations import Operations
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -93,7 +94,7 @@ def _backoff_dict(backoff: Backoff) -> dict[str, float]:
     return backoff.to_dict()
 
 
-class Conveyor(FlowControl):
+class Conveyor(FlowControl, Operations):
     """Durable background jobs over a store chosen by URL (SQLite file by default).
 
     The store is opened, and its schema created or upgraded, on first use, so that defining an

@@ -94,3 +94,11 @@ class LeaseLost(ConveyorError):
 
     Internal to workers: it never reaches a caller of the control API.
     """
+
+
+class WorkerNotFound(ConveyorError):
+    """No live worker has the given id (it never registered, stopped, or is gone)."""
+
+    def __init__(self, worker_id: str, why: str = "") -> None:
+        super().__init__(f"No running worker with id {worker_id!r}{why}")
+        self.worker_id = worker_id

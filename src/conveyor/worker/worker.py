@@ -43,13 +43,16 @@ from conveyor.engine import Engine, HasEngine, engine_of
 from conveyor.errors import ConfigurationError, ConveyorError, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
+from conveyor.presence import WorkerRegistration
 from conveyor.registry import JobType
+from conveyor.retention import DEFAULT_RETENTION, Retention
 from conveyor.schedules import Scheduler
 from conveyor.stores.base import JobQuery
 from conveyor.worker.completer import MAX_BATCH, Completer
 from conveyor.worker.executor import OutcomeKind, execute, record_failure
 from conveyor.worker.reaper import reap
 from conveyor.worker.slots import Slot, SlotPool, interrupt
+from conveyor.worker.upkeep import Presence, run_retention
 
 #: The old name of :class:`Slot` (tests build slots by hand).
 _Slot = Slot
@@ -108,7 +111,8 @@ class Worker:
                  cancel_grace: float = 10.0, progress_interval: float = 0.25,
                  worker_id: str | None = None, handle_signals: bool = True,
                  batch_wait: float = 0.0, batch_size: int = MAX_BATCH,
-                 run_schedules: bool = True) -> None:
+                 run_schedules: bool = True,
+                 retention: Retention | None = DEFAULT_RETENTION) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
@@ -132,7 +136,10 @@ class Worker:
         self.batch_wait = batch_wait
         self.batch_size = batch_size
         self.run_schedules = run_schedules
+        self.retention = retention  # None: this worker deletes no finished jobs
         self.stats = WorkerStats()
+        self._presence = Presence(self.engine, WorkerRegistration(
+            self.worker_id, concurrency, tuple(self.queues)), ttl=lease_seconds)
         self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
         self._pool = SlotPool(concurrency, self._run_slot, self._slot_done)
@@ -183,6 +190,11 @@ class Worker:
             scheduler = Scheduler(self.engine, f"scheduler@{self.worker_id}")
             threading.Thread(target=scheduler.run, args=(self._stopping,),
                              name="conveyor-scheduler", daemon=True).start()
+        self._presence.start()
+        if self.retention is not None:
+            threading.Thread(target=run_retention, args=(
+                self.engine, self.retention, self._stopping, self.worker_id),
+                name="conveyor-retention", daemon=True).start()
         log.info("worker %s started (concurrency %d, queues %s)", self.worker_id,
                  self.concurrency, ",".join(self.queues) or "all")
         try:
@@ -195,6 +207,7 @@ class Worker:
             reaper.join(timeout=5)
             self._pool.close()
             self._stop_loop()
+            self._presence.end()
             restore()
             log.info("worker %s stopped: %s", self.worker_id, self.stats)
         return self.stats
@@ -351,6 +364,9 @@ class Worker:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.heartbeat_interval
+                    if self._presence.beat(self.active) and not self._stopping.is_set():
+                        log.info("worker %s: stop requested by an operator", self.worker_id)
+                        self.stop()
                 self._enforce_limits(now)
                 failures = 0
             except ConveyorError as exc:

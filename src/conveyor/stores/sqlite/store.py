@@ -57,6 +57,7 @@ from conveyor.stores.sqlite.config import (
     sqlite_synchronous,
 )
 from conveyor.stores.sqlite.flow import SQLiteFlow
+from conveyor.stores.sqlite.ops import SQLiteOps
 from conveyor.stores.sqlite.rows import (
     decode_rows,
     new_history_rows,
@@ -81,7 +82,7 @@ class _Refused(Exception):
         self.change = change
 
 
-class SQLiteStore(SQLiteFlow):
+class SQLiteStore(SQLiteFlow, SQLiteOps):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
