@@ -106,7 +106,7 @@ def finished_states(states: Iterable[JobState | str] | None) -> list[JobState]:
             state = None
         if state not in FINISHED_STATES:
             raise ConfigurationError(
-                f"cannot prune jobs in state {value!r}: only "
+                f"cannot prune jobs in state {getattr(value, 'value', value)!r}: only "
                 f"{', '.join(s.value for s in FINISHED_STATES)} jobs are ever deleted")
         assert state is not None
         if state not in chosen:

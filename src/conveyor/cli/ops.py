@@ -16,6 +16,8 @@ from conveyor.cli import render
 from conveyor.cli.options import AppOption, JsonOption, command, examples, open_app
 from conveyor.errors import ConfigurationError
 from conveyor.events import JobEvent, JobProgressed
+from conveyor.logfmt import JsonFormatter, WorkerField, event_fields
+from conveyor.retention import Retention, finished_states, parse_age
 
 log = logging.getLogger("conveyor.cli")
 
@@ -28,17 +30,27 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @contextmanager
-def worker_logging(level: LogLevel) -> Iterator[None]:
-    """Send conveyor's log lines to stderr while the worker runs, and undo it afterwards."""
+def worker_logging(level: LogLevel, fmt: LogFormat = LogFormat.TEXT) -> Iterator[WorkerField]:
+    """Send conveyor's log lines to stderr while the worker runs, and undo it afterwards.
+
+    Yields the filter that stamps each line with the worker's id (JSON lines carry it)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON
+                         else logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    stamp = WorkerField()
+    handler.addFilter(stamp)
     logger = logging.getLogger("conveyor")
     previous = logger.level
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     try:
-        yield
+        yield stamp
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
@@ -46,7 +58,21 @@ def worker_logging(level: LogLevel) -> Iterator[None]:
 
 def log_event(event: JobEvent) -> None:
     if not isinstance(event, JobProgressed):
-        log.info("%s", render.event_line(event, clock=False).plain)
+        log.info("%s", render.event_line(event, clock=False).plain, extra=event_fields(event))
+
+
+def retention_of(keep: list[str] | None, off: bool) -> Retention | None:
+    """``--keep STATE=AGE`` (AGE: 7d, 12h..., or ``forever``) over the defaults."""
+    if off:
+        return None
+    ages: dict[str, float | None] = {}
+    for item in keep or []:
+        state, sep, age = item.partition("=")
+        if not sep:
+            raise ConfigurationError(f"--keep takes STATE=AGE (e.g. completed=3d), not {item!r}")
+        (chosen,) = finished_states([state.strip()])
+        ages[chosen.value] = None if age.strip().lower() == "forever" else parse_age(age)
+    return Retention(**ages)  # type: ignore[arg-type]
 
 
 @command("worker", epilog=examples("conveyor worker --app myapp:app -c 8 -q default -q reports",
@@ -73,17 +99,30 @@ def worker(
     cancel_grace: Annotated[float, typer.Option(help="Seconds a cancelled job may run on "
                                                      "before it is stopped.")] = 10.0,
     log_level: Annotated[LogLevel, typer.Option(help="Log detail on stderr.")] = LogLevel.INFO,
+    log_format: Annotated[LogFormat, typer.Option(
+        help="text for people; json: one JSON object per line, for log shippers.")] = (
+        LogFormat.TEXT),
+    keep: Annotated[list[str] | None, typer.Option(
+        metavar="STATE=AGE", show_default=False,
+        help="Retention: delete finished jobs of STATE (completed, failed, cancelled) older "
+             "than AGE (7d, 12h, 30m) or keep them 'forever' (repeatable; defaults: "
+             "completed=7d failed=30d cancelled=30d).")] = None,
+    no_retention: Annotated[bool, typer.Option(
+        help="This worker deletes no finished jobs.")] = False,
 ) -> None:
     """Run a worker: claim jobs, run them, keep their leases alive, until SIGINT/SIGTERM.
 
     On SIGTERM running jobs pause at their next checkpoint and are resumed by another worker.
     """
+    retention = retention_of(keep, no_retention)
     app = open_app(ctx, app_ref, needs_app="worker")
-    with worker_logging(log_level):
+    with worker_logging(log_level, log_format) as stamp:
         app.store.schema_version()  # a bad store fails now (exit 4), not in a retry loop
         runner = app.worker(concurrency=concurrency, queues=queue, lease_seconds=lease_seconds,
                             heartbeat_interval=heartbeat_interval, poll_interval=poll_interval,
-                            shutdown_grace=shutdown_grace, cancel_grace=cancel_grace)
+                            shutdown_grace=shutdown_grace, cancel_grace=cancel_grace,
+                            retention=retention)
+        stamp.worker_id = runner.worker_id
         unsubscribe = app.subscribe(log_event)
         try:
             runner.run(burst=burst)  # logs its stats when it stops

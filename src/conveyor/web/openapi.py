@@ -16,6 +16,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.validate import MAX_REASON as CORE_MAX_REASON
 from conveyor.web.flow import flow_paths, flow_schemas
+from conveyor.web.operations import operations_paths, operations_schemas
 
 JSON = dict[str, Any]
 
@@ -442,6 +443,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
                                     "items": {"type": "string"}}}],
             tag="events")},
         **flow_paths(_op, _json, _error, _ref, _JOB_ID, _WRITE_ERRORS, NAME),
+        **operations_paths(_op, _json, _error, _ref, _WRITE_ERRORS),
         "/api/openapi.json": {"get": _op(
             "This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             tag="meta")},
@@ -464,6 +466,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": {**_schemas(actions, job_types or {}),
-                        **flow_schemas(_ref, NAME, RUN_AT_PATTERN)},
+                        **flow_schemas(_ref, NAME, RUN_AT_PATTERN),
+                        **operations_schemas(_ref)},
         },
     }
