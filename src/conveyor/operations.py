@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from conveyor import validate
 from conveyor.engine import Engine
-from conveyor.errors import ConfigurationError, StoreError, WorkerNotFound
+from conveyor.errors import ConfigurationError, InvalidParams, StoreError, WorkerNotFound
 from conveyor.lifecycle import JobState
 from conveyor.presence import WorkerInfo
 from conveyor.retention import Retention, age_seconds, finished_states, prune_store
@@ -93,7 +93,10 @@ class Operations:
 
         :class:`~conveyor.errors.WorkerNotFound` when no live worker has the id.
         """
-        validate.name("worker id", worker_id)
+        try:
+            validate.name("worker id", worker_id)
+        except InvalidParams:  # no worker could have registered it
+            raise WorkerNotFound(worker_id[:100]) from None
         info = self.engine.store.request_worker_stop(worker_id)
         if info is not None:
             return info

@@ -234,7 +234,7 @@ def _is_json_type(value: Any, kind: str) -> bool:
             (isinstance(value, float) and value.is_integer())
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
-    python = {"string": str, "object": dict, "boolean": bool}[kind]
+    python = {"string": str, "object": dict, "boolean": bool, "array": list}[kind]
     return isinstance(value, python)
 
 

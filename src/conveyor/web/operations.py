@@ -26,8 +26,9 @@ from conveyor.web.templates import Markup, join, page, render, when
 
 log = logging.getLogger("conveyor.web")
 JSON = dict[str, Any]
-#: The smallest ``older_than`` the HTTP API takes: a slip cannot delete what just finished.
-MIN_HTTP_AGE = 60.0
+#: The smallest ``older_than`` the HTTP API takes: a slip cannot delete the last hour's jobs.
+MIN_HTTP_AGE = 3600.0
+_FINISHED = frozenset(state.value for state in FINISHED_STATES)
 
 WORKERS_PAGE = """
 <p class="crumbs"><a href="{root}/">← all jobs</a></p>
@@ -111,14 +112,16 @@ class OperationsWeb:
         from conveyor.web.api import _only
 
         known_query(request)
-        body = _only(await read_json_object(request) or {}, {
-            "older_than": "number", "states": "array", "dry_run": "boolean"})
+        raw = await read_json_object(request) or {}
+        if "older_than" in raw and raw["older_than"] is None:
+            del raw["older_than"]  # null: each state's default, as when absent
+        body = _only(raw, {"older_than": "number", "states": "array", "dry_run": "boolean"})
         age = body.get("older_than")
         if age is not None and not MIN_HTTP_AGE <= age <= 100 * 365 * 86400:
             raise ApiError(422, "invalid_body", f"'older_than' must be {MIN_HTTP_AGE:g} "
                            "seconds or more (at most a century)")
         states = body.get("states")
-        if states is not None and not all(s in {x.value for x in FINISHED_STATES}
+        if states is not None and not all(isinstance(s, str) and s in _FINISHED
                                           for s in states):
             raise ApiError(422, "invalid_body", "'states' may hold only completed, failed "
                            "and cancelled")
