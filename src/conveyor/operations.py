@@ -60,13 +60,14 @@ class Operations:
 
     def prune(self, older_than: float | timedelta | None = None, *,
               states: Iterable[JobState | str] | None = None, dry_run: bool = False,
-              batch_size: int = 500, pause: float = 0.0) -> dict[JobState, int]:
+              batch_size: int = 500, pause: float | None = None) -> dict[JobState, int]:
         """Delete finished jobs (and their history) older than ``older_than``, or, when it is
         None, than the default :class:`~conveyor.retention.Retention` of their state.
 
         ``states``: some of completed, failed (for good only), cancelled (default all).
-        Deletes in batches of ``batch_size``, each a short transaction, ``pause`` seconds
-        apart; ``dry_run`` only counts. Returns the number per state.
+        Deletes in batches of at most ``batch_size``, each a short transaction, ``pause``
+        seconds apart (None: as long as the batch took, so claims keep their turn on SQLite's
+        lock); ``dry_run`` only counts. Returns the number per state.
         """
         chosen = finished_states(states)
         if older_than is None:
@@ -77,7 +78,7 @@ class Operations:
             if age is None:
                 raise ConfigurationError("older_than must be a duration (None: the defaults)")
             ages = dict.fromkeys(chosen, age)
-        settings = Retention(batch_size=batch_size, batch_pause=pause)  # checks both
+        settings = Retention(batch_size=batch_size, batch_pause=pause or 0.0)  # checks both
         store = self.engine.store
         if dry_run:
             return {state: store.count_prunable(state, age) for state, age in ages.items()}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,8 +59,9 @@ class Retention:
     """How long finished jobs are kept, per state (seconds or a timedelta; None: forever),
     and how a worker paces its pruning.
 
-    Defaults: completed 7 days, failed (for good) and cancelled 30 days; batches of 500 jobs,
-    one second apart, a pass every ten minutes once nothing is left to delete.
+    Defaults: completed 7 days, failed (for good) and cancelled 30 days; batches of at most
+    500 jobs (fewer when 500 would hold the store more than 50 ms), one second apart, a pass
+    every ten minutes once nothing is left to delete.
     """
 
     completed: Age = 7 * DAY
@@ -114,22 +116,41 @@ def finished_states(states: Iterable[JobState | str] | None) -> list[JobState]:
     return chosen
 
 
+#: How long one batch should hold the store's write lock (SQLite) at most: a batch that took
+#: longer halves the next one, one that took far less doubles it, up to ``batch_size``.
+BATCH_SECONDS = 0.05
+MIN_BATCH = 10
+
+
 def prune_store(store: Store, ages: Mapping[JobState, float], *, batch_size: int = 500,
-                pause: float = 0.0, stop: threading.Event | None = None) -> dict[JobState, int]:
+                pause: float | None = None, stop: threading.Event | None = None,
+                batch_seconds: float = BATCH_SECONDS) -> dict[JobState, int]:
     """Delete, state by state, the finished jobs older than their age, in batches.
 
     Between batches the caller's other work (claims above all) gets the store: each batch is
-    its own transaction, and ``pause`` seconds separate them. Returns how many were deleted.
-    ``stop``, once set, ends the pruning after the batch under way.
+    its own transaction, sized so that it lasts about ``batch_seconds`` at most (a loaded
+    disk makes a 500-job batch take a quarter of a second, and every claim waits that long),
+    and ``pause`` seconds separate them; None pauses as long as the last batch took, so
+    writers waiting for SQLite's lock get it (its busy handler polls, it does not queue).
+    Returns how many were deleted. ``stop``, once set, ends the pruning after the batch under
+    way.
     """
     stop = stop or threading.Event()
     deleted = dict.fromkeys(ages, 0)
+    size = batch_size
     for state, age in ages.items():
         while not stop.is_set():
-            n = store.prune_jobs(state, age, limit=batch_size)
+            started = time.monotonic()
+            n = store.prune_jobs(state, age, limit=size)
+            took = time.monotonic() - started
             deleted[state] += n
-            if n < batch_size:
+            if n < size:
                 break
-            if pause > 0:
-                stop.wait(pause)
+            if took > batch_seconds:
+                size = max(min(MIN_BATCH, batch_size), size // 2)
+            elif took < batch_seconds / 4:
+                size = min(batch_size, size * 2)
+            wait = took if pause is None else pause
+            if wait > 0:
+                stop.wait(wait)
     return deleted
