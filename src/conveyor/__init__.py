@@ -16,6 +16,7 @@ from conveyor.errors import (
     StoreError,
     UnknownJobType,
     WaitTimeout,
+    WorkerNotFound,
 )
 from conveyor.events import (
     JobCancelled,
@@ -34,6 +35,8 @@ from conveyor.events import (
 from conveyor.joblogs import JobLogLimits
 from conveyor.lifecycle import TRANSITIONS, JobState, JobStateMachine
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress, LogLine
+from conveyor.presence import WorkerInfo, WorkerStatus
+from conveyor.retention import Retention
 from conveyor.retry import Backoff
 
 __version__ = "0.1.0"
@@ -76,7 +79,11 @@ __all__ = [
     "JobStateMachine",
     "LogLine",
     "PayloadTooLarge",
+    "Retention",
     "StoreError",
     "UnknownJobType",
     "WaitTimeout",
+    "WorkerInfo",
+    "WorkerNotFound",
+    "WorkerStatus",
 ]

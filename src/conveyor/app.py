@@ -51,6 +51,7 @@ from conveyor.flow import FlowControl
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.observe import enqueue_trace
+from conveyor.operations import Operations
 from conveyor.registry import (
     DEFAULT_PAUSE_TIMEOUT,
     JobOptions,
@@ -100,7 +101,7 @@ def _backoff_dict(backoff: Backoff) -> dict[str, float]:
     return backoff.to_dict()
 
 
-class Conveyor(FlowControl):
+class Conveyor(FlowControl, Operations):
     """Durable background jobs over a store chosen by URL (SQLite file by default).
 
     The store is opened, and its schema created or upgraded, on first use, so that defining an

@@ -104,3 +104,11 @@ class FailJob(Exception):
     def __init__(self, message: str = "", *, retry: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+class WorkerNotFound(ConveyorError):
+    """No live worker has the given id (it never registered, stopped, or is gone)."""
+
+    def __init__(self, worker_id: str, why: str = "") -> None:
+        super().__init__(f"No running worker with id {worker_id!r}{why}")
+        self.worker_id = worker_id

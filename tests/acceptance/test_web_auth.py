@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 
 from conveyor import ConfigurationError, Conveyor, JobContext
 from conveyor.web import AuthConfig, Role, create_app
-from conveyor.web.middleware import PUBLIC_PATHS, PUBLIC_PREFIXES
+from conveyor.web.middleware import HEALTH_PATHS, PUBLIC_PATHS, PUBLIC_PREFIXES
 from conveyor.web.security import SESSION_COOKIE
 from conveyor.web.server import _RedactTokens, auth_config, serve
 
@@ -96,7 +96,8 @@ def test_no_route_answers_without_credentials_except_login_and_static(
                 assert response.headers["location"].startswith("/login?next=")
             continue
         public.add(template)
-    assert public == {"/login", "/static"}
+    assert public == {"/login", "/static", *HEALTH_PATHS}  # the probes say only up/ready
+    assert {"/healthz", "/readyz"} == HEALTH_PATHS
     assert {"/login"} == PUBLIC_PATHS
     assert PUBLIC_PREFIXES == ("/static/",)
 

@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 
 from conveyor import Conveyor
 from conveyor.web import AuthConfig, HostAuth, HostUser, Role, create_app
+from conveyor.web.middleware import HEALTH_PATHS
 
 from .test_web_auth import concrete_requests
 from .web_helpers import BEARER, AsgiClient, typed_app
@@ -233,7 +234,7 @@ def test_no_route_answers_a_stranger_except_login_and_static(app: Conveyor, job_
                 response.headers["location"].startswith("/accounts/login?next=%2Fjobs")):
             continue
         public.add(template)
-    assert public == {"/static"}
+    assert public == {"/static", *HEALTH_PATHS}  # the probes say only up/ready
 
 
 def test_a_plain_authenticate_runs_off_the_event_loop(host: Callable[..., AsgiClient]) -> None:

@@ -79,8 +79,11 @@ def test_job_ids_fit_the_documented_pattern() -> None:
 def test_the_schema_lists_every_api_route() -> None:
     from starlette.routing import Route
 
+    from conveyor.web.middleware import HEALTH_PATHS
+
     routes = {(r.path, m) for r in WEB.routes if isinstance(r, Route)
-              for m in (r.methods or ()) if m != "HEAD" and r.path.startswith("/api/")}
+              for m in (r.methods or ()) if m != "HEAD"
+              and (r.path.startswith("/api/") or r.path in HEALTH_PATHS)}
     documented = {(path, method.upper()) for path, item in schema.raw_schema["paths"].items()
                   for method in item}
     assert routes == documented

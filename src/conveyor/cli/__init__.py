@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from conveyor.app import DEFAULT_URL
-from conveyor.cli import control, flow, jobs, ops
+from conveyor.cli import control, flow, jobs, operations, ops
 from conveyor.cli.options import (
     COMMANDS,
     EXIT_CODES,
@@ -42,8 +42,8 @@ cli = typer.Typer(
 #: The commands in the order ``conveyor --help`` lists them; the control verbs in table order.
 HELP_ORDER = ("worker", "enqueue", "ls", "show", "history", "logs",
               *(verb.value for verb in Verb), "run-now", "reschedule", "queues", "limits",
-              "schedules", "watch", "dashboard", "migrate", "demo")
-_GROUPS = (jobs, control, flow, ops)  # imported for the commands they record
+              "schedules", "watch", "dashboard", "migrate", "prune", "check", "demo")
+_GROUPS = (jobs, control, flow, ops, operations)  # imported for the commands they record
 
 
 @cli.callback()
@@ -68,6 +68,7 @@ for _name in HELP_ORDER:
     _func, _settings = COMMANDS[_name]
     cli.command(_name, **_settings)(_func)
 cli.add_typer(flow.queue_app, name="queue")
+cli.add_typer(operations.workers_app, name="workers")
 if set(COMMANDS) != set(HELP_ORDER):  # pragma: no cover - a programming error
     raise RuntimeError(f"commands not in HELP_ORDER: {sorted(set(COMMANDS) - set(HELP_ORDER))}")
 

@@ -17,6 +17,8 @@ from conveyor.cli.options import AppOption, JsonOption, Settings, command, examp
 from conveyor.errors import ConfigurationError
 from conveyor.events import JobEvent, JobProgressed
 from conveyor.joblogs import JobLogLimits
+from conveyor.logfmt import JsonFormatter, WorkerField, event_fields
+from conveyor.retention import Retention, finished_states, parse_age
 
 log = logging.getLogger("conveyor.cli")
 
@@ -34,17 +36,27 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @contextmanager
-def worker_logging(level: LogLevel) -> Iterator[None]:
-    """Send conveyor's log lines to stderr while the worker runs, and undo it afterwards."""
+def worker_logging(level: LogLevel, fmt: LogFormat = LogFormat.TEXT) -> Iterator[WorkerField]:
+    """Send conveyor's log lines to stderr while the worker runs, and undo it afterwards.
+
+    Yields the filter that stamps each line with the worker's id (JSON lines carry it)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON
+                         else logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    stamp = WorkerField()
+    handler.addFilter(stamp)
     logger = logging.getLogger("conveyor")
     previous = logger.level
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     try:
-        yield
+        yield stamp
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
@@ -67,7 +79,21 @@ def serve_metrics(port: int, addr: str) -> None:
 
 def log_event(event: JobEvent) -> None:
     if not isinstance(event, JobProgressed):
-        log.info("%s", render.event_line(event, clock=False).plain)
+        log.info("%s", render.event_line(event, clock=False).plain, extra=event_fields(event))
+
+
+def retention_of(keep: list[str] | None, off: bool) -> Retention | None:
+    """``--keep STATE=AGE`` (AGE: 7d, 12h..., or ``forever``) over the defaults."""
+    if off:
+        return None
+    ages: dict[str, float | None] = {}
+    for item in keep or []:
+        state, sep, age = item.partition("=")
+        if not sep:
+            raise ConfigurationError(f"--keep takes STATE=AGE (e.g. completed=3d), not {item!r}")
+        (chosen,) = finished_states([state.strip()])
+        ages[chosen.value] = None if age.strip().lower() == "forever" else parse_age(age)
+    return Retention(**ages)  # type: ignore[arg-type]
 
 
 @command("worker", epilog=examples("conveyor worker --app myapp:app -c 8 -q default -q reports",
@@ -111,22 +137,35 @@ def worker(
                                                "(0: job logs off).")] = 1000,
     job_log_kib: Annotated[int, typer.Option(min=1, help="KiB of each attempt's log "
                                              "kept.")] = 256,
+    log_format: Annotated[LogFormat, typer.Option(
+        help="text for people; json: one JSON object per line, for log shippers.")] = (
+        LogFormat.TEXT),
+    keep: Annotated[list[str] | None, typer.Option(
+        metavar="STATE=AGE", show_default=False,
+        help="Retention: delete finished jobs of STATE (completed, failed, cancelled) older "
+             "than AGE (7d, 12h, 30m) or keep them 'forever' (repeatable; defaults: "
+             "completed=7d failed=30d cancelled=30d).")] = None,
+    no_retention: Annotated[bool, typer.Option(
+        help="This worker deletes no finished jobs.")] = False,
 ) -> None:
     """Run a worker: claim jobs, run them, keep their leases alive, until SIGINT/SIGTERM.
 
     On SIGTERM running jobs pause at their next checkpoint and are resumed by another worker.
     """
+    retention = retention_of(keep, no_retention)
     app = open_app(ctx, app_ref, needs_app="worker")
     settings = ctx.find_object(Settings)
     pooling = {"pool": pool.value, "max_jobs_per_child": max_jobs_per_child,
                "app_path": app_ref or (settings.app_ref if settings else None)}
-    with worker_logging(log_level):
+    with worker_logging(log_level, log_format) as stamp:
         app.store.schema_version()  # a bad store fails now (exit 4), not in a retry loop
         runner = app.worker(concurrency=concurrency, queues=queue, lease_seconds=lease_seconds,
                             heartbeat_interval=heartbeat_interval, poll_interval=poll_interval,
                             shutdown_grace=shutdown_grace, cancel_grace=cancel_grace,
                             metrics=metrics_port is not None,
-                            job_logs=JobLogLimits(job_log_lines, job_log_kib), **pooling)
+                            job_logs=JobLogLimits(job_log_lines, job_log_kib),
+                            retention=retention, **pooling)
+        stamp.worker_id = runner.worker_id
         if metrics_port is not None:
             serve_metrics(metrics_port, metrics_addr)
         unsubscribe = app.subscribe(log_event)

@@ -31,6 +31,7 @@ from conveyor.errors import (
     JobNotFound,
     StoreError,
     UnknownJobType,
+    WorkerNotFound,
 )
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STORE = 0, 1, 2, 3, 4
@@ -60,7 +61,7 @@ def exit_code_for(exc: ConveyorError) -> int:
     """The documented exit code of a failure, by its class (never by its message)."""
     if isinstance(exc, StoreError):
         return EXIT_STORE
-    if isinstance(exc, JobNotFound):
+    if isinstance(exc, JobNotFound | WorkerNotFound):
         return EXIT_NOT_FOUND
     if isinstance(exc, InvalidParams | ConfigurationError | UnknownJobType):
         return EXIT_USAGE

@@ -20,6 +20,7 @@ from conveyor.changes import Change, Lease
 from conveyor.lifecycle import JobState
 from conveyor.limits import LimitRule, Rate, Usage
 from conveyor.model import HistoryEntry, Job, JobProgress, LogLine, QueueInfo, ScheduleInfo
+from conveyor.presence import WorkerInfo, WorkerRegistration
 
 __all__ = ["JobQuery", "NewJob", "NewLogLine", "Signals", "Store"]
 
@@ -319,6 +320,37 @@ class Store(Protocol):
                  limit: int = 1000) -> list[LogLine]:
         """The job's lines with ``id > after`` (of one attempt, if given), oldest first;
         :class:`~conveyor.errors.JobNotFound` for an unknown id."""
+
+    # -- operations: retention and the workers registry (see retention.py, presence.py) ------
+    def latest_version(self) -> int:
+        """The schema version this conveyor's migrations bring the database to."""
+
+    def prune_jobs(self, state: JobState, older_than: float, *, limit: int) -> int:
+        """Delete up to ``limit`` jobs (and their history) of ``state`` that finished more
+        than ``older_than`` seconds ago by the database's clock, oldest first, in one short
+        transaction; returns how many. A failed job with a retry left is never deleted, nor
+        a job a requeued copy still links back to."""
+
+    def count_prunable(self, state: JobState, older_than: float) -> int:
+        """How many jobs :meth:`prune_jobs` would delete, given no limit."""
+
+    def beat_worker(self, worker: WorkerRegistration, *, running: int,
+                    ttl: float) -> bool:
+        """Write the worker's row (created on first call): seen now, expiring in ``ttl``
+        seconds, ``running`` jobs. Returns whether an operator asked it to stop."""
+
+    def end_worker(self, worker_id: str) -> None:
+        """Mark the worker stopped (a graceful stop)."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every worker row, alive ones first, then by id."""
+
+    def request_worker_stop(self, worker_id: str) -> WorkerInfo | None:
+        """Flag a live worker to stop; None when no live (unstopped, unexpired) worker has
+        the id."""
+
+    def prune_workers(self, older_than: float) -> int:
+        """Delete the rows of workers stopped or gone more than ``older_than`` seconds ago."""
 
     def wait_for_work(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when the store hears of new work."""

@@ -33,6 +33,7 @@ from conveyor.web.middleware import (
     root_of,
     route_path,
 )
+from conveyor.web.operations import OperationsWeb
 from conveyor.web.pages import Pages
 from conveyor.web.search import SearchApi
 from conveyor.web.security import AuthConfig
@@ -62,6 +63,7 @@ def create_app(app: Conveyor, *, auth: AuthConfig | HostAuth, poll_interval: flo
         *JobsApi(app).routes(),
         *FlowApi(app).routes(),
         *FlowPages(app).routes(),
+        *OperationsWeb(app).routes(),
         *EventStream(app, poll_interval=poll_interval, stopping=stopping).routes(),
         Route("/metrics", metrics_endpoint, methods=["GET"], name="metrics"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -25,6 +25,7 @@ from conveyor.errors import (
     PayloadTooLarge,
     StoreError,
     UnknownJobType,
+    WorkerNotFound,
 )
 
 T = TypeVar("T")
@@ -56,6 +57,7 @@ def classify(exc: Exception) -> tuple[int, str, str]:
         return exc.status, exc.code, exc.message
     table: tuple[tuple[type[Exception], int, str], ...] = (
         (JobNotFound, 404, "not_found"),
+        (WorkerNotFound, 404, "not_found"),
         (InvalidStateError, 409, "invalid_state"),
         (DuplicateJob, 409, "duplicate_job"),
         (UnknownJobType, 422, "unknown_job_type"),

@@ -40,6 +40,10 @@ from conveyor.web.templates import ROOT
 
 log = logging.getLogger("conveyor.web")
 PUBLIC_PATHS = frozenset({"/login"})
+#: Probes for load balancers and orchestrators: answered without a token and without asking
+#: who the caller is (a host application's authenticate is not called for them). They say
+#: only "up" and "ready or not", never why in detail (see conveyor.web.operations).
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 PUBLIC_PREFIXES = ("/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Unsafe requests a read-only session may still make.
@@ -142,6 +146,9 @@ class AuthMiddleware:
             # Without auth, a DNS-rebinding page could otherwise drive the dashboard.
             await _json(403, "forbidden_host", "unauthenticated dashboards answer only to "
                         "loopback host names")(scope, receive, send)
+            return
+        if route_path(scope) in HEALTH_PATHS:
+            await self.app(scope, receive, send)
             return
         try:
             principal, problem = await self.identify(conn)

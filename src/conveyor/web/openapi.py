@@ -17,6 +17,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import JOB_ID_PATTERN
 from conveyor.validate import MAX_REASON as CORE_MAX_REASON
 from conveyor.web.flow import flow_paths, flow_schemas
+from conveyor.web.operations import operations_paths, operations_schemas
 from conveyor.web.search import search_params, search_paths, search_schemas
 
 JSON = dict[str, Any]
@@ -522,6 +523,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
             tag="events")},
         **flow_paths(_op, _json, _error, _ref, _JOB_ID, _WRITE_ERRORS, NAME),
         **search_paths(_op, _json, _error, _ref, list_params, _WRITE_ERRORS),
+        **operations_paths(_op, _json, _error, _ref, _WRITE_ERRORS),
         "/api/openapi.json": {"get": _op(
             "This document", "openapi", {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             tag="meta")},
@@ -545,6 +547,7 @@ def build_schema(actions: Sequence[str], job_types: Mapping[str, JSON] | None = 
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": {**_schemas(actions, job_types or {}),
                         **flow_schemas(_ref, NAME, RUN_AT_PATTERN),
-                        **search_schemas(_ref("JobState"), NAME)},
+                        **search_schemas(_ref("JobState"), NAME),
+                        **operations_schemas(_ref)},
         },
     }

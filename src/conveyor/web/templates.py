@@ -132,6 +132,7 @@ LAYOUT = """<!doctype html>
 <header class="top">
   <a class="brand" href="{root}/"><span class="logo" aria-hidden="true"></span>conveyor</a>
   <a class="nav" href="{root}/flow">Queues &amp; schedules</a>
+  <a class="nav" href="{root}/workers">Workers</a>
   <span class="live" id="live" data-state="off">{live}</span>
   <span class="spacer"></span>
   {user}

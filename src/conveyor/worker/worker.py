@@ -49,7 +49,9 @@ from conveyor.joblogs import JobLog, JobLogLimits
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
 from conveyor.observe import RunWatch, otel_installed
+from conveyor.presence import WorkerRegistration
 from conveyor.registry import JobType
+from conveyor.retention import DEFAULT_RETENTION, Retention
 from conveyor.schedules import Scheduler
 from conveyor.stores.base import JobQuery
 from conveyor.worker.completer import MAX_BATCH, Completer
@@ -57,6 +59,7 @@ from conveyor.worker.executor import OutcomeKind, execute, record_failure
 from conveyor.worker.processes import ProcessRunner, check_options
 from conveyor.worker.reaper import reap
 from conveyor.worker.slots import Slot, SlotPool, interrupt
+from conveyor.worker.upkeep import Presence, run_retention
 
 #: The old name of :class:`Slot` (tests build slots by hand).
 _Slot = Slot
@@ -135,7 +138,8 @@ class Worker:
                  run_schedules: bool = True, pool: str = "thread",
                  app_path: str | None = None, max_jobs_per_child: int | None = None,
                  metrics: bool = False, tracing: bool | None = None,
-                 job_logs: JobLogLimits | None = None) -> None:
+                 job_logs: JobLogLimits | None = None,
+                 retention: Retention | None = DEFAULT_RETENTION) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, not {concurrency}")
         if not 0 < heartbeat_interval < lease_seconds:
@@ -168,7 +172,10 @@ class Worker:
         self.running = False
         self._watch: RunWatch | None = None
         self._logs_due = 0.0
+        self.retention = retention  # None: this worker deletes no finished jobs
         self.stats = WorkerStats()
+        self._presence = Presence(self.engine, WorkerRegistration(
+            self.worker_id, concurrency, tuple(self.queues)), ttl=lease_seconds)
         self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
         self._pool = SlotPool(concurrency, self._run_slot, self._slot_done)
@@ -243,6 +250,11 @@ class Worker:
             scheduler = Scheduler(self.engine, f"scheduler@{self.worker_id}")
             threading.Thread(target=scheduler.run, args=(self._stopping,),
                              name="conveyor-scheduler", daemon=True).start()
+        self._presence.start()
+        if self.retention is not None:
+            threading.Thread(target=run_retention, args=(
+                self.engine, self.retention, self._stopping, self.worker_id),
+                name="conveyor-retention", daemon=True).start()
         log.info("worker %s started (concurrency %d, queues %s)", self.worker_id,
                  self.concurrency, ",".join(self.queues) or "all")
         try:
@@ -257,6 +269,7 @@ class Worker:
             if self._children is not None:
                 self._children.close()
             self._stop_loop()
+            self._presence.end()
             restore()
             self.running = False
             if capture is not None:
@@ -433,6 +446,9 @@ class Worker:
                 if now >= next_beat:
                     self._heartbeat()
                     next_beat = now + self.heartbeat_interval
+                    if self._presence.beat(self.active) and not self._stopping.is_set():
+                        log.info("worker %s: stop requested by an operator", self.worker_id)
+                        self.stop()
                 if now >= self._logs_due:  # every running job's new lines, one write
                     joblogs.write(self.engine.store, (s.execution.logs
                                                       for s in self._current_slots()))

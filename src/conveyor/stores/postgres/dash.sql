@@ -7,7 +7,8 @@ SELECT count(*) AS n FROM jobs {where};
 -- name: finished_per_minute
 SELECT date_trunc('minute', finished_at) AS minute, state, count(*) AS n
 FROM jobs
-WHERE finished_at IS NOT NULL AND finished_at >= %(since)s
+WHERE state IN ('completed', 'failed', 'cancelled')  -- one range of jobs_finished each
+  AND finished_at IS NOT NULL AND finished_at >= %(since)s
 GROUP BY minute, state ORDER BY minute;
 
 -- name: record_depth

@@ -62,6 +62,7 @@ from conveyor.stores.postgres.flow import PostgresFlow
 from conveyor.stores.postgres.limits import PostgresLimits
 from conveyor.stores.postgres.listener import StopListener, WorkListener
 from conveyor.stores.postgres.logs import PostgresLogs
+from conveyor.stores.postgres.ops import PostgresOps
 from conveyor.stores.postgres.rows import (
     decode_rows,
     json_loads,
@@ -145,7 +146,7 @@ def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
     return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash):
+class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, PostgresOps):
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
     ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with

@@ -9,7 +9,8 @@ SELECT count(*) AS n FROM jobs {where};
 -- outcomes, is about twice as fast as one GROUP BY over the hour (which needs a temporary
 -- B-tree, the minute being computed).
 SELECT state, count(*) AS n FROM jobs INDEXED BY jobs_finished
-WHERE finished_at IS NOT NULL AND finished_at >= ? AND finished_at < ?
+WHERE state IN ('completed', 'failed', 'cancelled')
+  AND finished_at IS NOT NULL AND finished_at >= ? AND finished_at < ?
 GROUP BY state;
 
 -- name: depth_recorded

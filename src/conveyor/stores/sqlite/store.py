@@ -61,6 +61,7 @@ from conveyor.stores.sqlite.dependencies import link, upstream_downstream
 from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.limits import SQLiteLimits
 from conveyor.stores.sqlite.logs import SQLiteLogs
+from conveyor.stores.sqlite.ops import SQLiteOps
 from conveyor.stores.sqlite.rows import (
     decode_rows,
     new_history_rows,
@@ -85,7 +86,7 @@ class _Refused(Exception):
         self.change = change
 
 
-class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash):
+class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,

@@ -409,6 +409,20 @@
       .finally(function () { button.disabled = false; });
   }
 
+  // A button that posts to one endpoint and reloads (a worker's "Stop"), asking first when it
+  // carries data-confirm.
+  function onPostButton(button) {
+    var question = button.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) return;
+    button.disabled = true;
+    flash("");
+    post(prefix + button.getAttribute("data-post")).then(function () { location.reload(); })
+      .catch(function (error) {
+        flash(error.message);
+        button.disabled = false;
+      });
+  }
+
   function logout() {
     post(prefix + "/logout").catch(function () { return null; })
       .finally(function () { location.assign(prefix + "/login"); });
@@ -473,6 +487,8 @@
       onBulk(bulkButton);
     } else if (flowButton) {
       onFlowAction(flowButton);
+    } else if (target.closest("button[data-post]")) {
+      onPostButton(target.closest("button[data-post]"));
     } else if (target.closest("#logout")) {
       logout();
     }
