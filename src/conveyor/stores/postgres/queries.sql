@@ -82,6 +82,33 @@ WITH new AS (
 )
 SELECT inserted.* FROM inserted JOIN new USING (id) CROSS JOIN notified ORDER BY new.ord;
 
+-- name: insert_job
+-- One job without a unique key (the common enqueue): insert_jobs with plain parameters, not
+-- one-element arrays, which cost the client more to send than the server to run. Returns
+-- only what the server decided (see insert_jobs_brief in statements.py): the job is built
+-- from what was sent.
+WITH inserted AS (
+    INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at,
+                      timeout, pause_timeout, backoff, current_step, total_steps, checkpoint,
+                      requeued_from, created_at, updated_at)
+    SELECT %(id)s, %(job_type)s, %(queue)s, %(priority)s, %(params)s::jsonb,
+           %(max_attempts)s, due, due, %(timeout)s::float8, %(pause_timeout)s::float8,
+           %(backoff)s::jsonb, %(current_step)s::bigint, %(total_steps)s::bigint,
+           %(checkpoint)s::jsonb, %(requeued_from)s::text, now(), now()
+    FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                          now() + make_interval(secs => coalesce(%(delay)s::float8, 0)))
+                 AS due) AS timed
+    RETURNING id, state, attempt, created_at, run_at
+), logged AS (
+    INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
+    SELECT id, now(), 'create', NULL, state, attempt, %(actor)s, '' FROM inserted
+), notified AS (
+    SELECT pg_notify(%(channel)s, '') AS sent
+)
+SELECT inserted.created_at,
+       (extract(epoch FROM inserted.run_at - inserted.created_at) * 1000000)::bigint AS due_in_us
+FROM inserted CROSS JOIN notified;
+
 -- name: select_job
 SELECT * FROM jobs WHERE id = %(id)s;
 
