@@ -12,20 +12,31 @@ from typing import Any
 
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Jsonb
 
 from conveyor import payload
 from conveyor.errors import ConfigurationError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, inserted_job
-from conveyor.stores.postgres.changes import aware, json_value
+from conveyor.stores.postgres.changes import aware
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.rows import utc
 
 #: The states a job stops in, announced on the stop channel (what Conveyor.wait waits for).
 STOPS = sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
                                  JobState.PAUSED))
+
+
+def _backoffs(jobs: Sequence[NewJob]) -> list[str]:
+    """Each job's backoff as JSON text, encoded once per policy (a batch shares one)."""
+    encoded: dict[int, str] = {}
+    out = []
+    for new in jobs:
+        text = new.backoff_json or encoded.get(id(new.backoff))
+        if text is None:
+            text = encoded[id(new.backoff)] = payload.dumps(new.backoff)
+        out.append(text)
+    return out
 
 
 def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str, Any]:
@@ -43,10 +54,11 @@ def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str,
         "delays": [new.delay for new in jobs],
         "timeouts": [new.timeout for new in jobs],
         "pause_timeouts": [new.pause_timeout for new in jobs],
-        "backoffs": [Jsonb(new.backoff, dumps=payload.dumps) for new in jobs],
+        "backoffs": _backoffs(jobs),
         "current_steps": [p.current_step for p in progress],
         "total_steps": [p.total_steps for p in progress],
-        "checkpoints": [json_value("checkpoint", p.last_checkpoint) for p in progress],
+        "checkpoints": [payload.dumps(p.last_checkpoint) if p.last_checkpoint else "{}"
+                        for p in progress],
         "requeued_froms": [new.requeued_from for new in jobs],
         "unique_keys": [new.unique_key for new in jobs],
         "actor": actor,
