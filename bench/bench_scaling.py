@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.bench_throughput import PG_ENV, throughput
@@ -88,6 +89,7 @@ def main() -> None:
     if pg_url:
         targets.append(Target("PostgreSQL", pg_url))
     started, load_before = time.monotonic(), load_average()
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     slot_curves: list[Curve] = []
     proc_curves: list[Curve] = []
     try:
@@ -105,14 +107,14 @@ def main() -> None:
         rows.append((name, "N processes, 1 slot each", f"{jobs[name]:,}",
                      *(f"{rate:,.0f}" for _, rate in by_procs),
                      *("" for _ in range(len(SLOTS) - len(PROCESSES)))))
-    note = (f"load average (1/5/15 min) {load_before} before, {load_average()} after; "
-            f"{os.cpu_count()} CPUs")
+    note = (f"{when} UTC, {os.cpu_count()} CPUs; load average (1/5/15 min) {load_before} "
+            f"before, {load_average()} after")
     out = table("Throughput against slots and processes (no-op jobs/s)",
                 ["store", "sweep", "jobs", *(f"N={n}" for n in SLOTS)], rows)
     print(f"{note}; took {time.monotonic() - started:.0f}s")
     drawn = args.plot is not None and plot(args.plot, slot_curves, proc_curves, note)
     if args.docs:
-        text = f"{out}\n\nMachine load during the sweep: {note}."
+        text = f"{out}\n\nRun on {note}."
         if drawn and args.plot is not None:
             link = os.path.relpath(args.plot, args.docs.parent)
             text += f"\n\n![Throughput against slots and processes]({link})"
