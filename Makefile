@@ -29,7 +29,12 @@ lint: $(STAMP)  ## ruff and mypy (strict)
 unit: $(STAMP)  ## the fast tests only (no PostgreSQL, no subprocesses)
 	$(BIN)/pytest tests/unit -q
 
-bench: $(STAMP)  ## benchmarks beside hand-written loops; rewrites docs/benchmarks.md's tables
+BENCHSTAMP := $(VENV)/.bench-installed
+$(BENCHSTAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,postgres,web,bench]'
+	touch $(BENCHSTAMP)
+
+bench: $(BENCHSTAMP)  ## benchmarks beside hand-written loops; rewrites docs/benchmarks.md's tables and plot
 	scripts/run-bench
 
 DOCSTAMP := $(VENV)/.docs-installed

@@ -13,7 +13,9 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
 - Pickup latency: one idle worker process; no-op jobs are enqueued one at a time from this
   process at random gaps of 50-250 ms; latency is ``started_at - created_at``.
 - Idle cost: CPU seconds an idle worker process uses over a few seconds.
-- Enqueue: ``app.enqueue()`` in a loop, and one ``enqueue_many()`` of 10,000 jobs.
+- Enqueue: ``app.enqueue()`` in a loop, and one ``enqueue_many()`` of 10,000 jobs; beside
+  them, conveyor's own insert statements run by hand with parameters prepared beforehand
+  (``loops.*_conveyor_sql``): what the schema and the database cost before conveyor's Python.
 - SQLite ``synchronous=FULL``: throughput 1 x 4 and enqueue again, beside the loops at FULL.
 
 Speeds depend on the machine; compare the ratios within one run.
@@ -176,8 +178,15 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
     sections["idle"].append((name, f"{sizes.idle_seconds:g} s", f"{cpu:.2%}"))
     one = enqueue_one(target, sizes.single)
     bulk = enqueue_bulk(target)
+    if target.pg_url is None:
+        sql_one, sql_bulk = loops.sqlite_conveyor_sql(f"sqlite:///{folder / 'sql.db'}",
+                                                      sizes.single * 2, BULK)
+    else:
+        sql_one, sql_bulk = loops.pg_conveyor_sql(target.pg_url, target.new_schema(),
+                                                  sizes.single, BULK)
     sections["enqueue"].append((name, f"{one:,.0f}", f"{insert:,.0f}", ratio(one, insert),
-                                f"{bulk:,.0f}"))
+                                f"{sql_one:,.0f} ({ratio(sql_one, insert)})", f"{bulk:,.0f}",
+                                f"{sql_bulk:,.0f}"))
     if target.pg_url is None:
         sections["sqlite_sync"].append(("NORMAL (default)", f"{one_x_4:,.0f}",
                                          f"{limit_1:,.0f}", f"{one:,.0f}", f"{insert:,.0f}"))
@@ -239,7 +248,8 @@ def main() -> None:
         "enqueue": table(
             "Enqueue (jobs/s)",
             ["store", "enqueue() one by one", "loop: one INSERT per transaction",
-             "enqueue / loop", f"enqueue_many({BULK:,})"], rows["enqueue"]),
+             "enqueue / loop", "conveyor's SQL alone, one by one (/ loop)",
+             f"enqueue_many({BULK:,})", "conveyor's SQL alone, bulk"], rows["enqueue"]),
         "sqlite-sync": table(
             "SQLite: synchronous=NORMAL against FULL (jobs/s)",
             ["synchronous", "conveyor 1 x 4", "loop claim+complete", "enqueue() one by one",

@@ -170,3 +170,68 @@ def pg_enqueue(url: str, schema: str, jobs: int) -> float:
     elapsed = time.perf_counter() - started
     conn.close()
     return jobs / elapsed
+
+
+# -- conveyor's own statements, without conveyor's Python -----------------------------------------
+
+def _new_jobs(count: int) -> list[Any]:
+    import uuid
+
+    from conveyor.stores.base import NewJob
+
+    return [NewJob(id=str(uuid.uuid4()), job_type="bench.noop", params={}, params_json="{}",
+                   backoff_json="{}") for _ in range(count)]
+
+
+def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
+    """jobs/s of conveyor's enqueue statements (job row + create history row, one transaction
+    each; then ``bulk`` in one transaction) run by hand on its schema, the rows prepared
+    beforehand: the floor that the schema and SQLite set, before any of conveyor's Python."""
+    from conveyor.stores.sqlite.rows import new_history_rows, new_job_rows
+    from conveyor.stores.sqlite.store import _Q, SQLiteStore
+
+    store = SQLiteStore(url)
+    store.migrate()
+    conn = store._conn
+    one = [(new_job_rows([n], time.time()), new_history_rows([n], time.time(), "api"))
+           for n in _new_jobs(jobs)]
+    started = time.perf_counter()
+    for rows, history in one:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_Q["insert_job"], rows[0])
+        conn.execute(_Q["insert_history"], history[0])
+        conn.execute("COMMIT")
+    single = jobs / (time.perf_counter() - started)
+    batch = _new_jobs(bulk)
+    rows, history = new_job_rows(batch, time.time()), new_history_rows(batch, time.time(), "api")
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(_Q["insert_job"], rows)
+    conn.executemany(_Q["insert_history"], history)
+    conn.execute("COMMIT")
+    many = bulk / (time.perf_counter() - started)
+    store.close()
+    return single, many
+
+
+def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float, float]:
+    """:func:`sqlite_conveyor_sql` on PostgreSQL: conveyor's one-job statement (job, history
+    row and NOTIFY), then its batch statement, with parameters prepared beforehand."""
+    from conveyor.stores.postgres.statements import insert_params, one_job_params
+    from conveyor.stores.postgres.store import _INSERT_BRIEF, _Q, PostgresStore
+
+    store = PostgresStore(url, schema=schema)
+    store.migrate()
+    store.close()
+    conn = _pg_connect(url, schema)
+    params = [one_job_params(n, "api", "bench") for n in _new_jobs(jobs)]
+    started = time.perf_counter()
+    for one in params:
+        conn.execute(_Q["insert_job"], one, binary=True).fetchall()
+    single = jobs / (time.perf_counter() - started)
+    many_params = insert_params(_new_jobs(bulk), "api", "bench")
+    started = time.perf_counter()
+    conn.execute(_INSERT_BRIEF, many_params, binary=True).fetchall()
+    many = bulk / (time.perf_counter() - started)
+    conn.close()
+    return single, many

@@ -95,10 +95,11 @@ class EnqueueRequest:
 
 
 @functools.lru_cache(maxsize=256)
-def _backoff_dict(backoff: Backoff) -> dict[str, float]:
-    """A frozen Backoff's dict, made once per policy rather than once per enqueued job (the
-    stores only encode it, never change it)."""
-    return backoff.to_dict()
+def _backoff_dict(backoff: Backoff) -> tuple[dict[str, float], str]:
+    """A frozen Backoff's dict and its encoding, made once per policy rather than once per
+    enqueued job (the stores only encode it, never change it)."""
+    data = backoff.to_dict()
+    return data, payload.dumps(data)
 
 
 class Conveyor(FlowControl, Operations):
@@ -318,6 +319,7 @@ class Conveyor(FlowControl, Operations):
         if delay is not None:
             check_seconds("delay", delay, zero_ok=True)
         opts = spec.options
+        backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
         return NewJob(
             id=str(uuid.uuid4()), job_type=job_type, params=params,
             queue=queue or opts.queue,
@@ -325,10 +327,9 @@ class Conveyor(FlowControl, Operations):
             max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff=_backoff_dict(backoff or opts.backoff), delay=delay, params_json=encoded,
+            backoff=backoff_dict, backoff_json=backoff_json, delay=delay, params_json=encoded,
             unique_key=unique_key, on_conflict=on_conflict, trace=enqueue_trace(),
-            limit_key=limit_key,
-                        depends_on=upstream,
+            limit_key=limit_key, depends_on=upstream,
             on_dependency_failure=on_dependency_failure,
         )
 

@@ -97,6 +97,9 @@ def check_options(max_attempts: int | None, timeout: float | None, pause_timeout
         raise ConfigurationError(f"priority must be a 32-bit integer, not {priority!r}")
 
 
+_FITTING_KEPT = 64
+
+
 @dataclass(frozen=True)
 class JobType:
     """A registered job function: its name, options, and how to call it."""
@@ -108,6 +111,10 @@ class JobType:
     signature: inspect.Signature
     #: Claim-time limits (``max_running``, ``rate_limit``, ``limit_key``), None when unlimited.
     limits: TypeLimits | None = None
+    #: Sets of param names known to fit: whether params bind depends on their names only,
+    #: so each set is checked against the signature once (inspect's bind is slow on the
+    #: enqueue path). Bounded: a type called with ever new names stops adding.
+    _fitting: set[frozenset[str]] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def from_function(cls, name: str, func: Callable[..., Any], options: JobOptions, *,
@@ -138,10 +145,15 @@ class JobType:
 
     def bind(self, params: dict[str, Any]) -> None:
         """Check that ``params`` fit the function's signature (after the context)."""
+        names = frozenset(params)
+        if names in self._fitting:
+            return
         try:
             self.signature.bind(None, **params)
         except TypeError as exc:
             raise InvalidParams(f"params do not fit {self.name}{self._shown()}: {exc}") from None
+        if len(self._fitting) < _FITTING_KEPT:
+            self._fitting.add(names)
 
     def _shown(self) -> str:
         params = list(self.signature.parameters.values())[1:]

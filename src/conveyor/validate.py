@@ -41,6 +41,8 @@ _HIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 def _bad_char(text: str, *, names: bool) -> str | None:
     """A description of the first character refused in ``text``, or None."""
+    if text.isascii() and text.isprintable():
+        return None  # every character refused here is a control or outside ASCII
     for char in text:
         category = unicodedata.category(char)
         if char == "\x00":

@@ -7,10 +7,12 @@ returns is exactly what a later read finds, on every store.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from conveyor import Conveyor, EnqueueRequest
 from conveyor.context import JobContext
 from conveyor.lifecycle import JobState
+from conveyor.retry import Backoff
 from conveyor.stores.base import Store
 
 
@@ -56,3 +58,33 @@ def test_enqueue_many_returns_jobs_in_order_with_one_create_row_each(store: Stor
     for job in (jobs[0], jobs[999], jobs[-1]):
         assert [(h.action, h.to_state, h.actor) for h in store.history(job.id)] == [
             ("create", JobState.PENDING, "bulk")]
+
+
+def test_every_option_comes_back_as_stored_one_by_one_and_in_bulk(store: Store) -> None:
+    """The returned job is built from what was sent plus the store's clocks: each option,
+    a fractional delay and a run_at with microseconds must read back exactly."""
+    app = _app(store)
+    options: dict[str, Any] = {"queue": "q2", "priority": -7, "max_attempts": 9,
+                               "timeout": 12.5, "pause_timeout": 60.25,
+                               "backoff": Backoff(base=0.5, factor=3.0)}
+    params = {"a": 1, "b": 2}
+    at = store.now() + timedelta(days=3, microseconds=123457)
+    one = [app.enqueue("contract.add", params, delay=0.123457, **options),
+           app.enqueue("contract.add", params, run_at=at, **options)]
+    many = app.enqueue_many([EnqueueRequest("contract.add", params, delay=1.000001, **options),
+                             EnqueueRequest("contract.add", params, run_at=at, **options)])
+    for job in one + many:
+        assert job == store.get_job(job.id)
+        assert (job.max_attempts, job.timeout, job.pause_timeout) == (9, 12.5, 60.25)
+    assert one[1].run_at == many[1].run_at == at
+    one[0].params["a"] = 99  # a fresh copy: the caller's dict and other jobs are untouched
+    assert params == {"a": 1, "b": 2} and one[1].params == params
+
+
+def test_a_requeued_copy_with_its_checkpoint_comes_back_as_stored(store: Store) -> None:
+    app = _app(store)
+    job = app.enqueue("contract.add")
+    app.cancel(job.id)
+    copy = app.requeue(job.id, keep_checkpoint=True)
+    assert copy == store.get_job(copy.id)
+    assert copy.requeued_from == job.id

@@ -146,6 +146,15 @@ def test_params_that_do_not_fit_the_signature(app: Conveyor, params: dict[str, A
     assert "reports.generate" in message
 
 
+def test_params_that_fit_once_let_no_other_names_through(app: Conveyor) -> None:
+    """Enqueue remembers which param names fit a type; other names are still checked."""
+    app.enqueue("reports.generate", {"month": "2026-10"})
+    app.enqueue("reports.generate", {"month": "2026-11"})  # the same names: known to fit
+    for params, named in (({}, "month"), ({"month": "2026-10", "colour": "red"}, "colour")):
+        with unchanged(app), pytest.raises(InvalidParams, match=named):
+            app.enqueue("reports.generate", params)
+
+
 @pytest.mark.parametrize("params", [[1, 2], "month=2026-10", 42, ("a", "b")])
 def test_params_that_are_not_an_object(app: Conveyor, params: Any) -> None:
     with unchanged(app), pytest.raises(InvalidParams, match="JSON object") as caught:

@@ -41,6 +41,9 @@ class WorkListener:
         self._safe_url = safe_url
         self._cond = threading.Condition()
         self._seq = 0
+        #: The count the last wait returned at: a wake-up after it (say, while the caller was
+        #: claiming and found nothing) makes the next wait return at once instead of being lost.
+        self._waited = 0
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,18 +64,21 @@ class WorkListener:
         """Block up to ``timeout`` seconds or until the next wake-up.
 
         The first call starts the listening thread and returns once it listens (or at the
-        timeout): work made before the LISTEN began would otherwise go unnoticed until then.
+        timeout): work made before the LISTEN began would otherwise go unnoticed until then. A
+        wake-up since the previous wait returned returns at once: a NOTIFY that arrives between
+        a worker's empty claim and its next wait must not wait out the poll interval.
         """
         with self._cond:
             if self._closed:
                 return
-            seen = self._seq
+            seen = self._waited
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"conveyor-listen-{self._channel}", daemon=True)
                 self._thread.start()
             self._cond.wait_for(lambda: self._seq != seen or self._closed,
                                 timeout=max(0.0, timeout))
+            self._waited = self._seq
 
     def close(self) -> None:
         with self._cond:

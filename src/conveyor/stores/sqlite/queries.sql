@@ -64,13 +64,6 @@ WHERE unique_key = ? AND unique_key IS NOT NULL
   AND (state IN ('pending', 'running', 'paused')
        OR (state = 'failed' AND attempt < max_attempts));
 
--- name: last_seq
--- Read inside the insert's write transaction: every row after it is one of this batch.
-SELECT coalesce(max(seq), 0) FROM jobs;
-
--- name: jobs_after_seq
-SELECT * FROM jobs WHERE seq > ? ORDER BY seq;
-
 -- name: select_jobs
 -- ids: one placeholder per id (at most 500 at a time, well under SQLite's limit).
 SELECT * FROM jobs WHERE id IN ({ids});

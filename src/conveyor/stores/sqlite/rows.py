@@ -64,7 +64,7 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
         progress = new.progress or _NO_PROGRESS
         run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
         params = new.params_json if new.params_json is not None else payload.dumps(new.params)
-        backoff = backoffs.get(id(new.backoff))
+        backoff = new.backoff_json or backoffs.get(id(new.backoff))
         if backoff is None:
             backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
         checkpoint = ("{}" if not progress.last_checkpoint

@@ -43,7 +43,7 @@ from conveyor.errors import (
 )
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import JobQuery, NewJob, Signals
+from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 from conveyor.stores.sqlite.changes import compile_change, compile_claim, encode_json, marks
 from conveyor.stores.sqlite.config import (
@@ -68,6 +68,7 @@ from conveyor.stores.sqlite.rows import (
     new_job_rows,
     row_to_history,
     row_to_job,
+    ts,
 )
 from conveyor.stores.sqlite.wake import CommitWatch
 
@@ -256,17 +257,29 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
         history = new_history_rows(jobs, now, actor)
-        keyed = any(new.unique_key is not None or new.depends_on for new in jobs)
+        if any(new.unique_key is not None or new.depends_on for new in jobs):
+            return self._insert_keyed(jobs, rows, history)
         with self._write() as conn:
-            if len(rows) == 1 or keyed:  # each row comes back from its INSERT (or is found)
-                found = [self._insert_one(conn, new, row, entry)
-                         for new, row, entry in zip(jobs, rows, history, strict=True)]
-            else:  # seq follows input order and nobody else writes: one range read
-                last = conn.execute(_Q["last_seq"]).fetchone()[0]
+            if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
+                conn.execute(_Q["insert_job"], rows[0])
+                conn.execute(_Q["insert_history"], history[0])
+            else:
                 conn.executemany(_Q["insert_job"], rows)
                 conn.executemany(_Q["insert_history"], history)
-                found = [(row, False) for row in
-                         conn.execute(_Q["jobs_after_seq"], (last,)).fetchall()]
+        self.notify_work()
+        created = ts(now)
+        assert created is not None
+        # row[6] is run_at, as stored (the delay already added)
+        return [inserted_job(new, created, ts(row[6]) or created)
+                for new, row in zip(jobs, rows, strict=True)]
+
+    def _insert_keyed(self, jobs: Sequence[NewJob], rows: list[tuple[Any, ...]],
+                      history: list[tuple[Any, ...]]) -> list[Job]:
+        """Insert jobs of which some hold unique keys: each row comes back from its INSERT,
+        or is the unfinished job already holding the key."""
+        with self._write() as conn:
+            found = [self._insert_one(conn, new, row, entry)
+                     for new, row, entry in zip(jobs, rows, history, strict=True)]
         self.notify_work()
         return [dataclasses.replace(row_to_job(row), existing=True) if existing
                 else row_to_job(row) for row, existing in found]
