@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import Counter as Tally
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from conveyor.lifecycle import JobState
 from conveyor.model import Job
+from conveyor.presence import WorkerStatus
 
 if TYPE_CHECKING:
     from conveyor.stores.base import Store
@@ -131,7 +133,9 @@ def serve_worker_metrics(port: int, addr: str = "127.0.0.1") -> None:
 
 
 class StoreCollector(Collector):
-    """``conveyor_jobs{queue,state}``: the store's counts, read at each scrape."""
+    """``conveyor_jobs{queue,state}`` and ``conveyor_workers{status}``: the store's counts and
+    the fleet's worker rows, read at each scrape (the workers of every host, not only this
+    process's)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -143,6 +147,13 @@ class StoreCollector(Collector):
             for state in JobState:
                 family.add_metric([info.name, state.value], info.counts.get(state.value, 0))
         yield family
+        fleet = GaugeMetricFamily("conveyor_workers", "Registered workers by status (running: "
+                                  "heartbeating; gone: its heartbeat stopped).",
+                                  labels=["status"])
+        statuses = Tally(worker.status.value for worker in self.store.workers())
+        for status in WorkerStatus:
+            fleet.add_metric([status.value], statuses.get(status.value, 0))
+        yield fleet
 
 
 def exposition(store: Store) -> bytes:

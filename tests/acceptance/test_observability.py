@@ -78,6 +78,9 @@ def test_metrics_after_real_jobs(app: Conveyor, client: AsgiClient) -> None:
     assert page[("conveyor_job_pickup_seconds_count", default)] >= 3
     assert page[("conveyor_job_retries_total", default)] >= 1
     assert ("conveyor_leases_reaped_total", frozenset()) in page
+    # the fleet, from the workers' rows: the burst worker above stopped gracefully
+    assert page[("conveyor_workers", frozenset({("status", "stopped")}))] == 1
+    assert page[("conveyor_workers", frozenset({("status", "running")}))] == 0
 
 
 def test_metrics_need_a_token_and_the_metrics_token_opens_nothing_else(

@@ -445,3 +445,49 @@ def test_searching_by_text_queue_and_id_prefix(page: Page, site: Site) -> None:
     page.click('form.filters button[type="submit"]')
     expect(page.locator("#jobs tbody tr[data-job-id]")).to_have_count(1)
     expect(page.locator('input[name="id_prefix"]')).to_have_value(needle.id[:8])
+
+
+def test_the_logs_panel_follows_a_running_job(page: Page, site: Site) -> None:
+    job_id = running(site, steps=5)
+    site.stepper.step()
+    wait_until(lambda: site.app.logs(job_id), message="the first line written")
+    log_in(page, site)
+    page.goto(f"{site.url}/jobs/{job_id}")
+    lines = page.locator("#logs li.log-line")
+    expect(lines).to_have_count(1)
+    expect(lines.first).to_contain_text("step 1 of 5")
+    site.stepper.step(2)  # written by the worker about once a second; the page follows live
+    expect(lines).to_have_count(3)
+    expect(lines.last).to_contain_text("step 3 of 5")
+
+
+def test_the_workers_page_lists_workers_and_stops_one(page: Page, site: Site) -> None:
+    extra = site.app.worker(concurrency=1, lease_seconds=2, heartbeat_interval=0.2,
+                            poll_interval=0.05, handle_signals=False, worker_id="browser-extra")
+    thread = threading.Thread(target=extra.run, name="extra-worker", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any(w.id == "browser-extra" for w in site.app.workers()),
+                   message="the extra worker registered")
+        log_in(page, site)
+        page.goto(f"{site.url}/workers")
+        extra_row = page.locator('tr[data-worker="browser-extra"]')
+        expect(extra_row).to_contain_text("running")
+        expect(page.locator("#workers tbody tr")).to_have_count(2)  # and the site's own
+        questions: list[str] = []
+
+        def on_dialog(dialog: Dialog) -> None:
+            questions.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", on_dialog)
+        with page.expect_navigation():  # the page reloads itself once the request is taken
+            extra_row.locator("button[data-post]").click()
+        thread.join(15)
+        assert not thread.is_alive(), "the worker stopped on the operator's request"
+        assert questions and "browser-extra" in questions[0]
+        page.goto(f"{site.url}/workers")
+        expect(page.locator('tr[data-worker="browser-extra"]')).to_contain_text("stopped")
+    finally:
+        extra.stop()
+        thread.join(15)

@@ -122,6 +122,7 @@ class Stepper:
             if self._steps.acquire(timeout=0.05):
                 done += 1
                 ctx.progress(done, steps)
+                ctx.log(f"step {done} of {steps}")  # the job page's Logs panel follows these
             ctx.checkpoint({"done": done})
         return {"done": done}
 
