@@ -117,7 +117,7 @@ def test_the_application_module_imports_and_runs_its_jobs(jobsapp: Any, tmp_path
 
 
 @pytest.mark.parametrize("command", [["conveyor", "worker", "--concurency", "4"],
-                                     ["conveyor", "workers"],
+                                     ["conveyor", "wrokers"],
                                      ["conveyor", "dashboard", "--port", "http"]])
 def test_the_check_refuses_what_the_cli_would(command: list[str]) -> None:
     with pytest.raises(Exception, match=r"No such option|No such command|valid integer"):

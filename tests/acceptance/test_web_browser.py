@@ -419,7 +419,7 @@ def test_a_bulk_cancel_confirms_the_count_then_cancels_live(page: Page, site: Si
         page.locator('button[data-bulk="cancel"]').click()
 
     answer(False)
-    wait_until(lambda: len(questions) == 1, message="the confirmation")
+    wait_until(lambda: len(questions) == 1, timeout=30, message="the confirmation")
     assert questions == ["Cancel 3 jobs matching this filter?"]
     assert site.app.count_jobs(state="pending", queue="bulk") == 3  # declined: nothing changed
     answer(True)

@@ -110,6 +110,7 @@ def _time_to_wake(waiter: PostgresStore, trigger: Callable[[], object]) -> float
     while not waiter.listening and time.monotonic() < deadline:
         waiter.wait_for_work(1.0)  # the first wait starts the LISTEN, returns once it is up
     assert waiter.listening
+    waiter.wait_for_work(0.0)  # use up earlier wake-ups (a reconnect's): they are not the trigger's
     done = threading.Event()
 
     def wait() -> None:

@@ -228,10 +228,6 @@ class Worker:
         """Work until stopped, or (``burst``) until nothing runnable is left."""
         if not self.engine.types:
             raise ConfigurationError("no job types are registered with this app")
-        # the store's claim obeys the limits it holds: record this code's (see limits.py)
-        self.engine.store.save_type_limits(sorted(self.engine.types), [
-            spec.limits.rule(name, f"worker:{self.worker_id}")
-            for name, spec in sorted(self.engine.types.items()) if spec.limits is not None])
         restore = self._install_signals()
         self._watch = self._new_watch()
         capture = joblogs.install(self.job_logs.level) if self.job_logs.enabled else None
@@ -281,10 +277,14 @@ class Worker:
     def _loop_forever(self, burst: bool) -> None:
         backoff = 0.0
         types = sorted(self.engine.types)
+        limits_saved = False
         while not self._stopping.is_set():
             free = self.concurrency - self.active
             claimed: list[Job] = []
             try:
+                if not limits_saved:  # in the loop: a store that is down now is retried
+                    self._save_type_limits()
+                    limits_saved = True
                 if free > 0:
                     claimed = self._finish_and_claim(types, free)
                 if burst and not claimed and self.active == 0 and not self._work_left(types):
@@ -304,6 +304,12 @@ class Worker:
                 self._gather_free_slots()
             elif not claimed:
                 self._wait_for_work(burst)
+
+    def _save_type_limits(self) -> None:
+        """The store's claim obeys the limits it holds: record this code's (see limits.py)."""
+        self.engine.store.save_type_limits(sorted(self.engine.types), [
+            spec.limits.rule(name, f"worker:{self.worker_id}")
+            for name, spec in sorted(self.engine.types.items()) if spec.limits is not None])
 
     def _finish_and_claim(self, types: list[str], free: int) -> list[Job]:
         """Write the completions gathered so far and claim jobs for the free slots, in one

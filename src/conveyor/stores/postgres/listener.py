@@ -72,7 +72,8 @@ class WorkListener:
             if self._closed:
                 return
             seen = self._waited
-            if self._thread is None:
+            if self._thread is None:  # the first wait waits for the LISTEN (its start wakes)
+                seen = self._seq
                 self._thread = threading.Thread(
                     target=self._run, name=f"conveyor-listen-{self._channel}", daemon=True)
                 self._thread.start()
