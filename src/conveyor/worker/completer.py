@@ -63,6 +63,7 @@ class Completer:
         self.linger = linger
         self.max_batch = max_batch
         self._pending: list[Completion] = []
+        self._unrecorded = 0  # submitted, not yet written (or given up on)
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -75,7 +76,14 @@ class Completer:
     def submit(self, execution: Execution, change: Change) -> None:
         with self._cond:
             self._pending.append(Completion(execution, change))
+            self._unrecorded += 1
             self._cond.notify()
+
+    @property
+    def busy(self) -> bool:
+        """Some completion is not written yet: its commit may still release dependent jobs
+        (a burst worker must not conclude that nothing is left)."""
+        return self._unrecorded > 0
 
     def close(self) -> None:
         """Write everything gathered so far, then stop (a worker's graceful stop)."""
@@ -102,6 +110,8 @@ class Completer:
             self._cond.notify()
 
     def recorded(self, batch: list[Completion], rows: Sequence[Job | None]) -> None:
+        with self._cond:
+            self._unrecorded -= len(batch)
         for completion, row in zip(batch, rows, strict=True):
             if row is None:
                 log.warning("job %s: lease lost before recording completed",

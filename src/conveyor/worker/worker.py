@@ -343,6 +343,8 @@ class Worker:
         worker's batch of completions, not written yet); one waiting for a job that is not
         running (failed with retries left for an operator, delayed) would keep a burst alive
         for ever."""
+        if self._completer.busy:  # its commit may release dependents: look again after it
+            return True
         waiting = self.engine.store.list_jobs(JobQuery(
             states=frozenset({JobState.PENDING}), job_types=frozenset(types),
             queues=frozenset(self.queues), limit=100))
