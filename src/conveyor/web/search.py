@@ -138,7 +138,9 @@ def search_schemas(state_ref: JSON, name: JSON) -> JSON:
         "properties": {"filter": {"$ref": "#/components/schemas/JobFilter"},
                        "dry_run": {"type": "boolean", "default": False,
                                    "description": "count the jobs, change nothing"},
-                       "reason": {"type": "string", "maxLength": MAX_REASON}}}
+                       "reason": {"type": "string", "maxLength": MAX_REASON,
+                                  "pattern": "^[^\\u0000]*$",  # as every reason (NO_NUL)
+                                  "description": "kept in each changed job's history"}}}
     return {
         "JobFilter": {
             "type": "object", "additionalProperties": False,
