@@ -7,6 +7,7 @@ watch its progress bar move, and pause, resume and cancel it at known points.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,7 +420,11 @@ def test_a_bulk_cancel_confirms_the_count_then_cancels_live(page: Page, site: Si
         page.locator('button[data-bulk="cancel"]').click()
 
     answer(False)
-    wait_until(lambda: len(questions) == 1, timeout=30, message="the confirmation")
+    # the dialog's handler runs only while Playwright is called: wait through it, not a sleep
+    deadline = time.monotonic() + 30
+    while not questions:
+        assert time.monotonic() < deadline, "timed out waiting for the confirmation"
+        page.wait_for_timeout(50)
     assert questions == ["Cancel 3 jobs matching this filter?"]
     assert site.app.count_jobs(state="pending", queue="bulk") == 3  # declined: nothing changed
     answer(True)
