@@ -157,7 +157,8 @@ def flow_schemas(ref: Any, name: JSON, run_at_pattern: str) -> JSON:
                 "max_running": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                 "rate_limit": {"type": "string", "pattern": _RATE,
                                "description": "claims at most: 100/s, 100/m or 100/h"},
-                "reason": {"type": "string", "maxLength": MAX_REASON}}},
+                "reason": {"type": "string", "maxLength": MAX_REASON,
+                           "pattern": "^[^\\u0000]*$"}}},  # as every reason: no NUL
         "Limit": {"type": "object", "additionalProperties": False,
                   "required": ["scope", "name", "max_running", "rate_limit", "limit_key",
                                "changed_at", "actor", "reason"],
