@@ -199,7 +199,8 @@ def flow_schemas(ref: Any, name: JSON, run_at_pattern: str) -> JSON:
                 "delay": {"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400,
                           "description": "new not-before time, seconds from now"},
                 "priority": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
-                "reason": {"type": "string", "maxLength": MAX_REASON}},
+                "reason": {"type": "string", "maxLength": MAX_REASON,
+                           "pattern": "^[^\\u0000]*$"}},  # as every reason: no NUL
             "not": {"required": ["delay", "run_at"]},
             "anyOf": [{"required": ["run_at"]}, {"required": ["delay"]},
                       {"required": ["priority"]}]},
