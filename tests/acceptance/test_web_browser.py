@@ -101,6 +101,16 @@ def running(site: Site, steps: int = 10) -> str:
     return job.id
 
 
+def wait_in_page(page: Page, predicate: Callable[[], object], message: str) -> None:
+    """Like ``wait_until``, but waiting through Playwright: a route or dialog handler runs only
+    while a Playwright call is in progress, so a plain sleep would wait for it forever."""
+    deadline = time.monotonic() + 10
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        page.wait_for_timeout(20)
+
+
 def test_an_unauthenticated_browser_sees_only_the_login_page(page: Page, site: Site) -> None:
     job = site.app.enqueue("test.add", {"a": 1, "b": 2}, queue="secret-queue", delay=60)
     for path in ("/", f"/jobs/{job.id}", "/?state=pending"):
@@ -189,7 +199,7 @@ def test_a_late_action_answer_does_not_undo_what_the_stream_showed(page: Page,
     page.route(f"**/api/jobs/{job_id}/resume", hold)
     row(page, job_id).locator('button[data-action="resume"]').click()
     expect(badge).to_have_text("running")  # from the stream, the answer still held
-    wait_until(lambda: held, message="the resume request")
+    wait_in_page(page, lambda: held, "the resume request")
     (route, answer), = held
     assert answer.json()["state"] == "paused"
     route.fulfill(response=answer)
@@ -257,6 +267,8 @@ def test_a_slow_page_read_does_not_leave_the_job_page_stale(page: Page, site: Si
     page.locator('#job button[data-action="pause"]').click()
     state = page.locator('#job [data-field="state"]')
     expect(state).to_have_text("paused")  # from the stream, the re-read still held
+    # The stream can show the pause before the pause's answer starts the re-read.
+    wait_in_page(page, lambda: held, "the re-read the pause's answer starts")
     held[0].fulfill(response=stale)
     page.wait_for_timeout(500)  # give the stale page time to (wrongly) stay
     expect(state).to_have_text("paused")
@@ -420,11 +432,7 @@ def test_a_bulk_cancel_confirms_the_count_then_cancels_live(page: Page, site: Si
         page.locator('button[data-bulk="cancel"]').click()
 
     answer(False)
-    # the dialog's handler runs only while Playwright is called: wait through it, not a sleep
-    deadline = time.monotonic() + 30
-    while not questions:
-        assert time.monotonic() < deadline, "timed out waiting for the confirmation"
-        page.wait_for_timeout(50)
+    wait_in_page(page, lambda: questions, "the confirmation")
     assert questions == ["Cancel 3 jobs matching this filter?"]
     assert site.app.count_jobs(state="pending", queue="bulk") == 3  # declined: nothing changed
     answer(True)
