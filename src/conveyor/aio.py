@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from conveyor import app as app_module
 from conveyor import validate
 from conveyor.app import Conveyor, EnqueueRequest
+from conveyor.bulk import BATCH_SIZE, BulkResult
 from conveyor.changes import Change, ChangeRefused
 from conveyor.decisions import (
     check_wait_timeout,
@@ -45,6 +46,7 @@ from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.retry import Backoff
 from conveyor.stores.base import JobQuery, NewJob, Store
+from conveyor.workflows import chained, grouped
 
 __all__ = ["AsyncConveyor"]
 
@@ -162,14 +164,17 @@ class AsyncConveyor:
                       run_at: datetime | None = None, delay: float | None = None,
                       max_attempts: int | None = None, timeout: float | None = None,
                       pause_timeout: float | None = None, backoff: Backoff | None = None,
+                      unique_key: str | None = None, on_conflict: str = "return_existing",
                       depends_on: Sequence[str] | None = None,
                       on_dependency_failure: str = "cancel",
                       actor: str = "api", connection: object = None) -> Job:
         """:meth:`Conveyor.enqueue`; ``connection``: the caller's ``psycopg.AsyncConnection``
-        (or ``sqlite3.Connection``) whose transaction the job joins (not with ``depends_on``)."""
+        (or ``sqlite3.Connection``) whose transaction the job joins (not with ``unique_key``
+        or ``depends_on``)."""
         new = self.app._new_job(job_type, params, queue=queue, priority=priority,
                                 run_at=run_at, delay=delay, max_attempts=max_attempts,
                                 timeout=timeout, pause_timeout=pause_timeout, backoff=backoff,
+                                unique_key=unique_key, on_conflict=on_conflict,
                                 depends_on=depends_on,
                                 on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
@@ -188,13 +193,25 @@ class AsyncConveyor:
             return []
         store = await self._async_store()
         if connection is not None:  # no event: the caller's transaction may still roll back
-            app_module.no_links_on(news)
+            app_module.no_key_on(news)
             return await store.insert_jobs_on(connection, news, actor=actor)
         jobs = await store.insert_jobs(news, actor=actor)
         engine = self.app.engine
         if engine.eager is not None:  # testing: the jobs run inline, off the event loop
             return await asyncio.to_thread(engine.created, jobs, actor=actor, reason=reason)
         return engine.created(jobs, actor=actor, reason=reason)
+
+    async def chain(self, *steps: EnqueueRequest, actor: str = "api") -> builtins.list[Job]:
+        """:meth:`Conveyor.chain`: each step depends on the one before, one transaction."""
+        validate.actor(actor)
+        return await self._insert(chained(self.app._new_jobs(steps)), actor, None)
+
+    async def group(self, jobs: Iterable[EnqueueRequest], *, then: EnqueueRequest | None = None,
+                    actor: str = "api") -> builtins.list[Job]:
+        """:meth:`Conveyor.group`: ``jobs`` side by side, ``then`` (last) once all completed."""
+        validate.actor(actor)
+        final = None if then is None else self.app._new_jobs([then])[0]
+        return await self._insert(grouped(self.app._new_jobs(jobs), final), actor, None)
 
     # -- reading -----------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job:
@@ -224,6 +241,44 @@ class AsyncConveyor:
 
     async def history(self, job_id: str) -> builtins.list[HistoryEntry]:
         return await (await self._async_store()).history(validate.job_id(job_id))
+
+    # Counting, bulk actions and the dependency graph are operators' calls, not hot paths: they
+    # run the sync app's own call in a thread (never on the loop), with its checks and events.
+    async def count_jobs(self, state: JobState | str | Iterable[JobState | str] | None = None,
+                         *, job_type: str | Iterable[str] | None = None,
+                         queue: str | Iterable[str] | None = None,
+                         id_prefix: str | None = None, created_after: datetime | None = None,
+                         created_before: datetime | None = None,
+                         finished_after: datetime | None = None,
+                         finished_before: datetime | None = None,
+                         text: str | None = None) -> int:
+        """:meth:`Conveyor.count_jobs`."""
+        return await asyncio.to_thread(
+            self.app.count_jobs, state, job_type=job_type, queue=queue, id_prefix=id_prefix,
+            created_after=created_after, created_before=created_before,
+            finished_after=finished_after, finished_before=finished_before, text=text)
+
+    async def bulk(self, verb: Verb | str,
+                   state: JobState | str | Iterable[JobState | str] | None = None, *,
+                   job_type: str | Iterable[str] | None = None,
+                   queue: str | Iterable[str] | None = None, id_prefix: str | None = None,
+                   created_after: datetime | None = None,
+                   created_before: datetime | None = None,
+                   finished_after: datetime | None = None,
+                   finished_before: datetime | None = None, text: str | None = None,
+                   actor: str = "api", reason: str = "", dry_run: bool = False,
+                   batch_size: int = BATCH_SIZE, keep_checkpoint: bool = False) -> BulkResult:
+        """:meth:`Conveyor.bulk`: a verb on every job the filters match, in batches."""
+        return await asyncio.to_thread(
+            self.app.bulk, verb, state, job_type=job_type, queue=queue, id_prefix=id_prefix,
+            created_after=created_after, created_before=created_before,
+            finished_after=finished_after, finished_before=finished_before, text=text,
+            actor=actor, reason=reason, dry_run=dry_run, batch_size=batch_size,
+            keep_checkpoint=keep_checkpoint)
+
+    async def dependencies(self, job_id: str) -> tuple[builtins.list[Job], builtins.list[Job]]:
+        """:meth:`Conveyor.dependencies`: (upstream, downstream)."""
+        return await asyncio.to_thread(self.app.dependencies, job_id)
 
     async def logs(self, job_id: str, *, attempt: int | None = None, after: int = 0,
                    limit: int = 1000) -> builtins.list[LogLine]:
@@ -317,6 +372,10 @@ class AsyncConveyor:
                 rows = await store.apply(changes)
             except ChangeRefused:
                 continue  # the job moved under us: decide again on its fresh state
-            return self.app.engine.announce(changes, rows, before=job)
+            announced = self.app.engine.announce(changes, rows, before=job)
+            if any(row is not None and row.has_dependents and row.is_terminal for row in rows):
+                # what the dependency triggers did to dependents, announced as the sync app does
+                await asyncio.to_thread(self.app.engine.dependents_moved, rows)
+            return announced
         raise ConveyorError(f"job {job_id} kept changing under {RACE_RETRIES} attempts; "
                             "try again")

@@ -243,7 +243,7 @@ class Conveyor(FlowControl, Operations):
                             on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
         if connection is not None:
-            _no_key_on(connection, [new])
+            no_key_on([new])
             (job,) = self.store.insert_jobs_on(connection, [new], actor=actor)
             return job
         (job,) = self.engine.insert([new], actor=actor)
@@ -260,7 +260,7 @@ class Conveyor(FlowControl, Operations):
         validate.actor(actor)
         news = self._new_jobs(requests)
         if connection is not None:
-            _no_key_on(connection, news)
+            no_key_on(news)
             return self.store.insert_jobs_on(connection, news, actor=actor) if news else []
         return self.engine.insert(news, actor=actor)
 
@@ -555,7 +555,7 @@ class Conveyor(FlowControl, Operations):
         return self.worker(concurrency=concurrency, queues=queues, **options).run(burst=burst)
 
 
-def _no_key_on(connection: object, jobs: Sequence[NewJob]) -> None:
+def no_key_on(jobs: Sequence[NewJob]) -> None:
     """An outbox enqueue cannot take a unique key (see :meth:`Conveyor.enqueue`)."""
     if any(new.unique_key is not None for new in jobs):
         raise ConfigurationError("unique_key cannot be combined with connection= (an enqueue "

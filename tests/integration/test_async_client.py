@@ -12,7 +12,9 @@ import pytest
 
 from conveyor import (
     AsyncConveyor,
+    ConfigurationError,
     Conveyor,
+    DuplicateJob,
     EnqueueRequest,
     InvalidParams,
     InvalidStateError,
@@ -112,3 +114,65 @@ def test_async_enqueue_links_dependencies(any_app: Conveyor) -> None:
     then, more = asyncio.run(main())
     assert then.waiting_on == 1 and more[0].waiting_on == 1
     assert [j.id for j in any_app.dependencies(then.id)[1]] == [more[0].id]
+
+
+def test_async_unique_keys_answer_as_the_sync_app_does(any_app: Conveyor) -> None:
+    """A held key returns its holder (``existing``) or raises DuplicateJob, one by one and in a
+    batch; with the caller's connection a key is refused before anything is written."""
+    any_app.job("greet")(_greet)
+
+    async def main() -> None:
+        async with AsyncConveyor(any_app) as client:
+            holder = await client.enqueue("greet", {"name": "a"}, unique_key="k")
+            again = await client.enqueue("greet", {"name": "b"}, unique_key="k")
+            assert (again.id, again.existing, holder.existing) == (holder.id, True, False)
+            (batched,) = await client.enqueue_many([EnqueueRequest("greet", {"name": "c"},
+                                                                   unique_key="k")])
+            assert (batched.id, batched.existing) == (holder.id, True)
+            with pytest.raises(DuplicateJob) as raised:
+                await client.enqueue_many([EnqueueRequest("greet", {"name": "d"},
+                                                          unique_key="k", on_conflict="raise")])
+            assert raised.value.job.id == holder.id
+            with pytest.raises(ConfigurationError, match="unique_key cannot be combined"):
+                await client.enqueue_many([EnqueueRequest("greet", {"name": "e"},
+                                                          unique_key="other")],
+                                          connection=object())
+
+    asyncio.run(main())
+    assert any_app.count_jobs() == 1
+
+
+def test_async_workflows_counts_and_bulk(any_app: Conveyor) -> None:
+    """chain, group, dependencies, count_jobs and bulk, awaited; a cancel through the async
+    client announces the dependents the database cancelled with it, as the sync app does."""
+    any_app.job("greet")(_greet)
+    cancelled: list[tuple[str, str]] = []
+    any_app.subscribe(lambda e: cancelled.append((e.job.id, e.reason))
+                      if e.name == "JobCancelled" else None)
+
+    async def main() -> list[Job]:
+        async with AsyncConveyor(any_app) as client:
+            steps = await client.chain(EnqueueRequest("greet", {"name": "1"}),
+                                       EnqueueRequest("greet", {"name": "2"}),
+                                       EnqueueRequest("greet", {"name": "3"}))
+            fan = await client.group([EnqueueRequest("greet", {"name": "x"}),
+                                      EnqueueRequest("greet", {"name": "y"})],
+                                     then=EnqueueRequest("greet", {"name": "z"}))
+            upstream, downstream = await client.dependencies(steps[1].id)
+            assert ([j.id for j in upstream], [j.id for j in downstream]) == (
+                [steps[0].id], [steps[2].id])
+            assert await client.count_jobs("pending") == 6
+            assert fan[-1].waiting_on == 2
+            await client.cancel(steps[0].id, reason="stop")
+            dry = await client.bulk("cancel", "pending", job_type="greet", dry_run=True)
+            assert (dry.matched, dry.changed) == (3, 0)  # x, y and z; nothing changed
+            done = await client.bulk("cancel", "pending", job_type="greet", reason="all")
+            assert done.changed + done.skipped == 3  # z may go with x's cancel first
+            assert await client.count_jobs("cancelled") == 6
+            return steps
+
+    steps = asyncio.run(main())
+    reasons = dict(cancelled)
+    assert reasons[steps[0].id] == "stop"
+    assert reasons[steps[1].id] == f"dependency {steps[0].id} was cancelled"
+    assert reasons[steps[2].id] == f"dependency {steps[1].id} was cancelled"

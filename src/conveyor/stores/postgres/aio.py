@@ -100,7 +100,9 @@ class AsyncPostgresStore:
     async def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         if not jobs:
             return []
-        if any(new.depends_on for new in jobs):  # several statements: the sync store's own
+        if any(new.depends_on or new.unique_key is not None for new in jobs):
+            # several statements (links; a held key's holder read back, or DuplicateJob):
+            # the sync store's own, in a thread
             return await asyncio.to_thread(self._sync.insert_jobs, jobs, actor=actor)
         params = insert_params(jobs, actor, self._sync._settings.channel)
         rows = await self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
