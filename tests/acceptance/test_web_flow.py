@@ -8,7 +8,7 @@ import pytest
 
 from conveyor import Conveyor
 
-from .web_helpers import BEARER, TOKEN, AsgiClient, make_web, register_types
+from .web_helpers import BEARER, READ_TOKEN, TOKEN, AsgiClient, make_web, register_types
 
 
 @pytest.fixture
@@ -115,8 +115,12 @@ def test_a_queue_limit_is_set_listed_and_shown_on_a_held_job(app: Conveyor,
     assert (held["state"], held["held"]) == ("pending", "held: 1/1 running for queue:mail")
     assert client.get(f"/api/jobs/{claimed.id}", headers=BEARER).json()["held"] is None
     assert client.get("/login?token=" + TOKEN).status_code == 303
-    assert "1 running, 100/m (set by http-api)" in client.get("/flow").text
+    flow = client.get("/flow").text
+    assert "1 running, 100/m (set by http-api)" in flow
+    assert 'data-queue="mail"><input name="max_running"' in flow and 'value="100/m"' in flow
     assert "held: 1/1 running for queue:mail" in client.get(f"/jobs/{other['id']}").text
+    assert client.get("/login?token=" + READ_TOKEN).status_code == 303
+    assert "limit-form" not in client.get("/flow").text  # a read-only session: no form
     removed = client.post("/api/queues/mail/limit", json={}, headers=BEARER)
     assert removed.json()["max_running"] is None
     assert client.get(f"/api/jobs/{other['id']}", headers=BEARER).json()["held"] is None

@@ -1,8 +1,8 @@
 """The dashboard's "Queues & schedules" page and the job page's "Run now" button.
 
 Server-rendered like the rest of the dashboard; the buttons post to the HTTP API
-(``/api/queues/{name}/pause|resume``, ``/api/jobs/{id}/run_now``) from ``dashboard.js`` and
-reload the page. Every text shown goes through :func:`~conveyor.web.templates.render`, which
+(``/api/queues/{name}/pause|resume|limit``, ``/api/jobs/{id}/run_now``) from ``dashboard.js``
+and reload the page. Every text shown goes through :func:`~conveyor.web.templates.render`, which
 escapes it.
 """
 
@@ -26,8 +26,9 @@ FLOW_PAGE = """
 <p class="crumbs"><a href="{root}/">← all jobs</a></p>
 <section class="panel"><h2>Queues</h2>
 <p class="muted">A paused queue's jobs are not claimed by any worker until it is resumed;
-jobs already running go on. A queue's limits (<code>conveyor queue limit</code>) cap how many
-of its jobs run at once and how fast they are claimed.</p>
+jobs already running go on. A queue's limits (here, or <code>conveyor queue limit</code>) cap
+how many of its jobs run at once and how fast they are claimed; both fields empty removes
+them.</p>
 <table class="jobs" id="queues"><thead><tr><th>Queue</th><th>State</th><th>Changed</th>
 <th>By</th><th>Reason</th><th>Limits</th><th>Jobs</th><th>Actions</th></tr></thead>
 <tbody>{queues}</tbody></table></section>
@@ -47,12 +48,25 @@ def _queue_row(queue: QueueInfo, can_write: bool) -> Markup:
     return render(
         '<tr data-queue="{name}"><td>{name}</td><td><span class="badge state-{css}">{state}'
         '</span></td><td>{changed}</td><td>{actor}</td><td>{reason}</td>'
-        '<td data-limits="{name}">{limits}</td><td>{counts}</td>'
+        '<td data-limits="{name}">{limits}{form}</td><td>{counts}</td>'
         '<td class="actions">{button}</td></tr>',
         name=queue.name, css="paused" if queue.paused else "running",
         state="paused" if queue.paused else "active", changed=when(queue.changed_at),
         actor=queue.actor or "—", reason=queue.reason or "—", limits=_limits(queue),
-        counts=counts, button=button)
+        form=_limit_form(queue) if can_write else Markup(""), counts=counts, button=button)
+
+
+def _limit_form(queue: QueueInfo) -> Markup:
+    """Both fields empty removes the queue's limits (what the API does with neither given)."""
+    return render(
+        '<form class="limit-form" data-queue="{name}">'
+        '<input name="max_running" type="number" min="1" step="1" inputmode="numeric" '
+        'value="{running}" placeholder="max running" aria-label="At most this many running">'
+        '<input name="rate_limit" value="{rate}" placeholder="rate, e.g. 100/m" maxlength="40" '
+        'aria-label="Claimed no faster than (n/s, n/m or n/h)">'
+        '<button type="submit" class="btn">Set limits</button></form>',
+        name=queue.name, running="" if queue.max_running is None else str(queue.max_running),
+        rate=queue.rate_limit or "")
 
 
 def _limits(queue: QueueInfo) -> str:

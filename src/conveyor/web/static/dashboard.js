@@ -376,6 +376,30 @@
     });
   }
 
+  // A queue's limits form: an empty field is left out, so both empty removes the limits.
+  function onLimitForm(form) {
+    var running = form.elements.namedItem("max_running").value.trim();
+    var rate = form.elements.namedItem("rate_limit").value.trim();
+    var body = {};
+    if (running !== "") body.max_running = Number(running);
+    if (rate !== "") body.rate_limit = rate;
+    var button = form.querySelector("button");
+    button.disabled = true;
+    flash("");
+    post(prefix + "/api/queues/" + encodeURIComponent(form.getAttribute("data-queue")) +
+      "/limit", body).then(function () { location.reload(); }).catch(function (error) {
+      flash(error.message);
+      button.disabled = false;
+    });
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target instanceof Element ? event.target.closest("form.limit-form") : null;
+    if (!form) return;
+    event.preventDefault();
+    onLimitForm(form);
+  });
+
   // A bulk action: ask the API how many jobs the page's filter matches (a dry run), show that
   // count in a confirmation, then act on them. The filter is the one the server read for this
   // page (data-filter), so the count and the action name the same jobs; the rows then change
