@@ -414,6 +414,22 @@ def test_the_overview_draws_throughput_queue_depth_and_queues(page: Page, site: 
            ).to_have_text("1")
 
 
+def test_the_overview_moves_on_while_the_page_stays_open(page: Page, site: Site) -> None:
+    """Every half minute the page re-reads the overview: jobs finished since it loaded show
+    up in the throughput chart and the queue table without a reload."""
+    page.clock.install()
+    log_in(page, site)
+    bars = page.locator("#chart-throughput svg g.bar")
+    late = page.locator('#queue-counts tr[data-queue="late"]')
+    expect(bars).to_have_count(0)
+    expect(late).to_have_count(0)
+    job = site.app.enqueue("test.add", {"a": 1}, queue="late")
+    wait_until(lambda: site.app.get(job.id).is_terminal, message="finished")
+    page.clock.run_for(31_000)
+    expect(bars).to_have_count(1)
+    expect(late).to_have_count(1)
+
+
 def test_a_bulk_cancel_confirms_the_count_then_cancels_live(page: Page, site: Site) -> None:
     targets = [site.app.enqueue("test.add", {"a": n}, queue="bulk", delay=600) for n in range(3)]
     other = site.app.enqueue("test.add", {"a": 9}, delay=600)

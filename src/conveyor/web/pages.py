@@ -61,6 +61,7 @@ class Pages:
     def routes(self) -> list[Route]:
         return [
             Route("/", self.dashboard, methods=["GET"], name="dashboard"),
+            Route("/overview", self.overview, methods=["GET"], name="overview"),
             Route("/jobs/{job_id}", self.job_page, methods=["GET"], name="job_page"),
             Route("/login", self.login, methods=["GET", "POST"], name="login"),
             Route("/logout", self.logout, methods=["POST"], name="logout"),
@@ -72,6 +73,11 @@ class Pages:
             title, body, page_name=page_name, csrf=principal.csrf_token or "",
             can_write=principal.can_write, user=_user_box(principal), version=__version__,
             live="connecting…"))
+
+    async def overview(self, request: Request) -> Response:
+        """The overview's charts and queue table alone: the dashboard re-reads them every
+        half minute, so the last hour moves on while the page stays open."""
+        return HTMLResponse(overview_html(await call(read_overview, self.app)))
 
     # -- dashboard ----------------------------------------------------------------------------
     async def dashboard(self, request: Request) -> Response:

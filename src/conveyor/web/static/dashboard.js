@@ -452,6 +452,30 @@
       .finally(function () { location.assign(prefix + "/login"); });
   }
 
+  // The overview's charts cover the last hour by minute: re-read them (server-rendered and
+  // escaped, like the job page) every half minute while the tab is visible.
+  var OVERVIEW_EVERY = 30000;
+  function refreshOverview() {
+    if (!document.querySelector("section.overview")) return;
+    setTimeout(function () {
+      if (document.visibilityState === "hidden") {
+        refreshOverview();
+        return;
+      }
+      fetch(prefix + "/overview", {credentials: "same-origin"})
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (text) {
+          if (!text) return;
+          var doc = new DOMParser().parseFromString(text, "text/html");
+          var fresh = doc.querySelector("section.overview");
+          var current = document.querySelector("section.overview");
+          if (fresh && current) current.replaceWith(document.importNode(fresh, true));
+        })
+        .catch(function () { /* try again at the next turn */ })
+        .finally(refreshOverview);
+    }, OVERVIEW_EVERY);
+  }
+
   // -- live updates --------------------------------------------------------------------------
   var storeProblem = false;  // a "problem" event is on screen until the stream works again
   function clearProblem() {
@@ -563,5 +587,6 @@
 
   initBars(document);
   connect();
+  refreshOverview();
   if (pageName === "job") pollLogs();
 })();
