@@ -22,6 +22,7 @@ from conveyor.stores.postgres.changes import aware
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.rows import utc
 
+_NO_PROGRESS = JobProgress()
 #: The states a job stops in, announced on the stop channel (what Conveyor.wait waits for).
 STOPS = sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
                                  JobState.PAUSED))
@@ -110,6 +111,56 @@ def inserted_jobs(jobs: Sequence[NewJob], rows: Sequence[Mapping[str, Any]]) -> 
         out.append(inserted_job(new, created,
                                 created + timedelta(microseconds=row["due_in_us"])))
     return out
+
+
+#: From this many jobs on, a batch of plain jobs goes in by COPY (see :func:`copy_rows`); a
+#: smaller one is one ``insert_jobs`` statement (a COPY costs a few more round trips).
+COPY_FROM = 64
+#: The types psycopg sends ``copy_jobs``'s columns as (jsonb goes as its own binary form).
+COPY_JOB_TYPES = ("text", "text", "text", "int4", "bytea", "int4", "float8", "float8", "bytea",
+                  "int8", "int8", "bytea", "text", "text", "text")
+COPY_HISTORY_TYPES = ("text", "text", "text", "int4", "text")
+#: jsonb's binary format: a version byte, then the JSON text.
+_JSONB_V1 = b"\x01"
+
+
+def copies(jobs: Sequence[NewJob]) -> bool:
+    """Whether ``jobs`` go in by COPY: a large batch whose every row is known without the
+    server's clock (no run_at or delay: those are computed from now()) and without reading
+    other rows (no unique key, no dependency)."""
+    return len(jobs) >= COPY_FROM and not any(
+        new.run_at is not None or new.delay is not None or new.unique_key is not None
+        or new.depends_on for new in jobs)
+
+
+def copy_rows(jobs: Sequence[NewJob], actor: str, encoding: str
+              ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of ``copy_jobs`` and ``copy_history``, in one pass; JSON already encoded by
+    the core is sent as it is (``encoding``: the connection's, as the server reads text)."""
+    jsonb: dict[str, bytes] = {"{}": _JSONB_V1 + b"{}"}  # a batch shares most of its values
+    pending = JobState.PENDING.value
+    job_rows = []
+    history_rows = []
+    for new in jobs:
+        progress = new.progress or _NO_PROGRESS
+        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+        backoff = new.backoff_json or payload.dumps(new.backoff)
+        checkpoint = (payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
+                      else "{}")
+        encoded = []
+        for text in (params, backoff, checkpoint):
+            value = jsonb.get(text)
+            if value is None:
+                value = _JSONB_V1 + text.encode(encoding)
+                if len(jsonb) < 64:
+                    jsonb[text] = value
+            encoded.append(value)
+        job_rows.append((new.id, new.job_type, new.queue, new.priority, encoded[0],
+                         new.max_attempts, new.timeout, new.pause_timeout, encoded[1],
+                         progress.current_step, progress.total_steps, encoded[2],
+                         new.requeued_from, new.trace, new.limit_key))
+        history_rows.append((new.id, "create", pending, 0, actor))
+    return job_rows, history_rows
 
 
 def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:
