@@ -81,6 +81,9 @@ class NewLogLine:
     message: str
 
 
+_PENDING = JobState.PENDING  # a module global: reading an enum member costs a descriptor call
+
+
 def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     """The row a plain insert of ``new`` left, built here rather than read back.
 
@@ -95,12 +98,12 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     text = new.params_json
     params = {} if text == "{}" else payload.loads(
         text if text is not None else payload.dumps(new.params))
-    progress = new.progress or JobProgress()
+    progress = new.progress
     return Job(
-        id=new.id, state=JobState.PENDING, created_at=created_at, job_type=new.job_type,
+        id=new.id, state=_PENDING, created_at=created_at, job_type=new.job_type,
         params=params, max_attempts=new.max_attempts,
-        progress=JobProgress(progress.current_step, progress.total_steps,
-                             progress.last_checkpoint or {}),
+        progress=JobProgress() if progress is None else JobProgress(
+            progress.current_step, progress.total_steps, progress.last_checkpoint or {}),
         queue=new.queue, priority=new.priority, run_at=run_at, timeout=new.timeout,
         pause_timeout=new.pause_timeout, backoff=dict(new.backoff), updated_at=created_at,
         requeued_from=new.requeued_from, unique_key=new.unique_key, trace=new.trace,

@@ -116,12 +116,14 @@ def inserted_jobs(jobs: Sequence[NewJob], rows: Sequence[Mapping[str, Any]]) -> 
 #: From this many jobs on, a batch of plain jobs goes in by COPY (see :func:`copy_rows`); a
 #: smaller one is one ``insert_jobs`` statement (a COPY costs a few more round trips).
 COPY_FROM = 64
-#: The types psycopg sends ``copy_jobs``'s columns as (jsonb goes as its own binary form).
-COPY_JOB_TYPES = ("text", "text", "text", "int4", "bytea", "int4", "float8", "float8", "bytea",
-                  "int8", "int8", "bytea", "text", "text", "text")
+#: The types psycopg sends ``copy_jobs``'s columns as. A jsonb column goes in jsonb's binary
+#: form, a version byte then the JSON text, which psycopg's text dumper (C code, in the
+#: connection's encoding) writes as it is; psycopg's own jsonb dumper would encode again.
+COPY_JOB_TYPES = ("text", "text", "text", "int4", "text", "int4", "float8", "float8", "text",
+                  "int8", "int8", "text", "text", "text", "text")
 COPY_HISTORY_TYPES = ("text", "text", "text", "int4", "text")
-#: jsonb's binary format: a version byte, then the JSON text.
-_JSONB_V1 = b"\x01"
+_JSONB_V1 = "\x01"
+_EMPTY_JSONB = _JSONB_V1 + "{}"
 
 
 def copies(jobs: Sequence[NewJob]) -> bool:
@@ -133,11 +135,10 @@ def copies(jobs: Sequence[NewJob]) -> bool:
         or new.depends_on for new in jobs)
 
 
-def copy_rows(jobs: Sequence[NewJob], actor: str, encoding: str
+def copy_rows(jobs: Sequence[NewJob], actor: str
               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """The rows of ``copy_jobs`` and ``copy_history``, in one pass; JSON already encoded by
-    the core is sent as it is (``encoding``: the connection's, as the server reads text)."""
-    jsonb: dict[str, bytes] = {"{}": _JSONB_V1 + b"{}"}  # a batch shares most of its values
+    the core is sent as it is."""
     pending = JobState.PENDING.value
     job_rows = []
     history_rows = []
@@ -145,20 +146,14 @@ def copy_rows(jobs: Sequence[NewJob], actor: str, encoding: str
         progress = new.progress or _NO_PROGRESS
         params = new.params_json if new.params_json is not None else payload.dumps(new.params)
         backoff = new.backoff_json or payload.dumps(new.backoff)
-        checkpoint = (payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
-                      else "{}")
-        encoded = []
-        for text in (params, backoff, checkpoint):
-            value = jsonb.get(text)
-            if value is None:
-                value = _JSONB_V1 + text.encode(encoding)
-                if len(jsonb) < 64:
-                    jsonb[text] = value
-            encoded.append(value)
-        job_rows.append((new.id, new.job_type, new.queue, new.priority, encoded[0],
-                         new.max_attempts, new.timeout, new.pause_timeout, encoded[1],
-                         progress.current_step, progress.total_steps, encoded[2],
-                         new.requeued_from, new.trace, new.limit_key))
+        job_rows.append((
+            new.id, new.job_type, new.queue, new.priority,
+            _EMPTY_JSONB if params == "{}" else _JSONB_V1 + params, new.max_attempts,
+            new.timeout, new.pause_timeout,
+            _EMPTY_JSONB if backoff == "{}" else _JSONB_V1 + backoff,
+            progress.current_step, progress.total_steps,
+            _JSONB_V1 + payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
+            else _EMPTY_JSONB, new.requeued_from, new.trace, new.limit_key))
         history_rows.append((new.id, "create", pending, 0, actor))
     return job_rows, history_rows
 

@@ -385,7 +385,7 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
         then NOTIFY once; returns the clock their rows took. psycopg writes COPY rows in C,
         where ``insert_jobs``'s arrays were dumped element by element in Python, and the
         server stores them without unnesting arrays first."""
-        job_rows, history_rows = copy_rows(jobs, actor, conn.info.encoding)
+        job_rows, history_rows = copy_rows(jobs, actor)
         with conn.cursor() as cur:
             for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
                                        (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
