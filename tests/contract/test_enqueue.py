@@ -13,7 +13,7 @@ from typing import Any
 from conveyor import Conveyor, EnqueueRequest
 from conveyor.context import JobContext
 from conveyor.lifecycle import JobState
-from conveyor.model import JobProgress
+from conveyor.model import Job, JobProgress
 from conveyor.retry import Backoff
 from conveyor.stores.base import NewJob, Store
 
@@ -112,3 +112,11 @@ def test_a_large_batch_with_every_option_comes_back_as_stored(store: Store) -> N
     assert stored == store.get_jobs([j.id for j in stored])
     assert stored[3].progress == JobProgress(2, 5, {"step": "ü", "n": 3})
     assert [(h.action, h.actor) for h in store.history(stored[-1].id)] == [("create", "bulk")]
+
+
+def test_a_subscriber_sees_each_job_of_a_large_batch_created_after_commit(store: Store) -> None:
+    app = _app(store)
+    seen: list[tuple[str, Job, bool]] = []
+    app.subscribe(lambda e: seen.append((e.name, e.job, bool(store.get_jobs([e.job.id])))))
+    jobs = app.enqueue_many([EnqueueRequest("contract.add", {"a": i}) for i in range(70)])
+    assert seen == [("JobCreated", job, True) for job in jobs]
