@@ -10,8 +10,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from conveyor import Conveyor, EnqueueRequest
 from conveyor.context import JobContext
+from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.retry import Backoff
@@ -120,3 +123,15 @@ def test_a_subscriber_sees_each_job_of_a_large_batch_created_after_commit(store:
     app.subscribe(lambda e: seen.append((e.name, e.job, bool(store.get_jobs([e.job.id])))))
     jobs = app.enqueue_many([EnqueueRequest("contract.add", {"a": i}) for i in range(70)])
     assert seen == [("JobCreated", job, True) for job in jobs]
+
+
+def test_a_large_batch_that_fails_midway_stores_none_of_it(store: Store) -> None:
+    app = _app(store)
+    held = app.enqueue("contract.add")
+    batch = [NewJob(id=str(uuid.uuid4()), job_type="contract.add", params={})
+             for _ in range(70)]
+    batch[40] = NewJob(id=held.id, job_type="contract.add", params={})  # its id is taken
+    with pytest.raises(StoreError):
+        store.insert_jobs(batch, actor="bulk")
+    assert store.get_jobs([new.id for new in batch]) == [held]
+    assert store.count_by_state()[JobState.PENDING] == 1
