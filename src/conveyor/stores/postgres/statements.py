@@ -42,7 +42,7 @@ def _backoffs(jobs: Sequence[NewJob]) -> list[str]:
 
 def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str, Any]:
     """The ``insert_jobs`` parameters: one array per column, in input order."""
-    progress = [new.progress or JobProgress() for new in jobs]
+    progress = [new.progress or _NO_PROGRESS for new in jobs]
     return {
         "ids": [new.id for new in jobs],
         "job_types": [new.job_type for new in jobs],
@@ -86,7 +86,7 @@ def brief(insert_jobs: str) -> str:
 
 def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
     """The ``insert_job`` parameters (one job without a unique key)."""
-    progress = new.progress or JobProgress()
+    progress = new.progress or _NO_PROGRESS
     return {
         "id": new.id, "job_type": new.job_type, "queue": new.queue, "priority": new.priority,
         "params": new.params_json if new.params_json is not None
@@ -96,7 +96,8 @@ def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
         "timeout": new.timeout, "pause_timeout": new.pause_timeout,
         "backoff": new.backoff_json or payload.dumps(new.backoff),
         "current_step": progress.current_step, "total_steps": progress.total_steps,
-        "checkpoint": payload.dumps(progress.last_checkpoint or {}),
+        "checkpoint": (payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
+                       else "{}"),
         "requeued_from": new.requeued_from, "trace": new.trace, "limit_key": new.limit_key,
         "actor": actor, "channel": channel,
     }
