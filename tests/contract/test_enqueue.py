@@ -82,6 +82,9 @@ def test_every_option_comes_back_as_stored_one_by_one_and_in_bulk(store: Store) 
         assert job == store.get_job(job.id)
         assert (job.max_attempts, job.timeout, job.pause_timeout) == (9, 12.5, 60.25)
     assert one[1].run_at == many[1].run_at == at
+    policy = [app.enqueue("contract.add", on_dependency_failure="run"),
+              *app.enqueue_many([EnqueueRequest("contract.add", on_dependency_failure="run")])]
+    assert policy == store.get_jobs([job.id for job in policy])  # no dependency: no policy
     one[0].params["a"] = 99  # a fresh copy: the caller's dict and other jobs are untouched
     assert params == {"a": 1, "b": 2} and one[1].params == params
 

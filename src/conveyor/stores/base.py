@@ -111,7 +111,10 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
         queue=new.queue, priority=new.priority, run_at=run_at, timeout=new.timeout,
         pause_timeout=new.pause_timeout, backoff=dict(new.backoff), updated_at=created_at,
         requeued_from=new.requeued_from, unique_key=new.unique_key, trace=new.trace,
-        limit_key=new.limit_key, on_dependency_failure=new.on_dependency_failure)
+        limit_key=new.limit_key,
+        # the stores write a job's policy only when they link its dependencies: a job
+        # without any keeps the column's default, and the returned job must say so too
+        on_dependency_failure=new.on_dependency_failure if new.depends_on else "cancel")
 
 
 @dataclass(frozen=True)
