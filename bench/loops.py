@@ -216,9 +216,15 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
 
 def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float, float]:
     """:func:`sqlite_conveyor_sql` on PostgreSQL: conveyor's one-job statement (job, history
-    row and NOTIFY), then its batch statement, with parameters prepared beforehand."""
-    from conveyor.stores.postgres.statements import insert_params, one_job_params
-    from conveyor.stores.postgres.store import _INSERT_BRIEF, _Q, PostgresStore
+    row and NOTIFY), then its batch (COPY of the jobs and of their history rows, and the
+    NOTIFY, in one transaction), with rows and parameters prepared beforehand."""
+    from conveyor.stores.postgres.statements import (
+        COPY_HISTORY_TYPES,
+        COPY_JOB_TYPES,
+        copy_rows,
+        one_job_params,
+    )
+    from conveyor.stores.postgres.store import _Q, PostgresStore
 
     store = PostgresStore(url, schema=schema)
     store.migrate()
@@ -229,9 +235,16 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
     for one in params:
         conn.execute(_Q["insert_job"], one, binary=True).fetchall()
     single = jobs / (time.perf_counter() - started)
-    many_params = insert_params(_new_jobs(bulk), "api", "bench")
+    job_rows, history_rows = copy_rows(_new_jobs(bulk), "api")
     started = time.perf_counter()
-    conn.execute(_INSERT_BRIEF, many_params, binary=True).fetchall()
+    with conn.transaction(), conn.cursor() as cur:
+        for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
+                                   (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
+            with cur.copy(query) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        cur.execute(_Q["copied"], {"channel": "bench"}).fetchall()
     many = bulk / (time.perf_counter() - started)
     conn.close()
     return single, many

@@ -285,12 +285,17 @@ class Conveyor(FlowControl, Operations):
         return self.store.dependencies(validate.job_id(job_id))
 
     def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
+        """Each request checked exactly as :meth:`_new_job` checks one enqueue. The current
+        span is read once: one call runs under one span, so every job of it carries the same
+        ``traceparent``, and reading it per job cost more than the rest of the checks."""
+        trace = (enqueue_trace(),)
         return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
                               timeout=r.timeout, pause_timeout=r.pause_timeout,
                               backoff=r.backoff, unique_key=r.unique_key,
                               on_conflict=r.on_conflict, depends_on=r.depends_on,
-                              on_dependency_failure=r.on_dependency_failure)
+                              on_dependency_failure=r.on_dependency_failure,
+                              batch_trace=trace)
                 for r in requests]
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
@@ -299,7 +304,10 @@ class Conveyor(FlowControl, Operations):
                  pause_timeout: float | None = None, backoff: Backoff | None = None,
                  unique_key: str | None = None, on_conflict: str = "return_existing",
                  depends_on: Iterable[str] | None = None,
-                 on_dependency_failure: str = "cancel") -> NewJob:
+                 on_dependency_failure: str = "cancel",
+                 batch_trace: tuple[str | None] | None = None) -> NewJob:
+        """The job to store, or the error its enqueue raises (nothing written); with
+        ``batch_trace``, the trace its batch read once (see :meth:`_new_jobs`)."""
         spec = self.job_type(job_type)
         upstream = check_depends_on(depends_on)
         check_policy(on_dependency_failure)
@@ -320,6 +328,7 @@ class Conveyor(FlowControl, Operations):
             check_seconds("delay", delay, zero_ok=True)
         opts = spec.options
         backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
+        trace = enqueue_trace() if batch_trace is None else batch_trace[0]
         return NewJob(
             id=str(uuid.uuid4()), job_type=job_type, params=params,
             queue=queue or opts.queue,
@@ -328,7 +337,7 @@ class Conveyor(FlowControl, Operations):
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
             pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
             backoff=backoff_dict, backoff_json=backoff_json, delay=delay, params_json=encoded,
-            unique_key=unique_key, on_conflict=on_conflict, trace=enqueue_trace(),
+            unique_key=unique_key, on_conflict=on_conflict, trace=trace,
             limit_key=limit_key, depends_on=upstream,
             on_dependency_failure=on_dependency_failure,
         )

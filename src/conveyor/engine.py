@@ -141,9 +141,10 @@ class Engine:
         returned in a new job's place (``existing``) is not new and is not announced. In
         eager mode (:func:`conveyor.testing.eager`) run each new one at once and return it
         as it ended."""
-        for job in jobs:
-            if not job.existing:
-                self.events.emit(JobCreated(job, None, actor, reason))
+        if self.events.subscribed:  # an event nobody receives is not built (10,000 in bulk)
+            for job in jobs:
+                if not job.existing:
+                    self.events.emit(JobCreated(job, None, actor, reason))
         if self.eager is None:
             return jobs
         return [job if job.existing else self.eager(job) for job in jobs]

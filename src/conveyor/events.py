@@ -96,6 +96,12 @@ class EventBus:
 
         return unsubscribe
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether anyone receives events now: an emitter of many may skip building them
+        when not (a subscriber added meanwhile sees the events emitted after it was added)."""
+        return bool(self._subscribers)
+
     def emit(self, event: JobEvent) -> None:
         with self._lock:
             subscribers = list(self._subscribers)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor import Backoff, Conveyor, JobContext, JobState
+from conveyor import Backoff, Conveyor, EnqueueRequest, JobContext, JobState
 from conveyor.testing import drain
 from conveyor.web.security import AuthConfig
 
@@ -146,6 +146,22 @@ def test_a_run_span_is_linked_to_the_span_that_enqueued(app: Conveyor) -> None:
     assert [event.name for event in run.events] == ["started", "completed"]
     assert run.attributes is not None and run.attributes["conveyor.job.id"] == job.id
     assert inner.parent is not None and inner.parent.span_id == run.context.span_id
+
+
+def test_every_job_of_a_batch_carries_the_span_it_was_enqueued_under(app: Conveyor) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    app.job("traced.batch")(lambda ctx: None)
+    with trace.get_tracer("tests").start_as_current_span("bulk request") as span:
+        batch = app.enqueue_many([EnqueueRequest("traced.batch")] * 3)
+    outside = app.enqueue_many([EnqueueRequest("traced.batch")])
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+    assert [j.trace.split("-")[1] if j.trace else None for j in batch] == [trace_id] * 3
+    assert [app.get(j.id).trace for j in batch] == [j.trace for j in batch]
+    assert outside[0].trace is None
 
 
 def test_a_worker_serves_its_own_metrics(db_url: str, app: Conveyor) -> None:

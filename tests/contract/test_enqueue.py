@@ -6,14 +6,19 @@ returns is exactly what a later read finds, on every store.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from conveyor import Conveyor, EnqueueRequest
 from conveyor.context import JobContext
+from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
+from conveyor.model import Job, JobProgress
 from conveyor.retry import Backoff
-from conveyor.stores.base import Store
+from conveyor.stores.base import NewJob, Store
 
 
 def _app(store: Store) -> Conveyor:
@@ -77,6 +82,9 @@ def test_every_option_comes_back_as_stored_one_by_one_and_in_bulk(store: Store) 
         assert job == store.get_job(job.id)
         assert (job.max_attempts, job.timeout, job.pause_timeout) == (9, 12.5, 60.25)
     assert one[1].run_at == many[1].run_at == at
+    policy = [app.enqueue("contract.add", on_dependency_failure="run"),
+              *app.enqueue_many([EnqueueRequest("contract.add", on_dependency_failure="run")])]
+    assert policy == store.get_jobs([job.id for job in policy])  # no dependency: no policy
     one[0].params["a"] = 99  # a fresh copy: the caller's dict and other jobs are untouched
     assert params == {"a": 1, "b": 2} and one[1].params == params
 
@@ -88,3 +96,45 @@ def test_a_requeued_copy_with_its_checkpoint_comes_back_as_stored(store: Store) 
     copy = app.requeue(job.id, keep_checkpoint=True)
     assert copy == store.get_job(copy.id)
     assert copy.requeued_from == job.id
+
+
+def test_a_large_batch_with_every_option_comes_back_as_stored(store: Store) -> None:
+    """A batch large enough for the bulk path (PostgreSQL: COPY), mixing types of options,
+    non-ASCII params, a checkpoint and a requeue link, reads back exactly as returned."""
+    app = _app(store)
+    options: list[dict[str, Any]] = [
+        {}, {"queue": "q2", "priority": -7, "max_attempts": 9, "timeout": 12.5,
+             "pause_timeout": 60.25, "backoff": Backoff(base=0.5, factor=3.0)}]
+    jobs = app.enqueue_many([EnqueueRequest("contract.add", {"a": i, "b": -i}, **options[i % 2])
+                             for i in range(70)] + [EnqueueRequest("contract.add")])
+    assert jobs == store.get_jobs([j.id for j in jobs])
+    assert [j.params for j in jobs[:2]] == [{"a": 0, "b": 0}, {"a": 1, "b": -1}]
+    assert (jobs[1].queue, jobs[1].backoff, jobs[2].queue) == (
+        "q2", Backoff(base=0.5, factor=3.0).to_dict(), "default")
+    copies = [NewJob(id=str(uuid.uuid4()), job_type="contract.add", params={"a": "é ☃"},
+                     requeued_from=jobs[0].id,
+                     progress=JobProgress(2, 5, {"step": "ü", "n": i})) for i in range(70)]
+    stored = store.insert_jobs(copies, actor="bulk")
+    assert stored == store.get_jobs([j.id for j in stored])
+    assert stored[3].progress == JobProgress(2, 5, {"step": "ü", "n": 3})
+    assert [(h.action, h.actor) for h in store.history(stored[-1].id)] == [("create", "bulk")]
+
+
+def test_a_subscriber_sees_each_job_of_a_large_batch_created_after_commit(store: Store) -> None:
+    app = _app(store)
+    seen: list[tuple[str, Job, bool]] = []
+    app.subscribe(lambda e: seen.append((e.name, e.job, bool(store.get_jobs([e.job.id])))))
+    jobs = app.enqueue_many([EnqueueRequest("contract.add", {"a": i}) for i in range(70)])
+    assert seen == [("JobCreated", job, True) for job in jobs]
+
+
+def test_a_large_batch_that_fails_midway_stores_none_of_it(store: Store) -> None:
+    app = _app(store)
+    held = app.enqueue("contract.add")
+    batch = [NewJob(id=str(uuid.uuid4()), job_type="contract.add", params={})
+             for _ in range(70)]
+    batch[40] = NewJob(id=held.id, job_type="contract.add", params={})  # its id is taken
+    with pytest.raises(StoreError):
+        store.insert_jobs(batch, actor="bulk")
+    assert store.get_jobs([new.id for new in batch]) == [held]
+    assert store.count_by_state()[JobState.PENDING] == 1

@@ -176,3 +176,20 @@ def test_async_workflows_counts_and_bulk(any_app: Conveyor) -> None:
     assert reasons[steps[0].id] == "stop"
     assert reasons[steps[1].id] == f"dependency {steps[0].id} was cancelled"
     assert reasons[steps[2].id] == f"dependency {steps[1].id} was cancelled"
+
+
+def test_a_large_async_batch_returns_its_stored_rows_and_announces_each(
+        any_app: Conveyor) -> None:
+    any_app.job("greet")(_greet)
+    created: list[str] = []
+    any_app.subscribe(lambda e: created.append(e.job.id) if e.name == "JobCreated" else None)
+
+    async def scenario() -> list[Job]:
+        async with AsyncConveyor(any_app) as client:
+            return await client.enqueue_many(
+                [EnqueueRequest("greet", {"name": f"é{i}"}, priority=i % 3) for i in range(70)])
+
+    jobs = asyncio.run(scenario())
+    assert jobs == any_app.store.get_jobs([job.id for job in jobs])
+    assert [job.params["name"] for job in jobs] == [f"é{i}" for i in range(70)]
+    assert created == [job.id for job in jobs]

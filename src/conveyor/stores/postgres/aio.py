@@ -24,7 +24,7 @@ from conveyor.changes import Change, ChangeRefused, single_job
 from conveyor.errors import ConfigurationError, JobNotFound
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job
-from conveyor.stores.base import JobQuery, NewJob
+from conveyor.stores.base import JobQuery, NewJob, inserted_job
 from conveyor.stores.postgres.changes import compile_change
 from conveyor.stores.postgres.rows import (
     decode_rows,
@@ -35,8 +35,12 @@ from conveyor.stores.postgres.rows import (
     utc,
 )
 from conveyor.stores.postgres.statements import (
+    COPY_HISTORY_TYPES,
+    COPY_JOB_TYPES,
     apply_params,
     check_caller_connection,
+    copies,
+    copy_rows,
     insert_params,
     list_statement,
 )
@@ -104,10 +108,30 @@ class AsyncPostgresStore:
             # several statements (links; a held key's holder read back, or DuplicateJob):
             # the sync store's own, in a thread
             return await asyncio.to_thread(self._sync.insert_jobs, jobs, actor=actor)
+        if copies(jobs):  # a large plain batch: by COPY, as the sync store sends it
+            created = await self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
+                                      transaction=True)
+            self._sync._listener.wake()
+            return [inserted_job(new, created, created) for new in jobs]
         params = insert_params(jobs, actor, self._sync._settings.channel)
         rows = await self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
         self._sync._listener.wake()
         return [row_to_job(r) for r in rows]
+
+    async def _copy(self, conn: AConn, jobs: Sequence[NewJob], actor: str) -> datetime:
+        """:meth:`PostgresStore._copy` over an async connection."""
+        job_rows, history_rows = copy_rows(jobs, actor)
+        async with conn.cursor() as cur:
+            for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
+                                       (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
+                async with cur.copy(sql.SQL(query)) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        await copy.write_row(row)
+        found = await _fetch(conn, _Q["copied"], {"channel": self._sync._settings.channel})
+        created = utc(found[0]["created_at"])
+        assert created is not None
+        return created
 
     async def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
                              actor: str = "") -> list[Job]:

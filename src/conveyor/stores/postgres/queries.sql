@@ -112,6 +112,23 @@ SELECT inserted.created_at,
        (extract(epoch FROM inserted.run_at - inserted.created_at) * 1000000)::bigint AS due_in_us
 FROM inserted CROSS JOIN notified;
 
+-- name: copy_jobs
+-- A large batch of plain jobs (no unique key, dependency, run_at or delay): the rows stream
+-- in binary by COPY, in input order (so seq follows it), in the caller's transaction with
+-- copy_history and copied. run_at, line_at, created_at and updated_at are left to their
+-- default, now(): the transaction's one clock, the same as insert_jobs gives them.
+COPY jobs (id, job_type, queue, priority, params, max_attempts, timeout, pause_timeout, backoff,
+           current_step, total_steps, checkpoint, requeued_from, trace, limit_key)
+FROM STDIN (FORMAT BINARY);
+
+-- name: copy_history
+COPY job_history (job_id, action, to_state, attempt, actor) FROM STDIN (FORMAT BINARY);
+
+-- name: copied
+-- After copy_jobs and copy_history: the clock they used, and the NOTIFY that wakes workers
+-- (delivered at commit, once for the whole batch).
+SELECT now() AS created_at, pg_notify(%(channel)s, '') AS sent;
+
 -- name: select_job
 SELECT * FROM jobs WHERE id = %(id)s;
 

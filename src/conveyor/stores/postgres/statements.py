@@ -22,6 +22,7 @@ from conveyor.stores.postgres.changes import aware
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.rows import utc
 
+_NO_PROGRESS = JobProgress()
 #: The states a job stops in, announced on the stop channel (what Conveyor.wait waits for).
 STOPS = sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
                                  JobState.PAUSED))
@@ -41,7 +42,7 @@ def _backoffs(jobs: Sequence[NewJob]) -> list[str]:
 
 def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str, Any]:
     """The ``insert_jobs`` parameters: one array per column, in input order."""
-    progress = [new.progress or JobProgress() for new in jobs]
+    progress = [new.progress or _NO_PROGRESS for new in jobs]
     return {
         "ids": [new.id for new in jobs],
         "job_types": [new.job_type for new in jobs],
@@ -85,7 +86,7 @@ def brief(insert_jobs: str) -> str:
 
 def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
     """The ``insert_job`` parameters (one job without a unique key)."""
-    progress = new.progress or JobProgress()
+    progress = new.progress or _NO_PROGRESS
     return {
         "id": new.id, "job_type": new.job_type, "queue": new.queue, "priority": new.priority,
         "params": new.params_json if new.params_json is not None
@@ -95,7 +96,8 @@ def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
         "timeout": new.timeout, "pause_timeout": new.pause_timeout,
         "backoff": new.backoff_json or payload.dumps(new.backoff),
         "current_step": progress.current_step, "total_steps": progress.total_steps,
-        "checkpoint": payload.dumps(progress.last_checkpoint or {}),
+        "checkpoint": (payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
+                       else "{}"),
         "requeued_from": new.requeued_from, "trace": new.trace, "limit_key": new.limit_key,
         "actor": actor, "channel": channel,
     }
@@ -110,6 +112,51 @@ def inserted_jobs(jobs: Sequence[NewJob], rows: Sequence[Mapping[str, Any]]) -> 
         out.append(inserted_job(new, created,
                                 created + timedelta(microseconds=row["due_in_us"])))
     return out
+
+
+#: From this many jobs on, a batch of plain jobs goes in by COPY (see :func:`copy_rows`); a
+#: smaller one is one ``insert_jobs`` statement (a COPY costs a few more round trips).
+COPY_FROM = 64
+#: The types psycopg sends ``copy_jobs``'s columns as. A jsonb column goes in jsonb's binary
+#: form, a version byte then the JSON text, which psycopg's text dumper (C code, in the
+#: connection's encoding) writes as it is; psycopg's own jsonb dumper would encode again.
+COPY_JOB_TYPES = ("text", "text", "text", "int4", "text", "int4", "float8", "float8", "text",
+                  "int8", "int8", "text", "text", "text", "text")
+COPY_HISTORY_TYPES = ("text", "text", "text", "int4", "text")
+_JSONB_V1 = "\x01"
+_EMPTY_JSONB = _JSONB_V1 + "{}"
+
+
+def copies(jobs: Sequence[NewJob]) -> bool:
+    """Whether ``jobs`` go in by COPY: a large batch whose every row is known without the
+    server's clock (no run_at or delay: those are computed from now()) and without reading
+    other rows (no unique key, no dependency)."""
+    return len(jobs) >= COPY_FROM and not any(
+        new.run_at is not None or new.delay is not None or new.unique_key is not None
+        or new.depends_on for new in jobs)
+
+
+def copy_rows(jobs: Sequence[NewJob], actor: str
+              ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of ``copy_jobs`` and ``copy_history``, in one pass; JSON already encoded by
+    the core is sent as it is."""
+    pending = JobState.PENDING.value
+    job_rows = []
+    history_rows = []
+    for new in jobs:
+        progress = new.progress or _NO_PROGRESS
+        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+        backoff = new.backoff_json or payload.dumps(new.backoff)
+        job_rows.append((
+            new.id, new.job_type, new.queue, new.priority,
+            _EMPTY_JSONB if params == "{}" else _JSONB_V1 + params, new.max_attempts,
+            new.timeout, new.pause_timeout,
+            _EMPTY_JSONB if backoff == "{}" else _JSONB_V1 + backoff,
+            progress.current_step, progress.total_steps,
+            _JSONB_V1 + payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
+            else _EMPTY_JSONB, new.requeued_from, new.trace, new.limit_key))
+        history_rows.append((new.id, "create", pending, 0, actor))
+    return job_rows, history_rows
 
 
 def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:

@@ -46,7 +46,7 @@ from conveyor.changes import (
 from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import JobQuery, NewJob, Signals
+from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
 from conveyor.stores.postgres.changes import (
     Params,
     assignments,
@@ -72,9 +72,13 @@ from conveyor.stores.postgres.rows import (
     utc,
 )
 from conveyor.stores.postgres.statements import (
+    COPY_HISTORY_TYPES,
+    COPY_JOB_TYPES,
     apply_params,
     brief,
     check_caller_connection,
+    copies,
+    copy_rows,
     insert_params,
     inserted_jobs,
     list_statement,
@@ -349,6 +353,11 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
                 one = one_job_params(jobs[0], actor, channel)
                 rows = self._run("insert a job",
                                  lambda c: _fetch(c, _Q["insert_job"], one, binary=True))
+            elif copies(jobs):
+                created = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
+                                    transaction=True)
+                self._listener.wake()
+                return [inserted_job(new, created, created) for new in jobs]
             else:
                 params = insert_params(jobs, actor, channel)
                 rows = self._run("insert jobs",
@@ -370,6 +379,24 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
                     raise
         self._listener.wake()
         return found
+
+    def _copy(self, conn: Conn, jobs: Sequence[NewJob], actor: str) -> datetime:
+        """COPY a batch of plain jobs and their history rows (in the caller's transaction),
+        then NOTIFY once; returns the clock their rows took. psycopg writes COPY rows in C,
+        where ``insert_jobs``'s arrays were dumped element by element in Python, and the
+        server stores them without unnesting arrays first."""
+        job_rows, history_rows = copy_rows(jobs, actor)
+        with conn.cursor() as cur:
+            for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
+                                       (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
+                with cur.copy(sql.SQL(query)) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        copy.write_row(row)
+        found = _fetch(conn, _Q["copied"], {"channel": self._settings.channel})
+        created = utc(found[0]["created_at"])
+        assert created is not None
+        return created
 
     def _insert_linked(self, conn: Conn, jobs: Sequence[NewJob],
                        params: dict[str, Any]) -> list[Job]:

@@ -81,7 +81,8 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
 
 def new_history_rows(jobs: Iterable[NewJob], now: float, actor: str) -> list[tuple[Any, ...]]:
     """The ``insert_history`` arguments of each new job's ``create`` row."""
-    return [(new.id, now, "create", None, JobState.PENDING.value, 0, actor, "") for new in jobs]
+    pending = JobState.PENDING.value  # once: an enum member is read through a descriptor
+    return [(new.id, now, "create", None, pending, 0, actor, "") for new in jobs]
 
 
 def decode_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:

@@ -269,8 +269,8 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         self.notify_work()
         created = ts(now)
         assert created is not None
-        # row[6] is run_at, as stored (the delay already added)
-        return [inserted_job(new, created, ts(row[6]) or created)
+        # row[6] is run_at, as stored (the delay already added); most are now
+        return [inserted_job(new, created, created if row[6] == now else ts(row[6]) or created)
                 for new, row in zip(jobs, rows, strict=True)]
 
     def _insert_keyed(self, jobs: Sequence[NewJob], rows: list[tuple[Any, ...]],
