@@ -13,7 +13,7 @@ from conveyor.changes import Lease
 from conveyor.engine import Engine
 from conveyor.events import JobCompleted, JobEvent
 from conveyor.lifecycle import JobState
-from conveyor.model import JobProgress
+from conveyor.model import JobError, JobProgress
 from conveyor.stores.base import Store
 from tests.contract.helpers import in_state, insert, lease_of, running
 
@@ -80,3 +80,26 @@ def test_one_claim_takes_many_jobs_in_order_each_under_its_own_lease(store: Stor
     for job in taken:
         assert [h.action for h in store.history(job.id)] == ["create", "start"]
     assert store.get_job(ids[4]).state is S.PENDING
+
+
+def test_a_batch_of_mixed_shapes_lands_each_change_and_fences_each_row(store: Store) -> None:
+    """Same-shaped completions are one statement on both stores; a fail and a completion with
+    steps beside them take their own path; a stale lease among them writes nothing."""
+    held = [running(store) for _ in range(4)]
+    failing = running(store)
+    changes = [transitions.complete(lease_of(held[0]), {"n": 0}, "w"),
+               transitions.fail(lease_of(failing), failing.id, JobError("E", "boom"),
+                                "raised", "w"),
+               transitions.complete(Lease(held[1].id, "stale", held[1].attempt), {"n": 1}, "w"),
+               transitions.complete(lease_of(held[2]), {"n": 2}, "w",
+                                    progress=JobProgress(2, 2)),
+               transitions.complete(lease_of(held[3]), {"n": 3}, "w")]
+    rows = store.apply_many(changes)
+    assert [None if row is None else (row.id, row.state) for row in rows] == [
+        (held[0].id, S.COMPLETED), (failing.id, S.FAILED), None,
+        (held[2].id, S.COMPLETED), (held[3].id, S.COMPLETED)]
+    assert [store.get_job(j.id).result for j in held] == [{"n": 0}, None, {"n": 2}, {"n": 3}]
+    assert store.get_job(held[1].id).lease_token == held[1].lease_token  # still running
+    for job, action in ((held[0], "complete"), (failing, "fail"), (held[1], "start"),
+                        (held[3], "complete")):
+        assert [h.action for h in store.history(job.id)][-1] == action

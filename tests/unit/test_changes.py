@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from conveyor import transitions
 from conveyor.changes import (
     CLAIM_ACTIONS,
     REQUEST_FLAGS,
@@ -23,9 +24,11 @@ from conveyor.changes import (
     ClaimStart,
     DbNow,
     FirstTime,
+    Lease,
 )
 from conveyor.lifecycle import JobState
-from conveyor.stores.sqlite.changes import compile_change
+from conveyor.stores.sqlite.changes import change_shape, compile_batch, compile_change
+from conveyor.stores.sqlite.store import _Q
 
 S = JobState
 
@@ -124,3 +127,23 @@ def test_no_store_imports_the_cores_policy() -> None:
 def test_the_vocabulary_of_changes_imports_no_store() -> None:
     source = resources.files("conveyor").joinpath("changes.py").read_text(encoding="utf-8")
     assert not [name for name in _imports(source) if name.startswith("conveyor.stores")]
+
+
+def test_sqlite_batches_same_shaped_changes_into_one_statement_reading_each_rows_values(
+) -> None:
+    changes = [transitions.complete(Lease(f"job-{n}", f"token-{n}", 7 + n), {"n": n}, "w")
+               for n in range(3)]
+    shaped = [change_shape(c, 100.0, {"result": str(n)}) for n, c in enumerate(changes)]
+    assert len({shape for shape, _ in shaped}) == 1
+    statement, args = compile_batch(_Q["apply_change_batch"], shaped[0][0],
+                                    [row for _, row in shaped])
+    head, values = statement.split("VALUES")
+    assert "?" not in head and values.count("?") == len(args) == 3 * len(shaped[0][1])
+    assert "lease_token = batch.column" in statement and "attempt = batch.column" in statement
+    width = len(shaped[0][1])
+    for n in range(3):  # each VALUES row carries its own job's id, token and attempt
+        row = args[n * width:(n + 1) * width]
+        assert {f"job-{n}", f"token-{n}", 7 + n, str(n)} <= set(row)
+        assert not {f"job-{m}" for m in range(3) if m != n} & set(row)
+    with pytest.raises(ValueError, match="placeholder"):
+        compile_batch(_Q["apply_change_batch"], shaped[0][0], [shaped[0][1][:-1]])

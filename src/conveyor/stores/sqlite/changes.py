@@ -9,6 +9,7 @@ so every timestamp one transaction writes is the same instant.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -118,6 +119,36 @@ def compile_change(template: str, change: Change, now: float,
     where, where_args = _guards(change, now)
     statement = template.format(sets=", ".join(sets), where=" AND ".join(where))
     return statement, [*set_args, *where_args]
+
+
+def change_shape(change: Change, now: float, json_values: Mapping[str, str | None]
+                 ) -> tuple[tuple[str, str], list[Any]]:
+    """``change``'s SET and WHERE clauses (its shape: the statement without its values) and
+    its arguments in placeholder order. Changes of one shape differ in their values only, so
+    a batch of them is one statement (:func:`compile_batch`)."""
+    sets, set_args = _assignments(change, now, json_values)
+    where, where_args = _guards(change, now)
+    return (", ".join(sets), " AND ".join(where)), [*set_args, *where_args]
+
+
+def compile_batch(template: str, shape: tuple[str, str],
+                  rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
+    """One UPDATE for several changes of one ``shape``: each row of arguments becomes a row of
+    a VALUES table, and each placeholder of the shape reads its column of that row, so every
+    job is still matched by its own id, lease token and attempt (a stale one matches nothing).
+
+    The clauses come from :func:`_assignments` and :func:`_guards` only, whose text holds a
+    ``?`` nowhere but as a placeholder.
+    """
+    width = len(rows[0])
+    if sum(part.count("?") for part in shape) != width or any(len(r) != width for r in rows):
+        raise ValueError("a batch's rows must fill every placeholder of its shape")
+    columns = iter(range(1, width + 1))
+    sets, where = [re.sub(r"\?", lambda _: f"batch.column{next(columns)}", part)
+                   for part in shape]
+    values = ", ".join([f"({marks(width)})"] * len(rows))
+    statement = template.format(sets=sets, values=values, where=where)
+    return statement, [arg for row in rows for arg in row]
 
 
 def compile_claim(template: str, change: Change, job_ids: Sequence[str],

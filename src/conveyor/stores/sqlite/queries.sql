@@ -80,6 +80,12 @@ seq < coalesce((SELECT seq FROM jobs WHERE id = ?), -1);
 -- One compare-and-set: sets and where come from the change compiler (changes.py).
 UPDATE jobs SET {sets} WHERE {where} RETURNING *;
 
+-- name: apply_change_batch
+-- Many compare-and-sets of one shape (changes.compile_batch): values holds one row per job, and
+-- sets and where read each job's own values from it (batch.column1, ...). RETURNING * gives the
+-- columns of jobs only, for the jobs that matched.
+UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *;
+
 -- name: claim_resumable
 -- The claim's candidates, by these four queries (any queue or one queue; resumable jobs, then
 -- pending ones). Each walks one partial index in claim order and stops at LIMIT. job_types:

@@ -45,7 +45,14 @@ from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
 from conveyor.stores.sqlfiles import load_migrations, load_queries
-from conveyor.stores.sqlite.changes import compile_change, compile_claim, encode_json, marks
+from conveyor.stores.sqlite.changes import (
+    change_shape,
+    compile_batch,
+    compile_change,
+    compile_claim,
+    encode_json,
+    marks,
+)
 from conveyor.stores.sqlite.config import (
     APPLICATION_ID,
     autocommits,
@@ -79,6 +86,8 @@ _Q = load_queries(_PACKAGE)
 _MIGRATIONS = load_migrations(_PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
 _BUSY_RETRY_SECONDS = 120.0
+#: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
+_BATCH_ROWS = 200
 T = TypeVar("T")
 
 
@@ -431,6 +440,40 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         ))
         return row
 
+    def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
+                     encoded: Sequence[dict[str, str | None]]) -> list[sqlite3.Row | None]:
+        """Each change's row (None: refused), changes of one shape written by one statement
+        (a worker's completions mostly share one): each row still fenced by its own guards,
+        its history row written in this transaction, in the order of ``changes``."""
+        shapes: dict[tuple[str, str], list[int]] = {}
+        args: list[list[Any]] = []
+        for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
+            shape, row_args = change_shape(change, now, json_values)
+            args.append(row_args)
+            if len(change.when) == 1:  # a known source state, for its history row
+                shapes.setdefault(shape, []).append(n)
+        done: list[sqlite3.Row | None] = [None] * len(changes)
+        alone = set(range(len(changes))) - {n for group in shapes.values() for n in group}
+        for shape, group in shapes.items():
+            if len(group) == 1:
+                alone.add(group[0])
+                continue
+            for start in range(0, len(group), _BATCH_ROWS):
+                part = group[start:start + _BATCH_ROWS]
+                statement, flat = compile_batch(_Q["apply_change_batch"], shape,
+                                                [args[n] for n in part])
+                landed = {row["id"]: row for row in conn.execute(statement, flat).fetchall()}
+                for n in part:
+                    done[n] = landed.get(changes[n].job_id)
+        for n in sorted(alone):
+            done[n] = self._apply_one(conn, changes[n], now, encoded[n])
+        conn.executemany(_Q["insert_history"], [
+            (change.job_id, now, change.action, next(iter(change.when)).value, row["state"],
+             row["attempt"], change.actor, change.reason)
+            for n, (change, row) in enumerate(zip(changes, done, strict=True))
+            if row is not None and n not in alone])
+        return done
+
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
               limit: int, lease_seconds: float) -> list[Job]:
@@ -449,8 +492,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
                     if column in JSON_COLUMNS} for c in finish]
         with self._write() as conn:
             now = self._clock()
-            done = [self._apply_one(conn, change, now, json_values)
-                    for change, json_values in zip(finish, encoded, strict=True)]
+            done = self._apply_batch(conn, finish, now, encoded)
             rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
                                    job_types, limit, now)
                     if limit > 0 and job_types else [])
