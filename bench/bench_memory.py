@@ -15,11 +15,10 @@ PostgreSQL commits would take an hour on the small machine this runs on.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from bench.common import table, write_sections
+from bench.common import bench_arguments, table, write_sections
 from bench.procs import NOOP, Target, opened, workers
 from conveyor import EnqueueRequest, JobState
 
@@ -59,10 +58,7 @@ def measure(marks: list[int]) -> list[tuple[int, float, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="stop at 100,000 jobs")
-    parser.add_argument("--docs", type=Path, help="rewrite this page's generated section")
+    parser = bench_arguments(__doc__, "stop at 100,000 jobs")
     parser.add_argument("--marks", help="jobs finished at which to read the RSS, e.g. 1000,5000")
     args = parser.parse_args()
     marks = ([int(m) for m in args.marks.split(",")] if args.marks

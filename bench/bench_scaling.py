@@ -16,14 +16,13 @@ printed with the table, since on a shared machine it moves every figure.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.bench_throughput import PG_ENV, throughput
-from bench.common import table, write_sections
+from bench.common import bench_arguments, table, write_sections
 from bench.procs import Target
 
 SLOTS = (1, 2, 4, 8, 16)
@@ -77,10 +76,7 @@ def plot(path: Path, slots: list[Curve], procs: list[Curve], note: str) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer jobs, for a fast look")
-    parser.add_argument("--docs", type=Path, help="rewrite this page's scaling section")
+    parser = bench_arguments(__doc__, "fewer jobs, for a fast look")
     parser.add_argument("--plot", type=Path, help="draw the PNG here (needs matplotlib)")
     args = parser.parse_args()
     jobs = {"SQLite": 2000 if args.quick else 5000, "PostgreSQL": 300 if args.quick else 1000}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import statistics
 import time
@@ -68,3 +69,12 @@ def write_sections(path: Path, sections: dict[str, str]) -> None:
         text = (text[:match.start()] + match.group(1) + body.strip() + "\n" + match.group(2)
                 + text[match.end():])
     path.write_text(text)
+
+
+def bench_arguments(doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """Every benchmark's two options: ``--quick`` (saying what it shortens) and ``--docs``."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--docs", type=Path, help="rewrite this page's generated sections")
+    return parser
