@@ -7,6 +7,7 @@ many frames were copied back into the database (``nBackfill``, offset 96), nativ
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import threading
@@ -92,6 +93,16 @@ def test_close_ends_the_thread_and_its_connection(store: SQLiteStore) -> None:
     # the store's connection was the file's last one: SQLite removed the WAL as it closed
     assert not Path(store.path + "-wal").exists()
     assert "conveyor-sqlite-checkpoint" not in [t.name for t in threading.enumerate()]
+
+
+def test_a_store_dropped_without_close_stops_its_thread(db_url: str) -> None:
+    store = SQLiteStore(db_url)
+    store.migrate()
+    thread = _checkpointer(store)._thread
+    assert thread is not None and thread.is_alive()
+    del store
+    gc.collect()
+    assert not thread.is_alive()
 
 
 def test_a_forked_child_uses_the_store_with_a_thread_of_its_own(store: SQLiteStore) -> None:

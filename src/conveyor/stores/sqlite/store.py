@@ -19,6 +19,7 @@ import dataclasses
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,8 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         self._conn = self._connect(busy_timeout_ms)
         self._checkpoints = (None if self.path == ":memory:"
                              else Checkpointer(self.path, busy_timeout_ms))
+        if self._checkpoints is not None:  # a store dropped unclosed leaves no thread behind
+            weakref.finalize(self, self._checkpoints.close)
 
     # -- connection and schema -------------------------------------------------------------
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
