@@ -84,6 +84,21 @@ def test_the_thread_copies_the_wal_back_and_the_next_commit_restarts_it(
     assert _checkpointer(store).last is not None
 
 
+def test_a_pass_moves_neither_signal_that_wakes_idle_workers(
+        store: SQLiteStore, db_url: str) -> None:
+    """A worker's commit watch (wake.py) wakes on a write to the -wal file that moves its
+    connection's data_version: a checkpoint by another connection must do neither."""
+    watcher = SQLiteStore(db_url)
+    try:
+        _enqueue(store, 5)
+        version, wal = watcher._data_version(), Path(store.path + "-wal").stat().st_mtime_ns
+        _wait_backfilled(store)
+        assert watcher._data_version() == version
+        assert Path(store.path + "-wal").stat().st_mtime_ns == wal
+    finally:
+        watcher.close()
+
+
 def test_close_ends_the_thread_and_its_connection(store: SQLiteStore) -> None:
     _enqueue(store, 3)
     thread = _checkpointer(store)._thread
