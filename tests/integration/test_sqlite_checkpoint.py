@@ -84,6 +84,29 @@ def test_the_thread_copies_the_wal_back_and_the_next_commit_restarts_it(
     assert _checkpointer(store).last is not None
 
 
+def test_under_full_a_short_pass_holding_the_write_lock_copies_what_came_during_the_pass(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So that the next commit starts the WAL over: a growing WAL slows every FULL commit."""
+    monkeypatch.setattr(checkpoint_module, "DELAY_SECONDS", 0.01)
+    store = SQLiteStore(db_url + "?synchronous=full")
+    try:
+        store.migrate()
+        _wait_backfilled(store)
+        ckpt = _checkpointer(store)
+        passes = ckpt.passes
+        with store._lock:  # what a commit holds: the catching-up pass waits for it
+            _enqueue(store, 3)
+            assert ckpt.wait_passes(passes + 1, timeout=30)
+            assert not ckpt.wait_passes(passes + 2, timeout=0.3)
+        assert ckpt.wait_passes(passes + 2, timeout=30)
+        frames, copied = _wal(store)
+        assert frames == copied
+        _enqueue(store, 1)
+        assert _wal(store)[0] < frames  # started over
+    finally:
+        store.close()
+
+
 def test_a_pass_moves_neither_signal_that_wakes_idle_workers(
         store: SQLiteStore, db_url: str) -> None:
     """A worker's commit watch (wake.py) wakes on a write to the -wal file that moves its

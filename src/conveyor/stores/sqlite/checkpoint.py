@@ -60,9 +60,11 @@ class Checkpointer:
     commit is made. :meth:`close` stops it, and it closes its connection before it ends.
     """
 
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int,
+                 writes: threading.RLock | None = None) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
+        self._writes = writes  # see _catch_up
         self._fresh()
 
     def _fresh(self) -> None:
@@ -127,6 +129,8 @@ class Checkpointer:
             failures = 0
             while self._next_pass(retry=failures > 0):
                 complete = self._checkpoint(conn)
+                if complete and self._writes is not None:
+                    complete = self._catch_up(conn)
                 failures = 0 if complete or failures >= RETRIES else failures + 1
         finally:
             with self._cond:
@@ -156,6 +160,20 @@ class Checkpointer:
                                 DELAY_SECONDS)
             self._commits = 0
             return not self._stopped
+
+    def _catch_up(self, conn: sqlite3.Connection) -> bool:
+        """Copy what was committed during the pass, holding the store's write lock, so that
+        its next commit finds the WAL copied and starts it over instead of growing it.
+
+        Given only under ``synchronous=FULL``, where every commit already synced its frames:
+        this short pass then syncs only the few pages it copies into the database file. A
+        WAL that keeps growing costs FULL dearly, every commit's sync extending the file.
+        """
+        assert self._writes is not None
+        with self._writes:
+            if self._stopped:
+                return True
+            return self._checkpoint(conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> bool:
         """One PASSIVE pass; whether it copied every frame of the WAL."""

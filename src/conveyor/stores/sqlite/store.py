@@ -106,8 +106,8 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         self._watchers: list[Callable[[], None]] = []  # watch_job's: any foreign commit
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
-        self._checkpoints = (None if self.path == ":memory:"
-                             else Checkpointer(self.path, busy_timeout_ms))
+        self._checkpoints = (None if self.path == ":memory:" else Checkpointer(
+            self.path, busy_timeout_ms, self._lock if self.synchronous == "FULL" else None))
         if self._checkpoints is not None:  # a store dropped unclosed leaves no thread behind
             weakref.finalize(self, self._checkpoints.close)
 
@@ -191,11 +191,13 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             conn.execute(_Q["set_application_id"].format(application_id=int(APPLICATION_ID)))
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            # first, and outside the lock its thread may wait for: the store's close then
+            # ends the WAL as the file's last connection
+            self._checkpoints.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
-                if self._checkpoints is not None:
-                    self._checkpoints.close()  # first: the store's close then ends the WAL
                 self._conn.close()
                 if self._watch is not None:
                     self._watch.close()
