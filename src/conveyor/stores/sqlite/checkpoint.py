@@ -60,11 +60,11 @@ class Checkpointer:
     commit is made. :meth:`close` stops it, and it closes its connection before it ends.
     """
 
-    def __init__(self, path: str, busy_timeout_ms: int,
-                 writes: threading.RLock | None = None) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int, writes: threading.RLock, *,
+                 full: bool) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._writes = writes  # see _catch_up
+        self._writes, self._full = writes, full  # the store's write lock and FULL: _catch_up
         self._fresh()
 
     def _fresh(self) -> None:
@@ -129,7 +129,8 @@ class Checkpointer:
             failures = 0
             while self._next_pass(retry=failures > 0):
                 complete = self._checkpoint(conn)
-                if complete and self._writes is not None:
+                if complete and self.last is not None and (
+                        self._full or self.last[1] >= BACKSTOP_PAGES):
                     complete = self._catch_up(conn)
                 failures = 0 if complete or failures >= RETRIES else failures + 1
         finally:
@@ -165,11 +166,13 @@ class Checkpointer:
         """Copy what was committed during the pass, holding the store's write lock, so that
         its next commit finds the WAL copied and starts it over instead of growing it.
 
-        Given only under ``synchronous=FULL``, where every commit already synced its frames:
-        this short pass then syncs only the few pages it copies into the database file. A
-        WAL that keeps growing costs FULL dearly, every commit's sync extending the file.
+        After every pass under ``synchronous=FULL``, where every commit already synced its
+        frames: this short pass then syncs only the few pages it copies into the database
+        file, and a WAL that keeps growing costs FULL dearly, every commit's sync extending
+        the file. Under NORMAL only once the WAL is past the backstop: it syncs the WAL too,
+        as the backstop's commit would, which (while passes follow each other closely under
+        a stream of commits) would otherwise mostly find this thread busy and let the WAL grow.
         """
-        assert self._writes is not None
         with self._writes:
             if self._stopped:
                 return True

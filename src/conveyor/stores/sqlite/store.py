@@ -107,7 +107,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
         self._checkpoints = (None if self.path == ":memory:" else Checkpointer(
-            self.path, busy_timeout_ms, self._lock if self.synchronous == "FULL" else None))
+            self.path, busy_timeout_ms, self._lock, full=self.synchronous == "FULL"))
         if self._checkpoints is not None:  # a store dropped unclosed leaves no thread behind
             weakref.finalize(self, self._checkpoints.close)
 
