@@ -18,7 +18,8 @@ should this thread fall behind or be missing (it could not open its connection),
 still cannot grow much past 40 MiB before a commit checkpoints it as before. While
 commits come back to back, the WAL is only rewritten from its start once a checkpoint has
 caught up before the next commit begins, which a stream of commits rarely leaves time for:
-then the backstop's commit does it, with little left to copy.
+so past the backstop (and under FULL always) a short pass under the store's write lock
+catches up (``_catch_up``).
 """
 
 from __future__ import annotations
