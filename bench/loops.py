@@ -193,6 +193,8 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     store = SQLiteStore(url)
     store.migrate()
     conn = store._conn
+    checkpoints = store._checkpoints  # told of each commit, as enqueue()'s commits tell it
+    assert checkpoints is not None
     one = [(new_job_rows([n], time.time()), new_history_rows([n], time.time(), "api"))
            for n in _new_jobs(jobs)]
     started = time.perf_counter()
@@ -201,6 +203,7 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
         conn.execute(_Q["insert_job"], rows[0])
         conn.execute(_Q["insert_history"], history[0])
         conn.execute("COMMIT")
+        checkpoints.committed()
     single = jobs / (time.perf_counter() - started)
     batch = _new_jobs(bulk)
     rows, history = new_job_rows(batch, time.time()), new_history_rows(batch, time.time(), "api")

@@ -6,6 +6,8 @@ Why it is built this way:
 - Every write transaction starts with ``BEGIN IMMEDIATE``, taking the write lock up front, so a
   transaction never fails half-way on a lock upgrade. Busy waits are absorbed by the busy
   timeout and then by our own retry loop, so no caller ever sees "database is locked".
+- Commits do not checkpoint the WAL: a thread per store does (``checkpoint.py``), so that no
+  commit waits for a copy and two fsyncs every few dozen commits.
 - The database's clock is this machine's clock (every process sharing the file shares it). It
   is injectable so that tests move time instead of sleeping.
 """
@@ -17,6 +19,7 @@ import dataclasses
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +56,7 @@ from conveyor.stores.sqlite.changes import (
     encode_json,
     marks,
 )
+from conveyor.stores.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from conveyor.stores.sqlite.config import (
     APPLICATION_ID,
     autocommits,
@@ -80,8 +84,6 @@ from conveyor.stores.sqlite.rows import (
 from conveyor.stores.sqlite.wake import CommitWatch
 
 _PACKAGE = "conveyor.stores.sqlite"
-#: A worker's checkpoint interval in WAL pages (SQLite's default is 1,000).
-WORKER_CHECKPOINT_PAGES = 10_000
 _Q = load_queries(_PACKAGE)
 _MIGRATIONS = load_migrations(_PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
@@ -110,10 +112,13 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         self._work_seq = 0
         self._foreign_seq = self._foreign_waited = 0  # commits by other connections
         self._watch: CommitWatch | None = None
-        self._worker_wal = False
         self._watchers: list[Callable[[], None]] = []  # watch_job's: any foreign commit
         self._closed = False
         self._conn = self._connect(busy_timeout_ms)
+        self._checkpoints = (None if self.path == ":memory:" else Checkpointer(
+            self.path, busy_timeout_ms, self._lock, full=self.synchronous == "FULL"))
+        if self._checkpoints is not None:  # a store dropped unclosed leaves no thread behind
+            weakref.finalize(self, self._checkpoints.close)
 
     # -- connection and schema -------------------------------------------------------------
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -137,6 +142,8 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             self._retry_busy(lambda: self._check_foreign(opened))
             if self.path != ":memory:":
                 self._retry_busy(lambda: opened.execute("PRAGMA journal_mode = WAL"))
+                # a backstop only: the Checkpointer's thread checkpoints (checkpoint.py)
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # a whitelisted word
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA recursive_triggers = ON")  # dependents' cascade
@@ -193,6 +200,10 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             conn.execute(_Q["set_application_id"].format(application_id=int(APPLICATION_ID)))
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            # first, and outside the lock its thread may wait for: the store's close then
+            # ends the WAL as the file's last connection
+            self._checkpoints.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -218,26 +229,8 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
                 self._rollback()
                 raise
             self._retry_busy(lambda: self._conn.execute("COMMIT"))
-
-    def _checkpoint_less_often(self) -> None:
-        """A worker's connection checkpoints every ``WORKER_CHECKPOINT_PAGES`` of WAL, not
-        SQLite's 1,000.
-
-        A checkpoint copies each page changed since the last one back into the database file
-        once, however often it changed, then syncs the file; a worker's commits change the
-        same few index pages over and over, so checkpointing ten times less often copies
-        about ten times less and syncs ten times less (measured: a quarter off a claim's or
-        a completion's commit on no-op jobs). The price is a WAL file of up to about
-        40 MiB beside the database, reused, not grown further.
-
-        Only with ``synchronous=FULL``, where every commit is synced anyway. Under NORMAL the
-        checkpoint is the WAL's only sync, so rarer checkpoints would widen what a power
-        failure can take back, and that window stays as SQLite sets it.
-        """
-        with self._lock:
-            self._worker_wal = True
-            if self.synchronous == "FULL" and not self._closed:
-                self._conn.execute(f"PRAGMA wal_autocheckpoint = {WORKER_CHECKPOINT_PAGES}")
+            if self._checkpoints is not None:
+                self._checkpoints.committed()
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -486,8 +479,6 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         distinct_jobs(finish)
         if not finish and (limit <= 0 or not job_types):
             return [], []
-        if limit > 0 and not self._worker_wal:
-            self._checkpoint_less_often()  # only a worker claims
         encoded = [{column: encode_json(column, value) for column, value in c.values.items()
                     if column in JSON_COLUMNS} for c in finish]
         with self._write() as conn:
