@@ -21,6 +21,7 @@ from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.stores.base import NewJob
 from conveyor.stores.sqlite import SQLiteStore
+from conveyor.stores.sqlite.store import _Q
 
 FILL = """
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
@@ -66,10 +67,10 @@ def main() -> None:
             started = time.perf_counter()
             store = build(path, size, args.ops + 10)
             fill = time.perf_counter() - started
+            # the store's own claim query (not a copy of it, which drifts from it)
             plan = sqlite3.connect(path).execute(
-                "EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_pending_any WHERE "
-                "state = 'pending' AND run_at <= 0 AND job_type IN ('bench') "
-                "ORDER BY priority DESC, run_at, seq LIMIT 1").fetchall()
+                "EXPLAIN QUERY PLAN " + _Q["claim_pending"].format(job_types="?"),
+                (0, "bench", 1)).fetchall()
             samples = timed(partial(claim_and_complete, store), args.ops)
             store.close()
             med = median(samples)
