@@ -11,7 +11,7 @@ from conveyor import Conveyor, JobState
 from tests.conftest import app_on
 
 from .cli_helpers import run_cli
-from .web_helpers import BEARER, READ_BEARER, AsgiClient, make_web, register_types
+from .web_helpers import BEARER, READ_BEARER, AsgiClient, register_types, web_client
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -23,9 +23,8 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conveyor]:
 
 @pytest.fixture
 def client(app: Conveyor) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    yield c
-    c.close()
+    with web_client(app) as c:
+        yield c
 
 
 def found(client: AsgiClient, query: str) -> set[str]:

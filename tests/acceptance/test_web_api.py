@@ -21,6 +21,7 @@ from .web_helpers import (
     register_types,
     running_worker,
     wait_until,
+    web_client,
 )
 
 
@@ -36,9 +37,8 @@ def stepper(app: Conveyor) -> Stepper:
 
 @pytest.fixture
 def client(app: Conveyor, stepper: Stepper) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    yield c
-    c.close()
+    with web_client(app) as c:
+        yield c
 
 
 def enqueue(client: AsgiClient, job_type: str = "test.add", **body: object) -> dict[str, Any]:

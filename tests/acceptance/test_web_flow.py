@@ -8,21 +8,18 @@ import pytest
 
 from conveyor import Conveyor
 
-from .web_helpers import BEARER, READ_TOKEN, TOKEN, AsgiClient, make_web, register_types
+from .web_helpers import BEARER, READ_TOKEN, TOKEN, AsgiClient, typed_app, web_client
 
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture
 def client(app: Conveyor) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    yield c
-    c.close()
+    with web_client(app) as c:
+        yield c
 
 
 def test_a_held_unique_key_answers_200_with_the_holder_or_409(client: AsgiClient) -> None:

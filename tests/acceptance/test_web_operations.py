@@ -21,22 +21,21 @@ from .web_helpers import (
     logged_in,
     make_web,
     register_types,
+    typed_app,
     wait_until,
+    web_client,
 )
 
 
 @pytest.fixture
 def app(make_app: Callable[..., Conveyor]) -> Conveyor:
-    app = make_app()
-    register_types(app)
-    return app
+    return typed_app(make_app)
 
 
 @pytest.fixture
 def client(app: Conveyor) -> Iterator[AsgiClient]:
-    c = AsgiClient(make_web(app))
-    yield c
-    c.close()
+    with web_client(app) as c:
+        yield c
 
 
 def test_probes_answer_without_a_token_and_nothing_else_does(client: AsgiClient) -> None:

@@ -152,14 +152,21 @@ def typed_app(make_app: Callable[..., Conveyor]) -> Conveyor:
 
 
 @contextlib.contextmanager
-def logged_in(app: Conveyor) -> Iterator[AsgiClient]:
-    """An in-process client of ``app``'s dashboard, logged in with the admin token."""
+def web_client(app: Conveyor) -> Iterator[AsgiClient]:
+    """An in-process client of ``app``'s HTTP API and dashboard, closed on exit."""
     client = AsgiClient(make_web(app))
     try:
-        assert client.get(f"/login?token={TOKEN}").status_code == 303
         yield client
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def logged_in(app: Conveyor) -> Iterator[AsgiClient]:
+    """An in-process client of ``app``'s dashboard, logged in with the admin token."""
+    with web_client(app) as client:
+        assert client.get(f"/login?token={TOKEN}").status_code == 303
+        yield client
 
 
 @contextlib.contextmanager
