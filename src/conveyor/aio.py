@@ -38,7 +38,7 @@ from conveyor.decisions import (
     start_decision,
     verb_decision,
 )
-from conveyor.engine import RACE_RETRIES, Decide
+from conveyor.engine import RACE_RETRIES, Decide, ended_with_dependents
 from conveyor.errors import ConveyorError, JobNotFound, WaitTimeout
 from conveyor.events import JobEvent, Subscriber
 from conveyor.filters import Search
@@ -373,7 +373,7 @@ class AsyncConveyor:
             except ChangeRefused:
                 continue  # the job moved under us: decide again on its fresh state
             announced = self.app.engine.announce(changes, rows, before=job)
-            if any(row is not None and row.has_dependents and row.is_terminal for row in rows):
+            if ended_with_dependents(rows):
                 # what the dependency triggers did to dependents, announced as the sync app does
                 await asyncio.to_thread(self.app.engine.dependents_moved, rows)
             return announced

@@ -260,8 +260,7 @@ class Engine:
         schema's triggers did to its dependents in the same transaction: each one cancelled
         by it (and theirs, in turn) gets its JobCancelled; waiting workers are told to look
         when one became claimable. Costs nothing for jobs without dependents."""
-        ended = [job for job in rows if job is not None and job.has_dependents
-                 and job.is_terminal]
+        ended = ended_with_dependents(rows)
         released = False
         while ended:
             upstream = ended.pop()
@@ -333,3 +332,9 @@ class Engine:
 def engine_of(source: Engine | HasEngine) -> Engine:
     """The engine itself, or the one an app carries (``Worker(app)``, ``reap(app)``)."""
     return source if isinstance(source, Engine) else source.engine
+
+
+def ended_with_dependents(rows: Sequence[Job | None]) -> builtins.list[Job]:
+    """The jobs among ``rows`` that just stopped and have dependents: only these can have
+    moved other jobs (through the schema's triggers), so only these need a look."""
+    return [job for job in rows if job is not None and job.has_dependents and job.is_terminal]
