@@ -256,6 +256,16 @@
   // One read at a time; a change that arrives while one is in flight asks for another after
   // it. A read rendered before the newest change shown (older data-updated-at, as when the
   // server was slow to answer) is not swapped in: it is read again, a few times at most.
+  // One element of a page this server renders (and escaped), or null when it could not be read.
+  function readFragment(path, selector) {
+    return fetch(prefix + path, {credentials: "same-origin"})
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (text) {
+        return text ? new DOMParser().parseFromString(text, "text/html").querySelector(selector)
+          : null;
+      });
+  }
+
   var refreshing = false;
   var refreshAgain = false;
   function refreshJobPage(jobId, tries) {
@@ -266,12 +276,8 @@
     refreshing = true;
     refreshAgain = false;
     var stale = false;
-    fetch(prefix + "/jobs/" + encodeURIComponent(jobId), {credentials: "same-origin"})
-      .then(function (response) { return response.ok ? response.text() : null; })
-      .then(function (text) {
-        if (!text) return;
-        var doc = new DOMParser().parseFromString(text, "text/html");
-        var fresh = doc.getElementById("job");
+    readFragment("/jobs/" + encodeURIComponent(jobId), "#job")
+      .then(function (fresh) {
         var current = document.getElementById("job");
         if (!fresh || !current) return;
         var key = timeKey(fresh.getAttribute("data-updated-at"));
@@ -462,12 +468,8 @@
         refreshOverview();
         return;
       }
-      fetch(prefix + "/overview", {credentials: "same-origin"})
-        .then(function (response) { return response.ok ? response.text() : null; })
-        .then(function (text) {
-          if (!text) return;
-          var doc = new DOMParser().parseFromString(text, "text/html");
-          var fresh = doc.querySelector("section.overview");
+      readFragment("/overview", "section.overview")
+        .then(function (fresh) {
           var current = document.querySelector("section.overview");
           if (fresh && current) current.replaceWith(document.importNode(fresh, true));
         })
