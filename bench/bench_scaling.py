@@ -38,8 +38,9 @@ def load_average() -> str:
 
 def sweep(target: Target, jobs: int) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """jobs/s of one process at each slot count, and of each process count at one slot."""
-    by_slots = [(slots, throughput(target, 1, slots, jobs)) for slots in SLOTS]
-    by_procs = [(procs, throughput(target, procs, 1, jobs)) for procs in PROCESSES]
+    by_slots = [(slots, throughput(target, 1, slots, jobs).per_second) for slots in SLOTS]
+    by_procs = [(procs, throughput(target, procs, 1, jobs).per_second)
+                for procs in PROCESSES]
     return by_slots, by_procs
 
 

@@ -26,6 +26,7 @@ Speeds depend on the machine; compare the ratios within one run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import tempfile
@@ -54,19 +55,32 @@ class Sizes:
     idle_seconds: float
 
 
+@dataclass
+class Rate:
+    """A throughput run: jobs/s, and the CPU its worker processes spent per job (µs), which
+    a loaded machine disturbs far less than wall time (``nan`` for the process pool, whose
+    children's CPU is not counted)."""
+
+    per_second: float
+    cpu_us: float = math.nan
+
+
 def throughput(target: Target, processes: int, slots: int, jobs: int,
-               pool: str = "thread") -> float:
+               pool: str = "thread") -> Rate:
+    cpu = math.nan
     with opened(target) as app:
         if pool == "process":
             ids = warm_process_pool(app, slots, jobs)
         else:
             ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
-            with workers(app, processes, slots, idle=False):
+            with workers(app, processes, slots, idle=False) as pids:
+                before = sum(cpu_seconds(pid) for pid in pids)
                 wait_done(app, jobs)
+                cpu = (sum(cpu_seconds(pid) for pid in pids) - before) / jobs * 1e6
         done = app.store.get_jobs(ids)
     first = min(j.started_at for j in done if j.started_at is not None)
     last = max(j.finished_at for j in done if j.finished_at is not None)
-    return jobs / (last - first).total_seconds()
+    return Rate(jobs / (last - first).total_seconds(), cpu)
 
 
 def warm_process_pool(app: Conveyor, slots: int, jobs: int) -> list[str]:
@@ -140,6 +154,10 @@ def sqlite_wake() -> str:
         probe.parent.rmdir()
 
 
+def cpu_cell(us: float) -> str:
+    return "-" if math.isnan(us) else f"{us:,.0f}"
+
+
 def ratio(ours: float, limit: float) -> str:
     return f"{ours / limit:.0%}"
 
@@ -160,16 +178,14 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
                                                     sizes.jobs, 4)
         what = ("one row per transaction, SKIP LOCKED, 4 connections", "the same loop")
         insert = loops.pg_enqueue(target.pg_url, target.new_schema(), sizes.single)
-    one_x_4 = throughput(target, 1, 4, sizes.jobs)
-    four_x_1 = throughput(target, 4, 1, sizes.jobs)
-    pooled = throughput(target, 1, 4, sizes.jobs, pool="process")
+    runs = [("1 process x 4 slots", throughput(target, 1, 4, sizes.jobs), what[0], limit_1),
+            ("4 processes x 1 slot", throughput(target, 4, 1, sizes.jobs), what[1], limit_4),
+            ("1 process x 4 slots, --pool process",
+             throughput(target, 1, 4, sizes.jobs, pool="process"), what[0], limit_1)]
     sections["throughput"] += [
-        (name, "1 process x 4 slots", f"{one_x_4:,.0f}", what[0], f"{limit_1:,.0f}",
-         ratio(one_x_4, limit_1)),
-        (name, "4 processes x 1 slot", f"{four_x_1:,.0f}", what[1], f"{limit_4:,.0f}",
-         ratio(four_x_1, limit_4)),
-        (name, "1 process x 4 slots, --pool process", f"{pooled:,.0f}", what[0],
-         f"{limit_1:,.0f}", ratio(pooled, limit_1))]
+        (name, label, f"{rate.per_second:,.0f}", cpu_cell(rate.cpu_us), loop, f"{limit:,.0f}",
+         ratio(rate.per_second, limit)) for label, rate, loop, limit in runs]
+    one_x_4 = runs[0][1].per_second
     samples = pickup(target, sizes.probes)
     wake = "LISTEN/NOTIFY" if target.pg_url else sqlite_wake()
     sections["latency"].append((name, wake, len(samples), f"{median(samples) * 1e3:.1f}",
@@ -200,7 +216,7 @@ def sqlite_full(sizes: Sizes) -> tuple[object, ...]:
         limit = loops.sqlite_claim_complete(target.folder, sizes.jobs, 1, "FULL")
         insert = loops.sqlite_enqueue(target.folder, sizes.single * 2, "FULL")
         try:
-            one_x_4 = f"{throughput(target, 1, 4, sizes.jobs):,.0f}"
+            one_x_4 = f"{throughput(target, 1, 4, sizes.jobs).per_second:,.0f}"
             one = f"{enqueue_one(target, sizes.single):,.0f}"
         except ConfigurationError:
             one_x_4 = one = "n/a (no ?synchronous= option)"
@@ -238,8 +254,8 @@ def main() -> None:
         "throughput": table(
             f"Throughput, no-op jobs enqueued first ({sizes.jobs:,} on SQLite, "
             f"{sizes.pg_jobs:,} on PostgreSQL; jobs/s)",
-            ["store", "conveyor", "jobs/s", "hand-written loop", "loop jobs/s",
-             "conveyor / loop"], rows["throughput"]),
+            ["store", "conveyor", "jobs/s", "worker CPU µs per job", "hand-written loop",
+             "loop jobs/s", "conveyor / loop"], rows["throughput"]),
         "latency": table(
             "Pickup latency, enqueue in this process -> started_at in an idle worker process",
             ["store", "wake-up", "jobs", "p50 ms", "p99 ms", "max ms"], rows["latency"]),
