@@ -37,8 +37,8 @@ SELECT :prefix || i, 'bench', 'default', :state, '{}', :at, :at, 86400, :at, :at
 FROM n
 """
 HISTORY = """
-INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt)
-SELECT id, finished_at, a.action, a.from_state, a.to_state, 0 FROM jobs,
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt)
+SELECT seq, id, finished_at, a.action, a.from_state, a.to_state, 0 FROM jobs,
     (SELECT 'create' AS action, NULL AS from_state, 'pending' AS to_state
      UNION ALL SELECT 'start', 'pending', 'running'
      UNION ALL SELECT 'complete', 'running', 'completed') a

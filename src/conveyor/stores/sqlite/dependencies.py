@@ -23,9 +23,10 @@ _WAIT = "UPDATE jobs SET waiting_on = ?, on_dependency_failure = ? WHERE id = ? 
 _CANCEL = """UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,
                              on_dependency_failure = ?
 WHERE id = ? RETURNING *"""
-_HISTORY = """INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor,
-                                       reason)
-VALUES (?, ?, 'cancel', 'pending', 'cancelled', 0, 'conveyor', ?)"""
+_HISTORY = """INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt,
+                                       actor, reason)
+VALUES ((SELECT seq FROM jobs WHERE id = ?1), ?1, ?2, 'cancel', 'pending', 'cancelled', 0,
+        'conveyor', ?3)"""
 _UPSTREAM = """SELECT jobs.* FROM job_dependencies d JOIN jobs ON jobs.id = d.depends_on
 WHERE d.job_id = ? ORDER BY jobs.seq"""
 _DOWNSTREAM = """SELECT jobs.* FROM job_dependencies d JOIN jobs ON jobs.id = d.job_id

@@ -5,11 +5,16 @@ SELECT * FROM jobs WHERE id = ?;
 SELECT state, attempt FROM jobs WHERE id = ?;
 
 -- name: insert_history
-INSERT INTO job_history (job_id, at, action, from_state, to_state, attempt, actor, reason)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+-- Arguments: job_id, at, action, from_state, to_state, attempt, actor, reason. The row is
+-- keyed by its job's seq (job_history_job), looked up from the job's id.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+VALUES ((SELECT seq FROM jobs WHERE id = ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
 
 -- name: select_history
-SELECT * FROM job_history WHERE job_id = ? ORDER BY id;
+-- (job_id too: a row left by a job deleted with foreign keys off never shows under another)
+SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND job_id = ?1
+ORDER BY id;
 
 -- name: count_by_state
 SELECT state, count(*) AS n FROM jobs GROUP BY state;

@@ -189,6 +189,17 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             return int(self._conn.execute(_Q["schema_version"]).fetchone()[0])
 
     def migrate(self) -> None:
+        # Foreign keys are off while migrating: a migration that rebuilds a table (0009) drops
+        # the old one, which would otherwise cascade to every row referring to it. The pragma
+        # does nothing inside a transaction, hence around it.
+        with self._lock:
+            self._conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                self._migrate()
+            finally:
+                self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate(self) -> None:
         with self._write() as conn:
             current = conn.execute(_Q["schema_version"]).fetchone()[0]
             for version, _name, sql in _MIGRATIONS:

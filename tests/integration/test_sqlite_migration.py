@@ -1,0 +1,139 @@
+"""SQLite: a database written by the schema before the "pages" migration (history keyed by the
+job's id, AUTOINCREMENT tables) migrates with its jobs, history, dependencies and logs intact,
+and everything keeps working on it: claims, the dependency triggers, history reads, the
+cascades that delete a job's rows.
+
+The old database is built by this store's own code, with the migrations and the two history
+statements as they were before that migration (patched in); the version is found by the
+migration's name, never written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from conveyor import transitions
+from conveyor.changes import Lease
+from conveyor.lifecycle import JobState
+from conveyor.model import HistoryEntry, Job
+from conveyor.stores.base import NewJob, NewLogLine
+from conveyor.stores.sqlite import SQLiteStore
+from conveyor.stores.sqlite import store as store_module
+
+_OLD_QUERIES = {
+    "insert_history": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
+                      "attempt, actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "select_history": "SELECT * FROM job_history WHERE job_id = ? ORDER BY id",
+}
+_IDS = ["j0", "j1", "j2", "j3", "down", "keyed"]
+
+
+@contextlib.contextmanager
+def _old_store(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SQLiteStore]:
+    """A store at the version before the migration, running the statements of then."""
+    names = [name for _, name, _ in store_module._MIGRATIONS]
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "_MIGRATIONS",
+                      store_module._MIGRATIONS[:names.index("pages")])
+        for name, sql in _OLD_QUERIES.items():
+            patch.setitem(store_module._Q, name, sql)
+        store = SQLiteStore(db_url)
+        try:
+            store.migrate()
+            yield store
+        finally:
+            store.close()
+
+
+def _complete(store: SQLiteStore, job: Job) -> None:
+    assert job.lease_token is not None
+    store.apply([transitions.complete(Lease(job.id, job.lease_token, job.attempt), "ok", "w")])
+
+
+def _sql(store: SQLiteStore, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(store.path) as conn:
+        return [tuple(row) for row in conn.execute(query)]
+
+
+def _fill(old: SQLiteStore) -> tuple[Job, dict[str, Job], dict[str, list[HistoryEntry]]]:
+    """Pending, running and completed jobs, a dependency, a unique key, a log line."""
+    assert "AUTOINCREMENT" in str(_sql(old, "SELECT sql FROM sqlite_master WHERE name = 'jobs'"))
+    old.insert_jobs([NewJob(id=f"j{n}", job_type="t", params={"n": n}) for n in range(4)])
+    old.insert_jobs([NewJob(id="down", job_type="t", params={}, depends_on=("j0",)),
+                     NewJob(id="keyed", job_type="t", params={}, unique_key="k")])
+    first, second = old.claim("w", queues=[], job_types=["t"], limit=2, lease_seconds=60)
+    assert [first.id, second.id] == ["j0", "j1"]
+    _complete(old, second)  # j1 finished, j0 still running with a dependent waiting
+    old.write_job_logs([NewLogLine("j1", 1, 0, datetime.now(UTC), "INFO", "hello")])
+    return first, {i: old.get_job(i) for i in _IDS}, {i: old.history(i) for i in _IDS}
+
+
+def test_an_old_database_migrates_with_its_rows_and_keeps_working(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _old_store(db_url, monkeypatch) as old:
+        first, jobs, history = _fill(old)
+    new = SQLiteStore(db_url)
+    try:
+        new.migrate()
+        assert new.schema_version() == store_module.LATEST_VERSION
+        assert {i: new.get_job(i) for i in _IDS} == jobs
+        assert {i: new.history(i) for i in _IDS} == history
+        assert [line.message for line in new.job_logs("j1")] == ["hello"]
+        assert _sql(new, "SELECT name FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'") \
+            == [("job_logs",)]
+        # the unique key is still held, the trigger still fires, claims keep their order
+        (same,) = new.insert_jobs([NewJob(id="again", job_type="t", params={}, unique_key="k")])
+        assert same.id == "keyed" and same.existing
+        _complete(new, first)
+        claimed = new.claim("w", queues=[], job_types=["t"], limit=4, lease_seconds=60)
+        assert [j.id for j in claimed] == ["j2", "j3", "down", "keyed"]
+        assert [h.action for h in new.history("j0")] == ["create", "start", "complete"]
+        assert [h.id for h in new.history("j0")] == sorted(h.id for h in new.history("j0"))
+        # deleting a finished job deletes its history and logs with it (the cascades)
+        assert new.prune_jobs(JobState.COMPLETED, -1.0, limit=10) == 2
+        assert _sql(new, "SELECT DISTINCT job_id FROM job_history ORDER BY job_id") \
+            == [("down",), ("j2",), ("j3",), ("keyed",)]
+        assert _sql(new, "SELECT count(*) FROM job_logs") == [(0,)]
+        new.insert_jobs([NewJob(id="later", job_type="t", params={})])
+        assert [(h.job_id, h.action) for h in new.history("later")] == [("later", "create")]
+    finally:
+        new.close()
+
+
+def test_a_dependency_cancelled_after_the_migration_cancels_its_dependent_with_history(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _old_store(db_url, monkeypatch) as old:
+        old.insert_jobs([NewJob(id="up", job_type="t", params={})])
+        old.insert_jobs([NewJob(id="down", job_type="t", params={}, depends_on=("up",))])
+    new = SQLiteStore(db_url)
+    try:
+        new.migrate()
+        new.apply([transitions.cancel_idle("up", JobState.PENDING, "operator", "no")])
+        assert new.get_job("down").state is JobState.CANCELLED
+        (entry,) = [h for h in new.history("down") if h.action == "cancel"]
+        assert entry.reason == "dependency up was cancelled"
+    finally:
+        new.close()
+
+
+def test_a_seq_used_again_after_a_prune_never_shows_the_deleted_jobs_rows(db_url: str) -> None:
+    """Without AUTOINCREMENT the newest job's seq is taken again once that job is deleted:
+    its history went with it, so the new job's history is its own."""
+    store = SQLiteStore(db_url)
+    try:
+        store.migrate()
+        store.insert_jobs([NewJob(id="gone", job_type="t", params={})])
+        (job,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=60)
+        _complete(store, job)
+        assert store.prune_jobs(JobState.COMPLETED, -1.0, limit=10) == 1
+        store.insert_jobs([NewJob(id="new", job_type="t", params={})])
+        assert _sql(store, "SELECT seq FROM jobs") == [(1,)]  # the deleted job's seq
+        assert [(h.job_id, h.action) for h in store.history("new")] == [("new", "create")]
+        assert _sql(store, "SELECT job_id FROM job_history") == [("new",)]
+    finally:
+        store.close()
