@@ -1,4 +1,4 @@
-"""SQLite: a database written by the schema before the "pages" migration (history keyed by the
+"""SQLite: a database written by the schema before the "history_by_seq" migration (history keyed by the
 job's id, AUTOINCREMENT tables) migrates with its jobs, history, dependencies and logs intact,
 and everything keeps working on it: claims, the dependency triggers, history reads, the
 cascades that delete a job's rows.
@@ -39,7 +39,7 @@ def _old_store(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SQLiteS
     names = [name for _, name, _ in store_module._MIGRATIONS]
     with monkeypatch.context() as patch:
         patch.setattr(store_module, "_MIGRATIONS",
-                      store_module._MIGRATIONS[:names.index("pages")])
+                      store_module._MIGRATIONS[:names.index("history_by_seq")])
         for name, sql in _OLD_QUERIES.items():
             patch.setitem(store_module._Q, name, sql)
         store = SQLiteStore(db_url)
