@@ -354,7 +354,7 @@ class Conveyor(FlowControl, Operations):
              text: str | None = None) -> builtins.list[Job]:
         """Jobs newest first, filtered; page with ``before=<last id of the previous page>``.
 
-        Search: ``id_prefix`` (the start of an id), creation and finish time windows
+        Search: ``id_prefix`` (an id's start or its end), creation and finish time windows
         (``*_after`` inclusive, ``*_before`` exclusive; aware datetimes), and ``text`` found,
         case-insensitively, in the params' or the error's JSON text.
         """

@@ -57,3 +57,19 @@ def new_job_id() -> str:
     value = (ms << 80) | _VERSION | (counter << 64) | _VARIANT | (random & _RAND_B)
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+#: The length of an id's canonical text.
+ID_LENGTH = 36
+#: How many characters of an id the CLI, the dashboard and log lines show.
+SHORT = 8
+
+
+def short_id(job_id: str) -> str:
+    """The last :data:`SHORT` characters of an id: enough to tell jobs apart on one screen.
+
+    The end, not the start: a v7 id starts with the millisecond it was made, so every job made
+    in the same minute or so shares its first 8 characters, while its last 8 are random (for
+    the older v4 ids too). A search by id takes either end (see :mod:`conveyor.filters`).
+    """
+    return job_id[-SHORT:]
