@@ -15,7 +15,6 @@ import functools
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ from conveyor.events import (
 )
 from conveyor.filters import Search
 from conveyor.flow import FlowControl
+from conveyor.ids import new_job_id
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.observe import enqueue_trace
@@ -330,7 +330,7 @@ class Conveyor(FlowControl, Operations):
         backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
         trace = enqueue_trace() if batch_trace is None else batch_trace[0]
         return NewJob(
-            id=str(uuid.uuid4()), job_type=job_type, params=params,
+            id=new_job_id(), job_type=job_type, params=params,
             queue=queue or opts.queue,
             priority=opts.priority if priority is None else priority,
             max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
@@ -354,7 +354,7 @@ class Conveyor(FlowControl, Operations):
              text: str | None = None) -> builtins.list[Job]:
         """Jobs newest first, filtered; page with ``before=<last id of the previous page>``.
 
-        Search: ``id_prefix`` (the start of an id), creation and finish time windows
+        Search: ``id_prefix`` (an id's start or its end), creation and finish time windows
         (``*_after`` inclusive, ``*_before`` exclusive; aware datetimes), and ``text`` found,
         case-insensitively, in the params' or the error's JSON text.
         """
@@ -530,7 +530,7 @@ class Conveyor(FlowControl, Operations):
         # Everything else was validated when the original was enqueued, so a control-only
         # app (the CLI without --app) can requeue too.
         return NewJob(
-            id=str(uuid.uuid4()), job_type=original.job_type, params=original.params,
+            id=new_job_id(), job_type=original.job_type, params=original.params,
             queue=original.queue, priority=original.priority,
             max_attempts=original.max_attempts, timeout=original.timeout,
             pause_timeout=original.pause_timeout, backoff=original.backoff,

@@ -30,6 +30,7 @@ from conveyor.cli import render
 from conveyor.context import JobContext
 from conveyor.errors import ConveyorError
 from conveyor.events import JobEvent, JobProgressed
+from conveyor.ids import short_id
 from conveyor.lifecycle import JobState
 from conveyor.model import Job
 from conveyor.retry import Backoff
@@ -126,7 +127,7 @@ def wait_for(app: Conveyor, job_id: str, what: str, test: Callable[[Job], bool])
         if test(job):
             return job
         time.sleep(0.05)
-    raise DemoFailure(f"timed out waiting for job {job_id[:8]} {what}")
+    raise DemoFailure(f"timed out waiting for job {short_id(job_id)} {what}")
 
 
 def play(app: Conveyor, cast: Cast, say: Callable[[str], None]) -> int:
@@ -134,7 +135,7 @@ def play(app: Conveyor, cast: Cast, say: Callable[[str], None]) -> int:
     batch = cast.paused.id
     wait_for(app, batch, f"to reach file {PAUSE_AT_FILE}",
              lambda j: j.progress.current_step >= PAUSE_AT_FILE)
-    say(f"pausing files.process {batch[:8]}: it stops at its next checkpoint")
+    say(f"pausing files.process {short_id(batch)}: it stops at its next checkpoint")
     app.pause(batch, actor="demo", reason="operator needs the disk for a while")
     paused = wait_for(app, batch, "to pause", lambda j: j.state is JobState.PAUSED)
     at = int(paused.progress.last_checkpoint.get("next", 0))
@@ -143,14 +144,16 @@ def play(app: Conveyor, cast: Cast, say: Callable[[str], None]) -> int:
         f"{json.dumps(paused.progress.last_checkpoint)}; its worker slot is free for other jobs")
 
     victim = cast.cancelled.id
-    say(f"cancelling files.process {victim[:8]} while it runs: it stops at its next checkpoint")
+    say(f"cancelling files.process {short_id(victim)} while it runs: "
+        "it stops at its next checkpoint")
     app.cancel(victim, actor="demo", reason="batch no longer needed")
     time.sleep(PAUSED_FOR * PACE)
 
-    say(f"resuming files.process {batch[:8]}: a worker picks it up from file {at}, not from 0")
+    say(f"resuming files.process {short_id(batch)}: "
+        f"a worker picks it up from file {at}, not from 0")
     app.resume(batch, actor="demo", reason="disk is free again")
     resumed = wait_for(app, batch, "to be resumed", lambda j: j.state is not JobState.PAUSED)
-    say(f"files.process {batch[:8]} is {resumed.state.value} again at file "
+    say(f"files.process {short_id(batch)} is {resumed.state.value} again at file "
         f"{resumed.progress.current_step} of {resumed.progress.total_steps}")
     for job in cast.all:
         app.wait(job.id, timeout=TIMEOUT, until_paused=False)

@@ -1,8 +1,8 @@
 """Job search filters, checked once for every client (Python, HTTP API, CLI, dashboard).
 
-A filter names jobs by state, type, queue, id prefix, creation and finish time windows, and a
-text found in their params or error. The same filter lists jobs, counts them, and selects the
-jobs a bulk action touches, so what an operator previews is what the action acts on.
+A filter names jobs by state, type, queue, id (or its start or end), creation and finish time
+windows, and a text found in their params or error. The same filter lists jobs, counts them, and
+selects the jobs a bulk action touches, so what an operator previews is what the action acts on.
 
 Times are aware datetimes; the text front ends (query strings, command-line options) give
 them as ISO 8601 or as an age (``90s``, ``15m``, ``2h``, ``7d``: that long before now), parsed
@@ -91,8 +91,8 @@ def _id_prefix(value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not _ID_PREFIX.fullmatch(value.strip().lower()):
-        raise InvalidParams(f"an id prefix is hex digits and dashes (at most 36), not "
-                            f"{str(value)[:40]!r}")
+        raise InvalidParams(f"an id, or its start or end, is hex digits and dashes (at most "
+                            f"36), not {str(value)[:40]!r}")
     return value.strip().lower()
 
 

@@ -12,8 +12,9 @@ from conveyor.lifecycle import JobState
 JSONDict = dict[str, Any]
 
 
-#: What every job id looks like: conveyor makes them (canonical uuid4 text), so any other string
-#: names no job. The core's checks and the API's schema both use this one pattern.
+#: What every job id looks like: conveyor makes them (canonical UUID text; new ids are time-ordered
+#: v7, see :mod:`conveyor.ids`), so any other string names no job. The core's checks and the
+#: API's schema both use this one pattern.
 JOB_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 

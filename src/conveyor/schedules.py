@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from croniter import croniter
 
 from conveyor import payload, validate
 from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.ids import new_job_id
 from conveyor.model import Job, ScheduleInfo
 from conveyor.stores.base import NewJob
 
@@ -105,7 +105,7 @@ def job_for(engine: Engine, schedule: Schedule) -> NewJob:
     spec = engine.job_type(schedule.job_type)
     options = spec.options
     return NewJob(
-        id=str(uuid.uuid4()), job_type=schedule.job_type, params=schedule.params,
+        id=new_job_id(), job_type=schedule.job_type, params=schedule.params,
         queue=schedule.queue or options.queue,
         priority=options.priority if schedule.priority is None else schedule.priority,
         max_attempts=options.max_attempts, timeout=options.timeout,

@@ -11,7 +11,7 @@ What is refused where:
   an identifier, and these could only hide or reorder what an operator reads;
 - reasons: too long, a NUL or a lone surrogate (other controls are stored as given and shown
   escaped, see :mod:`conveyor.display`);
-- job ids: anything but the canonical uuid4 text conveyor generates is a job that cannot
+- job ids: anything but the canonical UUID text conveyor generates is a job that cannot
   exist, so it is reported as not found without a query.
 """
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from conveyor import Conveyor, JobState
+from conveyor.ids import short_id
 from conveyor.testing import drain
 from tests.acceptance.apps.sample import register
 from tests.acceptance.cli_helpers import cli_on, running_worker, started_process, wait_until
@@ -71,9 +72,9 @@ def test_watch_without_ids_follows_every_unfinished_job(db_url: str, app: Convey
         result = cli_on(db_url, "watch", "--interval", "0.05")
     assert result.exit_code == 0, result.output
     assert "all 2 watched job(s) finished: 2 completed" in result.stdout
-    assert finished.id[:8] not in result.stdout
+    assert short_id(finished.id) not in result.stdout
     for job in jobs:
-        assert f"{job.id[:8]}  steps.run" in result.stdout
+        assert f"{short_id(job.id)}  steps.run" in result.stdout
 
 
 def test_watch_returns_at_once_when_the_jobs_are_already_finished(

@@ -9,6 +9,7 @@ from typing import Any
 
 from conveyor import transitions
 from conveyor.changes import Change, Lease
+from conveyor.ids import new_job_id
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import NewJob, Store
@@ -19,7 +20,7 @@ WORKER = "worker-a"
 
 
 def new(job_type: str = "t", **fields: Any) -> NewJob:
-    return NewJob(id=str(uuid.uuid4()), job_type=job_type, params=fields.pop("params", {}),
+    return NewJob(id=new_job_id(), job_type=job_type, params=fields.pop("params", {}),
                   **fields)
 
 

@@ -25,7 +25,7 @@ def test_filters_by_id_prefix_text_and_time_windows(store: Store) -> None:
     plain = insert(store, "t", params={"note": "Quarterly REPORT"}, queue="q1")
     other = insert(store, "t", params={"note": "nothing"}, queue="q2")
     failed = in_state(store, JobState.FAILED)  # error: E: boom
-    assert ids(store, id_prefix=plain.id[:8]) == {plain.id}
+    assert ids(store, id_prefix=plain.id[-8:]) == {plain.id}  # the short id: its end
     assert ids(store, id_prefix=plain.id) == {plain.id}
     assert ids(store, text="quarterly report") == {plain.id}  # params, any case
     assert ids(store, text="boom") == {failed.id}  # the error's text
@@ -39,6 +39,20 @@ def test_filters_by_id_prefix_text_and_time_windows(store: Store) -> None:
     # a filter in SQL text is only ever a value
     assert ids(store, text="' OR 1=1 --") == set()
     assert ids(store, text="%") == set()
+
+
+def test_an_id_search_matches_either_end_of_an_id(store: Store) -> None:
+    """Ids made in the same minute share their start (they begin with the time they were
+    made), so listings show their end; a search takes either."""
+    made = [insert(store, "t") for _ in range(3)]
+    everyone = {job.id for job in made}
+    start = made[0].id[:4]  # the top bits of the time they were made: shared by all three
+    assert {job.id[:4] for job in made} == {start}
+    assert ids(store, id_prefix=start) == everyone
+    for job in made:
+        assert ids(store, id_prefix=job.id[-8:]) == {job.id}
+        assert ids(store, id_prefix=job.id[-1]) >= {job.id}  # one character: at either end
+    assert ids(store, id_prefix=made[0].id[10:20]) == set()  # the middle is not searched
 
 
 def test_throughput_per_minute_and_depth_samples(store: Store) -> None:

@@ -21,6 +21,7 @@ from conveyor.cli.options import (
     open_app,
 )
 from conveyor.errors import ConfigurationError
+from conveyor.ids import short_id
 from conveyor.model import QueueInfo
 
 #: ``conveyor queue pause|resume NAME``: registered by the package as a group of its own.
@@ -70,7 +71,7 @@ def list_schedules(ctx: typer.Context, app_ref: AppOption = None,
         table.add_row(render.shown(s.name), render.shown(s.cron), render.shown(s.timezone),
                       render.shown(s.job_type), render.timestamp(s.next_run, now),
                       render.timestamp(s.last_tick, now),
-                      render.short_id(s.last_job_id) if s.last_job_id else "-")
+                      short_id(s.last_job_id) if s.last_job_id else "-")
     render.make_console().print(table)
 
 

@@ -32,6 +32,7 @@ from rich.text import Text
 
 from conveyor.display import visible
 from conveyor.events import JobCreated, JobEvent, JobRequested
+from conveyor.ids import short_id
 from conveyor.lifecycle import UNFINISHED_STATES, JobState
 from conveyor.model import HistoryEntry, Job, JobProgress, LogLine
 from conveyor.stores.redaction import redact_url
@@ -124,9 +125,6 @@ def ascii_only(console: Console) -> bool:
     return not console.encoding.lower().startswith("utf")
 
 
-def short_id(job_id: str) -> str:
-    """The first 8 characters: enough to tell jobs apart on one screen."""
-    return job_id[:8]
 
 
 def relative(when: datetime | None, now: datetime) -> str:

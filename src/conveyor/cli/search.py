@@ -31,7 +31,7 @@ QueueFilter = Annotated[list[str] | None, typer.Option(
     "--queue", "-q", metavar="QUEUE", help="Only jobs in this queue (repeatable).",
     show_default=False)]
 IdPrefix = Annotated[str | None, typer.Option(
-    "--id", metavar="PREFIX", help="Only jobs whose id starts with PREFIX.",
+    "--id", metavar="ID", help="Only jobs whose id starts or ends with ID (a short id).",
     show_default=False)]
 CreatedAfter = Annotated[str | None, typer.Option(
     "--created-after", "--since", metavar="WHEN", show_default=False,

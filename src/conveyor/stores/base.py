@@ -133,7 +133,8 @@ class JobQuery:
     """Filters for :meth:`Store.list_jobs`; results are newest first.
 
     ``before`` is a cursor: a job id; only jobs created before it are returned. The search
-    filters (checked by :mod:`conveyor.filters`): ``id_prefix`` (lowercase hex and dashes),
+    filters (checked by :mod:`conveyor.filters`): ``id_prefix`` (lowercase hex and dashes: an
+    id's start or its end),
     time windows (``*_after`` inclusive, ``*_before`` exclusive; a ``finished_*`` bound leaves
     unfinished jobs out), and ``text``, already lowercased, a substring of the params' or the
     error's JSON text.

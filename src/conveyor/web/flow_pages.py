@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from conveyor import __version__
 from conveyor.app import Conveyor
+from conveyor.ids import short_id
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, QueueInfo, ScheduleInfo
 from conveyor.web.common import call
@@ -78,7 +79,7 @@ def _limits(queue: QueueInfo) -> str:
 
 def _schedule_row(schedule: ScheduleInfo) -> Markup:
     last = (render('<a class="mono" href="{root}/jobs/{id}">{short}</a>',
-                   id=schedule.last_job_id, short=schedule.last_job_id[:8])
+                   id=schedule.last_job_id, short=short_id(schedule.last_job_id))
             if schedule.last_job_id else Markup('<span class="muted">—</span>'))
     return render(
         '<tr><td>{name}</td><td class="mono">{cron} <span class="muted">{tz}</span></td>'

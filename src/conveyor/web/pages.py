@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from conveyor import __version__
 from conveyor.app import Conveyor
+from conveyor.ids import short_id
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.web.charts import overview_html, read_overview
@@ -126,7 +127,7 @@ class Pages:
             logs=join([log_item(line) for line in lines]),
             logs_after=lines[-1].id if lines else 0,
             logs_empty="" if lines else "No lines logged yet.")
-        return self._page(request, f"{job.job_type} {job.id[:8]}", body, "job")
+        return self._page(request, f"{job.job_type} {short_id(job.id)}", body, "job")
 
     # -- login --------------------------------------------------------------------------------
     async def login(self, request: Request) -> Response:
@@ -242,7 +243,7 @@ def _job_row(job: Job, can_write: bool) -> Markup:
         '<td data-field="updated">{updated}</td>'
         '<td class="actions" data-field="actions" data-rendered="{rendered}">{actions}</td>'
         '</tr>',
-        id=job.id, short=job.id[:8], state=job.state.value, job_type=job.job_type,
+        id=job.id, short=short_id(job.id), state=job.state.value, job_type=job.job_type,
         queue=job.queue, badge=state_badge(job, with_error=True), progress=progress_bar(job),
         attempt=f"{job.attempt}/{job.max_attempts}", updated=when(job.updated_at),
         actions=action_buttons(job, can_write=can_write),
@@ -294,7 +295,7 @@ def _link(job: Job) -> Markup:
     return render('<li><a class="mono" href="{root}/jobs/{id}" title="{id}">{short}</a> '
                   '<span class="type">{job_type}</span> '
                   '<span class="badge state-{state}">{state}</span></li>', id=job.id,
-                  short=job.id[:8], job_type=job.job_type, state=job.state.value)
+                  short=short_id(job.id), job_type=job.job_type, state=job.state.value)
 
 
 def _outcome(job: Job) -> Markup:

@@ -121,7 +121,7 @@ def search_params(name: JSON) -> list[JSON]:
     return [
         {"name": "id_prefix", "in": "query", "schema": {**_ID_PREFIX, "minLength": 0,
                                                         "pattern": "^[0-9a-fA-F-]{0,36}$"},
-         "description": "the start of a job id"},
+         "description": "a job id, or its start or its end (the short id a listing shows)"},
         *({"name": field, "in": "query", "schema": when,
            "description": ("from (inclusive)" if field.endswith("after") else
                            "until (exclusive)") + f": {field.split('_')[0]} time"}

@@ -51,7 +51,7 @@ def filter_form(raw: dict[str, str], types: list[str], queues: list[str]) -> Mar
         '<label>Type <select name="job_type">{types}</select></label>'
         '<label>Queue <select name="queue">{queues}</select></label>'
         '<label>Id <input name="id_prefix" value="{id_prefix}" size="10" '
-        'placeholder="prefix" class="mono"></label>'
+        'placeholder="start or end" class="mono"></label>'
         '<label>Text <input name="text" value="{text}" size="14" type="search" '
         'placeholder="in params or error"></label>'
         '<span class="times">{times}</span>'

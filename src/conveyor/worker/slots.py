@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import Execution
+from conveyor.ids import short_id
 
 if TYPE_CHECKING:
     from conveyor.worker.processes import ChildProcess
@@ -156,7 +157,7 @@ class SlotPool:
             if slot is None:
                 return
             slot.thread = me
-            me.name = f"conveyor-job-{slot.execution.job.id[:8]}"  # thread dumps name the job
+            me.name = f"conveyor-job-{short_id(slot.execution.job.id)}"  # thread dumps name the job
             try:
                 self._run(slot)
             finally:

@@ -162,8 +162,9 @@ def copy_rows(jobs: Sequence[NewJob], actor: str
 def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:
     """The WHERE terms and parameters of ``query``'s filters (column names whitelisted here).
 
-    The id prefix compares the first characters exactly: a range on the id index would follow
-    the database's collation, which may order the dashes of ids in its own way.
+    The id search compares the first or the last characters exactly (a listing shows an id's
+    end, see :func:`conveyor.ids.short_id`): a range on the id index would follow the
+    database's collation, which may order the dashes of ids in its own way.
     """
     where: list[sql.Composable] = []
     params: dict[str, Any] = {}
@@ -175,7 +176,8 @@ def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]
                 sql.Identifier(column), sql.Placeholder(column)))
             params[column] = sorted(values)
     if query.id_prefix is not None:
-        where.append(sql.SQL("left(id, %(id_length)s) = %(id_prefix)s"))
+        where.append(sql.SQL("(left(id, %(id_length)s) = %(id_prefix)s "
+                             "OR right(id, %(id_length)s) = %(id_prefix)s)"))
         params.update(id_prefix=query.id_prefix, id_length=len(query.id_prefix))
     for name, column, operator in (("created_after", "created_at", ">="),
                                    ("created_before", "created_at", "<"),

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from conveyor.ids import ID_LENGTH
 from conveyor.lifecycle import JobState
 from conveyor.stores.base import JobQuery
 from conveyor.stores.sqlfiles import load_queries
@@ -34,6 +35,19 @@ class _Store(Protocol):
     def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]: ...
 
 
+def _id_clause(fragment: str, args: list[Any]) -> str:
+    """Ids that start or end with ``fragment`` (a listing shows an id's end, see
+    :func:`conveyor.ids.short_id`). The start is a range on the unique index of ids (binary
+    collation); the end is read from that same index, every entry of it, so a whole id skips
+    that part."""
+    args.extend([fragment, fragment + "\x7f"])
+    if len(fragment) == ID_LENGTH:
+        return "id >= ? AND id < ?"
+    args.extend([-len(fragment), fragment])
+    return ("id IN (SELECT id FROM jobs WHERE id >= ? AND id < ? "
+            "UNION ALL SELECT id FROM jobs WHERE substr(id, ?) = ?)")
+
+
 def filter_clause(query: JobQuery) -> tuple[list[str], list[Any]]:
     """The WHERE terms and their arguments for ``query``'s filters (not its cursor)."""
     where: list[str] = []
@@ -44,9 +58,8 @@ def filter_clause(query: JobQuery) -> tuple[list[str], list[Any]]:
         if values:
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
             args.extend(sorted(values))
-    if query.id_prefix is not None:  # a range on the unique index of ids (binary collation)
-        where.append("id >= ? AND id < ?")
-        args.extend([query.id_prefix, query.id_prefix + "\x7f"])
+    if query.id_prefix is not None:
+        where.append(_id_clause(query.id_prefix, args))
     for column, operator, moment in (
             ("created_at", ">=", query.created_after), ("created_at", "<", query.created_before),
             ("finished_at", ">=", query.finished_after),

@@ -306,7 +306,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             conn.execute(_Q["insert_history"], history)
             return (link(conn, new, history[1]) if new.depends_on else inserted), False
         holder = conn.execute(_Q["select_unfinished_by_key"], (new.unique_key,)).fetchone()
-        if holder is None:  # pragma: no cover - only a duplicate uuid4 could get here
+        if holder is None:  # pragma: no cover - only a duplicate job id could get here
             raise StoreError(f"SQLite store {self.url}: job {new.id} could not be inserted")
         if new.on_conflict == "raise":
             raise DuplicateJob(row_to_job(holder, lenient=True))  # rolls the batch back

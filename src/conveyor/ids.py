@@ -1,0 +1,75 @@
+"""Job ids: UUIDv7 (RFC 9562), time-ordered, in the canonical text form.
+
+A random (v4) id lands at a random place in every index that holds it (the jobs' unique id,
+the history's ``(job_id, id)``, dependencies), so each new job dirties a different leaf page
+of each of them: once those indexes outgrow the cache, every insert reads and writes pages
+all over the file, and on PostgreSQL each first touch after a checkpoint is a full page
+image in the WAL. A v7 id starts with the millisecond it was made, so new ids go to the
+right-hand end of those indexes, where the pages are already hot; it is still 122 bits
+wide, 74 of them random, so ids cannot be guessed from one another.
+
+Within one process ids are also strictly increasing: in the same millisecond the 12-bit
+``rand_a`` field counts up from a random start (RFC 9562's method 1), and when it runs out
+the timestamp field moves on by a millisecond, so a burst of jobs is ordered as it was
+made. Across processes ids are ordered only by their millisecond; nothing in conveyor
+relies on id order (the store's ``seq`` orders jobs), it is only kind to indexes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_RAND_A = 0xFFF
+_VERSION = 0x7 << 76
+_VARIANT = 0b10 << 62
+_RAND_B = (1 << 62) - 1
+
+
+class _Clock:
+    """The last millisecond an id was made in, and the count within it (shared by threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_ms = 0
+        self.counter = 0
+
+    def next(self, seed: int) -> tuple[int, int]:
+        with self.lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > self.last_ms:
+                self.last_ms, self.counter = ms, seed  # 11 bits: room to count up
+            else:  # the same millisecond, or the clock stepped back: keep counting
+                self.counter += 1
+                if self.counter > _RAND_A:  # 2,048+ ids in one millisecond: borrow the next
+                    self.last_ms, self.counter = self.last_ms + 1, 0
+            return self.last_ms, self.counter
+
+
+_clock = _Clock()
+
+
+def new_job_id() -> str:
+    """A new job id: a UUIDv7 in lower-case canonical text (what :data:`JOB_ID_PATTERN` takes)."""
+    random = int.from_bytes(os.urandom(10), "big")  # 80 bits: rand_b below, a counter seed above
+    ms, counter = _clock.next(random >> 69)
+    value = (ms << 80) | _VERSION | (counter << 64) | _VARIANT | (random & _RAND_B)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+#: The length of an id's canonical text.
+ID_LENGTH = 36
+#: How many characters of an id the CLI, the dashboard and log lines show.
+SHORT = 8
+
+
+def short_id(job_id: str) -> str:
+    """The last :data:`SHORT` characters of an id: enough to tell jobs apart on one screen.
+
+    The end, not the start: a v7 id starts with the millisecond it was made, so every job made
+    in the same minute or so shares its first 8 characters, while its last 8 are random (for
+    the older v4 ids too). A search by id takes either end (see :mod:`conveyor.filters`).
+    """
+    return job_id[-SHORT:]

@@ -1,0 +1,61 @@
+"""Job ids are UUIDv7: time-ordered (kind to the indexes that hold them), still unguessable."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+import pytest
+
+from conveyor import ids
+from conveyor.ids import new_job_id
+from conveyor.model import JOB_ID_PATTERN
+
+
+def test_an_id_is_a_canonical_version_7_uuid_of_this_millisecond() -> None:
+    before = time.time_ns() // 1_000_000
+    text = new_job_id()
+    after = time.time_ns() // 1_000_000
+    value = uuid.UUID(text)
+    assert re.fullmatch(JOB_ID_PATTERN, text) and str(value) == text
+    assert (value.version, value.variant) == (7, uuid.RFC_4122)
+    assert before <= value.int >> 80 <= after + 1
+
+
+def test_a_burst_is_strictly_increasing_even_past_the_counter_of_one_millisecond(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the clock stopped, the 12-bit counter runs out and the id's millisecond moves on."""
+    frozen = time.time_ns()
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    burst = [new_job_id() for _ in range(10_000)]
+    assert burst == sorted(burst) and len(set(burst)) == len(burst)
+    stamps = {uuid.UUID(text).int >> 80 for text in burst}
+    assert min(stamps) == frozen // 1_000_000 and len(stamps) > 1
+
+
+def test_a_clock_that_steps_back_does_not_reorder_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [time.time_ns()]
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
+    first = new_job_id()
+    now[0] -= 5_000_000_000  # NTP steps the clock back five seconds
+    assert new_job_id() > first
+
+
+def test_threads_get_distinct_ids_with_random_tails() -> None:
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(into: list[str]) -> None:
+        into.extend(new_job_id() for _ in range(2_000))
+
+    threads = [threading.Thread(target=make, args=(into,)) for into in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [text for into in made for text in into]
+    assert len(set(every)) == len(every)
+    assert len({text[-12:] for text in every}) == len(every)  # the random part differs
