@@ -1,7 +1,7 @@
-"""SQLite: a database written by the schema before the "history_by_seq" migration (history keyed by the
-job's id, AUTOINCREMENT tables) migrates with its jobs, history, dependencies and logs intact,
-and everything keeps working on it: claims, the dependency triggers, history reads, the
-cascades that delete a job's rows.
+"""SQLite: a database written by the schema before the "history_by_seq" migration (history
+keyed by the job's id, AUTOINCREMENT tables) migrates with its jobs, history, dependencies
+and logs intact, and everything keeps working on it: claims, the dependency triggers,
+history reads, the cascades that delete a job's rows.
 
 The old database is built by this store's own code, with the migrations and the two history
 statements as they were before that migration (patched in); the version is found by the
