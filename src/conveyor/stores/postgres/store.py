@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import select
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from conveyor.changes import (
     ClaimStart,
     Lease,
     distinct_jobs,
+    shape_key,
     single_job,
     wakes_workers,
 )
@@ -48,12 +49,10 @@ from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
 from conveyor.stores.postgres.changes import (
-    Params,
-    assignments,
-    compile_batch,
+    batch_of_shape,
     compile_change,
+    compile_claim,
     json_value,
-    shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.dash import PostgresDash
@@ -553,15 +552,16 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
                 decode_rows(claimed))
 
     def _finish_statements(self, changes: Sequence[Change]
-                           ) -> list[tuple[list[int], sql.Composed, dict[str, Any]]]:
+                           ) -> list[tuple[list[int], str, dict[str, Any]]]:
         """Same-shaped changes (a batch of completions) in one statement each shape; any
         others one statement each, in job id order (one lock order for every batch)."""
-        groups: dict[str, list[int]] = {}
+        groups: dict[Hashable, list[int]] = {}
         for n, change in enumerate(changes):
-            groups.setdefault(shape_of(change), []).append(n)
-        statements: list[tuple[list[int], sql.Composed, dict[str, Any]]] = []
-        for members in groups.values():
-            batch = (compile_batch(_Q["apply_change_batch"], [changes[n] for n in members])
+            groups.setdefault(shape_key(change), []).append(n)
+        statements: list[tuple[list[int], str, dict[str, Any]]] = []
+        for key, members in groups.items():
+            batch = (batch_of_shape(_Q["apply_change_batch"], key,
+                                    [changes[n] for n in members])
                      if len(members) > 1 else None)
             if batch is not None:
                 statements.append((members, *batch))
@@ -584,23 +584,14 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
 
     def _claim_statement(self, worker_id: str, queues: Sequence[str], job_types: Sequence[str],
                          limit: int, lease_seconds: float,
-                         query: str | None = None) -> tuple[sql.Composed, dict[str, Any]]:
-        start = ClaimStart(worker_id, lease_seconds)
-        params = Params({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
-                         "limit": limit, "worker_id": start.worker_id,
-                         "start_action": CLAIM_ACTIONS[JobState.PENDING],
-                         "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
-        # The core's start values; the token is the database's: a fresh uuid4 per job.
-        sets = [
-            sql.SQL("state = {}").format(params.add(JobState.RUNNING.value)),
-            *assignments(start.values, params),
-            sql.SQL("lease_token = replace(gen_random_uuid()::text, '-', '')"),
-        ]
-        queue_filter = (sql.SQL("AND queue = ANY(%(queues)s::text[])") if queues
-                        else sql.SQL(""))
-        statement = sql.SQL(query or _Q["claim"]).format(queue_filter=queue_filter,
-                                                sets=sql.SQL(", ").join(sets))
-        return statement, params.values
+                         query: str | None = None) -> tuple[str, dict[str, Any]]:
+        statement, params = compile_claim(query or _Q["claim"],
+                                          ClaimStart(worker_id, lease_seconds), bool(queues))
+        params.update({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
+                       "limit": limit, "worker_id": worker_id,
+                       "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                       "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+        return statement, params
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
         if not leases:
