@@ -527,11 +527,12 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
             with conn.pipeline():
                 for members, statement, params in statements:
                     cursor = conn.cursor(row_factory=dict_row)
-                    cursor.execute(statement, apply_params(params, None, self._settings))
+                    cursor.execute(statement, apply_params(params, None, self._settings),
+                                   binary=True)
                     cursors.append((members, cursor))
                 claimer = conn.cursor(row_factory=dict_row)
                 if claim is not None:
-                    claimer.execute(*claim)
+                    claimer.execute(*claim, binary=True)
             moved: dict[int, Row] = {}
             for members, cursor in cursors:
                 for row in cursor.fetchall():  # no row for a job: refused, nothing written
@@ -577,7 +578,7 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
             return []
         statement, params = self._claim_statement(worker_id, queues, job_types, limit,
                                                   lease_seconds)
-        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params))
+        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params, binary=True))
         if not rows:  # the gate: limits apply (see limits.py)
             rows = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         return decode_rows(rows)
