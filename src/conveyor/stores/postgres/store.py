@@ -522,35 +522,56 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
         wakes = any(wakes_workers(c) for c in finish)
 
         def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
-            # one transaction, sent in a pipeline: one round trip and one commit for all
-            cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
-            with conn.pipeline():
-                for members, statement, params in statements:
-                    cursor = conn.cursor(row_factory=dict_row)
-                    cursor.execute(statement, apply_params(params, None, self._settings),
-                                   binary=True)
-                    cursors.append((members, cursor))
-                claimer = conn.cursor(row_factory=dict_row)
-                if claim is not None:
-                    claimer.execute(*claim, binary=True)
-            moved: dict[int, Row] = {}
-            for members, cursor in cursors:
-                for row in cursor.fetchall():  # no row for a job: refused, nothing written
-                    moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
-                cursor.close()
-            claimed = claimer.fetchall() if claim is not None else []
-            claimer.close()
-            if wakes and moved:
-                conn.execute(_Q["notify"], {"channel": self._settings.channel})
-            return moved, claimed
+            try:
+                return self._finish_in_pipeline(conn, statements, claim, wakes)
+            except BaseException:
+                if not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()  # the pipeline stopped before its COMMIT
+                raise
 
-        moved, claimed = self._run(f"apply {len(finish)} changes", work, transaction=True)
+        # its own transaction (BEGIN and COMMIT in the pipeline); never sent twice, as any
+        # transaction whose outcome is unknown once a part of it was sent
+        moved, claimed = self._run(f"apply {len(finish)} changes", work)
         if claim is not None and not claimed:  # the gate: limits apply (see limits.py)
             claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         if wakes and moved:
             self._listener.wake()
         return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
                 decode_rows(claimed))
+
+    def _finish_in_pipeline(self, conn: Conn,
+                            statements: list[tuple[list[int], str, dict[str, Any]]],
+                            claim: tuple[str, dict[str, Any]] | None, wakes: bool
+                            ) -> tuple[dict[int, Row], list[Row]]:
+        """One transaction sent as one pipeline: BEGIN, the statements, the claim and (unless
+        workers must be woken by a NOTIFY sent only if a change landed) the COMMIT, so one
+        round trip carries all of it and the commit's flush."""
+        cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            for members, statement, params in statements:
+                cursor = conn.cursor(row_factory=dict_row)
+                cursor.execute(statement, apply_params(params, None, self._settings),
+                               binary=True)
+                cursors.append((members, cursor))
+            claimer = conn.cursor(row_factory=dict_row)
+            if claim is not None:
+                claimer.execute(*claim, binary=True)
+            if not wakes:
+                conn.execute("COMMIT")
+        moved: dict[int, Row] = {}
+        for members, cursor in cursors:
+            for row in cursor.fetchall():  # no row for a job: refused, nothing written
+                moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+            cursor.close()
+        claimed = claimer.fetchall() if claim is not None else []
+        claimer.close()
+        if wakes:
+            if moved:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            conn.execute("COMMIT")
+        return moved, claimed
 
     def _finish_statements(self, changes: Sequence[Change]
                            ) -> list[tuple[list[int], str, dict[str, Any]]]:
