@@ -527,11 +527,11 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
             except BaseException:
                 if not conn.broken:
                     with contextlib.suppress(psycopg.Error):
-                        conn.rollback()  # the pipeline stopped before its COMMIT
+                        conn.rollback()  # an explicit transaction stopped before COMMIT
                 raise
 
-        # its own transaction (BEGIN and COMMIT in the pipeline); never sent twice, as any
-        # transaction whose outcome is unknown once a part of it was sent
+        # the work makes its own transaction; never sent twice, as any transaction whose
+        # outcome is unknown once a part of it was sent
         moved, claimed = self._run(f"apply {len(finish)} changes", work)
         if claim is not None and not claimed:  # the gate: limits apply (see limits.py)
             claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
@@ -544,12 +544,15 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
                             statements: list[tuple[list[int], str, dict[str, Any]]],
                             claim: tuple[str, dict[str, Any]] | None, wakes: bool
                             ) -> tuple[dict[int, Row], list[Row]]:
-        """One transaction sent as one pipeline: BEGIN, the statements, the claim and (unless
-        workers must be woken by a NOTIFY sent only if a change landed) the COMMIT, so one
-        round trip carries all of it and the commit's flush."""
+        """One transaction sent as one pipeline: the statements and the claim, one round trip
+        for all of them and the commit's flush. Without a BEGIN, the statements of a pipeline
+        are one transaction (PostgreSQL's implicit one, committed at the pipeline's sync, rolled
+        back whole if any fails); a NOTIFY that wakes workers is sent only if a change landed,
+        so then the transaction is explicit and commits after it."""
         cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
         with conn.pipeline():
-            conn.execute("BEGIN")
+            if wakes:
+                conn.execute("BEGIN")
             for members, statement, params in statements:
                 cursor = conn.cursor(row_factory=dict_row)
                 cursor.execute(statement, apply_params(params, None, self._settings),
@@ -558,8 +561,6 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
             claimer = conn.cursor(row_factory=dict_row)
             if claim is not None:
                 claimer.execute(*claim, binary=True)
-            if not wakes:
-                conn.execute("COMMIT")
         moved: dict[int, Row] = {}
         for members, cursor in cursors:
             for row in cursor.fetchall():  # no row for a job: refused, nothing written
