@@ -38,7 +38,8 @@ def stores() -> Iterator[tuple[PostgresStore, PostgresStore]]:
 
 
 def _running(store: PostgresStore, count: int, job_type: str = "t") -> list[Lease]:
-    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type=job_type, params={}) for _ in range(count)])
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type=job_type, params={})
+                       for _ in range(count)])
     jobs = store.claim("w", queues=[], job_types=[job_type], limit=count, lease_seconds=60)
     return [Lease(job.id, job.lease_token or "", job.attempt) for job in jobs]
 
