@@ -11,7 +11,7 @@ still agree on when a lease has expired.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,31 @@ class Change:
         for name in (self.flag, self.unless_flag):
             if name is not None and name not in REQUEST_FLAGS:
                 raise ValueError(f"unknown flag {name!r}")
+
+
+#: The markers a store compiles to SQL of their own, each its own kind of assignment.
+MARKERS: tuple[type, ...] = (DbNow, Increment, FirstTime, FreshToken)
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list})
+
+
+def marker_kind(value: Any) -> type | None:
+    """The marker class ``value`` is an instance of, or None for a plain value."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return None
+    return next((marker for marker in MARKERS if isinstance(value, marker)), None)
+
+
+def shape_key(change: Change) -> Hashable:
+    """What the statement a store compiles for ``change`` depends on, its values aside: the
+    columns it sets (in order) with the marker each is given, the target state, the source
+    states and every guard. Changes with equal keys compile to one statement and differ only
+    in their parameters, so a store compiles a shape once and batches the changes of one
+    shape; a change differing in any column, marker or guard gets a key of its own."""
+    return (tuple((column, marker_kind(value)) for column, value in change.values.items()),
+            change.to_state, change.when, change.lease is not None, change.retryable,
+            change.lease_expired, change.pause_expired, change.due, change.flag,
+            change.unless_flag)
 
 
 class ChangeRefused(Exception):

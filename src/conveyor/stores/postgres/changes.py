@@ -14,7 +14,8 @@ changes of a multi-change transaction reuse the first one's, so one transaction 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +28,14 @@ from conveyor.changes import (
     REQUEST_FLAGS,
     SETTABLE_COLUMNS,
     Change,
+    ClaimStart,
     DbNow,
     FirstTime,
     Increment,
+    marker_kind,
+    shape_key,
 )
+from conveyor.lifecycle import JobState
 
 
 class Params:
@@ -160,37 +165,124 @@ _COLUMN_TYPES: dict[type, str] = {str: "text", int: "int8", float: "float8", boo
 _ROW_COLUMNS = ("job_id", "action", "actor", "reason")
 
 
+def set_values(values: Mapping[str, Any]) -> list[Any]:
+    """The parameters :func:`assignments` binds for ``values``, in the order it names them,
+    without composing any SQL (a cached statement only needs these)."""
+    bound: list[Any] = []
+    for column, value in values.items():
+        if isinstance(value, DbNow):
+            bound.append(float(value.offset))
+        elif isinstance(value, Increment):
+            bound.append(value.by)
+        elif isinstance(value, FirstTime):
+            continue
+        elif column in JSON_COLUMNS:
+            bound.append(json_value(column, value))
+        else:
+            bound.append(aware(value) if isinstance(value, datetime) else value)
+    return bound
+
+
+def bound_values(change: Change) -> list[Any]:
+    """The parameters ``v0``, ``v1``... that :func:`_compile` binds for ``change``, in order."""
+    bound = set_values(change.values)
+    if change.to_state is not None:
+        bound.append(change.to_state.value)
+    bound.append(sorted(state.value for state in change.when))
+    if change.lease is not None:
+        bound += [change.lease.token, change.lease.attempt]
+    return bound
+
+
+def _names(count: int) -> list[str]:
+    return [f"v{n}" for n in range(count)]
+
+
+#: Compiled statements by shape; shapes are few (a worker's completions, a claim), the cap is
+#: insurance against a caller making endless new ones. Statements are rendered once: the
+#: SQL of a shape never changes, and only ASCII names go into it.
+CACHE_SIZE = 256
+_cache: dict[Hashable, str] = {}
+_cache_lock = threading.Lock()
+
+
+def cached(key: Hashable, build: Callable[[], sql.Composed]) -> str:
+    """The statement of ``key``, built and rendered on its first use."""
+    found = _cache.get(key)
+    if found is not None:
+        return found
+    statement = build().as_string(None)
+    with _cache_lock:
+        while len(_cache) >= CACHE_SIZE:
+            del _cache[next(iter(_cache))]  # the oldest shape
+        _cache[key] = statement
+    return statement
+
+
+def checked(composed: sql.Composed, params: Params, bound: Sequence[Any]) -> sql.Composed:
+    """``composed``, once its parameters are seen to be ``bound`` in order: what the cached
+    statement is sent with from then on must be what compiling it would have bound."""
+    names = [name for name in params.values if name.startswith("v")]
+    if names != _names(len(bound)) or not all(
+            _same_value(params.values[name], value)
+            for name, value in zip(names, bound, strict=True)):
+        raise AssertionError("a cached shape's parameters differ from its compiled ones")
+    return composed
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, Jsonb) and isinstance(b, Jsonb):
+        return bool(a.obj == b.obj)
+    return type(a) is type(b) and bool(a == b)
+
+
 def compile_batch(template: str, changes: Sequence[Change]
-                  ) -> tuple[sql.Composed, dict[str, Any]] | None:
+                  ) -> tuple[str, dict[str, Any]] | None:
     """One ``apply_change_batch`` statement for ``changes`` (to distinct jobs, of one shape:
     compiled alone, each gives the same statement), reading each row's values from an
     ``unnest`` of arrays; or None when they are not of one shape, or a value that differs
     from row to row has no array type here (the caller then sends them one by one)."""
-    rows = []
-    for change in changes:
-        params = Params(_base(change))
-        rows.append((_compile(_SINGLE_SHAPE, change, params), params.values))
-    shape, first = rows[0]
-    if any(statement != shape or values.keys() != first.keys() for statement, values in rows):
+    key = shape_key(changes[0])
+    if any(shape_key(change) != key for change in changes[1:]):
         return None
-    varying = {name for name in first if name in _ROW_COLUMNS
-               or any(not _same(values[name], first[name]) for _, values in rows)}
-    types: dict[str, str] = {}
-    for name in sorted(varying):
-        kinds = {type(values[name]) for _, values in rows} - {type(None)}
+    return batch_of_shape(template, key, changes)
+
+
+def batch_of_shape(template: str, key: Hashable, changes: Sequence[Change]
+                   ) -> tuple[str, dict[str, Any]] | None:
+    """:func:`compile_batch` for changes already known to share the shape ``key``."""
+    rows = [bound_values(change) for change in changes]
+    first = rows[0]
+    params: dict[str, Any] = {}
+    columns: dict[str, str] = {}  # the varying values' names, and their SQL types
+    for name, values in zip(_names(len(first)), zip(*rows, strict=True), strict=True):
+        head = values[0]
+        if all(_same(value, head) for value in values):
+            params[name] = head
+            continue
+        kinds = {type(value) for value in values} - {type(None)}
         if len(kinds) > 1 or (kinds and next(iter(kinds)) not in _COLUMN_TYPES):
             return None
-        types[name] = _COLUMN_TYPES[next(iter(kinds))] if kinds else "text"
-    batch = BatchParams(_base(changes[0]), frozenset(varying))
-    names = sorted(varying)
+        columns[name] = _COLUMN_TYPES[next(iter(kinds))] if kinds else "text"
+        params[f"a_{name}"] = list(values)
+    for name in _ROW_COLUMNS:
+        params[f"a_{name}"] = [getattr(change, name) for change in changes]
+    statement = cached((template, key, tuple(columns.items())),
+                       lambda: _compile_batch(template, changes[0], columns, first))
+    return statement, params
+
+
+def _compile_batch(template: str, change: Change, types: Mapping[str, str],
+                   bound: Sequence[Any]) -> sql.Composed:
+    varying = sorted({*types, *_ROW_COLUMNS})
+    every = {**types, **dict.fromkeys(_ROW_COLUMNS, "text")}
+    batch = BatchParams(_base(change), frozenset(varying))
     arrays = sql.SQL(", ").join(
-        sql.SQL("{}::{}[]").format(sql.Placeholder(f"a_{name}"), sql.SQL(types[name]))
-        for name in names)
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name in names)
-    statement = _compile(template, changes[0], batch, arrays=arrays, columns=columns)
-    values = {name: value for name, value in batch.values.items() if name not in varying}
-    values.update({f"a_{name}": [row[name] for _, row in rows] for name in names})
-    return statement, values
+        sql.SQL("{}::{}[]").format(sql.Placeholder(f"a_{name}"), sql.SQL(every[name]))
+        for name in varying)
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in varying)
+    composed = _compile(template, change, batch, arrays=arrays, columns=columns)
+    return checked(composed, batch, bound)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -200,16 +292,12 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-#: What a change compiles to when only its shape matters (grouping changes for a batch).
-_SINGLE_SHAPE = "{sets} WHERE {where} {lock}"
+def shape_of(change: Change) -> Hashable:
+    """What changes must share to go in one batch statement (see :func:`shape_key`)."""
+    return shape_key(change)
 
 
-def shape_of(change: Change) -> str:
-    """What changes must share to go in one batch statement (their compiled SQL)."""
-    return repr(_compile(_SINGLE_SHAPE, change, Params(_base(change))))
-
-
-def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[str, Any]]:
+def compile_change(template: str, change: Change) -> tuple[str, dict[str, Any]]:
     """The ``apply_change`` statement for ``change`` and its parameters.
 
     A reaper's change (one guarded by an expired lease or pause) skips a row another
@@ -219,5 +307,37 @@ def compile_change(template: str, change: Change) -> tuple[sql.Composed, dict[st
     ``moment`` (the time the change takes effect) is left ``None``: the store sets it for the
     later changes of one transaction.
     """
-    params = Params({**_base(change), "moment": None})
-    return _compile(template, change, params), params.values
+    bound = bound_values(change)
+
+    def build() -> sql.Composed:
+        params = Params({**_base(change), "moment": None})
+        return checked(_compile(template, change, params), params, bound)
+
+    statement = cached((template, shape_key(change)), build)
+    params = {**_base(change), "moment": None}
+    params.update(zip(_names(len(bound)), bound, strict=True))
+    return statement, params
+
+
+def compile_claim(template: str, start: ClaimStart, queued: bool) -> tuple[str, dict[str, Any]]:
+    """A claim query's ``{sets}`` (the core's start values, with a fresh token the database
+    makes per job: a uuid4) and ``{queue_filter}`` (``queued``: only the given queues), and
+    the parameters those bind (the query's own are the caller's)."""
+    values = start.values
+    bound = [JobState.RUNNING.value, *set_values(values)]
+
+    def build() -> sql.Composed:
+        params = Params()
+        sets = [
+            sql.SQL("state = {}").format(params.add(JobState.RUNNING.value)),
+            *assignments(values, params),
+            sql.SQL("lease_token = replace(gen_random_uuid()::text, '-', '')"),
+        ]
+        queue_filter = sql.SQL("AND queue = ANY(%(queues)s::text[])" if queued else "")
+        composed = sql.SQL(template).format(queue_filter=queue_filter,
+                                            sets=sql.SQL(", ").join(sets))
+        return checked(composed, params, bound)
+
+    kinds = tuple((column, marker_kind(value)) for column, value in values.items())
+    statement = cached((template, queued, kinds), build)
+    return statement, dict(zip(_names(len(bound)), bound, strict=True))

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
 from conveyor.lifecycle import JobState
@@ -41,10 +40,10 @@ class _Store(Protocol):
     def notify_work(self) -> None: ...
     def _claim_statement(self, worker_id: str, queues: Sequence[str],
                          job_types: Sequence[str], limit: int, lease_seconds: float,
-                         query: str | None = None) -> tuple[sql.Composed, dict[str, Any]]: ...
+                         query: str | None = None) -> tuple[str, dict[str, Any]]: ...
 
 
-def _composed(conn: Conn, statement: sql.Composed, params: dict[str, Any]
+def _composed(conn: Conn, statement: str, params: dict[str, Any]
               ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(statement, params)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
+from psycopg.adapt import Loader
+from psycopg.pq import Format
+from psycopg.types.datetime import TimestamptzLoader
 
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
@@ -20,6 +23,8 @@ log = logging.getLogger("conveyor.store")
 # decodes to: a day inside datetime's limits, so that local-time display still works.
 _MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+_EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
+_unpack_int8 = struct.Struct("!q").unpack
 
 
 class LenientTimestamptz(TimestamptzLoader):
@@ -35,14 +40,19 @@ class LenientTimestamptz(TimestamptzLoader):
             return _MIN_TIME if text.startswith(b"-") or text.endswith(b"BC") else _MAX_TIME
 
 
-class LenientTimestamptzBinary(TimestamptzBinaryLoader):
-    """:class:`LenientTimestamptz` for binary results (microseconds since 2000, signed)."""
+class LenientTimestamptzBinary(Loader):
+    """:class:`LenientTimestamptz` for binary results (microseconds since 2000, signed),
+    given in UTC: every reader of the store turns times into UTC anyway, and this is the
+    loader of the worker's hot path (each claimed or finished row has five or more)."""
+
+    format = Format.BINARY
 
     def load(self, data: Any) -> datetime:
+        micros = _unpack_int8(data)[0]
         try:
-            return super().load(data)
-        except psycopg.DataError:
-            return _MIN_TIME if bytes(data)[0] & 0x80 else _MAX_TIME
+            return _EPOCH_2000 + timedelta(microseconds=micros)
+        except OverflowError:
+            return _MIN_TIME if micros < 0 else _MAX_TIME
 
 
 def register_loaders(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
@@ -73,9 +83,16 @@ def _parse_int(text: str) -> int | float:
     return value if -_INT64_LIMIT <= value < _INT64_LIMIT else float(value)
 
 
+#: One decoder for every value: ``json.loads`` with ``parse_int`` builds a new one per call,
+#: which cost more than decoding a job's small params.
+_decode_json = json.JSONDecoder(parse_int=_parse_int).decode
+
+
 def json_loads(data: str | bytes) -> Any:
-    """The jsonb loader installed on the store's connections."""
-    return json.loads(data, parse_int=_parse_int)
+    """The jsonb loader installed on the store's connections (PostgreSQL sends UTF-8)."""
+    if not isinstance(data, str):
+        data = bytes(data).decode("utf-8", "surrogatepass")
+    return _decode_json(data)
 
 
 def utc(value: datetime | None) -> datetime | None:

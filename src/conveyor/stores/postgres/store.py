@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import select
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from conveyor.changes import (
     ClaimStart,
     Lease,
     distinct_jobs,
+    shape_key,
     single_job,
     wakes_workers,
 )
@@ -48,12 +49,10 @@ from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
 from conveyor.stores.postgres.changes import (
-    Params,
-    assignments,
-    compile_batch,
+    batch_of_shape,
     compile_change,
+    compile_claim,
     json_value,
-    shape_of,
 )
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.dash import PostgresDash
@@ -523,28 +522,17 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
         wakes = any(wakes_workers(c) for c in finish)
 
         def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
-            # one transaction, sent in a pipeline: one round trip and one commit for all
-            cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
-            with conn.pipeline():
-                for members, statement, params in statements:
-                    cursor = conn.cursor(row_factory=dict_row)
-                    cursor.execute(statement, apply_params(params, None, self._settings))
-                    cursors.append((members, cursor))
-                claimer = conn.cursor(row_factory=dict_row)
-                if claim is not None:
-                    claimer.execute(*claim)
-            moved: dict[int, Row] = {}
-            for members, cursor in cursors:
-                for row in cursor.fetchall():  # no row for a job: refused, nothing written
-                    moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
-                cursor.close()
-            claimed = claimer.fetchall() if claim is not None else []
-            claimer.close()
-            if wakes and moved:
-                conn.execute(_Q["notify"], {"channel": self._settings.channel})
-            return moved, claimed
+            try:
+                return self._finish_in_pipeline(conn, statements, claim, wakes)
+            except BaseException:
+                if not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()  # an explicit transaction stopped before COMMIT
+                raise
 
-        moved, claimed = self._run(f"apply {len(finish)} changes", work, transaction=True)
+        # the work makes its own transaction; never sent twice, as any transaction whose
+        # outcome is unknown once a part of it was sent
+        moved, claimed = self._run(f"apply {len(finish)} changes", work)
         if claim is not None and not claimed:  # the gate: limits apply (see limits.py)
             claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         if wakes and moved:
@@ -552,16 +540,51 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
         return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
                 decode_rows(claimed))
 
+    def _finish_in_pipeline(self, conn: Conn,
+                            statements: list[tuple[list[int], str, dict[str, Any]]],
+                            claim: tuple[str, dict[str, Any]] | None, wakes: bool
+                            ) -> tuple[dict[int, Row], list[Row]]:
+        """One transaction sent as one pipeline: the statements and the claim, one round trip
+        for all of them and the commit's flush. Without a BEGIN, the statements of a pipeline
+        are one transaction (PostgreSQL's implicit one, committed at the pipeline's sync, rolled
+        back whole if any fails); a NOTIFY that wakes workers is sent only if a change landed,
+        so then the transaction is explicit and commits after it."""
+        cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
+        with conn.pipeline():
+            if wakes:
+                conn.execute("BEGIN")
+            for members, statement, params in statements:
+                cursor = conn.cursor(row_factory=dict_row)
+                cursor.execute(statement, apply_params(params, None, self._settings),
+                               binary=True)
+                cursors.append((members, cursor))
+            claimer = conn.cursor(row_factory=dict_row)
+            if claim is not None:
+                claimer.execute(*claim, binary=True)
+        moved: dict[int, Row] = {}
+        for members, cursor in cursors:
+            for row in cursor.fetchall():  # no row for a job: refused, nothing written
+                moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+            cursor.close()
+        claimed = claimer.fetchall() if claim is not None else []
+        claimer.close()
+        if wakes:
+            if moved:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            conn.execute("COMMIT")
+        return moved, claimed
+
     def _finish_statements(self, changes: Sequence[Change]
-                           ) -> list[tuple[list[int], sql.Composed, dict[str, Any]]]:
+                           ) -> list[tuple[list[int], str, dict[str, Any]]]:
         """Same-shaped changes (a batch of completions) in one statement each shape; any
         others one statement each, in job id order (one lock order for every batch)."""
-        groups: dict[str, list[int]] = {}
+        groups: dict[Hashable, list[int]] = {}
         for n, change in enumerate(changes):
-            groups.setdefault(shape_of(change), []).append(n)
-        statements: list[tuple[list[int], sql.Composed, dict[str, Any]]] = []
-        for members in groups.values():
-            batch = (compile_batch(_Q["apply_change_batch"], [changes[n] for n in members])
+            groups.setdefault(shape_key(change), []).append(n)
+        statements: list[tuple[list[int], str, dict[str, Any]]] = []
+        for key, members in groups.items():
+            batch = (batch_of_shape(_Q["apply_change_batch"], key,
+                                    [changes[n] for n in members])
                      if len(members) > 1 else None)
             if batch is not None:
                 statements.append((members, *batch))
@@ -577,30 +600,21 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
             return []
         statement, params = self._claim_statement(worker_id, queues, job_types, limit,
                                                   lease_seconds)
-        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params))
+        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params, binary=True))
         if not rows:  # the gate: limits apply (see limits.py)
             rows = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         return decode_rows(rows)
 
     def _claim_statement(self, worker_id: str, queues: Sequence[str], job_types: Sequence[str],
                          limit: int, lease_seconds: float,
-                         query: str | None = None) -> tuple[sql.Composed, dict[str, Any]]:
-        start = ClaimStart(worker_id, lease_seconds)
-        params = Params({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
-                         "limit": limit, "worker_id": start.worker_id,
-                         "start_action": CLAIM_ACTIONS[JobState.PENDING],
-                         "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
-        # The core's start values; the token is the database's: a fresh uuid4 per job.
-        sets = [
-            sql.SQL("state = {}").format(params.add(JobState.RUNNING.value)),
-            *assignments(start.values, params),
-            sql.SQL("lease_token = replace(gen_random_uuid()::text, '-', '')"),
-        ]
-        queue_filter = (sql.SQL("AND queue = ANY(%(queues)s::text[])") if queues
-                        else sql.SQL(""))
-        statement = sql.SQL(query or _Q["claim"]).format(queue_filter=queue_filter,
-                                                sets=sql.SQL(", ").join(sets))
-        return statement, params.values
+                         query: str | None = None) -> tuple[str, dict[str, Any]]:
+        statement, params = compile_claim(query or _Q["claim"],
+                                          ClaimStart(worker_id, lease_seconds), bool(queues))
+        params.update({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
+                       "limit": limit, "worker_id": worker_id,
+                       "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                       "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+        return statement, params
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
         if not leases:

@@ -1,0 +1,94 @@
+"""The PostgreSQL worker's hot path: completions and the next claim sent as one pipeline, rows
+read in binary. What it must keep: one transaction (all or nothing), the NOTIFY of changes that
+make work, and jobs that read the same as any other read gives them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from conveyor import transitions
+from conveyor.changes import Change, Lease
+from conveyor.errors import StoreError
+from conveyor.lifecycle import JobState
+from conveyor.model import JobError, JobProgress
+from conveyor.stores.base import NewJob
+from conveyor.stores.postgres import PostgresStore
+from tests.conftest import pg_test_url
+from tests.integration.test_postgres_store import _time_to_wake
+
+pytestmark = pytest.mark.postgres
+S = JobState
+
+
+@pytest.fixture
+def stores() -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    schema = f"wp_{uuid.uuid4().hex[:12]}"
+    first = PostgresStore(pg_test_url(), schema=schema)
+    first.migrate()
+    second = PostgresStore(pg_test_url(), schema=schema)
+    yield first, second
+    first.close()
+    second.close()
+    with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _running(store: PostgresStore, count: int, job_type: str = "t") -> list[Lease]:
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type=job_type, params={})
+                       for _ in range(count)])
+    jobs = store.claim("w", queues=[], job_types=[job_type], limit=count, lease_seconds=60)
+    return [Lease(job.id, job.lease_token or "", job.attempt) for job in jobs]
+
+
+def test_a_statement_failing_in_the_pipeline_writes_nothing_and_claims_nothing(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    store, _ = stores
+    held, doomed = _running(store, 2)
+    (waiting,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="next", params={})])
+    breaks_a_check = Change(doomed.job_id, "x", frozenset({S.RUNNING}),
+                            values={"max_attempts": -1}, lease=doomed)
+    with pytest.raises(StoreError):
+        store.finish_and_claim([transitions.complete(held, {"n": 1}, "w"), breaks_a_check],
+                               "w", queues=[], job_types=["next"], limit=1, lease_seconds=60)
+    for lease in (held, doomed):  # the completion beside it was not written either
+        job = store.get_job(lease.job_id)
+        assert (job.state, job.result, job.lease_token) == (S.RUNNING, None, lease.token)
+        assert [h.action for h in store.history(lease.job_id)] == ["create", "start"]
+    assert store.get_job(waiting.id).state is S.PENDING  # nor was the claim
+    done, claimed = store.finish_and_claim([transitions.complete(held, {"n": 1}, "w")], "w",
+                                           queues=[], job_types=["next"], limit=1,
+                                           lease_seconds=60)
+    assert [job.id for job in claimed] == [waiting.id]  # the connection was left usable
+    assert done[0] is not None and done[0].result == {"n": 1}
+
+
+def test_rows_read_by_the_worker_path_are_the_jobs_any_read_gives(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    store, _ = stores
+    params = {"big": 2**62, "huge": 1e300, "text": "é\u2028\U0001f600", "none": None}
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params=params,
+                              timeout=2.5, unique_key="k")])
+    (claimed,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=60)
+    assert claimed == store.get_job(claimed.id) and claimed.params == params
+    lease = Lease(claimed.id, claimed.lease_token or "", claimed.attempt)
+    done, _ = store.finish_and_claim(
+        [transitions.complete(lease, [1, {"x": 1.5}], "w", progress=JobProgress(3, 4))], "w",
+        queues=[], job_types=["t"], limit=1, lease_seconds=60)
+    assert done == [store.get_job(claimed.id)]
+    assert done[0] is not None and done[0].result == [1, {"x": 1.5}]
+    assert done[0].finished_at is not None and done[0].finished_at.utcoffset() is not None
+
+
+def test_a_batch_that_makes_work_notifies_once_its_changes_landed(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    producer, waiter = stores
+    leases = _running(producer, 2)
+    for lease in leases:
+        producer.apply([transitions.fail(lease, lease.job_id, JobError("E", "x"), "r", "w")])
+    retries = [transitions.retry(lease.job_id, "op", "again") for lease in leases]
+    assert _time_to_wake(waiter, lambda: producer.apply_many(retries)) < 10
+    assert {producer.get_job(lease.job_id).state for lease in leases} == {S.PENDING}
