@@ -42,10 +42,23 @@ def ts(value: float | None) -> datetime | None:
     kind = type(value)
     if kind is not float and kind is not int:  # bool (a subclass of int) included
         raise ValueError(f"a time column holds {value!r}, not a number")
+    known = _TIMES.get(value)
+    if known is not None:
+        return known
     try:
-        return datetime.fromtimestamp(value, UTC)
+        known = datetime.fromtimestamp(value, UTC)
     except (ValueError, OverflowError, OSError):
-        return _MIN_TIME if value < 0 else _MAX_TIME
+        known = _MIN_TIME if value < 0 else _MAX_TIME
+    if len(_TIMES) >= _MAX_TIMES:
+        _TIMES.clear()
+    _TIMES[value] = known
+    return known
+
+
+#: Recently decoded times (a datetime is immutable, so one may be shared): the rows one
+#: transaction writes share their times (its now, a batch's created_at and run_at).
+_TIMES: dict[float, datetime] = {}
+_MAX_TIMES = 4096
 
 
 def epoch(value: datetime) -> float:
