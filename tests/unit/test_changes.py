@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -18,15 +19,20 @@ import pytest
 from conveyor import transitions
 from conveyor.changes import (
     CLAIM_ACTIONS,
+    JSON_COLUMNS,
     REQUEST_FLAGS,
     SETTABLE_COLUMNS,
     Change,
     ClaimStart,
     DbNow,
     FirstTime,
+    FreshToken,
+    Increment,
     Lease,
 )
 from conveyor.lifecycle import JobState
+from conveyor.model import JobError, JobProgress
+from conveyor.stores.sqlite import changes as sqlite_changes
 from conveyor.stores.sqlite.changes import change_shape, compile_batch, compile_change
 from conveyor.stores.sqlite.store import _Q
 
@@ -147,3 +153,57 @@ def test_sqlite_batches_same_shaped_changes_into_one_statement_reading_each_rows
         assert not {f"job-{m}" for m in range(3) if m != n} & set(row)
     with pytest.raises(ValueError, match="placeholder"):
         compile_batch(_Q["apply_change_batch"], shaped[0][0], [shaped[0][1][:-1]])
+
+
+def _changes_of_every_kind() -> list[Change]:
+    """Changes of many structures, each made twice (other values, same structure)."""
+    made: list[Change] = []
+    for n in (1, 2):
+        lease = Lease(f"job-{n}", f"token-{n}", n)
+        steps = JobProgress(n, 10, {"at": n})
+        error = JobError("E", f"boom {n}")
+        made += [
+            transitions.complete(lease, {"n": n}, "w"),
+            transitions.complete(lease, None, "w", progress=steps),
+            transitions.fail(lease, lease.job_id, error, "raised", "w"),
+            transitions.fail(None, lease.job_id, error, "lost", "reaper", lease_expired=True,
+                             close_budget=n),
+            transitions.snooze(lease, 2.5 * n, steps, "w"),
+            transitions.pause_at_checkpoint(lease, steps, "w", resume=n == 2),
+            transitions.cancel_idle(f"job-{n}", S.PAUSED, "op", "why", pause_expired=n == 1),
+            transitions.request(f"job-{n}", "cancel_requested", n == 1,
+                                frozenset({S.RUNNING, S.PAUSED}), "op", ""),
+            transitions.retry(f"job-{n}", "op", "again", delay=n, keep_place=n == 2),
+            transitions.run_now(f"job-{n}", "op", "now"),
+            transitions.reschedule(f"job-{n}", "op", "", run_at=datetime(2030, 1, n, tzinfo=UTC),
+                                   priority=n),
+            ClaimStart("w", 30.0 * n).change(f"job-{n}", S.PAUSED, FreshToken()),
+            replace(_forged(), values={"attempt": Increment(n), "priority": n},
+                    due=True, unless_flag="cancel_requested"),
+        ]
+    return made
+
+
+def _uncached(change: Change, now: float, json_values: dict[str, Any]
+              ) -> tuple[tuple[str, str], list[Any]]:
+    sets, set_args = sqlite_changes._assignments(change, now, json_values)
+    where, where_args = sqlite_changes._guards(change, now)
+    return (", ".join(sets), " AND ".join(where)), [*set_args, *where_args]
+
+
+def test_sqlite_shapes_compiled_once_give_what_compiling_each_change_gives() -> None:
+    for now in (10.0, 20.5):
+        for change in _changes_of_every_kind():
+            json_values = {c: sqlite_changes.encode_json(c, v) for c, v in change.values.items()
+                           if c in JSON_COLUMNS}
+            for given in (json_values, {}):
+                assert change_shape(change, now, given) == _uncached(change, now, given)
+            shape, args = _uncached(change, now, {})
+            assert compile_change("{sets} | {where}", change, now) == (
+                f"{shape[0]} | {shape[1]}", args)
+            statement, claim_args = sqlite_changes.compile_claim(
+                "{sets} | {where}", change, ["a", "b"], now)
+            assert statement == f"{shape[0]} | id IN (?,?){shape[1][len('id = ?'):]}"
+            assert claim_args == [*args[:args.index(change.job_id)], "a", "b",
+                                  *args[args.index(change.job_id) + 1:]]
+    assert len(sqlite_changes._SHAPES) <= sqlite_changes._MAX_SHAPES

@@ -77,7 +77,10 @@ class Completer:
         with self._cond:
             self._pending.append(Completion(execution, change))
             self._unrecorded += 1
-            self._cond.notify()
+            # the thread waits for a first completion, then for a full batch (or HANDOFF):
+            # waking it for any other would only hand it the GIL to look and sleep again
+            if len(self._pending) == 1 or len(self._pending) >= self.max_batch:
+                self._cond.notify()
 
     @property
     def busy(self) -> bool:

@@ -296,8 +296,10 @@ class Worker:
                           self.worker_id, exc, backoff)
                 self._stopping.wait(backoff)
                 continue
-            for job in claimed:
-                self._dispatch(job)
+            # every slot made before any is handed over: a woken pool thread then finds
+            # this loop about to wait, not contending for the GIL while it builds the next
+            for slot in [self._slot_for(job) for job in claimed]:
+                self._pool.submit(slot)
             if claimed and len(claimed) == free:
                 self._slot_freed.wait(self.poll_interval)
                 self._slot_freed.clear()
@@ -361,8 +363,9 @@ class Worker:
         else:
             self.engine.store.wait_for_work(self.poll_interval)
 
-    def _dispatch(self, job: Job) -> None:
-        """Hand a claimed job to a slot (its start was recorded, and announced, by the claim)."""
+    def _slot_for(self, job: Job) -> Slot:
+        """The slot a claimed job runs in (its start was recorded, and announced, by the
+        claim), known to the worker (its watchdog, heartbeats) before a thread takes it."""
         assert job.lease_token is not None
         self.stats.claimed += 1
         execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.engine,
@@ -375,7 +378,7 @@ class Worker:
             slot.deadline = time.monotonic() + job.timeout
         with self._slots_lock:
             self._slots[job.lease_token] = slot
-        self._pool.submit(slot)
+        return slot
 
     def _run_slot(self, slot: Slot) -> None:
         """The executor pipeline for one job, on a pool thread."""

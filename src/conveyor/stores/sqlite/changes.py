@@ -9,10 +9,11 @@ so every timestamp one transaction writes is the same instant.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from conveyor import payload
 from conveyor.changes import (
@@ -115,20 +116,119 @@ def compile_change(template: str, change: Change, now: float,
                    json_values: Mapping[str, str | None] | None = None) -> tuple[str, list[Any]]:
     """The ``apply_change`` statement for ``change`` (its ``{sets}`` and ``{where}`` filled in)
     and its arguments, in order."""
-    sets, set_args = _assignments(change, now, json_values or {})
-    where, where_args = _guards(change, now)
-    statement = template.format(sets=", ".join(sets), where=" AND ".join(where))
-    return statement, [*set_args, *where_args]
+    shape, args = change_shape(change, now, json_values or {})
+    return _statement(template, shape), args
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(template: str, shape: tuple[str, str]) -> str:
+    return template.format(sets=shape[0], where=shape[1])
+
+
+class _Shape(NamedTuple):
+    """What every change of one structure shares: its SET and WHERE text, and where each of
+    its arguments comes from (:func:`_arguments`)."""
+
+    sql: tuple[str, str]
+    to_state: str | None
+    columns: tuple[tuple[str, str | None], ...]  # each value's column and marker kind
+    states: tuple[str, ...]
+    lease: bool
+    now_guards: int  # guards comparing with now (lease_expired, due, pause_expired)
+
+
+_MARKER_KINDS: dict[type, str] = {DbNow: "now", FirstTime: "first", FreshToken: "token",
+                                  Increment: "by"}
+#: Shapes by their key (:func:`_shape_key`). Changes come from a handful of transitions, so
+#: this stays small; the bound only guards against a caller making endless new structures.
+_SHAPES: dict[tuple[Any, ...], _Shape] = {}
+_MAX_SHAPES = 512
+
+
+def _kind(column: str, value: Any) -> str | None:
+    """A value's marker kind (its SQL differs by it); None for a plain bound value."""
+    if column in JSON_COLUMNS:
+        return None
+    return next((name for marker, name in _MARKER_KINDS.items() if isinstance(value, marker)),
+                None)
+
+
+def _shape_key(change: Change) -> tuple[Any, ...]:
+    """The structure of ``change``, read from its fields without building any SQL (the
+    values' types tell markers from plain values): changes with equal keys compile to the
+    same statement text."""
+    values = change.values
+    return (change.when, change.to_state, tuple(values), tuple(map(type, values.values())),
+            change.lease is None, change.retryable, change.lease_expired, change.due,
+            change.pause_expired, change.flag, change.unless_flag)
+
+
+def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) -> _Shape:
+    key = _shape_key(change)
+    found = _SHAPES.get(key)
+    if found is not None:
+        return found
+    sets, _ = _assignments(change, now, json_values)  # validates every column and flag
+    where, _ = _guards(change, now)
+    found = _Shape(
+        (", ".join(sets), " AND ".join(where)),
+        None if change.to_state is None else change.to_state.value,
+        tuple([(column, _kind(column, value)) for column, value in change.values.items()]),
+        tuple(sorted(s.value for s in change.when)), change.lease is not None,
+        sum((change.lease_expired, change.due, change.pause_expired)))
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[key] = found
+    return found
+
+
+def _arguments(shape: _Shape, change: Change, now: float,
+               json_values: Mapping[str, str | None]) -> list[Any]:
+    """``change``'s arguments in the placeholder order of its shape (as :func:`_assignments`
+    and :func:`_guards` give them)."""
+    args: list[Any] = [now]
+    if shape.to_state is not None:
+        args.append(shape.to_state)
+    values = change.values
+    for column, kind in shape.columns:
+        value = values[column]
+        if kind is None:
+            if column in json_values:
+                value = json_values[column]
+            elif column in JSON_COLUMNS:
+                value = encode_json(column, value)
+            elif isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, datetime):
+                value = epoch(value)
+        elif kind == "now":
+            value = now + value.offset
+        elif kind == "first":
+            value = now
+        elif kind == "token":
+            value = 16
+        else:
+            value = value.by
+        args.append(value)
+    args.append(change.job_id)
+    args.extend(shape.states)
+    if shape.lease:
+        assert change.lease is not None
+        args.append(change.lease.token)
+        args.append(change.lease.attempt)
+    if shape.now_guards:
+        args.extend([now] * shape.now_guards)
+    return args
 
 
 def change_shape(change: Change, now: float, json_values: Mapping[str, str | None]
                  ) -> tuple[tuple[str, str], list[Any]]:
     """``change``'s SET and WHERE clauses (its shape: the statement without its values) and
     its arguments in placeholder order. Changes of one shape differ in their values only, so
-    a batch of them is one statement (:func:`compile_batch`)."""
-    sets, set_args = _assignments(change, now, json_values)
-    where, where_args = _guards(change, now)
-    return (", ".join(sets), " AND ".join(where)), [*set_args, *where_args]
+    a batch of them is one statement (:func:`compile_batch`). The clauses are compiled once
+    per structure of change and kept (a worker writes the same few structures all day)."""
+    shape = _shape(change, now, json_values)
+    return shape.sql, _arguments(shape, change, now, json_values)
 
 
 def compile_batch(template: str, shape: tuple[str, str],
@@ -141,22 +241,36 @@ def compile_batch(template: str, shape: tuple[str, str],
     ``?`` nowhere but as a placeholder.
     """
     width = len(rows[0])
-    if sum(part.count("?") for part in shape) != width or any(len(r) != width for r in rows):
+    if any(len(r) != width for r in rows):
+        raise ValueError("a batch's rows must fill every placeholder of its shape")
+    statement = _batch_statement(template, shape, width, len(rows))
+    return statement, [arg for row in rows for arg in row]
+
+
+@functools.lru_cache(maxsize=256)
+def _batch_statement(template: str, shape: tuple[str, str], width: int, count: int) -> str:
+    if sum(part.count("?") for part in shape) != width:
         raise ValueError("a batch's rows must fill every placeholder of its shape")
     columns = iter(range(1, width + 1))
     sets, where = [re.sub(r"\?", lambda _: f"batch.column{next(columns)}", part)
                    for part in shape]
-    values = ", ".join([f"({marks(width)})"] * len(rows))
-    statement = template.format(sets=sets, values=values, where=where)
-    return statement, [arg for row in rows for arg in row]
+    values = ", ".join([f"({marks(width)})"] * count)
+    return template.format(sets=sets, values=values, where=where)
 
 
 def compile_claim(template: str, change: Change, job_ids: Sequence[str],
                   now: float) -> tuple[str, list[Any]]:
     """``change`` (a claim's start or resume) made to every job of ``job_ids`` in one
     statement: the same SET and guards, with ``id IN (...)`` for the one id."""
-    sets, set_args = _assignments(change, now, {})
-    where, where_args = _guards(change, now)
-    where[0] = f"id IN ({marks(len(job_ids))})"
-    statement = template.format(sets=", ".join(sets), where=" AND ".join(where))
-    return statement, [*set_args, *job_ids, *where_args[1:]]
+    shape = _shape(change, now, {})
+    args = _arguments(shape, change, now, {})
+    first = len(args) - 1 - len(shape.states) - 2 * shape.lease - shape.now_guards  # the id's
+    return (_claim_statement(template, shape.sql, len(job_ids)),
+            [*args[:first], *job_ids, *args[first + 1:]])
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_statement(template: str, shape: tuple[str, str], count: int) -> str:
+    sets, where = shape
+    assert where.startswith("id = ?")
+    return template.format(sets=sets, where=f"id IN ({marks(count)})" + where[len("id = ?"):])

@@ -10,7 +10,9 @@ it could not in the job's ``error`` (so ``show`` explains it and ``cancel`` work
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -40,10 +42,23 @@ def ts(value: float | None) -> datetime | None:
     kind = type(value)
     if kind is not float and kind is not int:  # bool (a subclass of int) included
         raise ValueError(f"a time column holds {value!r}, not a number")
+    known = _TIMES.get(value)
+    if known is not None:
+        return known
     try:
-        return datetime.fromtimestamp(value, UTC)
+        known = datetime.fromtimestamp(value, UTC)
     except (ValueError, OverflowError, OSError):
-        return _MIN_TIME if value < 0 else _MAX_TIME
+        known = _MIN_TIME if value < 0 else _MAX_TIME
+    if len(_TIMES) >= _MAX_TIMES:
+        _TIMES.clear()
+    _TIMES[value] = known
+    return known
+
+
+#: Recently decoded times (a datetime is immutable, so one may be shared): the rows one
+#: transaction writes share their times (its now, a batch's created_at and run_at).
+_TIMES: dict[float, datetime] = {}
+_MAX_TIMES = 4096
 
 
 def epoch(value: datetime) -> float:
@@ -103,73 +118,117 @@ def row_to_job(stored: sqlite3.Row, *, lenient: bool = False) -> Job:
     ``lenient`` (reading one job by id): a JSON column that cannot be decoded is replaced by
     its empty value, and the job's ``error`` says which columns were lost.
     """
-    # sqlite3.Row finds a column by name with a linear, case-insensitive scan; a dict is
-    # several times faster over the ~30 lookups a job takes (decoding is on the claim's path)
-    row: dict[str, Any] = dict(zip(stored.keys(), stored, strict=True))
-    lost: list[str] = []
-
-    def json(column: str, default: Any) -> Any:
-        text = row[column]
-        if text is None:
-            return None
-        if text == "{}":  # most checkpoints, params and backoffs: no parser needed
-            return {}
+    # sqlite3.Row finds a column by name with a linear, case-insensitive scan; one itemgetter
+    # per column layout takes the ~35 values a job needs in one call (decoding is on the
+    # claim's and the completion's path). A row without every column is read by name.
+    pick = _picker(tuple(stored.keys()))
+    if pick is not None:
+        values = pick(stored)
+    else:
+        row = dict(zip(stored.keys(), stored, strict=True))
         try:
-            return payload.loads(text)
-        except ValueError as exc:
-            if not lenient:
-                raise ValueError(f"{column} is not valid JSON ({exc})") from None
-            lost.append(column)
-            return default
-
+            values = tuple([row.get(c) if c == "trace" else row[c] for c in _COLUMNS])
+        except KeyError as exc:
+            raise StoreError(f"job {row.get('id')!r} cannot be decoded: {exc}") from exc
+    lost: list[str] = []
     try:
-        job = _decode(row, json)
+        job = _decode(values, lenient, lost)
     except (ValueError, TypeError, KeyError) as exc:
-        raise StoreError(f"job {row['id']!r} cannot be decoded: {exc}") from exc
+        raise StoreError(f"job {values[0]!r} cannot be decoded: {exc}") from exc
     if lost:
-        log.error("job %r: stored %s cannot be decoded", row["id"], ", ".join(lost))
+        log.error("job %r: stored %s cannot be decoded", values[0], ", ".join(lost))
         job.error = JobError(UNDECODABLE_ROW, f"stored {', '.join(lost)} cannot be decoded; "
                                           "the job can only be cancelled")
     return job
 
 
-def _decode(row: dict[str, Any], json: Callable[[str, Any], Any]) -> Job:
-    error = json("error", None)
+#: The columns a Job is decoded from, in the order :func:`_decode` takes them.
+_COLUMNS = (
+    "id", "state", "created_at", "started_at", "finished_at", "job_type", "params",
+    "max_attempts", "attempt", "current_step", "total_steps", "checkpoint", "result", "error",
+    "queue", "priority", "run_at", "timeout", "pause_timeout", "backoff", "updated_at",
+    "paused_at", "pause_requested", "cancel_requested", "resume_requested", "worker_id",
+    "lease_token", "lease_expires_at", "requeued_from", "unique_key", "trace", "limit_key",
+    "waiting_on", "has_dependents", "on_dependency_failure",
+)
+#: Parsed backoff policies by their stored text (each decode gets its own copy).
+_BACKOFFS: dict[str, dict[str, Any]] = {}
+_MAX_BACKOFFS = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _picker(keys: tuple[str, ...]) -> Callable[[sqlite3.Row], tuple[Any, ...]] | None:
+    """One call taking a job's columns, in :data:`_COLUMNS`' order, from rows of ``keys``
+    (a name given twice is read from its last column, as reading the row into a dict did)."""
+    place = {key: n for n, key in enumerate(keys)}
+    if any(column not in place for column in _COLUMNS):
+        return None
+    return operator.itemgetter(*(place[column] for column in _COLUMNS))
+
+
+def _json(column: str, text: str | None, default: Any, lenient: bool, lost: list[str]) -> Any:
+    if text is None:
+        return None
+    if text == "{}":  # most checkpoints, params and backoffs: no parser needed
+        return {}
+    if column == "backoff" and text in _BACKOFFS:  # a job type's jobs share one policy
+        return dict(_BACKOFFS[text])
+    try:
+        value = payload.loads(text)
+    except ValueError as exc:
+        if not lenient:
+            raise ValueError(f"{column} is not valid JSON ({exc})") from None
+        lost.append(column)
+        return default
+    if (column == "backoff" and isinstance(value, dict) and len(_BACKOFFS) < _MAX_BACKOFFS
+            and not any(isinstance(v, dict | list) for v in value.values())):
+        _BACKOFFS[text] = dict(value)  # flat: a copy is as good as parsing it again
+    return value
+
+
+def _decode(values: tuple[Any, ...], lenient: bool, lost: list[str]) -> Job:
+    (job_id, state, created_at, started_at, finished_at, job_type, params, max_attempts,
+     attempt, current_step, total_steps, checkpoint, result, error, queue, priority, run_at,
+     timeout, pause_timeout, backoff, updated_at, paused_at, pause_requested,
+     cancel_requested, resume_requested, worker_id, lease_token, lease_expires_at,
+     requeued_from, unique_key, trace, limit_key, waiting_on, has_dependents,
+     on_dependency_failure) = values
+    failure = _json("error", error, None, lenient, lost)
     return Job(
-        id=row["id"],
-        state=_STATES[row["state"]],
-        created_at=ts(row["created_at"]) or datetime.now(UTC),
-        started_at=ts(row["started_at"]),
-        finished_at=ts(row["finished_at"]),
-        job_type=row["job_type"],
-        params=json("params", {}),
-        max_attempts=row["max_attempts"],
-        attempt=row["attempt"],
-        progress=JobProgress(row["current_step"], row["total_steps"],
-                             json("checkpoint", {}) or {}),
-        result=json("result", None),
-        error=JobError(**error) if error else None,
-        queue=row["queue"],
-        priority=row["priority"],
-        run_at=ts(row["run_at"]) or datetime.now(UTC),
-        timeout=row["timeout"],
-        pause_timeout=row["pause_timeout"],
-        backoff=json("backoff", {}) or {},
-        updated_at=ts(row["updated_at"]) or datetime.now(UTC),
-        paused_at=ts(row["paused_at"]),
-        pause_requested=bool(row["pause_requested"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        resume_requested=bool(row["resume_requested"]),
-        worker_id=row["worker_id"],
-        lease_token=row["lease_token"],
-        lease_expires_at=ts(row["lease_expires_at"]),
-        requeued_from=row["requeued_from"],
-        unique_key=row["unique_key"],
-        trace=row.get("trace"),
-        limit_key=row["limit_key"],
-        waiting_on=row["waiting_on"],
-        has_dependents=bool(row["has_dependents"]),
-        on_dependency_failure=row["on_dependency_failure"],
+        id=job_id,
+        state=_STATES[state],
+        created_at=ts(created_at) or datetime.now(UTC),
+        started_at=ts(started_at),
+        finished_at=ts(finished_at),
+        job_type=job_type,
+        params=_json("params", params, {}, lenient, lost),
+        max_attempts=max_attempts,
+        attempt=attempt,
+        progress=JobProgress(current_step, total_steps,
+                             _json("checkpoint", checkpoint, {}, lenient, lost) or {}),
+        result=_json("result", result, None, lenient, lost),
+        error=JobError(**failure) if failure else None,
+        queue=queue,
+        priority=priority,
+        run_at=ts(run_at) or datetime.now(UTC),
+        timeout=timeout,
+        pause_timeout=pause_timeout,
+        backoff=_json("backoff", backoff, {}, lenient, lost) or {},
+        updated_at=ts(updated_at) or datetime.now(UTC),
+        paused_at=ts(paused_at),
+        pause_requested=bool(pause_requested),
+        cancel_requested=bool(cancel_requested),
+        resume_requested=bool(resume_requested),
+        worker_id=worker_id,
+        lease_token=lease_token,
+        lease_expires_at=ts(lease_expires_at),
+        requeued_from=requeued_from,
+        unique_key=unique_key,
+        trace=trace,
+        limit_key=limit_key,
+        waiting_on=waiting_on,
+        has_dependents=bool(has_dependents),
+        on_dependency_failure=on_dependency_failure,
     )
 
 

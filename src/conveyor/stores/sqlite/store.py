@@ -445,10 +445,12 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
         return row
 
     def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
-                     encoded: Sequence[dict[str, str | None]]) -> list[sqlite3.Row | None]:
+                     encoded: Sequence[dict[str, str | None]],
+                     history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
         """Each change's row (None: refused), changes of one shape written by one statement
-        (a worker's completions mostly share one): each row still fenced by its own guards,
-        its history row written in this transaction, in the order of ``changes``."""
+        (a worker's completions mostly share one): each row still fenced by its own guards.
+        The history rows of the batched ones, in the order of ``changes``, are added to
+        ``history`` for the caller to write in this transaction."""
         shapes: dict[tuple[str, str], list[int]] = {}
         args: list[list[Any]] = []
         for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
@@ -471,11 +473,11 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
                     done[n] = landed.get(changes[n].job_id)
         for n in sorted(alone):
             done[n] = self._apply_one(conn, changes[n], now, encoded[n])
-        conn.executemany(_Q["insert_history"], [
+        history.extend(
             (change.job_id, now, change.action, next(iter(change.when)).value, row["state"],
              row["attempt"], change.actor, change.reason)
             for n, (change, row) in enumerate(zip(changes, done, strict=True))
-            if row is not None and n not in alone])
+            if row is not None and n not in alone)
         return done
 
     # -- workers ---------------------------------------------------------------------------------
@@ -492,12 +494,15 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             return [], []
         encoded = [{column: encode_json(column, value) for column, value in c.values.items()
                     if column in JSON_COLUMNS} for c in finish]
+        history: list[tuple[Any, ...]] = []  # the batch's and the claim's: one statement
         with self._write() as conn:
             now = self._clock()
-            done = self._apply_batch(conn, finish, now, encoded)
+            done = self._apply_batch(conn, finish, now, encoded, history)
             rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
-                                   job_types, limit, now)
+                                   job_types, limit, now, history)
                     if limit > 0 and job_types else [])
+            if history:
+                conn.executemany(_Q["insert_history"], history)
         if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
@@ -505,10 +510,11 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
                 decode_rows(rows))
 
     def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
-                  job_types: Sequence[str], limit: int, now: float) -> list[sqlite3.Row]:
-        """The claim's writes, inside the caller's write transaction; the rows in claim order."""
+                  job_types: Sequence[str], limit: int, now: float,
+                  history: list[tuple[Any, ...]]) -> list[sqlite3.Row]:
+        """The claim's writes, inside the caller's write transaction (its history rows added to
+        ``history``, for the caller to write in it); the rows in claim order."""
         rows: list[sqlite3.Row] = []
-        history: list[tuple[Any, ...]] = []
         rules = self._claim_rules(conn, queues, job_types)  # limits: see limits.py
         picked = (self._limited_candidates(conn, rules, queues, job_types, limit, now) if rules
                   else self._candidates(conn, queues, job_types, limit, now))
@@ -524,7 +530,6 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
                 rows.append(row)
                 history.append((row["id"], now, change.action, source.value, row["state"],
                                 row["attempt"], change.actor, change.reason))
-        conn.executemany(_Q["insert_history"], history)
         place = {job_id: n for n, (job_id, _) in enumerate(picked)}
         rows.sort(key=lambda row: place[row["id"]])
         return rows
