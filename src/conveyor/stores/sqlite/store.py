@@ -10,12 +10,14 @@ Why it is built this way:
   commit waits for a copy and two fsyncs every few dozen commits.
 - The database's clock is this machine's clock (every process sharing the file shares it). It
   is injectable so that tests move time instead of sleeping.
+- This module holds the connection, the schema, transactions and reads; the rest of the
+  store is in mixins, one module each (``inserts.py``, ``worker_path.py``, ``flow.py``,
+  ``logs.py``, ``limits.py``, ``dash.py``, ``ops.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
 import threading
 import time
@@ -25,80 +27,43 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conveyor import payload
-from conveyor.changes import (
-    JSON_COLUMNS,
-    Change,
-    ChangeRefused,
-    ClaimStart,
-    FreshToken,
-    Lease,
-    distinct_jobs,
-    single_job,
-    wakes_workers,
-)
-from conveyor.errors import (
-    ConfigurationError,
-    DuplicateJob,
-    JobNotFound,
-    LeaseLost,
-    StoreError,
-)
+from conveyor.errors import ConfigurationError, JobNotFound, StoreError
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
-from conveyor.stores.sqlfiles import load_migrations, load_queries
-from conveyor.stores.sqlite.changes import (
-    change_shape,
-    compile_batch,
-    compile_change,
-    compile_claim,
-    encode_json,
-    marks,
-)
+from conveyor.model import HistoryEntry, Job
+from conveyor.stores.base import JobQuery
+from conveyor.stores.sqlfiles import load_migrations
+from conveyor.stores.sqlite.changes import marks
 from conveyor.stores.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from conveyor.stores.sqlite.config import (
     APPLICATION_ID,
-    autocommits,
     create_private,
     is_busy,
-    outbox_connection,
     parse_sqlite_url,
     split_sql,
     sqlite_synchronous,
 )
 from conveyor.stores.sqlite.dash import SQLiteDash, filter_clause
-from conveyor.stores.sqlite.dependencies import link, upstream_downstream
+from conveyor.stores.sqlite.dependencies import upstream_downstream
 from conveyor.stores.sqlite.flow import SQLiteFlow
+from conveyor.stores.sqlite.inserts import SQLiteInserts
 from conveyor.stores.sqlite.limits import SQLiteLimits
 from conveyor.stores.sqlite.logs import SQLiteLogs
 from conveyor.stores.sqlite.ops import SQLiteOps
-from conveyor.stores.sqlite.rows import (
-    decode_rows,
-    new_history_rows,
-    new_job_rows,
-    row_to_history,
-    row_to_job,
-    ts,
-)
+from conveyor.stores.sqlite.queries import QUERIES
+from conveyor.stores.sqlite.rows import decode_rows, row_to_history, row_to_job
 from conveyor.stores.sqlite.wake import CommitWatch
+from conveyor.stores.sqlite.worker_path import SQLiteWorkerPath
 
 _PACKAGE = "conveyor.stores.sqlite"
-_Q = load_queries(_PACKAGE)
+_Q = QUERIES  # the dict the mixins run theirs from (see queries.py)
 _MIGRATIONS = load_migrations(_PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
 _BUSY_RETRY_SECONDS = 120.0
-#: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
-_BATCH_ROWS = 200
 T = TypeVar("T")
 
 
-class _Refused(Exception):
-    def __init__(self, change: Change):
-        self.change = change
-
-
-class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
+class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLiteLimits,
+                  SQLiteDash, SQLiteOps):
     """The :class:`~conveyor.stores.base.Store` on one SQLite file."""
 
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time,
@@ -266,94 +231,6 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
                 raise StoreError(f"SQLite store {self.url}: {exc}") from exc
 
     # -- jobs ------------------------------------------------------------------------------------
-    def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
-        now = self._clock()
-        rows = new_job_rows(jobs, now)  # encoded before the write lock
-        history = new_history_rows(jobs, now, actor)
-        if any(new.unique_key is not None or new.depends_on for new in jobs):
-            return self._insert_keyed(jobs, rows, history)
-        with self._write() as conn:
-            if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
-                conn.execute(_Q["insert_job"], rows[0])
-                conn.execute(_Q["insert_history"], history[0])
-            else:
-                conn.executemany(_Q["insert_job"], rows)
-                conn.executemany(_Q["insert_history"], history)
-        self.notify_work()
-        created = ts(now)
-        assert created is not None
-        # row[6] is run_at, as stored (the delay already added); most are now
-        return [inserted_job(new, created, created if row[6] == now else ts(row[6]) or created)
-                for new, row in zip(jobs, rows, strict=True)]
-
-    def _insert_keyed(self, jobs: Sequence[NewJob], rows: list[tuple[Any, ...]],
-                      history: list[tuple[Any, ...]]) -> list[Job]:
-        """Insert jobs of which some hold unique keys: each row comes back from its INSERT,
-        or is the unfinished job already holding the key."""
-        with self._write() as conn:
-            found = [self._insert_one(conn, new, row, entry)
-                     for new, row, entry in zip(jobs, rows, history, strict=True)]
-        self.notify_work()
-        return [dataclasses.replace(row_to_job(row), existing=True) if existing
-                else row_to_job(row) for row, existing in found]
-
-    def _insert_one(self, conn: sqlite3.Connection, new: NewJob, row: tuple[Any, ...],
-                    history: tuple[Any, ...]) -> tuple[sqlite3.Row, bool]:
-        """Insert one job (linked to its dependencies), or find the unfinished job already
-        holding its unique key."""
-        inserted = conn.execute(_Q["insert_job_returning"], row).fetchone()
-        if inserted is not None:
-            conn.execute(_Q["insert_history"], history)
-            return (link(conn, new, history[1]) if new.depends_on else inserted), False
-        holder = conn.execute(_Q["select_unfinished_by_key"], (new.unique_key,)).fetchone()
-        if holder is None:  # pragma: no cover - only a duplicate job id could get here
-            raise StoreError(f"SQLite store {self.url}: job {new.id} could not be inserted")
-        if new.on_conflict == "raise":
-            raise DuplicateJob(row_to_job(holder, lenient=True))  # rolls the batch back
-        return holder, True
-
-    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
-                       actor: str = "") -> list[Job]:
-        """Insert jobs through the caller's own ``sqlite3.Connection`` to this file, inside its
-        transaction: they commit or roll back with the caller's data (see docs/integration.md).
-
-        Inside a savepoint, so a failure here leaves the caller's earlier writes as they were.
-        A connection not in a transaction that would open one on its next write (the sqlite3
-        module's default) gets that transaction opened here, for the caller to commit; one in
-        autocommit mode gets a transaction of its own, committed here.
-        """
-        conn = outbox_connection(connection, self.path)
-        now = self._clock()
-        rows = new_job_rows(jobs, now)
-        history = new_history_rows(jobs, now, actor)
-        cur = conn.cursor()
-        cur.row_factory = sqlite3.Row
-        own = not conn.in_transaction and autocommits(conn)
-        try:
-            if not conn.in_transaction:
-                cur.execute("BEGIN IMMEDIATE" if own else "BEGIN")
-            cur.execute("SAVEPOINT conveyor_enqueue")
-            try:
-                inserted = [cur.execute(_Q["insert_job_returning"], row).fetchone()
-                            for row in rows]
-                cur.executemany(_Q["insert_history"], history)
-            except BaseException:
-                cur.execute("ROLLBACK TO conveyor_enqueue")
-                raise
-            finally:
-                cur.execute("RELEASE conveyor_enqueue")
-            if own:
-                cur.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if own:
-                with contextlib.suppress(sqlite3.Error):
-                    cur.execute("ROLLBACK")
-            raise StoreError(f"SQLite store {self.url}: enqueue in the caller's transaction "
-                             f"failed: {exc}") from exc
-        finally:
-            cur.close()
-        return [row_to_job(row) for row in inserted]
-
     def get_job(self, job_id: str) -> Job:
         rows = self._read(_Q["select_job"], (job_id,))
         if not rows:
@@ -398,193 +275,7 @@ class SQLiteStore(SQLiteFlow, SQLiteLogs, SQLiteLimits, SQLiteDash, SQLiteOps):
             self.get_job(job_id)  # raises JobNotFound for an unknown id
         return [row_to_history(r) for r in rows]
 
-    # -- transitions -----------------------------------------------------------------------------
-    def apply(self, changes: Sequence[Change]) -> list[Job]:
-        job_id = single_job(changes)
-        # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
-        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
-                    if column in JSON_COLUMNS} for c in changes]
-        rows: list[sqlite3.Row] = []
-        try:
-            with self._write() as conn:
-                now = self._clock()
-                for change, json_values in zip(changes, encoded, strict=True):
-                    # each change's own row (RETURNING, inside the transaction): the job as
-                    # that change left it, not as a later change or another worker did
-                    row = self._apply_one(conn, change, now, json_values)
-                    if row is None:
-                        raise _Refused(change)
-                    rows.append(row)
-        except _Refused as refused:
-            raise ChangeRefused(refused.change, self.get_job(job_id)) from None
-        if any(wakes_workers(c) for c in changes):
-            self.notify_work()
-        return [row_to_job(row, lenient=True) for row in rows]
-
-    def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
-        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
-                                     lease_seconds=0.0)[0]
-
-    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
-                   json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
-        if len(change.when) == 1:  # the state it came from, if it moved at all
-            source = next(iter(change.when)).value
-        else:
-            before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
-            if before is None:
-                raise JobNotFound(change.job_id)
-            source = before["state"]
-        statement, args = compile_change(_Q["apply_change"], change, now, json_values)
-        row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
-        if row is None:
-            return None  # refused (or no such job: the caller's read back tells which)
-        conn.execute(_Q["insert_history"], (
-            change.job_id, now, change.action, source, row["state"], row["attempt"],
-            change.actor, change.reason,
-        ))
-        return row
-
-    def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
-                     encoded: Sequence[dict[str, str | None]],
-                     history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
-        """Each change's row (None: refused), changes of one shape written by one statement
-        (a worker's completions mostly share one): each row still fenced by its own guards.
-        The history rows of the batched ones, in the order of ``changes``, are added to
-        ``history`` for the caller to write in this transaction."""
-        shapes: dict[tuple[str, str], list[int]] = {}
-        args: list[list[Any]] = []
-        for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
-            shape, row_args = change_shape(change, now, json_values)
-            args.append(row_args)
-            if len(change.when) == 1:  # a known source state, for its history row
-                shapes.setdefault(shape, []).append(n)
-        done: list[sqlite3.Row | None] = [None] * len(changes)
-        alone = set(range(len(changes))) - {n for group in shapes.values() for n in group}
-        for shape, group in shapes.items():
-            if len(group) == 1:
-                alone.add(group[0])
-                continue
-            for start in range(0, len(group), _BATCH_ROWS):
-                part = group[start:start + _BATCH_ROWS]
-                statement, flat = compile_batch(_Q["apply_change_batch"], shape,
-                                                [args[n] for n in part])
-                landed = {row["id"]: row for row in conn.execute(statement, flat).fetchall()}
-                for n in part:
-                    done[n] = landed.get(changes[n].job_id)
-        for n in sorted(alone):
-            done[n] = self._apply_one(conn, changes[n], now, encoded[n])
-        history.extend(
-            (change.job_id, now, change.action, next(iter(change.when)).value, row["state"],
-             row["attempt"], change.actor, change.reason)
-            for n, (change, row) in enumerate(zip(changes, done, strict=True))
-            if row is not None and n not in alone)
-        return done
-
     # -- workers ---------------------------------------------------------------------------------
-    def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
-              limit: int, lease_seconds: float) -> list[Job]:
-        return self.finish_and_claim((), worker_id, queues=queues, job_types=job_types,
-                                     limit=limit, lease_seconds=lease_seconds)[1]
-
-    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
-                         queues: Sequence[str], job_types: Sequence[str], limit: int,
-                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
-        distinct_jobs(finish)
-        if not finish and (limit <= 0 or not job_types):
-            return [], []
-        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
-                    if column in JSON_COLUMNS} for c in finish]
-        history: list[tuple[Any, ...]] = []  # the batch's and the claim's: one statement
-        with self._write() as conn:
-            now = self._clock()
-            done = self._apply_batch(conn, finish, now, encoded, history)
-            rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
-                                   job_types, limit, now, history)
-                    if limit > 0 and job_types else [])
-            if history:
-                conn.executemany(_Q["insert_history"], history)
-        if any(row is not None and wakes_workers(c)
-               for c, row in zip(finish, done, strict=True)):
-            self.notify_work()
-        return ([None if row is None else row_to_job(row, lenient=True) for row in done],
-                decode_rows(rows))
-
-    def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
-                  job_types: Sequence[str], limit: int, now: float,
-                  history: list[tuple[Any, ...]]) -> list[sqlite3.Row]:
-        """The claim's writes, inside the caller's write transaction (its history rows added to
-        ``history``, for the caller to write in it); the rows in claim order."""
-        rows: list[sqlite3.Row] = []
-        rules = self._claim_rules(conn, queues, job_types)  # limits: see limits.py
-        picked = (self._limited_candidates(conn, rules, queues, job_types, limit, now) if rules
-                  else self._candidates(conn, queues, job_types, limit, now))
-        for source in (JobState.PAUSED, JobState.PENDING):
-            ids = [job_id for job_id, from_state in picked if from_state is source]
-            if not ids:
-                continue
-            # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
-            # claimed rows themselves, no read back); the write lock keeps them as picked
-            change = start.change(ids[0], source, FreshToken())
-            statement, args = compile_claim(_Q["apply_change"], change, ids, now)
-            for row in conn.execute(statement, args):
-                rows.append(row)
-                history.append((row["id"], now, change.action, source.value, row["state"],
-                                row["attempt"], change.actor, change.reason))
-        place = {job_id: n for n, (job_id, _) in enumerate(picked)}
-        rows.sort(key=lambda row: place[row["id"]])
-        return rows
-
-    def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
-                    job_types: Sequence[str], limit: int,
-                    now: float) -> list[tuple[str, JobState]]:
-        types = sorted(set(job_types))
-        in_types = marks(len(types))
-        scopes: list[tuple[str, list[Any]]] = (
-            [("_in_queue", [q]) for q in sorted(set(queues))] if queues else [("", [])]
-        )
-        resumable: list[tuple[float, str]] = []
-        pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
-        for scope, qargs in scopes:
-            resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
-                _Q[f"claim_resumable{scope}"].format(job_types=in_types),
-                [*qargs, *types, limit]))
-            pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
-                _Q[f"claim_pending{scope}"].format(job_types=in_types),
-                [*qargs, now, *types, limit]))
-        picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
-        picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
-        return picked[:limit]
-
-    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
-        held: dict[str, Signals] = {}
-        if not leases:
-            return held
-        with self._write() as conn:
-            now = self._clock()
-            for lease in leases:
-                row = conn.execute(_Q["heartbeat"], (now + lease_seconds, now, lease.job_id,
-                                                     lease.token, lease.attempt)).fetchone()
-                if row is not None:
-                    held[lease.token] = Signals(bool(row[0]), bool(row[1]))
-        return held
-
-    def save_progress(self, lease: Lease, progress: JobProgress, *,
-                      checkpoint: bool = False) -> Signals:
-        encoded = payload.dumps(progress.last_checkpoint) if checkpoint else None
-        with self._write() as conn:  # encoded first: the write lock is held for SQL only
-            now = self._clock()
-            fence = (lease.job_id, lease.token, lease.attempt)
-            if checkpoint:
-                row = conn.execute(_Q["save_checkpoint"], (
-                    progress.current_step, progress.total_steps, encoded, now,
-                    *fence)).fetchone()
-            else:
-                row = conn.execute(_Q["save_progress"], (
-                    progress.current_step, progress.total_steps, now, *fence)).fetchone()
-        if row is None:
-            raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
-        return Signals(bool(row[0]), bool(row[1]))
-
     def expired_leases(self, limit: int) -> list[Job]:
         return decode_rows(self._read(_Q["expired_leases"], (self._clock(), limit)))
 

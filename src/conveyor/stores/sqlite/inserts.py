@@ -1,0 +1,127 @@
+"""The SQLite store's inserts: enqueueing jobs, in the store's own transaction or the caller's.
+
+A mixin of :class:`~conveyor.stores.sqlite.store.SQLiteStore`, kept apart so the store module
+stays about connections, schema and reads. Rows are encoded before the write lock is taken;
+unique keys and dependencies take the slower path of one INSERT ... RETURNING per job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from conveyor.errors import DuplicateJob, StoreError
+from conveyor.model import Job
+from conveyor.stores.base import NewJob, inserted_job
+from conveyor.stores.sqlite.config import autocommits, outbox_connection
+from conveyor.stores.sqlite.dependencies import link
+from conveyor.stores.sqlite.queries import QUERIES as _Q
+from conveyor.stores.sqlite.rows import new_history_rows, new_job_rows, row_to_job, ts
+
+
+class _Store(Protocol):
+    url: str
+    path: str
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def _clock(self) -> float: ...
+    def notify_work(self) -> None: ...
+    def _insert_keyed(self, jobs: Sequence[NewJob], rows: list[tuple[Any, ...]],
+                      history: list[tuple[Any, ...]]) -> list[Job]: ...
+    def _insert_one(self, conn: sqlite3.Connection, new: NewJob, row: tuple[Any, ...],
+                    history: tuple[Any, ...]) -> tuple[sqlite3.Row, bool]: ...
+
+
+class SQLiteInserts:
+    """Inserting jobs: :meth:`insert_jobs` and :meth:`insert_jobs_on`."""
+
+    def insert_jobs(self: _Store, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
+        now = self._clock()
+        rows = new_job_rows(jobs, now)  # encoded before the write lock
+        history = new_history_rows(jobs, now, actor)
+        if any(new.unique_key is not None or new.depends_on for new in jobs):
+            return self._insert_keyed(jobs, rows, history)
+        with self._write() as conn:
+            if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
+                conn.execute(_Q["insert_job"], rows[0])
+                conn.execute(_Q["insert_history"], history[0])
+            else:
+                conn.executemany(_Q["insert_job"], rows)
+                conn.executemany(_Q["insert_history"], history)
+        self.notify_work()
+        created = ts(now)
+        assert created is not None
+        # row[6] is run_at, as stored (the delay already added); most are now
+        return [inserted_job(new, created, created if row[6] == now else ts(row[6]) or created)
+                for new, row in zip(jobs, rows, strict=True)]
+
+    def _insert_keyed(self: _Store, jobs: Sequence[NewJob], rows: list[tuple[Any, ...]],
+                      history: list[tuple[Any, ...]]) -> list[Job]:
+        """Insert jobs of which some hold unique keys: each row comes back from its INSERT,
+        or is the unfinished job already holding the key."""
+        with self._write() as conn:
+            found = [self._insert_one(conn, new, row, entry)
+                     for new, row, entry in zip(jobs, rows, history, strict=True)]
+        self.notify_work()
+        return [dataclasses.replace(row_to_job(row), existing=True) if existing
+                else row_to_job(row) for row, existing in found]
+
+    def _insert_one(self: _Store, conn: sqlite3.Connection, new: NewJob, row: tuple[Any, ...],
+                    history: tuple[Any, ...]) -> tuple[sqlite3.Row, bool]:
+        """Insert one job (linked to its dependencies), or find the unfinished job already
+        holding its unique key."""
+        inserted = conn.execute(_Q["insert_job_returning"], row).fetchone()
+        if inserted is not None:
+            conn.execute(_Q["insert_history"], history)
+            return (link(conn, new, history[1]) if new.depends_on else inserted), False
+        holder = conn.execute(_Q["select_unfinished_by_key"], (new.unique_key,)).fetchone()
+        if holder is None:  # pragma: no cover - only a duplicate job id could get here
+            raise StoreError(f"SQLite store {self.url}: job {new.id} could not be inserted")
+        if new.on_conflict == "raise":
+            raise DuplicateJob(row_to_job(holder, lenient=True))  # rolls the batch back
+        return holder, True
+
+    def insert_jobs_on(self: _Store, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own ``sqlite3.Connection`` to this file, inside its
+        transaction: they commit or roll back with the caller's data (see docs/integration.md).
+
+        Inside a savepoint, so a failure here leaves the caller's earlier writes as they were.
+        A connection not in a transaction that would open one on its next write (the sqlite3
+        module's default) gets that transaction opened here, for the caller to commit; one in
+        autocommit mode gets a transaction of its own, committed here.
+        """
+        conn = outbox_connection(connection, self.path)
+        now = self._clock()
+        rows = new_job_rows(jobs, now)
+        history = new_history_rows(jobs, now, actor)
+        cur = conn.cursor()
+        cur.row_factory = sqlite3.Row
+        own = not conn.in_transaction and autocommits(conn)
+        try:
+            if not conn.in_transaction:
+                cur.execute("BEGIN IMMEDIATE" if own else "BEGIN")
+            cur.execute("SAVEPOINT conveyor_enqueue")
+            try:
+                inserted = [cur.execute(_Q["insert_job_returning"], row).fetchone()
+                            for row in rows]
+                cur.executemany(_Q["insert_history"], history)
+            except BaseException:
+                cur.execute("ROLLBACK TO conveyor_enqueue")
+                raise
+            finally:
+                cur.execute("RELEASE conveyor_enqueue")
+            if own:
+                cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if own:
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+            raise StoreError(f"SQLite store {self.url}: enqueue in the caller's transaction "
+                             f"failed: {exc}") from exc
+        finally:
+            cur.close()
+        return [row_to_job(row) for row in inserted]

@@ -1,0 +1,269 @@
+"""The SQLite store's worker path: state changes, claims, heartbeats and progress.
+
+A mixin of :class:`~conveyor.stores.sqlite.store.SQLiteStore`, kept apart so the store module
+stays about connections, schema and reads. These are the writes a worker makes for every job,
+so they are the store's hot path: JSON is encoded before the write lock is taken, a worker's
+completions of one shape share one UPDATE, and a claim's jobs are taken by one UPDATE per
+source state, with every history row of the transaction written by one statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from conveyor import payload
+from conveyor.changes import (
+    JSON_COLUMNS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    FreshToken,
+    Lease,
+    distinct_jobs,
+    single_job,
+    wakes_workers,
+)
+from conveyor.errors import JobNotFound, LeaseLost
+from conveyor.lifecycle import JobState
+from conveyor.limits import LimitRule
+from conveyor.model import Job, JobProgress
+from conveyor.stores.base import Signals
+from conveyor.stores.sqlite.changes import (
+    change_shape,
+    compile_batch,
+    compile_change,
+    compile_claim,
+    encode_json,
+    marks,
+)
+from conveyor.stores.sqlite.queries import QUERIES as _Q
+from conveyor.stores.sqlite.rows import decode_rows, row_to_job
+
+#: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
+_BATCH_ROWS = 200
+
+
+class _Refused(Exception):
+    def __init__(self, change: Change):
+        self.change = change
+
+
+class _Store(Protocol):
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+    def _clock(self) -> float: ...
+    def notify_work(self) -> None: ...
+    def get_job(self, job_id: str) -> Job: ...
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]: ...
+    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
+                   json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None: ...
+    def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
+                     encoded: Sequence[dict[str, str | None]],
+                     history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]: ...
+    def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
+                  job_types: Sequence[str], limit: int, now: float,
+                  history: list[tuple[Any, ...]]) -> list[sqlite3.Row]: ...
+    def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
+                    job_types: Sequence[str], limit: int,
+                    now: float) -> list[tuple[str, JobState]]: ...
+    def _claim_rules(self, conn: sqlite3.Connection, queues: Sequence[str],
+                     job_types: Sequence[str]) -> list[LimitRule]: ...
+    def _limited_candidates(self, conn: sqlite3.Connection, rules: Sequence[LimitRule],
+                            queues: Sequence[str], job_types: Sequence[str], limit: int,
+                            now: float) -> list[tuple[str, JobState]]: ...
+
+
+class SQLiteWorkerPath:
+    """Applying changes, claiming, heartbeats and progress: the writes of running jobs."""
+
+    # -- transitions -----------------------------------------------------------------------------
+    def apply(self: _Store, changes: Sequence[Change]) -> list[Job]:
+        job_id = single_job(changes)
+        # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
+        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
+                    if column in JSON_COLUMNS} for c in changes]
+        rows: list[sqlite3.Row] = []
+        try:
+            with self._write() as conn:
+                now = self._clock()
+                for change, json_values in zip(changes, encoded, strict=True):
+                    # each change's own row (RETURNING, inside the transaction): the job as
+                    # that change left it, not as a later change or another worker did
+                    row = self._apply_one(conn, change, now, json_values)
+                    if row is None:
+                        raise _Refused(change)
+                    rows.append(row)
+        except _Refused as refused:
+            raise ChangeRefused(refused.change, self.get_job(job_id)) from None
+        if any(wakes_workers(c) for c in changes):
+            self.notify_work()
+        return [row_to_job(row, lenient=True) for row in rows]
+
+    def apply_many(self: _Store, changes: Sequence[Change]) -> list[Job | None]:
+        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+                                     lease_seconds=0.0)[0]
+
+    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
+                   json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
+        if len(change.when) == 1:  # the state it came from, if it moved at all
+            source = next(iter(change.when)).value
+        else:
+            before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
+            if before is None:
+                raise JobNotFound(change.job_id)
+            source = before["state"]
+        statement, args = compile_change(_Q["apply_change"], change, now, json_values)
+        row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
+        if row is None:
+            return None  # refused (or no such job: the caller's read back tells which)
+        conn.execute(_Q["insert_history"], (
+            change.job_id, now, change.action, source, row["state"], row["attempt"],
+            change.actor, change.reason,
+        ))
+        return row
+
+    def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
+                     encoded: Sequence[dict[str, str | None]],
+                     history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
+        """Each change's row (None: refused), changes of one shape written by one statement
+        (a worker's completions mostly share one): each row still fenced by its own guards.
+        The history rows of the batched ones, in the order of ``changes``, are added to
+        ``history`` for the caller to write in this transaction."""
+        shapes: dict[tuple[str, str], list[int]] = {}
+        args: list[list[Any]] = []
+        for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
+            shape, row_args = change_shape(change, now, json_values)
+            args.append(row_args)
+            if len(change.when) == 1:  # a known source state, for its history row
+                shapes.setdefault(shape, []).append(n)
+        done: list[sqlite3.Row | None] = [None] * len(changes)
+        alone = set(range(len(changes))) - {n for group in shapes.values() for n in group}
+        for shape, group in shapes.items():
+            if len(group) == 1:
+                alone.add(group[0])
+                continue
+            for start in range(0, len(group), _BATCH_ROWS):
+                part = group[start:start + _BATCH_ROWS]
+                statement, flat = compile_batch(_Q["apply_change_batch"], shape,
+                                                [args[n] for n in part])
+                landed = {row["id"]: row for row in conn.execute(statement, flat).fetchall()}
+                for n in part:
+                    done[n] = landed.get(changes[n].job_id)
+        for n in sorted(alone):
+            done[n] = self._apply_one(conn, changes[n], now, encoded[n])
+        history.extend(
+            (change.job_id, now, change.action, next(iter(change.when)).value, row["state"],
+             row["attempt"], change.actor, change.reason)
+            for n, (change, row) in enumerate(zip(changes, done, strict=True))
+            if row is not None and n not in alone)
+        return done
+
+    # -- workers ---------------------------------------------------------------------------------
+    def claim(self: _Store, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
+              limit: int, lease_seconds: float) -> list[Job]:
+        return self.finish_and_claim((), worker_id, queues=queues, job_types=job_types,
+                                     limit=limit, lease_seconds=lease_seconds)[1]
+
+    def finish_and_claim(self: _Store, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        distinct_jobs(finish)
+        if not finish and (limit <= 0 or not job_types):
+            return [], []
+        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
+                    if column in JSON_COLUMNS} for c in finish]
+        history: list[tuple[Any, ...]] = []  # the batch's and the claim's: one statement
+        with self._write() as conn:
+            now = self._clock()
+            done = self._apply_batch(conn, finish, now, encoded, history)
+            rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
+                                   job_types, limit, now, history)
+                    if limit > 0 and job_types else [])
+            if history:
+                conn.executemany(_Q["insert_history"], history)
+        if any(row is not None and wakes_workers(c)
+               for c, row in zip(finish, done, strict=True)):
+            self.notify_work()
+        return ([None if row is None else row_to_job(row, lenient=True) for row in done],
+                decode_rows(rows))
+
+    def _claim_in(self: _Store, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
+                  job_types: Sequence[str], limit: int, now: float,
+                  history: list[tuple[Any, ...]]) -> list[sqlite3.Row]:
+        """The claim's writes, inside the caller's write transaction (its history rows added to
+        ``history``, for the caller to write in it); the rows in claim order."""
+        rows: list[sqlite3.Row] = []
+        rules = self._claim_rules(conn, queues, job_types)  # limits: see limits.py
+        picked = (self._limited_candidates(conn, rules, queues, job_types, limit, now) if rules
+                  else self._candidates(conn, queues, job_types, limit, now))
+        for source in (JobState.PAUSED, JobState.PENDING):
+            ids = [job_id for job_id, from_state in picked if from_state is source]
+            if not ids:
+                continue
+            # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
+            # claimed rows themselves, no read back); the write lock keeps them as picked
+            change = start.change(ids[0], source, FreshToken())
+            statement, args = compile_claim(_Q["apply_change"], change, ids, now)
+            for row in conn.execute(statement, args):
+                rows.append(row)
+                history.append((row["id"], now, change.action, source.value, row["state"],
+                                row["attempt"], change.actor, change.reason))
+        place = {job_id: n for n, (job_id, _) in enumerate(picked)}
+        rows.sort(key=lambda row: place[row["id"]])
+        return rows
+
+    def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
+                    job_types: Sequence[str], limit: int,
+                    now: float) -> list[tuple[str, JobState]]:
+        types = sorted(set(job_types))
+        in_types = marks(len(types))
+        scopes: list[tuple[str, list[Any]]] = (
+            [("_in_queue", [q]) for q in sorted(set(queues))] if queues else [("", [])]
+        )
+        resumable: list[tuple[float, str]] = []
+        pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
+        for scope, qargs in scopes:
+            resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
+                _Q[f"claim_resumable{scope}"].format(job_types=in_types),
+                [*qargs, *types, limit]))
+            pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
+                _Q[f"claim_pending{scope}"].format(job_types=in_types),
+                [*qargs, now, *types, limit]))
+        picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
+        picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
+        return picked[:limit]
+
+    def heartbeat(self: _Store, leases: Sequence[Lease],
+                  lease_seconds: float) -> dict[str, Signals]:
+        held: dict[str, Signals] = {}
+        if not leases:
+            return held
+        with self._write() as conn:
+            now = self._clock()
+            for lease in leases:
+                row = conn.execute(_Q["heartbeat"], (now + lease_seconds, now, lease.job_id,
+                                                     lease.token, lease.attempt)).fetchone()
+                if row is not None:
+                    held[lease.token] = Signals(bool(row[0]), bool(row[1]))
+        return held
+
+    def save_progress(self: _Store, lease: Lease, progress: JobProgress, *,
+                      checkpoint: bool = False) -> Signals:
+        encoded = payload.dumps(progress.last_checkpoint) if checkpoint else None
+        with self._write() as conn:  # encoded first: the write lock is held for SQL only
+            now = self._clock()
+            fence = (lease.job_id, lease.token, lease.attempt)
+            if checkpoint:
+                row = conn.execute(_Q["save_checkpoint"], (
+                    progress.current_step, progress.total_steps, encoded, now,
+                    *fence)).fetchone()
+            else:
+                row = conn.execute(_Q["save_progress"], (
+                    progress.current_step, progress.total_steps, now, *fence)).fetchone()
+        if row is None:
+            raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
+        return Signals(bool(row[0]), bool(row[1]))
