@@ -44,7 +44,8 @@ from conveyor.stores.postgres.statements import (
     insert_params,
     list_statement,
 )
-from conveyor.stores.postgres.store import _Q, PostgresStore, _Refused
+from conveyor.stores.postgres.store import _Q, PostgresStore
+from conveyor.stores.postgres.worker_path import _Refused
 
 AConn = psycopg.AsyncConnection[TupleRow]
 Row = dict[str, Any]

@@ -23,41 +23,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import select
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from conveyor.changes import (
-    CLAIM_ACTIONS,
-    Change,
-    ChangeRefused,
-    ClaimStart,
-    Lease,
-    distinct_jobs,
-    shape_key,
-    single_job,
-    wakes_workers,
-)
-from conveyor.errors import ConfigurationError, JobNotFound, LeaseLost, StoreError
+from conveyor.errors import ConfigurationError, JobNotFound, StoreError
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job, JobProgress
-from conveyor.stores.base import JobQuery, NewJob, Signals, inserted_job
-from conveyor.stores.postgres.changes import (
-    batch_of_shape,
-    compile_change,
-    compile_claim,
-    json_value,
-)
+from conveyor.model import HistoryEntry, Job
+from conveyor.stores.base import JobQuery
+from conveyor.stores.postgres.common import PACKAGE, QUERIES, Conn
+from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
 from conveyor.stores.postgres.dash import PostgresDash
-from conveyor.stores.postgres.dependencies import link_all, upstream_downstream
+from conveyor.stores.postgres.dependencies import upstream_downstream
 from conveyor.stores.postgres.flow import PostgresFlow
+from conveyor.stores.postgres.inserts import PostgresInserts
 from conveyor.stores.postgres.limits import PostgresLimits
 from conveyor.stores.postgres.listener import StopListener, WorkListener
 from conveyor.stores.postgres.logs import PostgresLogs
@@ -70,38 +55,15 @@ from conveyor.stores.postgres.rows import (
     row_to_job,
     utc,
 )
-from conveyor.stores.postgres.statements import (
-    COPY_HISTORY_TYPES,
-    COPY_JOB_TYPES,
-    apply_params,
-    brief,
-    check_caller_connection,
-    copies,
-    copy_rows,
-    insert_params,
-    inserted_jobs,
-    list_statement,
-    one_job_params,
-)
-from conveyor.stores.sqlfiles import load_migrations, load_queries
+from conveyor.stores.postgres.statements import list_statement
+from conveyor.stores.postgres.worker_path import PostgresWorkerPath
+from conveyor.stores.sqlfiles import load_migrations
 
-_PACKAGE = "conveyor.stores.postgres"
-_Q = load_queries(_PACKAGE)
-_MIGRATIONS = load_migrations(_PACKAGE)
+_Q = QUERIES  # the one dict of statements the store and its mixins share
+_MIGRATIONS = load_migrations(PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
-_INSERT_BRIEF = brief(_Q["insert_jobs"])
 
-Conn = psycopg.Connection[TupleRow]
-Row = dict[str, Any]
 T = TypeVar("T")
-
-
-class _Refused(Exception):
-    """A change matched no row: unwinds the transaction, then becomes ChangeRefused."""
-
-    def __init__(self, change: Change) -> None:
-        super().__init__(change.action)
-        self.change = change
 
 
 def _has_input(conn: Conn) -> bool:
@@ -128,16 +90,6 @@ def _usable(conn: Conn) -> bool:
     return True
 
 
-def _fetch(conn: Conn, query: str | sql.SQL | sql.Composed,
-           params: dict[str, Any] | None = None, *, binary: bool = False) -> list[Row]:
-    """Run one statement and return its rows as dicts (none for a statement without rows);
-    ``binary``: results in binary format (times and numbers decode several times faster)."""
-    statement = sql.SQL(query) if isinstance(query, str) else query
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(statement, params, binary=binary)
-        return cur.fetchall() if cur.description is not None else []
-
-
 def _configure(conn: Conn) -> None:
     """Set up each new pooled connection: our jsonb loader (see :func:`rows.json_loads`)."""
     set_json_loads(json_loads, conn)
@@ -154,7 +106,8 @@ def _dropped(conn: Conn, exc: psycopg.OperationalError) -> bool:
     return conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
-class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, PostgresOps):
+class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresLogs,
+                    PostgresLimits, PostgresDash, PostgresOps):
     """The :class:`~conveyor.stores.base.Store` on PostgreSQL (psycopg 3).
 
     ``url`` is ``postgresql://user:password@host:port/dbname``, optionally with
@@ -342,98 +295,6 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
         return now
 
     # -- jobs ------------------------------------------------------------------------------------
-    def insert_jobs(self, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
-        if not jobs:
-            return []
-        if not any(new.unique_key is not None or new.depends_on for new in jobs):
-            # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
-            channel = self._settings.channel
-            if len(jobs) == 1:
-                one = one_job_params(jobs[0], actor, channel)
-                rows = self._run("insert a job",
-                                 lambda c: _fetch(c, _Q["insert_job"], one, binary=True))
-            elif copies(jobs):
-                created = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
-                                    transaction=True)
-                self._listener.wake()
-                return [inserted_job(new, created, created) for new in jobs]
-            else:
-                params = insert_params(jobs, actor, channel)
-                rows = self._run("insert jobs",
-                                 lambda c: _fetch(c, _INSERT_BRIEF, params, binary=True))
-            self._listener.wake()
-            return inserted_jobs(jobs, rows)
-        params = insert_params(jobs, actor, self._settings.channel)
-        for attempt in range(3):
-            try:
-                found = self._run("insert jobs",
-                                  lambda c: self._insert_linked(c, jobs, params),
-                                  transaction=True)
-                break
-            except StoreError as exc:
-                # two batches taking the same keys in opposite orders: the server aborts one
-                # (nothing written); it goes again and now finds the other's jobs
-                cause = exc.__cause__ or exc.__context__
-                if attempt == 2 or not isinstance(cause, psycopg.errors.DeadlockDetected):
-                    raise
-        self._listener.wake()
-        return found
-
-    def _copy(self, conn: Conn, jobs: Sequence[NewJob], actor: str) -> datetime:
-        """COPY a batch of plain jobs and their history rows (in the caller's transaction),
-        then NOTIFY once; returns the clock their rows took. psycopg writes COPY rows in C,
-        where ``insert_jobs``'s arrays were dumped element by element in Python, and the
-        server stores them without unnesting arrays first."""
-        job_rows, history_rows = copy_rows(jobs, actor)
-        with conn.cursor() as cur:
-            for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
-                                       (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
-                with cur.copy(sql.SQL(query)) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        copy.write_row(row)
-        found = _fetch(conn, _Q["copied"], {"channel": self._settings.channel})
-        created = utc(found[0]["created_at"])
-        assert created is not None
-        return created
-
-    def _insert_linked(self, conn: Conn, jobs: Sequence[NewJob],
-                       params: dict[str, Any]) -> list[Job]:
-        """Insert jobs with unique keys or dependencies, in the caller's transaction."""
-        if any(new.unique_key is not None for new in jobs):
-            found = self._insert_keyed(conn, jobs, params)
-        else:
-            found = [row_to_job(r) for r in _fetch(conn, _Q["insert_jobs"], params)]
-        return link_all(conn, jobs, found) if any(new.depends_on for new in jobs) else found
-
-    def _insert_params(self, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]:
-        """The ``insert_jobs`` statement's arrays (shared with the async store)."""
-        return insert_params(jobs, actor, self._settings.channel)
-
-    def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
-                       actor: str = "") -> list[Job]:
-        """Insert jobs through the caller's own psycopg connection, inside its transaction.
-
-        The jobs (and the NOTIFY that wakes workers) commit or roll back with the caller's
-        transaction. A savepoint keeps a failure here from aborting the caller's transaction,
-        and the store's schema is put on the search path for these statements only.
-        """
-        if not isinstance(connection, psycopg.Connection):
-            raise ConfigurationError(
-                "connection= must be a psycopg.Connection to the store's database (with the "
-                f"async client, a psycopg.AsyncConnection), not {type(connection).__name__}")
-        params = insert_params(jobs, actor, self._settings.channel)
-        with self._errors("insert jobs in the caller's transaction"):
-            # first, outside the savepoint: on a connection not in autocommit this opens the
-            # caller's transaction (a transaction() block opened here would commit itself)
-            found = _fetch(connection, _Q["caller_connection"], {"schema": self.schema})
-        check_caller_connection(found, self._settings)
-        with self._errors("insert jobs in the caller's transaction"), connection.transaction():
-            _fetch(connection, _Q["set_path"], {"path": self.schema})
-            rows = _fetch(connection, _Q["insert_jobs"], params)
-            _fetch(connection, _Q["set_path"], {"path": found[0]["path"]})
-        return [row_to_job(r) for r in rows]
-
     def get_job(self, job_id: str) -> Job:
         rows = self._run("read a job", lambda c: _fetch(c, _Q["select_job"], {"id": job_id}),
                          retry=True)
@@ -475,176 +336,7 @@ class PostgresStore(PostgresFlow, PostgresLogs, PostgresLimits, PostgresDash, Po
             self.get_job(job_id)  # raises JobNotFound for an unknown id
         return [row_to_history(r) for r in rows]
 
-    # -- transitions -----------------------------------------------------------------------------
-    def apply(self, changes: Sequence[Change]) -> list[Job]:
-        job_id = single_job(changes)
-        compiled = [compile_change(_Q["apply_change"], change) for change in changes]
-        wakes = any(wakes_workers(c) for c in changes)
-
-        def work(conn: Conn) -> list[Row]:
-            moved: list[Row] = []
-            for change, (statement, params) in zip(changes, compiled, strict=True):
-                # one transaction, one time: the later changes take the first one's moment
-                moment = moved[0].get("moved_at") if moved else None
-                rows = _fetch(conn, statement, apply_params(params, moment, self._settings))
-                if not rows:
-                    raise _Refused(change)
-                moved.append(rows[0])  # the job as this change left it
-            if wakes:
-                conn.execute(_Q["notify"], {"channel": self._settings.channel})
-            return moved
-
-        what = "apply " + ", ".join(c.action for c in changes)
-        try:
-            # One change that wakes nobody is a single atomic statement: no transaction needed.
-            rows = self._run(what, work, transaction=len(changes) > 1 or wakes)
-        except _Refused as refused:
-            raise ChangeRefused(refused.change, self.get_job(job_id)) from None
-        if wakes:
-            self._listener.wake()
-        return [row_to_job(row) for row in rows]
-
-    def apply_many(self, changes: Sequence[Change]) -> list[Job | None]:
-        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
-                                     lease_seconds=0.0)[0]
-
-    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
-                         queues: Sequence[str], job_types: Sequence[str], limit: int,
-                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
-        distinct_jobs(finish)
-        claiming = limit > 0 and bool(job_types)
-        if not finish:
-            return [], self.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
-                                  lease_seconds=lease_seconds) if claiming else []
-        statements = self._finish_statements(finish)
-        claim = (self._claim_statement(worker_id, queues, job_types, limit, lease_seconds)
-                 if claiming else None)
-        wakes = any(wakes_workers(c) for c in finish)
-
-        def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
-            try:
-                return self._finish_in_pipeline(conn, statements, claim, wakes)
-            except BaseException:
-                if not conn.broken:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.rollback()  # an explicit transaction stopped before COMMIT
-                raise
-
-        # the work makes its own transaction; never sent twice, as any transaction whose
-        # outcome is unknown once a part of it was sent
-        moved, claimed = self._run(f"apply {len(finish)} changes", work)
-        if claim is not None and not claimed:  # the gate: limits apply (see limits.py)
-            claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
-        if wakes and moved:
-            self._listener.wake()
-        return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
-                decode_rows(claimed))
-
-    def _finish_in_pipeline(self, conn: Conn,
-                            statements: list[tuple[list[int], str, dict[str, Any]]],
-                            claim: tuple[str, dict[str, Any]] | None, wakes: bool
-                            ) -> tuple[dict[int, Row], list[Row]]:
-        """One transaction sent as one pipeline: the statements and the claim, one round trip
-        for all of them and the commit's flush. Without a BEGIN, the statements of a pipeline
-        are one transaction (PostgreSQL's implicit one, committed at the pipeline's sync, rolled
-        back whole if any fails); a NOTIFY that wakes workers is sent only if a change landed,
-        so then the transaction is explicit and commits after it."""
-        cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
-        with conn.pipeline():
-            if wakes:
-                conn.execute("BEGIN")
-            for members, statement, params in statements:
-                cursor = conn.cursor(row_factory=dict_row)
-                cursor.execute(statement, apply_params(params, None, self._settings),
-                               binary=True)
-                cursors.append((members, cursor))
-            claimer = conn.cursor(row_factory=dict_row)
-            if claim is not None:
-                claimer.execute(*claim, binary=True)
-        moved: dict[int, Row] = {}
-        for members, cursor in cursors:
-            for row in cursor.fetchall():  # no row for a job: refused, nothing written
-                moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
-            cursor.close()
-        claimed = claimer.fetchall() if claim is not None else []
-        claimer.close()
-        if wakes:
-            if moved:
-                conn.execute(_Q["notify"], {"channel": self._settings.channel})
-            conn.execute("COMMIT")
-        return moved, claimed
-
-    def _finish_statements(self, changes: Sequence[Change]
-                           ) -> list[tuple[list[int], str, dict[str, Any]]]:
-        """Same-shaped changes (a batch of completions) in one statement each shape; any
-        others one statement each, in job id order (one lock order for every batch)."""
-        groups: dict[Hashable, list[int]] = {}
-        for n, change in enumerate(changes):
-            groups.setdefault(shape_key(change), []).append(n)
-        statements: list[tuple[list[int], str, dict[str, Any]]] = []
-        for key, members in groups.items():
-            batch = (batch_of_shape(_Q["apply_change_batch"], key,
-                                    [changes[n] for n in members])
-                     if len(members) > 1 else None)
-            if batch is not None:
-                statements.append((members, *batch))
-            else:
-                statements += [([n], *compile_change(_Q["apply_change"], changes[n]))
-                               for n in sorted(members, key=lambda n: changes[n].job_id)]
-        return statements
-
     # -- workers ---------------------------------------------------------------------------------
-    def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
-              limit: int, lease_seconds: float) -> list[Job]:
-        if limit <= 0 or not job_types:
-            return []
-        statement, params = self._claim_statement(worker_id, queues, job_types, limit,
-                                                  lease_seconds)
-        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params, binary=True))
-        if not rows:  # the gate: limits apply (see limits.py)
-            rows = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
-        return decode_rows(rows)
-
-    def _claim_statement(self, worker_id: str, queues: Sequence[str], job_types: Sequence[str],
-                         limit: int, lease_seconds: float,
-                         query: str | None = None) -> tuple[str, dict[str, Any]]:
-        statement, params = compile_claim(query or _Q["claim"],
-                                          ClaimStart(worker_id, lease_seconds), bool(queues))
-        params.update({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
-                       "limit": limit, "worker_id": worker_id,
-                       "start_action": CLAIM_ACTIONS[JobState.PENDING],
-                       "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
-        return statement, params
-
-    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float) -> dict[str, Signals]:
-        if not leases:
-            return {}
-        ordered = sorted(leases, key=lambda lease: lease.job_id)  # one lock order for all
-        params = {"ids": [lease.job_id for lease in ordered],
-                  "tokens": [lease.token for lease in ordered],
-                  "attempts": [lease.attempt for lease in ordered],
-                  "lease_seconds": float(lease_seconds)}
-        # lease-fenced and idempotent: safe to repeat on a fresh connection
-        rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
-        return {r["lease_token"]: Signals(r["pause_requested"], r["cancel_requested"],
-                                          r["renewed"])
-                for r in rows}
-
-    def save_progress(self, lease: Lease, progress: JobProgress, *,
-                      checkpoint: bool = False) -> Signals:
-        params: dict[str, Any] = {
-            "id": lease.job_id, "token": lease.token, "attempt": lease.attempt,
-            "current_step": progress.current_step, "total_steps": progress.total_steps,
-        }
-        query = _Q["save_progress"]
-        if checkpoint:
-            query = _Q["save_checkpoint"]
-            params["checkpoint"] = json_value("checkpoint", progress.last_checkpoint)
-        rows = self._run("save progress", lambda c: _fetch(c, query, params), retry=True)
-        if not rows:
-            raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
-        return Signals(rows[0]["pause_requested"], rows[0]["cancel_requested"])
-
     def expired_leases(self, limit: int) -> list[Job]:
         rows = self._run("find expired leases",
                          lambda c: _fetch(c, _Q["expired_leases"], {"limit": limit}), retry=True)

@@ -1,0 +1,155 @@
+"""The PostgreSQL store's inserts: new jobs, one by one, in batches, or in the caller's
+transaction.
+
+A mixin of :class:`~conveyor.stores.postgres.store.PostgresStore`, kept apart so the store
+module stays readable: plain batches go by COPY or one multi-row statement, jobs with unique
+keys or dependencies in one transaction, and every path wakes workers once its jobs are
+visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from conveyor.errors import ConfigurationError, StoreError
+from conveyor.model import Job
+from conveyor.stores.base import NewJob, inserted_job
+from conveyor.stores.postgres.common import QUERIES, Conn
+from conveyor.stores.postgres.common import fetch_rows as _fetch
+from conveyor.stores.postgres.config import PgSettings
+from conveyor.stores.postgres.dependencies import link_all
+from conveyor.stores.postgres.listener import WorkListener
+from conveyor.stores.postgres.rows import row_to_job, utc
+from conveyor.stores.postgres.statements import (
+    COPY_HISTORY_TYPES,
+    COPY_JOB_TYPES,
+    brief,
+    check_caller_connection,
+    copies,
+    copy_rows,
+    insert_params,
+    inserted_jobs,
+    one_job_params,
+)
+
+_Q = QUERIES
+_INSERT_BRIEF = brief(_Q["insert_jobs"])
+T = TypeVar("T")
+
+
+class _Store(Protocol):
+    schema: str
+    _settings: PgSettings
+    _listener: WorkListener
+
+    def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
+             retry: bool = False) -> T: ...
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]: ...
+    def _copy(self, conn: Conn, jobs: Sequence[NewJob], actor: str) -> datetime: ...
+    def _insert_linked(self, conn: Conn, jobs: Sequence[NewJob],
+                       params: dict[str, Any]) -> list[Job]: ...
+    def _insert_keyed(self, conn: Conn, jobs: Sequence[NewJob], params: dict[str, Any]
+                      ) -> list[Job]: ...
+
+
+class PostgresInserts:
+    """Inserting jobs: :meth:`insert_jobs` and :meth:`insert_jobs_on`."""
+
+    def insert_jobs(self: _Store, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
+        if not jobs:
+            return []
+        if not any(new.unique_key is not None or new.depends_on for new in jobs):
+            # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
+            channel = self._settings.channel
+            if len(jobs) == 1:
+                one = one_job_params(jobs[0], actor, channel)
+                rows = self._run("insert a job",
+                                 lambda c: _fetch(c, _Q["insert_job"], one, binary=True))
+            elif copies(jobs):
+                created = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
+                                    transaction=True)
+                self._listener.wake()
+                return [inserted_job(new, created, created) for new in jobs]
+            else:
+                params = insert_params(jobs, actor, channel)
+                rows = self._run("insert jobs",
+                                 lambda c: _fetch(c, _INSERT_BRIEF, params, binary=True))
+            self._listener.wake()
+            return inserted_jobs(jobs, rows)
+        params = insert_params(jobs, actor, self._settings.channel)
+        for attempt in range(3):
+            try:
+                found = self._run("insert jobs",
+                                  lambda c: self._insert_linked(c, jobs, params),
+                                  transaction=True)
+                break
+            except StoreError as exc:
+                # two batches taking the same keys in opposite orders: the server aborts one
+                # (nothing written); it goes again and now finds the other's jobs
+                cause = exc.__cause__ or exc.__context__
+                if attempt == 2 or not isinstance(cause, psycopg.errors.DeadlockDetected):
+                    raise
+        self._listener.wake()
+        return found
+
+    def _copy(self: _Store, conn: Conn, jobs: Sequence[NewJob], actor: str) -> datetime:
+        """COPY a batch of plain jobs and their history rows (in the caller's transaction),
+        then NOTIFY once; returns the clock their rows took. psycopg writes COPY rows in C,
+        where ``insert_jobs``'s arrays were dumped element by element in Python, and the
+        server stores them without unnesting arrays first."""
+        job_rows, history_rows = copy_rows(jobs, actor)
+        with conn.cursor() as cur:
+            for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
+                                       (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
+                with cur.copy(sql.SQL(query)) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        copy.write_row(row)
+        found = _fetch(conn, _Q["copied"], {"channel": self._settings.channel})
+        created = utc(found[0]["created_at"])
+        assert created is not None
+        return created
+
+    def _insert_linked(self: _Store, conn: Conn, jobs: Sequence[NewJob],
+                       params: dict[str, Any]) -> list[Job]:
+        """Insert jobs with unique keys or dependencies, in the caller's transaction."""
+        if any(new.unique_key is not None for new in jobs):
+            found = self._insert_keyed(conn, jobs, params)
+        else:
+            found = [row_to_job(r) for r in _fetch(conn, _Q["insert_jobs"], params)]
+        return link_all(conn, jobs, found) if any(new.depends_on for new in jobs) else found
+
+    def _insert_params(self: _Store, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]:
+        """The ``insert_jobs`` statement's arrays (shared with the async store)."""
+        return insert_params(jobs, actor, self._settings.channel)
+
+    def insert_jobs_on(self: _Store, connection: object, jobs: Sequence[NewJob], *,
+                       actor: str = "") -> list[Job]:
+        """Insert jobs through the caller's own psycopg connection, inside its transaction.
+
+        The jobs (and the NOTIFY that wakes workers) commit or roll back with the caller's
+        transaction. A savepoint keeps a failure here from aborting the caller's transaction,
+        and the store's schema is put on the search path for these statements only.
+        """
+        if not isinstance(connection, psycopg.Connection):
+            raise ConfigurationError(
+                "connection= must be a psycopg.Connection to the store's database (with the "
+                f"async client, a psycopg.AsyncConnection), not {type(connection).__name__}")
+        params = insert_params(jobs, actor, self._settings.channel)
+        with self._errors("insert jobs in the caller's transaction"):
+            # first, outside the savepoint: on a connection not in autocommit this opens the
+            # caller's transaction (a transaction() block opened here would commit itself)
+            found = _fetch(connection, _Q["caller_connection"], {"schema": self.schema})
+        check_caller_connection(found, self._settings)
+        with self._errors("insert jobs in the caller's transaction"), connection.transaction():
+            _fetch(connection, _Q["set_path"], {"path": self.schema})
+            rows = _fetch(connection, _Q["insert_jobs"], params)
+            _fetch(connection, _Q["set_path"], {"path": found[0]["path"]})
+        return [row_to_job(r) for r in rows]
+

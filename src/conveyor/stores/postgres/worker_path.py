@@ -1,0 +1,260 @@
+"""The PostgreSQL store's worker path: transitions, claims, heartbeats and progress.
+
+A mixin of :class:`~conveyor.stores.postgres.store.PostgresStore`, kept apart so the store
+module stays readable. This is the path every job takes many times, so each call is as few
+round trips as it can be: a transition is one compare-and-set statement (zero rows: refused,
+never overwritten), a worker's finished jobs and its next claim go in one pipeline, and a
+claim takes ``FOR UPDATE SKIP LOCKED`` rows, falling back to the limited claim (see
+:mod:`.limits`) only when its gate finds a limit in force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from conveyor.changes import (
+    CLAIM_ACTIONS,
+    Change,
+    ChangeRefused,
+    ClaimStart,
+    Lease,
+    distinct_jobs,
+    shape_key,
+    single_job,
+    wakes_workers,
+)
+from conveyor.errors import LeaseLost
+from conveyor.lifecycle import JobState
+from conveyor.model import Job, JobProgress
+from conveyor.stores.base import Signals
+from conveyor.stores.postgres.changes import (
+    batch_of_shape,
+    compile_change,
+    compile_claim,
+    json_value,
+)
+from conveyor.stores.postgres.common import QUERIES, Conn, Row
+from conveyor.stores.postgres.common import fetch_rows as _fetch
+from conveyor.stores.postgres.config import PgSettings
+from conveyor.stores.postgres.listener import WorkListener
+from conveyor.stores.postgres.rows import decode_rows, row_to_job
+from conveyor.stores.postgres.statements import apply_params
+
+_Q = QUERIES
+T = TypeVar("T")
+
+
+class _Refused(Exception):
+    """A change matched no row: unwinds the transaction, then becomes ChangeRefused."""
+
+    def __init__(self, change: Change) -> None:
+        super().__init__(change.action)
+        self.change = change
+
+
+class _Store(Protocol):
+    _settings: PgSettings
+    _listener: WorkListener
+
+    def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
+             retry: bool = False) -> T: ...
+    def get_job(self, job_id: str) -> Job: ...
+    def _claim_limited(self, worker_id: str, queues: Sequence[str], job_types: Sequence[str],
+                       limit: int, lease_seconds: float) -> list[dict[str, Any]]: ...
+    # this mixin's own methods, called through the protocol
+    def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]: ...
+    def _finish_in_pipeline(self, conn: Conn,
+                            statements: list[tuple[list[int], str, dict[str, Any]]],
+                            claim: tuple[str, dict[str, Any]] | None, wakes: bool
+                            ) -> tuple[dict[int, Row], list[Row]]: ...
+    def _finish_statements(self, changes: Sequence[Change]
+                           ) -> list[tuple[list[int], str, dict[str, Any]]]: ...
+    def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
+              limit: int, lease_seconds: float) -> list[Job]: ...
+    def _claim_statement(self, worker_id: str, queues: Sequence[str],
+                         job_types: Sequence[str], limit: int, lease_seconds: float,
+                         query: str | None = None) -> tuple[str, dict[str, Any]]: ...
+
+
+class PostgresWorkerPath:
+    """Changing jobs' states (one job's changes, or a worker's batch with its next claim),
+    claiming, heartbeats and progress."""
+
+    # -- transitions -----------------------------------------------------------------------------
+    def apply(self: _Store, changes: Sequence[Change]) -> list[Job]:
+        job_id = single_job(changes)
+        compiled = [compile_change(_Q["apply_change"], change) for change in changes]
+        wakes = any(wakes_workers(c) for c in changes)
+
+        def work(conn: Conn) -> list[Row]:
+            moved: list[Row] = []
+            for change, (statement, params) in zip(changes, compiled, strict=True):
+                # one transaction, one time: the later changes take the first one's moment
+                moment = moved[0].get("moved_at") if moved else None
+                rows = _fetch(conn, statement, apply_params(params, moment, self._settings))
+                if not rows:
+                    raise _Refused(change)
+                moved.append(rows[0])  # the job as this change left it
+            if wakes:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            return moved
+
+        what = "apply " + ", ".join(c.action for c in changes)
+        try:
+            # One change that wakes nobody is a single atomic statement: no transaction needed.
+            rows = self._run(what, work, transaction=len(changes) > 1 or wakes)
+        except _Refused as refused:
+            raise ChangeRefused(refused.change, self.get_job(job_id)) from None
+        if wakes:
+            self._listener.wake()
+        return [row_to_job(row) for row in rows]
+
+    def apply_many(self: _Store, changes: Sequence[Change]) -> list[Job | None]:
+        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+                                     lease_seconds=0.0)[0]
+
+    def finish_and_claim(self: _Store, finish: Sequence[Change], worker_id: str, *,
+                         queues: Sequence[str], job_types: Sequence[str], limit: int,
+                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+        distinct_jobs(finish)
+        claiming = limit > 0 and bool(job_types)
+        if not finish:
+            return [], self.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
+                                  lease_seconds=lease_seconds) if claiming else []
+        statements = self._finish_statements(finish)
+        claim = (self._claim_statement(worker_id, queues, job_types, limit, lease_seconds)
+                 if claiming else None)
+        wakes = any(wakes_workers(c) for c in finish)
+
+        def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
+            try:
+                return self._finish_in_pipeline(conn, statements, claim, wakes)
+            except BaseException:
+                if not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()  # an explicit transaction stopped before COMMIT
+                raise
+
+        # the work makes its own transaction; never sent twice, as any transaction whose
+        # outcome is unknown once a part of it was sent
+        moved, claimed = self._run(f"apply {len(finish)} changes", work)
+        if claim is not None and not claimed:  # the gate: limits apply (see limits.py)
+            claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
+        if wakes and moved:
+            self._listener.wake()
+        return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
+                decode_rows(claimed))
+
+    def _finish_in_pipeline(self: _Store, conn: Conn,
+                            statements: list[tuple[list[int], str, dict[str, Any]]],
+                            claim: tuple[str, dict[str, Any]] | None, wakes: bool
+                            ) -> tuple[dict[int, Row], list[Row]]:
+        """One transaction sent as one pipeline: the statements and the claim, one round trip
+        for all of them and the commit's flush. Without a BEGIN, the statements of a pipeline
+        are one transaction (PostgreSQL's implicit one, committed at the pipeline's sync, rolled
+        back whole if any fails); a NOTIFY that wakes workers is sent only if a change landed,
+        so then the transaction is explicit and commits after it."""
+        cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
+        with conn.pipeline():
+            if wakes:
+                conn.execute("BEGIN")
+            for members, statement, params in statements:
+                cursor = conn.cursor(row_factory=dict_row)
+                cursor.execute(statement, apply_params(params, None, self._settings),
+                               binary=True)
+                cursors.append((members, cursor))
+            claimer = conn.cursor(row_factory=dict_row)
+            if claim is not None:
+                claimer.execute(*claim, binary=True)
+        moved: dict[int, Row] = {}
+        for members, cursor in cursors:
+            for row in cursor.fetchall():  # no row for a job: refused, nothing written
+                moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+            cursor.close()
+        claimed = claimer.fetchall() if claim is not None else []
+        claimer.close()
+        if wakes:
+            if moved:
+                conn.execute(_Q["notify"], {"channel": self._settings.channel})
+            conn.execute("COMMIT")
+        return moved, claimed
+
+    def _finish_statements(self: _Store, changes: Sequence[Change]
+                           ) -> list[tuple[list[int], str, dict[str, Any]]]:
+        """Same-shaped changes (a batch of completions) in one statement each shape; any
+        others one statement each, in job id order (one lock order for every batch)."""
+        groups: dict[Hashable, list[int]] = {}
+        for n, change in enumerate(changes):
+            groups.setdefault(shape_key(change), []).append(n)
+        statements: list[tuple[list[int], str, dict[str, Any]]] = []
+        for key, members in groups.items():
+            batch = (batch_of_shape(_Q["apply_change_batch"], key,
+                                    [changes[n] for n in members])
+                     if len(members) > 1 else None)
+            if batch is not None:
+                statements.append((members, *batch))
+            else:
+                statements += [([n], *compile_change(_Q["apply_change"], changes[n]))
+                               for n in sorted(members, key=lambda n: changes[n].job_id)]
+        return statements
+
+    # -- workers ---------------------------------------------------------------------------------
+    def claim(self: _Store, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
+              limit: int, lease_seconds: float) -> list[Job]:
+        if limit <= 0 or not job_types:
+            return []
+        statement, params = self._claim_statement(worker_id, queues, job_types, limit,
+                                                  lease_seconds)
+        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params, binary=True))
+        if not rows:  # the gate: limits apply (see limits.py)
+            rows = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
+        return decode_rows(rows)
+
+    def _claim_statement(self: _Store, worker_id: str, queues: Sequence[str],
+                         job_types: Sequence[str], limit: int, lease_seconds: float,
+                         query: str | None = None) -> tuple[str, dict[str, Any]]:
+        statement, params = compile_claim(query or _Q["claim"],
+                                          ClaimStart(worker_id, lease_seconds), bool(queues))
+        params.update({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
+                       "limit": limit, "worker_id": worker_id,
+                       "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                       "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+        return statement, params
+
+    def heartbeat(self: _Store, leases: Sequence[Lease], lease_seconds: float
+                  ) -> dict[str, Signals]:
+        if not leases:
+            return {}
+        ordered = sorted(leases, key=lambda lease: lease.job_id)  # one lock order for all
+        params = {"ids": [lease.job_id for lease in ordered],
+                  "tokens": [lease.token for lease in ordered],
+                  "attempts": [lease.attempt for lease in ordered],
+                  "lease_seconds": float(lease_seconds)}
+        # lease-fenced and idempotent: safe to repeat on a fresh connection
+        rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
+        return {r["lease_token"]: Signals(r["pause_requested"], r["cancel_requested"],
+                                          r["renewed"])
+                for r in rows}
+
+    def save_progress(self: _Store, lease: Lease, progress: JobProgress, *,
+                      checkpoint: bool = False) -> Signals:
+        params: dict[str, Any] = {
+            "id": lease.job_id, "token": lease.token, "attempt": lease.attempt,
+            "current_step": progress.current_step, "total_steps": progress.total_steps,
+        }
+        query = _Q["save_progress"]
+        if checkpoint:
+            query = _Q["save_checkpoint"]
+            params["checkpoint"] = json_value("checkpoint", progress.last_checkpoint)
+        rows = self._run("save progress", lambda c: _fetch(c, query, params), retry=True)
+        if not rows:
+            raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
+        return Signals(rows[0]["pause_requested"], rows[0]["cancel_requested"])
+
