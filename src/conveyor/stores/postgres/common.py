@@ -7,6 +7,7 @@ so that a mixin never imports the store module it is mixed into.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -23,7 +24,8 @@ Row = dict[str, Any]
 
 
 def fetch_rows(conn: Conn, query: str | sql.SQL | sql.Composed,
-               params: dict[str, Any] | None = None, *, binary: bool = False) -> list[Row]:
+               params: Mapping[str, Any] | None = None, *, binary: bool = False
+               ) -> list[Row]:
     """Run one statement and return its rows as dicts (none for a statement without rows);
     ``binary``: results in binary format (times and numbers decode several times faster)."""
     statement = sql.SQL(query) if isinstance(query, str) else query

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow
 
 from conveyor.lifecycle import JobState
 from conveyor.stores.base import JobQuery
+from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.statements import filter_terms, where_clause
 from conveyor.stores.sqlfiles import load_queries
 
@@ -30,13 +31,6 @@ class _Store(Protocol):
 
     def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
              retry: bool = False) -> T: ...
-
-
-def _fetch(conn: Conn, statement: sql.SQL | sql.Composed, params: dict[str, Any]
-           ) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(statement, params)
-        return cur.fetchall() if cur.description is not None else []
 
 
 class PostgresDash:

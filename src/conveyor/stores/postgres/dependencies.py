@@ -22,7 +22,7 @@ from conveyor.dependencies import DependencyState, plan
 from conveyor.lifecycle import JobState
 from conveyor.model import Job
 from conveyor.stores.base import NewJob
-from conveyor.stores.postgres.flow import fetch
+from conveyor.stores.postgres.common import fetch_rows as fetch
 from conveyor.stores.postgres.rows import row_to_job
 
 Conn = psycopg.Connection[TupleRow]

@@ -12,17 +12,17 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from psycopg import sql
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow
 
 from conveyor.errors import DuplicateJob, StoreError
 from conveyor.model import Job, QueueInfo, ScheduleInfo
 from conveyor.stores.base import NewJob
+from conveyor.stores.postgres.common import QUERIES
+from conveyor.stores.postgres.common import fetch_rows as fetch
 from conveyor.stores.postgres.rows import row_to_job, utc
 from conveyor.stores.sqlfiles import load_queries
 
 _Q = load_queries("conveyor.stores.postgres", "flow.sql")
-_MAIN = load_queries("conveyor.stores.postgres")
 Conn = psycopg.Connection[TupleRow]
 T = TypeVar("T")
 
@@ -32,13 +32,6 @@ class _Store(Protocol):
              retry: bool = False) -> T: ...
     def notify_work(self) -> None: ...
     def _insert_params(self, jobs: Sequence[NewJob], actor: str) -> dict[str, Any]: ...
-
-
-def fetch(conn: Conn, query: str, params: Mapping[str, Any] | None = None
-          ) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql.SQL(query), params)
-        return cur.fetchall() if cur.description is not None else []
 
 
 def _queue(row: Mapping[str, Any], counts: dict[str, int] | None = None) -> QueueInfo:
@@ -100,7 +93,7 @@ class PostgresFlow:
             if not fetch(conn, _Q["take_tick"], tick_params):
                 return []
             fetch(conn, _Q["prune_ticks"], tick_params)
-            return fetch(conn, _MAIN["insert_jobs"], params)
+            return fetch(conn, QUERIES["insert_jobs"], params)
 
         rows = self._run("enqueue a tick", work, transaction=True)
         if not rows:
@@ -116,20 +109,20 @@ class PostgresFlow:
         then skips; the holder is read by a later statement, whose snapshot sees it. A holder
         that finished in between frees the key: the insert is tried again.
         """
-        inserted = {r["id"]: row_to_job(r) for r in fetch(conn, _MAIN["insert_jobs"], params)}
+        inserted = {r["id"]: row_to_job(r) for r in fetch(conn, QUERIES["insert_jobs"], params)}
         result: list[Job] = []
         for new in jobs:
             job = inserted.get(new.id)
             for _ in range(3):
                 if job is not None:
                     break
-                holder = fetch(conn, _MAIN["select_unfinished_by_key"], {"key": new.unique_key})
+                holder = fetch(conn, QUERIES["select_unfinished_by_key"], {"key": new.unique_key})
                 if holder:
                     job = dataclasses.replace(row_to_job(holder[0]), existing=True)
                     if new.on_conflict == "raise":
                         raise DuplicateJob(job)  # the transaction rolls back
                     break
-                again = fetch(conn, _MAIN["insert_jobs"], {
+                again = fetch(conn, QUERIES["insert_jobs"], {
                     **params, **{k: [v[jobs.index(new)]] for k, v in params.items()
                                  if isinstance(v, list)}})
                 job = row_to_job(again[0]) if again else None

@@ -21,7 +21,7 @@ from psycopg.rows import TupleRow, dict_row
 
 from conveyor.lifecycle import JobState
 from conveyor.limits import Candidate, LimitRule, Rate, Usage, admit, applying, full
-from conveyor.stores.postgres.flow import fetch
+from conveyor.stores.postgres.common import fetch_rows as fetch
 from conveyor.stores.postgres.rows import utc
 from conveyor.stores.sqlfiles import load_queries
 

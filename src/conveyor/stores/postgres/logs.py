@@ -13,7 +13,7 @@ from psycopg.rows import TupleRow
 
 from conveyor.model import Job, LogLine
 from conveyor.stores.base import NewLogLine
-from conveyor.stores.postgres.flow import fetch
+from conveyor.stores.postgres.common import fetch_rows as fetch
 from conveyor.stores.postgres.rows import utc
 from conveyor.stores.sqlfiles import load_queries
 

@@ -17,7 +17,7 @@ from psycopg.rows import TupleRow
 
 from conveyor.lifecycle import JobState
 from conveyor.presence import WorkerInfo, WorkerRegistration, join_queues, split_queues
-from conveyor.stores.postgres.flow import fetch
+from conveyor.stores.postgres.common import fetch_rows as fetch
 from conveyor.stores.postgres.rows import utc
 from conveyor.stores.sqlfiles import load_migrations, load_queries
 
