@@ -30,7 +30,6 @@ from conveyor.stores.postgres.changes import (
     compile_batch,
     compile_change,
     compile_claim,
-    shape_of,
 )
 from conveyor.stores.postgres.store import _Q
 
@@ -42,7 +41,7 @@ def _complete(n: int, progress: JobProgress | None = None) -> Change:
 
 def test_same_shaped_changes_become_one_statement_with_a_column_per_varying_value() -> None:
     changes = [_complete(n) for n in range(3)]
-    assert len({shape_of(c) for c in changes}) == 1
+    assert len({shape_key(c) for c in changes}) == 1
     compiled = compile_batch(_Q["apply_change_batch"], changes)
     assert compiled is not None
     _, params = compiled
@@ -55,7 +54,7 @@ def test_same_shaped_changes_become_one_statement_with_a_column_per_varying_valu
 
 def test_changes_of_different_shapes_are_not_one_statement() -> None:
     plain, with_steps = _complete(1), _complete(2, progress=JobProgress(3, 4))
-    assert shape_of(plain) != shape_of(with_steps)
+    assert shape_key(plain) != shape_key(with_steps)
     assert compile_batch(_Q["apply_change_batch"], [plain, with_steps]) is None
 
 

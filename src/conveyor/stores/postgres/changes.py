@@ -292,11 +292,6 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def shape_of(change: Change) -> Hashable:
-    """What changes must share to go in one batch statement (see :func:`shape_key`)."""
-    return shape_key(change)
-
-
 def compile_change(template: str, change: Change) -> tuple[str, dict[str, Any]]:
     """The ``apply_change`` statement for ``change`` and its parameters.
 

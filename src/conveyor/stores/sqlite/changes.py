@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -25,6 +25,8 @@ from conveyor.changes import (
     FirstTime,
     FreshToken,
     Increment,
+    marker_kind,
+    shape_key,
 )
 from conveyor.stores.sqlite.rows import epoch
 
@@ -131,40 +133,21 @@ class _Shape(NamedTuple):
 
     sql: tuple[str, str]
     to_state: str | None
-    columns: tuple[tuple[str, str | None], ...]  # each value's column and marker kind
+    columns: tuple[tuple[str, type | None], ...]  # each value's column and marker class
     states: tuple[str, ...]
     lease: bool
     now_guards: int  # guards comparing with now (lease_expired, due, pause_expired)
 
 
-_MARKER_KINDS: dict[type, str] = {DbNow: "now", FirstTime: "first", FreshToken: "token",
-                                  Increment: "by"}
-#: Shapes by their key (:func:`_shape_key`). Changes come from a handful of transitions, so
-#: this stays small; the bound only guards against a caller making endless new structures.
-_SHAPES: dict[tuple[Any, ...], _Shape] = {}
+#: Shapes by their key (:func:`conveyor.changes.shape_key`, the PostgreSQL store's too).
+#: Changes come from a handful of transitions, so this stays small; the bound only guards
+#: against a caller making endless new structures.
+_SHAPES: dict[Hashable, _Shape] = {}
 _MAX_SHAPES = 512
 
 
-def _kind(column: str, value: Any) -> str | None:
-    """A value's marker kind (its SQL differs by it); None for a plain bound value."""
-    if column in JSON_COLUMNS:
-        return None
-    return next((name for marker, name in _MARKER_KINDS.items() if isinstance(value, marker)),
-                None)
-
-
-def _shape_key(change: Change) -> tuple[Any, ...]:
-    """The structure of ``change``, read from its fields without building any SQL (the
-    values' types tell markers from plain values): changes with equal keys compile to the
-    same statement text."""
-    values = change.values
-    return (change.when, change.to_state, tuple(values), tuple(map(type, values.values())),
-            change.lease is None, change.retryable, change.lease_expired, change.due,
-            change.pause_expired, change.flag, change.unless_flag)
-
-
 def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) -> _Shape:
-    key = _shape_key(change)
+    key = shape_key(change)
     found = _SHAPES.get(key)
     if found is not None:
         return found
@@ -173,7 +156,7 @@ def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) ->
     found = _Shape(
         (", ".join(sets), " AND ".join(where)),
         None if change.to_state is None else change.to_state.value,
-        tuple([(column, _kind(column, value)) for column, value in change.values.items()]),
+        tuple([(column, marker_kind(value)) for column, value in change.values.items()]),
         tuple(sorted(s.value for s in change.when)), change.lease is not None,
         sum((change.lease_expired, change.due, change.pause_expired)))
     if len(_SHAPES) >= _MAX_SHAPES:
@@ -201,11 +184,11 @@ def _arguments(shape: _Shape, change: Change, now: float,
                 value = int(value)
             elif isinstance(value, datetime):
                 value = epoch(value)
-        elif kind == "now":
+        elif kind is DbNow:
             value = now + value.offset
-        elif kind == "first":
+        elif kind is FirstTime:
             value = now
-        elif kind == "token":
+        elif kind is FreshToken:
             value = 16
         else:
             value = value.by
