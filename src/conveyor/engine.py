@@ -232,7 +232,10 @@ class Engine:
 
     def _announce_landed(self, changes: Sequence[Change],
                          rows: Sequence[Job | None]) -> None:
-        """The events of a batch's changes that landed (a refused one has no row)."""
+        """The events of a batch's changes that landed (a refused one has no row); none are
+        built when nobody subscribes (a worker's batches of completions, all day long)."""
+        if not self.events.subscribed:
+            return
         for change, job in zip(changes, rows, strict=True):
             if job is not None:
                 self._announce(change, job, None)
@@ -293,6 +296,8 @@ class Engine:
 
     def _announce_claimed(self, jobs: Sequence[Job], worker_id: str) -> None:
         self._after_earlier_announcements(jobs)
+        if not self.events.subscribed:  # as for a batch: no events built for nobody
+            return
         for job in jobs:
             # a claimed job that was paused keeps its paused_at: it is a resume
             if job.paused_at is not None:
