@@ -124,7 +124,12 @@ def test_a_worker_path_without_subscribers_builds_no_events_and_one_added_later_
     engine: Engine = app.engine
     emitted: list[JobEvent] = []
     emit = engine.events.emit
-    monkeypatch.setattr(engine.events, "emit", lambda event: (emitted.append(event), emit(event)))
+
+    def counted(event: JobEvent) -> None:
+        emitted.append(event)
+        emit(event)
+
+    monkeypatch.setattr(engine.events, "emit", counted)
     insert(store, "t")
     insert(store, "t")
     _, (first,) = engine.finish_and_claim([], "w", queues=(), job_types=["t"], limit=1,
