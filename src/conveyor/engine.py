@@ -35,7 +35,7 @@ from conveyor.lifecycle import TRANSITION_TABLE, JobState
 from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
-from conveyor.stores.base import NewJob, Signals, Store
+from conveyor.stores.base import Landed, NewJob, Signals, Store
 
 if TYPE_CHECKING:
     from conveyor.schedules import Schedule
@@ -231,13 +231,13 @@ class Engine:
         return rows
 
     def _announce_landed(self, changes: Sequence[Change],
-                         rows: Sequence[Job | None]) -> None:
+                         rows: Sequence[Job | Landed | None]) -> None:
         """The events of a batch's changes that landed (a refused one has no row); none are
         built when nobody subscribes (a worker's batches of completions, all day long)."""
         if not self.events.subscribed:
             return
         for change, job in zip(changes, rows, strict=True):
-            if job is not None:
+            if isinstance(job, Job):
                 self._announce(change, job, None)
 
     def control(self, job_id: str, decide: Decide) -> Job:
@@ -258,7 +258,7 @@ class Engine:
         raise ConveyorError(f"job {job_id} kept changing under {RACE_RETRIES} attempts; "
                             "try again")
 
-    def dependents_moved(self, rows: Sequence[Job | None]) -> None:
+    def dependents_moved(self, rows: Sequence[Job | Landed | None]) -> None:
         """After a dependency ended (``rows``: what changes just left), announce what the
         schema's triggers did to its dependents in the same transaction: each one cancelled
         by it (and theirs, in turn) gets its JobCancelled; waiting workers are told to look
@@ -308,14 +308,23 @@ class Engine:
     def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
                          lease_seconds: float
-                         ) -> tuple[builtins.list[Job | None], builtins.list[Job]]:
+                         ) -> tuple[builtins.list[Job | Landed | None], builtins.list[Job]]:
         """A worker's gathered completions and its next claim, in one transaction; each
-        landed change and each claimed job is announced after the commit."""
+        landed change and each claimed job is announced after the commit.
+
+        When nobody subscribes, a landed change's row is only read for a job with dependents
+        (:meth:`dependents_moved`): the others come back as :data:`Landed.LANDED`, not decoded.
+        Whether anyone subscribes is asked before the transaction, so a subscriber added
+        during it sees the events of the changes that follow, as for one added a moment later.
+        """
+        announce = self.events.subscribed
         with self._announcing(c.job_id for c in finish):
             done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
                                                      job_types=job_types, limit=limit,
-                                                     lease_seconds=lease_seconds)
-            self._announce_landed(finish, done)
+                                                     lease_seconds=lease_seconds,
+                                                     landed_rows=announce)
+            if announce:
+                self._announce_landed(finish, done)
         self._announce_claimed(jobs, worker_id)
         self.dependents_moved(done)
         return done, jobs
@@ -339,7 +348,9 @@ def engine_of(source: Engine | HasEngine) -> Engine:
     return source if isinstance(source, Engine) else source.engine
 
 
-def ended_with_dependents(rows: Sequence[Job | None]) -> builtins.list[Job]:
+def ended_with_dependents(rows: Sequence[Job | Landed | None]) -> builtins.list[Job]:
     """The jobs among ``rows`` that just stopped and have dependents: only these can have
-    moved other jobs (through the schema's triggers), so only these need a look."""
-    return [job for job in rows if job is not None and job.has_dependents and job.is_terminal]
+    moved other jobs (through the schema's triggers), so only these need a look (a store
+    gives every job with dependents as a row, :data:`Landed.LANDED` never stands for one)."""
+    return [job for job in rows
+            if isinstance(job, Job) and job.has_dependents and job.is_terminal]

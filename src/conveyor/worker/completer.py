@@ -34,6 +34,7 @@ from conveyor.context import Execution
 from conveyor.engine import Engine
 from conveyor.errors import StoreError
 from conveyor.model import Job
+from conveyor.stores.base import Landed
 from conveyor.worker.executor import OutcomeKind
 
 log = logging.getLogger("conveyor.worker")
@@ -112,7 +113,9 @@ class Completer:
             self._pending[:0] = batch
             self._cond.notify()
 
-    def recorded(self, batch: list[Completion], rows: Sequence[Job | None]) -> None:
+    def recorded(self, batch: list[Completion], rows: Sequence[Job | Landed | None]) -> None:
+        """Count what became of each completion of ``batch``: landed (its row, or
+        :data:`~conveyor.stores.base.Landed.LANDED`) or refused (None: its lease was lost)."""
         with self._cond:
             self._unrecorded -= len(batch)
         for completion, row in zip(batch, rows, strict=True):
