@@ -68,9 +68,13 @@ class Lease:
     attempt: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Change:
     """One compare-and-set on one job, with the history row it leaves behind.
+
+    Never changed once built (``dataclasses.replace`` makes a changed copy), but not declared
+    frozen: a frozen dataclass sets each of its 14 fields through ``object.__setattr__``,
+    which made building one 3.5 us instead of 1.0, paid for every job a worker completes.
 
     The update happens only if the job's state is in ``when`` and every guard holds; otherwise
     the store raises :class:`ChangeRefused` carrying the job as it is, and nothing is written.
@@ -104,9 +108,8 @@ class Change:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        unknown = set(self.values) - SETTABLE_COLUMNS
-        if unknown:
-            raise ValueError(f"Change may not set {sorted(unknown)}")
+        if not SETTABLE_COLUMNS.issuperset(self.values):
+            raise ValueError(f"Change may not set {sorted(set(self.values) - SETTABLE_COLUMNS)}")
         for name in (self.flag, self.unless_flag):
             if name is not None and name not in REQUEST_FLAGS:
                 raise ValueError(f"unknown flag {name!r}")
