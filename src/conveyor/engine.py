@@ -31,7 +31,7 @@ from conveyor.events import (
     JobResumed,
     JobStarted,
 )
-from conveyor.lifecycle import TRANSITION_TABLE, JobState
+from conveyor.lifecycle import FINAL_STATES, TRANSITION_TABLE, JobState
 from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
@@ -165,17 +165,27 @@ class Engine:
         ``before``: the job the changes were decided on, when the caller read it (it tells the
         first event which state it came from when the change accepts several).
         """
-        with self._announcing(c.job_id for c in changes):
+        with self._announcing(changes):
             rows = self.store.apply(changes)
             job = self.announce(changes, rows, before=before)
         self.dependents_moved(rows)
         return job
 
     @contextmanager
-    def _announcing(self, job_ids: Iterable[str]) -> Iterator[None]:
+    def _announcing(self, changes: Iterable[Change]) -> Iterator[None]:
         """Mark jobs as changed-but-not-announced from before their write until their events
-        are out (see :meth:`_after_earlier_announcements`)."""
-        ids = set(job_ids)
+        are out (see :meth:`_after_earlier_announcements`).
+
+        A change to a final state (completed, cancelled) marks nothing: a claim takes only a
+        pending or paused job, so none can take that job after the change lands (nothing
+        leaves a final state), and one that took it first made the change refused (it was
+        no longer in the change's source state), so no start can overtake its event. A
+        worker's batch of completions, the common case, then takes no lock here.
+        """
+        ids = {c.job_id for c in changes if c.to_state not in FINAL_STATES}
+        if not ids:
+            yield
+            return
         with self._unannounced_changed:
             for job_id in ids:
                 self._unannounced[job_id] = self._unannounced.get(job_id, 0) + 1
@@ -224,7 +234,7 @@ class Engine:
     def apply_many(self, changes: Sequence[Change]) -> builtins.list[Job | None]:
         """Apply one change to each of several jobs in one transaction (each still its own
         compare-and-set), then announce the ones that landed; refused ones give None."""
-        with self._announcing(c.job_id for c in changes):
+        with self._announcing(changes):
             rows = self.store.apply_many(changes)
             self._announce_landed(changes, rows)
         self.dependents_moved(rows)
@@ -318,7 +328,7 @@ class Engine:
         during it sees the events of the changes that follow, as for one added a moment later.
         """
         announce = self.events.subscribed
-        with self._announcing(c.job_id for c in finish):
+        with self._announcing(finish):
             done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
                                                      job_types=job_types, limit=limit,
                                                      lease_seconds=lease_seconds,

@@ -144,3 +144,25 @@ def test_a_worker_path_without_subscribers_builds_no_events_and_one_added_later_
                                       "w", queues=(), job_types=["t"], limit=1, lease_seconds=30)
     assert [(e.name, e.job.id) for e in events] == [("JobCompleted", second.id)]
     assert events[0].job == store.get_job(second.id)
+
+
+def test_only_a_change_a_claim_could_follow_holds_back_claim_announcements(
+        store: Store, app: Conveyor) -> None:
+    """A completion leaves its job where no claim can take it, so its announcement holds no
+    claim back (no lock, no mark); a retry makes its job claimable, so it does until its
+    events are out."""
+    engine: Engine = app.engine
+    seen: dict[str, bool] = {}
+
+    def on_event(event: JobEvent) -> None:
+        seen[event.name] = event.job.id in engine._unannounced
+
+    app.subscribe(on_event)
+    insert(store, "t")
+    insert(store, "t")
+    first, second = store.claim("w", queues=[], job_types=["t"], limit=2, lease_seconds=30)
+    app.apply([transitions.complete(lease_of(first), "done", "w")])
+    app.apply([transitions.fail(lease_of(second), second.id, ERROR, "raised", "w"),
+               transitions.retry(second.id, "w", "automatic retry", delay=3600)])
+    assert seen == {"JobCompleted": False, "JobFailed": True, "JobRetried": True}
+    assert engine._unannounced == {}
