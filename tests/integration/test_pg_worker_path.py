@@ -92,3 +92,26 @@ def test_a_batch_that_makes_work_notifies_once_its_changes_landed(
     retries = [transitions.retry(lease.job_id, "op", "again") for lease in leases]
     assert _time_to_wake(waiter, lambda: producer.apply_many(retries)) < 10
     assert {producer.get_job(lease.job_id).state for lease in leases} == {S.PENDING}
+
+
+def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    store, _ = stores
+    single = PostgresStore(store.url, schema=store.schema, max_size=1)  # one session to read
+    try:
+        for _ in range(8):  # past psycopg's prepare threshold (5)
+            leases = _running(single, 2)
+            done, _ = single.finish_and_claim(
+                [transitions.complete(lease, None, "w") for lease in leases], "w",
+                queues=[], job_types=["t"], limit=1, lease_seconds=60)
+            assert all(job is not None and job.state is S.COMPLETED for job in done)
+        plans = single._run("read plans", lambda conn: conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%unnest%%UPDATE jobs%%'").fetchall())
+        mode = single._run("read mode", lambda conn: conn.execute(
+            "SHOW plan_cache_mode").fetchone())
+    finally:
+        single.close()
+    # the batch of completions: planned once, not at each call
+    assert plans and all(generic > 0 and custom == 0 for generic, custom in plans)
+    assert mode == ("auto",)  # the setting lasted the worker's transaction only

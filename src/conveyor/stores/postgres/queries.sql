@@ -152,6 +152,15 @@ GROUP BY state;
 -- name: select_history
 SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;
 
+-- name: generic_plans
+-- First in a worker's pipeline (its own transaction only, is_local): the statements after it,
+-- once psycopg prepares them, run one plan made once per connection. Left to choose (auto),
+-- the server planned the batch of completions again at each call, its 'custom' plans costed
+-- below the generic one only because unnest() of a parameter looks like 100 rows: planning
+-- took as long as running it, and the custom plan walked every running job's index entries
+-- (state = 'running' read as a constant) where the generic one reads each row by id.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS mode;
+
 -- name: apply_change
 -- One compare-and-set. `old` locks the row first ({lock}: a reaper skips a locked row rather
 -- than wait on it), so old_state is the state this update really moved from even when another
