@@ -183,8 +183,9 @@ WITH old AS (
     SELECT id, moved_at, %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
     FROM changed
 )
--- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit
-SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+-- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit,
+-- if it has any (watched: see migration 0009)
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[]) AND changed.watched
                        THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
 FROM changed;
 
@@ -214,10 +215,16 @@ WITH batch AS (
            history_reason
     FROM changed
 )
--- each job that stops (finishes or pauses) is announced to its waiters, at commit
-SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+-- each job that stops (finishes or pauses) is announced to its waiters, if it has any, at commit
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[]) AND changed.watched
                        THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
 FROM changed;
+
+-- name: watch_job
+-- A waiter's mark (Conveyor.wait): the job's stops are announced from now on. An UPDATE, so it
+-- waits for a change holding the row and is seen by every change after it; NOT watched: a job
+-- marked already is not written again.
+UPDATE jobs SET watched = true WHERE id = %(id)s AND NOT watched;
 
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only
