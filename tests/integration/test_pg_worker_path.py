@@ -119,7 +119,7 @@ def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was
     assert mode == ("auto",)  # the setting lasted the worker's transaction only
 
 
-def _stops_heard(store: PostgresStore, act: Callable[[], None]) -> list[str]:
+def _stops_heard(store: PostgresStore, act: Callable[[], object]) -> list[str]:
     """The payloads sent on the store's stop channel while ``act`` ran (and committed)."""
     heard: list[str] = []
     with psycopg.connect(pg_test_url(), autocommit=True) as conn:
