@@ -152,6 +152,15 @@ GROUP BY state;
 -- name: select_history
 SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;
 
+-- name: generic_plans
+-- First in a worker's pipeline (its own transaction only, is_local): the statements after it,
+-- once psycopg prepares them, run one plan made once per connection. Left to choose (auto),
+-- the server planned the batch of completions again at each call, its 'custom' plans costed
+-- below the generic one only because unnest() of a parameter looks like 100 rows: planning
+-- took as long as running it, and the custom plan walked every running job's index entries
+-- (state = 'running' read as a constant) where the generic one reads each row by id.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS mode;
+
 -- name: apply_change
 -- One compare-and-set. `old` locks the row first ({lock}: a reaper skips a locked row rather
 -- than wait on it), so old_state is the state this update really moved from even when another
@@ -174,8 +183,9 @@ WITH old AS (
     SELECT id, moved_at, %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
     FROM changed
 )
--- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit
-SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+-- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit,
+-- if it has any (watched: see migration 0009)
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[]) AND changed.watched
                        THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
 FROM changed;
 
@@ -205,10 +215,16 @@ WITH batch AS (
            history_reason
     FROM changed
 )
--- each job that stops (finishes or pauses) is announced to its waiters, at commit
-SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+-- each job that stops (finishes or pauses) is announced to its waiters, if it has any, at commit
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[]) AND changed.watched
                        THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
 FROM changed;
+
+-- name: watch_job
+-- A waiter's mark (Conveyor.wait): the job's stops are announced from now on. An UPDATE, so it
+-- waits for a change holding the row and is seen by every change after it; NOT watched: a job
+-- marked already is not written again.
+UPDATE jobs SET watched = true WHERE id = %(id)s AND NOT watched;
 
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only
