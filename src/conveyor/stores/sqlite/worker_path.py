@@ -69,7 +69,7 @@ class _Store(Protocol):
                   history: list[tuple[Any, ...]]) -> list[sqlite3.Row]: ...
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
-                    now: float) -> list[tuple[str, JobState]]: ...
+                    now: float) -> tuple[list[tuple[str, JobState]], bool]: ...
     def _claim_rules(self, conn: sqlite3.Connection, queues: Sequence[str],
                      job_types: Sequence[str]) -> list[LimitRule]: ...
     def _limited_candidates(self, conn: sqlite3.Connection, rules: Sequence[LimitRule],
@@ -197,9 +197,11 @@ class SQLiteWorkerPath:
         """The claim's writes, inside the caller's write transaction (its history rows added to
         ``history``, for the caller to write in it); the rows in claim order."""
         rows: list[sqlite3.Row] = []
-        rules = self._claim_rules(conn, queues, job_types)  # limits: see limits.py
-        picked = (self._limited_candidates(conn, rules, queues, job_types, limit, now) if rules
-                  else self._candidates(conn, queues, job_types, limit, now))
+        picked, limited = self._candidates(conn, queues, job_types, limit, now)
+        if limited:  # a limit is set somewhere: those this claim obeys (limits.py), if any
+            rules = self._claim_rules(conn, queues, job_types)
+            if rules:
+                picked = self._limited_candidates(conn, rules, queues, job_types, limit, now)
         for source in (JobState.PAUSED, JobState.PENDING):
             ids = [job_id for job_id, from_state in picked if from_state is source]
             if not ids:
@@ -218,7 +220,10 @@ class SQLiteWorkerPath:
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
-                    now: float) -> list[tuple[str, JobState]]:
+                    now: float) -> tuple[list[tuple[str, JobState]], bool]:
+        """The claim's candidates in claim order, without limits, and whether any limit is set
+        (then the caller asks which apply). One statement per queue asked for (or one for
+        any queue) reads both the resumable and the pending candidates, and the flag."""
         types = sorted(set(job_types))
         in_types = marks(len(types))
         scopes: list[tuple[str, list[Any]]] = (
@@ -226,16 +231,18 @@ class SQLiteWorkerPath:
         )
         resumable: list[tuple[float, str]] = []
         pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
+        limited = False
         for scope, qargs in scopes:
-            resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
-                _Q[f"claim_resumable{scope}"].format(job_types=in_types),
-                [*qargs, *types, limit]))
-            pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
-                _Q[f"claim_pending{scope}"].format(job_types=in_types),
-                [*qargs, now, *types, limit]))
+            for r in conn.execute(_Q[f"claim_candidates{scope}"].format(job_types=in_types),
+                                  [*qargs, *types, limit, *qargs, now, *types, limit]):
+                limited = limited or bool(r["limited"])
+                if r["source"] == "paused":
+                    resumable.append((r["paused_at"], r["id"]))
+                else:
+                    pending.append((-r["priority"], r["line_at"], r["seq"], r["id"]))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
-        return picked[:limit]
+        return picked[:limit], limited
 
     def heartbeat(self: _Store, leases: Sequence[Lease],
                   lease_seconds: float) -> dict[str, Signals]:
