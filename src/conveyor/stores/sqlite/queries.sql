@@ -11,6 +11,14 @@ INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, atte
                          reason)
 VALUES ((SELECT seq FROM jobs WHERE id = ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
 
+-- name: insert_history_seq
+-- Arguments: job_seq, job_id, at, action, from_state, to_state, attempt, actor, reason: for a
+-- job whose row the transaction has just read back (RETURNING), so its seq is known and
+-- need not be looked up by its id.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
 -- name: select_history
 -- (job_id too: a row left by a job deleted with foreign keys off never shows under another)
 SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND job_id = ?1

@@ -10,6 +10,7 @@ source state, with every history row of the transaction written by one statement
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -44,6 +45,13 @@ from conveyor.stores.sqlite.rows import decode_rows, row_to_job
 
 #: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
 _BATCH_ROWS = 200
+
+
+@functools.lru_cache(maxsize=256)
+def _single(shape: tuple[str, str]) -> str:
+    """The ``apply_change`` statement of one change of ``shape`` (its arguments as
+    :func:`~conveyor.stores.sqlite.changes.change_shape` gave them)."""
+    return _Q["apply_change"].format(sets=shape[0], where=shape[1])
 
 
 class _Refused(Exception):
@@ -131,8 +139,10 @@ class SQLiteWorkerPath:
                      history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
         """Each change's row (None: refused), changes of one shape written by one statement
         (a worker's completions mostly share one): each row still fenced by its own guards.
-        The history rows of the batched ones, in the order of ``changes``, are added to
-        ``history`` for the caller to write in this transaction."""
+        The history rows of those from one known state (all but changes allowed from
+        several, which read theirs first and write it at once), in the order of ``changes``,
+        are added to ``history`` (``insert_history_seq`` arguments) for the caller to write
+        in this transaction, with the claim's: one statement."""
         shapes: dict[tuple[str, str], list[int]] = {}
         args: list[list[Any]] = []
         for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
@@ -143,8 +153,9 @@ class SQLiteWorkerPath:
         done: list[sqlite3.Row | None] = [None] * len(changes)
         alone = set(range(len(changes))) - {n for group in shapes.values() for n in group}
         for shape, group in shapes.items():
-            if len(group) == 1:
-                alone.add(group[0])
+            if len(group) == 1:  # the plain statement; its history row joins the others'
+                n = group[0]
+                done[n] = conn.execute(_single(shape), args[n]).fetchone()
                 continue
             for start in range(0, len(group), _BATCH_ROWS):
                 part = group[start:start + _BATCH_ROWS]
@@ -156,8 +167,8 @@ class SQLiteWorkerPath:
         for n in sorted(alone):
             done[n] = self._apply_one(conn, changes[n], now, encoded[n])
         history.extend(
-            (change.job_id, now, change.action, next(iter(change.when)).value, row["state"],
-             row["attempt"], change.actor, change.reason)
+            (row["seq"], change.job_id, now, change.action, next(iter(change.when)).value,
+             row["state"], row["attempt"], change.actor, change.reason)
             for n, (change, row) in enumerate(zip(changes, done, strict=True))
             if row is not None and n not in alone)
         return done
@@ -184,7 +195,7 @@ class SQLiteWorkerPath:
                                    job_types, limit, now, history)
                     if limit > 0 and job_types else [])
             if history:
-                conn.executemany(_Q["insert_history"], history)
+                conn.executemany(_Q["insert_history_seq"], history)
         if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
@@ -212,8 +223,8 @@ class SQLiteWorkerPath:
             statement, args = compile_claim(_Q["apply_change"], change, ids, now)
             for row in conn.execute(statement, args):
                 rows.append(row)
-                history.append((row["id"], now, change.action, source.value, row["state"],
-                                row["attempt"], change.actor, change.reason))
+                history.append((row["seq"], row["id"], now, change.action, source.value,
+                                row["state"], row["attempt"], change.actor, change.reason))
         place = {job_id: n for n, (job_id, _) in enumerate(picked)}
         rows.sort(key=lambda row: place[row["id"]])
         return rows
