@@ -19,6 +19,17 @@ INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, atte
                          reason)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: last_seq
+SELECT max(seq) FROM jobs;
+
+-- name: insert_created_after
+-- The create rows of the jobs an enqueue has just inserted in this transaction: those past
+-- the largest seq before it (arguments: at, actor, that seq). A new job's seq is one more
+-- than the largest, so they are exactly the batch, in its order.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+SELECT seq, id, ?1, 'create', NULL, 'pending', 0, ?2, '' FROM jobs WHERE seq > ?3 ORDER BY seq;
+
 -- name: select_history
 -- (job_id too: a row left by a job deleted with foreign keys off never shows under another)
 SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND job_id = ?1
