@@ -128,9 +128,9 @@ class SQLiteWorkerPath:
         row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
         if row is None:
             return None  # refused (or no such job: the caller's read back tells which)
-        conn.execute(_Q["insert_history"], (
-            change.job_id, now, change.action, source, row["state"], row["attempt"],
-            change.actor, change.reason,
+        conn.execute(_Q["insert_history_seq"], (
+            row["seq"], change.job_id, now, change.action, source, row["state"],
+            row["attempt"], change.actor, change.reason,
         ))
         return row
 
