@@ -3,9 +3,9 @@ keyed by the job's id, AUTOINCREMENT tables) migrates with its jobs, history, de
 and logs intact, and everything keeps working on it: claims, the dependency triggers,
 history reads, the cascades that delete a job's rows.
 
-The old database is built by this store's own code, with the migrations and the two history
-statements as they were before that migration (patched in); the version is found by the
-migration's name, never written here.
+The old database is built by this store's own code, with the migrations and the history
+statements as they were before that migration (patched in, with the ones written since in the
+old table's shape); the version is found by the migration's name, never written here.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ _OLD_QUERIES = {
     "insert_history": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
                       "attempt, actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "select_history": "SELECT * FROM job_history WHERE job_id = ? ORDER BY id",
+    # statements written since, in the old table's shape (no job_seq column)
+    "insert_history_seq": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
+                          "attempt, actor, reason) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    "insert_created_after": "INSERT INTO job_history (job_id, at, action, from_state, "
+                            "to_state, attempt, actor, reason) SELECT id, ?1, 'create', NULL, "
+                            "'pending', 0, ?2, '' FROM jobs WHERE seq > ?3 ORDER BY seq",
 }
 _IDS = ["j0", "j1", "j2", "j3", "down", "keyed"]
 
