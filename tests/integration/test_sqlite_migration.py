@@ -195,6 +195,8 @@ def test_a_version_9_database_migrates_to_10_with_its_rows_and_its_dependencies_
         assert {i: new.history(i) for i in ids} == history
         assert _sql(new, "SELECT name FROM sqlite_master WHERE type = 'trigger'") \
             == [("jobs_dependency_ended",)]
+        assert _sql(new, "PRAGMA foreign_key_check") == []
+        assert _sql(new, "PRAGMA integrity_check") == [("ok",)]
         (table,) = _sql(new, "SELECT sql FROM sqlite_master WHERE name = 'jobs'")
         assert "state IN" not in str(table[0])
         # a completed dependency frees its dependent; one failed for good cancels its
