@@ -114,9 +114,9 @@ FROM inserted CROSS JOIN notified;
 
 -- name: copy_jobs
 -- A large batch of plain jobs (no unique key, dependency, run_at or delay): the rows stream
--- in binary by COPY, in input order (so seq follows it), in the caller's transaction with
--- copy_history and copied. run_at, line_at, created_at and updated_at are left to their
--- default, now(): the transaction's one clock, the same as insert_jobs gives them.
+-- in binary by COPY, in input order (so seq follows it), in the caller's transaction after
+-- copy_clock and before copy_history. run_at, line_at, created_at and updated_at are left to
+-- their default, now(): the transaction's one clock, the same as insert_jobs gives them.
 COPY jobs (id, job_type, queue, priority, params, max_attempts, timeout, pause_timeout, backoff,
            current_step, total_steps, checkpoint, requeued_from, trace, limit_key)
 FROM STDIN (FORMAT BINARY);
@@ -124,9 +124,12 @@ FROM STDIN (FORMAT BINARY);
 -- name: copy_history
 COPY job_history (job_id, action, to_state, attempt, actor) FROM STDIN (FORMAT BINARY);
 
--- name: copied
--- After copy_jobs and copy_history: the clock they used, and the NOTIFY that wakes workers
--- (delivered at commit, once for the whole batch).
+-- name: copy_clock
+-- First in a COPY batch's transaction: the clock copy_jobs's rows will take (now() is the
+-- transaction's start, the same for every statement of it), so the store builds the returned
+-- jobs while the server is still storing the rows; and the NOTIFY that wakes workers, held
+-- by the server until the commit makes the jobs visible (dropped if the transaction rolls
+-- back), once for the whole batch.
 SELECT now() AS created_at, pg_notify(%(channel)s, '') AS sent;
 
 -- name: select_job
