@@ -69,8 +69,8 @@ def main() -> None:
             fill = time.perf_counter() - started
             # the store's own claim query (not a copy of it, which drifts from it)
             plan = sqlite3.connect(path).execute(
-                "EXPLAIN QUERY PLAN " + _Q["claim_pending"].format(job_types="?"),
-                (0, "bench", 1)).fetchall()
+                "EXPLAIN QUERY PLAN " + _Q["claim_candidates"].format(job_types="?"),
+                ("bench", 1, 0, "bench", 1)).fetchall()
             samples = timed(partial(claim_and_complete, store), args.ops)
             store.close()
             med = median(samples)

@@ -146,11 +146,15 @@ def _wait_idle(app: Conveyor, count: int) -> None:
 
 
 def wait_done(app: Conveyor, count: int, timeout: float = 300.0) -> None:
+    """Polls the store's counts (a scan of the whole jobs table) four times a second: rates
+    come from the jobs' own timestamps, so a coarse poll costs no accuracy, and a fine one
+    took a share of the cores the workers are measured on (11 ms a call at 20,000 jobs on
+    PostgreSQL)."""
     deadline = time.monotonic() + timeout
     while app.counts()[JobState.COMPLETED] < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"jobs not done in {timeout}s: {app.counts()}")
-        time.sleep(0.05)
+        time.sleep(0.25)
 
 
 def cpu_seconds(pid: int) -> float:

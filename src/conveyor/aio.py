@@ -314,7 +314,8 @@ class AsyncConveyor:
                 wake()
 
         unsubscribe = self.app.subscribe(on_event)
-        unwatch = self.app.store.watch_job(job_id, wake)
+        # in a thread: on PostgreSQL, watching writes the job's mark (one round trip)
+        unwatch = await asyncio.to_thread(self.app.store.watch_job, job_id, wake)
         try:
             while True:
                 woken.clear()

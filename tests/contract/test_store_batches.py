@@ -157,3 +157,30 @@ def test_a_worker_batch_reads_rows_only_for_subscribers_and_dependents(
     assert (by_id[alone.id] is Landed.LANDED) is not subscribed
     completed = [e.job.id for e in events if isinstance(e, JobCompleted)]
     assert sorted(completed) == (sorted([upstream.id, alone.id]) if subscribed else [])
+
+
+def test_a_lone_change_and_the_next_claim_write_their_history_in_one_transaction(
+        store: Store) -> None:
+    """A worker's usual transaction: one completion (its shape alone in the batch) and the
+    claim of the next job. Each lands with its own history row; a lone stale completion lands
+    nothing and writes none, and the claim still takes its job."""
+    done = running(store, job_type="lone")
+    stale = running(store, job_type="lone")
+    queued = [insert(store, "lone-next") for _ in range(2)]
+    finished, claimed = store.finish_and_claim(
+        [transitions.complete(lease_of(done), {"ok": 1}, "w")], "w", queues=[],
+        job_types=["lone-next"], limit=1, lease_seconds=30)
+    assert [(j.id, j.state) for j in finished if isinstance(j, Job)] == [(done.id, S.COMPLETED)]
+    assert [j.id for j in claimed] == [queued[0].id]
+    assert [(h.action, h.from_state, h.to_state, h.attempt, h.actor)
+            for h in store.history(done.id)][-1] == (
+        "complete", S.RUNNING, S.COMPLETED, 0, "w")
+    assert [(h.action, h.from_state, h.to_state, h.actor)
+            for h in store.history(queued[0].id)] == [
+        ("create", None, S.PENDING, "test"), ("start", S.PENDING, S.RUNNING, "w")]
+    finished, claimed = store.finish_and_claim(
+        [transitions.complete(Lease(stale.id, "stale", stale.attempt), None, "w")], "w",
+        queues=[], job_types=["lone-next"], limit=1, lease_seconds=30)
+    assert finished == [None] and [j.id for j in claimed] == [queued[1].id]
+    assert [h.action for h in store.history(stale.id)] == ["create", "start"]
+    assert store.get_job(stale.id).state is S.RUNNING

@@ -4,8 +4,10 @@ make work, and jobs that read the same as any other read gives them."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -92,3 +94,91 @@ def test_a_batch_that_makes_work_notifies_once_its_changes_landed(
     retries = [transitions.retry(lease.job_id, "op", "again") for lease in leases]
     assert _time_to_wake(waiter, lambda: producer.apply_many(retries)) < 10
     assert {producer.get_job(lease.job_id).state for lease in leases} == {S.PENDING}
+
+
+def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    store, _ = stores
+    single = PostgresStore(store.url, schema=store.schema, max_size=1)  # one session to read
+    try:
+        for _ in range(8):  # past psycopg's prepare threshold (5)
+            leases = _running(single, 2)
+            done, _ = single.finish_and_claim(
+                [transitions.complete(lease, None, "w") for lease in leases], "w",
+                queues=[], job_types=["t"], limit=1, lease_seconds=60)
+            assert all(isinstance(job, Job) and job.state is S.COMPLETED for job in done)
+        plans = single._run("read plans", lambda conn: conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%unnest%%UPDATE jobs%%'").fetchall())
+        mode = single._run("read mode", lambda conn: conn.execute(
+            "SHOW plan_cache_mode").fetchone())
+    finally:
+        single.close()
+    # the batch of completions: planned once, not at each call
+    assert plans and all(generic > 0 and custom == 0 for generic, custom in plans)
+    assert mode == ("auto",)  # the setting lasted the worker's transaction only
+
+
+def _stops_heard(store: PostgresStore, act: Callable[[], object]) -> list[str]:
+    """The payloads sent on the store's stop channel while ``act`` ran (and committed)."""
+    heard: list[str] = []
+    with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+        conn.add_notify_handler(lambda n: heard.append(n.payload))
+        conn.execute(f'LISTEN "{store._settings.stop_channel}"')
+        act()
+        time.sleep(0.3)  # the listening session relays what the commit sent, then:
+        conn.execute("SELECT 1")  # a round trip, in which the handler reads it
+    return sorted(set(heard))
+
+
+def test_only_a_watched_job_is_announced_when_it_stops(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    worker, waiter = stores
+    watched, unwatched, single = _running(worker, 3)
+    woken = threading.Event()
+    unwatch = waiter.watch_job(watched.job_id, woken.set)
+    unwatch_single = waiter.watch_job(single.job_id, lambda: None)
+    try:
+        heard = _stops_heard(worker, lambda: worker.finish_and_claim(
+            [transitions.complete(lease, None, "w") for lease in (watched, unwatched)], "w",
+            queues=[], job_types=["t"], limit=1, lease_seconds=60))
+        assert heard == [watched.job_id]  # the batch statement
+        assert woken.wait(10)
+        heard = _stops_heard(worker, lambda: worker.apply(
+            [transitions.complete(single, None, "w")]))
+        assert heard == [single.job_id]  # the one-change statement
+    finally:
+        unwatch()
+        unwatch_single()
+    assert {worker.get_job(lease.job_id).state
+            for lease in (watched, unwatched, single)} == {S.COMPLETED}
+
+
+def test_a_schema_of_version_8_migrates_and_its_jobs_are_announced_once_watched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.stores.postgres import store as store_module
+
+    schema = f"wp_{uuid.uuid4().hex[:12]}"
+    eight = [m for m in store_module._MIGRATIONS if m[0] <= 8]
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(store_module, "_MIGRATIONS", eight)
+            patched.setattr(store_module, "LATEST_VERSION", 8)
+            old = PostgresStore(pg_test_url(), schema=schema)
+            old.migrate()
+            leases = _running(old, 2)
+            old.close()
+        store = PostgresStore(pg_test_url(), schema=schema)
+        store.migrate()
+        try:
+            assert store.get_job(leases[0].job_id).state is S.RUNNING  # kept, as it was
+            unwatch = store.watch_job(leases[0].job_id, lambda: None)
+            heard = _stops_heard(store, lambda: store.apply_many(
+                [transitions.complete(lease, None, "w") for lease in leases]))
+            unwatch()
+            assert heard == [leases[0].job_id]
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -30,6 +30,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import JobError
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
+from conveyor.stores.postgres.statements import COPY_FROM
 from tests.conftest import pg_test_url
 
 pytestmark = pytest.mark.postgres
@@ -498,6 +499,30 @@ def test_work_from_another_connection_wakes_a_waiting_worker_at_once(
     producer.migrate()
     assert _time_to_wake(waiter, lambda: producer.insert_jobs(_jobs(1))) < 10
     assert _time_to_wake(waiter, producer.notify_work) < 10
+
+
+def test_a_batch_sent_by_copy_wakes_a_waiting_worker_and_equals_the_plain_insert(
+        make_store: Callable[..., PostgresStore]) -> None:
+    """The COPY path (its clock and NOTIFY sent first, the jobs built while the rows stream)
+    wakes workers as the one-statement path does, and stores and returns the same jobs."""
+    waiter, producer = make_store(), make_store()
+    producer.migrate()
+    assert _time_to_wake(waiter, lambda: producer.insert_jobs(_jobs(COPY_FROM))) < 10
+    copied = producer.insert_jobs(_jobs(COPY_FROM), actor="bulk")  # by COPY
+    plain = producer.insert_jobs(_jobs(COPY_FROM - 1), actor="bulk")  # one statement
+    assert copied == producer.get_jobs([j.id for j in copied])
+    assert plain == producer.get_jobs([j.id for j in plain])
+    assert len({j.created_at for j in copied}) == 1
+    assert all(j.run_at == j.created_at == j.updated_at for j in copied)
+
+    def shape(job: Any) -> dict[str, Any]:
+        return {k: v for k, v in vars(job).items()
+                if k not in {"id", "created_at", "updated_at", "run_at"}}
+
+    assert [shape(j) for j in copied[:COPY_FROM - 1]] == [shape(j) for j in plain]
+    assert [[(h.action, h.to_state, h.attempt, h.actor) for h in producer.history(j.id)]
+            for j in (copied[0], copied[-1], plain[0])] == [
+        [("create", JobState.PENDING, 0, "bulk")]] * 3
 
 
 def test_retries_and_resume_requests_notify(make_store: Callable[..., PostgresStore]) -> None:

@@ -3,9 +3,9 @@ keyed by the job's id, AUTOINCREMENT tables) migrates with its jobs, history, de
 and logs intact, and everything keeps working on it: claims, the dependency triggers,
 history reads, the cascades that delete a job's rows.
 
-The old database is built by this store's own code, with the migrations and the two history
-statements as they were before that migration (patched in); the version is found by the
-migration's name, never written here.
+The old database is built by this store's own code, with the migrations and the history
+statements as they were before that migration (patched in, with the ones written since in the
+old table's shape); the version is found by the migration's name, never written here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.lifecycle import JobState
-from conveyor.model import HistoryEntry, Job
+from conveyor.model import HistoryEntry, Job, JobError
 from conveyor.stores.base import NewJob, NewLogLine
 from conveyor.stores.sqlite import SQLiteStore
 from conveyor.stores.sqlite import store as store_module
@@ -29,6 +29,12 @@ _OLD_QUERIES = {
     "insert_history": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
                       "attempt, actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "select_history": "SELECT * FROM job_history WHERE job_id = ? ORDER BY id",
+    # statements written since, in the old table's shape (no job_seq column)
+    "insert_history_seq": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
+                          "attempt, actor, reason) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    "insert_created_after": "INSERT INTO job_history (job_id, at, action, from_state, "
+                            "to_state, attempt, actor, reason) SELECT id, ?1, 'create', NULL, "
+                            "'pending', 0, ?2, '' FROM jobs WHERE seq > ?3 ORDER BY seq",
 }
 _IDS = ["j0", "j1", "j2", "j3", "down", "keyed"]
 
@@ -137,3 +143,87 @@ def test_a_seq_used_again_after_a_prune_never_shows_the_deleted_jobs_rows(db_url
         assert _sql(store, "SELECT job_id FROM job_history") == [("new",)]
     finally:
         store.close()
+
+
+# -- version 10 ("lighter_writes"): the jobs table rebuilt, one dependency trigger ---------------
+@contextlib.contextmanager
+def _store_before(db_url: str, migration: str) -> Iterator[SQLiteStore]:
+    """A store at the version before ``migration`` (found by its name)."""
+    names = [name for _, name, _ in store_module._MIGRATIONS]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store_module, "_MIGRATIONS",
+                      store_module._MIGRATIONS[:names.index(migration)])
+        store = SQLiteStore(db_url)
+        try:
+            store.migrate()
+            yield store
+        finally:
+            store.close()
+
+
+def _end(store: SQLiteStore, job: Job, *, ok: bool) -> None:
+    assert job.lease_token is not None
+    lease = Lease(job.id, job.lease_token, job.attempt)
+    store.apply([transitions.complete(lease, "ok", "w") if ok else
+                 transitions.fail(lease, job.id, JobError("E", "boom"), "raised E", "w")])
+
+
+def test_a_version_9_database_migrates_to_10_with_its_rows_and_its_dependencies_working(
+        db_url: str) -> None:
+    ids = ["ok", "bad", "idle", "after_ok", "after_bad", "run_anyway", "after_idle", "done"]
+    with _store_before(db_url, "lighter_writes") as old:
+        old.insert_jobs([NewJob(id="done", job_type="t", params={}),
+                         NewJob(id="ok", job_type="t", params={"n": 1}),
+                         NewJob(id="bad", job_type="t", params={}, max_attempts=0),
+                         NewJob(id="idle", job_type="u", params={}, unique_key="k")])
+        old.insert_jobs([
+            NewJob(id="after_ok", job_type="t", params={}, depends_on=("ok",)),
+            NewJob(id="after_bad", job_type="t", params={}, depends_on=("bad",)),
+            NewJob(id="run_anyway", job_type="t", params={}, depends_on=("bad",),
+                   on_dependency_failure="run"),
+            NewJob(id="after_idle", job_type="t", params={}, depends_on=("idle",))])
+        claimed = old.claim("w", queues=[], job_types=["t"], limit=3, lease_seconds=60)
+        assert [j.id for j in claimed] == ["done", "ok", "bad"]
+        _end(old, claimed[0], ok=True)
+        jobs = {i: old.get_job(i) for i in ids}
+        history = {i: old.history(i) for i in ids}
+    new = SQLiteStore(db_url)
+    try:
+        new.migrate()
+        assert new.schema_version() == store_module.LATEST_VERSION
+        assert {i: new.get_job(i) for i in ids} == jobs
+        assert {i: new.history(i) for i in ids} == history
+        assert _sql(new, "SELECT name FROM sqlite_master WHERE type = 'trigger'") \
+            == [("jobs_dependency_ended",)]
+        assert _sql(new, "PRAGMA foreign_key_check") == []
+        assert _sql(new, "PRAGMA integrity_check") == [("ok",)]
+        (table,) = _sql(new, "SELECT sql FROM sqlite_master WHERE name = 'jobs'")
+        assert "state IN" not in str(table[0])
+        # a completed dependency frees its dependent; one failed for good cancels its
+        # dependent (with history) and counts as done for the one that runs anyway; a
+        # cancelled one cancels its dependent
+        _end(new, claimed[1], ok=True)
+        _end(new, claimed[2], ok=False)
+        new.apply([transitions.cancel_idle("idle", JobState.PENDING, "operator", "no")])
+        states = {i: new.get_job(i).state for i in ids}
+        assert states == {"ok": JobState.COMPLETED, "bad": JobState.FAILED,
+                          "idle": JobState.CANCELLED, "after_ok": JobState.PENDING,
+                          "after_bad": JobState.CANCELLED, "run_anyway": JobState.PENDING,
+                          "after_idle": JobState.CANCELLED, "done": JobState.COMPLETED}
+        reasons = {i: [h.reason for h in new.history(i) if h.action == "cancel"]
+                   for i in ("after_bad", "after_idle")}
+        assert reasons == {"after_bad": ["dependency bad failed"],
+                           "after_idle": ["dependency idle was cancelled"]}
+        claimed = new.claim("w", queues=[], job_types=["t"], limit=5, lease_seconds=60)
+        assert [j.id for j in claimed] == ["after_ok", "run_anyway"]
+        # the unique key is held again once its job is gone, the CHECKs still refuse
+        (keyed,) = new.insert_jobs([NewJob(id="again", job_type="u", params={}, unique_key="k")])
+        assert keyed.id == "again" and not keyed.existing
+        for bad_write in ("UPDATE jobs SET state = 'lost' WHERE id = 'again'",
+                          "UPDATE jobs SET state = 'completed' WHERE id = 'again'",
+                          "UPDATE jobs SET finished_at = 1 WHERE id = 'again'"):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"), \
+                    sqlite3.connect(new.path) as conn:
+                conn.execute(bad_write)
+    finally:
+        new.close()

@@ -40,7 +40,8 @@ from conveyor.stores.postgres.statements import (
     apply_params,
     check_caller_connection,
     copies,
-    copy_rows,
+    copy_history_row,
+    copy_job_row,
     insert_params,
     list_statement,
 )
@@ -110,29 +111,32 @@ class AsyncPostgresStore:
             # the sync store's own, in a thread
             return await asyncio.to_thread(self._sync.insert_jobs, jobs, actor=actor)
         if copies(jobs):  # a large plain batch: by COPY, as the sync store sends it
-            created = await self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
-                                      transaction=True)
+            copied = await self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
+                                     transaction=True)
             self._sync._listener.wake()
-            return [inserted_job(new, created, created) for new in jobs]
+            return copied
         params = insert_params(jobs, actor, self._sync._settings.channel)
         rows = await self._run("insert jobs", lambda c: _fetch(c, _Q["insert_jobs"], params))
         self._sync._listener.wake()
         return [row_to_job(r) for r in rows]
 
-    async def _copy(self, conn: AConn, jobs: Sequence[NewJob], actor: str) -> datetime:
+    async def _copy(self, conn: AConn, jobs: Sequence[NewJob], actor: str) -> list[Job]:
         """:meth:`PostgresStore._copy` over an async connection."""
-        job_rows, history_rows = copy_rows(jobs, actor)
-        async with conn.cursor() as cur:
-            for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
-                                       (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
-                async with cur.copy(sql.SQL(query)) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        await copy.write_row(row)
-        found = await _fetch(conn, _Q["copied"], {"channel": self._sync._settings.channel})
+        found = await _fetch(conn, _Q["copy_clock"], {"channel": self._sync._settings.channel})
         created = utc(found[0]["created_at"])
         assert created is not None
-        return created
+        out = []
+        async with conn.cursor() as cur:
+            async with cur.copy(sql.SQL(_Q["copy_jobs"])) as copy:
+                copy.set_types(COPY_JOB_TYPES)
+                for new in jobs:
+                    await copy.write_row(copy_job_row(new))
+                    out.append(inserted_job(new, created, created))
+            async with cur.copy(sql.SQL(_Q["copy_history"])) as copy:
+                copy.set_types(COPY_HISTORY_TYPES)
+                for new in jobs:
+                    await copy.write_row(copy_history_row(new, actor))
+        return out
 
     async def insert_jobs_on(self, connection: object, jobs: Sequence[NewJob], *,
                              actor: str = "") -> list[Job]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -32,7 +31,8 @@ from conveyor.stores.postgres.statements import (
     brief,
     check_caller_connection,
     copies,
-    copy_rows,
+    copy_history_row,
+    copy_job_row,
     insert_params,
     inserted_jobs,
     one_job_params,
@@ -51,7 +51,7 @@ class _Store(Protocol):
     def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
              retry: bool = False) -> T: ...
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]: ...
-    def _copy(self, conn: Conn, jobs: Sequence[NewJob], actor: str) -> datetime: ...
+    def _copy(self, conn: Conn, jobs: Sequence[NewJob], actor: str) -> list[Job]: ...
     def _insert_linked(self, conn: Conn, jobs: Sequence[NewJob],
                        params: dict[str, Any]) -> list[Job]: ...
     def _insert_keyed(self, conn: Conn, jobs: Sequence[NewJob], params: dict[str, Any]
@@ -72,10 +72,10 @@ class PostgresInserts:
                 rows = self._run("insert a job",
                                  lambda c: _fetch(c, _Q["insert_job"], one, binary=True))
             elif copies(jobs):
-                created = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
-                                    transaction=True)
+                copied = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
+                                   transaction=True)
                 self._listener.wake()
-                return [inserted_job(new, created, created) for new in jobs]
+                return copied
             else:
                 params = insert_params(jobs, actor, channel)
                 rows = self._run("insert jobs",
@@ -98,23 +98,30 @@ class PostgresInserts:
         self._listener.wake()
         return found
 
-    def _copy(self: _Store, conn: Conn, jobs: Sequence[NewJob], actor: str) -> datetime:
-        """COPY a batch of plain jobs and their history rows (in the caller's transaction),
-        then NOTIFY once; returns the clock their rows took. psycopg writes COPY rows in C,
-        where ``insert_jobs``'s arrays were dumped element by element in Python, and the
-        server stores them without unnesting arrays first."""
-        job_rows, history_rows = copy_rows(jobs, actor)
-        with conn.cursor() as cur:
-            for query, types, rows in ((_Q["copy_jobs"], COPY_JOB_TYPES, job_rows),
-                                       (_Q["copy_history"], COPY_HISTORY_TYPES, history_rows)):
-                with cur.copy(sql.SQL(query)) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        copy.write_row(row)
-        found = _fetch(conn, _Q["copied"], {"channel": self._settings.channel})
+    def _copy(self: _Store, conn: Conn, jobs: Sequence[NewJob], actor: str) -> list[Job]:
+        """COPY a batch of plain jobs and their history rows (in the caller's transaction,
+        after the clock and the NOTIFY: see ``copy_clock``); returns the stored jobs.
+
+        psycopg writes COPY rows in C, and the server stores them without unnesting arrays
+        first. Each row is built as it is written and each returned job built right after:
+        the server takes longer to store a job (its indexes) than this process to build both,
+        so that Python runs while the server works, not before it starts or after it ends.
+        """
+        found = _fetch(conn, _Q["copy_clock"], {"channel": self._settings.channel})
         created = utc(found[0]["created_at"])
         assert created is not None
-        return created
+        out = []
+        with conn.cursor() as cur:
+            with cur.copy(sql.SQL(_Q["copy_jobs"])) as copy:
+                copy.set_types(COPY_JOB_TYPES)
+                for new in jobs:
+                    copy.write_row(copy_job_row(new))
+                    out.append(inserted_job(new, created, created))
+            with cur.copy(sql.SQL(_Q["copy_history"])) as copy:
+                copy.set_types(COPY_HISTORY_TYPES)
+                for new in jobs:
+                    copy.write_row(copy_history_row(new, actor))
+        return out
 
     def _insert_linked(self: _Store, conn: Conn, jobs: Sequence[NewJob],
                        params: dict[str, Any]) -> list[Job]:

@@ -114,9 +114,9 @@ FROM inserted CROSS JOIN notified;
 
 -- name: copy_jobs
 -- A large batch of plain jobs (no unique key, dependency, run_at or delay): the rows stream
--- in binary by COPY, in input order (so seq follows it), in the caller's transaction with
--- copy_history and copied. run_at, line_at, created_at and updated_at are left to their
--- default, now(): the transaction's one clock, the same as insert_jobs gives them.
+-- in binary by COPY, in input order (so seq follows it), in the caller's transaction after
+-- copy_clock and before copy_history. run_at, line_at, created_at and updated_at are left to
+-- their default, now(): the transaction's one clock, the same as insert_jobs gives them.
 COPY jobs (id, job_type, queue, priority, params, max_attempts, timeout, pause_timeout, backoff,
            current_step, total_steps, checkpoint, requeued_from, trace, limit_key)
 FROM STDIN (FORMAT BINARY);
@@ -124,9 +124,12 @@ FROM STDIN (FORMAT BINARY);
 -- name: copy_history
 COPY job_history (job_id, action, to_state, attempt, actor) FROM STDIN (FORMAT BINARY);
 
--- name: copied
--- After copy_jobs and copy_history: the clock they used, and the NOTIFY that wakes workers
--- (delivered at commit, once for the whole batch).
+-- name: copy_clock
+-- First in a COPY batch's transaction: the clock copy_jobs's rows will take (now() is the
+-- transaction's start, the same for every statement of it), so the store builds the returned
+-- jobs while the server is still storing the rows; and the NOTIFY that wakes workers, held
+-- by the server until the commit makes the jobs visible (dropped if the transaction rolls
+-- back), once for the whole batch.
 SELECT now() AS created_at, pg_notify(%(channel)s, '') AS sent;
 
 -- name: select_job
@@ -152,6 +155,15 @@ GROUP BY state;
 -- name: select_history
 SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;
 
+-- name: generic_plans
+-- First in a worker's pipeline (its own transaction only, is_local): the statements after it,
+-- once psycopg prepares them, run one plan made once per connection. Left to choose (auto),
+-- the server planned the batch of completions again at each call, its 'custom' plans costed
+-- below the generic one only because unnest() of a parameter looks like 100 rows: planning
+-- took as long as running it, and the custom plan walked every running job's index entries
+-- (state = 'running' read as a constant) where the generic one reads each row by id.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS mode;
+
 -- name: apply_change
 -- One compare-and-set. `old` locks the row first ({lock}: a reaper skips a locked row rather
 -- than wait on it), so old_state is the state this update really moved from even when another
@@ -174,8 +186,9 @@ WITH old AS (
     SELECT id, moved_at, %(action)s, old_state, state, attempt, %(actor)s, %(reason)s
     FROM changed
 )
--- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit
-SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+-- a job that stops (finishes or pauses) is announced to its waiters (Conveyor.wait), at commit,
+-- if it has any (watched: see migration 0009)
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[]) AND changed.watched
                        THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
 FROM changed;
 
@@ -205,10 +218,16 @@ WITH batch AS (
            history_reason
     FROM changed
 )
--- each job that stops (finishes or pauses) is announced to its waiters, at commit
-SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[])
+-- each job that stops (finishes or pauses) is announced to its waiters, if it has any, at commit
+SELECT changed.*, CASE WHEN changed.state = ANY(%(stops)s::text[]) AND changed.watched
                        THEN pg_notify(%(stop_channel)s, changed.id) END IS NULL AS unannounced
 FROM changed;
+
+-- name: watch_job
+-- A waiter's mark (Conveyor.wait): the job's stops are announced from now on. An UPDATE, so it
+-- waits for a change holding the row and is seen by every change after it; NOT watched: a job
+-- marked already is not written again.
+UPDATE jobs SET watched = true WHERE id = %(id)s AND NOT watched;
 
 -- name: claim
 -- Resumable jobs first, then pending ones by priority, place in line (line_at; run_at is only

@@ -125,6 +125,7 @@ COPY_JOB_TYPES = ("text", "text", "text", "int4", "text", "int4", "float8", "flo
 COPY_HISTORY_TYPES = ("text", "text", "text", "int4", "text")
 _JSONB_V1 = "\x01"
 _EMPTY_JSONB = _JSONB_V1 + "{}"
+_PENDING_STATE = JobState.PENDING.value
 
 
 def copies(jobs: Sequence[NewJob]) -> bool:
@@ -136,27 +137,32 @@ def copies(jobs: Sequence[NewJob]) -> bool:
         or new.depends_on for new in jobs)
 
 
+def copy_job_row(new: NewJob) -> tuple[Any, ...]:
+    """One ``copy_jobs`` row (in :data:`COPY_JOB_TYPES`); JSON already encoded by the core is
+    sent as it is."""
+    progress = new.progress or _NO_PROGRESS
+    params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+    backoff = new.backoff_json or payload.dumps(new.backoff)
+    return (
+        new.id, new.job_type, new.queue, new.priority,
+        _EMPTY_JSONB if params == "{}" else _JSONB_V1 + params, new.max_attempts,
+        new.timeout, new.pause_timeout,
+        _EMPTY_JSONB if backoff == "{}" else _JSONB_V1 + backoff,
+        progress.current_step, progress.total_steps,
+        _JSONB_V1 + payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
+        else _EMPTY_JSONB, new.requeued_from, new.trace, new.limit_key)
+
+
+def copy_history_row(new: NewJob, actor: str) -> tuple[Any, ...]:
+    """One ``copy_history`` row (in :data:`COPY_HISTORY_TYPES`): the job's 'create'."""
+    return (new.id, "create", _PENDING_STATE, 0, actor)
+
+
 def copy_rows(jobs: Sequence[NewJob], actor: str
               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The rows of ``copy_jobs`` and ``copy_history``, in one pass; JSON already encoded by
-    the core is sent as it is."""
-    pending = JobState.PENDING.value
-    job_rows = []
-    history_rows = []
-    for new in jobs:
-        progress = new.progress or _NO_PROGRESS
-        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
-        backoff = new.backoff_json or payload.dumps(new.backoff)
-        job_rows.append((
-            new.id, new.job_type, new.queue, new.priority,
-            _EMPTY_JSONB if params == "{}" else _JSONB_V1 + params, new.max_attempts,
-            new.timeout, new.pause_timeout,
-            _EMPTY_JSONB if backoff == "{}" else _JSONB_V1 + backoff,
-            progress.current_step, progress.total_steps,
-            _JSONB_V1 + payload.dumps(progress.last_checkpoint) if progress.last_checkpoint
-            else _EMPTY_JSONB, new.requeued_from, new.trace, new.limit_key))
-        history_rows.append((new.id, "create", pending, 0, actor))
-    return job_rows, history_rows
+    """The rows of ``copy_jobs`` and ``copy_history``, all built first (the bench's hand-run
+    copy of the store's SQL; the store writes each row as it builds it)."""
+    return ([copy_job_row(new) for new in jobs], [copy_history_row(new, actor) for new in jobs])
 
 
 def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:

@@ -352,8 +352,18 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         self._listener.wait(timeout)
 
     def watch_job(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
-        """Calls ``wake`` on the NOTIFY a change that stops the job sends, from any process."""
-        return self._stops.watch(job_id, wake)
+        """Calls ``wake`` on the NOTIFY a change that stops the job sends, from any process.
+
+        Only a watched job's stops are announced (migration 0009), so the job is marked here,
+        after the listener is asked for (its LISTEN calls every watcher once it is up, for
+        what it missed before) and before the caller reads the job."""
+        unwatch = self._stops.watch(job_id, wake)
+        try:
+            self._run("watch job", lambda c: c.execute(_Q["watch_job"], {"id": job_id}))
+        except BaseException:
+            unwatch()
+            raise
+        return unwatch
 
     def notify_work(self) -> None:
         self._run("notify workers", lambda c: _fetch(

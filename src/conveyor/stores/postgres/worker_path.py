@@ -169,6 +169,7 @@ class PostgresWorkerPath:
         with conn.pipeline():
             if wakes:
                 conn.execute("BEGIN")
+            conn.execute(_Q["generic_plans"])  # for this transaction: see queries.sql
             for members, statement, params in statements:
                 cursor = conn.cursor(row_factory=dict_row)
                 cursor.execute(statement, apply_params(params, None, self._settings),

@@ -41,16 +41,24 @@ class SQLiteInserts:
     def insert_jobs(self: _Store, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
-        history = new_history_rows(jobs, now, actor)
         if any(new.unique_key is not None or new.depends_on for new in jobs):
-            return self._insert_keyed(jobs, rows, history)
+            return self._insert_keyed(jobs, rows, new_history_rows(jobs, now, actor))
         with self._write() as conn:
             if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
                 conn.execute(_Q["insert_job"], rows[0])
-                conn.execute(_Q["insert_history"], history[0])
+                conn.execute(_Q["insert_history"], new_history_rows(jobs, now, actor)[0])
             else:
+                (last,) = conn.execute(_Q["last_seq"]).fetchone()
                 conn.executemany(_Q["insert_job"], rows)
-                conn.executemany(_Q["insert_history"], history)
+                # the batch's jobs are those past the last seq (the write lock is held), each
+                # with its create row, written by one statement: its values are the same
+                # for every job but the job's own
+                written = conn.execute(_Q["insert_created_after"],
+                                       (now, actor, last or 0)).rowcount
+                if written != len(rows):  # pragma: no cover - only past seq 2**63 - 1,
+                    # where SQLite picks rowids at random: refused, rolled back
+                    raise StoreError(f"SQLite store {self.url}: {written} create rows for "
+                                     f"{len(rows)} jobs")
         self.notify_work()
         created = ts(now)
         assert created is not None

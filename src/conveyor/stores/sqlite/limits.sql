@@ -45,13 +45,13 @@ WHERE scope = ? AND name = ? AND at > ? GROUP BY limit_key;
 INSERT INTO rate_claims (scope, name, limit_key, at) VALUES (?, ?, ?, ?);
 
 -- name: limited_resumable
--- The limited claim's candidates: as claim_resumable and claim_pending, less what is full
+-- The limited claim's candidates: as claim_candidates' two branches, less what is full
 -- ({where}: the queues asked for, then the full types, queues and (type, key) pairs).
 SELECT id, job_type, queue, limit_key FROM jobs INDEXED BY jobs_resumable
 WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types}) {where}
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
-  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
+  AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
 ORDER BY paused_at LIMIT ?;
 
 -- name: limited_pending
@@ -60,5 +60,5 @@ WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types}) {where}
   AND waiting_on = 0  -- no dependency left to wait for
   AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
   AND typeof(run_at) IN ('integer', 'real')
-  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
+  AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
 ORDER BY priority DESC, line_at, seq LIMIT ?;

@@ -11,6 +11,25 @@ INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, atte
                          reason)
 VALUES ((SELECT seq FROM jobs WHERE id = ?1), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8);
 
+-- name: insert_history_seq
+-- Arguments: job_seq, job_id, at, action, from_state, to_state, attempt, actor, reason: for a
+-- job whose row the transaction has just read back (RETURNING), so its seq is known and
+-- need not be looked up by its id.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: last_seq
+SELECT max(seq) FROM jobs;
+
+-- name: insert_created_after
+-- The create rows of the jobs an enqueue has just inserted in this transaction: those past
+-- the largest seq before it (arguments: at, actor, that seq). A new job's seq is one more
+-- than the largest, so they are exactly the batch, in its order.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+SELECT seq, id, ?1, 'create', NULL, 'pending', 0, ?2, '' FROM jobs WHERE seq > ?3 ORDER BY seq;
+
 -- name: select_history
 -- (job_id too: a row left by a job deleted with foreign keys off never shows under another)
 SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) AND job_id = ?1
@@ -91,43 +110,57 @@ UPDATE jobs SET {sets} WHERE {where} RETURNING *;
 -- columns of jobs only, for the jobs that matched.
 UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *;
 
--- name: claim_resumable
--- The claim's candidates, by these four queries (any queue or one queue; resumable jobs, then
--- pending ones). Each walks one partial index in claim order and stops at LIMIT. job_types:
--- one placeholder per type. A worker claims only jobs whose payloads decode: it must never
--- run one with lost params.
-SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
-WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
-  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-  AND typeof(run_at) IN ('integer', 'real')
-  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
-ORDER BY paused_at LIMIT ?;
+-- name: claim_candidates
+-- The claim's candidates in one statement: resumable jobs (source 'paused'), then pending ones,
+-- each branch walking its partial index in claim order and stopping at its LIMIT. job_types:
+-- one placeholder per type; the arguments are the resumable branch's, then the pending
+-- branch's. A worker claims only jobs whose payloads decode: it must never run one with lost
+-- params. A paused queue is looked up per candidate (the primary key of queue_states): NOT IN
+-- (SELECT ...) would build a temporary B-tree of the paused queues at every claim.
+-- limited: whether any limit is set (flow_limits holds a row); only then does the claim read
+-- the limits (limits.py). A claim that finds no candidate has nothing to limit.
+SELECT * FROM (
+    SELECT 'paused' AS source, id, paused_at, 0 AS priority, 0 AS line_at, 0 AS seq,
+           EXISTS (SELECT 1 FROM flow_limits) AS limited
+    FROM jobs INDEXED BY jobs_resumable
+    WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
+      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+      AND typeof(run_at) IN ('integer', 'real')
+      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+    ORDER BY paused_at LIMIT ?)
+UNION ALL
+SELECT * FROM (
+    SELECT 'pending', id, NULL, priority, line_at, seq, EXISTS (SELECT 1 FROM flow_limits)
+    FROM jobs INDEXED BY jobs_pending_any
+    WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+      AND waiting_on = 0  -- no dependency left to wait for
+      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+      AND typeof(run_at) IN ('integer', 'real')
+      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+    ORDER BY priority DESC, line_at, seq LIMIT ?);
 
--- name: claim_resumable_in_queue
-SELECT id, paused_at FROM jobs INDEXED BY jobs_resumable
-WHERE queue = ? AND state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
-  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-  AND typeof(run_at) IN ('integer', 'real')
-  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
-ORDER BY paused_at LIMIT ?;
-
--- name: claim_pending
-SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_any
-WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
-  AND waiting_on = 0  -- no dependency left to wait for
-  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-  AND typeof(run_at) IN ('integer', 'real')
-  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
-ORDER BY priority DESC, line_at, seq LIMIT ?;
-
--- name: claim_pending_in_queue
-SELECT id, priority, line_at, seq FROM jobs INDEXED BY jobs_pending_queue
-WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
-  AND waiting_on = 0  -- no dependency left to wait for
-  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-  AND typeof(run_at) IN ('integer', 'real')
-  AND queue NOT IN (SELECT queue FROM queue_states WHERE paused = 1)  -- paused queues
-ORDER BY priority DESC, line_at, seq LIMIT ?;
+-- name: claim_candidates_in_queue
+-- The same for one queue (its first argument, in each branch).
+SELECT * FROM (
+    SELECT 'paused' AS source, id, paused_at, 0 AS priority, 0 AS line_at, 0 AS seq,
+           EXISTS (SELECT 1 FROM flow_limits) AS limited
+    FROM jobs INDEXED BY jobs_resumable
+    WHERE queue = ? AND state = 'paused' AND resume_requested = 1
+      AND job_type IN ({job_types})
+      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+      AND typeof(run_at) IN ('integer', 'real')
+      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+    ORDER BY paused_at LIMIT ?)
+UNION ALL
+SELECT * FROM (
+    SELECT 'pending', id, NULL, priority, line_at, seq, EXISTS (SELECT 1 FROM flow_limits)
+    FROM jobs INDEXED BY jobs_pending_queue
+    WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+      AND waiting_on = 0  -- no dependency left to wait for
+      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+      AND typeof(run_at) IN ('integer', 'real')
+      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+    ORDER BY priority DESC, line_at, seq LIMIT ?);
 
 -- name: application_id
 PRAGMA application_id;

@@ -10,6 +10,7 @@ source state, with every history row of the transaction written by one statement
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
@@ -46,6 +47,13 @@ from conveyor.stores.sqlite.rows import decode_rows, row_to_job
 _BATCH_ROWS = 200
 
 
+@functools.lru_cache(maxsize=256)
+def _single(shape: tuple[str, str]) -> str:
+    """The ``apply_change`` statement of one change of ``shape`` (its arguments as
+    :func:`~conveyor.stores.sqlite.changes.change_shape` gave them)."""
+    return _Q["apply_change"].format(sets=shape[0], where=shape[1])
+
+
 class _Refused(Exception):
     def __init__(self, change: Change):
         self.change = change
@@ -70,7 +78,7 @@ class _Store(Protocol):
                   history: list[tuple[Any, ...]]) -> list[sqlite3.Row]: ...
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
-                    now: float) -> list[tuple[str, JobState]]: ...
+                    now: float) -> tuple[list[tuple[str, JobState]], bool]: ...
     def _claim_rules(self, conn: sqlite3.Connection, queues: Sequence[str],
                      job_types: Sequence[str]) -> list[LimitRule]: ...
     def _limited_candidates(self, conn: sqlite3.Connection, rules: Sequence[LimitRule],
@@ -122,9 +130,9 @@ class SQLiteWorkerPath:
         row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
         if row is None:
             return None  # refused (or no such job: the caller's read back tells which)
-        conn.execute(_Q["insert_history"], (
-            change.job_id, now, change.action, source, row["state"], row["attempt"],
-            change.actor, change.reason,
+        conn.execute(_Q["insert_history_seq"], (
+            row["seq"], change.job_id, now, change.action, source, row["state"],
+            row["attempt"], change.actor, change.reason,
         ))
         return row
 
@@ -133,8 +141,10 @@ class SQLiteWorkerPath:
                      history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
         """Each change's row (None: refused), changes of one shape written by one statement
         (a worker's completions mostly share one): each row still fenced by its own guards.
-        The history rows of the batched ones, in the order of ``changes``, are added to
-        ``history`` for the caller to write in this transaction."""
+        The history rows of those from one known state (all but changes allowed from
+        several, which read theirs first and write it at once), in the order of ``changes``,
+        are added to ``history`` (``insert_history_seq`` arguments) for the caller to write
+        in this transaction, with the claim's: one statement."""
         shapes: dict[tuple[str, str], list[int]] = {}
         args: list[list[Any]] = []
         for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
@@ -145,8 +155,9 @@ class SQLiteWorkerPath:
         done: list[sqlite3.Row | None] = [None] * len(changes)
         alone = set(range(len(changes))) - {n for group in shapes.values() for n in group}
         for shape, group in shapes.items():
-            if len(group) == 1:
-                alone.add(group[0])
+            if len(group) == 1:  # the plain statement; its history row joins the others'
+                n = group[0]
+                done[n] = conn.execute(_single(shape), args[n]).fetchone()
                 continue
             for start in range(0, len(group), _BATCH_ROWS):
                 part = group[start:start + _BATCH_ROWS]
@@ -158,8 +169,8 @@ class SQLiteWorkerPath:
         for n in sorted(alone):
             done[n] = self._apply_one(conn, changes[n], now, encoded[n])
         history.extend(
-            (change.job_id, now, change.action, next(iter(change.when)).value, row["state"],
-             row["attempt"], change.actor, change.reason)
+            (row["seq"], change.job_id, now, change.action, next(iter(change.when)).value,
+             row["state"], row["attempt"], change.actor, change.reason)
             for n, (change, row) in enumerate(zip(changes, done, strict=True))
             if row is not None and n not in alone)
         return done
@@ -187,7 +198,7 @@ class SQLiteWorkerPath:
                                    job_types, limit, now, history)
                     if limit > 0 and job_types else [])
             if history:
-                conn.executemany(_Q["insert_history"], history)
+                conn.executemany(_Q["insert_history_seq"], history)
         if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
@@ -201,9 +212,11 @@ class SQLiteWorkerPath:
         """The claim's writes, inside the caller's write transaction (its history rows added to
         ``history``, for the caller to write in it); the rows in claim order."""
         rows: list[sqlite3.Row] = []
-        rules = self._claim_rules(conn, queues, job_types)  # limits: see limits.py
-        picked = (self._limited_candidates(conn, rules, queues, job_types, limit, now) if rules
-                  else self._candidates(conn, queues, job_types, limit, now))
+        picked, limited = self._candidates(conn, queues, job_types, limit, now)
+        if limited:  # a limit is set somewhere: those this claim obeys (limits.py), if any
+            rules = self._claim_rules(conn, queues, job_types)
+            if rules:
+                picked = self._limited_candidates(conn, rules, queues, job_types, limit, now)
         for source in (JobState.PAUSED, JobState.PENDING):
             ids = [job_id for job_id, from_state in picked if from_state is source]
             if not ids:
@@ -214,15 +227,18 @@ class SQLiteWorkerPath:
             statement, args = compile_claim(_Q["apply_change"], change, ids, now)
             for row in conn.execute(statement, args):
                 rows.append(row)
-                history.append((row["id"], now, change.action, source.value, row["state"],
-                                row["attempt"], change.actor, change.reason))
+                history.append((row["seq"], row["id"], now, change.action, source.value,
+                                row["state"], row["attempt"], change.actor, change.reason))
         place = {job_id: n for n, (job_id, _) in enumerate(picked)}
         rows.sort(key=lambda row: place[row["id"]])
         return rows
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
-                    now: float) -> list[tuple[str, JobState]]:
+                    now: float) -> tuple[list[tuple[str, JobState]], bool]:
+        """The claim's candidates in claim order, without limits, and whether any limit is set
+        (then the caller asks which apply). One statement per queue asked for (or one for
+        any queue) reads both the resumable and the pending candidates, and the flag."""
         types = sorted(set(job_types))
         in_types = marks(len(types))
         scopes: list[tuple[str, list[Any]]] = (
@@ -230,16 +246,18 @@ class SQLiteWorkerPath:
         )
         resumable: list[tuple[float, str]] = []
         pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
+        limited = False
         for scope, qargs in scopes:
-            resumable.extend((r["paused_at"], r["id"]) for r in conn.execute(
-                _Q[f"claim_resumable{scope}"].format(job_types=in_types),
-                [*qargs, *types, limit]))
-            pending.extend((-r["priority"], r["line_at"], r["seq"], r["id"]) for r in conn.execute(
-                _Q[f"claim_pending{scope}"].format(job_types=in_types),
-                [*qargs, now, *types, limit]))
+            for r in conn.execute(_Q[f"claim_candidates{scope}"].format(job_types=in_types),
+                                  [*qargs, *types, limit, *qargs, now, *types, limit]):
+                limited = limited or bool(r["limited"])
+                if r["source"] == "paused":
+                    resumable.append((r["paused_at"], r["id"]))
+                else:
+                    pending.append((-r["priority"], r["line_at"], r["seq"], r["id"]))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
-        return picked[:limit]
+        return picked[:limit], limited
 
     def heartbeat(self: _Store, leases: Sequence[Lease],
                   lease_seconds: float) -> dict[str, Signals]:

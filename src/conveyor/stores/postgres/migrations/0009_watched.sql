@@ -1,0 +1,13 @@
+-- conveyor schema (PostgreSQL): stops announced only for jobs someone waits for.
+--
+-- A change that stops a job (finishes or pauses it) sends its NOTIFY on the stop channel only
+-- when the job is watched: Conveyor.wait sets the flag (after its LISTEN is asked for) before
+-- it reads the job. A transaction that sends a NOTIFY holds PostgreSQL's notify-queue lock
+-- from before its commit until its commit is flushed, so every such transaction of every
+-- worker waited for the others' disk flushes one after the other; completions no one waits
+-- for now commit side by side (their flushes shared), and skip the queue write and the wake
+-- of every listening session. The flag is written under the job's row lock, as every change
+-- is: a change either sees it (and announces) or committed before it (and the waiter's read,
+-- made after, sees the stop). It is never cleared: a later stop of the job is announced too,
+-- a call the waiters allow (spurious).
+ALTER TABLE jobs ADD COLUMN watched boolean NOT NULL DEFAULT false;
