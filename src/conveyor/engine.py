@@ -31,11 +31,11 @@ from conveyor.events import (
     JobResumed,
     JobStarted,
 )
-from conveyor.lifecycle import TRANSITION_TABLE, JobState
+from conveyor.lifecycle import FINAL_STATES, TRANSITION_TABLE, JobState
 from conveyor.model import Job, JobProgress
 from conveyor.registry import JobType
 from conveyor.stores import open_store
-from conveyor.stores.base import NewJob, Signals, Store
+from conveyor.stores.base import Landed, NewJob, Signals, Store
 
 if TYPE_CHECKING:
     from conveyor.schedules import Schedule
@@ -165,17 +165,27 @@ class Engine:
         ``before``: the job the changes were decided on, when the caller read it (it tells the
         first event which state it came from when the change accepts several).
         """
-        with self._announcing(c.job_id for c in changes):
+        with self._announcing(changes):
             rows = self.store.apply(changes)
             job = self.announce(changes, rows, before=before)
         self.dependents_moved(rows)
         return job
 
     @contextmanager
-    def _announcing(self, job_ids: Iterable[str]) -> Iterator[None]:
+    def _announcing(self, changes: Iterable[Change]) -> Iterator[None]:
         """Mark jobs as changed-but-not-announced from before their write until their events
-        are out (see :meth:`_after_earlier_announcements`)."""
-        ids = set(job_ids)
+        are out (see :meth:`_after_earlier_announcements`).
+
+        A change to a final state (completed, cancelled) marks nothing: a claim takes only a
+        pending or paused job, so none can take that job after the change lands (nothing
+        leaves a final state), and one that took it first made the change refused (it was
+        no longer in the change's source state), so no start can overtake its event. A
+        worker's batch of completions, the common case, then takes no lock here.
+        """
+        ids = {c.job_id for c in changes if c.to_state not in FINAL_STATES}
+        if not ids:
+            yield
+            return
         with self._unannounced_changed:
             for job_id in ids:
                 self._unannounced[job_id] = self._unannounced.get(job_id, 0) + 1
@@ -224,17 +234,20 @@ class Engine:
     def apply_many(self, changes: Sequence[Change]) -> builtins.list[Job | None]:
         """Apply one change to each of several jobs in one transaction (each still its own
         compare-and-set), then announce the ones that landed; refused ones give None."""
-        with self._announcing(c.job_id for c in changes):
+        with self._announcing(changes):
             rows = self.store.apply_many(changes)
             self._announce_landed(changes, rows)
         self.dependents_moved(rows)
         return rows
 
     def _announce_landed(self, changes: Sequence[Change],
-                         rows: Sequence[Job | None]) -> None:
-        """The events of a batch's changes that landed (a refused one has no row)."""
+                         rows: Sequence[Job | Landed | None]) -> None:
+        """The events of a batch's changes that landed (a refused one has no row); none are
+        built when nobody subscribes (a worker's batches of completions, all day long)."""
+        if not self.events.subscribed:
+            return
         for change, job in zip(changes, rows, strict=True):
-            if job is not None:
+            if isinstance(job, Job):
                 self._announce(change, job, None)
 
     def control(self, job_id: str, decide: Decide) -> Job:
@@ -255,7 +268,7 @@ class Engine:
         raise ConveyorError(f"job {job_id} kept changing under {RACE_RETRIES} attempts; "
                             "try again")
 
-    def dependents_moved(self, rows: Sequence[Job | None]) -> None:
+    def dependents_moved(self, rows: Sequence[Job | Landed | None]) -> None:
         """After a dependency ended (``rows``: what changes just left), announce what the
         schema's triggers did to its dependents in the same transaction: each one cancelled
         by it (and theirs, in turn) gets its JobCancelled; waiting workers are told to look
@@ -293,6 +306,8 @@ class Engine:
 
     def _announce_claimed(self, jobs: Sequence[Job], worker_id: str) -> None:
         self._after_earlier_announcements(jobs)
+        if not self.events.subscribed:  # as for a batch: no events built for nobody
+            return
         for job in jobs:
             # a claimed job that was paused keeps its paused_at: it is a resume
             if job.paused_at is not None:
@@ -303,14 +318,23 @@ class Engine:
     def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
                          lease_seconds: float
-                         ) -> tuple[builtins.list[Job | None], builtins.list[Job]]:
+                         ) -> tuple[builtins.list[Job | Landed | None], builtins.list[Job]]:
         """A worker's gathered completions and its next claim, in one transaction; each
-        landed change and each claimed job is announced after the commit."""
-        with self._announcing(c.job_id for c in finish):
+        landed change and each claimed job is announced after the commit.
+
+        When nobody subscribes, a landed change's row is only read for a job with dependents
+        (:meth:`dependents_moved`): the others come back as :data:`Landed.LANDED`, not decoded.
+        Whether anyone subscribes is asked before the transaction, so a subscriber added
+        during it sees the events of the changes that follow, as for one added a moment later.
+        """
+        announce = self.events.subscribed
+        with self._announcing(finish):
             done, jobs = self.store.finish_and_claim(finish, worker_id, queues=queues,
                                                      job_types=job_types, limit=limit,
-                                                     lease_seconds=lease_seconds)
-            self._announce_landed(finish, done)
+                                                     lease_seconds=lease_seconds,
+                                                     landed_rows=announce)
+            if announce:
+                self._announce_landed(finish, done)
         self._announce_claimed(jobs, worker_id)
         self.dependents_moved(done)
         return done, jobs
@@ -334,7 +358,9 @@ def engine_of(source: Engine | HasEngine) -> Engine:
     return source if isinstance(source, Engine) else source.engine
 
 
-def ended_with_dependents(rows: Sequence[Job | None]) -> builtins.list[Job]:
+def ended_with_dependents(rows: Sequence[Job | Landed | None]) -> builtins.list[Job]:
     """The jobs among ``rows`` that just stopped and have dependents: only these can have
-    moved other jobs (through the schema's triggers), so only these need a look."""
-    return [job for job in rows if job is not None and job.has_dependents and job.is_terminal]
+    moved other jobs (through the schema's triggers), so only these need a look (a store
+    gives every job with dependents as a row, :data:`Landed.LANDED` never stands for one)."""
+    return [job for job in rows
+            if isinstance(job, Job) and job.has_dependents and job.is_terminal]

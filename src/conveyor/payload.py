@@ -75,6 +75,8 @@ def validate(value: Any, what: str = "params") -> str:
 
     Raises :class:`InvalidParams` (or :class:`PayloadTooLarge`) naming what was wrong and where.
     """
+    if value is None:  # most jobs' result: nothing to walk or measure
+        return "null"
     _check(value, "$", 0, what)
     encoded = _ENCODE(value)
     size = len(encoded.encode("utf-8"))

@@ -8,6 +8,7 @@ store ever re-types the table. The history can then tell "failed: timed out" fro
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,10 @@ from conveyor.model import JobError, JobProgress
 S = JobState
 
 
+@functools.cache
 def _when(source: JobState, target: JobState) -> frozenset[JobState]:
+    """The one state ``source`` as a compare-and-set's guard, once the table allows the move;
+    kept (a worker builds a completion per job, and the table is fixed)."""
     row = find_transition(source, target)
     if row is None:  # pragma: no cover - a programming error, caught by the unit tests
         raise AssertionError(f"{source} -> {target} is not in the lifecycle table")

@@ -117,3 +117,52 @@ def test_a_claim_does_not_announce_a_start_before_the_retry_that_allowed_it(
                transitions.retry(job.id, "w", "automatic retry")])
     claimer[0].join(10)
     assert names == ["JobFailed", "JobRetried", "JobStarted"]
+
+
+def test_a_worker_path_without_subscribers_builds_no_events_and_one_added_later_sees_the_next(
+        store: Store, app: Conveyor, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: Engine = app.engine
+    emitted: list[JobEvent] = []
+    emit = engine.events.emit
+
+    def counted(event: JobEvent) -> None:
+        emitted.append(event)
+        emit(event)
+
+    monkeypatch.setattr(engine.events, "emit", counted)
+    insert(store, "t")
+    insert(store, "t")
+    _, (first,) = engine.finish_and_claim([], "w", queues=(), job_types=["t"], limit=1,
+                                          lease_seconds=30)
+    done, (second,) = engine.finish_and_claim(
+        [transitions.complete(lease_of(first), "done", "w")], "w", queues=(), job_types=["t"],
+        limit=1, lease_seconds=30)
+    assert done[0] is not None and emitted == []
+    events: list[JobEvent] = []
+    app.subscribe(events.append)
+    done, _ = engine.finish_and_claim([transitions.complete(lease_of(second), "done", "w")],
+                                      "w", queues=(), job_types=["t"], limit=1, lease_seconds=30)
+    assert [(e.name, e.job.id) for e in events] == [("JobCompleted", second.id)]
+    assert events[0].job == store.get_job(second.id)
+
+
+def test_only_a_change_a_claim_could_follow_holds_back_claim_announcements(
+        store: Store, app: Conveyor) -> None:
+    """A completion leaves its job where no claim can take it, so its announcement holds no
+    claim back (no lock, no mark); a retry makes its job claimable, so it does until its
+    events are out."""
+    engine: Engine = app.engine
+    seen: dict[str, bool] = {}
+
+    def on_event(event: JobEvent) -> None:
+        seen[event.name] = event.job.id in engine._unannounced
+
+    app.subscribe(on_event)
+    insert(store, "t")
+    insert(store, "t")
+    first, second = store.claim("w", queues=[], job_types=["t"], limit=2, lease_seconds=30)
+    app.apply([transitions.complete(lease_of(first), "done", "w")])
+    app.apply([transitions.fail(lease_of(second), second.id, ERROR, "raised", "w"),
+               transitions.retry(second.id, "w", "automatic retry", delay=3600)])
+    assert seen == {"JobCompleted": False, "JobFailed": True, "JobRetried": True}
+    assert engine._unannounced == {}

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import transitions
+from conveyor import Conveyor, transitions
 from conveyor.changes import Lease
 from conveyor.engine import Engine
 from conveyor.events import JobCompleted, JobEvent
 from conveyor.lifecycle import JobState
-from conveyor.model import JobError, JobProgress
-from conveyor.stores.base import Store
+from conveyor.model import Job, JobError, JobProgress
+from conveyor.stores.base import Landed, Store
 from tests.contract.helpers import in_state, insert, lease_of, running
 
 S = JobState
@@ -105,6 +105,60 @@ def test_a_batch_of_mixed_shapes_lands_each_change_and_fences_each_row(store: St
         assert [h.action for h in store.history(job.id)][-1] == action
 
 
+def test_a_batch_without_rows_gives_landed_except_for_jobs_with_dependents(store: Store) -> None:
+    """``landed_rows=False`` writes what the plain path writes; a landed change gives LANDED
+    instead of its row, but a job with dependents still gives its row (its end may have moved
+    them), and a refused one still gives None."""
+    app = Conveyor(store=store)
+    app.job("t")(lambda ctx: None)
+    plain, upstream = app.enqueue("t"), app.enqueue("t")
+    dependent = app.enqueue("t", depends_on=[upstream.id])
+    lost = app.enqueue("t")
+    claimed = {job.id: job for job in store.claim("w", queues=[], job_types=["t"], limit=3,
+                                                 lease_seconds=30)}
+    assert set(claimed) == {plain.id, upstream.id, lost.id}
+    changes = [transitions.complete(lease_of(claimed[plain.id]), {"n": 1}, "w"),
+               transitions.complete(Lease(lost.id, "not-the-token", 0), None, "zombie"),
+               transitions.complete(lease_of(claimed[upstream.id]), {"n": 2}, "w")]
+    done, next_ones = store.finish_and_claim(changes, "w", queues=[], job_types=["t"],
+                                             limit=5, lease_seconds=30, landed_rows=False)
+    assert done[0] is Landed.LANDED and done[1] is None
+    assert isinstance(done[2], Job) and done[2] == store.get_job(upstream.id)
+    assert done[2].has_dependents and done[2].state is S.COMPLETED
+    assert [job.id for job in next_ones] == [dependent.id], "the dependent was released"
+    written = store.get_job(plain.id)
+    assert (written.state, written.result, written.lease_token) == (S.COMPLETED, {"n": 1}, None)
+    assert [h.action for h in store.history(plain.id)] == ["create", "start", "complete"]
+    assert store.get_job(lost.id).state is S.RUNNING
+
+
+@pytest.mark.parametrize("subscribed", [False, True])
+def test_a_worker_batch_reads_rows_only_for_subscribers_and_dependents(
+        store: Store, subscribed: bool) -> None:
+    """Through the engine: with or without a subscriber, a dependency's end releases its
+    dependent and wakes workers; completions are counted as landed either way."""
+    app = Conveyor(store=store)
+    app.job("t")(lambda ctx: None)
+    events: list[JobEvent] = []
+    if subscribed:
+        app.subscribe(events.append)
+    upstream, alone = app.enqueue("t"), app.enqueue("t")
+    dependent = app.enqueue("t", depends_on=[upstream.id])
+    engine: Engine = app.engine
+    _, first = engine.finish_and_claim([], "w", queues=[], job_types=["t"], limit=2,
+                                       lease_seconds=30)
+    done, then = engine.finish_and_claim(
+        [transitions.complete(lease_of(job), None, "w") for job in first], "w", queues=[],
+        job_types=["t"], limit=2, lease_seconds=30)
+    assert [job.id for job in then] == [dependent.id]
+    assert all(row is not None for row in done)
+    by_id = {job.id: row for job, row in zip(first, done, strict=True)}
+    assert isinstance(by_id[upstream.id], Job)
+    assert (by_id[alone.id] is Landed.LANDED) is not subscribed
+    completed = [e.job.id for e in events if isinstance(e, JobCompleted)]
+    assert sorted(completed) == (sorted([upstream.id, alone.id]) if subscribed else [])
+
+
 def test_a_lone_change_and_the_next_claim_write_their_history_in_one_transaction(
         store: Store) -> None:
     """A worker's usual transaction: one completion (its shape alone in the batch) and the
@@ -116,7 +170,7 @@ def test_a_lone_change_and_the_next_claim_write_their_history_in_one_transaction
     finished, claimed = store.finish_and_claim(
         [transitions.complete(lease_of(done), {"ok": 1}, "w")], "w", queues=[],
         job_types=["lone-next"], limit=1, lease_seconds=30)
-    assert [(j.id, j.state) for j in finished if j is not None] == [(done.id, S.COMPLETED)]
+    assert [(j.id, j.state) for j in finished if isinstance(j, Job)] == [(done.id, S.COMPLETED)]
     assert [j.id for j in claimed] == [queued[0].id]
     assert [(h.action, h.from_state, h.to_state, h.attempt, h.actor)
             for h in store.history(done.id)][-1] == (

@@ -16,7 +16,7 @@ from conveyor import transitions
 from conveyor.changes import Change, Lease
 from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
-from conveyor.model import JobError, JobProgress
+from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
@@ -65,7 +65,7 @@ def test_a_statement_failing_in_the_pipeline_writes_nothing_and_claims_nothing(
                                            queues=[], job_types=["next"], limit=1,
                                            lease_seconds=60)
     assert [job.id for job in claimed] == [waiting.id]  # the connection was left usable
-    assert done[0] is not None and done[0].result == {"n": 1}
+    assert isinstance(done[0], Job) and done[0].result == {"n": 1}
 
 
 def test_rows_read_by_the_worker_path_are_the_jobs_any_read_gives(
@@ -81,7 +81,7 @@ def test_rows_read_by_the_worker_path_are_the_jobs_any_read_gives(
         [transitions.complete(lease, [1, {"x": 1.5}], "w", progress=JobProgress(3, 4))], "w",
         queues=[], job_types=["t"], limit=1, lease_seconds=60)
     assert done == [store.get_job(claimed.id)]
-    assert done[0] is not None and done[0].result == [1, {"x": 1.5}]
+    assert isinstance(done[0], Job) and done[0].result == [1, {"x": 1.5}]
     assert done[0].finished_at is not None and done[0].finished_at.utcoffset() is not None
 
 
@@ -106,7 +106,7 @@ def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was
             done, _ = single.finish_and_claim(
                 [transitions.complete(lease, None, "w") for lease in leases], "w",
                 queues=[], job_types=["t"], limit=1, lease_seconds=60)
-            assert all(job is not None and job.state is S.COMPLETED for job in done)
+            assert all(isinstance(job, Job) and job.state is S.COMPLETED for job in done)
         plans = single._run("read plans", lambda conn: conn.execute(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
             "WHERE statement LIKE '%%unnest%%UPDATE jobs%%'").fetchall())

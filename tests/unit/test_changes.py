@@ -29,6 +29,8 @@ from conveyor.changes import (
     FreshToken,
     Increment,
     Lease,
+    marker_kind,
+    shape_key,
 )
 from conveyor.lifecycle import JobState
 from conveyor.model import JobError, JobProgress
@@ -207,3 +209,25 @@ def test_sqlite_shapes_compiled_once_give_what_compiling_each_change_gives() -> 
             assert claim_args == [*args[:args.index(change.job_id)], "a", "b",
                                   *args[args.index(change.job_id) + 1:]]
     assert len(sqlite_changes._SHAPES) <= sqlite_changes._MAX_SHAPES
+
+
+def test_marker_kind_names_the_marker_of_each_value_and_none_for_plain_values() -> None:
+    class Later(DbNow):
+        """A marker's subclass is still that marker (the store compiles it as one)."""
+
+    for value in (None, True, 3, 2.5, "x", {"a": 1}, [1], datetime.now(UTC)):
+        assert marker_kind(value) is None, value
+    for marker in (DbNow(), Increment(), FirstTime(), FreshToken()):
+        assert marker_kind(marker) is type(marker)
+    assert marker_kind(Later(5.0)) is DbNow
+
+
+def test_changes_differing_in_plain_values_only_share_a_shape_and_markers_do_not() -> None:
+    lease = Lease("j1", "tok", 1)
+    shapes = {shape_key(transitions.complete(lease, result, "w"))
+              for result in (None, {"a": 1}, "done", [1, 2], 7)}
+    assert len(shapes) == 1
+    plain = Change("j1", "reschedule", frozenset({S.PENDING}), None, {"run_at": datetime.now(UTC)})
+    marked = replace(plain, values={"run_at": DbNow(5.0)})
+    assert shape_key(plain) != shape_key(marked)
+    assert shape_key(plain) != shape_key(replace(plain, values={"priority": 1}))

@@ -16,7 +16,14 @@ from conveyor.context import Execution, TimeoutInterrupt
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import Signals
-from conveyor.worker.slots import Slot, SlotPool, enter_user_code, interrupt, leave_user_code
+from conveyor.worker.slots import (
+    Latch,
+    Slot,
+    SlotPool,
+    enter_user_code,
+    interrupt,
+    leave_user_code,
+)
 
 WAIT = 10.0
 
@@ -184,3 +191,18 @@ def _wait_blocked_on_gate(thread: threading.Thread) -> None:
             return
         time.sleep(0.001)
     raise AssertionError("the thread never reached the gate")
+
+
+def test_a_latch_is_set_once_and_wakes_every_waiter() -> None:
+    latch = Latch()
+    assert not latch.is_set() and not latch.wait(0.01)
+    woke: list[bool] = []
+    waiters = [threading.Thread(target=lambda: woke.append(latch.wait(WAIT))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    latch.set()
+    latch.set()  # a second set changes nothing
+    for waiter in waiters:
+        waiter.join(WAIT)
+    assert woke == [True, True, True]
+    assert latch.is_set() and latch.wait(0) and latch.wait()

@@ -34,6 +34,7 @@ from conveyor.context import Execution
 from conveyor.engine import Engine
 from conveyor.errors import StoreError
 from conveyor.model import Job
+from conveyor.stores.base import Landed
 from conveyor.worker.executor import OutcomeKind
 
 log = logging.getLogger("conveyor.worker")
@@ -46,8 +47,11 @@ HANDOFF = 0.002
 _RETRY_FIRST, _RETRY_MAX = 0.1, 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Completion:
+    """A completed run waiting to be written: its execution and the change that records it
+    (one per job: built plainly, a frozen dataclass costs a setattr call per field)."""
+
     execution: Execution
     change: Change
 
@@ -112,7 +116,9 @@ class Completer:
             self._pending[:0] = batch
             self._cond.notify()
 
-    def recorded(self, batch: list[Completion], rows: Sequence[Job | None]) -> None:
+    def recorded(self, batch: list[Completion], rows: Sequence[Job | Landed | None]) -> None:
+        """Count what became of each completion of ``batch``: landed (its row, or
+        :data:`~conveyor.stores.base.Landed.LANDED`) or refused (None: its lease was lost)."""
         with self._cond:
             self._unrecorded -= len(batch)
         for completion, row in zip(batch, rows, strict=True):

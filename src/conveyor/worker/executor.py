@@ -60,9 +60,10 @@ class OutcomeKind(enum.Enum):
     SNOOZED = "snoozed"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
-    """What a run came to, before it is recorded."""
+    """What a run came to, before it is recorded (one per job: never changed once built, but
+    not frozen, as a frozen dataclass sets each field through ``object.__setattr__``)."""
 
     kind: OutcomeKind
     result: Any = None
@@ -74,9 +75,10 @@ class Outcome:
     delay: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ran:
-    """What the job function did: returned ``value``, or raised ``raised``."""
+    """What the job function did: returned ``value``, or raised ``raised`` (not frozen, as
+    :class:`Outcome`)."""
 
     value: Any = None
     raised: BaseException | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -31,7 +31,7 @@ from conveyor.changes import (
 from conveyor.errors import LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
-from conveyor.stores.base import Signals
+from conveyor.stores.base import Landed, Signals
 from conveyor.stores.postgres.changes import (
     batch_of_shape,
     compile_change,
@@ -69,7 +69,8 @@ class _Store(Protocol):
     # this mixin's own methods, called through the protocol
     def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
-                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]: ...
+                         lease_seconds: float, landed_rows: bool = True
+                         ) -> tuple[list[Job | Landed | None], list[Job]]: ...
     def _finish_in_pipeline(self, conn: Conn,
                             statements: list[tuple[list[int], str, dict[str, Any]]],
                             claim: tuple[str, dict[str, Any]] | None, wakes: bool
@@ -117,12 +118,14 @@ class PostgresWorkerPath:
         return [row_to_job(row) for row in rows]
 
     def apply_many(self: _Store, changes: Sequence[Change]) -> list[Job | None]:
-        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+        done = self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
                                      lease_seconds=0.0)[0]
+        return cast(list[Job | None], done)  # landed_rows: every landed change gives its row
 
     def finish_and_claim(self: _Store, finish: Sequence[Change], worker_id: str, *,
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
-                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+                         lease_seconds: float, landed_rows: bool = True
+                         ) -> tuple[list[Job | Landed | None], list[Job]]:
         distinct_jobs(finish)
         claiming = limit > 0 and bool(job_types)
         if not finish:
@@ -149,8 +152,9 @@ class PostgresWorkerPath:
             claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         if wakes and moved:
             self._listener.wake()
-        return ([row_to_job(moved[n]) if n in moved else None for n in range(len(finish))],
-                decode_rows(claimed))
+        return ([None if n not in moved else row_to_job(moved[n])
+                 if landed_rows or moved[n]["has_dependents"] else Landed.LANDED
+                 for n in range(len(finish))], decode_rows(claimed))
 
     def _finish_in_pipeline(self: _Store, conn: Conn,
                             statements: list[tuple[list[int], str, dict[str, Any]]],

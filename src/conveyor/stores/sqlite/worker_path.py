@@ -13,7 +13,7 @@ import contextlib
 import functools
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from conveyor import payload
 from conveyor.changes import (
@@ -31,7 +31,7 @@ from conveyor.errors import JobNotFound, LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.limits import LimitRule
 from conveyor.model import Job, JobProgress
-from conveyor.stores.base import Signals
+from conveyor.stores.base import Landed, Signals
 from conveyor.stores.sqlite.changes import (
     change_shape,
     compile_batch,
@@ -66,7 +66,8 @@ class _Store(Protocol):
     def get_job(self, job_id: str) -> Job: ...
     def finish_and_claim(self, finish: Sequence[Change], worker_id: str, *,
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
-                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]: ...
+                         lease_seconds: float, landed_rows: bool = True
+                         ) -> tuple[list[Job | Landed | None], list[Job]]: ...
     def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
                    json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None: ...
     def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
@@ -112,8 +113,9 @@ class SQLiteWorkerPath:
         return [row_to_job(row, lenient=True) for row in rows]
 
     def apply_many(self: _Store, changes: Sequence[Change]) -> list[Job | None]:
-        return self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
+        done = self.finish_and_claim(changes, "", queues=(), job_types=(), limit=0,
                                      lease_seconds=0.0)[0]
+        return cast(list[Job | None], done)  # landed_rows: every landed change gives its row
 
     def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
                    json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
@@ -181,7 +183,8 @@ class SQLiteWorkerPath:
 
     def finish_and_claim(self: _Store, finish: Sequence[Change], worker_id: str, *,
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
-                         lease_seconds: float) -> tuple[list[Job | None], list[Job]]:
+                         lease_seconds: float, landed_rows: bool = True
+                         ) -> tuple[list[Job | Landed | None], list[Job]]:
         distinct_jobs(finish)
         if not finish and (limit <= 0 or not job_types):
             return [], []
@@ -199,7 +202,8 @@ class SQLiteWorkerPath:
         if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
-        return ([None if row is None else row_to_job(row, lenient=True) for row in done],
+        return ([None if row is None else row_to_job(row, lenient=True)
+                 if landed_rows or row["has_dependents"] else Landed.LANDED for row in done],
                 decode_rows(rows))
 
     def _claim_in(self: _Store, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
