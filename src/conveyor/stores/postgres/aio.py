@@ -42,6 +42,7 @@ from conveyor.stores.postgres.statements import (
     copies,
     copy_history_row,
     copy_job_row,
+    count_statement,
     insert_params,
     list_statement,
 )
@@ -180,7 +181,7 @@ class AsyncPostgresStore:
 
     async def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         rows = await self._run("count jobs",
-                               lambda c: _fetch(c, _Q["count_by_state"], {"queue": queue}))
+                               lambda c: _fetch(c, *count_statement(_Q, queue)))
         counts = dict.fromkeys(JobState, 0)
         for row in rows:
             counts[JobState(row["state"])] = int(row["n"])

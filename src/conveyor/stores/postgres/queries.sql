@@ -148,9 +148,12 @@ SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]);
 SELECT * FROM jobs {where} ORDER BY seq DESC LIMIT %(limit)s;
 
 -- name: count_by_state
-SELECT state, count(*) AS n FROM jobs
-WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
-GROUP BY state;
+-- Two statements (statements.count_statement), not one with `queue IS NULL OR ...`: a prepared
+-- statement's generic plan cannot drop that OR, so it scanned the whole table for one queue.
+SELECT state, count(*) AS n FROM jobs GROUP BY state;
+
+-- name: count_by_state_in_queue
+SELECT state, count(*) AS n FROM jobs WHERE queue = %(queue)s GROUP BY state;
 
 -- name: select_history
 SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;

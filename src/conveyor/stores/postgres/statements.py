@@ -215,6 +215,15 @@ def list_statement(template: str, query: JobQuery) -> tuple[sql.Composed, dict[s
     return sql.SQL(template).format(where=where_clause(where)), params
 
 
+def count_statement(queries: Mapping[str, str], queue: str | None) -> tuple[str, dict[str, Any]]:
+    """The counts by state, of every job or of one queue's: two statements, since one with
+    ``queue IS NULL OR ...`` scanned the whole table under a prepared statement's generic
+    plan even when a queue was given."""
+    if queue is None:
+        return queries["count_by_state"], {}
+    return queries["count_by_state_in_queue"], {"queue": queue}
+
+
 def apply_params(params: dict[str, Any], moment: Any, settings: PgSettings) -> dict[str, Any]:
     """One compiled change's parameters, with the transaction's moment and the stop channel."""
     return {**params, "moment": moment, "stops": STOPS, "stop_channel": settings.stop_channel}

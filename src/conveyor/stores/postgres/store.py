@@ -55,7 +55,7 @@ from conveyor.stores.postgres.rows import (
     row_to_job,
     utc,
 )
-from conveyor.stores.postgres.statements import list_statement
+from conveyor.stores.postgres.statements import count_statement, list_statement
 from conveyor.stores.postgres.worker_path import PostgresWorkerPath
 from conveyor.stores.sqlfiles import load_migrations
 
@@ -318,7 +318,7 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
 
     def count_by_state(self, queue: str | None = None) -> dict[JobState, int]:
         rows = self._run("count jobs",
-                         lambda c: _fetch(c, _Q["count_by_state"], {"queue": queue}),
+                         lambda c: _fetch(c, *count_statement(_Q, queue)),
                          retry=True)
         counts = dict.fromkeys(JobState, 0)
         for row in rows:
