@@ -40,20 +40,10 @@ _IDS = ["j0", "j1", "j2", "j3", "down", "keyed"]
 
 
 @contextlib.contextmanager
-def _old_store(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SQLiteStore]:
-    """A store at the version before the migration, running the statements of then."""
-    names = [name for _, name, _ in store_module._MIGRATIONS]
-    with monkeypatch.context() as patch:
-        patch.setattr(store_module, "_MIGRATIONS",
-                      store_module._MIGRATIONS[:names.index("history_by_seq")])
-        for name, sql in _OLD_QUERIES.items():
-            patch.setitem(store_module._Q, name, sql)
-        store = SQLiteStore(db_url)
-        try:
-            store.migrate()
-            yield store
-        finally:
-            store.close()
+def _old_store(db_url: str) -> Iterator[SQLiteStore]:
+    """A store at the version before ``history_by_seq``, running the statements of then."""
+    with _store_before(db_url, "history_by_seq", _OLD_QUERIES) as store:
+        yield store
 
 
 def _complete(store: SQLiteStore, job: Job) -> None:
@@ -80,8 +70,8 @@ def _fill(old: SQLiteStore) -> tuple[Job, dict[str, Job], dict[str, list[History
 
 
 def test_an_old_database_migrates_with_its_rows_and_keeps_working(
-        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    with _old_store(db_url, monkeypatch) as old:
+        db_url: str) -> None:
+    with _old_store(db_url) as old:
         first, jobs, history = _fill(old)
     new = SQLiteStore(db_url)
     try:
@@ -112,8 +102,8 @@ def test_an_old_database_migrates_with_its_rows_and_keeps_working(
 
 
 def test_a_dependency_cancelled_after_the_migration_cancels_its_dependent_with_history(
-        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    with _old_store(db_url, monkeypatch) as old:
+        db_url: str) -> None:
+    with _old_store(db_url) as old:
         old.insert_jobs([NewJob(id="up", job_type="t", params={})])
         old.insert_jobs([NewJob(id="down", job_type="t", params={}, depends_on=("up",))])
     new = SQLiteStore(db_url)
@@ -147,12 +137,16 @@ def test_a_seq_used_again_after_a_prune_never_shows_the_deleted_jobs_rows(db_url
 
 # -- version 10 ("lighter_writes"): the jobs table rebuilt, one dependency trigger ---------------
 @contextlib.contextmanager
-def _store_before(db_url: str, migration: str) -> Iterator[SQLiteStore]:
-    """A store at the version before ``migration`` (found by its name)."""
+def _store_before(db_url: str, migration: str,
+                  queries: dict[str, str] | None = None) -> Iterator[SQLiteStore]:
+    """A store at the version before ``migration`` (found by its name), running ``queries``
+    (the statements of then) in place of today's of the same names."""
     names = [name for _, name, _ in store_module._MIGRATIONS]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store_module, "_MIGRATIONS",
                       store_module._MIGRATIONS[:names.index(migration)])
+        for name, statement in (queries or {}).items():
+            patch.setitem(store_module._Q, name, statement)
         store = SQLiteStore(db_url)
         try:
             store.migrate()
