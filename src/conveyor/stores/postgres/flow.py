@@ -108,8 +108,17 @@ class PostgresFlow:
         ``ON CONFLICT DO NOTHING`` waits for a racing insert of the same key to commit and
         then skips; the holder is read by a later statement, whose snapshot sees it. A holder
         that finished in between frees the key: the insert is tried again.
+
+        The rows go in in the order of their keys, whatever the caller's order: two batches
+        sharing keys then wait for each other's keys in one order, where batches given the
+        same keys in opposite orders each held a key the other waited for (a deadlock, one
+        of them aborted and sent again, and again while the other was still writing).
         """
-        inserted = {r["id"]: row_to_job(r) for r in fetch(conn, QUERIES["insert_jobs"], params)}
+        order = sorted(range(len(jobs)), key=lambda n: (jobs[n].unique_key is None,
+                                                        jobs[n].unique_key or ""))
+        by_key = {name: [value[n] for n in order] if isinstance(value, list) else value
+                  for name, value in params.items()}  # every list holds one value per job
+        inserted = {r["id"]: row_to_job(r) for r in fetch(conn, QUERIES["insert_jobs"], by_key)}
         result: list[Job] = []
         for new in jobs:
             job = inserted.get(new.id)
