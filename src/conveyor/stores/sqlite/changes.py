@@ -119,11 +119,13 @@ def compile_change(template: str, change: Change, now: float,
     """The ``apply_change`` statement for ``change`` (its ``{sets}`` and ``{where}`` filled in)
     and its arguments, in order."""
     shape, args = change_shape(change, now, json_values or {})
-    return _statement(template, shape), args
+    return single_statement(template, shape), args
 
 
 @functools.lru_cache(maxsize=256)
-def _statement(template: str, shape: tuple[str, str]) -> str:
+def single_statement(template: str, shape: tuple[str, str]) -> str:
+    """The ``apply_change`` statement of one change of ``shape`` (the clauses
+    :func:`change_shape` gave it), kept per shape."""
     return template.format(sets=shape[0], where=shape[1])
 
 

@@ -10,7 +10,6 @@ source state, with every history row of the transaction written by one statement
 from __future__ import annotations
 
 import contextlib
-import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
@@ -39,19 +38,13 @@ from conveyor.stores.sqlite.changes import (
     compile_claim,
     encode_json,
     marks,
+    single_statement,
 )
 from conveyor.stores.sqlite.queries import QUERIES as _Q
 from conveyor.stores.sqlite.rows import decode_rows, row_to_job
 
 #: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
 _BATCH_ROWS = 200
-
-
-@functools.lru_cache(maxsize=256)
-def _single(shape: tuple[str, str]) -> str:
-    """The ``apply_change`` statement of one change of ``shape`` (its arguments as
-    :func:`~conveyor.stores.sqlite.changes.change_shape` gave them)."""
-    return _Q["apply_change"].format(sets=shape[0], where=shape[1])
 
 
 class _Refused(Exception):
@@ -157,7 +150,8 @@ class SQLiteWorkerPath:
         for shape, group in shapes.items():
             if len(group) == 1:  # the plain statement; its history row joins the others'
                 n = group[0]
-                done[n] = conn.execute(_single(shape), args[n]).fetchone()
+                statement = single_statement(_Q["apply_change"], shape)
+                done[n] = conn.execute(statement, args[n]).fetchone()
                 continue
             for start in range(0, len(group), _BATCH_ROWS):
                 part = group[start:start + _BATCH_ROWS]
