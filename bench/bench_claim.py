@@ -21,7 +21,7 @@ from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.stores.base import NewJob
 from conveyor.stores.sqlite import SQLiteStore
-from conveyor.stores.sqlite.store import _Q
+from conveyor.stores.sqlite.worker_path import candidates_statement
 
 FILL = """
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
@@ -69,7 +69,7 @@ def main() -> None:
             fill = time.perf_counter() - started
             # the store's own claim query (not a copy of it, which drifts from it)
             plan = sqlite3.connect(path).execute(
-                "EXPLAIN QUERY PLAN " + _Q["claim_candidates"].format(job_types="?"),
+                "EXPLAIN QUERY PLAN " + candidates_statement(1, one_queue=False),
                 ("bench", 1, 0, "bench", 1)).fetchall()
             samples = timed(partial(claim_and_complete, store), args.ops)
             store.close()

@@ -114,16 +114,19 @@ UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *
 -- The claim's candidates in one statement: resumable jobs (source 'paused'), then pending ones,
 -- each branch walking its partial index in claim order and stopping at its LIMIT. job_types:
 -- one placeholder per type; the arguments are the resumable branch's, then the pending
--- branch's. A worker claims only jobs whose payloads decode: it must never run one with lost
--- params. A paused queue is looked up per candidate (the primary key of queue_states): NOT IN
--- (SELECT ...) would build a temporary B-tree of the paused queues at every claim.
+-- branch's. {in_queue}: empty for a claim from any queue; for a claim from one queue,
+-- `queue = ? AND`, its argument first in each branch, with {pending_index} the pending jobs'
+-- index by queue (jobs_pending_queue) instead of any queue's (jobs_pending_any). A worker
+-- claims only jobs whose payloads decode: it must never run one with lost params. A paused
+-- queue is looked up per candidate (the primary key of queue_states): NOT IN (SELECT ...)
+-- would build a temporary B-tree of the paused queues at every claim.
 -- limited: whether any limit is set (flow_limits holds a row); only then does the claim read
 -- the limits (limits.py). A claim that finds no candidate has nothing to limit.
 SELECT * FROM (
     SELECT 'paused' AS source, id, paused_at, 0 AS priority, 0 AS line_at, 0 AS seq,
            EXISTS (SELECT 1 FROM flow_limits) AS limited
     FROM jobs INDEXED BY jobs_resumable
-    WHERE state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
+    WHERE {in_queue} state = 'paused' AND resume_requested = 1 AND job_type IN ({job_types})
       AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
       AND typeof(run_at) IN ('integer', 'real')
       AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
@@ -131,31 +134,8 @@ SELECT * FROM (
 UNION ALL
 SELECT * FROM (
     SELECT 'pending', id, NULL, priority, line_at, seq, EXISTS (SELECT 1 FROM flow_limits)
-    FROM jobs INDEXED BY jobs_pending_any
-    WHERE state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
-      AND waiting_on = 0  -- no dependency left to wait for
-      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-      AND typeof(run_at) IN ('integer', 'real')
-      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
-    ORDER BY priority DESC, line_at, seq LIMIT ?);
-
--- name: claim_candidates_in_queue
--- The same for one queue (its first argument, in each branch).
-SELECT * FROM (
-    SELECT 'paused' AS source, id, paused_at, 0 AS priority, 0 AS line_at, 0 AS seq,
-           EXISTS (SELECT 1 FROM flow_limits) AS limited
-    FROM jobs INDEXED BY jobs_resumable
-    WHERE queue = ? AND state = 'paused' AND resume_requested = 1
-      AND job_type IN ({job_types})
-      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-      AND typeof(run_at) IN ('integer', 'real')
-      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
-    ORDER BY paused_at LIMIT ?)
-UNION ALL
-SELECT * FROM (
-    SELECT 'pending', id, NULL, priority, line_at, seq, EXISTS (SELECT 1 FROM flow_limits)
-    FROM jobs INDEXED BY jobs_pending_queue
-    WHERE queue = ? AND state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+    FROM jobs INDEXED BY {pending_index}
+    WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
       AND waiting_on = 0  -- no dependency left to wait for
       AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
       AND typeof(run_at) IN ('integer', 'real')

@@ -10,6 +10,7 @@ source state, with every history row of the transaction written by one statement
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
@@ -45,6 +46,15 @@ from conveyor.stores.sqlite.rows import decode_rows, row_to_job
 
 #: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
 _BATCH_ROWS = 200
+
+
+@functools.lru_cache(maxsize=64)
+def candidates_statement(types: int, one_queue: bool) -> str:
+    """``claim_candidates`` for ``types`` job types, from one queue or from any (each claim
+    of a worker asks the same: formatted once)."""
+    return _Q["claim_candidates"].format(
+        job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
+        pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
 
 
 class _Refused(Exception):
@@ -234,15 +244,13 @@ class SQLiteWorkerPath:
         (then the caller asks which apply). One statement per queue asked for (or one for
         any queue) reads both the resumable and the pending candidates, and the flag."""
         types = sorted(set(job_types))
-        in_types = marks(len(types))
-        scopes: list[tuple[str, list[Any]]] = (
-            [("_in_queue", [q]) for q in sorted(set(queues))] if queues else [("", [])]
-        )
+        scopes: list[list[Any]] = [[q] for q in sorted(set(queues))] if queues else [[]]
+        statement = candidates_statement(len(types), bool(queues))
         resumable: list[tuple[float, str]] = []
         pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
         limited = False
-        for scope, qargs in scopes:
-            for r in conn.execute(_Q[f"claim_candidates{scope}"].format(job_types=in_types),
+        for qargs in scopes:
+            for r in conn.execute(statement,
                                   [*qargs, *types, limit, *qargs, now, *types, limit]):
                 limited = limited or bool(r["limited"])
                 if r["source"] == "paused":
