@@ -34,6 +34,15 @@ class Landed(enum.Enum):
     LANDED = "landed"
 
 
+def landed(row: Any, decode: Callable[[Any], Job], rows: bool) -> Job | Landed | None:
+    """What :meth:`Store.finish_and_claim` gives for one change, from the row its write
+    returned (None: refused): the decoded row when the caller reads rows (``landed_rows``) or
+    the job has dependents, else :data:`Landed.LANDED`."""
+    if row is None:
+        return None
+    return decode(row) if rows or row["has_dependents"] else Landed.LANDED
+
+
 @dataclass(slots=True)
 class NewJob:
     """A job to insert. ``run_at`` None means "now by the database's clock", plus ``delay``

@@ -31,7 +31,7 @@ from conveyor.changes import (
 from conveyor.errors import LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
-from conveyor.stores.base import Landed, Signals
+from conveyor.stores.base import Landed, Signals, landed
 from conveyor.stores.postgres.changes import (
     batch_of_shape,
     compile_change,
@@ -152,9 +152,8 @@ class PostgresWorkerPath:
             claimed = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         if wakes and moved:
             self._listener.wake()
-        return ([None if n not in moved else row_to_job(moved[n])
-                 if landed_rows or moved[n]["has_dependents"] else Landed.LANDED
-                 for n in range(len(finish))], decode_rows(claimed))
+        return ([landed(moved.get(n), row_to_job, landed_rows) for n in range(len(finish))],
+                decode_rows(claimed))
 
     def _finish_in_pipeline(self: _Store, conn: Conn,
                             statements: list[tuple[list[int], str, dict[str, Any]]],

@@ -31,7 +31,7 @@ from conveyor.errors import JobNotFound, LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.limits import LimitRule
 from conveyor.model import Job, JobProgress
-from conveyor.stores.base import Landed, Signals
+from conveyor.stores.base import Landed, Signals, landed
 from conveyor.stores.sqlite.changes import (
     change_shape,
     compile_batch,
@@ -55,6 +55,11 @@ def candidates_statement(types: int, one_queue: bool) -> str:
     return _Q["claim_candidates"].format(
         job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
         pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
+
+
+def _lenient(row: sqlite3.Row) -> Job:
+    """A changed row read back as a job, however it was stored (see ``row_to_job``)."""
+    return row_to_job(row, lenient=True)
 
 
 class _Refused(Exception):
@@ -206,9 +211,7 @@ class SQLiteWorkerPath:
         if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
-        return ([None if row is None else row_to_job(row, lenient=True)
-                 if landed_rows or row["has_dependents"] else Landed.LANDED for row in done],
-                decode_rows(rows))
+        return ([landed(row, _lenient, landed_rows) for row in done], decode_rows(rows))
 
     def _claim_in(self: _Store, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
                   job_types: Sequence[str], limit: int, now: float,
