@@ -224,7 +224,8 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
     from conveyor.stores.postgres.statements import (
         COPY_HISTORY_TYPES,
         COPY_JOB_TYPES,
-        copy_rows,
+        copy_history_row,
+        copy_job_row,
         one_job_params,
     )
     from conveyor.stores.postgres.store import _Q, PostgresStore
@@ -238,7 +239,9 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
     for one in params:
         conn.execute(_Q["insert_job"], one, binary=True).fetchall()
     single = jobs / (time.perf_counter() - started)
-    job_rows, history_rows = copy_rows(_new_jobs(bulk), "api")
+    batch = _new_jobs(bulk)
+    job_rows = [copy_job_row(new) for new in batch]
+    history_rows = [copy_history_row(new, "api") for new in batch]
     started = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(_Q["copy_clock"], {"channel": "bench"}).fetchall()

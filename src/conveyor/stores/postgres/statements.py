@@ -114,7 +114,7 @@ def inserted_jobs(jobs: Sequence[NewJob], rows: Sequence[Mapping[str, Any]]) -> 
     return out
 
 
-#: From this many jobs on, a batch of plain jobs goes in by COPY (see :func:`copy_rows`); a
+#: From this many jobs on, a batch of plain jobs goes in by COPY (see :func:`copy_job_row`); a
 #: smaller one is one ``insert_jobs`` statement (a COPY costs a few more round trips).
 COPY_FROM = 64
 #: The types psycopg sends ``copy_jobs``'s columns as. A jsonb column goes in jsonb's binary
@@ -156,13 +156,6 @@ def copy_job_row(new: NewJob) -> tuple[Any, ...]:
 def copy_history_row(new: NewJob, actor: str) -> tuple[Any, ...]:
     """One ``copy_history`` row (in :data:`COPY_HISTORY_TYPES`): the job's 'create'."""
     return (new.id, "create", _PENDING_STATE, 0, actor)
-
-
-def copy_rows(jobs: Sequence[NewJob], actor: str
-              ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The rows of ``copy_jobs`` and ``copy_history``, all built first (the bench's hand-run
-    copy of the store's SQL; the store writes each row as it builds it)."""
-    return ([copy_job_row(new) for new in jobs], [copy_history_row(new, actor) for new in jobs])
 
 
 def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:
