@@ -119,6 +119,31 @@ def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was
     assert mode == ("auto",)  # the setting lasted the worker's transaction only
 
 
+def test_a_one_slot_worker_pipeline_turns_to_generic_plans_without_forcing_them(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """One completion and a claim of one (no batch: no generic_plans statement sent): the
+    server still plans each statement a few times only, then runs its generic plan."""
+    store, _ = stores
+    single = PostgresStore(store.url, schema=store.schema, max_size=1)  # one session to read
+    try:
+        (lease,) = _running(single, 1)
+        single.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={})
+                            for _ in range(20)])
+        for _ in range(20):  # psycopg prepares at its 5th run, the server turns generic at 5
+            done, claimed = single.finish_and_claim(
+                [transitions.complete(lease, None, "w")], "w", queues=[], job_types=["t"],
+                limit=1, lease_seconds=60, landed_rows=False)
+            assert done == [Landed.LANDED] and len(claimed) == 1
+            lease = Lease(claimed[0].id, claimed[0].lease_token or "", claimed[0].attempt)
+        plans = single._run("read plans", lambda conn: conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%UPDATE jobs%%'").fetchall())
+    finally:
+        single.close()
+    assert len(plans) == 2  # the one-change statement and the claim
+    assert all(generic >= 5 and custom <= 5 for generic, custom in plans), plans
+
+
 def _stops_heard(store: PostgresStore, act: Callable[[], object]) -> list[str]:
     """The payloads sent on the store's stop channel while ``act`` ran (and committed)."""
     heard: list[str] = []

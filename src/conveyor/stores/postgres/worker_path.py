@@ -172,7 +172,10 @@ class PostgresWorkerPath:
         with conn.pipeline():
             if wakes:
                 conn.execute("BEGIN")
-            conn.execute(_Q["generic_plans"])  # for this transaction: see queries.sql
+            if any(len(members) > 1 for members, _, _ in statements):
+                # a batch statement: its plan for this transaction (see queries.sql); the
+                # others (one change, the claim) turn generic by themselves after five runs
+                conn.execute(_Q["generic_plans"])
             for members, statement, params in statements:
                 cursor = conn.cursor(row_factory=dict_row)
                 cursor.execute(statement, apply_params(params, None, self._settings),
