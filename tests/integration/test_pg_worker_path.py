@@ -144,6 +144,23 @@ def test_a_one_slot_worker_pipeline_turns_to_generic_plans_without_forcing_them(
     assert all(generic >= 5 and custom <= 5 for generic, custom in plans), plans
 
 
+def test_a_kept_claim_statement_is_the_one_compiled_afresh_and_its_parameters_a_copy(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    from conveyor.stores.postgres import worker_path
+
+    store, _ = stores
+    args = ("w1", ["b", "a"], ["t", "s", "t"], 3, 30.0)
+    first = store._claim_statement(*args)
+    first[1]["limit"] = 99  # a caller changing its copy changes nothing kept
+    kept = store._claim_statement(*args)
+    worker_path._CLAIMS.clear()
+    fresh = store._claim_statement(*args)
+    assert kept == fresh and kept[1]["limit"] == 3
+    assert fresh[1]["job_types"] == ["s", "t"] and fresh[1]["queues"] == ["a", "b"]
+    other = store._claim_statement("w2", ["a"], ["t"], 1, 30.0)
+    assert (other[1]["worker_id"], other[1]["limit"]) == ("w2", 1)
+
+
 def _stops_heard(store: PostgresStore, act: Callable[[], object]) -> list[str]:
     """The payloads sent on the store's stop channel while ``act`` ran (and committed)."""
     heard: list[str] = []

@@ -47,6 +47,10 @@ from conveyor.stores.postgres.statements import apply_params, brief_change
 
 _Q = QUERIES
 T = TypeVar("T")
+#: Claim statements with their parameters, by what they were built from (see
+#: ``_claim_statement``); a process's workers make a few (one per number of free slots).
+_CLAIMS: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+_CLAIMS_KEPT = 256
 #: The two change statements, returning whole rows (the caller reads them) or brief ones.
 _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
                       False: (brief_change(_Q["apply_change"]),
@@ -233,13 +237,24 @@ class PostgresWorkerPath:
     def _claim_statement(self: _Store, worker_id: str, queues: Sequence[str],
                          job_types: Sequence[str], limit: int, lease_seconds: float,
                          query: str | None = None) -> tuple[str, dict[str, Any]]:
-        statement, params = compile_claim(query or _Q["claim"],
-                                          ClaimStart(worker_id, lease_seconds), bool(queues))
-        params.update({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
-                       "limit": limit, "worker_id": worker_id,
-                       "start_action": CLAIM_ACTIONS[JobState.PENDING],
-                       "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
-        return statement, params
+        """The claim statement and its parameters (a copy the caller may change): the same
+        for every claim of a worker with the same free slots, so built once and kept
+        (:data:`_CLAIMS`) rather than compiled again for each of its transactions."""
+        key = (query, worker_id, tuple(queues), tuple(job_types), limit, lease_seconds)
+        found = _CLAIMS.get(key)
+        if found is None:
+            statement, params = compile_claim(query or _Q["claim"],
+                                              ClaimStart(worker_id, lease_seconds),
+                                              bool(queues))
+            params.update({"job_types": sorted(set(job_types)),
+                           "queues": sorted(set(queues)), "limit": limit,
+                           "worker_id": worker_id,
+                           "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                           "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+            if len(_CLAIMS) >= _CLAIMS_KEPT:
+                _CLAIMS.clear()  # many workers or shapes in one process: start again
+            _CLAIMS[key] = found = (statement, params)
+        return found[0], dict(found[1])
 
     def heartbeat(self: _Store, leases: Sequence[Lease], lease_seconds: float
                   ) -> dict[str, Signals]:
