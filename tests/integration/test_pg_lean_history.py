@@ -1,4 +1,5 @@
-"""PostgreSQL schema version 11: job_history without its foreign key to jobs.
+"""PostgreSQL schema version 11: job_history without its foreign key to jobs, keyed by
+(job_id, id) with no second index.
 
 The key's one job besides its checks was cascading deletes; retention now deletes a job's
 history in the same statement. A schema of version 10 must migrate with its jobs and history
@@ -64,6 +65,13 @@ def _history_keys(schema: str) -> list[str]:
             "AND contype = 'f' ORDER BY conname", (f'"{schema}".job_history',)).fetchall()]
 
 
+def _history_indexes(schema: str) -> list[str]:
+    with psycopg.connect(pg_test_url()) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s "
+            "AND tablename = 'job_history' ORDER BY indexname", (schema,)).fetchall()]
+
+
 def _finish(store: PostgresStore, count: int) -> list[str]:
     """Claim and complete ``count`` jobs; returns their ids."""
     claimed = store.claim("w", queues=[], job_types=["t"], limit=count, lease_seconds=60)
@@ -89,6 +97,8 @@ def test_a_schema_of_version_10_migrates_with_jobs_and_history_intact(
     try:
         assert store.schema_version() == LATEST_VERSION >= 11
         assert _history_keys(schema) == []
+        (index,) = _history_indexes(schema)
+        assert "UNIQUE INDEX job_history_pkey" in index and "(job_id, id)" in index
         assert _all(schema, "jobs", "seq") == jobs
         assert _all(schema, "job_history", "id") == history
         done = _finish(store, 1)  # the migrated rows take changes and log them as before
