@@ -29,6 +29,11 @@ def _when(source: JobState, target: JobState) -> frozenset[JobState]:
     return frozenset({source})
 
 
+#: The database's now (markers are immutable: one serves every change).
+_DB_NOW = DbNow()
+_COMPLETE_WHEN = _when(S.RUNNING, S.COMPLETED)
+
+
 def _release() -> dict[str, Any]:
     """Columns cleared whenever a job stops running: the worker lets go of it."""
     return {"worker_id": None, "lease_token": None, "lease_expires_at": None}
@@ -50,14 +55,15 @@ def complete(lease: Lease, result: Any, actor: str, *,
              progress: JobProgress | None = None) -> Change:
     """running -> completed; ``progress``: the run's last steps, when they were not written
     yet (a batched completion carries them, instead of a write of their own before it)."""
-    steps = ({} if progress is None else
-             {"current_step": progress.current_step, "total_steps": progress.total_steps})
-    return Change(
-        lease.job_id, "complete", _when(S.RUNNING, S.COMPLETED), S.COMPLETED,
-        {"result": result, "finished_at": DbNow(), "cancel_requested": False,
-         "pause_requested": False, **steps, **_release()},
-        lease=lease, actor=actor,
-    )
+    # one literal dict and a shared marker: a worker builds this for every job it completes
+    values: dict[str, Any] = {"result": result, "finished_at": _DB_NOW,
+                              "cancel_requested": False, "pause_requested": False}
+    if progress is not None:
+        values["current_step"] = progress.current_step
+        values["total_steps"] = progress.total_steps
+    values["worker_id"] = values["lease_token"] = values["lease_expires_at"] = None
+    return Change(lease.job_id, "complete", _COMPLETE_WHEN, S.COMPLETED, values, lease=lease,
+                  actor=actor)
 
 
 def fail(lease: Lease | None, job_id: str, error: JobError, reason: str, actor: str,

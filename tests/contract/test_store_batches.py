@@ -184,3 +184,29 @@ def test_a_lone_change_and_the_next_claim_write_their_history_in_one_transaction
     assert finished == [None] and [j.id for j in claimed] == [queued[1].id]
     assert [h.action for h in store.history(stale.id)] == ["create", "start"]
     assert store.get_job(stale.id).state is S.RUNNING
+
+
+def test_a_batch_and_a_many_job_claim_write_each_jobs_own_history_row(store: Store) -> None:
+    """Each history row of one transaction (a batch of completions, a claim of several jobs)
+    carries its own job's attempt and states, and the claimed jobs come back in claim order."""
+    kind = "own-history"
+    retried = [running(store, job_type=kind) for _ in range(3)]
+    for job in retried:  # attempt 1 each: a row's attempt is read from that row
+        store.apply([transitions.fail(lease_of(job), job.id, JobError("E", "x"), "raised",
+                                      "w"),
+                     transitions.retry(job.id, "w", "again")])
+    first = store.claim("w", queues=[], job_types=[kind], limit=2, lease_seconds=30)
+    (last,) = [j for j in retried if j.id not in {f.id for f in first}]
+    finished, second = store.finish_and_claim(
+        [transitions.complete(lease_of(j), {"n": n}, "w") for n, j in enumerate(first)]
+        + [transitions.complete(Lease(last.id, "stale", 1), None, "w")],
+        "w", queues=[], job_types=[kind], limit=3, lease_seconds=30)
+    assert [j is not None for j in finished] == [True, True, False]
+    assert [(j.id, j.attempt) for j in second] == [(last.id, 1)]
+    for job in retried:
+        ends = [(h.action, h.from_state, h.to_state, h.attempt)
+                for h in store.history(job.id)][-2:]
+        assert ends == ([("retry", S.FAILED, S.PENDING, 1), ("start", S.PENDING, S.RUNNING, 1)]
+                        if job is last else
+                        [("start", S.PENDING, S.RUNNING, 1),
+                         ("complete", S.RUNNING, S.COMPLETED, 1)])

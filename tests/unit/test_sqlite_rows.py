@@ -16,7 +16,8 @@ from conveyor.changes import Lease
 from conveyor.errors import UNDECODABLE_ROW, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
-from conveyor.stores.sqlite.rows import row_to_job
+from conveyor.stores.sqlite import rows as rows_module
+from conveyor.stores.sqlite.rows import decode_rows, row_to_job
 from conveyor.stores.sqlite.store import SQLiteStore
 from conveyor.transitions import complete, fail
 from tests.conftest import AppFactory
@@ -109,3 +110,19 @@ def test_a_damaged_row_is_named_or_read_leniently(app: Conveyor) -> None:
     missing = _rows(store, "id, state")[0]
     with pytest.raises(StoreError, match="cannot be decoded"):
         row_to_job(missing)
+
+
+def test_times_decode_alike_cached_or_not_and_a_batch_alike_row_by_row(app: Conveyor) -> None:
+    store = _jobs_of_every_kind(app)
+    rows = _rows(store)
+    warm = [row_to_job(row) for row in rows]
+    rows_module._TIMES.clear()  # each time column's first decode, then its cached one
+    assert [row_to_job(row) for row in rows] == warm == [row_to_job(row) for row in rows]
+    assert decode_rows(rows) == warm  # one picker for the statement's rows
+    assert all(job.created_at.tzinfo is not None for job in warm)
+    with store._lock:
+        store._conn.execute("UPDATE jobs SET run_at = 'soon', finished_at = 'later' "
+                            "WHERE seq = (SELECT min(seq) FROM jobs)")
+    with pytest.raises(StoreError, match="cannot be decoded"):
+        row_to_job(_rows(store)[0])
+    assert len(decode_rows(_rows(store))) == len(rows) - 1  # the damaged one is skipped

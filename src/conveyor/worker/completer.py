@@ -71,6 +71,8 @@ class Completer:
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        #: The worker's loop will take what gathers into its next claim (see loop_takes).
+        self._loop_takes = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="conveyor-completer",
@@ -82,8 +84,23 @@ class Completer:
             self._pending.append(Completion(execution, change))
             self._unrecorded += 1
             # the thread waits for a first completion, then for a full batch (or HANDOFF):
-            # waking it for any other would only hand it the GIL to look and sleep again
-            if len(self._pending) == 1 or len(self._pending) >= self.max_batch:
+            # waking it for any other would only hand it the GIL to look and sleep again;
+            # nor for a first one that the worker's loop is coming back for
+            gathered = len(self._pending)
+            if gathered >= self.max_batch or (gathered == 1 and not self._loop_takes):
+                self._cond.notify()
+
+    def loop_takes(self, coming: bool) -> None:
+        """The worker's loop says whether it will come back for what gathers (``coming``:
+        it waits for a slot to free, and each completion frees its slot right after
+        :meth:`submit`), or not (it waits for new work, backs off from a store outage, or
+        stops): completions gathered meanwhile are then this thread's to write, as always.
+
+        Ignored with ``linger`` set: completions are gathered by this thread on purpose.
+        """
+        with self._cond:
+            self._loop_takes = coming and self.linger <= 0
+            if not self._loop_takes and self._pending:
                 self._cond.notify()
 
     @property

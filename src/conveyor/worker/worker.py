@@ -256,6 +256,7 @@ class Worker:
         try:
             self._loop_forever(burst)
         finally:
+            self._completer.loop_takes(False)  # jobs finishing in the shutdown grace
             self._shutdown()
             self._completer.close()  # every gathered completion is written before we exit
             self._stopping.set()
@@ -278,6 +279,10 @@ class Worker:
         backoff = 0.0
         types = sorted(self.engine.types)
         limits_saved = False
+        # while this loop only waits for slots to free, each completion is written by its
+        # next claim and the completer's thread is not woken for it (Completer.loop_takes)
+        completer = self._completer
+        completer.loop_takes(True)
         while not self._stopping.is_set():
             free = self.concurrency - self.active
             claimed: list[Job] = []
@@ -288,13 +293,16 @@ class Worker:
                 if free > 0:
                     claimed = self._finish_and_claim(types, free)
                 if burst and not claimed and self.active == 0 and not self._work_left(types):
+                    completer.loop_takes(False)
                     return
                 backoff = 0.0
             except StoreError as exc:
                 backoff = min(30.0, max(0.5, backoff * 2))
                 log.error("worker %s: store unavailable (%s); retrying in %.1fs",
                           self.worker_id, exc, backoff)
+                completer.loop_takes(False)  # gathered meanwhile: its thread writes them
                 self._stopping.wait(backoff)
+                completer.loop_takes(True)
                 continue
             # every slot made before any is handed over: a woken pool thread then finds
             # this loop about to wait, not contending for the GIL while it builds the next
@@ -361,7 +369,12 @@ class Worker:
             self._slot_freed.wait(self.poll_interval)
             self._slot_freed.clear()
         else:
-            self.engine.store.wait_for_work(self.poll_interval)
+            # a slot freeing does not end this wait: its completion is the completer's to write
+            self._completer.loop_takes(False)
+            try:
+                self.engine.store.wait_for_work(self.poll_interval)
+            finally:
+                self._completer.loop_takes(True)
 
     def _slot_for(self, job: Job) -> Slot:
         """The slot a claimed job runs in (its start was recorded, and announced, by the

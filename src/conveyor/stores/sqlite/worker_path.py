@@ -57,6 +57,13 @@ def candidates_statement(types: int, one_queue: bool) -> str:
         pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
 
 
+@functools.lru_cache(maxsize=16)
+def _history_columns(keys: tuple[str, ...]) -> tuple[int, int, int, int]:
+    """Where a changed row (``RETURNING *``) holds what its history row needs: seq, id,
+    state, attempt (looked up once per column layout)."""
+    return keys.index("seq"), keys.index("id"), keys.index("state"), keys.index("attempt")
+
+
 def _lenient(row: sqlite3.Row) -> Job:
     """A changed row read back as a job, however it was stored (see ``row_to_job``)."""
     return row_to_job(row, lenient=True)
@@ -172,14 +179,20 @@ class SQLiteWorkerPath:
                 part = group[start:start + _BATCH_ROWS]
                 statement, flat = compile_batch(_Q["apply_change_batch"], shape,
                                                 [args[n] for n in part])
-                landed = {row["id"]: row for row in conn.execute(statement, flat).fetchall()}
+                found = conn.execute(statement, flat).fetchall()
+                at = _history_columns(tuple(found[0].keys()))[1] if found else 0
+                landed = {row[at]: row for row in found}
                 for n in part:
                     done[n] = landed.get(changes[n].job_id)
         for n in sorted(alone):
             done[n] = self._apply_one(conn, changes[n], now, encoded[n])
+        first = next((row for row in done if row is not None), None)
+        if first is None:
+            return done
+        seq, _, state, attempt = _history_columns(tuple(first.keys()))
         history.extend(
-            (row["seq"], change.job_id, now, change.action, next(iter(change.when)).value,
-             row["state"], row["attempt"], change.actor, change.reason)
+            (row[seq], change.job_id, now, change.action, next(iter(change.when)).value,
+             row[state], row[attempt], change.actor, change.reason)
             for n, (change, row) in enumerate(zip(changes, done, strict=True))
             if row is not None and n not in alone)
         return done
@@ -232,12 +245,20 @@ class SQLiteWorkerPath:
             # claimed rows themselves, no read back); the write lock keeps them as picked
             change = start.change(ids[0], source, FreshToken())
             statement, args = compile_claim(_Q["apply_change"], change, ids, now)
-            for row in conn.execute(statement, args):
+            claimed = conn.execute(statement, args).fetchall()
+            if not claimed:
+                continue
+            # by position: sqlite3.Row finds a name by a linear scan of its ~37 columns
+            seq, job_id, state, attempt = _history_columns(tuple(claimed[0].keys()))
+            action, actor, reason = change.action, change.actor, change.reason
+            for row in claimed:
                 rows.append(row)
-                history.append((row["seq"], row["id"], now, change.action, source.value,
-                                row["state"], row["attempt"], change.actor, change.reason))
-        place = {job_id: n for n, (job_id, _) in enumerate(picked)}
-        rows.sort(key=lambda row: place[row["id"]])
+                history.append((row[seq], row[job_id], now, action, source.value, row[state],
+                                row[attempt], actor, reason))
+        if len(rows) > 1:
+            place = {job_id: n for n, (job_id, _) in enumerate(picked)}
+            at = _history_columns(tuple(rows[0].keys()))[1]
+            rows.sort(key=lambda row: place[row[at]])
         return rows
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
