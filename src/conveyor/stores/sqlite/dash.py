@@ -48,13 +48,21 @@ def _id_clause(fragment: str, args: list[Any]) -> str:
             "UNION ALL SELECT id FROM jobs WHERE substr(id, ?) = ?)")
 
 
-def filter_clause(query: JobQuery) -> tuple[list[str], list[Any]]:
-    """The WHERE terms and their arguments for ``query``'s filters (not its cursor)."""
+def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and their arguments for ``query``'s filters (not its cursor).
+
+    ``listing``: for a list, newest first. No index is keyed by the queue and then the seq
+    (migration 0011), so a list of queues without states walks the table newest first,
+    stopping at its page: its queue term is written ``+queue`` so that SQLite, knowing no
+    better without statistics, does not read every job of the queue from ``jobs_queue_state``
+    and sort them all. With states, that index gives each (queue, state) in seq order.
+    """
     where: list[str] = []
     args: list[Any] = []
+    queue = "+queue" if listing and not query.states else "queue"
     for column, values in (("state", [s.value for s in query.states]),
                            ("job_type", list(query.job_types)),
-                           ("queue", list(query.queues))):
+                           (queue, list(query.queues))):
         if values:
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
             args.extend(sorted(values))

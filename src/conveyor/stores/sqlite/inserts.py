@@ -46,7 +46,7 @@ class SQLiteInserts:
         with self._write() as conn:
             if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
                 conn.execute(_Q["insert_job"], rows[0])
-                conn.execute(_Q["insert_history"], new_history_rows(jobs, now, actor)[0])
+                conn.execute(_Q["insert_created_last"], (rows[0][0], now, actor))
             else:
                 (last,) = conn.execute(_Q["last_seq"]).fetchone()
                 conn.executemany(_Q["insert_job"], rows)

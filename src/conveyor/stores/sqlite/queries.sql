@@ -19,6 +19,13 @@ INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, atte
                          reason)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: insert_created_last
+-- The create row of the one job this connection has just inserted (arguments: job_id, at,
+-- actor): its seq is last_insert_rowid(), so no lookup in the id index.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+VALUES (last_insert_rowid(), ?, ?, 'create', NULL, 'pending', 0, ?, '');
+
 -- name: last_seq
 SELECT max(seq) FROM jobs;
 
