@@ -288,22 +288,68 @@ def test_a_version_10_database_migrates_to_11_with_its_lists_and_counts_unchange
         new.close()
 
 
-def test_a_queue_listed_without_states_walks_the_table_newest_first(db_url: str) -> None:
-    """No index is keyed by (queue, seq) any more: the plan of a list of a queue alone must
-    not read the queue's every job from jobs_queue_state to sort them (no statistics)."""
+def _plan(store: SQLiteStore, query: JobQuery) -> list[str]:
+    """The plan of the list of ``query`` (its arguments inlined: EXPLAIN reads no bindings)."""
+    where, args = filter_clause(query, listing=True)
+    sql = " AND ".join(where)
+    for arg in args:
+        sql = sql.replace("?", repr(arg), 1)
+    rows = _sql(store, f"EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE {sql} "
+                       "ORDER BY seq DESC LIMIT 50")
+    return [str(row[-1]) for row in rows]
+
+
+def test_the_lists_use_the_indexes_left_or_walk_the_table_newest_first(db_url: str) -> None:
+    """No index is keyed by (queue, seq) or (job_type, seq) any more, and the one by (state,
+    seq) holds no pending job: a list of a queue alone must not read the queue's every job from
+    jobs_queue_state to sort them (SQLite has no statistics to know better), and a list of a
+    state other than pending reads jobs_state_seq in order."""
     store = SQLiteStore(db_url)
     try:
         store.migrate()
-        where, args = filter_clause(JobQuery(queues=frozenset({"q1"})), listing=True)
-        plan = _sql(store, "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE "
-                           + " AND ".join(where).replace("?", repr(args[0]))
-                           + " ORDER BY seq DESC LIMIT 50")
-        assert [row[-1] for row in plan] == ["SCAN jobs"]
-        with_state = JobQuery(queues=frozenset({"q1"}), states=frozenset({JobState.FAILED}))
-        where, _ = filter_clause(with_state, listing=True)
-        assert "queue IN (?)" in where and "+queue IN (?)" not in where
-        where, _ = filter_clause(JobQuery(queues=frozenset({"q1"})))  # a count reads the index
-        assert where == ["queue IN (?)"]
+        q1 = frozenset({"q1"})
+        assert _plan(store, JobQuery(queues=q1)) == ["SCAN jobs"]
+        assert _plan(store, JobQuery(job_types=frozenset({"t"}), queues=q1)) == ["SCAN jobs"]
+        for state in (JobState.FAILED, JobState.RUNNING, JobState.PAUSED):
+            assert _plan(store, JobQuery(states=frozenset({state}))) \
+                == ["SEARCH jobs USING INDEX jobs_state_seq (state=?)"]
+            assert _plan(store, JobQuery(states=frozenset({state}), queues=q1)) \
+                == ["SEARCH jobs USING INDEX jobs_queue_state (queue=? AND state=?)"]
+        assert _plan(store, JobQuery(states=frozenset({JobState.PENDING}))) == ["SCAN jobs"]
+        where, _ = filter_clause(JobQuery(queues=q1))  # a count reads the index
+        assert where == ["queue = ?"]
+    finally:
+        store.close()
+
+
+def test_lists_by_state_find_the_same_jobs_with_the_partial_index(db_url: str) -> None:
+    """Each state alone, two states, pending with another: the same jobs, newest first, as a
+    filter in Python over all of them."""
+    store = SQLiteStore(db_url)
+    try:
+        store.migrate()
+        store.insert_jobs([NewJob(id=f"j{n}", job_type="t", params={}, queue=f"q{n % 2}")
+                           for n in range(12)])
+        claimed = store.claim("w", queues=[], job_types=["t"], limit=8, lease_seconds=60)
+        for job in claimed[:3]:
+            _end(store, job, ok=True)
+        for job in claimed[3:5]:
+            _end(store, job, ok=False)
+        store.apply([transitions.cancel_idle("j11", JobState.PENDING, "operator", "no")])
+        every = store.list_jobs(JobQuery(limit=100))
+        assert len(every) == 12
+        for states in ({JobState.PENDING}, {JobState.RUNNING}, {JobState.COMPLETED},
+                       {JobState.FAILED}, {JobState.CANCELLED}, {JobState.PAUSED},
+                       {JobState.FAILED, JobState.COMPLETED},
+                       {JobState.PENDING, JobState.RUNNING}):
+            for queues in (frozenset(), frozenset({"q1"})):
+                query = JobQuery(states=frozenset(states), queues=queues, limit=100)
+                expected = [job.id for job in every if job.state in states
+                            and (not queues or job.queue in queues)]
+                assert [job.id for job in store.list_jobs(query)] == expected
+                assert store.count_jobs(query) == len(expected)
+        assert store.count_by_state() == {s: sum(job.state is s for job in every)
+                                          for s in JobState}
     finally:
         store.close()
 

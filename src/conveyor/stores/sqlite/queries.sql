@@ -43,7 +43,12 @@ SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) A
 ORDER BY id;
 
 -- name: count_by_state
-SELECT state, count(*) AS n FROM jobs GROUP BY state;
+-- From the (queue, state) index, read alone and in its order, summed per state: the index on
+-- (state, seq) holds no pending job (migration 0011).
+SELECT state, sum(n) AS n FROM (
+    SELECT queue, state, count(*) AS n FROM jobs INDEXED BY jobs_queue_state
+    GROUP BY queue, state
+) WHERE true GROUP BY state;
 
 -- name: count_by_state_in_queue
 SELECT state, count(*) AS n FROM jobs WHERE queue = ? GROUP BY state;
