@@ -144,7 +144,7 @@ def test_a_schema_of_version_9_migrates_with_its_jobs_intact(
         assert old.schema_version() == 9
     finally:
         old.close()
-    store = _store(schema)
+    store = _store(schema, 10, monkeypatch)
     try:
         assert store.schema_version() == 10
         assert _rows(schema) == before

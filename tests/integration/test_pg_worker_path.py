@@ -17,7 +17,7 @@ from conveyor.changes import Change, Lease
 from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
-from conveyor.stores.base import NewJob
+from conveyor.stores.base import Landed, NewJob
 from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
 from tests.integration.test_postgres_store import _time_to_wake
@@ -119,6 +119,48 @@ def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was
     assert mode == ("auto",)  # the setting lasted the worker's transaction only
 
 
+def test_a_one_slot_worker_pipeline_turns_to_generic_plans_without_forcing_them(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """One completion and a claim of one (no batch: no generic_plans statement sent): the
+    server still plans each statement a few times only, then runs its generic plan."""
+    store, _ = stores
+    single = PostgresStore(store.url, schema=store.schema, max_size=1)  # one session to read
+    try:
+        (lease,) = _running(single, 1)
+        single.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={})
+                            for _ in range(20)])
+        for _ in range(20):  # psycopg prepares at its 5th run, the server turns generic at 5
+            done, claimed = single.finish_and_claim(
+                [transitions.complete(lease, None, "w")], "w", queues=[], job_types=["t"],
+                limit=1, lease_seconds=60, landed_rows=False)
+            assert done == [Landed.LANDED] and len(claimed) == 1
+            lease = Lease(claimed[0].id, claimed[0].lease_token or "", claimed[0].attempt)
+        plans = single._run("read plans", lambda conn: conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%UPDATE jobs%%'").fetchall())
+    finally:
+        single.close()
+    assert len(plans) == 2  # the one-change statement and the claim
+    assert all(generic >= 5 and custom <= 5 for generic, custom in plans), plans
+
+
+def test_a_kept_claim_statement_is_the_one_compiled_afresh_and_its_parameters_a_copy(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    from conveyor.stores.postgres import worker_path
+
+    store, _ = stores
+    args = ("w1", ["b", "a"], ["t", "s", "t"], 3, 30.0)
+    first = store._claim_statement(*args)
+    first[1]["limit"] = 99  # a caller changing its copy changes nothing kept
+    kept = store._claim_statement(*args)
+    worker_path._CLAIMS.clear()
+    fresh = store._claim_statement(*args)
+    assert kept == fresh and kept[1]["limit"] == 3
+    assert fresh[1]["job_types"] == ["s", "t"] and fresh[1]["queues"] == ["a", "b"]
+    other = store._claim_statement("w2", ["a"], ["t"], 1, 30.0)
+    assert (other[1]["worker_id"], other[1]["limit"]) == ("w2", 1)
+
+
 def _stops_heard(store: PostgresStore, act: Callable[[], object]) -> list[str]:
     """The payloads sent on the store's stop channel while ``act`` ran (and committed)."""
     heard: list[str] = []
@@ -152,6 +194,58 @@ def test_only_a_watched_job_is_announced_when_it_stops(
         unwatch_single()
     assert {worker.get_job(lease.job_id).state
             for lease in (watched, unwatched, single)} == {S.COMPLETED}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_brief_rows_give_the_whole_row_only_for_a_job_with_dependents(
+        stores: tuple[PostgresStore, PostgresStore], batched: bool) -> None:
+    """``landed_rows=False`` (brief rows, see statements.brief_change): a job with dependents
+    still gives the row the plain statement gives, the others LANDED, a lost lease None;
+    alone (one-change statement) or in a batch."""
+    store, _ = stores
+    jobs = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"p": 1})
+                              for _ in range(3)])
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="later", params={},
+                              depends_on=(jobs[0].id,))])
+    claimed = {job.id: job for job in store.claim("w", queues=[], job_types=["t"], limit=3,
+                                                 lease_seconds=60)}
+    upstream, plain, lost = (claimed[job.id] for job in jobs)
+    assert upstream.has_dependents and not plain.has_dependents
+
+    def lease(job: Job, token: str | None = None) -> Lease:
+        return Lease(job.id, token or job.lease_token or "", job.attempt)
+
+    rounds = ([[upstream], [plain], [lost]] if not batched else [[upstream, plain, lost]])
+    done: list[Job | Landed | None] = []
+    for group in rounds:
+        done += store.finish_and_claim(
+            [transitions.complete(lease(job, "stale" if job is lost else None), {"r": 2}, "w")
+             for job in group], "w", queues=[], job_types=[], limit=0, lease_seconds=60,
+            landed_rows=False)[0]
+    whole = store.get_job(upstream.id)
+    assert done == [whole, Landed.LANDED, None]
+    assert whole.state is S.COMPLETED and whole.result == {"r": 2} and whole.params == {"p": 1}
+    assert store.get_job(plain.id).result == {"r": 2}
+    assert store.get_job(lost.id).state is S.RUNNING
+
+
+def test_brief_rows_still_announce_a_watched_job_when_it_stops(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    worker, waiter = stores
+    watched, unwatched, single = _running(worker, 3)
+    unwatch = [waiter.watch_job(lease.job_id, lambda: None) for lease in (watched, single)]
+    try:
+        for leases in ([watched, unwatched], [single]):  # the batch, then one change alone
+            changes = [transitions.complete(lease, None, "w") for lease in leases]
+
+            def finish(changes: list[Change] = changes) -> object:
+                return worker.finish_and_claim(changes, "w", queues=[], job_types=[], limit=0,
+                                               lease_seconds=60, landed_rows=False)
+
+            assert _stops_heard(worker, finish) == [leases[0].job_id]
+    finally:
+        for stop in unwatch:
+            stop()
 
 
 def test_a_schema_of_version_8_migrates_and_its_jobs_are_announced_once_watched(

@@ -167,3 +167,27 @@ def test_a_claim_statement_is_compiled_once_per_query_and_queue_filter() -> None
     queued, _ = compile_claim(_Q["claim"], start, True)
     assert queued is not all_queues[0] and "queue = ANY" in queued
     assert "queue = ANY" not in all_queues[0]
+
+
+def test_the_worker_statements_stay_short_enough_for_psycopg_to_parse_them_once() -> None:
+    """psycopg converts a statement's %(name)s placeholders once and caches the result, but
+    only for statements up to 4 KB: a longer one is parsed again at every execution (a brief
+    row written out column by column crossed that and cost more than it saved)."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    from conveyor.stores.postgres.statements import brief_change
+    from conveyor.stores.postgres.worker_path import _CHANGE_STATEMENTS
+
+    leases = [Lease(f"job-{n}", f"token-{n}", 1) for n in range(3)]
+    done = [transitions.complete(lease, {"n": 1}, "w") for lease in leases]
+    for single, batched in _CHANGE_STATEMENTS.values():
+        statements = [compile_change(single, done[0])[0], compile_change(single, done[1])[0]]
+        batch = compile_batch(batched, done)
+        assert batch is not None
+        statements.append(batch[0])
+        assert all(len(s.encode()) <= MAX_CACHED_STATEMENT_LENGTH for s in statements)
+    brief_single, brief_batch = _CHANGE_STATEMENTS[False]
+    assert "whole.*" in brief_single and "batch_n" not in brief_single
+    assert "changed.batch_n" in brief_batch
+    with pytest.raises(AssertionError):
+        brief_change("SELECT 1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -40,7 +41,21 @@ from conveyor.stores.postgres.statements import (
 
 _Q = QUERIES
 _INSERT_BRIEF = brief(_Q["insert_jobs"])
+#: ``insert_job`` as bytes, the form psycopg sends: encoded once, not at every enqueue.
+_INSERT_JOB = _Q["insert_job"].encode()
 T = TypeVar("T")
+
+
+def _insert_one(conn: Conn, params: dict[str, Any]) -> tuple[datetime, int]:
+    """Run ``insert_job``; its one row (``created_at``, ``due_in_us``) as a tuple.
+
+    The lean form of :func:`fetch_rows` for the commonest enqueue: a plain query (no
+    ``sql.SQL`` to compose) and tuple rows (no dict per row). Together they were about a
+    fifth of the client's CPU per ``enqueue()``, as much as everything else of conveyor's.
+    """
+    row = conn.execute(_INSERT_JOB, params, binary=True).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 class _Store(Protocol):
@@ -69,17 +84,19 @@ class PostgresInserts:
             channel = self._settings.channel
             if len(jobs) == 1:
                 one = one_job_params(jobs[0], actor, channel)
-                rows = self._run("insert a job",
-                                 lambda c: _fetch(c, _Q["insert_job"], one, binary=True))
-            elif copies(jobs):
+                at, due_in_us = self._run("insert a job", lambda c: _insert_one(c, one))
+                self._listener.wake()
+                created = at.astimezone(UTC)
+                return [inserted_job(jobs[0], created,
+                                     created + timedelta(microseconds=due_in_us))]
+            if copies(jobs):
                 copied = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
                                    transaction=True)
                 self._listener.wake()
                 return copied
-            else:
-                params = insert_params(jobs, actor, channel)
-                rows = self._run("insert jobs",
-                                 lambda c: _fetch(c, _INSERT_BRIEF, params, binary=True))
+            params = insert_params(jobs, actor, channel)
+            rows = self._run("insert jobs",
+                             lambda c: _fetch(c, _INSERT_BRIEF, params, binary=True))
             self._listener.wake()
             return inserted_jobs(jobs, rows)
         params = insert_params(jobs, actor, self._settings.channel)

@@ -60,7 +60,8 @@ class PostgresOps:
 
     def prune_jobs(self: _Store, state: JobState, older_than: float, *, limit: int) -> int:
         params = {"state": state.value, "age": older_than, "limit": limit}
-        return self._run("prune jobs", lambda c: _count(c, _Q["prune_jobs"], params))
+        rows = self._run("prune jobs", lambda c: fetch(c, _Q["prune_jobs"], params))
+        return int(rows[0]["n"])
 
     def count_prunable(self: _Store, state: JobState, older_than: float) -> int:
         params = {"state": state.value, "age": older_than}

@@ -1,18 +1,25 @@
 -- Named queries of the PostgreSQL store's operations: retention and the workers registry.
 
 -- name: prune_jobs
--- One batch: the oldest finished jobs of one state, read from jobs_finished in order (the
--- history goes with them: ON DELETE CASCADE). SKIP LOCKED: a row someone holds is left for a
--- later batch, so a prune never waits. Kept: a failed job with a retry left, and a job that a
--- requeued copy links back to.
-DELETE FROM jobs WHERE id IN (
-    SELECT j.id FROM jobs j
-    WHERE j.state = %(state)s AND j.finished_at IS NOT NULL
-      AND j.finished_at < now() - make_interval(secs => %(age)s)
-      AND (j.state <> 'failed' OR j.attempt >= j.max_attempts)
-      AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.requeued_from = j.id)
-    ORDER BY j.finished_at LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED);
+-- One batch: the oldest finished jobs of one state, read from jobs_finished in order, and their
+-- history in the same statement (job_history has no foreign key to cascade it since schema
+-- 11). SKIP LOCKED: a row someone holds is left for a later batch, so a prune never waits.
+-- Kept: a failed job with a retry left, and a job that a requeued copy links back to. Returns
+-- how many jobs went.
+WITH gone AS (
+    DELETE FROM jobs WHERE id IN (
+        SELECT j.id FROM jobs j
+        WHERE j.state = %(state)s AND j.finished_at IS NOT NULL
+          AND j.finished_at < now() - make_interval(secs => %(age)s)
+          AND (j.state <> 'failed' OR j.attempt >= j.max_attempts)
+          AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.requeued_from = j.id)
+        ORDER BY j.finished_at LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), forgotten AS (
+    DELETE FROM job_history WHERE job_id IN (SELECT id FROM gone)
+)
+SELECT count(*) AS n FROM gone;
 
 -- name: count_prunable
 SELECT count(*) AS n FROM jobs j

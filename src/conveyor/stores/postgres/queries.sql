@@ -159,12 +159,15 @@ SELECT state, count(*) AS n FROM jobs WHERE queue = %(queue)s GROUP BY state;
 SELECT * FROM job_history WHERE job_id = %(id)s ORDER BY id;
 
 -- name: generic_plans
--- First in a worker's pipeline (its own transaction only, is_local): the statements after it,
--- once psycopg prepares them, run one plan made once per connection. Left to choose (auto),
--- the server planned the batch of completions again at each call, its 'custom' plans costed
--- below the generic one only because unnest() of a parameter looks like 100 rows: planning
--- took as long as running it, and the custom plan walked every running job's index entries
--- (state = 'running' read as a constant) where the generic one reads each row by id.
+-- First in a worker's pipeline holding a batch (its own transaction only, is_local): the
+-- statements after it, once psycopg prepares them, run one plan made once per connection.
+-- Left to choose (auto), the server planned the batch of completions again at each call, its
+-- 'custom' plans costed below the generic one only because unnest() of a parameter looks like
+-- 100 rows: planning took as long as running it, and the custom plan walked every running
+-- job's index entries (state = 'running' read as a constant) where the generic one reads each
+-- row by id. A pipeline without a batch (one change, the claim) goes without: the server
+-- picks those statements' generic plans itself after five runs (one statement less a turn
+-- for a worker of one slot).
 SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS mode;
 
 -- name: apply_change

@@ -84,6 +84,33 @@ def brief(insert_jobs: str) -> str:
     return insert_jobs.replace(_ALL_COLUMNS, BRIEF_COLUMNS)
 
 
+_CHANGED_ROW = "SELECT changed.*, CASE"
+_CHANGED_END = "\nFROM changed"
+#: What a landed change gives back when its caller reads no rows (``landed_rows=False``, a
+#: worker whose events nobody subscribes to): the whole row only for a job with dependents
+#: (the one row the caller then decodes, see :func:`conveyor.stores.base.landed`), NULLs
+#: otherwise, which the client skips; the job's id and whether it has dependents always (the
+#: later columns of a name win in a dict row). psycopg loads every value it is sent, times and
+#: JSON in Python: a finished row's dozen of those cost the worker more than the rest of its
+#: share of the statement, for a row it then threw away.
+_BRIEF_ROW = "SELECT whole.*, changed.id, changed.has_dependents{numbered}, CASE"
+_BRIEF_END = ("\nFROM changed LEFT JOIN LATERAL (SELECT changed.* WHERE changed.has_dependents) "
+              "AS whole ON true")
+
+
+def brief_change(apply_change: str) -> str:
+    """The ``apply_change`` or ``apply_change_batch`` statement returning brief rows
+    (:data:`_BRIEF_ROW`, with ``batch_n`` for a batch) instead of whole ones; ``unannounced``
+    stays: evaluating it is what sends a stop's NOTIFY. Kept short: psycopg parses a statement
+    of more than 4 KB again at every execution instead of once."""
+    if apply_change.count(_CHANGED_ROW) != 1 or not apply_change.rstrip(";\n ").endswith(
+            _CHANGED_END):
+        raise AssertionError("apply_change no longer ends with " + _CHANGED_ROW)
+    numbered = ", changed.batch_n" if "batch_n" in apply_change else ""
+    head, _, _ = apply_change.rstrip(";\n ").rpartition(_CHANGED_END)
+    return head.replace(_CHANGED_ROW, _BRIEF_ROW.format(numbered=numbered)) + _BRIEF_END
+
+
 def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
     """The ``insert_job`` parameters (one job without a unique key)."""
     progress = new.progress or _NO_PROGRESS

@@ -43,10 +43,18 @@ from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.listener import WorkListener
 from conveyor.stores.postgres.rows import decode_rows, row_to_job
-from conveyor.stores.postgres.statements import apply_params
+from conveyor.stores.postgres.statements import apply_params, brief_change
 
 _Q = QUERIES
 T = TypeVar("T")
+#: Claim statements with their parameters, by what they were built from (see
+#: ``_claim_statement``); a process's workers make a few (one per number of free slots).
+_CLAIMS: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
+_CLAIMS_KEPT = 256
+#: The two change statements, returning whole rows (the caller reads them) or brief ones.
+_CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
+                      False: (brief_change(_Q["apply_change"]),
+                              brief_change(_Q["apply_change_batch"]))}
 
 
 class _Refused(Exception):
@@ -75,7 +83,7 @@ class _Store(Protocol):
                             statements: list[tuple[list[int], str, dict[str, Any]]],
                             claim: tuple[str, dict[str, Any]] | None, wakes: bool
                             ) -> tuple[dict[int, Row], list[Row]]: ...
-    def _finish_statements(self, changes: Sequence[Change]
+    def _finish_statements(self, changes: Sequence[Change], rows: bool = True
                            ) -> list[tuple[list[int], str, dict[str, Any]]]: ...
     def claim(self, worker_id: str, *, queues: Sequence[str], job_types: Sequence[str],
               limit: int, lease_seconds: float) -> list[Job]: ...
@@ -131,7 +139,7 @@ class PostgresWorkerPath:
         if not finish:
             return [], self.claim(worker_id, queues=queues, job_types=job_types, limit=limit,
                                   lease_seconds=lease_seconds) if claiming else []
-        statements = self._finish_statements(finish)
+        statements = self._finish_statements(finish, landed_rows)
         claim = (self._claim_statement(worker_id, queues, job_types, limit, lease_seconds)
                  if claiming else None)
         wakes = any(wakes_workers(c) for c in finish)
@@ -168,7 +176,10 @@ class PostgresWorkerPath:
         with conn.pipeline():
             if wakes:
                 conn.execute("BEGIN")
-            conn.execute(_Q["generic_plans"])  # for this transaction: see queries.sql
+            if any(len(members) > 1 for members, _, _ in statements):
+                # a batch statement: its plan for this transaction (see queries.sql); the
+                # others (one change, the claim) turn generic by themselves after five runs
+                conn.execute(_Q["generic_plans"])
             for members, statement, params in statements:
                 cursor = conn.cursor(row_factory=dict_row)
                 cursor.execute(statement, apply_params(params, None, self._settings),
@@ -190,22 +201,24 @@ class PostgresWorkerPath:
             conn.execute("COMMIT")
         return moved, claimed
 
-    def _finish_statements(self: _Store, changes: Sequence[Change]
+    def _finish_statements(self: _Store, changes: Sequence[Change], rows: bool = True
                            ) -> list[tuple[list[int], str, dict[str, Any]]]:
         """Same-shaped changes (a batch of completions) in one statement each shape; any
-        others one statement each, in job id order (one lock order for every batch)."""
+        others one statement each, in job id order (one lock order for every batch).
+        ``rows`` False: the statements return brief rows (see ``brief_change``)."""
+        single, batched = _CHANGE_STATEMENTS[rows]
         groups: dict[Hashable, list[int]] = {}
         for n, change in enumerate(changes):
             groups.setdefault(shape_key(change), []).append(n)
         statements: list[tuple[list[int], str, dict[str, Any]]] = []
         for key, members in groups.items():
-            batch = (batch_of_shape(_Q["apply_change_batch"], key,
+            batch = (batch_of_shape(batched, key,
                                     [changes[n] for n in members])
                      if len(members) > 1 else None)
             if batch is not None:
                 statements.append((members, *batch))
             else:
-                statements += [([n], *compile_change(_Q["apply_change"], changes[n]))
+                statements += [([n], *compile_change(single, changes[n]))
                                for n in sorted(members, key=lambda n: changes[n].job_id)]
         return statements
 
@@ -224,13 +237,24 @@ class PostgresWorkerPath:
     def _claim_statement(self: _Store, worker_id: str, queues: Sequence[str],
                          job_types: Sequence[str], limit: int, lease_seconds: float,
                          query: str | None = None) -> tuple[str, dict[str, Any]]:
-        statement, params = compile_claim(query or _Q["claim"],
-                                          ClaimStart(worker_id, lease_seconds), bool(queues))
-        params.update({"job_types": sorted(set(job_types)), "queues": sorted(set(queues)),
-                       "limit": limit, "worker_id": worker_id,
-                       "start_action": CLAIM_ACTIONS[JobState.PENDING],
-                       "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
-        return statement, params
+        """The claim statement and its parameters (a copy the caller may change): the same
+        for every claim of a worker with the same free slots, so built once and kept
+        (:data:`_CLAIMS`) rather than compiled again for each of its transactions."""
+        key = (query, worker_id, tuple(queues), tuple(job_types), limit, lease_seconds)
+        found = _CLAIMS.get(key)
+        if found is None:
+            statement, params = compile_claim(query or _Q["claim"],
+                                              ClaimStart(worker_id, lease_seconds),
+                                              bool(queues))
+            params.update({"job_types": sorted(set(job_types)),
+                           "queues": sorted(set(queues)), "limit": limit,
+                           "worker_id": worker_id,
+                           "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                           "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+            if len(_CLAIMS) >= _CLAIMS_KEPT:
+                _CLAIMS.clear()  # many workers or shapes in one process: start again
+            _CLAIMS[key] = found = (statement, params)
+        return found[0], dict(found[1])
 
     def heartbeat(self: _Store, leases: Sequence[Lease], lease_seconds: float
                   ) -> dict[str, Signals]:

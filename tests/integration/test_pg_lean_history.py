@@ -1,0 +1,127 @@
+"""PostgreSQL schema version 11: job_history without its foreign key to jobs, keyed by
+(job_id, id) with no second index.
+
+The key's one job besides its checks was cascading deletes; retention now deletes a job's
+history in the same statement. A schema of version 10 must migrate with its jobs and history
+intact, and after it a prune must leave no history row behind (nor take a kept job's).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from conveyor import transitions
+from conveyor.changes import Lease
+from conveyor.lifecycle import JobState
+from conveyor.stores.base import NewJob
+from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
+from tests.conftest import pg_test_url
+
+pytestmark = pytest.mark.postgres
+
+
+def _store(schema: str, version: int | None = None,
+           monkeypatch: pytest.MonkeyPatch | None = None) -> PostgresStore:
+    from conveyor.stores.postgres import store as store_module
+
+    if version is None:
+        store = PostgresStore(pg_test_url(), schema=schema)
+        store.migrate()
+        return store
+    assert monkeypatch is not None
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "_MIGRATIONS",
+                        [m for m in store_module._MIGRATIONS if m[0] <= version])
+        patched.setattr(store_module, "LATEST_VERSION", version)
+        store = PostgresStore(pg_test_url(), schema=schema)
+        store.migrate()
+        return store
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    name = f"hu_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def _all(schema: str, table: str, order: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg_test_url()) as conn:
+        return conn.execute(sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(order))).fetchall()
+
+
+def _history_keys(schema: str) -> list[str]:
+    with psycopg.connect(pg_test_url()) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
+            "AND contype = 'f' ORDER BY conname", (f'"{schema}".job_history',)).fetchall()]
+
+
+def _history_indexes(schema: str) -> list[str]:
+    with psycopg.connect(pg_test_url()) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s "
+            "AND tablename = 'job_history' ORDER BY indexname", (schema,)).fetchall()]
+
+
+def _finish(store: PostgresStore, count: int) -> list[str]:
+    """Claim and complete ``count`` jobs; returns their ids."""
+    claimed = store.claim("w", queues=[], job_types=["t"], limit=count, lease_seconds=60)
+    for j in claimed:
+        store.apply([transitions.complete(Lease(j.id, j.lease_token or "", j.attempt), None,
+                                          "w")])
+    return [j.id for j in claimed]
+
+
+def test_a_schema_of_version_10_migrates_with_jobs_and_history_intact(
+        schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _store(schema, 10, monkeypatch)
+    try:
+        assert _history_keys(schema) == ["job_history_job_id_fkey"]
+        old.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"i": i})
+                         for i in range(5)])
+        _finish(old, 2)
+        jobs, history = _all(schema, "jobs", "seq"), _all(schema, "job_history", "id")
+        assert old.schema_version() == 10
+    finally:
+        old.close()
+    store = _store(schema)
+    try:
+        assert store.schema_version() == LATEST_VERSION >= 11
+        assert _history_keys(schema) == []
+        (index,) = _history_indexes(schema)
+        assert "UNIQUE INDEX job_history_pkey" in index and "(job_id, id)" in index
+        assert _all(schema, "jobs", "seq") == jobs
+        assert _all(schema, "job_history", "id") == history
+        done = _finish(store, 1)  # the migrated rows take changes and log them as before
+        assert [h.action for h in store.history(done[0])][-1] == "complete"
+    finally:
+        store.close()
+
+
+def test_prune_deletes_the_history_of_the_jobs_it_deletes_and_only_theirs(
+        schema: str) -> None:
+    store = _store(schema)
+    try:
+        store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={})
+                           for _ in range(6)])
+        done = _finish(store, 4)
+        assert store.prune_jobs(JobState.COMPLETED, 0.0, limit=3) == 3
+        assert store.prune_jobs(JobState.COMPLETED, 0.0, limit=3) == 1
+        assert store.prune_jobs(JobState.COMPLETED, 0.0, limit=3) == 0
+        left = {row[1] for row in _all(schema, "job_history", "id")}
+        assert left.isdisjoint(done)
+        remaining = {row[0] for row in _all(schema, "jobs", "seq")}
+        assert len(remaining) == 2 and left == remaining
+        for job_id in remaining:
+            assert [h.action for h in store.history(job_id)] == ["create"]
+    finally:
+        store.close()
