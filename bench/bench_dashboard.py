@@ -62,6 +62,14 @@ PLANS = {
     "counts by queue": "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state",
     "list failed": "SELECT id FROM jobs WHERE state = 'failed' ORDER BY seq DESC LIMIT 50",
 }
+#: The SQLite store's own forms of two of them: its counts by state are summed from the
+#: (queue, state) index, and its index by state holds no pending job, so a list of another
+#: state says so (see filter_clause).
+SQLITE_PLANS = {
+    "counts by state": load_queries("conveyor.stores.sqlite", "queries.sql")["count_by_state"],
+    "list failed": "SELECT id FROM jobs WHERE state = 'failed' AND state <> 'pending' "
+                   "ORDER BY seq DESC LIMIT 50",
+}
 
 
 def fill_sqlite(path: Path, size: int) -> Conveyor:
@@ -97,7 +105,7 @@ def plans(app: Conveyor, schema: str | None) -> None:
     else:
         throughput = load_queries("conveyor.stores.postgres", "dash.sql")[
             "finished_per_minute"].replace("%(since)s", "now() - interval '1 hour'")
-    queries = {**PLANS, "throughput": throughput}
+    queries = {**PLANS, **(SQLITE_PLANS if schema is None else {}), "throughput": throughput}
     for name, sql in queries.items():
         rows = _sqlite_plan(app, sql) if schema is None else _pg_plan(app, schema, sql)
         print(f"  {name}: " + " | ".join(r.strip() for r in rows if "Scan" in r or "SCAN" in r

@@ -21,9 +21,10 @@ from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError
-from conveyor.stores.base import NewJob, NewLogLine
+from conveyor.stores.base import JobQuery, NewJob, NewLogLine
 from conveyor.stores.sqlite import SQLiteStore
 from conveyor.stores.sqlite import store as store_module
+from conveyor.stores.sqlite.dash import filter_clause
 
 _OLD_QUERIES = {
     "insert_history": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
@@ -35,6 +36,9 @@ _OLD_QUERIES = {
     "insert_created_after": "INSERT INTO job_history (job_id, at, action, from_state, "
                             "to_state, attempt, actor, reason) SELECT id, ?1, 'create', NULL, "
                             "'pending', 0, ?2, '' FROM jobs WHERE seq > ?3 ORDER BY seq",
+    "insert_created_last": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
+                           "attempt, actor, reason) VALUES (?1, ?2, 'create', NULL, 'pending', "
+                           "0, ?3, '')",
 }
 _IDS = ["j0", "j1", "j2", "j3", "down", "keyed"]
 
@@ -221,3 +225,149 @@ def test_a_version_9_database_migrates_to_10_with_its_rows_and_its_dependencies_
                 conn.execute(bad_write)
     finally:
         new.close()
+
+
+# -- version 11 ("index_diet"): jobs_type_seq and jobs_queue_seq dropped ----------------------
+def _lists(store: SQLiteStore) -> dict[str, list[str]]:
+    """The ids of the lists and the counts the dashboard reads, by filter."""
+    queries = {
+        "all": JobQuery(limit=50),
+        "type u": JobQuery(job_types=frozenset({"u"}), limit=50),
+        "queue q1": JobQuery(queues=frozenset({"q1"}), limit=50),
+        "queue q1, type t": JobQuery(queues=frozenset({"q1"}), job_types=frozenset({"t"}),
+                                     limit=50),
+        "queue q1, pending": JobQuery(queues=frozenset({"q1"}),
+                                      states=frozenset({JobState.PENDING}), limit=50),
+        "completed": JobQuery(states=frozenset({JobState.COMPLETED}), limit=50),
+        "queue q1 before j7": JobQuery(queues=frozenset({"q1"}), before="j7", limit=2),
+    }
+    found = {name: [job.id for job in store.list_jobs(q)] for name, q in queries.items()}
+    found.update({f"count {name}": [str(store.count_jobs(q))] for name, q in queries.items()})
+    found["by state"] = [f"{s.value} {n}" for s, n in store.count_by_state().items()]
+    found["by state in q1"] = [f"{s.value} {n}" for s, n in store.count_by_state("q1").items()]
+    return found
+
+
+def test_a_version_10_database_migrates_to_11_with_its_lists_and_counts_unchanged(
+        db_url: str) -> None:
+    ids = [f"j{n}" for n in range(10)]
+    with _store_before(db_url, "index_diet") as old:
+        old.insert_jobs([NewJob(id=i, job_type="tu"[n % 2], params={"n": n},
+                                queue=f"q{n % 3}") for n, i in enumerate(ids)])
+        old.insert_jobs([NewJob(id="one", job_type="t", params={}, queue="q1")])  # alone
+        for job in old.claim("w", queues=[], job_types=["t", "u"], limit=4, lease_seconds=60):
+            _end(old, job, ok=job.id != "j3")
+        jobs = {i: old.get_job(i) for i in [*ids, "one"]}
+        history = {i: old.history(i) for i in [*ids, "one"]}
+        lists = _lists(old)
+    new = SQLiteStore(db_url)
+    try:
+        new.migrate()
+        assert new.schema_version() == store_module.LATEST_VERSION
+        indexes = {name for (name,) in _sql(new, "SELECT name FROM sqlite_master "
+                                                 "WHERE type = 'index' AND tbl_name = 'jobs'")}
+        assert not indexes & {"jobs_type_seq", "jobs_queue_seq"}
+        assert {"jobs_state_seq", "jobs_queue_state", "jobs_pending_any"} <= indexes
+        assert {i: new.get_job(i) for i in [*ids, "one"]} == jobs
+        assert {i: new.history(i) for i in [*ids, "one"]} == history
+        assert _lists(new) == lists
+        assert _sql(new, "PRAGMA integrity_check") == [("ok",)]
+        # it keeps working: a lone enqueue (its create row keyed by its own seq), claims
+        (later,) = new.insert_jobs([NewJob(id="later", job_type="u", params={}, queue="q1")])
+        assert later.id == "later" and not later.existing
+        assert _sql(new, "SELECT h.job_seq = j.seq FROM job_history h JOIN jobs j "
+                         "ON j.id = h.job_id WHERE h.job_id = 'later'") == [(1,)]
+        assert [(h.action, h.to_state) for h in new.history("later")] \
+            == [("create", JobState.PENDING)]
+        claimed = new.claim("w", queues=["q1"], job_types=["t", "u"], limit=10,
+                            lease_seconds=60)
+        assert [j.id for j in claimed] == ["j4", "j7", "one", "later"]
+        assert new.list_jobs(JobQuery(queues=frozenset({"q1"}), limit=2)) \
+            == [new.get_job("later"), new.get_job("one")]
+    finally:
+        new.close()
+
+
+def _plan(store: SQLiteStore, query: JobQuery) -> list[str]:
+    """The plan of the list of ``query`` (its arguments inlined: EXPLAIN reads no bindings)."""
+    where, args = filter_clause(query, listing=True)
+    sql = " AND ".join(where)
+    for arg in args:
+        sql = sql.replace("?", repr(arg), 1)
+    rows = _sql(store, f"EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE {sql} "
+                       "ORDER BY seq DESC LIMIT 50")
+    return [str(row[-1]) for row in rows]
+
+
+def test_the_lists_use_the_indexes_left_or_walk_the_table_newest_first(db_url: str) -> None:
+    """No index is keyed by (queue, seq) or (job_type, seq) any more, and the one by (state,
+    seq) holds no pending job: a list of a queue alone must not read the queue's every job from
+    jobs_queue_state to sort them (SQLite has no statistics to know better), and a list of a
+    state other than pending reads jobs_state_seq in order."""
+    store = SQLiteStore(db_url)
+    try:
+        store.migrate()
+        q1 = frozenset({"q1"})
+        assert _plan(store, JobQuery(queues=q1)) == ["SCAN jobs"]
+        assert _plan(store, JobQuery(job_types=frozenset({"t"}), queues=q1)) == ["SCAN jobs"]
+        for state in (JobState.FAILED, JobState.RUNNING, JobState.PAUSED):
+            assert _plan(store, JobQuery(states=frozenset({state}))) \
+                == ["SEARCH jobs USING INDEX jobs_state_seq (state=?)"]
+            assert _plan(store, JobQuery(states=frozenset({state}), queues=q1)) \
+                == ["SEARCH jobs USING INDEX jobs_queue_state (queue=? AND state=?)"]
+        assert _plan(store, JobQuery(states=frozenset({JobState.PENDING}))) == ["SCAN jobs"]
+        where, _ = filter_clause(JobQuery(queues=q1))  # a count reads the index
+        assert where == ["queue = ?"]
+    finally:
+        store.close()
+
+
+def test_lists_by_state_find_the_same_jobs_with_the_partial_index(db_url: str) -> None:
+    """Each state alone, two states, pending with another: the same jobs, newest first, as a
+    filter in Python over all of them."""
+    store = SQLiteStore(db_url)
+    try:
+        store.migrate()
+        store.insert_jobs([NewJob(id=f"j{n}", job_type="t", params={}, queue=f"q{n % 2}")
+                           for n in range(12)])
+        claimed = store.claim("w", queues=[], job_types=["t"], limit=8, lease_seconds=60)
+        for job in claimed[:3]:
+            _end(store, job, ok=True)
+        for job in claimed[3:5]:
+            _end(store, job, ok=False)
+        store.apply([transitions.cancel_idle("j11", JobState.PENDING, "operator", "no")])
+        every = store.list_jobs(JobQuery(limit=100))
+        assert len(every) == 12
+        for states in ({JobState.PENDING}, {JobState.RUNNING}, {JobState.COMPLETED},
+                       {JobState.FAILED}, {JobState.CANCELLED}, {JobState.PAUSED},
+                       {JobState.FAILED, JobState.COMPLETED},
+                       {JobState.PENDING, JobState.RUNNING}):
+            for queues in (frozenset(), frozenset({"q1"})):
+                query = JobQuery(states=frozenset(states), queues=queues, limit=100)
+                expected = [job.id for job in every if job.state in states
+                            and (not queues or job.queue in queues)]
+                assert [job.id for job in store.list_jobs(query)] == expected
+                assert store.count_jobs(query) == len(expected)
+        assert store.count_by_state() == {s: sum(job.state is s for job in every)
+                                          for s in JobState}
+    finally:
+        store.close()
+
+
+def test_a_lone_enqueue_and_a_batch_write_the_same_create_rows(db_url: str) -> None:
+    """A lone job's create row takes its seq from last_insert_rowid(); a batch's are read back
+    by seq: both key each row by its own job's seq."""
+    store = SQLiteStore(db_url)
+    try:
+        store.migrate()
+        store.insert_jobs([NewJob(id="a", job_type="t", params={})], actor="me")
+        store.insert_jobs([NewJob(id="b", job_type="t", params={}),
+                           NewJob(id="c", job_type="t", params={})], actor="me")
+        store.insert_jobs([NewJob(id="d", job_type="t", params={})], actor="me")
+        rows = _sql(store, "SELECT h.job_id, h.job_seq = j.seq, h.action, h.from_state, "
+                           "h.to_state, h.attempt, h.actor, h.reason FROM job_history h "
+                           "JOIN jobs j ON j.id = h.job_id ORDER BY h.id")
+        assert rows == [(i, 1, "create", None, "pending", 0, "me", "") for i in "abcd"]
+        assert store.history("a")[0].at == store.get_job("a").created_at
+    finally:
+        store.close()

@@ -48,16 +48,34 @@ def _id_clause(fragment: str, args: list[Any]) -> str:
             "UNION ALL SELECT id FROM jobs WHERE substr(id, ?) = ?)")
 
 
-def filter_clause(query: JobQuery) -> tuple[list[str], list[Any]]:
-    """The WHERE terms and their arguments for ``query``'s filters (not its cursor)."""
+def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and their arguments for ``query``'s filters (not its cursor).
+
+    ``listing``: for a list, newest first. No index is keyed by the queue and then the seq
+    (migration 0011), so a list of queues without states walks the table newest first,
+    stopping at its page: its queue term is written ``+queue`` so that SQLite, knowing no
+    better without statistics, does not read every job of the queue from ``jobs_queue_state``
+    and sort them all. With states, that index gives each (queue, state) in seq order.
+
+    States other than pending are in ``jobs_state_seq`` (partial, migration 0011): SQLite
+    uses a partial index only when the query's WHERE implies the index's, so one state is
+    written ``state = ?`` (an ``IN`` list is not matched against it) and ``state <>
+    'pending'`` is added when pending is not asked for.
+    """
     where: list[str] = []
     args: list[Any] = []
+    queue = "+queue" if listing and not query.states else "queue"
     for column, values in (("state", [s.value for s in query.states]),
                            ("job_type", list(query.job_types)),
-                           ("queue", list(query.queues))):
-        if values:
+                           (queue, list(query.queues))):
+        if len(values) == 1:  # `=`: SQLite matches a partial index's WHERE with it, not IN
+            where.append(f"{column} = ?")
+            args.extend(values)
+        elif values:
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
             args.extend(sorted(values))
+    if query.states and JobState.PENDING not in query.states:
+        where.append("state <> 'pending'")  # what jobs_state_seq holds (migration 0011)
     if query.id_prefix is not None:
         where.append(_id_clause(query.id_prefix, args))
     for column, operator, moment in (

@@ -19,7 +19,14 @@ from conveyor.stores.base import NewJob, inserted_job
 from conveyor.stores.sqlite.config import autocommits, outbox_connection
 from conveyor.stores.sqlite.dependencies import link
 from conveyor.stores.sqlite.queries import QUERIES as _Q
-from conveyor.stores.sqlite.rows import new_history_rows, new_job_rows, row_to_job, ts
+from conveyor.stores.sqlite.rows import (
+    PLAIN_COLUMNS,
+    PLAIN_TAIL,
+    new_history_rows,
+    new_job_rows,
+    row_to_job,
+    ts,
+)
 
 
 class _Store(Protocol):
@@ -43,13 +50,21 @@ class SQLiteInserts:
         rows = new_job_rows(jobs, now)  # encoded before the write lock
         if any(new.unique_key is not None or new.depends_on for new in jobs):
             return self._insert_keyed(jobs, rows, new_history_rows(jobs, now, actor))
+        # jobs whose last columns are all defaults (most) leave them to the table
+        plain = all(row[PLAIN_COLUMNS:] == PLAIN_TAIL for row in rows)
         with self._write() as conn:
             if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
-                conn.execute(_Q["insert_job"], rows[0])
-                conn.execute(_Q["insert_history"], new_history_rows(jobs, now, actor)[0])
+                if plain:
+                    conn.execute(_Q["insert_job_plain"], rows[0][:PLAIN_COLUMNS])
+                else:
+                    conn.execute(_Q["insert_job"], rows[0])
+                conn.execute(_Q["insert_created_last"], (rows[0][0], now, actor))
             else:
                 (last,) = conn.execute(_Q["last_seq"]).fetchone()
-                conn.executemany(_Q["insert_job"], rows)
+                if plain:
+                    conn.executemany(_Q["insert_job_plain"], [row[:PLAIN_COLUMNS] for row in rows])
+                else:
+                    conn.executemany(_Q["insert_job"], rows)
                 # the batch's jobs are those past the last seq (the write lock is held), each
                 # with its create row, written by one statement: its values are the same
                 # for every job but the job's own

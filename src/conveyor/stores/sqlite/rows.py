@@ -68,6 +68,14 @@ def epoch(value: datetime) -> float:
     return value.timestamp()
 
 
+#: The last values of an ``insert_job`` row (current_step, total_steps, checkpoint,
+#: requeued_from, unique_key, trace, limit_key) when all are the jobs table's defaults, as for
+#: most new jobs: such a row is written by ``insert_job_plain``, which binds only its first
+#: ``PLAIN_COLUMNS`` values and leaves these to the table (fewer values bound and copied).
+PLAIN_TAIL: tuple[Any, ...] = (0, 0, "{}", None, None, None, None)
+PLAIN_COLUMNS = 13
+
+
 def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
     """The ``insert_job`` arguments for each job; its place in line is the run_at it is given.
 

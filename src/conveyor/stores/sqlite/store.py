@@ -247,7 +247,7 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         return [found[i] for i in ids if i in found]
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        where, args = filter_clause(query)
+        where, args = filter_clause(query, listing=True)
         if query.before is not None:
             where.append(_Q["list_before"])
             args.append(query.before)
