@@ -156,7 +156,7 @@ def test_a_kept_claim_statement_is_the_one_compiled_afresh_and_its_parameters_a_
     worker_path._CLAIMS.clear()
     fresh = store._claim_statement(*args)
     assert kept == fresh and kept[1]["limit"] == 3
-    assert fresh[1]["job_types"] == ["s", "t"] and fresh[1]["queues"] == ["a", "b"]
+    assert fresh[1]["job_types"].values == ("s", "t") and fresh[1]["queues"].values == ("a", "b")
     other = store._claim_statement("w2", ["a"], ["t"], 1, 30.0)
     assert (other[1]["worker_id"], other[1]["limit"]) == ("w2", 1)
 

@@ -42,7 +42,7 @@ from conveyor.stores.postgres.common import QUERIES, Conn, Row
 from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.listener import WorkListener
-from conveyor.stores.postgres.rows import decode_rows, row_to_job
+from conveyor.stores.postgres.rows import KnownColumns, TextArray, decode_rows, row_to_job
 from conveyor.stores.postgres.statements import apply_params, brief_change
 
 _Q = QUERIES
@@ -51,10 +51,22 @@ T = TypeVar("T")
 #: ``_claim_statement``); a process's workers make a few (one per number of free slots).
 _CLAIMS: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 _CLAIMS_KEPT = 256
+#: The row factory of each statement of the worker path (see ``KnownColumns``).
+_COLUMNS: dict[str, KnownColumns] = {}
 #: The two change statements, returning whole rows (the caller reads them) or brief ones.
 _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
                       False: (brief_change(_Q["apply_change"]),
                               brief_change(_Q["apply_change_batch"]))}
+
+
+def _columns(statement: str) -> KnownColumns:
+    """The statement's row factory, its column names kept from one transaction to the next."""
+    found = _COLUMNS.get(statement)
+    if found is None:
+        if len(_COLUMNS) >= _CLAIMS_KEPT:
+            _COLUMNS.clear()  # many shapes of batch in one process: start again
+        found = _COLUMNS[statement] = KnownColumns()
+    return found
 
 
 class _Refused(Exception):
@@ -181,11 +193,11 @@ class PostgresWorkerPath:
                 # others (one change, the claim) turn generic by themselves after five runs
                 conn.execute(_Q["generic_plans"])
             for members, statement, params in statements:
-                cursor = conn.cursor(row_factory=dict_row)
+                cursor = conn.cursor(row_factory=_columns(statement))
                 cursor.execute(statement, apply_params(params, None, self._settings),
                                binary=True)
                 cursors.append((members, cursor))
-            claimer = conn.cursor(row_factory=dict_row)
+            claimer = conn.cursor(row_factory=_columns(claim[0]) if claim else dict_row)
             if claim is not None:
                 claimer.execute(*claim, binary=True)
         moved: dict[int, Row] = {}
@@ -246,8 +258,9 @@ class PostgresWorkerPath:
             statement, params = compile_claim(query or _Q["claim"],
                                               ClaimStart(worker_id, lease_seconds),
                                               bool(queues))
-            params.update({"job_types": sorted(set(job_types)),
-                           "queues": sorted(set(queues)), "limit": limit,
+            # the lists encoded once (TextArray): each of the worker's claims sends them
+            params.update({"job_types": TextArray(sorted(set(job_types))),
+                           "queues": TextArray(sorted(set(queues))), "limit": limit,
                            "worker_id": worker_id,
                            "start_action": CLAIM_ACTIONS[JobState.PENDING],
                            "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
