@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -156,7 +157,7 @@ def test_a_kept_claim_statement_is_the_one_compiled_afresh_and_its_parameters_a_
     worker_path._CLAIMS.clear()
     fresh = store._claim_statement(*args)
     assert kept == fresh and kept[1]["limit"] == 3
-    assert fresh[1]["job_types"] == ["s", "t"] and fresh[1]["queues"] == ["a", "b"]
+    assert fresh[1]["job_types"].values == ("s", "t") and fresh[1]["queues"].values == ("a", "b")
     other = store._claim_statement("w2", ["a"], ["t"], 1, 30.0)
     assert (other[1]["worker_id"], other[1]["limit"]) == ("w2", 1)
 
@@ -276,3 +277,31 @@ def test_a_schema_of_version_8_migrates_and_its_jobs_are_announced_once_watched(
     finally:
         with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_kept_cursors_serve_later_transactions_and_a_statement_twice_in_one(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    from conveyor.stores.postgres.worker_path import PostgresWorkerPath
+
+    schema = stores[0].schema
+    store = PostgresStore(pg_test_url(), schema=schema, max_size=1)  # one connection
+    try:
+        for round_ in range(3):
+            first, second = _running(store, 2, job_type=f"r{round_}")
+            widened = transitions.complete(second, "b", "w")
+            widened = replace(widened, when=widened.when | {S.PAUSED})  # a shape of its own
+            changes = [transitions.complete(first, "a", "w"), widened]
+            # two shapes, one statement text: two statements of the same text in one pipeline
+            statements = PostgresWorkerPath._finish_statements(store, changes)
+            assert len(statements) == 2 and statements[0][1] == statements[1][1]
+            (waiting,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()),
+                                                   job_type=f"n{round_}", params={})])
+            done, claimed = store.finish_and_claim(changes, "w", queues=[],
+                                                   job_types=[f"n{round_}"], limit=1,
+                                                   lease_seconds=60)
+            assert done == [store.get_job(first.job_id), store.get_job(second.job_id)]
+            assert [(j.result, j.state) for j in done if isinstance(j, Job)] == [
+                ("a", S.COMPLETED), ("b", S.COMPLETED)]
+            assert claimed == [store.get_job(waiting.id)]
+    finally:
+        store.close()

@@ -7,15 +7,19 @@ import logging
 import struct
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
-from psycopg.adapt import Loader
-from psycopg.pq import Format
+from psycopg.adapt import Dumper, Loader
+from psycopg.pq import ExecStatus, Format
+from psycopg.rows import RowMaker, dict_row
 from psycopg.types.datetime import TimestamptzLoader
 
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
+
+if TYPE_CHECKING:
+    from psycopg._cursor_base import BaseCursor
 
 _INT64_LIMIT = 2**63
 log = logging.getLogger("conveyor.store")
@@ -25,6 +29,8 @@ _MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
 _MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC)
 _EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 _unpack_int8 = struct.Struct("!q").unpack
+_TEXT_OID = 25
+_TEXT_ARRAY_OID = 1009
 
 
 class LenientTimestamptz(TimestamptzLoader):
@@ -55,9 +61,83 @@ class LenientTimestamptzBinary(Loader):
             return _MIN_TIME if micros < 0 else _MAX_TIME
 
 
+class TextArray:
+    """A ``text[]`` parameter encoded once, in PostgreSQL's binary array format.
+
+    The worker path sends the same few lists in every transaction (the stop states in each
+    change, a worker's job types and queues in each claim); psycopg would inspect and encode
+    such a list again for each statement (a list dumper per new cursor), several times the
+    cost of sending these bytes as they are (:class:`TextArrayDumper`)."""
+
+    __slots__ = ("data", "values")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self.values = tuple(values)
+        items = [value.encode("utf-8") for value in self.values]
+        # header: dimensions, has-nulls flag, element type; then (length, lower bound)
+        # per dimension and (length, bytes) per element; an empty array has no dimension
+        head = struct.pack("!iiI", 1 if items else 0, 0, _TEXT_OID)
+        if items:
+            head += struct.pack("!ii", len(items), 1)
+        self.data = head + b"".join(struct.pack("!i", len(item)) + item for item in items)
+
+    def __repr__(self) -> str:
+        return f"TextArray({list(self.values)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TextArray) and other.values == self.values
+
+    def __hash__(self) -> int:
+        return hash(self.values)
+
+
+class TextArrayDumper(Dumper):
+    """Sends a :class:`TextArray`'s bytes as they are, typed ``text[]``."""
+
+    format = Format.BINARY
+    oid = _TEXT_ARRAY_OID
+
+    def dump(self, obj: Any) -> bytes:
+        return cast(bytes, obj.data)
+
+
+class KnownColumns:
+    """A ``dict_row`` for one statement whose results always have the same columns: their
+    names are decoded from the first result and kept, rather than decoded again for each
+    result (``dict_row`` reads and decodes every name of every result, ~37 for a job row).
+    A result of another width, or whose last column has another name (the schema changed
+    under a running process), is read afresh and becomes the kept one."""
+
+    __slots__ = ("_last", "_names", "_width")
+
+    def __init__(self) -> None:
+        self._names: list[str] | None = None
+        self._width = -1
+        self._last = b""
+
+    def __call__(self, cursor: BaseCursor[Any, Any]) -> RowMaker[dict[str, Any]]:
+        res = cursor.pgresult
+        if res is None or res.status != ExecStatus.TUPLES_OK or res.nfields == 0:
+            return dict_row(cursor)
+        width = res.nfields
+        last = res.fname(width - 1) or b""
+        names = self._names
+        if names is None or width != self._width or last != self._last:
+            encoding = cursor.connection.info.encoding
+            names = [(res.fname(i) or b"").decode(encoding) for i in range(width)]
+            self._names, self._width, self._last = names, width, last
+
+        def known_row(values: Any) -> dict[str, Any]:
+            return dict(zip(names, values))  # noqa: B905 - the width was checked above
+
+        return known_row
+
+
 def register_loaders(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """The store's adapters on each of its connections: lenient times, pre-encoded arrays."""
     conn.adapters.register_loader("timestamptz", LenientTimestamptz)
     conn.adapters.register_loader("timestamptz", LenientTimestamptzBinary)
+    conn.adapters.register_dumper(TextArray, TextArrayDumper)
 
 
 def decode_rows(rows: Iterable[Mapping[str, Any]]) -> list[Job]:

@@ -20,12 +20,13 @@ from conveyor.model import Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, inserted_job
 from conveyor.stores.postgres.changes import aware
 from conveyor.stores.postgres.config import PgSettings
-from conveyor.stores.postgres.rows import utc
+from conveyor.stores.postgres.rows import TextArray, utc
 
 _NO_PROGRESS = JobProgress()
 #: The states a job stops in, announced on the stop channel (what Conveyor.wait waits for).
-STOPS = sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,
-                                 JobState.PAUSED))
+#: Encoded once (:class:`~.rows.TextArray`): every change statement sends it.
+STOPS = TextArray(sorted(s.value for s in (JobState.COMPLETED, JobState.FAILED,
+                                           JobState.CANCELLED, JobState.PAUSED)))
 
 
 def _backoffs(jobs: Sequence[NewJob]) -> list[str]:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
-from psycopg.rows import dict_row
 
 from conveyor.changes import (
     CLAIM_ACTIONS,
@@ -42,7 +41,7 @@ from conveyor.stores.postgres.common import QUERIES, Conn, Row
 from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.listener import WorkListener
-from conveyor.stores.postgres.rows import decode_rows, row_to_job
+from conveyor.stores.postgres.rows import KnownColumns, TextArray, decode_rows, row_to_job
 from conveyor.stores.postgres.statements import apply_params, brief_change
 
 _Q = QUERIES
@@ -51,10 +50,51 @@ T = TypeVar("T")
 #: ``_claim_statement``); a process's workers make a few (one per number of free slots).
 _CLAIMS: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 _CLAIMS_KEPT = 256
+#: The row factory of each statement of the worker path (see ``KnownColumns``).
+_COLUMNS: dict[str, KnownColumns] = {}
+_CURSORS_KEPT = 16
 #: The two change statements, returning whole rows (the caller reads them) or brief ones.
 _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
                       False: (brief_change(_Q["apply_change"]),
                               brief_change(_Q["apply_change_batch"]))}
+
+
+def _columns(statement: str) -> KnownColumns:
+    """The statement's row factory, its column names kept from one transaction to the next."""
+    found = _COLUMNS.get(statement)
+    if found is None:
+        if len(_COLUMNS) >= _CLAIMS_KEPT:
+            _COLUMNS.clear()  # many shapes of batch in one process: start again
+        found = _COLUMNS[statement] = KnownColumns()
+    return found
+
+
+def _kept_cursors(conn: Conn) -> dict[str, psycopg.Cursor[Row]]:
+    """The connection's cursors for the pipeline's statements, kept on the connection (and
+    gone with it), one per statement: a cursor executing the same statement object again
+    keeps its adaptation state (psycopg's Transformer and the dumpers it chose) instead of
+    building a cursor and a Transformer for every statement of every transaction."""
+    kept: dict[str, psycopg.Cursor[Row]] | None = getattr(conn, "_conveyor_cursors", None)
+    if kept is None or len(kept) >= _CURSORS_KEPT:
+        for cursor in (kept or {}).values():
+            cursor.close()
+        kept = {}
+        setattr(conn, "_conveyor_cursors", kept)  # noqa: B010 - not a psycopg attribute
+    return kept
+
+
+def _cursor(conn: Conn, kept: dict[str, psycopg.Cursor[Row]], used: set[str],
+            statement: str) -> psycopg.Cursor[Row]:
+    """A cursor for one statement of this pipeline: the kept one, unless this pipeline uses
+    it already (two changes compiled to the same statement; a cursor holds one result), then
+    a new one, left to the garbage collector."""
+    if statement in used:
+        return conn.cursor(row_factory=_columns(statement))
+    used.add(statement)
+    cursor = kept.get(statement)
+    if cursor is None or cursor.closed:
+        cursor = kept[statement] = conn.cursor(row_factory=_columns(statement))
+    return cursor
 
 
 class _Refused(Exception):
@@ -180,21 +220,20 @@ class PostgresWorkerPath:
                 # a batch statement: its plan for this transaction (see queries.sql); the
                 # others (one change, the claim) turn generic by themselves after five runs
                 conn.execute(_Q["generic_plans"])
+            kept, used = _kept_cursors(conn), set[str]()
             for members, statement, params in statements:
-                cursor = conn.cursor(row_factory=dict_row)
+                cursor = _cursor(conn, kept, used, statement)
                 cursor.execute(statement, apply_params(params, None, self._settings),
                                binary=True)
                 cursors.append((members, cursor))
-            claimer = conn.cursor(row_factory=dict_row)
             if claim is not None:
+                claimer = _cursor(conn, kept, used, claim[0])
                 claimer.execute(*claim, binary=True)
         moved: dict[int, Row] = {}
         for members, cursor in cursors:
             for row in cursor.fetchall():  # no row for a job: refused, nothing written
                 moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
-            cursor.close()
         claimed = claimer.fetchall() if claim is not None else []
-        claimer.close()
         if wakes:
             if moved:
                 conn.execute(_Q["notify"], {"channel": self._settings.channel})
@@ -246,8 +285,9 @@ class PostgresWorkerPath:
             statement, params = compile_claim(query or _Q["claim"],
                                               ClaimStart(worker_id, lease_seconds),
                                               bool(queues))
-            params.update({"job_types": sorted(set(job_types)),
-                           "queues": sorted(set(queues)), "limit": limit,
+            # the lists encoded once (TextArray): each of the worker's claims sends them
+            params.update({"job_types": TextArray(sorted(set(job_types))),
+                           "queues": TextArray(sorted(set(queues))), "limit": limit,
                            "worker_id": worker_id,
                            "start_action": CLAIM_ACTIONS[JobState.PENDING],
                            "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
