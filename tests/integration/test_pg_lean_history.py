@@ -22,26 +22,9 @@ from conveyor.lifecycle import JobState
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 from tests.conftest import pg_test_url
+from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
-
-
-def _store(schema: str, version: int | None = None,
-           monkeypatch: pytest.MonkeyPatch | None = None) -> PostgresStore:
-    from conveyor.stores.postgres import store as store_module
-
-    if version is None:
-        store = PostgresStore(pg_test_url(), schema=schema)
-        store.migrate()
-        return store
-    assert monkeypatch is not None
-    with monkeypatch.context() as patched:
-        patched.setattr(store_module, "_MIGRATIONS",
-                        [m for m in store_module._MIGRATIONS if m[0] <= version])
-        patched.setattr(store_module, "LATEST_VERSION", version)
-        store = PostgresStore(pg_test_url(), schema=schema)
-        store.migrate()
-        return store
 
 
 @pytest.fixture

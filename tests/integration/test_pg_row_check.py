@@ -17,8 +17,8 @@ from psycopg import sql
 from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.stores.base import NewJob
-from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
+from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
 
@@ -49,24 +49,6 @@ ALLOWED = {
     "policy run": "on_dependency_failure = 'run'",
     "no attempts left": "max_attempts = 0",
 }
-
-
-def _store(schema: str, version: int | None = None,
-           monkeypatch: pytest.MonkeyPatch | None = None) -> PostgresStore:
-    from conveyor.stores.postgres import store as store_module
-
-    if version is None:
-        store = PostgresStore(pg_test_url(), schema=schema)
-        store.migrate()
-        return store
-    assert monkeypatch is not None
-    with monkeypatch.context() as patched:
-        patched.setattr(store_module, "_MIGRATIONS",
-                        [m for m in store_module._MIGRATIONS if m[0] <= version])
-        patched.setattr(store_module, "LATEST_VERSION", version)
-        store = PostgresStore(pg_test_url(), schema=schema)
-        store.migrate()
-        return store
 
 
 @pytest.fixture
