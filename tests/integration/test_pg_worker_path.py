@@ -154,7 +154,7 @@ def test_a_kept_claim_statement_is_the_one_compiled_afresh_and_its_parameters_a_
     first = store._claim_statement(*args)
     first[1]["limit"] = 99  # a caller changing its copy changes nothing kept
     kept = store._claim_statement(*args)
-    worker_path._CLAIMS.clear()
+    worker_path._compiled_claim.cache_clear()
     fresh = store._claim_statement(*args)
     assert kept == fresh and kept[1]["limit"] == 3
     assert fresh[1]["job_types"].values == ("s", "t") and fresh[1]["queues"].values == ("a", "b")

@@ -11,6 +11,7 @@ claim takes ``FOR UPDATE SKIP LOCKED`` rows, falling back to the limited claim (
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
@@ -46,12 +47,6 @@ from conveyor.stores.postgres.statements import apply_params, brief_change
 
 _Q = QUERIES
 T = TypeVar("T")
-#: Claim statements with their parameters, by what they were built from (see
-#: ``_claim_statement``); a process's workers make a few (one per number of free slots).
-_CLAIMS: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
-_CLAIMS_KEPT = 256
-#: The row factory of each statement of the worker path (see ``KnownColumns``).
-_COLUMNS: dict[str, KnownColumns] = {}
 _CURSORS_KEPT = 16
 #: The two change statements, returning whole rows (the caller reads them) or brief ones.
 _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
@@ -59,14 +54,26 @@ _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
                               brief_change(_Q["apply_change_batch"]))}
 
 
+@functools.lru_cache(maxsize=256)
 def _columns(statement: str) -> KnownColumns:
     """The statement's row factory, its column names kept from one transaction to the next."""
-    found = _COLUMNS.get(statement)
-    if found is None:
-        if len(_COLUMNS) >= _CLAIMS_KEPT:
-            _COLUMNS.clear()  # many shapes of batch in one process: start again
-        found = _COLUMNS[statement] = KnownColumns()
-    return found
+    return KnownColumns()
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_claim(query: str, worker_id: str, queues: tuple[str, ...],
+                    job_types: tuple[str, ...], limit: int, lease_seconds: float
+                    ) -> tuple[str, dict[str, Any]]:
+    """A claim statement and its parameters, kept: the same for every claim of a worker with
+    the same free slots (a process's workers make a few, one per number of free slots)."""
+    statement, params = compile_claim(query, ClaimStart(worker_id, lease_seconds), bool(queues))
+    # the lists encoded once (TextArray): each of the worker's claims sends them
+    params.update({"job_types": TextArray(sorted(set(job_types))),
+                   "queues": TextArray(sorted(set(queues))), "limit": limit,
+                   "worker_id": worker_id,
+                   "start_action": CLAIM_ACTIONS[JobState.PENDING],
+                   "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
+    return statement, params
 
 
 def _kept_cursors(conn: Conn) -> dict[str, psycopg.Cursor[Row]]:
@@ -276,25 +283,11 @@ class PostgresWorkerPath:
     def _claim_statement(self: _Store, worker_id: str, queues: Sequence[str],
                          job_types: Sequence[str], limit: int, lease_seconds: float,
                          query: str | None = None) -> tuple[str, dict[str, Any]]:
-        """The claim statement and its parameters (a copy the caller may change): the same
-        for every claim of a worker with the same free slots, so built once and kept
-        (:data:`_CLAIMS`) rather than compiled again for each of its transactions."""
-        key = (query, worker_id, tuple(queues), tuple(job_types), limit, lease_seconds)
-        found = _CLAIMS.get(key)
-        if found is None:
-            statement, params = compile_claim(query or _Q["claim"],
-                                              ClaimStart(worker_id, lease_seconds),
-                                              bool(queues))
-            # the lists encoded once (TextArray): each of the worker's claims sends them
-            params.update({"job_types": TextArray(sorted(set(job_types))),
-                           "queues": TextArray(sorted(set(queues))), "limit": limit,
-                           "worker_id": worker_id,
-                           "start_action": CLAIM_ACTIONS[JobState.PENDING],
-                           "resume_action": CLAIM_ACTIONS[JobState.PAUSED]})
-            if len(_CLAIMS) >= _CLAIMS_KEPT:
-                _CLAIMS.clear()  # many workers or shapes in one process: start again
-            _CLAIMS[key] = found = (statement, params)
-        return found[0], dict(found[1])
+        """The claim statement and its parameters (a copy the caller may change), built once
+        and kept (:func:`_compiled_claim`) rather than compiled again for each transaction."""
+        statement, params = _compiled_claim(query or _Q["claim"], worker_id, tuple(queues),
+                                            tuple(job_types), limit, lease_seconds)
+        return statement, dict(params)
 
     def heartbeat(self: _Store, leases: Sequence[Lease], lease_seconds: float
                   ) -> dict[str, Signals]:
