@@ -293,8 +293,7 @@ class Worker:
                 if free > 0:
                     claimed = self._finish_and_claim(types, free)
                 if burst and not claimed and self.active == 0 and not self._work_left(types):
-                    completer.loop_takes(False)
-                    return
+                    return  # run() hands what gathers back to the completer's thread
                 backoff = 0.0
             except StoreError as exc:
                 backoff = min(30.0, max(0.5, backoff * 2))
