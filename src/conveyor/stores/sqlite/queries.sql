@@ -130,6 +130,21 @@ UPDATE jobs SET {sets} WHERE {where} RETURNING *;
 -- columns of jobs only, for the jobs that matched.
 UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *;
 
+-- name: apply_change_landed
+-- apply_change for a caller that needs only whether the change landed, not the job: the
+-- columns of its history row and has_dependents (a job with dependents is read in full after
+-- it, by select_changed). A row of all ~37 columns costs SQLite and Python a value each.
+UPDATE jobs SET {sets} WHERE {where} RETURNING seq, id, state, attempt, has_dependents;
+
+-- name: apply_change_batch_landed
+-- apply_change_batch returning what apply_change_landed returns.
+UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where}
+RETURNING seq, id, state, attempt, has_dependents;
+
+-- name: select_changed
+-- A job just changed in this transaction, read back in full by its seq (apply_change_landed).
+SELECT * FROM jobs WHERE seq = ?;
+
 -- name: claim_candidates
 -- The claim's candidates in one statement: resumable jobs (source 'paused'), then pending ones,
 -- each branch walking its partial index in claim order and stopping at its LIMIT. job_types:
