@@ -16,6 +16,7 @@ make reuse safe where a thread per job did not need them:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import queue
 import threading
@@ -64,6 +65,33 @@ class Latch:
             self._open.release()
             return True
         return False
+
+
+class Signal:
+    """A flag that any thread sets and one thread waits for and takes: a worker's "a slot
+    freed", set by each slot's end and taken by the worker's loop.
+
+    What the loop needs of a :class:`threading.Event` (wait, then clear) for a fraction of
+    its cost, paid for every job: Event.set takes the Event's Condition and notifies under
+    it, and every Event.wait makes a lock of its own for the waiter. Here the flag is one
+    lock, released while set; :meth:`take` acquires it, so waking and clearing are one step
+    (and a set landing between an Event's wait and its clear is not lost).
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = threading.Lock()
+        self._set.acquire()  # held: not set
+
+    def set(self) -> None:
+        if self._set.locked():
+            with contextlib.suppress(RuntimeError):  # another thread set it first: it is set
+                self._set.release()
+
+    def take(self, timeout: float) -> bool:
+        """Whether the flag was set within ``timeout`` seconds; it is clear again after."""
+        return self._set.acquire(timeout=timeout)
 
 
 @dataclass
