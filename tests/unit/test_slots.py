@@ -222,8 +222,11 @@ def test_a_signal_wakes_its_waiter_and_survives_racing_setters() -> None:
     woke: list[bool] = []
     waiter = threading.Thread(target=lambda: woke.append(signal.take(WAIT)))
     waiter.start()
-    setters = [threading.Thread(target=lambda: [signal.set() for _ in range(200)])
-               for _ in range(4)]
+    def set_often() -> None:
+        for _ in range(200):
+            signal.set()
+
+    setters = [threading.Thread(target=set_often) for _ in range(4)]
     for setter in setters:
         setter.start()
     for thread in (waiter, *setters):
