@@ -250,3 +250,21 @@ def test_changes_differing_in_plain_values_only_share_a_shape_and_markers_do_not
     marked = replace(plain, values={"run_at": DbNow(5.0)})
     assert shape_key(plain) != shape_key(marked)
     assert shape_key(plain) != shape_key(replace(plain, values={"priority": 1}))
+
+
+@pytest.mark.parametrize("source", [S.PENDING, S.PAUSED])
+def test_a_claims_change_built_once_compiles_as_one_built_for_its_first_job(
+        source: JobState) -> None:
+    """The SQLite claim keeps its change per worker (its id is never bound): the statement
+    and arguments are those of the change built for the claim's first job."""
+    from conveyor.stores.sqlite.worker_path import _claim_change
+
+    start = ClaimStart("w", 30.0)
+    kept = _claim_change(start, source)
+    assert kept is _claim_change(ClaimStart("w", 30.0), source)
+    for ids in (["a"], ["a", "b", "c"]):
+        fresh = start.change(ids[0], source, FreshToken())
+        assert (sqlite_changes.compile_claim(_Q["apply_change"], kept, ids, 5.0)
+                == sqlite_changes.compile_claim(_Q["apply_change"], fresh, ids, 5.0))
+        assert (kept.action, kept.actor, kept.reason) == (fresh.action, fresh.actor,
+                                                          fresh.reason)

@@ -64,6 +64,14 @@ def _history_columns(keys: tuple[str, ...]) -> tuple[int, int, int, int]:
     return keys.index("seq"), keys.index("id"), keys.index("state"), keys.index("attempt")
 
 
+@functools.lru_cache(maxsize=64)
+def _claim_change(start: ClaimStart, source: JobState) -> Change:
+    """What a claim writes on each job it takes from ``source``, built once per worker (the
+    same at every claim but for the jobs' ids, which :func:`compile_claim` puts in its
+    statement: the change's own id, empty here, is never bound)."""
+    return start.change("", source, FreshToken())
+
+
 def _lenient(row: sqlite3.Row) -> Job:
     """A changed row read back as a job, however it was stored (see ``row_to_job``)."""
     return row_to_job(row, lenient=True)
@@ -260,7 +268,7 @@ class SQLiteWorkerPath:
                 continue
             # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
             # claimed rows themselves, no read back); the write lock keeps them as picked
-            change = start.change(ids[0], source, FreshToken())
+            change = _claim_change(start, source)
             statement, args = compile_claim(_Q["apply_change"], change, ids, now)
             claimed = conn.execute(statement, args).fetchall()
             if not claimed:
