@@ -156,7 +156,9 @@ SELECT * FROM jobs WHERE seq = ?;
 -- queue is looked up per candidate (the primary key of queue_states): NOT IN (SELECT ...)
 -- would build a temporary B-tree of the paused queues at every claim.
 -- limited: whether any limit is set (flow_limits holds a row); only then does the claim read
--- the limits (limits.py). A claim that finds no candidate has nothing to limit.
+-- the limits (limits.py). A claim that finds no candidate has nothing to limit. The columns
+-- are read by position (worker_path._candidates): source, id, paused_at, priority, line_at,
+-- seq, limited.
 SELECT * FROM (
     SELECT 'paused' AS source, id, paused_at, 0 AS priority, 0 AS line_at, 0 AS seq,
            EXISTS (SELECT 1 FROM flow_limits) AS limited

@@ -299,13 +299,15 @@ class SQLiteWorkerPath:
         pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
         limited = False
         for qargs in scopes:
-            for r in conn.execute(statement,
-                                  [*qargs, *types, limit, *qargs, now, *types, limit]):
-                limited = limited or bool(r["limited"])
-                if r["source"] == "paused":
-                    resumable.append((r["paused_at"], r["id"]))
+            # by position, in claim_candidates' column order: sqlite3.Row finds a name by a
+            # linear scan, six of them per candidate
+            for source, job_id, paused_at, priority, line_at, seq, limits_set in conn.execute(
+                    statement, [*qargs, *types, limit, *qargs, now, *types, limit]):
+                limited = limited or bool(limits_set)
+                if source == "paused":
+                    resumable.append((paused_at, job_id))
                 else:
-                    pending.append((-r["priority"], r["line_at"], r["seq"], r["id"]))
+                    pending.append((-priority, line_at, seq, job_id))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
         return picked[:limit], limited
