@@ -132,6 +132,31 @@ def test_a_batch_without_rows_gives_landed_except_for_jobs_with_dependents(store
     assert store.get_job(lost.id).state is S.RUNNING
 
 
+def test_a_batch_without_rows_mixes_lone_and_multi_source_changes(store: Store) -> None:
+    """``landed_rows=False`` beside a change allowed from several states (read first, its own
+    statement) and a lone completion of a job with dependents (one statement of its shape):
+    each lands, each leaves its own history row, and the dependent's upstream comes back
+    whole, as the plain path gives it."""
+    app = Conveyor(store=store)
+    app.job("t")(lambda ctx: None)
+    upstream, other = app.enqueue("t"), app.enqueue("t")
+    app.enqueue("t", depends_on=[upstream.id])
+    claimed = {job.id: job for job in store.claim("w", queues=[], job_types=["t"], limit=2,
+                                                 lease_seconds=30)}
+    ask = transitions.request(other.id, "pause_requested", True,
+                              frozenset({S.PENDING, S.RUNNING}), "op", "asked")
+    done_up = transitions.complete(lease_of(claimed[upstream.id]), {"up": 1}, "w")
+    done, _ = store.finish_and_claim([ask, done_up], "w", queues=[], job_types=[], limit=0,
+                                     lease_seconds=30, landed_rows=False)
+    assert done[0] is Landed.LANDED
+    assert isinstance(done[1], Job) and done[1] == store.get_job(upstream.id)
+    assert (done[1].state, done[1].result) == (S.COMPLETED, {"up": 1})
+    assert [h.action for h in store.history(other.id)] == ["create", "start", "request_pause"]
+    assert [(h.action, h.from_state) for h in store.history(upstream.id)][-1] == (
+        "complete", S.RUNNING)
+    assert store.get_job(other.id).pause_requested
+
+
 @pytest.mark.parametrize("subscribed", [False, True])
 def test_a_worker_batch_reads_rows_only_for_subscribers_and_dependents(
         store: Store, subscribed: bool) -> None:

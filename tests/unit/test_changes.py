@@ -182,8 +182,22 @@ def _changes_of_every_kind() -> list[Change]:
             ClaimStart("w", 30.0 * n).change(f"job-{n}", S.PAUSED, FreshToken()),
             replace(_forged(), values={"attempt": Increment(n), "priority": n},
                     due=True, unless_flag="cancel_requested"),
+            # a completion's plain values of every type a caller may give (one shape)
+            replace(transitions.complete(lease, [n, "x"], "w"), values={
+                **transitions.complete(lease, None, "w").values,
+                "result": [n, "x"], "cancel_requested": n == 1, "pause_requested": n,
+                "worker_id": _When(2030, 1, n, tzinfo=UTC), "lease_token": f"t{n}",
+                "lease_expires_at": _Later(n)}),  # a marker's subclass is the marker
         ]
     return made
+
+
+class _Later(DbNow):
+    """A marker's subclass: compiled as the marker."""
+
+
+class _When(datetime):
+    """A datetime's subclass: bound as a datetime."""
 
 
 def _uncached(change: Change, now: float, json_values: dict[str, Any]
@@ -199,7 +213,12 @@ def test_sqlite_shapes_compiled_once_give_what_compiling_each_change_gives() -> 
             json_values = {c: sqlite_changes.encode_json(c, v) for c, v in change.values.items()
                            if c in JSON_COLUMNS}
             for given in (json_values, {}):
-                assert change_shape(change, now, given) == _uncached(change, now, given)
+                shaped = change_shape(change, now, given)
+                assert shaped == _uncached(change, now, given)
+                # equal as bound: 0 for False, not False (sqlite3 binds both alike, but the
+                # compiled arguments are what the plain compiler gives, type and all)
+                assert ([type(arg) for arg in shaped[1]]
+                        == [type(arg) for arg in _uncached(change, now, given)[1]])
             shape, args = _uncached(change, now, {})
             assert compile_change("{sets} | {where}", change, now) == (
                 f"{shape[0]} | {shape[1]}", args)
@@ -231,3 +250,21 @@ def test_changes_differing_in_plain_values_only_share_a_shape_and_markers_do_not
     marked = replace(plain, values={"run_at": DbNow(5.0)})
     assert shape_key(plain) != shape_key(marked)
     assert shape_key(plain) != shape_key(replace(plain, values={"priority": 1}))
+
+
+@pytest.mark.parametrize("source", [S.PENDING, S.PAUSED])
+def test_a_claims_change_built_once_compiles_as_one_built_for_its_first_job(
+        source: JobState) -> None:
+    """The SQLite claim keeps its change per worker (its id is never bound): the statement
+    and arguments are those of the change built for the claim's first job."""
+    from conveyor.stores.sqlite.worker_path import _claim_change
+
+    start = ClaimStart("w", 30.0)
+    kept = _claim_change(start, source)
+    assert kept is _claim_change(ClaimStart("w", 30.0), source)
+    for ids in (["a"], ["a", "b", "c"]):
+        fresh = start.change(ids[0], source, FreshToken())
+        assert (sqlite_changes.compile_claim(_Q["apply_change"], kept, ids, 5.0)
+                == sqlite_changes.compile_claim(_Q["apply_change"], fresh, ids, 5.0))
+        assert (kept.action, kept.actor, kept.reason) == (fresh.action, fresh.actor,
+                                                          fresh.reason)

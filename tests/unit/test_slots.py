@@ -18,6 +18,7 @@ from conveyor.model import Job, JobProgress
 from conveyor.stores.base import Signals
 from conveyor.worker.slots import (
     Latch,
+    Signal,
     Slot,
     SlotPool,
     enter_user_code,
@@ -206,3 +207,30 @@ def test_a_latch_is_set_once_and_wakes_every_waiter() -> None:
         waiter.join(WAIT)
     assert woke == [True, True, True]
     assert latch.is_set() and latch.wait(0) and latch.wait()
+
+
+def test_a_signal_is_taken_once_however_often_it_was_set() -> None:
+    signal = Signal()
+    assert not signal.take(0.01)
+    signal.set()
+    signal.set()  # set twice before it was taken: still one flag
+    assert signal.take(0) and not signal.take(0.01)
+
+
+def test_a_signal_wakes_its_waiter_and_survives_racing_setters() -> None:
+    signal = Signal()
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(signal.take(WAIT)))
+    waiter.start()
+    def set_often() -> None:
+        for _ in range(200):
+            signal.set()
+
+    setters = [threading.Thread(target=set_often) for _ in range(4)]
+    for setter in setters:
+        setter.start()
+    for thread in (waiter, *setters):
+        thread.join(WAIT)
+    assert woke == [True]
+    signal.take(0)  # set or not after the race, it is clear after a take
+    assert not signal.take(0)

@@ -66,6 +66,36 @@ class Latch:
         return False
 
 
+class Signal:
+    """A flag that any thread sets and one thread waits for and takes: a worker's "a slot
+    freed", set by each slot's end and taken by the worker's loop.
+
+    What the loop needs of a :class:`threading.Event` (wait, then clear) for a fraction of
+    its cost, paid for every job: Event.set takes the Event's Condition and notifies under
+    it, and every Event.wait makes a lock of its own for the waiter. Here the flag is one
+    lock, released while set; :meth:`take` acquires it, so waking and clearing are one step
+    (and a set landing between an Event's wait and its clear is not lost).
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = threading.Lock()
+        self._set.acquire()  # held: not set
+
+    def set(self) -> None:
+        if self._set.locked():
+            # not contextlib.suppress: building one costs more than the rest of this call
+            try:  # noqa: SIM105
+                self._set.release()
+            except RuntimeError:  # another thread set it first: it is set
+                pass
+
+    def take(self, timeout: float) -> bool:
+        """Whether the flag was set within ``timeout`` seconds; it is clear again after."""
+        return self._set.acquire(timeout=timeout)
+
+
 @dataclass
 class Slot:
     """One claimed run: its execution, the thread running it, and its limits."""

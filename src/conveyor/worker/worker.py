@@ -58,7 +58,7 @@ from conveyor.worker.completer import MAX_BATCH, Completer
 from conveyor.worker.executor import OutcomeKind, execute, record_failure
 from conveyor.worker.processes import ProcessRunner, check_options
 from conveyor.worker.reaper import reap
-from conveyor.worker.slots import Slot, SlotPool, interrupt
+from conveyor.worker.slots import Signal, Slot, SlotPool, interrupt
 from conveyor.worker.upkeep import Presence, run_retention
 
 #: The old name of :class:`Slot` (tests build slots by hand).
@@ -180,7 +180,7 @@ class Worker:
         self._slots: dict[str, Slot] = {}
         self._pool = SlotPool(concurrency, self._run_slot, self._slot_done)
         self._slots_lock = threading.Lock()
-        self._slot_freed = threading.Event()
+        self._slot_freed = Signal()
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -308,8 +308,7 @@ class Worker:
             for slot in [self._slot_for(job) for job in claimed]:
                 self._pool.submit(slot)
             if claimed and len(claimed) == free:
-                self._slot_freed.wait(self.poll_interval)
-                self._slot_freed.clear()
+                self._slot_freed.take(self.poll_interval)
                 self._gather_free_slots()
             elif not claimed:
                 self._wait_for_work(burst)
@@ -341,9 +340,8 @@ class Worker:
         deadline = time.monotonic() + CLAIM_GATHER
         while self.active and not self._stopping.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or not self._slot_freed.wait(left):
+            if left <= 0 or not self._slot_freed.take(left):
                 return
-            self._slot_freed.clear()
 
     def _work_left(self, types: list[str]) -> bool:
         """In burst mode: is any job of ours still waiting (e.g. for a retry's backoff)?
@@ -365,8 +363,7 @@ class Worker:
 
     def _wait_for_work(self, burst: bool = False) -> None:
         if self.active >= self.concurrency or (burst and self.active):
-            self._slot_freed.wait(self.poll_interval)
-            self._slot_freed.clear()
+            self._slot_freed.take(self.poll_interval)
         else:
             # a slot freeing does not end this wait: its completion is the completer's to write
             self._completer.loop_takes(False)

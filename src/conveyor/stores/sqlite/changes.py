@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -129,13 +129,40 @@ def single_statement(template: str, shape: tuple[str, str]) -> str:
     return template.format(sets=shape[0], where=shape[1])
 
 
+class _Json:
+    """How a plain value of a JSON column is given: encoded (:func:`_arguments`)."""
+
+
+class _Plain:
+    """How any other plain value is given: as the database takes it (:data:`_AS_STORED`)."""
+
+
+class _AsStored(dict[type, Callable[[Any], Any] | None]):
+    """How a plain value of each type is bound, as :func:`set_clause` binds it: a bool as
+    0 or 1, an aware datetime as its epoch, anything else as it is (None here). Found once
+    per type, as :data:`conveyor.changes._MARKER_OF_TYPE` finds markers: a worker binds a
+    handful of plain values per job, and one lookup each beats two ``isinstance`` tests."""
+
+    def __missing__(self, kind: type) -> Callable[[Any], Any] | None:
+        found: Callable[[Any], Any] | None = (int if issubclass(kind, bool)
+                                              else epoch if issubclass(kind, datetime)
+                                              else None)
+        self[kind] = found
+        return found
+
+
+_AS_STORED = _AsStored()
+
+
 class _Shape(NamedTuple):
     """What every change of one structure shares: its SET and WHERE text, and where each of
     its arguments comes from (:func:`_arguments`)."""
 
     sql: tuple[str, str]
-    to_state: str | None
-    columns: tuple[tuple[str, type | None], ...]  # each value's column and marker class
+    head: tuple[str, ...]  # the target state, if the change moves the job
+    #: each value's column and how it is given: its marker class, _Json or _Plain (decided
+    #: once per shape, so :func:`_arguments` tests each value once, not down a chain)
+    columns: tuple[tuple[str, type], ...]
     states: tuple[str, ...]
     lease: bool
     now_guards: int  # guards comparing with now (lease_expired, due, pause_expired)
@@ -157,8 +184,9 @@ def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) ->
     where, _ = _guards(change, now)
     found = _Shape(
         (", ".join(sets), " AND ".join(where)),
-        None if change.to_state is None else change.to_state.value,
-        tuple([(column, marker_kind(value)) for column, value in change.values.items()]),
+        () if change.to_state is None else (change.to_state.value,),
+        tuple([(column, marker_kind(value) or (_Json if column in JSON_COLUMNS else _Plain))
+               for column, value in change.values.items()]),
         tuple(sorted(s.value for s in change.when)), change.lease is not None,
         sum((change.lease_expired, change.due, change.pause_expired)))
     if len(_SHAPES) >= _MAX_SHAPES:
@@ -169,23 +197,20 @@ def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) ->
 
 def _arguments(shape: _Shape, change: Change, now: float,
                json_values: Mapping[str, str | None]) -> list[Any]:
-    """``change``'s arguments in the placeholder order of its shape (as :func:`_assignments`
-    and :func:`_guards` give them)."""
-    args: list[Any] = [now]
-    if shape.to_state is not None:
-        args.append(shape.to_state)
+    """``change``'s arguments in the placeholder order of its shape: the ones
+    :func:`_assignments` and :func:`_guards` give (the tests hold them equal), made without
+    their SQL text, for every change a worker writes."""
+    args: list[Any] = [now, *shape.head]
     values = change.values
     for column, kind in shape.columns:
         value = values[column]
-        if kind is None:
-            if column in json_values:
-                value = json_values[column]
-            elif column in JSON_COLUMNS:
-                value = encode_json(column, value)
-            elif isinstance(value, bool):
-                value = int(value)
-            elif isinstance(value, datetime):
-                value = epoch(value)
+        if kind is _Plain:
+            convert = _AS_STORED[type(value)]
+            if convert is not None:
+                value = convert(value)
+        elif kind is _Json:
+            value = (json_values[column] if column in json_values
+                     else encode_json(column, value))
         elif kind is DbNow:
             value = now + value.offset
         elif kind is FirstTime:

@@ -130,6 +130,21 @@ UPDATE jobs SET {sets} WHERE {where} RETURNING *;
 -- columns of jobs only, for the jobs that matched.
 UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *;
 
+-- name: apply_change_landed
+-- apply_change for a caller that needs only whether the change landed, not the job: the
+-- columns of its history row and has_dependents (a job with dependents is read in full after
+-- it, by select_changed). A row of all ~37 columns costs SQLite and Python a value each.
+UPDATE jobs SET {sets} WHERE {where} RETURNING seq, id, state, attempt, has_dependents;
+
+-- name: apply_change_batch_landed
+-- apply_change_batch returning what apply_change_landed returns.
+UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where}
+RETURNING seq, id, state, attempt, has_dependents;
+
+-- name: select_changed
+-- A job just changed in this transaction, read back in full by its seq (apply_change_landed).
+SELECT * FROM jobs WHERE seq = ?;
+
 -- name: claim_candidates
 -- The claim's candidates in one statement: resumable jobs (source 'paused'), then pending ones,
 -- each branch walking its partial index in claim order and stopping at its LIMIT. job_types:
@@ -141,7 +156,9 @@ UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *
 -- queue is looked up per candidate (the primary key of queue_states): NOT IN (SELECT ...)
 -- would build a temporary B-tree of the paused queues at every claim.
 -- limited: whether any limit is set (flow_limits holds a row); only then does the claim read
--- the limits (limits.py). A claim that finds no candidate has nothing to limit.
+-- the limits (limits.py). A claim that finds no candidate has nothing to limit. The columns
+-- are read by position (worker_path._candidates): source, id, paused_at, priority, line_at,
+-- seq, limited.
 SELECT * FROM (
     SELECT 'paused' AS source, id, paused_at, 0 AS priority, 0 AS line_at, 0 AS seq,
            EXISTS (SELECT 1 FROM flow_limits) AS limited

@@ -64,6 +64,14 @@ def _history_columns(keys: tuple[str, ...]) -> tuple[int, int, int, int]:
     return keys.index("seq"), keys.index("id"), keys.index("state"), keys.index("attempt")
 
 
+@functools.lru_cache(maxsize=64)
+def _claim_change(start: ClaimStart, source: JobState) -> Change:
+    """What a claim writes on each job it takes from ``source``, built once per worker (the
+    same at every claim but for the jobs' ids, which :func:`compile_claim` puts in its
+    statement: the change's own id, empty here, is never bound)."""
+    return start.change("", source, FreshToken())
+
+
 def _lenient(row: sqlite3.Row) -> Job:
     """A changed row read back as a job, however it was stored (see ``row_to_job``)."""
     return row_to_job(row, lenient=True)
@@ -87,7 +95,8 @@ class _Store(Protocol):
                    json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None: ...
     def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
                      encoded: Sequence[dict[str, str | None]],
-                     history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]: ...
+                     history: list[tuple[Any, ...]], *,
+                     whole_rows: bool = True) -> list[sqlite3.Row | None]: ...
     def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
                   job_types: Sequence[str], limit: int, now: float,
                   history: list[tuple[Any, ...]]) -> list[sqlite3.Row]: ...
@@ -153,13 +162,22 @@ class SQLiteWorkerPath:
 
     def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
                      encoded: Sequence[dict[str, str | None]],
-                     history: list[tuple[Any, ...]]) -> list[sqlite3.Row | None]:
+                     history: list[tuple[Any, ...]], *,
+                     whole_rows: bool = True) -> list[sqlite3.Row | None]:
         """Each change's row (None: refused), changes of one shape written by one statement
         (a worker's completions mostly share one): each row still fenced by its own guards.
         The history rows of those from one known state (all but changes allowed from
         several, which read theirs first and write it at once), in the order of ``changes``,
         are added to ``history`` (``insert_history_seq`` arguments) for the caller to write
-        in this transaction, with the claim's: one statement."""
+        in this transaction, with the claim's: one statement.
+
+        ``whole_rows`` False (nobody reads the rows but :func:`~conveyor.stores.base.landed`):
+        a landed change's row holds only its history's columns and ``has_dependents``
+        (``apply_change_landed``), except a job with dependents, read in full after its
+        write. A worker's completion then costs a fifth of the columns to return and convert.
+        """
+        single, batched = (("apply_change", "apply_change_batch") if whole_rows
+                           else ("apply_change_landed", "apply_change_batch_landed"))
         shapes: dict[tuple[str, str], list[int]] = {}
         args: list[list[Any]] = []
         for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
@@ -172,12 +190,12 @@ class SQLiteWorkerPath:
         for shape, group in shapes.items():
             if len(group) == 1:  # the plain statement; its history row joins the others'
                 n = group[0]
-                statement = single_statement(_Q["apply_change"], shape)
+                statement = single_statement(_Q[single], shape)
                 done[n] = conn.execute(statement, args[n]).fetchone()
                 continue
             for start in range(0, len(group), _BATCH_ROWS):
                 part = group[start:start + _BATCH_ROWS]
-                statement, flat = compile_batch(_Q["apply_change_batch"], shape,
+                statement, flat = compile_batch(_Q[batched], shape,
                                                 [args[n] for n in part])
                 found = conn.execute(statement, flat).fetchall()
                 at = _history_columns(tuple(found[0].keys()))[1] if found else 0
@@ -186,7 +204,9 @@ class SQLiteWorkerPath:
                     done[n] = landed.get(changes[n].job_id)
         for n in sorted(alone):
             done[n] = self._apply_one(conn, changes[n], now, encoded[n])
-        first = next((row for row in done if row is not None), None)
+        # the rows of the shaped statements share one column layout (alone's may not)
+        first = next((row for n, row in enumerate(done) if row is not None and n not in alone),
+                     None)
         if first is None:
             return done
         seq, _, state, attempt = _history_columns(tuple(first.keys()))
@@ -195,6 +215,10 @@ class SQLiteWorkerPath:
              row[state], row[attempt], change.actor, change.reason)
             for n, (change, row) in enumerate(zip(changes, done, strict=True))
             if row is not None and n not in alone)
+        if not whole_rows:  # as the change left it: this transaction still holds the lock
+            for n, row in enumerate(done):
+                if row is not None and n not in alone and row["has_dependents"]:
+                    done[n] = conn.execute(_Q["select_changed"], (row[seq],)).fetchone()
         return done
 
     # -- workers ---------------------------------------------------------------------------------
@@ -215,7 +239,8 @@ class SQLiteWorkerPath:
         history: list[tuple[Any, ...]] = []  # the batch's and the claim's: one statement
         with self._write() as conn:
             now = self._clock()
-            done = self._apply_batch(conn, finish, now, encoded, history)
+            done = self._apply_batch(conn, finish, now, encoded, history,
+                                     whole_rows=landed_rows)
             rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
                                    job_types, limit, now, history)
                     if limit > 0 and job_types else [])
@@ -243,7 +268,7 @@ class SQLiteWorkerPath:
                 continue
             # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
             # claimed rows themselves, no read back); the write lock keeps them as picked
-            change = start.change(ids[0], source, FreshToken())
+            change = _claim_change(start, source)
             statement, args = compile_claim(_Q["apply_change"], change, ids, now)
             claimed = conn.execute(statement, args).fetchall()
             if not claimed:
@@ -274,13 +299,15 @@ class SQLiteWorkerPath:
         pending: list[tuple[int, float, int, str]] = []  # (-priority, line_at, seq, id)
         limited = False
         for qargs in scopes:
-            for r in conn.execute(statement,
-                                  [*qargs, *types, limit, *qargs, now, *types, limit]):
-                limited = limited or bool(r["limited"])
-                if r["source"] == "paused":
-                    resumable.append((r["paused_at"], r["id"]))
+            # by position, in claim_candidates' column order: sqlite3.Row finds a name by a
+            # linear scan, six of them per candidate
+            for source, job_id, paused_at, priority, line_at, seq, limits_set in conn.execute(
+                    statement, [*qargs, *types, limit, *qargs, now, *types, limit]):
+                limited = limited or bool(limits_set)
+                if source == "paused":
+                    resumable.append((paused_at, job_id))
                 else:
-                    pending.append((-r["priority"], r["line_at"], r["seq"], r["id"]))
+                    pending.append((-priority, line_at, seq, job_id))
         picked = [(job_id, JobState.PAUSED) for _, job_id in sorted(resumable)]
         picked += [(row[3], JobState.PENDING) for row in sorted(pending)]
         return picked[:limit], limited
