@@ -126,3 +126,18 @@ def test_new_job_fields_are_in_the_order_new_job_passes_them() -> None:
         "pause_timeout", "backoff", "requeued_from", "progress", "delay", "params_json",
         "unique_key", "on_conflict", "trace", "limit_key", "depends_on",
         "on_dependency_failure", "backoff_json"]
+
+
+def test_the_async_client_writes_the_same_job(app: Conveyor) -> None:
+    import asyncio
+
+    from conveyor import AsyncConveyor
+
+    async def scenario() -> str:
+        async with AsyncConveyor(app) as client:
+            job = await client.enqueue("typed", {"tenant": "t7", "n": 1}, actor="someone",
+                                       **OPTIONS)
+            return job.id
+
+    sync = app.enqueue("typed", {"tenant": "t7", "n": 1}, actor="someone", **OPTIONS)
+    assert _row(app, asyncio.run(scenario())) == _row(app, sync.id)
