@@ -51,6 +51,16 @@ log = logging.getLogger("conveyor.store")
 #: Connections inherited through fork() by a child: never used or closed there (the parent's
 #: thread may have held SQLite's mutex at the fork), and never freed, which would close them.
 _INHERITED: list[sqlite3.Connection] = []
+#: This process's id, kept current by a fork hook: ``os.getpid()`` is a system call, and
+#: :meth:`Checkpointer.committed` asks for it after every commit of the store.
+_pid = [os.getpid()]
+
+
+def _forked_child() -> None:
+    _pid[0] = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked_child)
 
 
 class Checkpointer:
@@ -82,7 +92,7 @@ class Checkpointer:
     def committed(self) -> None:
         """Note a commit: wakes the thread at the first commit after a pass, and at the
         ``BATCH_COMMITS``-th. Cheap: a lock nobody else holds for long, and a counter."""
-        if self._pid != os.getpid():
+        if self._pid != _pid[0]:
             self._forked()
         with self._cond:
             if self._stopped:

@@ -48,32 +48,41 @@ class SQLiteInserts:
     def insert_jobs(self: _Store, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
         rows = new_job_rows(jobs, now)  # encoded before the write lock
+        if len(jobs) == 1:  # one enqueue: plain statements, no executemany set-up
+            new, row = jobs[0], rows[0]
+            if new.unique_key is not None or new.depends_on:
+                return self._insert_keyed(jobs, rows, new_history_rows(jobs, now, actor))
+            with self._write() as conn:
+                # a job whose last columns are all defaults (most) leaves them to the table
+                if row[PLAIN_COLUMNS:] == PLAIN_TAIL:
+                    conn.execute(_Q["insert_job_plain"], row[:PLAIN_COLUMNS])
+                else:
+                    conn.execute(_Q["insert_job"], row)
+                conn.execute(_Q["insert_created_last"], (new.id, now, actor))
+            self.notify_work()
+            created = ts(now)
+            assert created is not None
+            return [inserted_job(new, created,
+                                 created if row[6] == now else ts(row[6]) or created)]
         if any(new.unique_key is not None or new.depends_on for new in jobs):
             return self._insert_keyed(jobs, rows, new_history_rows(jobs, now, actor))
         # jobs whose last columns are all defaults (most) leave them to the table
         plain = all(row[PLAIN_COLUMNS:] == PLAIN_TAIL for row in rows)
         with self._write() as conn:
-            if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
-                if plain:
-                    conn.execute(_Q["insert_job_plain"], rows[0][:PLAIN_COLUMNS])
-                else:
-                    conn.execute(_Q["insert_job"], rows[0])
-                conn.execute(_Q["insert_created_last"], (rows[0][0], now, actor))
+            (last,) = conn.execute(_Q["last_seq"]).fetchone()
+            if plain:
+                conn.executemany(_Q["insert_job_plain"], [row[:PLAIN_COLUMNS] for row in rows])
             else:
-                (last,) = conn.execute(_Q["last_seq"]).fetchone()
-                if plain:
-                    conn.executemany(_Q["insert_job_plain"], [row[:PLAIN_COLUMNS] for row in rows])
-                else:
-                    conn.executemany(_Q["insert_job"], rows)
-                # the batch's jobs are those past the last seq (the write lock is held), each
-                # with its create row, written by one statement: its values are the same
-                # for every job but the job's own
-                written = conn.execute(_Q["insert_created_after"],
-                                       (now, actor, last or 0)).rowcount
-                if written != len(rows):  # pragma: no cover - only past seq 2**63 - 1,
-                    # where SQLite picks rowids at random: refused, rolled back
-                    raise StoreError(f"SQLite store {self.url}: {written} create rows for "
-                                     f"{len(rows)} jobs")
+                conn.executemany(_Q["insert_job"], rows)
+            # the batch's jobs are those past the last seq (the write lock is held), each
+            # with its create row, written by one statement: its values are the same
+            # for every job but the job's own
+            written = conn.execute(_Q["insert_created_after"],
+                                   (now, actor, last or 0)).rowcount
+            if written != len(rows):  # pragma: no cover - only past seq 2**63 - 1,
+                # where SQLite picks rowids at random: refused, rolled back
+                raise StoreError(f"SQLite store {self.url}: {written} create rows for "
+                                 f"{len(rows)} jobs")
         self.notify_work()
         created = ts(now)
         assert created is not None

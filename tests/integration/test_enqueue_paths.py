@@ -1,0 +1,143 @@
+"""Every way in gives the same job: ``enqueue()`` (one job: its own path in the SQLite store)
+and ``enqueue_many()`` (a batch: executemany and one INSERT ... SELECT of the create rows),
+with every option given or none, write the same job row and the same history.
+
+``Conveyor._new_job`` takes its options positionally from both (and builds the NewJob
+positionally): a slip in the order would store one option as another, which these
+comparisons of whole rows catch."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from conveyor import Backoff, Conveyor, EnqueueRequest
+from conveyor.context import JobContext
+from conveyor.stores.base import NewJob
+
+_RUN_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+#: Every option enqueue() takes besides unique keys and dependencies, each unlike its default.
+OPTIONS: dict[str, Any] = {
+    "queue": "q1", "priority": -7, "run_at": _RUN_AT, "max_attempts": 9, "timeout": 12.5,
+    "pause_timeout": 321.0, "backoff": Backoff(base=3.0, factor=4.0, max_delay=500.0,
+                                               jitter=0.25),
+    "on_dependency_failure": "run",
+}
+# the store's clocks and a job's own identity differ between any two enqueues
+_OWN = ("seq", "id", "created_at", "updated_at")
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[Conveyor]:
+    app = Conveyor(db_url)
+
+    @app.job("plain")
+    def plain(ctx: JobContext, n: int = 0) -> None:
+        return None
+
+    @app.job("typed", queue="tq", priority=4, max_attempts=6, timeout=8.0, pause_timeout=90.0,
+             backoff=Backoff(base=2.0), max_running=3, limit_key="tenant:{tenant}")
+    def typed(ctx: JobContext, tenant: str, n: int = 0) -> None:
+        return None
+
+    yield app
+    app.close()
+
+
+def _row(app: Conveyor, job_id: str) -> dict[str, Any]:
+    with sqlite3.connect(app.store.path) as conn:  # type: ignore[attr-defined]
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        history = [dict(h) for h in conn.execute(
+            "SELECT * FROM job_history WHERE job_id = ? ORDER BY id", (job_id,))]
+    for entry in history:
+        assert entry.pop("job_seq") == row["seq"] and entry.pop("at") == row["created_at"]
+        assert entry.pop("job_id") == job_id
+        entry.pop("id")
+    row["history"] = history
+    if row["run_at"] == row["created_at"]:  # "now": the store's clock at the insert
+        row["run_at"] = row["line_at"] = "now"
+    return {k: v for k, v in row.items() if k not in _OWN}
+
+
+CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("plain", {}, {}),
+    ("plain", {"n": 3}, OPTIONS),
+    ("typed", {"tenant": "t7"}, {}),
+    ("typed", {"tenant": "t7", "n": 1}, OPTIONS),
+]
+
+
+@pytest.mark.parametrize(("job_type", "params", "options"), CASES,
+                         ids=["plain", "plain-options", "typed", "typed-options"])
+def test_enqueue_and_enqueue_many_write_the_same_job(app: Conveyor, job_type: str,
+                                                     params: dict[str, Any],
+                                                     options: dict[str, Any]) -> None:
+    one = app.enqueue(job_type, params, actor="someone", **options)
+    batch = app.enqueue_many([EnqueueRequest(job_type, params, **options)] * 3,
+                             actor="someone")
+    rows = [_row(app, job.id) for job in (one, *batch)]
+    assert all(row == rows[0] for row in rows[1:])
+    row = rows[0]
+    assert row["history"] == [{"action": "create", "from_state": None, "to_state": "pending",
+                               "attempt": 0, "actor": "someone", "reason": ""}]
+    # each option landed in its own column (a swap of two would show here)
+    spec = app.job_type(job_type).options
+    assert row["queue"] == options.get("queue", spec.queue)
+    assert row["priority"] == options.get("priority", spec.priority)
+    assert row["max_attempts"] == options.get("max_attempts", spec.max_attempts)
+    assert row["timeout"] == options.get("timeout", spec.timeout)
+    assert row["pause_timeout"] == options.get("pause_timeout", spec.pause_timeout)
+    backoff = options.get("backoff", spec.backoff)
+    assert app.get(one.id).backoff == backoff.to_dict()
+    assert row["run_at"] == (_RUN_AT.timestamp() if "run_at" in options else "now")
+    assert row["limit_key"] == ("tenant:t7" if job_type == "typed" else None)
+    # the policy is stored only for a job with dependencies (none here)
+    assert row["on_dependency_failure"] == "cancel"
+    for job in (one, *batch):  # the returned job is the stored one
+        assert job == app.get(job.id)
+
+
+def test_a_delay_and_a_unique_key_take_their_paths_alike(app: Conveyor) -> None:
+    one = app.enqueue("plain", delay=60.0)
+    (many,) = app.enqueue_many([EnqueueRequest("plain", delay=60.0)])
+    for job in (one, many):
+        assert job.run_at - job.created_at == timedelta(seconds=60)
+        assert job == app.get(job.id)
+    keyed = app.enqueue("plain", unique_key="k1", **OPTIONS)
+    (again,) = app.enqueue_many([EnqueueRequest("plain", unique_key="k1")])
+    assert again.existing and again.id == keyed.id
+    (other,) = app.enqueue_many([EnqueueRequest("plain", unique_key="k2", **OPTIONS)])
+    mine, theirs = _row(app, keyed.id), _row(app, other.id)
+    assert mine.pop("unique_key") == "k1" and theirs.pop("unique_key") == "k2"
+    assert mine == theirs
+
+
+def test_new_job_fields_are_in_the_order_new_job_passes_them() -> None:
+    """``Conveyor._new_job`` builds its NewJob positionally, in this order."""
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(NewJob)] == [
+        "id", "job_type", "params", "queue", "priority", "max_attempts", "run_at", "timeout",
+        "pause_timeout", "backoff", "requeued_from", "progress", "delay", "params_json",
+        "unique_key", "on_conflict", "trace", "limit_key", "depends_on",
+        "on_dependency_failure", "backoff_json"]
+
+
+def test_the_async_client_writes_the_same_job(app: Conveyor) -> None:
+    import asyncio
+
+    from conveyor import AsyncConveyor
+
+    async def scenario() -> str:
+        async with AsyncConveyor(app) as client:
+            job = await client.enqueue("typed", {"tenant": "t7", "n": 1}, actor="someone",
+                                       **OPTIONS)
+            return job.id
+
+    sync = app.enqueue("typed", {"tenant": "t7", "n": 1}, actor="someone", **OPTIONS)
+    assert _row(app, asyncio.run(scenario())) == _row(app, sync.id)
