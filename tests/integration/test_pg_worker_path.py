@@ -428,3 +428,23 @@ def test_a_folded_claim_locks_no_job_while_its_change_waits_for_its_row(
     (done, claimed), = out
     assert [job.state for job in done if isinstance(job, Job)] == [S.COMPLETED]
     assert claimed == [store.get_job(waiting.id)]
+
+
+def test_claim_alone_runs_on_the_kept_cursor_and_gives_the_jobs_any_read_gives(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """A claim with nothing to finish (claim()) uses the connection's kept cursor for its
+    statement, as the pipeline does; its jobs read as get_job reads them, call after call."""
+    store = PostgresStore(pg_test_url(), schema=stores[0].schema, max_size=1)
+    try:
+        _waiting(store, "t", [0, 1, 0, 1, 0, 1])
+        for expected in ([1], [1, 1], [0, 0], [0], []):
+            claimed = store.claim("w", queues=[], job_types=["t"], limit=len(expected) or 1,
+                                  lease_seconds=60)
+            assert [job.priority for job in claimed] == expected
+            assert claimed == [store.get_job(job.id) for job in claimed]
+            assert all(job.state is S.RUNNING for job in claimed)
+        statement = store._claim_statement("w", [], ["t"], 1, 60.0)[0]
+        kept = store._run("kept", lambda conn: dict(getattr(conn, "_conveyor_cursors", {})))
+        assert statement in kept
+    finally:
+        store.close()

@@ -176,6 +176,15 @@ def _change_then_claim(conn: Conn, change: tuple[list[int], str, dict[str, Any]]
     return moved, claimed
 
 
+def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]:
+    """One worker statement on its own (a claim with nothing to finish), on the connection's
+    kept cursor for it, rows in binary: what the pipeline's statements get, rather than a new
+    cursor, ``dict_row`` and composed query for each call."""
+    cursor = _cursor(conn, _kept_cursors(conn), set(), statement)
+    cursor.execute(statement, params, binary=True)
+    return cursor.fetchall()
+
+
 class _Refused(Exception):
     """A change matched no row: unwinds the transaction, then becomes ChangeRefused."""
 
@@ -354,7 +363,7 @@ class PostgresWorkerPath:
             return []
         statement, params = self._claim_statement(worker_id, queues, job_types, limit,
                                                   lease_seconds)
-        rows = self._run("claim jobs", lambda c: _fetch(c, statement, params, binary=True))
+        rows = self._run("claim jobs", lambda c: _kept_fetch(c, statement, params))
         if not rows:  # the gate: limits apply (see limits.py)
             rows = self._claim_limited(worker_id, queues, job_types, limit, lease_seconds)
         return decode_rows(rows)
