@@ -360,10 +360,15 @@ def test_one_change_and_its_claim_as_one_statement_give_what_the_pipeline_gives(
             assert store.get_job(row["id"]) == row_to_job(row)
             assert [h.action for h in store.history(row["id"])] == ["create", "start"]
     (pipe_moved, pipe_claimed), (fold_moved, fold_claimed) = results
-    assert fold_moved[0].keys() == pipe_moved[0].keys()
-    assert ({k: v for k, v in fold_moved[0].items() if k not in _OWN | {"result"}}
+    # folded, both kinds of row have both kinds' columns (the other kind's NULL)
+    picks = {"pick_rank", "pick_priority", "pick_at"}
+    assert fold_moved[0].keys() - picks == pipe_moved[0].keys()
+    assert all(fold_moved[0][name] is None for name in picks)
+    assert ({k: v for k, v in fold_moved[0].items() if k not in _OWN | {"result"} | picks}
             == {k: v for k, v in pipe_moved[0].items() if k not in _OWN | {"result"}})
-    assert [row.keys() for row in fold_claimed] == [row.keys() for row in pipe_claimed]
+    assert [row.keys() - {"moved_at"} for row in fold_claimed] == [
+        row.keys() for row in pipe_claimed]
+    assert all(row["moved_at"] is None for row in fold_claimed)
     assert ([{k: v for k, v in row.items() if k not in _OWN} for row in fold_claimed]
             == [{k: v for k, v in row.items() if k not in _OWN} for row in pipe_claimed])
     assert [row["priority"] for row in fold_claimed] == [2, 2, 1]  # the claim's order
@@ -448,3 +453,46 @@ def test_claim_alone_runs_on_the_kept_cursor_and_gives_the_jobs_any_read_gives(
         assert statement in kept
     finally:
         store.close()
+
+
+def test_heartbeats_and_progress_on_kept_cursors_renew_only_held_leases_call_after_call(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """heartbeat() and save_progress() run on the connection's kept cursors: each call still
+    renews (or saves) only what its lease holds, a lost lease among held ones included."""
+    from conveyor.errors import LeaseLost
+
+    store = PostgresStore(pg_test_url(), schema=stores[0].schema, max_size=1)
+    try:
+        held, other = _running(store, 2)
+        lost = Lease(other.job_id, "stale", other.attempt)
+        for step in range(1, 4):
+            signals = store.heartbeat([held, lost], 60.0)
+            assert list(signals) == [held.token] and signals[held.token].renewed
+            store.save_progress(held, JobProgress(step, 3))
+            assert store.get_job(held.job_id).progress.current_step == step
+            with pytest.raises(LeaseLost):
+                store.save_progress(lost, JobProgress(step, 3), checkpoint=True)
+            assert store.get_job(other.job_id).progress.current_step == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("landed_rows", [True, False])
+def test_a_folded_completion_of_a_job_with_dependents_gives_its_row_and_releases_them(
+        stores: tuple[PostgresStore, PostgresStore], landed_rows: bool) -> None:
+    """Folded with the claim, a completed job with dependents still comes back whole (brief
+    rows or not), and its dependent is released for the next claim."""
+    store, _ = stores
+    (upstream,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={})])
+    (later,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={},
+                                         depends_on=(upstream.id,))])
+    (claimed,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=60)
+    assert claimed.id == upstream.id and claimed.has_dependents
+    done, _ = store.finish_and_claim(
+        [transitions.complete(_lease(claimed), {"r": 1}, "w")], "w", queues=[],
+        job_types=["t"], limit=1, lease_seconds=60, landed_rows=landed_rows)
+    assert done == [store.get_job(upstream.id)]
+    assert isinstance(done[0], Job) and done[0].state is S.COMPLETED
+    assert store.get_job(later.id).waiting_on == 0
+    assert [job.id for job in store.claim("w", queues=[], job_types=["t"], limit=1,
+                                          lease_seconds=60)] == [later.id]

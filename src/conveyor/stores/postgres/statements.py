@@ -114,8 +114,8 @@ def brief_change(apply_change: str) -> str:
     return head.replace(_CHANGED_ROW, _BRIEF_ROW.format(numbered=numbered)) + _BRIEF_END
 
 
-#: The column that parts a :func:`change_then_claim` row: true for a claimed job (its row
-#: right of it), false for the change's (left of it); the other side is all NULL.
+#: The column that parts a :func:`change_then_claim` row: NULL in a claimed job's row, the
+#: job's id in the change's row.
 FOLD_MARK = "conveyor_part"
 #: The order a claim gives its jobs in; a folded claim's rows are put in it by the client.
 CLAIM_ORDER = "pick_rank, pick_priority DESC, pick_at, seq"
@@ -129,6 +129,11 @@ _CLAIM_GATE = "WHERE NOT EXISTS (SELECT 1 FROM flow_limits"
 _AFTER_CHANGE = ("WHERE (SELECT count(*) FROM changed) >= 0 AND "
                  + _CLAIM_GATE.removeprefix("WHERE "))
 _CHANGE_FROM = " FROM changed"
+#: What the claim's UPDATE returns; folded, a NULL ``moved_at`` goes between, so that its
+#: rows and the change's (``jobs.*, old_state, moved_at``) line up column for column.
+_STARTED_ROW = "RETURNING jobs.*, picked.source AS old_state, picked.pick_rank"
+_STARTED_ROW_FOLDED = ("RETURNING jobs.*, picked.source AS old_state, "
+                       "NULL::timestamptz AS moved_at, picked.pick_rank")
 _CLAIM_END = "SELECT * FROM started ORDER BY " + CLAIM_ORDER
 
 
@@ -156,16 +161,20 @@ def claim_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def change_then_claim(change: str, claim: str) -> str:
-    """One statement doing what a worker's pipeline of one change statement (one job's, or
-    a batch's, as compiled) then its claim does: the change's CTEs, then the claim's, and
-    the rows of both in one result, parted by :data:`FOLD_MARK` (a change's row left of it,
-    a claimed job's right of it, the other side NULL). The claimed jobs come in no order:
-    the caller puts them in :data:`CLAIM_ORDER` (a sort here made every row as wide as
-    both sides together, which cost the server more than the statement it saved).
+    """One statement doing what a worker's pipeline of one job's change statement (as
+    compiled, whole or brief rows) then its claim does: the change's CTEs, then the claim's,
+    and the rows of both in one result, of one width: the claimed jobs' rows (``started.*``,
+    with a NULL ``moved_at``), then the change's row (``changed.*`` or brief ``whole.*``,
+    with NULL picks) whose job id, dependents flag and ``unannounced`` come last, in
+    :data:`FOLD_MARK` and the two columns after it (all NULL in a claimed job's row). The
+    claimed jobs come in no order: the caller puts them in :data:`CLAIM_ORDER`. Rows as
+    narrow as the two statements' own: a result as wide as both side by side (a full join)
+    cost the server's executor more set-up than the second statement it saved.
 
-    Why: a transaction of two statements in a pipeline cost the client about 100 us more
-    than one statement (pipeline mode, two results, a sync), and the server a second
-    statement's start, portal and end, for a worker of one slot on every job.
+    Why: a transaction of two statements in a pipeline cost the client about 100k
+    instructions more than one statement (pipeline mode, two results, a sync), and the
+    server a second statement's messages, start, portal and end, for every job of a worker
+    of one slot.
 
     The same rules hold as for the two statements. The change is a compare-and-set: a
     refused one writes nothing (no row, no history) and the claim lands all the same; one
@@ -187,11 +196,19 @@ def change_then_claim(change: str, claim: str) -> str:
     if claim_final != _CLAIM_END:
         raise AssertionError("the claim statement no longer ends with " + _CLAIM_END)
     columns, found, sources = change_final.partition(_CHANGE_FROM)
-    if not found or _CHANGE_FROM in sources or sources[:1] not in ("", " "):
-        raise AssertionError("the change statement no longer ends with " + _CHANGE_FROM)
+    whole, _, rest = columns.removeprefix("SELECT ").partition(", ")
+    notify = rest[rest.find("CASE "):]
+    if (not found or _CHANGE_FROM in sources or sources[:1] not in ("", " ")
+            or whole not in ("changed.*", "whole.*") or not notify.endswith(" AS unannounced")
+            or claim_ctes.count(_STARTED_ROW) != 1 or "batch_n" in change_ctes):
+        raise AssertionError("the change or claim statement no longer has its expected parts")
+    claim_ctes = claim_ctes.replace(_STARTED_ROW, _STARTED_ROW_FOLDED)
     return (f"{change_ctes}), {claim_ctes.removeprefix('WITH ')}) "
-            f"{columns}, changed.id IS NULL AS {FOLD_MARK}, started.* "
-            f"FROM {f'(changed{sources})' if sources else 'changed'} FULL JOIN started ON false")
+            f"SELECT started.*, NULL::text AS {FOLD_MARK}, NULL::boolean AS {FOLD_MARK}_deps, "
+            f"NULL::boolean AS {FOLD_MARK}_unannounced FROM started UNION ALL "
+            f"SELECT {whole}, NULL::integer, NULL::integer, NULL::timestamptz, changed.id, "
+            f"changed.has_dependents, {notify.removesuffix(' AS unannounced')} "
+            f"FROM changed{sources}")
 
 
 def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:

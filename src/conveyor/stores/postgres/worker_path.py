@@ -84,15 +84,15 @@ def _compiled_claim(query: str, worker_id: str, queues: tuple[str, ...],
 
 class _PartedColumns:
     """The row factory of a :func:`change_then_claim` statement: each row becomes
-    ``(False, the change's row)`` or ``(True, a claimed job's row)``, as its
-    :data:`FOLD_MARK` says; the column names are
-    kept as :class:`KnownColumns` keeps them (a result of another shape is read afresh)."""
+    ``(True, a claimed job's row)`` or ``(False, the change's row)``, as its
+    :data:`FOLD_MARK` says; the column names are kept as :class:`KnownColumns` keeps them
+    (a result of another shape is read afresh)."""
 
     __slots__ = ("_key", "_parts")
 
     def __init__(self) -> None:
         self._key: tuple[int, bytes] = (-1, b"")
-        self._parts: tuple[int, list[str], list[str]] = (0, [], [])
+        self._parts: tuple[int, list[str]] = (0, [])
 
     def __call__(self, cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Any]:
         res = cursor.pgresult
@@ -103,13 +103,17 @@ class _PartedColumns:
             encoding = cursor.connection.info.encoding
             names = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
             mark = names.index(FOLD_MARK)
-            self._key, self._parts = key, (mark, names[:mark], names[mark + 1:])
-        mark, left, right = self._parts
+            self._key, self._parts = key, (mark, names[:mark])
+        mark, names = self._parts
 
         def parted_row(values: Sequence[Any]) -> tuple[bool, Row]:
-            if values[mark]:  # a claimed job
-                return True, dict(zip(right, values[mark + 1:]))  # noqa: B905 - width checked
-            return False, dict(zip(left, values[:mark]))  # noqa: B905 - width checked
+            row = dict(zip(names, values[:mark]))  # noqa: B905 - width checked
+            if values[mark] is None:  # a claimed job
+                return True, row
+            # the change's row: whole (or, brief, NULL but for a job with dependents), its
+            # job's id and whether it has dependents, and whether its stop was announced
+            row["id"], row["has_dependents"], row["unannounced"] = values[mark:mark + 3]
+            return False, row
 
         return parted_row
 
@@ -168,8 +172,8 @@ def _change_then_claim(conn: Conn, change: tuple[list[int], str, dict[str, Any]]
     for claims, row in cast(list[tuple[bool, Row]], cursor.fetchall()):
         if claims:
             claimed.append(row)
-        else:  # no row for a job: refused, nothing written
-            moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+        else:  # no row for the job: refused, nothing written
+            moved[members[0]] = row
     if len(claimed) > 1:  # CLAIM_ORDER, which the statement leaves to us
         claimed.sort(key=lambda r: (r["pick_rank"], -r["pick_priority"], r["pick_at"],
                                     r["seq"]))
@@ -177,9 +181,9 @@ def _change_then_claim(conn: Conn, change: tuple[list[int], str, dict[str, Any]]
 
 
 def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]:
-    """One worker statement on its own (a claim with nothing to finish), on the connection's
-    kept cursor for it, rows in binary: what the pipeline's statements get, rather than a new
-    cursor, ``dict_row`` and composed query for each call."""
+    """One worker statement on its own (a claim with nothing to finish, a heartbeat, a save of
+    progress), on the connection's kept cursor for it, rows in binary: what the pipeline's
+    statements get, rather than a new cursor, ``dict_row`` and composed query for each call."""
     cursor = _cursor(conn, _kept_cursors(conn), set(), statement)
     cursor.execute(statement, params, binary=True)
     return cursor.fetchall()
@@ -387,7 +391,8 @@ class PostgresWorkerPath:
                   "attempts": [lease.attempt for lease in ordered],
                   "lease_seconds": float(lease_seconds)}
         # lease-fenced and idempotent: safe to repeat on a fresh connection
-        rows = self._run("heartbeat", lambda c: _fetch(c, _Q["heartbeat"], params), retry=True)
+        rows = self._run("heartbeat", lambda c: _kept_fetch(c, _Q["heartbeat"], params),
+                         retry=True)
         return {r["lease_token"]: Signals(r["pause_requested"], r["cancel_requested"],
                                           r["renewed"])
                 for r in rows}
@@ -402,7 +407,7 @@ class PostgresWorkerPath:
         if checkpoint:
             query = _Q["save_checkpoint"]
             params["checkpoint"] = json_value("checkpoint", progress.last_checkpoint)
-        rows = self._run("save progress", lambda c: _fetch(c, query, params), retry=True)
+        rows = self._run("save progress", lambda c: _kept_fetch(c, query, params), retry=True)
         if not rows:
             raise LeaseLost(f"lease on job {lease.job_id} is no longer held")
         return Signals(rows[0]["pause_requested"], rows[0]["cancel_requested"])
