@@ -496,3 +496,18 @@ def test_a_folded_completion_of_a_job_with_dependents_gives_its_row_and_releases
     assert store.get_job(later.id).waiting_on == 0
     assert [job.id for job in store.claim("w", queues=[], job_types=["t"], limit=1,
                                           lease_seconds=60)] == [later.id]
+
+
+def test_folded_claims_are_put_in_the_claims_order_a_missing_time_last() -> None:
+    from datetime import UTC, datetime
+
+    from conveyor.stores.postgres.worker_path import _claim_order
+
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"pick_rank": 1, "pick_priority": 0, "pick_at": at, "seq": 1},
+        {"pick_rank": 1, "pick_priority": 5, "pick_at": at, "seq": 9},
+        {"pick_rank": 0, "pick_priority": 0, "pick_at": None, "seq": 2},
+        {"pick_rank": 0, "pick_priority": 0, "pick_at": at, "seq": 3},
+        {"pick_rank": 1, "pick_priority": 0, "pick_at": at, "seq": 0}]
+    assert [row["seq"] for row in sorted(rows, key=_claim_order)] == [3, 2, 9, 0, 1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Hashable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
@@ -152,6 +153,17 @@ def _cursor(conn: Conn, kept: dict[str, psycopg.Cursor[Row]], used: set[str],
     return cursor
 
 
+_NO_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def _claim_order(row: Row) -> tuple[Any, ...]:
+    """A claimed row's place in the claim's order (``statements.CLAIM_ORDER``, which
+    change_then_claim checks the claim statement still uses): a NULL time last, as ORDER BY
+    puts it (a paused job without ``paused_at`` is one written by hand)."""
+    at = row["pick_at"]
+    return (row["pick_rank"], -row["pick_priority"], at is None, at or _NO_TIME, row["seq"])
+
+
 def _change_then_claim(conn: Conn, change: tuple[list[int], str, dict[str, Any]],
                        claim: tuple[str, dict[str, Any]], settings: PgSettings
                        ) -> tuple[dict[int, Row], list[Row]]:
@@ -175,8 +187,7 @@ def _change_then_claim(conn: Conn, change: tuple[list[int], str, dict[str, Any]]
         else:  # no row for the job: refused, nothing written
             moved[members[0]] = row
     if len(claimed) > 1:  # CLAIM_ORDER, which the statement leaves to us
-        claimed.sort(key=lambda r: (r["pick_rank"], -r["pick_priority"], r["pick_at"],
-                                    r["seq"]))
+        claimed.sort(key=_claim_order)
     return moved, claimed
 
 
