@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +20,6 @@ from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import Landed, NewJob
 from conveyor.stores.postgres import PostgresStore
-from conveyor.stores.postgres.rows import row_to_job
 from tests.conftest import pg_test_url
 from tests.integration.test_postgres_store import _time_to_wake
 
@@ -124,9 +122,8 @@ def test_the_worker_pipeline_runs_generic_plans_and_leaves_the_session_as_it_was
 
 def test_a_one_slot_worker_pipeline_turns_to_generic_plans_without_forcing_them(
         stores: tuple[PostgresStore, PostgresStore]) -> None:
-    """One completion and a claim of one (no batch: no generic_plans statement sent; the two
-    folded into one statement, see statements.change_then_claim): the server still plans the
-    statement a few times only, then runs its generic plan."""
+    """One completion and a claim of one (no batch: no generic_plans statement sent): the
+    server still plans each statement a few times only, then runs its generic plan."""
     store, _ = stores
     single = PostgresStore(store.url, schema=store.schema, max_size=1)  # one session to read
     try:
@@ -144,7 +141,7 @@ def test_a_one_slot_worker_pipeline_turns_to_generic_plans_without_forcing_them(
             "WHERE statement LIKE '%%UPDATE jobs%%'").fetchall())
     finally:
         single.close()
-    assert len(plans) == 1  # the one-change statement and the claim, as one
+    assert len(plans) == 2  # the one-change statement and the claim
     assert all(generic >= 5 and custom <= 5 for generic, custom in plans), plans
 
 
@@ -310,129 +307,9 @@ def test_kept_cursors_serve_later_transactions_and_a_statement_twice_in_one(
         store.close()
 
 
-def _lease(job: Job, token: str | None = None) -> Lease:
-    return Lease(job.id, token or job.lease_token or "", job.attempt)
-
-
 def _waiting(store: PostgresStore, job_type: str, priorities: list[int]) -> list[Job]:
     return store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type=job_type, params={},
                                      priority=priority) for priority in priorities])
-
-
-#: Columns that differ from one job (or one moment) to the next, whichever path wrote them.
-_OWN = {"id", "seq", "job_type", "lease_token", "created_at", "updated_at", "started_at",
-        "finished_at", "run_at", "line_at", "lease_expires_at", "moved_at", "pick_at"}
-
-
-@pytest.mark.parametrize("landed_rows", [True, False])
-def test_one_change_and_its_claim_as_one_statement_give_what_the_pipeline_gives(
-        stores: tuple[PostgresStore, PostgresStore], landed_rows: bool) -> None:
-    """A one-slot worker's completion and claim go as one statement (change_then_claim); its
-    rows, writes and claim order are those of the two statements in a pipeline."""
-    from conveyor.stores.postgres import worker_path
-    from conveyor.stores.postgres.worker_path import PostgresWorkerPath
-
-    store, _ = stores
-    results = []
-    for path in ("pipeline", "folded"):
-        (lease,) = _running(store, 1, job_type=f"{path}-done")
-        _waiting(store, f"{path}-next", [0, 2, 1, 2])
-        change = transitions.complete(lease, {"r": path}, "w")
-        (statement,) = PostgresWorkerPath._finish_statements(store, [change], landed_rows)
-        claim = store._claim_statement("w", [], [f"{path}-next"], 3, 60.0)
-
-        def run(conn: psycopg.Connection[Any], path: str = path,
-                statement: tuple[list[int], str, dict[str, Any]] = statement,
-                claim: tuple[str, dict[str, Any]] = claim
-                ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
-            if path == "pipeline":
-                return PostgresWorkerPath._finish_in_pipeline(store, conn, [statement], claim,
-                                                              False)
-            return worker_path._change_then_claim(conn, statement, claim, store._settings)
-
-        moved, claimed = store._run(path, run)
-        results.append((moved, claimed))
-        assert list(moved) == [0] and moved[0]["id"] == lease.job_id
-        assert [h.action for h in store.history(lease.job_id)] == ["create", "start",
-                                                                   "complete"]
-        assert store.get_job(lease.job_id).result == {"r": path}
-        for row in claimed:
-            assert store.get_job(row["id"]) == row_to_job(row)
-            assert [h.action for h in store.history(row["id"])] == ["create", "start"]
-    (pipe_moved, pipe_claimed), (fold_moved, fold_claimed) = results
-    # folded, both kinds of row have both kinds' columns (the other kind's NULL)
-    picks = {"pick_rank", "pick_priority", "pick_at"}
-    assert fold_moved[0].keys() - picks == pipe_moved[0].keys()
-    assert all(fold_moved[0][name] is None for name in picks)
-    assert ({k: v for k, v in fold_moved[0].items() if k not in _OWN | {"result"} | picks}
-            == {k: v for k, v in pipe_moved[0].items() if k not in _OWN | {"result"}})
-    assert [row.keys() - {"moved_at"} for row in fold_claimed] == [
-        row.keys() for row in pipe_claimed]
-    assert all(row["moved_at"] is None for row in fold_claimed)
-    assert ([{k: v for k, v in row.items() if k not in _OWN} for row in fold_claimed]
-            == [{k: v for k, v in row.items() if k not in _OWN} for row in pipe_claimed])
-    assert [row["priority"] for row in fold_claimed] == [2, 2, 1]  # the claim's order
-    assert [row["seq"] for row in fold_claimed[:2]] == sorted(
-        row["seq"] for row in fold_claimed[:2])
-
-
-@pytest.mark.parametrize("landed_rows", [True, False])
-def test_a_folded_completion_whose_lease_was_lost_writes_nothing_and_the_claim_lands(
-        stores: tuple[PostgresStore, PostgresStore], landed_rows: bool) -> None:
-    store, _ = stores
-    (lease,) = _running(store, 1)
-    (waiting,) = _waiting(store, "next", [0])
-    stale = Lease(lease.job_id, "stale", lease.attempt)
-    done, claimed = store.finish_and_claim(
-        [transitions.complete(stale, {"r": 1}, "w")], "w", queues=[], job_types=["next"],
-        limit=1, lease_seconds=60, landed_rows=landed_rows)
-    assert done == [None]
-    job = store.get_job(lease.job_id)
-    assert (job.state, job.result, job.lease_token) == (S.RUNNING, None, lease.token)
-    assert [h.action for h in store.history(lease.job_id)] == ["create", "start"]
-    assert claimed == [store.get_job(waiting.id)] and claimed[0].state is S.RUNNING
-    assert [h.action for h in store.history(waiting.id)] == ["create", "start"]
-    done, claimed = store.finish_and_claim(  # the holder's own completion still lands
-        [transitions.complete(lease, {"r": 1}, "w")], "w", queues=[], job_types=["next"],
-        limit=1, lease_seconds=60, landed_rows=landed_rows)
-    assert done == [store.get_job(lease.job_id) if landed_rows else Landed.LANDED]
-    assert store.get_job(lease.job_id).result == {"r": 1} and claimed == []
-
-
-def test_a_folded_claim_locks_no_job_while_its_change_waits_for_its_row(
-        stores: tuple[PostgresStore, PostgresStore]) -> None:
-    """The change may wait for its job's row lock; the claim in its statement picks (and
-    locks) its jobs only after, as the pipeline's second statement did: a transaction
-    holding that row and then wanting a pending job never deadlocks with the worker."""
-    store, _ = stores
-    (lease,) = _running(store, 1)
-    (waiting,) = _waiting(store, "next", [0])
-    jobs = f'"{store.schema}".jobs'
-    out: list[tuple[list[Job | Landed | None], list[Job]]] = []
-    with psycopg.connect(pg_test_url()) as holder, \
-            psycopg.connect(pg_test_url(), autocommit=True) as look:
-        holder.execute(f"SELECT 1 FROM {jobs} WHERE id = %s FOR UPDATE", [lease.job_id])
-        worker = threading.Thread(target=lambda: out.append(store.finish_and_claim(
-            [transitions.complete(lease, None, "w")], "w", queues=[], job_types=["next"],
-            limit=1, lease_seconds=60)))
-        worker.start()
-        for _ in range(1000):  # until the worker's statement waits for the held row
-            blocked = look.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND %s = ANY(pg_blocking_pids(pid))", [holder.info.backend_pid]).fetchone()
-            if blocked and blocked[0]:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError("the worker's statement never waited for the row")
-        free = look.execute(f"SELECT id FROM {jobs} WHERE id = %s FOR UPDATE SKIP LOCKED",
-                            [waiting.id]).fetchall()
-        assert free == [(waiting.id,)]  # the claim had locked nothing yet
-        holder.commit()
-        worker.join(30)
-    (done, claimed), = out
-    assert [job.state for job in done if isinstance(job, Job)] == [S.COMPLETED]
-    assert claimed == [store.get_job(waiting.id)]
 
 
 def test_claim_alone_runs_on_the_kept_cursor_and_gives_the_jobs_any_read_gives(
@@ -475,39 +352,3 @@ def test_heartbeats_and_progress_on_kept_cursors_renew_only_held_leases_call_aft
             assert store.get_job(other.job_id).progress.current_step == 0
     finally:
         store.close()
-
-
-@pytest.mark.parametrize("landed_rows", [True, False])
-def test_a_folded_completion_of_a_job_with_dependents_gives_its_row_and_releases_them(
-        stores: tuple[PostgresStore, PostgresStore], landed_rows: bool) -> None:
-    """Folded with the claim, a completed job with dependents still comes back whole (brief
-    rows or not), and its dependent is released for the next claim."""
-    store, _ = stores
-    (upstream,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={})])
-    (later,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={},
-                                         depends_on=(upstream.id,))])
-    (claimed,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=60)
-    assert claimed.id == upstream.id and claimed.has_dependents
-    done, _ = store.finish_and_claim(
-        [transitions.complete(_lease(claimed), {"r": 1}, "w")], "w", queues=[],
-        job_types=["t"], limit=1, lease_seconds=60, landed_rows=landed_rows)
-    assert done == [store.get_job(upstream.id)]
-    assert isinstance(done[0], Job) and done[0].state is S.COMPLETED
-    assert store.get_job(later.id).waiting_on == 0
-    assert [job.id for job in store.claim("w", queues=[], job_types=["t"], limit=1,
-                                          lease_seconds=60)] == [later.id]
-
-
-def test_folded_claims_are_put_in_the_claims_order_a_missing_time_last() -> None:
-    from datetime import UTC, datetime
-
-    from conveyor.stores.postgres.worker_path import _claim_order
-
-    at = datetime(2030, 1, 1, tzinfo=UTC)
-    rows: list[dict[str, Any]] = [
-        {"pick_rank": 1, "pick_priority": 0, "pick_at": at, "seq": 1},
-        {"pick_rank": 1, "pick_priority": 5, "pick_at": at, "seq": 9},
-        {"pick_rank": 0, "pick_priority": 0, "pick_at": None, "seq": 2},
-        {"pick_rank": 0, "pick_priority": 0, "pick_at": at, "seq": 3},
-        {"pick_rank": 1, "pick_priority": 0, "pick_at": at, "seq": 0}]
-    assert [row["seq"] for row in sorted(rows, key=_claim_order)] == [3, 2, 9, 0, 1]

@@ -6,8 +6,6 @@ sends them over its own kind of connection.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -112,103 +110,6 @@ def brief_change(apply_change: str) -> str:
     numbered = ", changed.batch_n" if "batch_n" in apply_change else ""
     head, _, _ = apply_change.rstrip(";\n ").rpartition(_CHANGED_END)
     return head.replace(_CHANGED_ROW, _BRIEF_ROW.format(numbered=numbered)) + _BRIEF_END
-
-
-#: The column that parts a :func:`change_then_claim` row: NULL in a claimed job's row, the
-#: job's id in the change's row.
-FOLD_MARK = "conveyor_part"
-#: The order a claim gives its jobs in; a folded claim's rows are put in it by the client.
-CLAIM_ORDER = "pick_rank, pick_priority DESC, pick_at, seq"
-_COMMENT = re.compile(r"--[^\n]*")
-_SPACE = re.compile(r"\s+")
-_CLAIM_PARAM = re.compile(r"%\(v(\d+)\)s")
-_GENERATED = re.compile(r"v\d+")
-_LAST_CTE = ") SELECT "
-#: Where the claim picks its jobs; the picking waits for the change first (see below).
-_CLAIM_GATE = "WHERE NOT EXISTS (SELECT 1 FROM flow_limits"
-_AFTER_CHANGE = ("WHERE (SELECT count(*) FROM changed) >= 0 AND "
-                 + _CLAIM_GATE.removeprefix("WHERE "))
-_CHANGE_FROM = " FROM changed"
-#: What the claim's UPDATE returns; folded, a NULL ``moved_at`` goes between, so that its
-#: rows and the change's (``jobs.*, old_state, moved_at``) line up column for column.
-_STARTED_ROW = "RETURNING jobs.*, picked.source AS old_state, picked.pick_rank"
-_STARTED_ROW_FOLDED = ("RETURNING jobs.*, picked.source AS old_state, "
-                       "NULL::timestamptz AS moved_at, picked.pick_rank")
-_CLAIM_END = "SELECT * FROM started ORDER BY " + CLAIM_ORDER
-
-
-def _compact(statement: str) -> str:
-    """``statement`` without its comments and with single spaces (none of these statements
-    holds a ``--`` or a run of spaces inside a string literal)."""
-    return _SPACE.sub(" ", _COMMENT.sub("", statement)).strip().rstrip(";").strip()
-
-
-def _split_last_cte(statement: str) -> tuple[str, str]:
-    """A ``WITH`` statement's CTEs (without the last closing parenthesis) and its final
-    SELECT."""
-    head, found, final = statement.rpartition(_LAST_CTE)
-    if not found or not head.startswith("WITH ") or " AS (" in final:
-        raise AssertionError("not a WITH statement ending in one SELECT: " + statement[:60])
-    return head, "SELECT " + final
-
-
-def claim_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A compiled claim's parameters under the names :func:`change_then_claim` gives them
-    (its generated ``v0``, ``v1``... become ``k0``, ``k1``...: a change's are ``v`` too)."""
-    return {("k" + name[1:] if _GENERATED.fullmatch(name) else name): value
-            for name, value in params.items()}
-
-
-@functools.lru_cache(maxsize=64)
-def change_then_claim(change: str, claim: str) -> str:
-    """One statement doing what a worker's pipeline of one job's change statement (as
-    compiled, whole or brief rows) then its claim does: the change's CTEs, then the claim's,
-    and the rows of both in one result, of one width: the claimed jobs' rows (``started.*``,
-    with a NULL ``moved_at``), then the change's row (``changed.*`` or brief ``whole.*``,
-    with NULL picks) whose job id, dependents flag and ``unannounced`` come last, in
-    :data:`FOLD_MARK` and the two columns after it (all NULL in a claimed job's row). The
-    claimed jobs come in no order: the caller puts them in :data:`CLAIM_ORDER`. Rows as
-    narrow as the two statements' own: a result as wide as both side by side (a full join)
-    cost the server's executor more set-up than the second statement it saved.
-
-    Why: a transaction of two statements in a pipeline cost the client about 100k
-    instructions more than one statement (pipeline mode, two results, a sync), and the
-    server a second statement's messages, start, portal and end, for every job of a worker
-    of one slot.
-
-    The same rules hold as for the two statements. The change is a compare-and-set: a
-    refused one writes nothing (no row, no history) and the claim lands all the same; one
-    statement is one transaction. The claim picks (and locks) its rows only once the change
-    is done (``(SELECT count(*) FROM changed)``, evaluated once before the picking starts):
-    the change may wait for its job's row lock, and must not wait holding claimed rows, as
-    in the pipeline, where the claim came second. The two never touch one row: the change's
-    job is running, the claim takes pending and paused jobs. The change's AFTER triggers
-    (a finished job's dependents, migration 0007) run at the statement's end, after the
-    claim rather than before it: a dependent released then is claimed by the next claim.
-    """
-    change_ctes, change_final = _split_last_cte(_compact(change))
-    claim = _CLAIM_PARAM.sub(r"%(k\1)s", _compact(claim))
-    if claim.count(" logged AS (") != 1 or claim.count(_CLAIM_GATE) != 1:
-        raise AssertionError("the claim statement no longer has its expected parts")
-    claim = claim.replace(" logged AS (", " claim_logged AS (").replace(_CLAIM_GATE,
-                                                                         _AFTER_CHANGE)
-    claim_ctes, claim_final = _split_last_cte(claim)
-    if claim_final != _CLAIM_END:
-        raise AssertionError("the claim statement no longer ends with " + _CLAIM_END)
-    columns, found, sources = change_final.partition(_CHANGE_FROM)
-    whole, _, rest = columns.removeprefix("SELECT ").partition(", ")
-    notify = rest[rest.find("CASE "):]
-    if (not found or _CHANGE_FROM in sources or sources[:1] not in ("", " ")
-            or whole not in ("changed.*", "whole.*") or not notify.endswith(" AS unannounced")
-            or claim_ctes.count(_STARTED_ROW) != 1 or "batch_n" in change_ctes):
-        raise AssertionError("the change or claim statement no longer has its expected parts")
-    claim_ctes = claim_ctes.replace(_STARTED_ROW, _STARTED_ROW_FOLDED)
-    return (f"{change_ctes}), {claim_ctes.removeprefix('WITH ')}) "
-            f"SELECT started.*, NULL::text AS {FOLD_MARK}, NULL::boolean AS {FOLD_MARK}_deps, "
-            f"NULL::boolean AS {FOLD_MARK}_unannounced FROM started UNION ALL "
-            f"SELECT {whole}, NULL::integer, NULL::integer, NULL::timestamptz, changed.id, "
-            f"changed.has_dependents, {notify.removesuffix(' AS unannounced')} "
-            f"FROM changed{sources}")
 
 
 def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Hashable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
@@ -44,13 +43,7 @@ from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.listener import WorkListener
 from conveyor.stores.postgres.rows import KnownColumns, TextArray, decode_rows, row_to_job
-from conveyor.stores.postgres.statements import (
-    FOLD_MARK,
-    apply_params,
-    brief_change,
-    change_then_claim,
-    claim_params,
-)
+from conveyor.stores.postgres.statements import apply_params, brief_change
 
 _Q = QUERIES
 T = TypeVar("T")
@@ -83,48 +76,6 @@ def _compiled_claim(query: str, worker_id: str, queues: tuple[str, ...],
     return statement, params
 
 
-class _PartedColumns:
-    """The row factory of a :func:`change_then_claim` statement: each row becomes
-    ``(True, a claimed job's row)`` or ``(False, the change's row)``, as its
-    :data:`FOLD_MARK` says; the column names are kept as :class:`KnownColumns` keeps them
-    (a result of another shape is read afresh)."""
-
-    __slots__ = ("_key", "_parts")
-
-    def __init__(self) -> None:
-        self._key: tuple[int, bytes] = (-1, b"")
-        self._parts: tuple[int, list[str]] = (0, [])
-
-    def __call__(self, cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Any]:
-        res = cursor.pgresult
-        if res is None or res.nfields == 0:
-            raise AssertionError("a folded change and claim returned no columns")
-        key = (res.nfields, res.fname(res.nfields - 1) or b"")
-        if key != self._key:
-            encoding = cursor.connection.info.encoding
-            names = [(res.fname(i) or b"").decode(encoding) for i in range(res.nfields)]
-            mark = names.index(FOLD_MARK)
-            self._key, self._parts = key, (mark, names[:mark])
-        mark, names = self._parts
-
-        def parted_row(values: Sequence[Any]) -> tuple[bool, Row]:
-            row = dict(zip(names, values[:mark]))  # noqa: B905 - width checked
-            if values[mark] is None:  # a claimed job
-                return True, row
-            # the change's row: whole (or, brief, NULL but for a job with dependents), its
-            # job's id and whether it has dependents, and whether its stop was announced
-            row["id"], row["has_dependents"], row["unannounced"] = values[mark:mark + 3]
-            return False, row
-
-        return parted_row
-
-
-@functools.lru_cache(maxsize=64)
-def _parted_columns(statement: str) -> _PartedColumns:
-    """The folded statement's row factory, kept from one transaction to the next."""
-    return _PartedColumns()
-
-
 def _kept_cursors(conn: Conn) -> dict[str, psycopg.Cursor[Row]]:
     """The connection's cursors for the pipeline's statements, kept on the connection (and
     gone with it), one per statement: a cursor executing the same statement object again
@@ -151,44 +102,6 @@ def _cursor(conn: Conn, kept: dict[str, psycopg.Cursor[Row]], used: set[str],
     if cursor is None or cursor.closed:
         cursor = kept[statement] = conn.cursor(row_factory=_columns(statement))
     return cursor
-
-
-_NO_TIME = datetime.max.replace(tzinfo=UTC)
-
-
-def _claim_order(row: Row) -> tuple[Any, ...]:
-    """A claimed row's place in the claim's order (``statements.CLAIM_ORDER``, which
-    change_then_claim checks the claim statement still uses): a NULL time last, as ORDER BY
-    puts it (a paused job without ``paused_at`` is one written by hand)."""
-    at = row["pick_at"]
-    return (row["pick_rank"], -row["pick_priority"], at is None, at or _NO_TIME, row["seq"])
-
-
-def _change_then_claim(conn: Conn, change: tuple[list[int], str, dict[str, Any]],
-                       claim: tuple[str, dict[str, Any]], settings: PgSettings
-                       ) -> tuple[dict[int, Row], list[Row]]:
-    """The worker's transaction when it is one job's change and the claim, waking no one: one
-    statement (:func:`change_then_claim`) on its own (autocommit: the statement is the
-    transaction), rather than a pipeline of two."""
-    members, change_statement, params = change
-    statement = change_then_claim(change_statement, claim[0])
-    kept = _kept_cursors(conn)
-    cursor = kept.get(statement)
-    if cursor is None or cursor.closed:
-        cursor = kept[statement] = conn.cursor(row_factory=_parted_columns(statement))
-    cursor.execute(statement, {**apply_params(params, None, settings),
-                               **claim_params(claim[1])}, binary=True)
-    moved: dict[int, Row] = {}
-    claimed: list[Row] = []
-    # rows of the parted factory, not the dicts the kept cursors' type says
-    for claims, row in cast(list[tuple[bool, Row]], cursor.fetchall()):
-        if claims:
-            claimed.append(row)
-        else:  # no row for the job: refused, nothing written
-            moved[members[0]] = row
-    if len(claimed) > 1:  # CLAIM_ORDER, which the statement leaves to us
-        claimed.sort(key=_claim_order)
-    return moved, claimed
 
 
 def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]:
@@ -286,15 +199,8 @@ class PostgresWorkerPath:
         claim = (self._claim_statement(worker_id, queues, job_types, limit, lease_seconds)
                  if claiming else None)
         wakes = any(wakes_workers(c) for c in finish)
-        # one job's change and the claim (a worker of one slot, mostly): one statement; a
-        # batch keeps its pipeline, whose first statement makes its plan generic (queries.sql)
-        folded = (claim is not None and not wakes and len(statements) == 1
-                  and len(statements[0][0]) == 1)
 
         def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
-            if folded:
-                assert claim is not None
-                return _change_then_claim(conn, statements[0], claim, self._settings)
             try:
                 return self._finish_in_pipeline(conn, statements, claim, wakes)
             except BaseException:
