@@ -171,9 +171,12 @@ class AsyncConveyor:
         """:meth:`Conveyor.enqueue`; ``connection``: the caller's ``psycopg.AsyncConnection``
         (or ``sqlite3.Connection``) whose transaction the job joins (not with ``unique_key``
         or ``depends_on``)."""
-        new = self.app._new_job(job_type, params, queue, priority, run_at, delay,
-                                max_attempts, timeout, pause_timeout, backoff, unique_key,
-                                on_conflict, depends_on, on_dependency_failure)
+        new = self.app._new_job(job_type, params, queue=queue, priority=priority,
+                                run_at=run_at, delay=delay, max_attempts=max_attempts,
+                                timeout=timeout, pause_timeout=pause_timeout, backoff=backoff,
+                                unique_key=unique_key, on_conflict=on_conflict,
+                                depends_on=depends_on,
+                                on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
         (job,) = await self._insert([new], actor, connection)
         return job

@@ -235,9 +235,12 @@ class Conveyor(FlowControl, Operations):
         ``on_dependency_failure="run"``, runs anyway once the others are done. Its own id or
         an unknown id is refused (so no cycle can be made). See docs/workflows.md.
         """
-        new = self._new_job(job_type, params, queue, priority, run_at, delay, max_attempts,
-                            timeout, pause_timeout, backoff, unique_key, on_conflict,
-                            depends_on, on_dependency_failure)
+        new = self._new_job(job_type, params, queue=queue, priority=priority, run_at=run_at,
+                            delay=delay, max_attempts=max_attempts, timeout=timeout,
+                            pause_timeout=pause_timeout, backoff=backoff,
+                            unique_key=unique_key, on_conflict=on_conflict,
+                            depends_on=depends_on,
+                            on_dependency_failure=on_dependency_failure)
         validate.actor(actor)
         if connection is not None:
             no_key_on([new])
@@ -286,13 +289,16 @@ class Conveyor(FlowControl, Operations):
         span is read once: one call runs under one span, so every job of it carries the same
         ``traceparent``, and reading it per job cost more than the rest of the checks."""
         trace = (enqueue_trace(),)
-        return [self._new_job(r.job_type, r.params, r.queue, r.priority, r.run_at, r.delay,
-                              r.max_attempts, r.timeout, r.pause_timeout, r.backoff,
-                              r.unique_key, r.on_conflict, r.depends_on,
-                              r.on_dependency_failure, trace)
+        return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
+                              run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
+                              timeout=r.timeout, pause_timeout=r.pause_timeout,
+                              backoff=r.backoff, unique_key=r.unique_key,
+                              on_conflict=r.on_conflict, depends_on=r.depends_on,
+                              on_dependency_failure=r.on_dependency_failure,
+                              batch_trace=trace)
                 for r in requests]
 
-    def _new_job(self, job_type: str, params: dict[str, Any] | None, queue: str | None,
+    def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
                  max_attempts: int | None = None, timeout: float | None = None,
                  pause_timeout: float | None = None, backoff: Backoff | None = None,
@@ -301,12 +307,7 @@ class Conveyor(FlowControl, Operations):
                  on_dependency_failure: str = "cancel",
                  batch_trace: tuple[str | None] | None = None) -> NewJob:
         """The job to store, or the error its enqueue raises (nothing written); with
-        ``batch_trace``, the trace its batch read once (see :meth:`_new_jobs`).
-
-        Called once per job, so its callers here pass the options positionally (in this
-        signature's order): on Python 3.11 each keyword argument cost about 60 ns, a
-        microsecond per call, and the same for the NewJob it builds (tests/integration
-        compare every option through enqueue() and enqueue_many())."""
+        ``batch_trace``, the trace its batch read once (see :meth:`_new_jobs`)."""
         # Each check is skipped for its option's default, which it would accept: most jobs
         # give none of them, and the calls were a fifth of this method's cost.
         spec = self.engine.job_type(job_type)
@@ -335,18 +336,17 @@ class Conveyor(FlowControl, Operations):
         opts = spec.options
         backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
         trace = enqueue_trace() if batch_trace is None else batch_trace[0]
-        return NewJob(  # positionally, in NewJob's field order (see the docstring)
-            new_job_id(), job_type, params,  # id, job_type, params
-            queue or opts.queue,
-            opts.priority if priority is None else priority,
-            opts.max_attempts if max_attempts is None else max_attempts,
-            run_at,
-            opts.timeout if timeout is None else timeout,
-            opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff_dict,
-            None, None, delay, encoded,  # requeued_from, progress, delay, params_json
-            unique_key, on_conflict, trace, limit_key, upstream, on_dependency_failure,
-            backoff_json,
+        return NewJob(
+            id=new_job_id(), job_type=job_type, params=params,
+            queue=queue or opts.queue,
+            priority=opts.priority if priority is None else priority,
+            max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
+            run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
+            pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
+            backoff=backoff_dict, backoff_json=backoff_json, delay=delay, params_json=encoded,
+            unique_key=unique_key, on_conflict=on_conflict, trace=trace,
+            limit_key=limit_key, depends_on=upstream,
+            on_dependency_failure=on_dependency_failure,
         )
 
     # -- reading ---------------------------------------------------------------------------------

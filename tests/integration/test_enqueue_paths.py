@@ -1,10 +1,6 @@
 """Every way in gives the same job: ``enqueue()`` (one job: its own path in the SQLite store)
 and ``enqueue_many()`` (a batch: executemany and one INSERT ... SELECT of the create rows),
-with every option given or none, write the same job row and the same history.
-
-``Conveyor._new_job`` takes its options positionally from both (and builds the NewJob
-positionally): a slip in the order would store one option as another, which these
-comparisons of whole rows catch."""
+with every option given or none, write the same job row and the same history."""
 
 from __future__ import annotations
 
@@ -17,7 +13,6 @@ import pytest
 
 from conveyor import Backoff, Conveyor, EnqueueRequest
 from conveyor.context import JobContext
-from conveyor.stores.base import NewJob
 
 _RUN_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 #: Every option enqueue() takes besides unique keys and dependencies, each unlike its default.
@@ -115,17 +110,6 @@ def test_a_delay_and_a_unique_key_take_their_paths_alike(app: Conveyor) -> None:
     mine, theirs = _row(app, keyed.id), _row(app, other.id)
     assert mine.pop("unique_key") == "k1" and theirs.pop("unique_key") == "k2"
     assert mine == theirs
-
-
-def test_new_job_fields_are_in_the_order_new_job_passes_them() -> None:
-    """``Conveyor._new_job`` builds its NewJob positionally, in this order."""
-    import dataclasses
-
-    assert [f.name for f in dataclasses.fields(NewJob)] == [
-        "id", "job_type", "params", "queue", "priority", "max_attempts", "run_at", "timeout",
-        "pause_timeout", "backoff", "requeued_from", "progress", "delay", "params_json",
-        "unique_key", "on_conflict", "trace", "limit_key", "depends_on",
-        "on_dependency_failure", "backoff_json"]
 
 
 def test_the_async_client_writes_the_same_job(app: Conveyor) -> None:
