@@ -5,9 +5,10 @@ Real threads; a fake engine records what the thread writes."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -53,10 +54,19 @@ def _completer(engine: _Engine, counted: list[OutcomeKind], **options: Any) -> C
     return completer
 
 
-def test_a_loop_that_comes_back_takes_the_completions_itself() -> None:
+@contextlib.contextmanager
+def _running(**options: Any) -> Iterator[tuple[Completer, _Engine, list[OutcomeKind]]]:
+    """A started completer over a fake engine, and what it counted; closed on the way out."""
     engine, counted = _Engine(), list[OutcomeKind]()
-    completer = _completer(engine, counted)
+    completer = _completer(engine, counted, **options)
     try:
+        yield completer, engine, counted
+    finally:
+        completer.close()
+
+
+def test_a_loop_that_comes_back_takes_the_completions_itself() -> None:
+    with _running() as (completer, engine, counted):
         completer.loop_takes(True)
         _submit(completer, 1)
         _submit(completer, 2)
@@ -67,48 +77,34 @@ def test_a_loop_that_comes_back_takes_the_completions_itself() -> None:
         completer.recorded(batch, [cast(Job, object()), None])
         assert counted == [OutcomeKind.COMPLETED, OutcomeKind.LOST]
         assert not completer.busy
-    finally:
-        completer.close()
     assert engine.written == []
 
 
 def test_completions_gathered_while_the_loop_takes_are_written_once_it_stops_taking() -> None:
-    engine, counted = _Engine(), list[OutcomeKind]()
-    completer = _completer(engine, counted)
-    try:
+    with _running() as (completer, engine, counted):
         completer.loop_takes(True)
         _submit(completer, 1)
         completer.loop_takes(False)  # e.g. the loop now waits for new work
         assert engine.wrote.wait(WAIT)
         assert engine.written == [["00000000-0000-4000-8000-000000000001"]]
         assert completer.take() == []
-    finally:
-        completer.close()
     assert counted == [OutcomeKind.COMPLETED]
 
 
 def test_the_thread_writes_when_the_loop_does_not_come_back() -> None:
-    engine, counted = _Engine(), list[OutcomeKind]()
-    completer = _completer(engine, counted)
-    try:
+    with _running() as (completer, engine, _):
         completer.loop_takes(False)
         _submit(completer, 3)
         assert engine.wrote.wait(WAIT)
         assert engine.written == [["00000000-0000-4000-8000-000000000003"]]
-    finally:
-        completer.close()
 
 
 def test_with_linger_the_thread_gathers_whatever_the_loop_says() -> None:
-    engine, counted = _Engine(), list[OutcomeKind]()
-    completer = _completer(engine, counted, linger=0.01)
-    try:
+    with _running(linger=0.01) as (completer, engine, counted):
         completer.loop_takes(True)  # ignored: the thread gathers for `linger` on purpose
         _submit(completer, 4)
         assert engine.wrote.wait(WAIT)
         assert completer.take() == []
-    finally:
-        completer.close()
     assert counted == [OutcomeKind.COMPLETED]
 
 
