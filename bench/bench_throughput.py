@@ -9,7 +9,10 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
   slots, 4 processes x 1 slot); jobs/s is N over the span from the first ``started_at`` to the
   last ``finished_at`` (the store's clock). The process pool (1 process x 4 slots, each slot's
   jobs in a child process) is measured the same way after a warm-up job per slot has started
-  its children: what a job costs once they run, not their start.
+  its children: what a job costs once they run, not their start. Beside SQLite's runs, a
+  worker's statements alone (``loops.sqlite_conveyor_worker_sql``: the claim, the completion
+  and their history rows, 4 or 1 jobs per transaction, one process): what the schema and
+  SQLite cost a worker before any of its Python.
 - Pickup latency: one idle worker process; no-op jobs are enqueued one at a time from this
   process at random gaps of 50-250 ms; latency is ``started_at - created_at``.
 - Idle cost: CPU seconds an idle worker process uses over a few seconds.
@@ -182,9 +185,15 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
             ("4 processes x 1 slot", throughput(target, 4, 1, sizes.jobs), what[1], limit_4),
             ("1 process x 4 slots, --pool process",
              throughput(target, 1, 4, sizes.jobs, pool="process"), what[0], limit_1)]
+    floors = ["-"] * len(runs)
+    if target.pg_url is None:  # a worker's SQL alone at 4 and at 1 job per transaction
+        four, one = (loops.sqlite_conveyor_worker_sql(
+            f"sqlite:///{folder / f'worker-sql-{n}.db'}", sizes.jobs, n) for n in (4, 1))
+        floors = [f"{rate:,.0f} ({ratio(rate, limit_1)})" for rate in (four, one, four)]
     sections["throughput"] += [
         (name, label, f"{rate.per_second:,.0f}", cpu_cell(rate.cpu_us), loop, f"{limit:,.0f}",
-         ratio(rate.per_second, limit)) for label, rate, loop, limit in runs]
+         ratio(rate.per_second, limit), floor)
+        for (label, rate, loop, limit), floor in zip(runs, floors, strict=True)]
     one_x_4 = runs[0][1].per_second
     samples = pickup(target, sizes.probes)
     wake = "LISTEN/NOTIFY" if target.pg_url else sqlite_wake()
@@ -255,7 +264,8 @@ def main() -> None:
             f"Throughput, no-op jobs enqueued first ({sizes.jobs:,} on SQLite, "
             f"{sizes.pg_jobs:,} on PostgreSQL; jobs/s)",
             ["store", "conveyor", "jobs/s", "worker CPU µs per job", "hand-written loop",
-             "loop jobs/s", "conveyor / loop"], rows["throughput"]),
+             "loop jobs/s", "conveyor / loop",
+             "conveyor's SQL alone, 1 process (/ 1-process loop)"], rows["throughput"]),
         "latency": table(
             "Pickup latency, enqueue in this process -> started_at in an idle worker process",
             ["store", "wake-up", "jobs", "p50 ms", "p99 ms", "max ms"], rows["latency"]),

@@ -217,6 +217,87 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     return single, many
 
 
+def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> float:
+    """jobs/s of a SQLite worker's statements alone, one process: in each transaction the
+    completion of the jobs the previous one claimed (``per_transaction`` at a time), the
+    claim's candidates, the claim, and the history rows of both, as
+    ``SQLiteStore.finish_and_claim`` writes them, with none of the worker around them (no
+    threads, no executor, no ``Job`` objects, no events).
+
+    The floor that the schema and SQLite set for a worker, beside the loop's: at one job per
+    transaction it is what a one-slot worker could reach with no Python cost at all.
+    """
+    from bench.procs import NOOP, build_app
+    from conveyor import EnqueueRequest, transitions
+    from conveyor.changes import ClaimStart, FreshToken, Lease
+    from conveyor.lifecycle import JobState
+    from conveyor.stores.sqlite.changes import (
+        change_shape,
+        compile_batch,
+        compile_claim,
+        single_statement,
+    )
+    from conveyor.stores.sqlite.queries import QUERIES
+    from conveyor.stores.sqlite.worker_path import candidates_statement
+
+    app = build_app(url, None)
+    app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])
+    conn = app.store._conn  # type: ignore[attr-defined]
+    # The completion's statement and arguments come from conveyor's compiler, run once on a
+    # placeholder lease; each job's id, token and attempt, and the clock, go in their places.
+    placeholder = Lease("placeholder-id", "placeholder-token", 987_654)
+    clock = time.time()
+    shape, template = change_shape(transitions.complete(placeholder, None, "w"), clock, {})
+    at_id, at_token = template.index(placeholder.job_id), template.index(placeholder.token)
+    at_attempt = template.index(placeholder.attempt)
+    at_now = [n for n, value in enumerate(template) if value == clock]
+
+    def completion(prev: list[tuple[str, str, int]], now: float) -> tuple[str, list[Any]]:
+        rows = []
+        for job_id, token, attempt in prev:
+            row = list(template)
+            for n in at_now:
+                row[n] = now
+            row[at_id], row[at_token], row[at_attempt] = job_id, token, attempt
+            rows.append(row)
+        if len(rows) == 1:
+            return single_statement(QUERIES["apply_change_landed"], shape), rows[0]
+        return compile_batch(QUERIES["apply_change_batch_landed"], shape, rows)
+
+    claim = ClaimStart("w", 30.0).change("", JobState.PENDING, FreshToken())
+    candidates = candidates_statement(1, False)
+    history = QUERIES["insert_history_seq"]
+    prev: list[tuple[str, str, int]] = []
+    done = 0
+    started = time.perf_counter()
+    while True:
+        now = time.time()
+        rows: list[tuple[Any, ...]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        if prev:
+            statement, args = completion(prev, now)
+            for seq, job_id, state, attempt, _ in conn.execute(statement, args).fetchall():
+                rows.append((seq, job_id, now, "complete", "running", state, attempt, "w", ""))
+            done += len(prev)
+        ids = [row[1] for row in conn.execute(
+            candidates, [NOOP, per_transaction, now, NOOP, per_transaction])]
+        prev = []
+        if ids:
+            statement, args = compile_claim(QUERIES["apply_change"], claim, ids, now)
+            for job in conn.execute(statement, args).fetchall():
+                prev.append((job["id"], job["lease_token"], job["attempt"]))
+                rows.append((job["seq"], job["id"], now, "start", "pending", "running",
+                             job["attempt"], "w", ""))
+        conn.executemany(history, rows)
+        conn.execute("COMMIT")
+        if not prev:
+            break
+    elapsed = time.perf_counter() - started
+    app.close()
+    assert done == jobs, (done, jobs)
+    return jobs / elapsed
+
+
 def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float, float]:
     """:func:`sqlite_conveyor_sql` on PostgreSQL: conveyor's one-job statement (job, history
     row and NOTIFY), then its batch (COPY of the jobs and of their history rows, and the
