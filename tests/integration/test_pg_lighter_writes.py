@@ -4,7 +4,9 @@ jobs_type_seq and jobs_queue_seq are gone, jobs_state_seq holds no pending job, 
 job_history's two state CHECKs are gone (each history row's states come from the jobs row its
 statement wrote, which jobs_row_valid checks). A schema of version 11 must migrate with its
 jobs and history intact, and every list the dropped indexes served must still give the same
-jobs in the same order (now walking the table newest first, or jobs_state_seq).
+jobs in the same order (now walking the table newest first, or jobs_state_seq). The dependency
+trigger's WHEN is only ``NEW.has_dependents`` now, its other conditions in the function: jobs
+waiting across the migration are still released or cancelled when their dependency ends.
 """
 
 from __future__ import annotations
@@ -71,6 +73,58 @@ def _fill(store: PostgresStore) -> None:
     (failing,) = store.claim("w", queues=[], job_types=["t0"], limit=1, lease_seconds=60)
     store.apply([transitions.fail(Lease(failing.id, failing.lease_token or "", failing.attempt),
                                   failing.id, JobError("E", "boom"), "raised", "w")])
+
+
+def _trigger_when(schema: str) -> str:
+    with psycopg.connect(pg_test_url()) as conn:
+        row = conn.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = "
+                           "%s::regclass AND tgname = 'jobs_dependency_ended'",
+                           (f'"{schema}".jobs',)).fetchone()
+        assert row is not None
+        return str(row[0]).partition(" WHEN ")[2].partition(" EXECUTE ")[0]
+
+
+def _end(store: PostgresStore, job_type: str, *, fail: bool) -> str:
+    """Claim the one job of ``job_type`` and complete it, or fail it (for good when it has
+    no retry left)."""
+    (job,) = store.claim("w", queues=[], job_types=[job_type], limit=1, lease_seconds=60)
+    lease = Lease(job.id, job.lease_token or "", job.attempt)
+    store.apply([transitions.fail(lease, job.id, JobError("E", "x"), "raised", "w")
+                 if fail else transitions.complete(lease, None, "w")])
+    return job.id
+
+
+def test_dependents_waiting_across_the_migration_are_released_or_cancelled(
+        schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _store(schema, 11, monkeypatch)
+    try:
+        ups = [str(uuid.uuid4()) for _ in range(2)]
+        old.insert_jobs([NewJob(id=ups[0], job_type="up_ok", params={}),
+                         NewJob(id=ups[1], job_type="up_bad", params={}, max_attempts=0)])
+        downs = [str(uuid.uuid4()) for _ in range(2)]
+        old.insert_jobs([NewJob(id=downs[0], job_type="down", params={}, depends_on=(ups[0],)),
+                         NewJob(id=downs[1], job_type="down", params={}, depends_on=(ups[1],))])
+        assert "(old.state IS DISTINCT FROM new.state)" in _trigger_when(schema)
+    finally:
+        old.close()
+    store = _store(schema)
+    try:
+        assert _trigger_when(schema) == "(new.has_dependents)"
+        _end(store, "up_ok", fail=False)
+        _end(store, "up_bad", fail=True)
+        released, cancelled = store.get_jobs(downs)
+        assert (released.state, released.waiting_on) == (JobState.PENDING, 0)
+        assert cancelled.state is JobState.CANCELLED
+        assert [h.action for h in store.history(cancelled.id)] == ["create", "cancel"]
+        # a change that leaves a job with dependents unended runs the function, which does nothing
+        store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="down2", params={},
+                                  depends_on=(released.id,))])
+        (running,) = store.claim("w", queues=[], job_types=["down"], limit=1, lease_seconds=60)
+        assert running.id == released.id
+        (waiting,) = store.list_jobs(JobQuery(job_types=frozenset({"down2"})))
+        assert waiting.state is JobState.PENDING and waiting.waiting_on == 1
+    finally:
+        store.close()
 
 
 def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
