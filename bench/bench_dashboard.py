@@ -72,6 +72,14 @@ SQLITE_PLANS = {
 }
 
 
+#: The PostgreSQL store's form of one: its index by state holds no pending job either (schema
+#: version 12), and a list of another state says so (see statements.filter_terms).
+PG_PLANS = {
+    "list failed": "SELECT id FROM jobs WHERE state = 'failed' AND state <> 'pending' "
+                   "ORDER BY seq DESC LIMIT 50",
+}
+
+
 def fill_sqlite(path: Path, size: int) -> Conveyor:
     app = Conveyor(f"sqlite:///{path}")
     app.store  # noqa: B018 - create the schema
@@ -105,7 +113,8 @@ def plans(app: Conveyor, schema: str | None) -> None:
     else:
         throughput = load_queries("conveyor.stores.postgres", "dash.sql")[
             "finished_per_minute"].replace("%(since)s", "now() - interval '1 hour'")
-    queries = {**PLANS, **(SQLITE_PLANS if schema is None else {}), "throughput": throughput}
+    queries = {**PLANS, **(SQLITE_PLANS if schema is None else PG_PLANS),
+               "throughput": throughput}
     for name, sql in queries.items():
         rows = _sqlite_plan(app, sql) if schema is None else _pg_plan(app, schema, sql)
         print(f"  {name}: " + " | ".join(r.strip() for r in rows if "Scan" in r or "SCAN" in r
@@ -135,6 +144,9 @@ def measure(app: Conveyor, repeat: int) -> list[tuple[str, float, float]]:
         "counts by state": app.counts,
         "list newest 50": lambda: app.list(limit=50),
         "list failed 50": lambda: app.list("failed", limit=50),
+        "list pending 50": lambda: app.list("pending", limit=50),
+        "list type 50": lambda: app.list(job_type="type3", limit=50),
+        "list queue 50": lambda: app.list(queue="queue1", limit=50),
         "list type + queue 50": lambda: app.list(job_type="type3", queue="queue1", limit=50),
         "count failed in the last hour": lambda: app.count_jobs(
             "failed", finished_after=hour_ago),
