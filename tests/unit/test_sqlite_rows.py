@@ -149,7 +149,7 @@ def test_the_import_check_refuses_a_job_decode_would_not_make(
         tags: list[str] = dataclasses.field(default_factory=list)
 
     monkeypatch.setattr(rows_module, "Job", Wider)
-    with pytest.raises(TypeError, match="Job.tags, which has no plain default"):
+    with pytest.raises(TypeError, match=r"Job\.tags, which has no plain default"):
         rows_module._check_decoded_fields()
     monkeypatch.setattr(rows_module, "_DECODED", rows_module._DECODED[::-1])
     with pytest.raises(TypeError, match="in Job's order"):
