@@ -17,7 +17,6 @@ from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import Signals
 from conveyor.worker.slots import (
-    Latch,
     Signal,
     Slot,
     SlotPool,
@@ -42,16 +41,26 @@ def _slot(n: int = 0) -> Slot:
     return Slot(Execution(job, Lease(job.id, f"token-{n}", 0), _NoStore()))
 
 
-def _pool(size: int, run: Any) -> tuple[SlotPool, list[Slot]]:
-    done: list[Slot] = []
-    lock = threading.Lock()
+class _Done(list[Slot]):
+    """The slots the pool said it was through with, in order, and a wait for one of them."""
 
-    def finished(slot: Slot) -> None:
-        with lock:
-            done.append(slot)
-        slot.done.set()
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
 
-    return SlotPool(size, run, finished), done
+    def finished(self, slot: Slot) -> None:
+        with self._changed:
+            self.append(slot)
+            self._changed.notify_all()
+
+    def wait(self, slot: Slot) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: any(s is slot for s in self), WAIT)
+
+
+def _pool(size: int, run: Any) -> tuple[SlotPool, _Done]:
+    done = _Done()
+    return SlotPool(size, run, done.finished), done
 
 
 def test_threads_are_reused_across_jobs() -> None:
@@ -60,7 +69,7 @@ def test_threads_are_reused_across_jobs() -> None:
     for n in range(20):
         slot = _slot(n)
         pool.submit(slot)
-        assert slot.done.wait(WAIT)
+        assert done.wait(slot)
     assert len(done) == 20
     assert len(set(threads)) == 1 == pool.threads_started  # one at a time: one thread
     pool.close()
@@ -80,7 +89,7 @@ def test_concurrent_jobs_get_at_most_size_threads() -> None:
         for slot in slots:
             pool.submit(slot)
         for slot in slots:
-            assert slot.done.wait(WAIT)
+            assert done.wait(slot)
     assert len(done) == 12
     assert len(threads) == 3 == pool.threads_started
     pool.close()
@@ -97,22 +106,22 @@ def test_a_written_off_thread_is_replaced_and_never_reused() -> None:
             stuck.set()
             release.wait(WAIT)
 
-    pool, _ = _pool(1, run)
+    pool, done = _pool(1, run)
     first = _slot(0)
     pool.submit(first)
     assert stuck.wait(WAIT)
     pool.write_off(first)  # as the worker does when it abandons the run
     second = _slot(1)
     pool.submit(second)
-    assert second.done.wait(WAIT), "capacity was lost to the stuck thread"
+    assert done.wait(second), "capacity was lost to the stuck thread"
     assert ran_on[second.execution.job.id] is not ran_on[first.execution.job.id]
     release.set()
-    assert first.done.wait(WAIT)
+    assert done.wait(first)
     ran_on[first.execution.job.id].join(WAIT)
     assert not ran_on[first.execution.job.id].is_alive(), "the written-off thread ends"
     third = _slot(3)
     pool.submit(third)
-    assert third.done.wait(WAIT)
+    assert done.wait(third)
     assert ran_on[third.execution.job.id] is ran_on[second.execution.job.id]
     assert pool.threads_started == 2
     pool.close()
@@ -192,21 +201,6 @@ def _wait_blocked_on_gate(thread: threading.Thread) -> None:
             return
         time.sleep(0.001)
     raise AssertionError("the thread never reached the gate")
-
-
-def test_a_latch_is_set_once_and_wakes_every_waiter() -> None:
-    latch = Latch()
-    assert not latch.is_set() and not latch.wait(0.01)
-    woke: list[bool] = []
-    waiters = [threading.Thread(target=lambda: woke.append(latch.wait(WAIT))) for _ in range(3)]
-    for waiter in waiters:
-        waiter.start()
-    latch.set()
-    latch.set()  # a second set changes nothing
-    for waiter in waiters:
-        waiter.join(WAIT)
-    assert woke == [True, True, True]
-    assert latch.is_set() and latch.wait(0) and latch.wait()
 
 
 def test_a_signal_is_taken_once_however_often_it_was_set() -> None:

@@ -126,3 +126,31 @@ def test_times_decode_alike_cached_or_not_and_a_batch_alike_row_by_row(app: Conv
     with pytest.raises(StoreError, match="cannot be decoded"):
         row_to_job(_rows(store)[0])
     assert len(decode_rows(_rows(store))) == len(rows) - 1  # the damaged one is skipped
+
+
+def test_a_decoded_job_is_the_one_job_init_makes(app: Conveyor) -> None:
+    """_decode fills Job.__dict__ instead of calling Job(...): the same fields, in the same
+    order, with the same values, and nothing shared between two decodes of one row."""
+    store = _jobs_of_every_kind(app)
+    for row in _rows(store):
+        decoded = row_to_job(row)
+        by_init = Job(**{spec.name: getattr(decoded, spec.name)
+                         for spec in dataclasses.fields(Job)})
+        assert decoded == by_init and list(vars(decoded)) == list(vars(by_init))
+        assert type(decoded) is Job and decoded.existing is False
+        again = row_to_job(row)
+        assert again.params is not decoded.params and again.progress is not decoded.progress
+
+
+def test_the_import_check_refuses_a_job_decode_would_not_make(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclasses.dataclass
+    class Wider(Job):
+        tags: list[str] = dataclasses.field(default_factory=list)
+
+    monkeypatch.setattr(rows_module, "Job", Wider)
+    with pytest.raises(TypeError, match=r"Job\.tags, which has no plain default"):
+        rows_module._check_decoded_fields()
+    monkeypatch.setattr(rows_module, "_DECODED", rows_module._DECODED[::-1])
+    with pytest.raises(TypeError, match="in Job's order"):
+        rows_module._check_decoded_fields()

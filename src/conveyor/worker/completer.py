@@ -68,7 +68,11 @@ class Completer:
         self.max_batch = max_batch
         self._pending: list[Completion] = []
         self._unrecorded = 0  # submitted, not yet written (or given up on)
-        self._cond = threading.Condition()
+        # taken as a plain lock (``with self._lock``), the condition only waited on and
+        # notified: a Condition's own with-statement is two Python-level calls around the
+        # lock, and every completion takes it twice (submit, recorded)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closing = False
         self._thread: threading.Thread | None = None
         #: The worker's loop will take what gathers into its next claim (see loop_takes).
@@ -80,7 +84,7 @@ class Completer:
         self._thread.start()
 
     def submit(self, execution: Execution, change: Change) -> None:
-        with self._cond:
+        with self._lock:
             self._pending.append(Completion(execution, change))
             self._unrecorded += 1
             # the thread waits for a first completion, then for a full batch (or HANDOFF):
@@ -98,7 +102,7 @@ class Completer:
 
         Ignored with ``linger`` set: completions are gathered by this thread on purpose.
         """
-        with self._cond:
+        with self._lock:
             self._loop_takes = coming and self.linger <= 0
             if not self._loop_takes and self._pending:
                 self._cond.notify()
@@ -111,7 +115,7 @@ class Completer:
 
     def close(self) -> None:
         """Write everything gathered so far, then stop (a worker's graceful stop)."""
-        with self._cond:
+        with self._lock:
             self._closing = True
             self._cond.notify()
         if self._thread is not None:
@@ -125,18 +129,18 @@ class Completer:
         completions back with :meth:`give_back` if the store failed."""
         if self.linger > 0:  # gathered for `linger` on purpose: this thread writes them
             return []
-        with self._cond:
+        with self._lock:
             return self._take()
 
     def give_back(self, batch: list[Completion]) -> None:
-        with self._cond:
+        with self._lock:
             self._pending[:0] = batch
             self._cond.notify()
 
     def recorded(self, batch: list[Completion], rows: Sequence[Job | Landed | None]) -> None:
         """Count what became of each completion of ``batch``: landed (its row, or
         :data:`~conveyor.stores.base.Landed.LANDED`) or refused (None: its lease was lost)."""
-        with self._cond:
+        with self._lock:
             self._unrecorded -= len(batch)
         for completion, row in zip(batch, rows, strict=True):
             if row is None:
@@ -146,7 +150,7 @@ class Completer:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._pending and not self._closing:
                     self._cond.wait()
                 if self._closing:
@@ -168,7 +172,7 @@ class Completer:
 
     def _write_all(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 batch = self._take()
             if not batch:
                 return

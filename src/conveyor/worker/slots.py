@@ -35,40 +35,11 @@ if TYPE_CHECKING:
 _SET_ASYNC_EXC = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
 
-class Latch:
-    """A flag set once, that any number of threads can wait for: a slot's end.
-
-    What a slot needs of a :class:`threading.Event`, for a tenth of its cost: building an
-    Event (a Condition, its lock and its waiters) and setting it (notifying under the
-    Condition) came to ~4 us, paid for every job. Here a lock is held from the start and
-    released once, by the first :meth:`set`; a waiter takes it and gives it straight back.
-    """
-
-    __slots__ = ("_open", "_unset")
-
-    def __init__(self) -> None:
-        self._open = threading.Lock()
-        self._open.acquire()
-        self._unset = threading.Lock()  # taken by the first set(): later ones do nothing
-
-    def set(self) -> None:
-        if self._unset.acquire(blocking=False):
-            self._open.release()
-
-    def is_set(self) -> bool:
-        return self._unset.locked()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Whether the latch is set, waiting up to ``timeout`` seconds (None: for ever)."""
-        if self._open.acquire(timeout=-1 if timeout is None else timeout):
-            self._open.release()
-            return True
-        return False
-
-
 class Signal:
     """A flag that any thread sets and one thread waits for and takes: a worker's "a slot
-    freed", set by each slot's end and taken by the worker's loop.
+    freed", set by each slot's end and taken by the worker's loop (and, once the loop has
+    returned, by the shutdown that waits for the running slots: a slot needs no flag of its
+    own, which made two locks for every job).
 
     What the loop needs of a :class:`threading.Event` (wait, then clear) for a fraction of
     its cost, paid for every job: Event.set takes the Event's Condition and notifies under
@@ -107,7 +78,6 @@ class Slot:
     cancel_seen: float | None = None
     forced_at: float | None = None
     abandoned: bool = False
-    done: Latch = field(default_factory=Latch)
     #: When the lease was last known renewed (monotonic): claim, then each heartbeat.
     renewed: float = field(default_factory=time.monotonic)
     stale_warned: bool = False

@@ -607,7 +607,6 @@ class Worker:
     def _slot_done(self, slot: Slot) -> None:
         """The slot's pool thread is through with it (and ready for the next job)."""
         self._forget(slot)
-        slot.done.set()
 
     # -- shutdown ----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
@@ -619,11 +618,13 @@ class Worker:
                  len(slots))
         for slot in slots:
             slot.execution.shutdown = True
+        # each slot's end sets _slot_freed (this thread is its only taker now: the loop has
+        # returned), so no slot needs a flag of its own for this one wait
         deadline = time.monotonic() + self.shutdown_grace
-        for slot in slots:
-            while not slot.done.wait(0.05):
-                if time.monotonic() >= deadline or self._hard_stop.is_set():
-                    break
+        while self._current_slots() and time.monotonic() < deadline:
+            if self._hard_stop.is_set():
+                break
+            self._slot_freed.take(0.05)
         for slot in self._current_slots():
             self._release(slot)
 

@@ -10,6 +10,7 @@ it could not in the job's ``error`` (so ``show`` explains it and ``cancel`` work
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import operator
@@ -201,6 +202,15 @@ def _json(column: str, text: str | None, default: Any, lenient: bool, lost: list
 
 
 def _decode(values: tuple[Any, ...], lenient: bool, lost: list[str]) -> Job:
+    """The Job of one row's ``values`` (in :data:`_COLUMNS`' order).
+
+    Made by filling the Job's ``__dict__`` (as :func:`conveyor.stores.base.inserted_job`
+    does) rather than through ``Job(...)``: the generated ``__init__`` takes 36 keywords one
+    by one, and a claim decodes every job it takes. Job is a plain dataclass (no slots, no
+    ``__post_init__``), so the object is the one ``Job(...)`` would make; the fields this
+    does not fill come from :data:`_NOT_DECODED`, checked at import by
+    :func:`_check_decoded_fields`, and tests compare both ways.
+    """
     (job_id, state, created_at, started_at, finished_at, job_type, params, max_attempts,
      attempt, current_step, total_steps, checkpoint, result, error, queue, priority, run_at,
      timeout, pause_timeout, backoff, updated_at, paused_at, pause_requested,
@@ -212,44 +222,82 @@ def _decode(values: tuple[Any, ...], lenient: bool, lost: list[str]) -> Job:
     # columns each, and a call per column was a third of the decode.
     times = _TIMES
     failure = None if error is None else _json("error", error, None, lenient, lost)
-    return Job(
-        id=job_id,
-        state=_STATES[state],
-        created_at=times.get(created_at) or ts(created_at) or datetime.now(UTC),
-        started_at=None if started_at is None else times.get(started_at) or ts(started_at),
-        finished_at=(None if finished_at is None
-                     else times.get(finished_at) or ts(finished_at)),
-        job_type=job_type,
-        params={} if params == "{}" else _json("params", params, {}, lenient, lost),
-        max_attempts=max_attempts,
-        attempt=attempt,
-        progress=JobProgress(current_step, total_steps, {} if checkpoint == "{}" else
-                             _json("checkpoint", checkpoint, {}, lenient, lost) or {}),
-        result=None if result is None else _json("result", result, None, lenient, lost),
-        error=JobError(**failure) if failure else None,
-        queue=queue,
-        priority=priority,
-        run_at=times.get(run_at) or ts(run_at) or datetime.now(UTC),
-        timeout=timeout,
-        pause_timeout=pause_timeout,
-        backoff=_json("backoff", backoff, {}, lenient, lost) or {},
-        updated_at=times.get(updated_at) or ts(updated_at) or datetime.now(UTC),
-        paused_at=None if paused_at is None else times.get(paused_at) or ts(paused_at),
-        pause_requested=bool(pause_requested),
-        cancel_requested=bool(cancel_requested),
-        resume_requested=bool(resume_requested),
-        worker_id=worker_id,
-        lease_token=lease_token,
-        lease_expires_at=(None if lease_expires_at is None
-                          else times.get(lease_expires_at) or ts(lease_expires_at)),
-        requeued_from=requeued_from,
-        unique_key=unique_key,
-        trace=trace,
-        limit_key=limit_key,
-        waiting_on=waiting_on,
-        has_dependents=bool(has_dependents),
-        on_dependency_failure=on_dependency_failure,
-    )
+    job = _new_object(Job)
+    job.__dict__ = {  # in Job's field order, as Job(...) fills it
+        "id": job_id,
+        "state": _STATES[state],
+        "created_at": times.get(created_at) or ts(created_at) or datetime.now(UTC),
+        "started_at": None if started_at is None else times.get(started_at) or ts(started_at),
+        "finished_at": (None if finished_at is None
+                        else times.get(finished_at) or ts(finished_at)),
+        "job_type": job_type,
+        "params": {} if params == "{}" else _json("params", params, {}, lenient, lost),
+        "max_attempts": max_attempts,
+        "attempt": attempt,
+        "progress": JobProgress(current_step, total_steps, {} if checkpoint == "{}" else
+                                _json("checkpoint", checkpoint, {}, lenient, lost) or {}),
+        "result": None if result is None else _json("result", result, None, lenient, lost),
+        "error": JobError(**failure) if failure else None,
+        "queue": queue,
+        "priority": priority,
+        "run_at": times.get(run_at) or ts(run_at) or datetime.now(UTC),
+        "timeout": timeout,
+        "pause_timeout": pause_timeout,
+        "backoff": _json("backoff", backoff, {}, lenient, lost) or {},
+        "updated_at": times.get(updated_at) or ts(updated_at) or datetime.now(UTC),
+        "paused_at": None if paused_at is None else times.get(paused_at) or ts(paused_at),
+        "pause_requested": bool(pause_requested),
+        "cancel_requested": bool(cancel_requested),
+        "resume_requested": bool(resume_requested),
+        "worker_id": worker_id,
+        "lease_token": lease_token,
+        "lease_expires_at": (None if lease_expires_at is None
+                             else times.get(lease_expires_at) or ts(lease_expires_at)),
+        "requeued_from": requeued_from,
+        "unique_key": unique_key,
+        "trace": trace,
+        "limit_key": limit_key,
+        "waiting_on": waiting_on,
+        "has_dependents": bool(has_dependents),
+        "on_dependency_failure": on_dependency_failure,
+        **_NOT_DECODED,
+    }
+    return job
+
+
+_new_object = object.__new__
+#: The Job fields :func:`_decode` fills from a row, in Job's field order.
+_DECODED = (
+    "id", "state", "created_at", "started_at", "finished_at", "job_type", "params",
+    "max_attempts", "attempt", "progress", "result", "error", "queue", "priority", "run_at",
+    "timeout", "pause_timeout", "backoff", "updated_at", "paused_at", "pause_requested",
+    "cancel_requested", "resume_requested", "worker_id", "lease_token", "lease_expires_at",
+    "requeued_from", "unique_key", "trace", "limit_key", "waiting_on", "has_dependents",
+    "on_dependency_failure",
+)
+#: The Job fields no column holds (``existing``), at their defaults.
+_NOT_DECODED: dict[str, Any] = {}
+
+
+def _check_decoded_fields() -> None:
+    """Refuse at import (so every test sees it) a Job that :func:`_decode`'s ``__dict__``
+    would not make as ``Job(...)`` does: a field it neither fills nor can leave at a plain
+    default (a default factory would be shared by every job), fields out of its order, or a
+    Job with slots or a ``__post_init__``."""
+    if hasattr(Job, "__post_init__") or hasattr(Job, "__slots__"):
+        raise TypeError("rows._decode fills Job.__dict__: Job must stay a plain dataclass")
+    fields = dataclasses.fields(Job)
+    decoded = tuple(spec.name for spec in fields if spec.name in _DECODED)
+    if decoded != _DECODED or [spec.name for spec in fields][:len(_DECODED)] != list(_DECODED):
+        raise TypeError("rows._DECODED must name Job's fields, in Job's order, first")
+    for spec in fields[len(_DECODED):]:
+        if spec.default is dataclasses.MISSING:
+            raise TypeError(f"rows._decode does not set Job.{spec.name}, which has no plain "
+                            "default: decode it per job")
+        _NOT_DECODED[spec.name] = spec.default
+
+
+_check_decoded_fields()
 
 
 def row_to_history(row: sqlite3.Row) -> HistoryEntry:
