@@ -94,35 +94,6 @@ class EnqueueRequest:
     on_dependency_failure: str = "cancel"
 
 
-@dataclass(slots=True)
-class _Options:
-    """An enqueue's options, checked and resolved against its job type's: what the jobs of a
-    batch that give the same options share (see :meth:`Conveyor._new_jobs`). Never changed
-    once made; not frozen, which would make building one for each enqueue() slower."""
-
-    spec: JobType
-    queue: str
-    priority: int
-    max_attempts: int
-    timeout: float | None
-    pause_timeout: float
-    backoff: dict[str, float]
-    backoff_json: str
-    on_conflict: str
-    on_dependency_failure: str
-
-
-def _options_key(request: EnqueueRequest) -> tuple[object, ...]:
-    """What two requests must share to share their checked :class:`_Options`: each option
-    that :meth:`Conveyor._options` reads. The numbers go in with their types: as dict keys
-    ``True``, ``1`` and ``1.0`` are one, but a bool priority is refused and a job keeps the
-    number it was given."""
-    r = request
-    return (r.job_type, r.queue, r.backoff, r.on_conflict, r.on_dependency_failure,
-            r.priority, type(r.priority), r.max_attempts, type(r.max_attempts),
-            r.timeout, type(r.timeout), r.pause_timeout, type(r.pause_timeout))
-
-
 @functools.lru_cache(maxsize=256)
 def _backoff_dict(backoff: Backoff) -> tuple[dict[str, float], str]:
     """A frozen Backoff's dict and its encoding, made once per policy rather than once per
@@ -314,36 +285,20 @@ class Conveyor(FlowControl, Operations):
         return self.store.dependencies(validate.job_id(job_id))
 
     def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
-        """Each request checked exactly as :meth:`_new_job` checks one enqueue, for less.
-
-        The options of a batch's requests are mostly alike (often all defaults): each distinct
-        set of them is checked and resolved once (:meth:`_options`) and shared by the
-        requests that give it; the ids are made together (:func:`new_job_ids`). The current
+        """Each request checked exactly as :meth:`_new_job` checks one enqueue. The current
         span is read once: one call runs under one span, so every job of it carries the same
-        ``traceparent``, and reading it per job cost more than the rest of the checks.
-        """
+        ``traceparent``, and reading it per job cost more than the rest of the checks. The
+        ids are made together (:func:`new_job_ids`: one clock read and one ``os.urandom``)."""
         requests = builtins.list(requests)
-        trace = enqueue_trace()
-        checked: dict[tuple[object, ...], _Options] = {}
-        news = []
-        for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True):
-            key = _options_key(request)
-            try:
-                options = checked.get(key)
-            except TypeError:  # an unhashable option: its check below refuses it
-                options = None
-            if options is None:
-                options = self._options(
-                    request.job_type, queue=request.queue, priority=request.priority,
-                    max_attempts=request.max_attempts, timeout=request.timeout,
-                    pause_timeout=request.pause_timeout, backoff=request.backoff,
-                    on_conflict=request.on_conflict,
-                    on_dependency_failure=request.on_dependency_failure)
-                checked[key] = options
-            news.append(self._job(options, job_id, request.params, run_at=request.run_at,
-                                  delay=request.delay, unique_key=request.unique_key,
-                                  depends_on=request.depends_on, trace=trace))
-        return news
+        trace = (enqueue_trace(),)
+        return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
+                              run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
+                              timeout=r.timeout, pause_timeout=r.pause_timeout,
+                              backoff=r.backoff, unique_key=r.unique_key,
+                              on_conflict=r.on_conflict, depends_on=r.depends_on,
+                              on_dependency_failure=r.on_dependency_failure,
+                              batch_trace=trace, job_id=job_id)
+                for r, job_id in zip(requests, new_job_ids(len(requests)), strict=True)]
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
@@ -351,58 +306,30 @@ class Conveyor(FlowControl, Operations):
                  pause_timeout: float | None = None, backoff: Backoff | None = None,
                  unique_key: str | None = None, on_conflict: str = "return_existing",
                  depends_on: Iterable[str] | None = None,
-                 on_dependency_failure: str = "cancel") -> NewJob:
-        """The job to store, or the error its enqueue raises (nothing written)."""
-        options = self._options(job_type, queue=queue, priority=priority,
-                                max_attempts=max_attempts, timeout=timeout,
-                                pause_timeout=pause_timeout, backoff=backoff,
-                                on_conflict=on_conflict,
-                                on_dependency_failure=on_dependency_failure)
-        return self._job(options, new_job_id(), params, run_at=run_at, delay=delay,
-                         unique_key=unique_key, depends_on=depends_on, trace=enqueue_trace())
-
-    def _options(self, job_type: str, *, queue: str | None, priority: int | None,
-                 max_attempts: int | None, timeout: float | None,
-                 pause_timeout: float | None, backoff: Backoff | None, on_conflict: str,
-                 on_dependency_failure: str) -> _Options:
-        """An enqueue's options checked, and resolved against its job type's own: the part
-        of :meth:`_new_job` that does not depend on the job's params, id or time."""
+                 on_dependency_failure: str = "cancel",
+                 batch_trace: tuple[str | None] | None = None,
+                 job_id: str | None = None) -> NewJob:
+        """The job to store, or the error its enqueue raises (nothing written); with
+        ``batch_trace`` and ``job_id``, the trace its batch read once and the id it made for
+        this job (see :meth:`_new_jobs`)."""
         # Each check is skipped for its option's default, which it would accept: most jobs
-        # give none of them, and the calls were a fifth of an enqueue's checks.
+        # give none of them, and the calls were a fifth of this method's cost.
         spec = self.engine.job_type(job_type)
+        upstream = () if depends_on is None or depends_on == () else check_depends_on(
+            depends_on)
         if on_dependency_failure != "cancel":
             check_policy(on_dependency_failure)
+        if unique_key is not None:
+            validate.unique_key(unique_key)
         if on_conflict != "return_existing":
             validate.on_conflict(on_conflict)
+        params = {} if params is None else params
+        encoded = payload.encode_object(params, "params")
+        spec.bind(params)
+        limit_key = None if spec.limits is None else spec.limit_key(params)
         if not (max_attempts is None and timeout is None and pause_timeout is None
                 and queue is None and priority is None):
             check_options(max_attempts, timeout, pause_timeout, queue, priority)
-        opts = spec.options
-        backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
-        return _Options(
-            spec=spec, queue=queue or opts.queue,
-            priority=opts.priority if priority is None else priority,
-            max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
-            timeout=opts.timeout if timeout is None else timeout,
-            pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff=backoff_dict, backoff_json=backoff_json, on_conflict=on_conflict,
-            on_dependency_failure=on_dependency_failure)
-
-    @staticmethod
-    def _job(options: _Options, job_id: str, params: dict[str, Any] | None, *,
-             run_at: datetime | None, delay: float | None, unique_key: str | None,
-             depends_on: Iterable[str] | None, trace: str | None) -> NewJob:
-        """One job of checked ``options``, its own values checked: what each job of a batch
-        pays for (see :meth:`_new_jobs`)."""
-        upstream = () if depends_on is None or depends_on == () else check_depends_on(
-            depends_on)
-        if unique_key is not None:
-            validate.unique_key(unique_key)
-        params = {} if params is None else params
-        encoded = payload.encode_object(params, "params")
-        spec = options.spec
-        spec.bind(params)
-        limit_key = None if spec.limits is None else spec.limit_key(params)
         if run_at is not None and delay is not None:
             raise ConfigurationError("give run_at or delay, not both")
         if run_at is not None:
@@ -410,14 +337,20 @@ class Conveyor(FlowControl, Operations):
             run_at = validate.run_at(run_at).astimezone(UTC)
         if delay is not None:
             check_seconds("delay", delay, zero_ok=True)
+        opts = spec.options
+        backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
+        trace = enqueue_trace() if batch_trace is None else batch_trace[0]
         return NewJob(
-            id=job_id, job_type=spec.name, params=params, queue=options.queue,
-            priority=options.priority, max_attempts=options.max_attempts, run_at=run_at,
-            timeout=options.timeout, pause_timeout=options.pause_timeout,
-            backoff=options.backoff, backoff_json=options.backoff_json, delay=delay,
-            params_json=encoded, unique_key=unique_key, on_conflict=options.on_conflict,
-            trace=trace, limit_key=limit_key, depends_on=upstream,
-            on_dependency_failure=options.on_dependency_failure,
+            id=new_job_id() if job_id is None else job_id, job_type=job_type,
+            params=params, queue=queue or opts.queue,
+            priority=opts.priority if priority is None else priority,
+            max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
+            run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
+            pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
+            backoff=backoff_dict, backoff_json=backoff_json, delay=delay, params_json=encoded,
+            unique_key=unique_key, on_conflict=on_conflict, trace=trace,
+            limit_key=limit_key, depends_on=upstream,
+            on_dependency_failure=on_dependency_failure,
         )
 
     # -- reading ---------------------------------------------------------------------------------

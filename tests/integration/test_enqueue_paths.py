@@ -129,8 +129,8 @@ def test_the_async_client_writes_the_same_job(app: Conveyor) -> None:
 
 
 def test_a_batch_of_mixed_options_gives_each_job_its_own(app: Conveyor) -> None:
-    """A batch checks each distinct set of options once and shares it among the requests
-    giving it: interleaved sets must each land as enqueue() lands them alone."""
+    """Interleaved sets of options in one batch each land as enqueue() lands them alone (a
+    guard for any sharing of checked options between a batch's requests)."""
     requests = [EnqueueRequest("plain", {"n": n}) if n % 3 == 0
                 else EnqueueRequest("plain", {"n": n}, **OPTIONS) if n % 3 == 1
                 else EnqueueRequest("typed", {"tenant": f"t{n}"}, queue="q2", timeout=5)
@@ -144,8 +144,8 @@ def test_a_batch_of_mixed_options_gives_each_job_its_own(app: Conveyor) -> None:
 
 
 def test_options_equal_as_keys_but_not_alike_are_checked_apart(app: Conveyor) -> None:
-    """``True == 1 == 1.0`` as dict keys, but a bool priority is refused, and a job keeps the
-    number type it was given, as enqueue() does."""
+    """``True == 1 == 1.0`` (so as dict keys), but a bool priority is refused, and a job keeps
+    the number type it was given, in a batch as in enqueue()."""
     with pytest.raises(ConfigurationError, match="priority"):
         app.enqueue_many([EnqueueRequest("plain", priority=1),
                           EnqueueRequest("plain", priority=True)])
