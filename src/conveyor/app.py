@@ -47,7 +47,7 @@ from conveyor.events import (
 )
 from conveyor.filters import Search
 from conveyor.flow import FlowControl
-from conveyor.ids import new_job_id
+from conveyor.ids import new_job_id, new_job_ids
 from conveyor.lifecycle import JobState, Verb
 from conveyor.model import HistoryEntry, Job, LogLine
 from conveyor.observe import enqueue_trace
@@ -287,7 +287,9 @@ class Conveyor(FlowControl, Operations):
     def _new_jobs(self, requests: Iterable[EnqueueRequest]) -> builtins.list[NewJob]:
         """Each request checked exactly as :meth:`_new_job` checks one enqueue. The current
         span is read once: one call runs under one span, so every job of it carries the same
-        ``traceparent``, and reading it per job cost more than the rest of the checks."""
+        ``traceparent``, and reading it per job cost more than the rest of the checks. The
+        ids are made together (:func:`new_job_ids`: one clock read and one ``os.urandom``)."""
+        requests = builtins.list(requests)
         trace = (enqueue_trace(),)
         return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
                               run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
@@ -295,8 +297,8 @@ class Conveyor(FlowControl, Operations):
                               backoff=r.backoff, unique_key=r.unique_key,
                               on_conflict=r.on_conflict, depends_on=r.depends_on,
                               on_dependency_failure=r.on_dependency_failure,
-                              batch_trace=trace)
-                for r in requests]
+                              batch_trace=trace, job_id=job_id)
+                for r, job_id in zip(requests, new_job_ids(len(requests)), strict=True)]
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
@@ -305,9 +307,11 @@ class Conveyor(FlowControl, Operations):
                  unique_key: str | None = None, on_conflict: str = "return_existing",
                  depends_on: Iterable[str] | None = None,
                  on_dependency_failure: str = "cancel",
-                 batch_trace: tuple[str | None] | None = None) -> NewJob:
+                 batch_trace: tuple[str | None] | None = None,
+                 job_id: str | None = None) -> NewJob:
         """The job to store, or the error its enqueue raises (nothing written); with
-        ``batch_trace``, the trace its batch read once (see :meth:`_new_jobs`)."""
+        ``batch_trace`` and ``job_id``, the trace its batch read once and the id it made for
+        this job (see :meth:`_new_jobs`)."""
         # Each check is skipped for its option's default, which it would accept: most jobs
         # give none of them, and the calls were a fifth of this method's cost.
         spec = self.engine.job_type(job_type)
@@ -337,8 +341,8 @@ class Conveyor(FlowControl, Operations):
         backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
         trace = enqueue_trace() if batch_trace is None else batch_trace[0]
         return NewJob(
-            id=new_job_id(), job_type=job_type, params=params,
-            queue=queue or opts.queue,
+            id=new_job_id() if job_id is None else job_id, job_type=job_type,
+            params=params, queue=queue or opts.queue,
             priority=opts.priority if priority is None else priority,
             max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
             run_at=run_at, timeout=opts.timeout if timeout is None else timeout,

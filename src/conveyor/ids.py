@@ -13,11 +13,18 @@ Within one process ids are also strictly increasing: in the same millisecond the
 the timestamp field moves on by a millisecond, so a burst of jobs is ordered as it was
 made. Across processes ids are ordered only by their millisecond; nothing in conveyor
 relies on id order (the store's ``seq`` orders jobs), it is only kind to indexes.
+
+:func:`new_job_ids` makes a batch's ids at once: the same ids, in the same order, that as many
+calls of :func:`new_job_id` in one millisecond would make, for one clock read, one lock and one
+``os.urandom`` instead of one of each per id (they were half the cost of a bulk enqueue's
+Python). The random bits are read fresh for every call, never kept between calls, so a forked
+child can never repeat its parent's ids.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
 
@@ -46,6 +53,19 @@ class _Clock:
                     self.last_ms, self.counter = self.last_ms + 1, 0
             return self.last_ms, self.counter
 
+    def reserve(self, count: int, seed: int) -> int:
+        """The first of ``count`` consecutive (millisecond, counter) places, as one number
+        ``ms << 12 | counter``: counting on from the last place is exactly what
+        :meth:`next` does within one millisecond, the counter's overflow carrying into the
+        millisecond."""
+        with self.lock:
+            ms = time.time_ns() // 1_000_000
+            first = ms << 12 | seed if ms > self.last_ms else (
+                self.last_ms << 12 | self.counter) + 1
+            last = first + count - 1
+            self.last_ms, self.counter = last >> 12, last & _RAND_A
+            return first
+
 
 _clock = _Clock()
 
@@ -54,7 +74,23 @@ def new_job_id() -> str:
     """A new job id: a UUIDv7 in lower-case canonical text (what :data:`JOB_ID_PATTERN` takes)."""
     random = int.from_bytes(os.urandom(10), "big")  # 80 bits: rand_b below, a counter seed above
     ms, counter = _clock.next(random >> 69)
-    value = (ms << 80) | _VERSION | (counter << 64) | _VARIANT | (random & _RAND_B)
+    return _text((ms << 80) | _VERSION | (counter << 64) | _VARIANT | (random & _RAND_B))
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` new job ids, strictly increasing (see the module's docstring)."""
+    if count <= 0:
+        return []
+    # one 64-bit word of random bits per id (rand_b: its low 62), and one for the counter seed
+    words = struct.unpack(f"<{count + 1}Q", os.urandom(8 * (count + 1)))
+    first = _clock.reserve(count, words[count] >> 53)  # 11 bits: room to count up
+    return [_text(((place >> 12) << 80) | _VERSION | ((place & _RAND_A) << 64) | _VARIANT
+                  | (random & _RAND_B))
+            for place, random in zip(range(first, first + count), words[:count], strict=True)]
+
+
+def _text(value: int) -> str:
+    """A 128-bit id in canonical text."""
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

@@ -13,6 +13,7 @@ import pytest
 
 from conveyor import Backoff, Conveyor, EnqueueRequest
 from conveyor.context import JobContext
+from conveyor.errors import ConfigurationError
 
 _RUN_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 #: Every option enqueue() takes besides unique keys and dependencies, each unlike its default.
@@ -125,3 +126,46 @@ def test_the_async_client_writes_the_same_job(app: Conveyor) -> None:
 
     sync = app.enqueue("typed", {"tenant": "t7", "n": 1}, actor="someone", **OPTIONS)
     assert _row(app, asyncio.run(scenario())) == _row(app, sync.id)
+
+
+def test_a_batch_of_mixed_options_gives_each_job_its_own(app: Conveyor) -> None:
+    """Interleaved sets of options in one batch each land as enqueue() lands them alone (a
+    guard for any sharing of checked options between a batch's requests)."""
+    requests = [EnqueueRequest("plain", {"n": n}) if n % 3 == 0
+                else EnqueueRequest("plain", {"n": n}, **OPTIONS) if n % 3 == 1
+                else EnqueueRequest("typed", {"tenant": f"t{n}"}, queue="q2", timeout=5)
+                for n in range(9)]
+    batch = app.enqueue_many(requests, actor="someone")
+    for request, job in zip(requests, batch, strict=True):
+        options = {name: getattr(request, name) for name in (*OPTIONS, "timeout")}
+        alone = app.enqueue(request.job_type, request.params, actor="someone", **options)
+        assert _row(app, job.id) == _row(app, alone.id)
+        assert job == app.get(job.id)
+
+
+def test_options_equal_as_keys_but_not_alike_are_checked_apart(app: Conveyor) -> None:
+    """``True == 1 == 1.0`` (so as dict keys), but a bool priority is refused, and a job keeps
+    the number type it was given, in a batch as in enqueue()."""
+    with pytest.raises(ConfigurationError, match="priority"):
+        app.enqueue_many([EnqueueRequest("plain", priority=1),
+                          EnqueueRequest("plain", priority=True)])
+    with pytest.raises(ConfigurationError, match="max_attempts"):
+        app.enqueue_many([EnqueueRequest("plain", max_attempts=2),
+                          EnqueueRequest("plain", max_attempts=2.0)])  # type: ignore[arg-type]
+    assert app.count_jobs() == 0
+    whole, fraction = app.enqueue_many([EnqueueRequest("plain", timeout=5),
+                                        EnqueueRequest("plain", timeout=5.0)])
+    assert type(whole.timeout) is type(app.enqueue("plain", timeout=5).timeout)
+    assert type(fraction.timeout) is float
+    assert (whole, fraction) == (app.get(whole.id), app.get(fraction.id))
+
+
+def test_an_unhashable_option_is_refused_as_enqueue_refuses_it(app: Conveyor) -> None:
+    bad = ["q"]
+    with pytest.raises(ConfigurationError) as alone:
+        app.enqueue("plain", queue=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError) as batch:
+        app.enqueue_many([EnqueueRequest("plain"),
+                          EnqueueRequest("plain", queue=bad)])  # type: ignore[arg-type]
+    assert str(batch.value) == str(alone.value)
+    assert app.count_jobs() == 0

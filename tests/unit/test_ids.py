@@ -59,3 +59,38 @@ def test_threads_get_distinct_ids_with_random_tails() -> None:
     every = [text for into in made for text in into]
     assert len(set(every)) == len(every)
     assert len({text[-12:] for text in every}) == len(every)  # the random part differs
+
+
+def test_a_batch_is_what_as_many_single_calls_in_one_millisecond_make(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """new_job_ids counts on where new_job_id left off (and new_job_id after it), past the
+    12-bit counter into the next millisecond, strictly increasing throughout."""
+    frozen = time.time_ns()
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    made = [new_job_id(), *ids.new_job_ids(5_000), new_job_id(), *ids.new_job_ids(1)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    places = [(value.int >> 80) << 12 | (value.int >> 64) & 0xFFF
+              for value in map(uuid.UUID, made)]
+    assert places == list(range(places[0], places[0] + len(made)))  # no place skipped
+    assert places[0] >> 12 == frozen // 1_000_000 < places[-1] >> 12  # counted past the ms
+    for text in made:
+        value = uuid.UUID(text)
+        assert re.fullmatch(JOB_ID_PATTERN, text) and str(value) == text
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+    assert len({text[-12:] for text in made}) == len(made)  # the random part differs
+    assert ids.new_job_ids(0) == []
+
+
+def test_a_batch_in_a_new_millisecond_starts_from_a_random_counter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [time.time_ns()]
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
+    starts = set()
+    for _ in range(20):
+        now[0] += 1_000_000
+        first = uuid.UUID(ids.new_job_ids(3)[0]).int
+        assert first >> 80 == now[0] // 1_000_000
+        starts.add(first >> 64 & 0xFFF)
+    assert len(starts) > 1 and max(starts) < 0x800  # a seed of 11 bits: room to count up

@@ -152,22 +152,32 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     params = {} if text == "{}" else payload.loads(
         text if text is not None else payload.dumps(new.params))
     progress = new.progress
+    # a copy of the template, set key by key: a literal merged into it built a second dict
+    # of these 19 keys first, and cost twice as much
+    values = _TEMPLATE.copy()
+    values["id"] = new.id
+    values["state"] = _PENDING
+    values["created_at"] = values["updated_at"] = created_at
+    values["job_type"] = new.job_type
+    values["params"] = params
+    values["max_attempts"] = new.max_attempts
+    values["progress"] = JobProgress() if progress is None else JobProgress(
+        progress.current_step, progress.total_steps, progress.last_checkpoint or {})
+    values["queue"] = new.queue
+    values["priority"] = new.priority
+    values["run_at"] = run_at
+    values["timeout"] = new.timeout
+    values["pause_timeout"] = new.pause_timeout
+    values["backoff"] = dict(new.backoff)
+    values["requeued_from"] = new.requeued_from
+    values["unique_key"] = new.unique_key
+    values["trace"] = new.trace
+    values["limit_key"] = new.limit_key
+    # the stores write a job's policy only when they link its dependencies: a job without
+    # any keeps the column's default, and the returned job must say so too
+    values["on_dependency_failure"] = new.on_dependency_failure if new.depends_on else "cancel"
     job = _new_job_object(Job)
-    job.__dict__ = {
-        **_TEMPLATE,
-        "id": new.id, "state": _PENDING, "created_at": created_at, "job_type": new.job_type,
-        "params": params, "max_attempts": new.max_attempts,
-        "progress": JobProgress() if progress is None else JobProgress(
-            progress.current_step, progress.total_steps, progress.last_checkpoint or {}),
-        "queue": new.queue, "priority": new.priority, "run_at": run_at,
-        "timeout": new.timeout, "pause_timeout": new.pause_timeout,
-        "backoff": dict(new.backoff), "updated_at": created_at,
-        "requeued_from": new.requeued_from, "unique_key": new.unique_key,
-        "trace": new.trace, "limit_key": new.limit_key,
-        # the stores write a job's policy only when they link its dependencies: a job
-        # without any keeps the column's default, and the returned job must say so too
-        "on_dependency_failure": new.on_dependency_failure if new.depends_on else "cancel",
-    }
+    job.__dict__ = values
     return job
 
 
