@@ -9,6 +9,7 @@ writes what it got to its own file, one line per outcome, read by the test after
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,12 @@ def pair_rounds(url: str, barrier: Any, name: str, claim_types: list[str],
 
 
 def drain(url: str, barrier: Any, name: str, job_type: str, out: str) -> None:
-    """Claim batches of 1 to 5 jobs of ``job_type`` until none is left; one id per line."""
+    """Claim batches of 1 to 5 jobs of ``job_type`` until none is left; one id per line.
+
+    Between claims it pauses for up to 2 ms, as a worker runs what it claimed: SQLite's busy
+    handler lets a waiting process sleep for milliseconds at a time, so a claimer that went
+    straight on could take every job before the others woke, and nothing would have raced.
+    """
     store = SQLiteStore(url)
     rng = random.Random(name)
     claimed: list[str] = []
@@ -62,6 +68,7 @@ def drain(url: str, barrier: Any, name: str, job_type: str, out: str) -> None:
             if not got:
                 break
             claimed.extend(job.id for job in got)
+            time.sleep(rng.uniform(0, 0.002))
     finally:
         Path(out).write_text("".join(f"{job_id}\n" for job_id in claimed))
         store.close()
