@@ -7,10 +7,33 @@ through; one helper, so every such test stops at a version the same way.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
 import pytest
+from psycopg import sql
 
 from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
+
+
+def fresh_schema(prefix: str) -> Iterator[str]:
+    """A schema name of its own for one test, dropped (with whatever it holds) after it: the
+    body of a migration test's ``schema`` fixture."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def all_rows(schema: str, table: str, order: str) -> list[tuple[Any, ...]]:
+    """Every row of ``schema.table`` by ``order``, read as the database holds it (before and
+    after a migration, to compare)."""
+    with psycopg.connect(pg_test_url()) as conn:
+        return conn.execute(sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(order))).fetchall()
 
 
 def pg_store(schema: str, version: int | None = None,

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from conveyor import transitions
 from conveyor.changes import Lease
@@ -22,6 +20,7 @@ from conveyor.lifecycle import JobState
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 from tests.conftest import pg_test_url
+from tests.integration.pgschema import all_rows, fresh_schema
 from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
@@ -29,16 +28,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = f"hu_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(pg_test_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
-def _all(schema: str, table: str, order: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return conn.execute(sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
-            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(order))).fetchall()
+    yield from fresh_schema("hu")
 
 
 def _history_keys(schema: str) -> list[str]:
@@ -72,7 +62,7 @@ def test_a_schema_of_version_10_migrates_with_jobs_and_history_intact(
         old.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"i": i})
                          for i in range(5)])
         _finish(old, 2)
-        jobs, history = _all(schema, "jobs", "seq"), _all(schema, "job_history", "id")
+        jobs, history = all_rows(schema, "jobs", "seq"), all_rows(schema, "job_history", "id")
         assert old.schema_version() == 10
     finally:
         old.close()
@@ -82,8 +72,8 @@ def test_a_schema_of_version_10_migrates_with_jobs_and_history_intact(
         assert _history_keys(schema) == []
         (index,) = _history_indexes(schema)
         assert "UNIQUE INDEX job_history_pkey" in index and "(job_id, id)" in index
-        assert _all(schema, "jobs", "seq") == jobs
-        assert _all(schema, "job_history", "id") == history
+        assert all_rows(schema, "jobs", "seq") == jobs
+        assert all_rows(schema, "job_history", "id") == history
         done = _finish(store, 1)  # the migrated rows take changes and log them as before
         assert [h.action for h in store.history(done[0])][-1] == "complete"
     finally:
@@ -100,9 +90,9 @@ def test_prune_deletes_the_history_of_the_jobs_it_deletes_and_only_theirs(
         assert store.prune_jobs(JobState.COMPLETED, 0.0, limit=3) == 3
         assert store.prune_jobs(JobState.COMPLETED, 0.0, limit=3) == 1
         assert store.prune_jobs(JobState.COMPLETED, 0.0, limit=3) == 0
-        left = {row[1] for row in _all(schema, "job_history", "id")}
+        left = {row[1] for row in all_rows(schema, "job_history", "id")}
         assert left.isdisjoint(done)
-        remaining = {row[0] for row in _all(schema, "jobs", "seq")}
+        remaining = {row[0] for row in all_rows(schema, "jobs", "seq")}
         assert len(remaining) == 2 and left == remaining
         for job_id in remaining:
             assert [h.action for h in store.history(job_id)] == ["create"]

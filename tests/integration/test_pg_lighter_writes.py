@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -26,6 +25,7 @@ from conveyor.model import Job, JobError
 from conveyor.stores.base import JobQuery, NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 from tests.conftest import pg_test_url
+from tests.integration.pgschema import all_rows, fresh_schema
 from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
@@ -33,16 +33,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = f"lw_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(pg_test_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
-def _all(schema: str, table: str, order: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return conn.execute(sql.SQL("SELECT * FROM {}.{} ORDER BY {}").format(
-            sql.Identifier(schema), sql.Identifier(table), sql.Identifier(order))).fetchall()
+    yield from fresh_schema("lw")
 
 
 def _indexes(schema: str) -> dict[str, str]:
@@ -135,7 +126,7 @@ def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
         assert _history_checks(schema) == ["job_history_from_state_check",
                                            "job_history_to_state_check"]
         _fill(old)
-        jobs, history = _all(schema, "jobs", "seq"), _all(schema, "job_history", "id")
+        jobs, history = all_rows(schema, "jobs", "seq"), all_rows(schema, "job_history", "id")
         assert old.schema_version() == 11
     finally:
         old.close()
@@ -146,8 +137,8 @@ def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
         assert not {"jobs_type_seq", "jobs_queue_seq"} & set(indexes)
         assert "WHERE (state <> 'pending'::text)" in indexes["jobs_state_seq"]
         assert _history_checks(schema) == []
-        assert _all(schema, "jobs", "seq") == jobs
-        assert _all(schema, "job_history", "id") == history
+        assert all_rows(schema, "jobs", "seq") == jobs
+        assert all_rows(schema, "job_history", "id") == history
         (job,) = store.claim("w", queues=[], job_types=["t1"], limit=1, lease_seconds=60)
         store.apply([transitions.complete(Lease(job.id, job.lease_token or "", job.attempt),
                                           None, "w")])
