@@ -12,7 +12,7 @@ import pytest
 
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
-from conveyor.stores.base import NewJob, inserted_job
+from conveyor.stores.base import NewJob, inserted_job, job_template
 from conveyor.stores.sqlite.store import SQLiteStore
 
 _NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -77,3 +77,10 @@ def test_inserted_job_is_the_row_read_back(db_url: str) -> None:
                 assert made == store.get_job(made.id)
     finally:
         store.close()
+
+
+def test_a_template_refuses_a_name_that_is_not_a_job_field() -> None:
+    """A misspelt field in a filler's list would leave the real field at its default in every
+    job it makes: refused at import instead."""
+    with pytest.raises(TypeError, match=r"sets what is not a Job field: \['stat'\]"):
+        job_template(Job, ("id", "stat"), "a filler")

@@ -104,31 +104,44 @@ class NewLogLine:
 
 
 _PENDING = JobState.PENDING  # a module global: reading an enum member costs a descriptor call
-#: A new job's ``__dict__`` before :func:`inserted_job` sets its own values: every field in
-#: Job's order, those it does not set at their defaults (no lease, no outcome, attempt 0 ...).
-#: Immutable values only: the fields with a default factory (fresh dicts, a fresh progress,
-#: times) are all set per job, which :func:`_check_template` makes sure of at import.
-_TEMPLATE: dict[str, Any] = {}
-_PER_JOB = frozenset((
+
+
+def job_template(job_class: type[Job], filled: Iterable[str], filler: str) -> dict[str, Any]:
+    """A job's ``__dict__`` before ``filler`` sets the fields it ``filled`` for each job: every
+    field in Job's order (as ``Job(...)`` fills ``__dict__``), those places at None, the rest
+    at their defaults. Both ways of making a Job without its ``__init__`` (a new job,
+    :func:`inserted_job`; a row read back, the SQLite store's decode) start from it.
+
+    Called at import, so every test sees a refusal: a Job with slots or a ``__post_init__``
+    (filling ``__dict__`` would skip them), a field ``filler`` does not set whose default is
+    a factory (one value would be shared by every job), or a name that is not a field.
+    """
+    if hasattr(job_class, "__post_init__") or hasattr(job_class, "__slots__"):
+        raise TypeError(f"{filler} fills Job.__dict__: Job must stay a plain dataclass")
+    filled = frozenset(filled)
+    fields = dataclasses.fields(job_class)
+    unknown = sorted(filled - {spec.name for spec in fields})
+    if unknown:
+        raise TypeError(f"{filler} sets what is not a Job field: {unknown}")
+    template: dict[str, Any] = {}
+    for spec in fields:
+        if spec.name in filled:
+            template[spec.name] = None  # a place, set per job
+        elif spec.default is dataclasses.MISSING:
+            raise TypeError(f"{filler} does not set Job.{spec.name}, which has no plain "
+                            "default: set it per job")
+        else:
+            template[spec.name] = spec.default
+    return template
+
+
+#: A new job's ``__dict__`` before :func:`inserted_job` sets its own values: those it does not
+#: set at their defaults (no lease, no outcome, attempt 0 ...).
+_TEMPLATE = job_template(Job, (
     "id", "state", "created_at", "job_type", "params", "max_attempts", "progress", "queue",
     "priority", "run_at", "timeout", "pause_timeout", "backoff", "updated_at",
-    "requeued_from", "unique_key", "trace", "limit_key", "on_dependency_failure"))
-
-
-def _check_template() -> None:
-    """Fill :data:`_TEMPLATE` from Job's own defaults, refusing (at import, so every test
-    sees it) a Job field with a default factory that :func:`inserted_job` would share."""
-    for spec in dataclasses.fields(Job):  # in field order, as Job(...) fills __dict__
-        if spec.name in _PER_JOB:
-            _TEMPLATE[spec.name] = None  # a place, set per job
-            continue
-        if spec.default is dataclasses.MISSING:
-            raise TypeError(f"inserted_job does not set Job.{spec.name}, which has no plain "
-                            "default: set it per job")
-        _TEMPLATE[spec.name] = spec.default
-
-
-_check_template()
+    "requeued_from", "unique_key", "trace", "limit_key", "on_dependency_failure"),
+    "inserted_job")
 
 
 def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:

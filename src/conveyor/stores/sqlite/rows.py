@@ -23,7 +23,7 @@ from conveyor import payload
 from conveyor.errors import UNDECODABLE_ROW, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError, JobProgress
-from conveyor.stores.base import NewJob
+from conveyor.stores.base import NewJob, job_template
 
 log = logging.getLogger("conveyor.store")
 # What an out-of-range time decodes to: a day inside datetime's limits, so that converting it
@@ -280,21 +280,16 @@ _NOT_DECODED: dict[str, Any] = {}
 
 
 def _check_decoded_fields() -> None:
-    """Refuse at import (so every test sees it) a Job that :func:`_decode`'s ``__dict__``
-    would not make as ``Job(...)`` does: a field it neither fills nor can leave at a plain
-    default (a default factory would be shared by every job), fields out of its order, or a
-    Job with slots or a ``__post_init__``."""
-    if hasattr(Job, "__post_init__") or hasattr(Job, "__slots__"):
-        raise TypeError("rows._decode fills Job.__dict__: Job must stay a plain dataclass")
-    fields = dataclasses.fields(Job)
-    decoded = tuple(spec.name for spec in fields if spec.name in _DECODED)
-    if decoded != _DECODED or [spec.name for spec in fields][:len(_DECODED)] != list(_DECODED):
+    """Fill :data:`_NOT_DECODED` (from :func:`~conveyor.stores.base.job_template`, which
+    refuses a Job that a filled ``__dict__`` would not make as ``Job(...)`` does), refusing
+    too a :data:`_DECODED` that is not Job's first fields in Job's order, which
+    :func:`_decode`'s literal relies on."""
+    if tuple(spec.name for spec in dataclasses.fields(Job))[:len(_DECODED)] != _DECODED:
         raise TypeError("rows._DECODED must name Job's fields, in Job's order, first")
-    for spec in fields[len(_DECODED):]:
-        if spec.default is dataclasses.MISSING:
-            raise TypeError(f"rows._decode does not set Job.{spec.name}, which has no plain "
-                            "default: decode it per job")
-        _NOT_DECODED[spec.name] = spec.default
+    template = job_template(Job, _DECODED, "rows._decode")
+    _NOT_DECODED.clear()
+    _NOT_DECODED.update((name, value) for name, value in template.items()
+                        if name not in _DECODED)
 
 
 _check_decoded_fields()
