@@ -178,7 +178,7 @@ class Worker:
             self.worker_id, concurrency, tuple(self.queues)), ttl=lease_seconds)
         self._completer = self._new_completer()
         self._slots: dict[str, Slot] = {}
-        self._pool = SlotPool(concurrency, self._run_slot, self._slot_done)
+        self._pool = SlotPool(concurrency, self._run_slot, self._forget)
         self._slots_lock = threading.Lock()
         self._slot_freed = Signal()
         self._stopping = threading.Event()
@@ -232,7 +232,7 @@ class Worker:
         self._watch = self._new_watch()
         capture = joblogs.install(self.job_logs.level) if self.job_logs.enabled else None
         self.running = True
-        self._pool = SlotPool(self.concurrency, self._run_slot, self._slot_done)
+        self._pool = SlotPool(self.concurrency, self._run_slot, self._forget)
         if self.app_path is not None and self.pool == "process":
             self._children = ProcessRunner(self.app_path, self.max_jobs_per_child)
         self._completer = self._new_completer()
@@ -598,15 +598,13 @@ class Worker:
         self._forget(slot)
 
     def _forget(self, slot: Slot) -> None:
-        """Free the slot (keyed by lease token: a newer run of the same job is another slot)."""
+        """Free the slot (keyed by lease token: a newer run of the same job is another slot):
+        when its pool thread is through with it (the pool's done callback), or when it is
+        abandoned (its thread stuck in the job; the pool calls this again when it ends)."""
         with self._slots_lock:
             if self._slots.get(slot.execution.lease.token) is slot:
                 del self._slots[slot.execution.lease.token]
         self._slot_freed.set()
-
-    def _slot_done(self, slot: Slot) -> None:
-        """The slot's pool thread is through with it (and ready for the next job)."""
-        self._forget(slot)
 
     # -- shutdown ----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
