@@ -238,11 +238,13 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
         single_statement,
     )
     from conveyor.stores.sqlite.queries import QUERIES
+    from conveyor.stores.sqlite.store import SQLiteStore
     from conveyor.stores.sqlite.worker_path import candidates_statement
 
     app = build_app(url, None)
     app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])
-    conn = app.store._conn  # type: ignore[attr-defined]
+    store = app.store
+    assert isinstance(store, SQLiteStore)
     # The completion's statement and arguments come from conveyor's compiler, run once on a
     # placeholder lease; each job's id, token and attempt, and the clock, go in their places.
     placeholder = Lease("placeholder-id", "placeholder-token", 987_654)
@@ -273,23 +275,25 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
     while True:
         now = time.time()
         rows: list[tuple[Any, ...]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        if prev:
-            statement, args = completion(prev, now)
-            for seq, job_id, state, attempt, _ in conn.execute(statement, args).fetchall():
-                rows.append((seq, job_id, now, "complete", "running", state, attempt, "w", ""))
-            done += len(prev)
-        ids = [row[1] for row in conn.execute(
-            candidates, [NOOP, per_transaction, now, NOOP, per_transaction])]
-        prev = []
-        if ids:
-            statement, args = compile_claim(QUERIES["apply_change"], claim, ids, now)
-            for job in conn.execute(statement, args).fetchall():
-                prev.append((job["id"], job["lease_token"], job["attempt"]))
-                rows.append((job["seq"], job["id"], now, "start", "pending", "running",
-                             job["attempt"], "w", ""))
-        conn.executemany(history, rows)
-        conn.execute("COMMIT")
+        # the store's own write transaction: BEGIN IMMEDIATE, COMMIT, and the checkpointer
+        # told of the commit, as the worker's transactions are
+        with store._write() as conn:
+            if prev:
+                statement, args = completion(prev, now)
+                for seq, job_id, state, attempt, _ in conn.execute(statement, args).fetchall():
+                    rows.append((seq, job_id, now, "complete", "running", state, attempt, "w",
+                                 ""))
+                done += len(prev)
+            ids = [row[1] for row in conn.execute(
+                candidates, [NOOP, per_transaction, now, NOOP, per_transaction])]
+            prev = []
+            if ids:
+                statement, args = compile_claim(QUERIES["apply_change"], claim, ids, now)
+                for job in conn.execute(statement, args).fetchall():
+                    prev.append((job["id"], job["lease_token"], job["attempt"]))
+                    rows.append((job["seq"], job["id"], now, "start", "pending", "running",
+                                 job["attempt"], "w", ""))
+            conn.executemany(history, rows)
         if not prev:
             break
     elapsed = time.perf_counter() - started
