@@ -53,3 +53,20 @@ def pg_store(schema: str, version: int | None = None,
         store = PostgresStore(pg_test_url(), schema=schema)
         store.migrate()
         return store
+
+
+def constraints(schema: str, table: str, kind: str) -> list[str]:
+    """The names of ``schema.table``'s constraints of one ``kind`` (``pg_constraint.contype``:
+    'c' a CHECK, 'f' a foreign key ...), sorted."""
+    with psycopg.connect(pg_test_url()) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
+            "AND contype = %s ORDER BY conname", (f'"{schema}".{table}', kind)).fetchall()]
+
+
+def indexes(schema: str, table: str) -> dict[str, str]:
+    """``schema.table``'s indexes: each one's name and definition, by name."""
+    with psycopg.connect(pg_test_url()) as conn:
+        return dict(conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
+            "AND tablename = %s ORDER BY indexname", (schema, table)).fetchall())

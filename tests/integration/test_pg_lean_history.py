@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from conveyor import transitions
@@ -19,8 +18,7 @@ from conveyor.changes import Lease
 from conveyor.lifecycle import JobState
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
-from tests.conftest import pg_test_url
-from tests.integration.pgschema import all_rows, fresh_schema
+from tests.integration.pgschema import all_rows, constraints, fresh_schema, indexes
 from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
@@ -29,20 +27,6 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def schema() -> Iterator[str]:
     yield from fresh_schema("hu")
-
-
-def _history_keys(schema: str) -> list[str]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype = 'f' ORDER BY conname", (f'"{schema}".job_history',)).fetchall()]
-
-
-def _history_indexes(schema: str) -> list[str]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s "
-            "AND tablename = 'job_history' ORDER BY indexname", (schema,)).fetchall()]
 
 
 def _finish(store: PostgresStore, count: int) -> list[str]:
@@ -58,7 +42,7 @@ def test_a_schema_of_version_10_migrates_with_jobs_and_history_intact(
         schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
     old = _store(schema, 10, monkeypatch)
     try:
-        assert _history_keys(schema) == ["job_history_job_id_fkey"]
+        assert constraints(schema, "job_history", "f") == ["job_history_job_id_fkey"]
         old.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"i": i})
                          for i in range(5)])
         _finish(old, 2)
@@ -69,8 +53,8 @@ def test_a_schema_of_version_10_migrates_with_jobs_and_history_intact(
     store = _store(schema)
     try:
         assert store.schema_version() == LATEST_VERSION >= 11
-        assert _history_keys(schema) == []
-        (index,) = _history_indexes(schema)
+        assert constraints(schema, "job_history", "f") == []
+        (index,) = indexes(schema, "job_history").values()
         assert "UNIQUE INDEX job_history_pkey" in index and "(job_id, id)" in index
         assert all_rows(schema, "jobs", "seq") == jobs
         assert all_rows(schema, "job_history", "id") == history

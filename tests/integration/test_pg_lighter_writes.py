@@ -25,7 +25,7 @@ from conveyor.model import Job, JobError
 from conveyor.stores.base import JobQuery, NewJob
 from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 from tests.conftest import pg_test_url
-from tests.integration.pgschema import all_rows, fresh_schema
+from tests.integration.pgschema import all_rows, constraints, fresh_schema, indexes
 from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
@@ -34,20 +34,6 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def schema() -> Iterator[str]:
     yield from fresh_schema("lw")
-
-
-def _indexes(schema: str) -> dict[str, str]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return dict(conn.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
-            "AND tablename = 'jobs'", (schema,)).fetchall())
-
-
-def _history_checks(schema: str) -> list[str]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype = 'c' ORDER BY conname", (f'"{schema}".job_history',)).fetchall()]
 
 
 def _fill(store: PostgresStore) -> None:
@@ -122,9 +108,9 @@ def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
         schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
     old = _store(schema, 11, monkeypatch)
     try:
-        assert {"jobs_type_seq", "jobs_queue_seq"} <= set(_indexes(schema))
-        assert _history_checks(schema) == ["job_history_from_state_check",
-                                           "job_history_to_state_check"]
+        assert {"jobs_type_seq", "jobs_queue_seq"} <= set(indexes(schema, "jobs"))
+        assert constraints(schema, "job_history", "c") == ["job_history_from_state_check",
+                                                           "job_history_to_state_check"]
         _fill(old)
         jobs, history = all_rows(schema, "jobs", "seq"), all_rows(schema, "job_history", "id")
         assert old.schema_version() == 11
@@ -133,10 +119,10 @@ def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
     store = _store(schema)
     try:
         assert store.schema_version() == LATEST_VERSION >= 12
-        indexes = _indexes(schema)
-        assert not {"jobs_type_seq", "jobs_queue_seq"} & set(indexes)
-        assert "WHERE (state <> 'pending'::text)" in indexes["jobs_state_seq"]
-        assert _history_checks(schema) == []
+        migrated = indexes(schema, "jobs")
+        assert not {"jobs_type_seq", "jobs_queue_seq"} & set(migrated)
+        assert "WHERE (state <> 'pending'::text)" in migrated["jobs_state_seq"]
+        assert constraints(schema, "job_history", "c") == []
         assert all_rows(schema, "jobs", "seq") == jobs
         assert all_rows(schema, "job_history", "id") == history
         (job,) = store.claim("w", queues=[], job_types=["t1"], limit=1, lease_seconds=60)

@@ -18,6 +18,7 @@ from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.stores.base import NewJob
 from tests.conftest import pg_test_url
+from tests.integration.pgschema import constraints
 from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
@@ -80,21 +81,14 @@ def _rows(schema: str) -> list[tuple[Any, ...]]:
             sql.Identifier(schema))).fetchall()
 
 
-def _checks(schema: str) -> list[str]:
-    with psycopg.connect(pg_test_url()) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
-            "AND contype = 'c' ORDER BY conname", (f'"{schema}".jobs',)).fetchall()]
-
-
 def test_the_one_check_refuses_what_the_fourteen_refused(
         schemas: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     old_schema, new_schema = f"rc9_{uuid.uuid4().hex[:10]}", f"rc_{uuid.uuid4().hex[:10]}"
     schemas.extend([old_schema, new_schema])
     old, new = _store(old_schema, 9, monkeypatch), _store(new_schema)
     try:
-        assert len(_checks(old_schema)) == 14
-        assert _checks(new_schema) == ["jobs_row_valid"]
+        assert len(constraints(old_schema, "jobs", "c")) == 14
+        assert constraints(new_schema, "jobs", "c") == ["jobs_row_valid"]
         jobs = {}
         for schema, store in ((old_schema, old), (new_schema, new)):
             (job,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={})])
@@ -130,7 +124,7 @@ def test_a_schema_of_version_9_migrates_with_its_jobs_intact(
     try:
         assert store.schema_version() == 10
         assert _rows(schema) == before
-        assert _checks(schema) == ["jobs_row_valid"]
+        assert constraints(schema, "jobs", "c") == ["jobs_row_valid"]
         running = claimed[1]  # the migrated rows still take the changes the checks allow
         store.apply([transitions.complete(
             Lease(running.id, running.lease_token or "", running.attempt), None, "w")])
