@@ -42,21 +42,11 @@ class _Clock:
         self.last_ms = 0
         self.counter = 0
 
-    def next(self, seed: int) -> tuple[int, int]:
-        with self.lock:
-            ms = time.time_ns() // 1_000_000
-            if ms > self.last_ms:
-                self.last_ms, self.counter = ms, seed  # 11 bits: room to count up
-            else:  # the same millisecond, or the clock stepped back: keep counting
-                self.counter += 1
-                if self.counter > _RAND_A:  # 2,048+ ids in one millisecond: borrow the next
-                    self.last_ms, self.counter = self.last_ms + 1, 0
-            return self.last_ms, self.counter
-
     def reserve(self, count: int, seed: int) -> int:
         """The first of ``count`` consecutive (millisecond, counter) places, as one number
-        ``ms << 12 | counter``: counting on from the last place is exactly what
-        :meth:`next` does within one millisecond, the counter's overflow carrying into the
+        ``ms << 12 | counter``. In a new millisecond the counter starts at ``seed`` (11 bits:
+        room to count up); in the same millisecond, or after the clock stepped back, it
+        counts on from the last place, and past 4,095 the count carries into the next
         millisecond."""
         with self.lock:
             ms = time.time_ns() // 1_000_000
@@ -73,8 +63,7 @@ _clock = _Clock()
 def new_job_id() -> str:
     """A new job id: a UUIDv7 in lower-case canonical text (what :data:`JOB_ID_PATTERN` takes)."""
     random = int.from_bytes(os.urandom(10), "big")  # 80 bits: rand_b below, a counter seed above
-    ms, counter = _clock.next(random >> 69)
-    return _text((ms << 80) | _VERSION | (counter << 64) | _VARIANT | (random & _RAND_B))
+    return _id(_clock.reserve(1, random >> 69), random)
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -84,13 +73,15 @@ def new_job_ids(count: int) -> list[str]:
     # one 64-bit word of random bits per id (rand_b: its low 62), and one for the counter seed
     words = struct.unpack(f"<{count + 1}Q", os.urandom(8 * (count + 1)))
     first = _clock.reserve(count, words[count] >> 53)  # 11 bits: room to count up
-    return [_text(((place >> 12) << 80) | _VERSION | ((place & _RAND_A) << 64) | _VARIANT
-                  | (random & _RAND_B))
+    return [_id(place, random)
             for place, random in zip(range(first, first + count), words[:count], strict=True)]
 
 
-def _text(value: int) -> str:
-    """A 128-bit id in canonical text."""
+def _id(place: int, random: int) -> str:
+    """The id at ``place`` (``ms << 12 | counter``, from :meth:`_Clock.reserve`), its rand_b
+    from ``random``'s low 62 bits, in lower-case canonical text."""
+    value = ((place >> 12) << 80) | _VERSION | ((place & _RAND_A) << 64) | _VARIANT | (
+        random & _RAND_B)
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
