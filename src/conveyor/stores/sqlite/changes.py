@@ -57,11 +57,8 @@ def set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
         return f"{column} = {column} + ?", value.by
     if column in JSON_COLUMNS:
         return f"{column} = ?", encode_json(column, value)
-    if isinstance(value, bool):
-        return f"{column} = ?", int(value)
-    if isinstance(value, datetime):
-        return f"{column} = ?", epoch(value)
-    return f"{column} = ?", value
+    convert = _AS_STORED[type(value)]
+    return f"{column} = ?", value if convert is None else convert(value)
 
 
 def _assignments(change: Change, now: float,
@@ -138,10 +135,11 @@ class _Plain:
 
 
 class _AsStored(dict[type, Callable[[Any], Any] | None]):
-    """How a plain value of each type is bound, as :func:`set_clause` binds it: a bool as
-    0 or 1, an aware datetime as its epoch, anything else as it is (None here). Found once
-    per type, as :data:`conveyor.changes._MARKER_OF_TYPE` finds markers: a worker binds a
-    handful of plain values per job, and one lookup each beats two ``isinstance`` tests."""
+    """How a plain value of each type is bound (by :func:`set_clause` and
+    :func:`_arguments`): a bool as 0 or 1, an aware datetime as its epoch, anything else as
+    it is (None here). Found once per type, as :data:`conveyor.changes._MARKER_OF_TYPE` finds
+    markers: a worker binds a handful of plain values per job, and one lookup each beats two
+    ``isinstance`` tests."""
 
     def __missing__(self, kind: type) -> Callable[[Any], Any] | None:
         found: Callable[[Any], Any] | None = (int if issubclass(kind, bool)
