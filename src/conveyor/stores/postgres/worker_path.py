@@ -281,6 +281,8 @@ class PostgresWorkerPath:
         others one statement each, in job id order (one lock order for every batch).
         ``rows`` False: the statements return brief rows (see ``brief_change``)."""
         single, batched = _CHANGE_STATEMENTS[rows]
+        if len(changes) == 1:  # a worker of one slot: no shapes to group
+            return [([0], *compile_change(single, changes[0]))]
         groups: dict[Hashable, list[int]] = {}
         for n, change in enumerate(changes):
             groups.setdefault(shape_key(change), []).append(n)
