@@ -113,6 +113,13 @@ def test_past_its_kept_statements_a_connection_leaves_new_ones_to_psycopg(
         [{"b": 2}], [{"b": 2}]]
 
 
+def test_a_session_in_another_encoding_is_left_to_psycopg(conn: Conn) -> None:
+    conn.execute("SET client_encoding TO 'LATIN1'")
+    assert wire.run(conn, [("SELECT %(s)s AS s", {"s": "é"})]) is None
+    conn.execute("SET client_encoding TO 'UTF8'")
+    assert wire.run(conn, [("SELECT %(s)s AS s", {"s": "é"})]) == [[{"s": "é"}]]
+
+
 @pytest.fixture
 def store() -> Iterator[PostgresStore]:
     schema = f"wire_{uuid.uuid4().hex[:12]}"

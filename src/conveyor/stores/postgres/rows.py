@@ -178,7 +178,7 @@ _FLAT_TEXT = 200
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def json_loads(data: str | bytes) -> Any:
+def json_loads(data: str | bytes | memoryview) -> Any:
     """The jsonb loader installed on the store's connections (PostgreSQL sends UTF-8)."""
     if isinstance(data, str):
         return _decode_json(data)

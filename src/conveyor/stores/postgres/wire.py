@@ -212,11 +212,13 @@ def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]]
         ) -> list[list[Row]] | None:
     """Run ``statements`` in one pipeline (one implicit transaction, one round trip) and
     return each one's rows (binary results, loaded as a cursor would); None, having sent
-    nothing, if a statement or a parameter is of a kind this module leaves to psycopg, or the
-    connection keeps too many statements already.
+    nothing, if a statement or a parameter is of a kind this module leaves to psycopg, the
+    connection keeps too many statements already, or its client encoding is not UTF-8.
 
     A statement that fails rolls the transaction back and raises psycopg's error for it
     (:class:`psycopg.errors.QueryCanceled`, ...); the connection stays usable."""
+    if conn.pgconn.parameter_status(b"client_encoding") != b"UTF8":
+        return None  # parameters are sent, and names read, as UTF-8
     state = _state(conn)
     calls = _calls(state, statements)
     if calls is None:
@@ -226,7 +228,7 @@ def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]]
     except BaseException:
         conn.close()  # stopped half-way: the pool drops it rather than guess its state
         raise
-    encoding = conn.info.encoding
+    encoding = "utf-8"
     failed = None
     for (statement, prepared, _, _, _), (made, done) in zip(calls, results, strict=True):
         if made is not None and made.status == pq.ExecStatus.COMMAND_OK:
