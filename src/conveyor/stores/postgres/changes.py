@@ -13,6 +13,7 @@ changes of a multi-change transaction reuse the first one's, so one transaction 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from conveyor.changes import (
     shape_key,
 )
 from conveyor.lifecycle import JobState
+from conveyor.stores.postgres.rows import TextArray
 
 
 class Params:
@@ -116,11 +118,17 @@ def assignments(values: Mapping[str, Any], params: Params,
         yield assignment(column, value, params, now)
 
 
+@functools.lru_cache(maxsize=64)
+def states_param(when: frozenset[JobState]) -> TextArray:
+    """The states a change moves from, as the ``text[]`` it binds: encoded once per set (a
+    worker sends the same one or two sets with every change it writes)."""
+    return TextArray(sorted(state.value for state in when))
+
+
 def guards(change: Change, params: Params) -> Iterator[sql.Composable]:
     """The compare part of the compare-and-set: the WHERE clauses ``change`` asks for."""
     yield sql.SQL("jobs.id = old.old_id")
-    yield sql.SQL("jobs.state = ANY({}::text[])").format(
-        params.add(sorted(state.value for state in change.when)))
+    yield sql.SQL("jobs.state = ANY({}::text[])").format(params.add(states_param(change.when)))
     if change.lease is not None:
         yield sql.SQL("jobs.lease_token = {} AND jobs.attempt = {}").format(
             params.add(change.lease.token), params.add(change.lease.attempt))
@@ -170,16 +178,18 @@ def set_values(values: Mapping[str, Any]) -> list[Any]:
     without composing any SQL (a cached statement only needs these)."""
     bound: list[Any] = []
     for column, value in values.items():
-        if isinstance(value, DbNow):
+        kind = marker_kind(value)  # one dict lookup for a plain value (most of them)
+        if kind is None:
+            if column in JSON_COLUMNS:
+                bound.append(json_value(column, value))
+            else:
+                bound.append(aware(value) if isinstance(value, datetime) else value)
+        elif kind is DbNow:
             bound.append(float(value.offset))
-        elif isinstance(value, Increment):
+        elif kind is Increment:
             bound.append(value.by)
-        elif isinstance(value, FirstTime):
-            continue
-        elif column in JSON_COLUMNS:
-            bound.append(json_value(column, value))
-        else:
-            bound.append(aware(value) if isinstance(value, datetime) else value)
+        elif kind is not FirstTime:
+            bound.append(value)
     return bound
 
 
@@ -188,14 +198,18 @@ def bound_values(change: Change) -> list[Any]:
     bound = set_values(change.values)
     if change.to_state is not None:
         bound.append(change.to_state.value)
-    bound.append(sorted(state.value for state in change.when))
+    bound.append(states_param(change.when))
     if change.lease is not None:
         bound += [change.lease.token, change.lease.attempt]
     return bound
 
 
-def _names(count: int) -> list[str]:
-    return [f"v{n}" for n in range(count)]
+_NAMES = tuple(f"v{n}" for n in range(64))
+
+
+def _names(count: int) -> Sequence[str]:
+    """``v0``... ``v{count - 1}``, the names :class:`Params` gives bound values in order."""
+    return _NAMES[:count] if count <= len(_NAMES) else [f"v{n}" for n in range(count)]
 
 
 #: Compiled statements by shape; shapes are few (a worker's completions, a claim), the cap is
@@ -223,7 +237,7 @@ def checked(composed: sql.Composed, params: Params, bound: Sequence[Any]) -> sql
     """``composed``, once its parameters are seen to be ``bound`` in order: what the cached
     statement is sent with from then on must be what compiling it would have bound."""
     names = [name for name in params.values if name.startswith("v")]
-    if names != _names(len(bound)) or not all(
+    if names != list(_names(len(bound))) or not all(
             _same_value(params.values[name], value)
             for name, value in zip(names, bound, strict=True)):
         raise AssertionError("a cached shape's parameters differ from its compiled ones")

@@ -168,11 +168,29 @@ def _parse_int(text: str) -> int | float:
 _decode_json = json.JSONDecoder(parse_int=_parse_int).decode
 
 
-def json_loads(data: str | bytes) -> Any:
+#: Small flat objects already decoded, by their text: a worker reads the same few with every
+#: job it claims (``{}`` params and checkpoint, the default backoff policy). Only objects whose
+#: values are all immutable scalars are kept, and each read gets a copy of its own, so no two
+#: jobs ever share a dict. Bounded: once full, later texts are decoded as before.
+_FLAT: dict[bytes, dict[str, Any]] = {}
+_FLAT_KEPT = 256
+_FLAT_TEXT = 200
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def json_loads(data: str | bytes | memoryview) -> Any:
     """The jsonb loader installed on the store's connections (PostgreSQL sends UTF-8)."""
-    if not isinstance(data, str):
-        data = bytes(data).decode("utf-8", "surrogatepass")
-    return _decode_json(data)
+    if isinstance(data, str):
+        return _decode_json(data)
+    key = bytes(data)
+    found = _FLAT.get(key)
+    if found is not None:
+        return found.copy()
+    value = _decode_json(key.decode("utf-8", "surrogatepass"))
+    if (type(value) is dict and len(key) <= _FLAT_TEXT and len(_FLAT) < _FLAT_KEPT
+            and all(type(item) in _SCALARS for item in value.values())):
+        _FLAT[key] = value.copy()
+    return value
 
 
 def utc(value: datetime | None) -> datetime | None:

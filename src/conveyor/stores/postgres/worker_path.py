@@ -32,6 +32,7 @@ from conveyor.errors import LeaseLost
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import Landed, Signals, landed
+from conveyor.stores.postgres import wire
 from conveyor.stores.postgres.changes import (
     batch_of_shape,
     compile_change,
@@ -111,6 +112,17 @@ def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]
     cursor = _cursor(conn, _kept_cursors(conn), set(), statement)
     cursor.execute(statement, params, binary=True)
     return cursor.fetchall()
+
+
+def _moved(statements: list[tuple[list[int], str, dict[str, Any]]], results: list[list[Row]]
+           ) -> dict[int, Row]:
+    """Each landed change's row, by the change's place in the batch (no row for a change:
+    refused, nothing written)."""
+    moved: dict[int, Row] = {}
+    for (members, _, _), rows in zip(statements, results, strict=True):
+        for row in rows:
+            moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+    return moved
 
 
 class _Refused(Exception):
@@ -228,27 +240,34 @@ class PostgresWorkerPath:
         are one transaction (PostgreSQL's implicit one, committed at the pipeline's sync, rolled
         back whole if any fails); a NOTIFY that wakes workers is sent only if a change landed,
         so then the transaction is explicit and commits after it."""
-        cursors: list[tuple[list[int], psycopg.Cursor[Row]]] = []
+        batched = any(len(members) > 1 for members, _, _ in statements)
+        sent = [(statement, apply_params(params, None, self._settings))
+                for _, statement, params in statements]
+        if not wakes:
+            # a batch statement: its plan for this transaction (see queries.sql); the others
+            # (one change, the claim) turn generic by themselves after five runs
+            results = wire.run(conn, [*([(_Q["generic_plans"], {})] if batched else []),
+                                      *sent, *([claim] if claim is not None else [])])
+            if results is not None:
+                results = results[1:] if batched else results
+                claimed = results.pop() if claim is not None else []
+                return _moved(statements, results), claimed
+        # the same through psycopg: a wake-up's transaction, or a parameter wire leaves to it
+        cursors: list[psycopg.Cursor[Row]] = []
         with conn.pipeline():
             if wakes:
                 conn.execute("BEGIN")
-            if any(len(members) > 1 for members, _, _ in statements):
-                # a batch statement: its plan for this transaction (see queries.sql); the
-                # others (one change, the claim) turn generic by themselves after five runs
+            if batched:
                 conn.execute(_Q["generic_plans"])
             kept, used = _kept_cursors(conn), set[str]()
-            for members, statement, params in statements:
+            for statement, params in sent:
                 cursor = _cursor(conn, kept, used, statement)
-                cursor.execute(statement, apply_params(params, None, self._settings),
-                               binary=True)
-                cursors.append((members, cursor))
+                cursor.execute(statement, params, binary=True)
+                cursors.append(cursor)
             if claim is not None:
                 claimer = _cursor(conn, kept, used, claim[0])
                 claimer.execute(*claim, binary=True)
-        moved: dict[int, Row] = {}
-        for members, cursor in cursors:
-            for row in cursor.fetchall():  # no row for a job: refused, nothing written
-                moved[members[row["batch_n"] - 1] if "batch_n" in row else members[0]] = row
+        moved = _moved(statements, [cursor.fetchall() for cursor in cursors])
         claimed = claimer.fetchall() if claim is not None else []
         if wakes:
             if moved:
@@ -262,6 +281,8 @@ class PostgresWorkerPath:
         others one statement each, in job id order (one lock order for every batch).
         ``rows`` False: the statements return brief rows (see ``brief_change``)."""
         single, batched = _CHANGE_STATEMENTS[rows]
+        if len(changes) == 1:  # a worker of one slot: no shapes to group
+            return [([0], *compile_change(single, changes[0]))]
         groups: dict[Hashable, list[int]] = {}
         for n, change in enumerate(changes):
             groups.setdefault(shape_key(change), []).append(n)

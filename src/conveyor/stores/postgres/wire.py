@@ -1,0 +1,304 @@
+"""A worker's transaction sent through libpq itself: its statements in one pipeline, one
+round trip, without psycopg's cursors.
+
+Why: a worker of one slot sends one transaction per job (its completion and its next claim).
+psycopg's pipeline costs more client CPU than the work it sends: each statement goes through a
+cursor (query conversion, a dumper per parameter, the prepare bookkeeping) and the pipeline's
+generators, several hundred microseconds a job on this path, where the worker's machine is
+CPU-bound when it runs several such workers. Here each statement is prepared once per
+connection under a name of ours, its parameters are encoded as text (the server infers their
+types from the statement, as for psycopg's ``unknown`` strings), and the rows are loaded by
+psycopg's own :class:`~psycopg.adapt.Transformer`, so every value decodes exactly as it does
+through a cursor (the store's loaders included).
+
+What it takes: statements whose parameters are all of the few types :func:`encode` knows
+(``None``: the caller then sends the transaction through psycopg, as before). What it leaves
+behind: an idle connection, as psycopg would (the pipeline's implicit transaction committed or,
+after an error, rolled back at its sync); or, if it stopped half-way (a dropped link, an
+interrupt), a closed connection, which the pool then drops.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import select
+import struct
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors, pq
+from psycopg.adapt import Transformer
+from psycopg.types.json import Jsonb
+
+from conveyor.stores.postgres.common import Conn, Row
+from conveyor.stores.postgres.rows import TextArray
+
+_OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
+#: How many statements a connection keeps prepared under our names (a worker has a handful
+#: of shapes); past that, a new one is sent through psycopg instead.
+KEPT = 32
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")
+#: Element types of the arrays :func:`encode` writes in binary, by Python type (bool first:
+#: a bool is an int).
+_ELEMENTS: tuple[tuple[type, int], ...] = ((bool, 16), (int, 20), (float, 701), (str, 25),
+                                           (Jsonb, 3802))
+_int4 = struct.Struct("!i").pack
+_int8 = struct.Struct("!q").pack
+_float8 = struct.Struct("!d").pack
+
+
+@functools.lru_cache(maxsize=256)
+def positional(statement: str) -> tuple[bytes, tuple[str, ...]] | None:
+    """``statement`` with its ``%(name)s`` placeholders numbered (``$1``...) as PostgreSQL
+    wants them, and the names in that order; None if it holds a ``%`` of another kind."""
+    names: list[str] = []
+    bad = False
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal bad
+        name = match.group(1)
+        if name is None:
+            bad = bad or match.group(0) == "%"
+            return "%"
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    text = _PLACEHOLDER.sub(number, statement)
+    return None if bad else (text.encode("utf-8"), tuple(names))
+
+
+def _element(value: Any, kind: type) -> bytes:
+    if kind is bool:
+        return b"\x01" if value else b"\x00"
+    if kind is int:
+        return _int8(value)
+    if kind is float:
+        return _float8(value)
+    if kind is str:
+        return str(value).encode("utf-8")
+    text: str = value.dumps(value.obj)
+    return b"\x01" + text.encode("utf-8")  # jsonb: version 1, then the text
+
+
+def _array(values: list[Any]) -> bytes | None:
+    """A one-dimensional array in PostgreSQL's binary format, or None if its elements are not
+    all of one known type (NULLs aside) or there are none to tell the type by."""
+    kinds = {type(value) for value in values} - {type(None)}
+    if len(kinds) != 1:
+        return None
+    kind = next(iter(kinds))
+    oid = next((oid for known, oid in _ELEMENTS if kind is known), None)
+    if oid is None or (kind is int and not all(
+            value is None or -2**63 <= value < 2**63 for value in values)):
+        return None
+    if kind is Jsonb and not all(value is None or value.dumps for value in values):
+        return None
+    nulls = len(values) != sum(value is not None for value in values)
+    parts = [struct.pack("!iiIii", 1, int(nulls), oid, len(values), 1)]
+    for value in values:
+        if value is None:
+            parts.append(_int4(-1))
+        else:
+            item = _element(value, kind)
+            parts.append(_int4(len(item)) + item)
+    return b"".join(parts)
+
+
+def encode(value: Any) -> tuple[bytes | None, int] | None:
+    """A parameter as the bytes sent and their format (0 text, 1 binary), or None for a type
+    this module leaves to psycopg. Text, typed by the server from where the parameter stands
+    (``$3::text[]``, ``result = $5``), as psycopg sends a ``str``."""
+    kind = type(value)
+    if value is None:
+        return None, 0
+    if kind is str:
+        return value.encode("utf-8"), 0
+    if kind is bool:
+        return (b"t" if value else b"f"), 0
+    if kind is int:
+        return str(value).encode("ascii"), 0
+    if kind is float:
+        return repr(value).encode("ascii"), 0  # nan and inf read back as the same float8
+    if kind is Jsonb:
+        return (value.dumps(value.obj).encode("utf-8"), 0) if value.dumps else None
+    if kind is TextArray:
+        return value.data, 1
+    if kind is list:
+        data = _array(value)
+        return None if data is None else (data, 1)
+    if kind is datetime and value.tzinfo is not None:
+        return value.isoformat().encode("ascii"), 0
+    return None
+
+
+class _Prepared:
+    """One statement prepared on one connection: its name there, and its rows' column names
+    (kept from one result to the next, as :class:`~.rows.KnownColumns` does)."""
+
+    __slots__ = ("last", "name", "names", "params", "text", "width")
+
+    def __init__(self, name: bytes, text: bytes, params: tuple[str, ...]) -> None:
+        self.name = name
+        self.text = text
+        self.params = params
+        self.names: list[str] = []
+        self.width = -1
+        self.last = b""
+
+    def columns(self, result: pq.abc.PGresult, encoding: str) -> list[str]:
+        width = result.nfields
+        last = result.fname(width - 1) or b"" if width else b""
+        if width != self.width or last != self.last:
+            self.names = [(result.fname(i) or b"").decode(encoding) for i in range(width)]
+            self.width, self.last = width, last
+        return self.names
+
+
+class _State:
+    """What a connection keeps for this module: its prepared statements and a Transformer."""
+
+    __slots__ = ("count", "prepared", "transformer")
+
+    def __init__(self, conn: Conn) -> None:
+        self.prepared: dict[str, _Prepared] = {}
+        self.count = 0  # names are never used twice on a connection
+        self.transformer = Transformer.from_context(conn)
+
+
+def _state(conn: Conn) -> _State:
+    state: _State | None = getattr(conn, "_conveyor_wire", None)
+    if state is None:
+        state = _State(conn)
+        setattr(conn, "_conveyor_wire", state)  # noqa: B010 - not a psycopg attribute
+    return state
+
+
+#: One statement of a pipeline: its text, its prepared form, whether to prepare it first, and
+#: its parameters' bytes and formats.
+_Call = tuple[str, _Prepared, bool, list[bytes | None], list[int]]
+
+
+def _calls(state: _State, statements: Sequence[tuple[str, Mapping[str, Any]]]
+           ) -> list[_Call] | None:
+    calls: list[_Call] = []
+    made: dict[str, _Prepared] = {}  # prepared by this pipeline (a statement sent twice)
+    for statement, params in statements:
+        prepared = state.prepared.get(statement) or made.get(statement)
+        new = prepared is None
+        if prepared is None:
+            converted = positional(statement)
+            if converted is None or len(state.prepared) + len(made) >= KEPT:
+                return None
+            state.count += 1
+            prepared = made[statement] = _Prepared(f"conveyor_{state.count}".encode("ascii"),
+                                                   *converted)
+        values: list[bytes | None] = []
+        formats: list[int] = []
+        for param in prepared.params:
+            encoded = encode(params[param])
+            if encoded is None:
+                return None
+            values.append(encoded[0])
+            formats.append(encoded[1])
+        calls.append((statement, prepared, new, values, formats))
+    return calls
+
+
+def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]]
+        ) -> list[list[Row]] | None:
+    """Run ``statements`` in one pipeline (one implicit transaction, one round trip) and
+    return each one's rows (binary results, loaded as a cursor would); None, having sent
+    nothing, if a statement or a parameter is of a kind this module leaves to psycopg, the
+    connection keeps too many statements already, or its client encoding is not UTF-8.
+
+    A statement that fails rolls the transaction back and raises psycopg's error for it
+    (:class:`psycopg.errors.QueryCanceled`, ...); the connection stays usable."""
+    if conn.pgconn.parameter_status(b"client_encoding") != b"UTF8":
+        return None  # parameters are sent, and names read, as UTF-8
+    state = _state(conn)
+    calls = _calls(state, statements)
+    if calls is None:
+        return None
+    try:
+        results = _exchange(conn.pgconn, calls)
+    except BaseException:
+        conn.close()  # stopped half-way: the pool drops it rather than guess its state
+        raise
+    encoding = "utf-8"
+    failed = None
+    for (statement, prepared, _, _, _), (made, done) in zip(calls, results, strict=True):
+        if made is not None and made.status == pq.ExecStatus.COMMAND_OK:
+            state.prepared[statement] = prepared  # made, even if a later statement failed
+        for result in (made, done):
+            if failed is None and result is not None and result.status not in _OK and \
+                    result.status != pq.ExecStatus.PIPELINE_ABORTED:
+                failed = result
+    if failed is not None:
+        raise errors.error_from_result(failed, encoding=encoding)
+    tx = state.transformer
+    rows: list[list[Row]] = []
+    for (_, prepared, _, _, _), (_, result) in zip(calls, results, strict=True):
+        if result.status != pq.ExecStatus.TUPLES_OK or not result.nfields:
+            rows.append([])
+            continue
+        names = prepared.columns(result, encoding)
+        tx.set_pgresult(result)
+        rows.append(tx.load_rows(0, result.ntuples, functools.partial(_row, names)))
+    return rows
+
+
+def _row(names: list[str], values: Sequence[Any]) -> Row:
+    return dict(zip(names, values))  # noqa: B905 - the width was checked in columns()
+
+
+def _exchange(pgconn: pq.abc.PGconn, calls: list[_Call]
+              ) -> list[tuple[pq.abc.PGresult | None, pq.abc.PGresult]]:
+    """Send the calls (each prepared first when new) and a sync; read a result for each
+    message sent, then the sync's."""
+    pgconn.enter_pipeline_mode()
+    for _, prepared, new, values, formats in calls:
+        if new:
+            pgconn.send_prepare(prepared.name, prepared.text, None)
+        pgconn.send_query_prepared(prepared.name, values, formats, pq.Format.BINARY)
+    pgconn.pipeline_sync()
+    while pgconn.flush():  # the rest of what was sent, as the socket takes it
+        if _wait(pgconn, write=True):
+            pgconn.consume_input()  # the server may wait for us to read before it reads
+    results = []
+    for _, _, new, _, _ in calls:
+        made = _next(pgconn) if new else None
+        results.append((made, _next(pgconn)))
+    sync = _next(pgconn)
+    if sync.status != pq.ExecStatus.PIPELINE_SYNC:
+        raise psycopg.OperationalError(f"unexpected result in a pipeline: {sync.status!r}")
+    pgconn.exit_pipeline_mode()
+    return results
+
+
+def _next(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
+    """The pipeline's next result (the empty ones between statements' results skipped)."""
+    while True:
+        while pgconn.is_busy():
+            _wait(pgconn)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is not None:
+            return result
+
+
+def _wait(pgconn: pq.abc.PGconn, write: bool = False) -> bool:
+    """Block until the connection's socket can be read (or, ``write``, written); whether it
+    can be read. Bounded by the session's TCP timeouts (see :mod:`.config`), as psycopg's own
+    waits are."""
+    fd = pgconn.socket
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        readable, _, _ = select.select([fd], [fd] if write else [], [])
+        return bool(readable)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP
+                    | (select.POLLOUT if write else 0))
+    return any(event & ~select.POLLOUT for _, event in poller.poll())

@@ -1,0 +1,27 @@
+"""The PostgreSQL store's jsonb loader: small flat objects read again are copies of one
+decoding, never one dict shared by two jobs; anything else decodes afresh."""
+
+from __future__ import annotations
+
+from conveyor.stores.postgres import rows
+
+
+def test_a_small_flat_object_read_again_is_a_copy_of_its_own() -> None:
+    text = b'{"base": 1.0, "factor": 2.0, "n": 3, "on": true, "none": null, "s": "x"}'
+    first = rows.json_loads(text)
+    first["base"] = "changed by a job"
+    second, third = rows.json_loads(text), rows.json_loads(memoryview(text))
+    assert second == third == {"base": 1.0, "factor": 2.0, "n": 3, "on": True, "none": None,
+                               "s": "x"}
+    assert second is not third and text in rows._FLAT
+
+
+def test_nested_large_and_non_object_values_are_decoded_each_time() -> None:
+    nested, large = b'{"a": {"b": 1}}', b'{"a": "' + b"x" * 300 + b'"}'
+    for text in (nested, large, b"[1, 2]", b"5", b'"s"'):
+        assert rows.json_loads(text) == rows.json_loads(text.decode())
+        assert text not in rows._FLAT
+    one, two = rows.json_loads(nested), rows.json_loads(nested)
+    one["a"]["b"] = 2
+    assert two == {"a": {"b": 1}}
+    assert rows.json_loads(b'{"big": 100000000000000000000}') == {"big": 1e20}
