@@ -320,9 +320,10 @@ class ClaimPlan(NamedTuple):
     actor: str
     reason: str
 
-    def arguments(self, job_ids: Sequence[str], now: float) -> list[Any]:
+    def arguments(self, job_ids: Sequence[Any], now: float) -> list[Any]:
         """The statement's arguments for ``job_ids`` (``count`` of them) at ``now``: those of
-        :func:`compile_claim`."""
+        :func:`compile_claim`. For :func:`subquery_claim_plan`'s, the subquery's arguments
+        stand in for the ids."""
         args = [*self.head, *job_ids, *self.tail]
         for n in self.now_head:
             args[n] += now
@@ -337,9 +338,27 @@ def claim_plan(template: str, change: Change, count: int) -> ClaimPlan:
     """:func:`compile_claim`'s statement for ``count`` jobs and what its arguments are made
     of, for a caller that keeps it (the worker path, per worker and source state)."""
     shape, args = prepare(change)
+    return _plan(_claim_statement(template, shape.sql, count), shape, args, change)
+
+
+def subquery_claim_plan(template: str, change: Change, **parts: str) -> ClaimPlan:
+    """A claim whose ids a subquery of ``template`` picks (``claim_pending``): its ``{sets}``
+    and ``{guards}`` are ``change``'s (its guards but ``id = ?``), ``parts`` fill in the
+    rest; :meth:`ClaimPlan.arguments` then takes the subquery's arguments for the ids."""
+    shape, args = prepare(change)
+    sets, where = shape.sql
+    assert where.startswith(_BY_ID)
+    return _plan(template.format(sets=sets, guards=where[len(_BY_ID):], **parts), shape, args,
+                 change)
+
+
+_BY_ID = "id = ? AND "  # how every change's guards start (_guards)
+
+
+def _plan(statement: str, shape: Shape, args: list[Any], change: Change) -> ClaimPlan:
     first = len(args) - 1 - len(shape.states) - 2 * shape.lease - shape.now_guards  # the id's
-    return ClaimPlan(_claim_statement(template, shape.sql, count), tuple(args[:first]),
-                     tuple(args[first + 1:]), tuple(n for n in shape.now_at if n < first),
+    return ClaimPlan(statement, tuple(args[:first]), tuple(args[first + 1:]),
+                     tuple(n for n in shape.now_at if n < first),
                      tuple(n - first - 1 for n in shape.now_at if n > first),
                      change.action, change.actor, change.reason)
 

@@ -40,6 +40,7 @@ from conveyor.stores.sqlite.changes import (
     place_now,
     prepare,
     single_statement,
+    subquery_claim_plan,
 )
 from conveyor.stores.sqlite.queries import QUERIES as _Q
 from conveyor.stores.sqlite.rows import decode_rows, picker, row_to_job
@@ -71,6 +72,7 @@ class _Layout(NamedTuple):
     attempt: int
     has_dependents: int | None  # None: not returned (read only from ``*_landed`` rows)
     pick: _Pick | None
+    order: Callable[[sqlite3.Row], tuple[Any, ...]] | None  # a claimed row's place in line
 
 
 #: Layouts by the statement that returned the rows: looked up once per statement text, not
@@ -85,15 +87,35 @@ def _layout_of(statement: str, row: sqlite3.Row) -> _Layout:
     found = _LAYOUTS.get(statement)
     if found is None:
         keys = tuple(row.keys())
-        found = _Layout(keys.index("seq"), keys.index("id"), keys.index("state"),
-                        keys.index("attempt"),
+        seq, priority, line_at = (keys.index(key) if key in keys else None
+                                  for key in ("seq", "priority", "line_at"))
+        assert seq is not None
+        found = _Layout(seq, keys.index("id"), keys.index("state"), keys.index("attempt"),
                         keys.index("has_dependents") if "has_dependents" in keys else None,
-                        picker(keys))
+                        picker(keys), None if priority is None or line_at is None
+                        else _in_line(priority, line_at, seq))
         if len(_LAYOUTS) >= _MAX_LAYOUTS:
             _LAYOUTS.clear()
         _LAYOUTS[statement] = found
     return found
 
+
+def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], tuple[Any, ...]]:
+    """A pending job's place in claim order, from its row (``claim_candidates``' ORDER BY)."""
+    return lambda row: (-row[priority], row[line_at], row[seq])
+
+
+@functools.lru_cache(maxsize=64)
+def _pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
+                  one_queue: bool) -> ClaimPlan:
+    """A worker's claim of pending jobs in one statement (``claim_pending``), made once."""
+    return subquery_claim_plan(
+        template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
+        job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
+        pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
+
+
+_PENDING = JobState.PENDING.value
 
 #: The states a claim takes jobs from, in claim order (resumed jobs first).
 _CLAIM_SOURCES = (JobState.PAUSED, JobState.PENDING)
@@ -329,6 +351,26 @@ class SQLiteWorkerPath:
         """The claim's writes, inside the caller's write transaction (its history rows added to
         ``history``, for the caller to write in it); the rows in claim order, and the picker
         that decodes them (:func:`~conveyor.stores.sqlite.rows.decode_rows`)."""
+        if len(queues) < 2 or len(set(queues)) == 1:
+            # the usual claim (no limit set, no resumable job), candidates and start in one
+            # statement; it writes nothing otherwise, and the claim goes on as below
+            types = sorted(set(job_types))
+            plan = _pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
+                                 bool(queues))
+            claimed = conn.execute(plan.statement, plan.arguments(
+                [*queues[:1], now, *types, limit], now)).fetchall()
+            if claimed:
+                columns = _layout_of(plan.statement, claimed[0])
+                seq, job_id, state, attempt = (columns.seq, columns.id, columns.state,
+                                               columns.attempt)
+                action, actor, reason = plan.action, plan.actor, plan.reason
+                for row in claimed:
+                    history.append((row[seq], row[job_id], now, action, _PENDING, row[state],
+                                    row[attempt], actor, reason))
+                if len(claimed) > 1:  # as claim_candidates orders them
+                    assert columns.order is not None
+                    claimed.sort(key=columns.order)
+                return claimed, columns.pick
         rows: list[sqlite3.Row] = []
         picked, limited = self._candidates(conn, queues, job_types, limit, now)
         if limited:  # a limit is set somewhere: those this claim obeys (limits.py), if any

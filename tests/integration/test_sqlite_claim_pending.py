@@ -1,0 +1,119 @@
+"""The SQLite claim's one-statement form (``claim_pending``) takes what the two-statement
+claim (``claim_candidates``, then the UPDATE by id) takes: the same jobs, in the same order,
+with the same history rows; and it steps aside whenever a limit is set or a job waits to be
+resumed, so those claims are the plain ones.
+
+Each case is built twice on two copies of one database file and claimed once with the
+one-statement form and once with it disabled (a ``claim_pending`` that matches nothing).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import transitions
+from conveyor.lifecycle import JobState
+from conveyor.limits import LimitRule
+from conveyor.model import Job
+from conveyor.stores.sqlite import SQLiteStore
+from conveyor.stores.sqlite.queries import QUERIES
+from tests.contract.helpers import insert, lease_of
+
+
+def _mixed(store: SQLiteStore) -> None:
+    """Priorities, delays, two queues, a dependency, a paused queue, another type."""
+    for n in range(12):
+        insert(store, "t", priority=n % 3, queue="a" if n % 2 else "b")
+    insert(store, "t", queue="a", delay=3600.0)
+    up = insert(store, "t", priority=9)
+    insert(store, "t", priority=9, depends_on=(up.id,))
+    insert(store, "t", queue="held", priority=8)
+    store.set_queue_paused("held", True, actor="op", reason="")
+    insert(store, "other", priority=7)
+
+
+def _with_resumable(store: SQLiteStore) -> None:
+    _mixed(store)
+    slow = insert(store, "slow")
+    (claimed,) = store.claim("w0", queues=[], job_types=["slow"], limit=1, lease_seconds=30)
+    assert claimed.id == slow.id
+    store.apply([transitions.pause_at_checkpoint(lease_of(claimed), claimed.progress, "w0",
+                                                 resume=True)])
+
+
+def _with_limit(store: SQLiteStore) -> None:
+    _mixed(store)
+    store.save_type_limits(["t"], [LimitRule("type", "t", max_running=2)])
+
+
+def _claims(url: str, plain: bool, monkeypatch: pytest.MonkeyPatch,
+            claims: list[dict[str, Any]], asked: list[bool]) -> list[list[tuple[Any, ...]]]:
+    """Each claim's jobs as :func:`_seen` shows them; ``asked``: whether each claim ran
+    ``claim_candidates``."""
+    store = SQLiteStore(url)
+    store.migrate()
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        with monkeypatch.context() as patch:
+            if plain:
+                patch.setitem(QUERIES, "claim_pending",
+                              QUERIES["claim_pending"].replace("RETURNING", "AND 0 RETURNING"))
+            taken: list[list[tuple[Any, ...]]] = []
+            for claim in claims:
+                statements.clear()
+                jobs = store.claim("w", lease_seconds=30, **claim)
+                asked.append(any("AS source" in statement for statement in statements))
+                taken.append([_seen(store, job) for job in jobs])
+        return taken
+    finally:
+        store.close()
+
+
+def _seen(store: SQLiteStore, job: Job) -> tuple[Any, ...]:
+    """What a claim wrote, but for the random lease token and the clock."""
+    assert job == store.get_job(job.id)
+    history = [(h.action, h.from_state, h.to_state, h.attempt, h.actor, h.reason)
+               for h in store.history(job.id)]
+    return (job.id, job.state, job.attempt, job.worker_id, job.queue, job.priority,
+            job.resume_requested, len(job.lease_token or ""), history)
+
+
+@pytest.mark.parametrize("case", [_mixed, _with_resumable, _with_limit])
+def test_the_one_statement_claim_takes_what_the_two_statement_claim_takes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        case: Callable[[SQLiteStore], None]) -> None:
+    first, second = tmp_path / "one.db", tmp_path / "two.db"
+    store = SQLiteStore(f"sqlite:///{first}")
+    store.migrate()
+    case(store)
+    store.close()
+    shutil.copy(first, second)
+    claims: list[dict[str, Any]] = [
+        {"queues": [], "job_types": ["t"], "limit": 1},
+        {"queues": [], "job_types": ["t", "other", "slow"], "limit": 3},
+        {"queues": ["a"], "job_types": ["t"], "limit": 4},
+        {"queues": ["held"], "job_types": ["t"], "limit": 2},
+        {"queues": ["a", "a"], "job_types": ["t", "t"], "limit": 2},
+        {"queues": ["a", "b"], "job_types": ["t"], "limit": 2},
+        {"queues": [], "job_types": ["t", "other", "slow"], "limit": 50},
+        {"queues": [], "job_types": ["t"], "limit": 5},
+    ]
+    asked: list[bool] = []
+    one = _claims(f"sqlite:///{first}", False, monkeypatch, claims, asked)
+    two = _claims(f"sqlite:///{second}", True, monkeypatch, claims, [])
+    assert one == two
+    assert any(one), "the case claims something"
+    if case is _mixed:  # only the claim from two queues, and those that found nothing
+        assert asked == [claim["queues"] == ["a", "b"] or not jobs
+                         for claim, jobs in zip(claims, one, strict=True)]
+    elif case is _with_limit:  # every claim obeys the limit: the plain claim
+        assert all(asked)
+    else:  # plain until the resumable job is taken (the second claim resumes it first)
+        assert asked[:2] == [True, True]
+        assert one[1][0][-1][-1][:3] == ("resume", JobState.PAUSED, JobState.RUNNING)
