@@ -106,7 +106,7 @@ def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], t
 
 
 @functools.lru_cache(maxsize=64)
-def _pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
+def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
                   one_queue: bool) -> ClaimPlan:
     """A worker's claim of pending jobs in one statement (``claim_pending``), made once."""
     return subquery_claim_plan(
@@ -355,7 +355,7 @@ class SQLiteWorkerPath:
             # the usual claim (no limit set, no resumable job), candidates and start in one
             # statement; it writes nothing otherwise, and the claim goes on as below
             types = sorted(set(job_types))
-            plan = _pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
+            plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
                                  bool(queues))
             claimed = conn.execute(plan.statement, plan.arguments(
                 [*queues[:1], now, *types, limit], now)).fetchall()
