@@ -279,7 +279,7 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
                 done += len(prev)
             prev = []
             for job in conn.execute(claim.statement, claim.arguments(
-                    [now, NOOP, per_transaction], now)).fetchall():
+                    [now, NOOP, NOOP, per_transaction], now)).fetchall():
                 prev.append((job["id"], job["lease_token"], job["attempt"]))
                 rows.append((job["seq"], job["id"], now, "start", "pending", "running",
                              job["attempt"], "w", ""))

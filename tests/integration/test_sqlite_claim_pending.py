@@ -46,6 +46,14 @@ def _with_resumable(store: SQLiteStore) -> None:
                                                  resume=True)])
 
 
+def _with_resumable_in_b(store: SQLiteStore) -> None:
+    """A job of the claims' own type waits to be resumed, in queue b."""
+    _mixed(store)
+    (claimed,) = store.claim("w0", queues=["b"], job_types=["t"], limit=1, lease_seconds=30)
+    store.apply([transitions.pause_at_checkpoint(lease_of(claimed), claimed.progress, "w0",
+                                                 resume=True)])
+
+
 def _with_limit(store: SQLiteStore) -> None:
     _mixed(store)
     store.save_type_limits(["t"], [LimitRule("type", "t", max_running=2)])
@@ -84,7 +92,7 @@ def _seen(store: SQLiteStore, job: Job) -> tuple[Any, ...]:
             job.resume_requested, len(job.lease_token or ""), history)
 
 
-@pytest.mark.parametrize("case", [_mixed, _with_resumable, _with_limit])
+@pytest.mark.parametrize("case", [_mixed, _with_resumable, _with_resumable_in_b, _with_limit])
 def test_the_one_statement_claim_takes_what_the_two_statement_claim_takes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         case: Callable[[SQLiteStore], None]) -> None:
@@ -114,6 +122,10 @@ def test_the_one_statement_claim_takes_what_the_two_statement_claim_takes(
                          for claim, jobs in zip(claims, one, strict=True)]
     elif case is _with_limit:  # every claim obeys the limit: the plain claim
         assert all(asked)
-    else:  # plain until the resumable job is taken (the second claim resumes it first)
-        assert asked[:2] == [True, True]
+    elif case is _with_resumable:  # plain for the claim of its type, which resumes it first
+        assert asked[:2] == [False, True]
         assert one[1][0][-1][-1][:3] == ("resume", JobState.PAUSED, JobState.RUNNING)
+    else:  # the first claim (any queue, its type) resumes it; those after it need not
+        assert asked[0] and one[0][0][-1][-1][:3] == ("resume", JobState.PAUSED,
+                                                      JobState.RUNNING)
+        assert not all(asked[1:])

@@ -352,13 +352,14 @@ class SQLiteWorkerPath:
         ``history``, for the caller to write in it); the rows in claim order, and the picker
         that decodes them (:func:`~conveyor.stores.sqlite.rows.decode_rows`)."""
         if len(queues) < 2 or len(set(queues)) == 1:
-            # the usual claim (no limit set, no resumable job), candidates and start in one
-            # statement; it writes nothing otherwise, and the claim goes on as below
+            # the usual claim (no limit set, no job of its types to resume): candidates and
+            # start in one statement; it writes nothing otherwise, and the claim goes on below
             types = sorted(set(job_types))
             plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
                                  bool(queues))
+            scope = queues[:1]
             claimed = conn.execute(plan.statement, plan.arguments(
-                [*queues[:1], now, *types, limit], now)).fetchall()
+                [*scope, now, *types, *scope, *types, limit], now)).fetchall()
             if claimed:
                 columns = _layout_of(plan.statement, claimed[0])
                 seq, job_id, state, attempt = (columns.seq, columns.id, columns.state,
