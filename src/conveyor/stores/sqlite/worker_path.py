@@ -2,9 +2,11 @@
 
 A mixin of :class:`~conveyor.stores.sqlite.store.SQLiteStore`, kept apart so the store module
 stays about connections, schema and reads. These are the writes a worker makes for every job,
-so they are the store's hot path: JSON is encoded before the write lock is taken, a worker's
-completions of one shape share one UPDATE, and a claim's jobs are taken by one UPDATE per
-source state, with every history row of the transaction written by one statement.
+so they are the store's hot path: changes are compiled and their JSON encoded before the write
+lock is taken, a worker's completions of one shape share one UPDATE, and a claim's jobs are
+picked and taken by one UPDATE (``claim_pending``; one per source state after a read of the
+candidates when a limit is set or a job waits to be resumed), with every history row of the
+transaction written by one statement.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], t
 
 @functools.lru_cache(maxsize=64)
 def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
-                  one_queue: bool) -> ClaimPlan:
-    """A worker's claim of pending jobs in one statement (``claim_pending``), made once."""
+                 one_queue: bool) -> ClaimPlan:
+    """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
+    job types, from one queue or from any), made once per worker."""
     return subquery_claim_plan(
         template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
         job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
