@@ -117,15 +117,54 @@ def test_the_one_statement_claim_takes_what_the_two_statement_claim_takes(
     two = _claims(f"sqlite:///{second}", True, monkeypatch, claims, [])
     assert one == two
     assert any(one), "the case claims something"
-    if case is _mixed:  # only the claim from two queues, and those that found nothing
-        assert asked == [claim["queues"] == ["a", "b"] or not jobs
-                         for claim, jobs in zip(claims, one, strict=True)]
-    elif case is _with_limit:  # every claim obeys the limit: the plain claim
+    if case is _with_limit:  # every claim obeys the limit: the plain claim
         assert all(asked)
+    else:  # the one-statement claim while it takes jobs; a plain one now and then
+        assert not all(asked)
+    if case is _mixed:
+        assert not asked[0]
     elif case is _with_resumable:  # plain for the claim of its type, which resumes it first
-        assert asked[:2] == [False, True]
-        assert one[1][0][-1][-1][:3] == ("resume", JobState.PAUSED, JobState.RUNNING)
-    else:  # the first claim (any queue, its type) resumes it; those after it need not
+        assert asked[1] and one[1][0][-1][-1][:3] == ("resume", JobState.PAUSED,
+                                                      JobState.RUNNING)
+    elif case is _with_resumable_in_b:  # the first claim (any queue, its type) resumes it
         assert asked[0] and one[0][0][-1][-1][:3] == ("resume", JobState.PAUSED,
                                                       JobState.RUNNING)
-        assert not all(asked[1:])
+
+
+def _bare(statement: str) -> str:
+    """A statement without its leading comment lines."""
+    return "\n".join(line for line in statement.splitlines()
+                     if not line.lstrip().startswith("--")).lstrip()
+
+
+def test_a_claim_that_found_nothing_tries_one_statement_again_once_a_plain_one_could_have(
+        tmp_path: Path) -> None:
+    """After a claim that found nothing, the next claims are plain (an idle worker's poll,
+    a store with limits: one statement each, as before) until one takes pending jobs only
+    with no limit set; then they are one statement again."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+
+    def claim() -> tuple[int, int]:
+        statements.clear()
+        taken = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30)
+        return len(taken), sum(_bare(s).startswith(("SELECT", "UPDATE")) for s in statements)
+
+    try:
+        assert claim() == (0, 2)  # the one-statement claim, then the plain one: nothing
+        assert claim() == (0, 1)  # idle: the plain claim's read alone
+        insert(store, "t")
+        insert(store, "t")
+        assert claim() == (1, 2)  # plain: candidates, then the UPDATE by id
+        assert claim() == (1, 1)  # one statement again
+        store.save_type_limits(["t"], [LimitRule("type", "t", max_running=9)])
+        insert(store, "t")
+        assert claim()[0] == 1  # a limit set: the plain claim (limits.py) from now on
+        insert(store, "t")
+        assert claim()[0] == 1
+        assert all("flow_limits" not in s or "AS source" in s or "UPDATE" not in s
+                   for s in statements)  # claim_pending was not asked
+    finally:
+        store.close()

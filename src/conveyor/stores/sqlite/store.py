@@ -129,6 +129,10 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         self._watch: CommitWatch | None = None
         self._watchers: list[Callable[[], None]] = []  # watch_job's: any foreign commit
         self._closed = False
+        #: whether a claim tries ``claim_pending`` first (worker_path.py): cleared when it
+        #: found nothing (idle, a limit set, a job to resume), set again by a plain claim
+        #: that took pending jobs only with no limit set, so those claims cost no extra statement
+        self._one_statement_claims = True
         self._conn = self._connect(busy_timeout_ms)
         self._checkpoints = (None if self.path == ":memory:" else Checkpointer(
             self.path, busy_timeout_ms, self._lock, full=self.synchronous == "FULL"))

@@ -153,6 +153,8 @@ class _Refused(Exception):
 
 
 class _Store(Protocol):
+    _one_statement_claims: bool
+
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
     def _clock(self) -> float: ...
     def notify_work(self) -> None: ...
@@ -354,9 +356,11 @@ class SQLiteWorkerPath:
         """The claim's writes, inside the caller's write transaction (its history rows added to
         ``history``, for the caller to write in it); the rows in claim order, and the picker
         that decodes them (:func:`~conveyor.stores.sqlite.rows.decode_rows`)."""
-        if len(queues) < 2 or len(set(queues)) == 1:
+        one_scope = len(queues) < 2 or len(set(queues)) == 1
+        if one_scope and self._one_statement_claims:
             # the usual claim (no limit set, no job of its types to resume): candidates and
             # start in one statement; it writes nothing otherwise, and the claim goes on below
+            # (and the next ones too, until one finds only pending jobs and no limit set)
             types = sorted(set(job_types))
             plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
                                  bool(queues))
@@ -375,8 +379,12 @@ class SQLiteWorkerPath:
                     assert columns.order is not None
                     claimed.sort(key=columns.order)
                 return claimed, columns.pick
+            self._one_statement_claims = False
         rows: list[sqlite3.Row] = []
         picked, limited = self._candidates(conn, queues, job_types, limit, now)
+        if one_scope and not limited and picked and all(
+                source is JobState.PENDING for _, source in picked):
+            self._one_statement_claims = True  # what claim_pending would have taken
         if limited:  # a limit is set somewhere: those this claim obeys (limits.py), if any
             rules = self._claim_rules(conn, queues, job_types)
             if rules:
