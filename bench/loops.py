@@ -220,26 +220,20 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
 def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> float:
     """jobs/s of a SQLite worker's statements alone, one process: in each transaction the
     completion of the jobs the previous one claimed (``per_transaction`` at a time), the
-    claim's candidates, the claim, and the history rows of both, as
-    ``SQLiteStore.finish_and_claim`` writes them, with none of the worker around them (no
-    threads, no executor, no ``Job`` objects, no events).
+    claim (its candidates and their start in one statement, ``claim_pending``), and the
+    history rows of both, as ``SQLiteStore.finish_and_claim`` writes them, with none of the
+    worker around them (no threads, no executor, no ``Job`` objects, no events).
 
     The floor that the schema and SQLite set for a worker, beside the loop's: at one job per
     transaction it is what a one-slot worker could reach with no Python cost at all.
     """
     from bench.procs import NOOP, build_app
     from conveyor import EnqueueRequest, transitions
-    from conveyor.changes import ClaimStart, FreshToken, Lease
-    from conveyor.lifecycle import JobState
-    from conveyor.stores.sqlite.changes import (
-        change_shape,
-        compile_batch,
-        compile_claim,
-        single_statement,
-    )
+    from conveyor.changes import Lease
+    from conveyor.stores.sqlite.changes import change_shape, compile_batch, single_statement
     from conveyor.stores.sqlite.queries import QUERIES
     from conveyor.stores.sqlite.store import SQLiteStore
-    from conveyor.stores.sqlite.worker_path import candidates_statement
+    from conveyor.stores.sqlite.worker_path import pending_plan
 
     app = build_app(url, None)
     app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])
@@ -266,8 +260,7 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
             return single_statement(QUERIES["apply_change_landed"], shape), rows[0]
         return compile_batch(QUERIES["apply_change_batch_landed"], shape, rows)
 
-    claim = ClaimStart("w", 30.0).change("", JobState.PENDING, FreshToken())
-    candidates = candidates_statement(1, False)
+    claim = pending_plan(QUERIES["claim_pending"], "w", 30.0, 1, False)  # the store's own
     history = QUERIES["insert_history_seq"]
     prev: list[tuple[str, str, int]] = []
     done = 0
@@ -284,15 +277,12 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
                     rows.append((seq, job_id, now, "complete", "running", state, attempt, "w",
                                  ""))
                 done += len(prev)
-            ids = [row[1] for row in conn.execute(
-                candidates, [NOOP, per_transaction, now, NOOP, per_transaction])]
             prev = []
-            if ids:
-                statement, args = compile_claim(QUERIES["apply_change"], claim, ids, now)
-                for job in conn.execute(statement, args).fetchall():
-                    prev.append((job["id"], job["lease_token"], job["attempt"]))
-                    rows.append((job["seq"], job["id"], now, "start", "pending", "running",
-                                 job["attempt"], "w", ""))
+            for job in conn.execute(claim.statement, claim.arguments(
+                    [now, NOOP, NOOP, per_transaction], now)).fetchall():
+                prev.append((job["id"], job["lease_token"], job["attempt"]))
+                rows.append((job["seq"], job["id"], now, "start", "pending", "running",
+                             job["attempt"], "w", ""))
             conn.executemany(history, rows)
         if not prev:
             break

@@ -235,3 +235,38 @@ def test_a_batch_and_a_many_job_claim_write_each_jobs_own_history_row(store: Sto
                         if job is last else
                         [("start", S.PENDING, S.RUNNING, 1),
                          ("complete", S.RUNNING, S.COMPLETED, 1)])
+
+
+def test_a_lone_change_without_rows_lands_fenced_and_reads_a_job_with_dependents(
+        store: Store) -> None:
+    """A one-slot worker's transaction (one completion, ``landed_rows=False``, the next
+    claim): LANDED for a plain job, the row for one with dependents, None and no history for
+    a stale lease, and the claim takes its job each time."""
+    app = Conveyor(store=store)
+    app.job("lone-t")(lambda ctx: None)
+    upstream = app.enqueue("lone-t")
+    dependent = app.enqueue("lone-t", depends_on=[upstream.id])
+    plain, stale, last = (app.enqueue("lone-t") for _ in range(3))
+    (first,) = store.claim("w", queues=[], job_types=["lone-t"], limit=1, lease_seconds=30)
+    assert first.id == upstream.id
+    done, claimed = store.finish_and_claim(
+        [transitions.complete(lease_of(first), {"up": 1}, "w")], "w", queues=[],
+        job_types=["lone-t"], limit=1, lease_seconds=30, landed_rows=False)
+    assert isinstance(done[0], Job) and done[0] == store.get_job(upstream.id)
+    assert done[0].state is S.COMPLETED and done[0].result == {"up": 1}
+    assert [j.id for j in claimed] == [dependent.id]
+    done, claimed = store.finish_and_claim(
+        [transitions.complete(lease_of(claimed[0]), None, "w")], "w", queues=[],
+        job_types=["lone-t"], limit=1, lease_seconds=30, landed_rows=False)
+    assert done == [Landed.LANDED] and [j.id for j in claimed] == [plain.id]
+    assert [(h.action, h.from_state, h.to_state, h.actor)
+            for h in store.history(dependent.id)][-1] == (
+        "complete", S.RUNNING, S.COMPLETED, "w")
+    store.claim("w", queues=[], job_types=["lone-t"], limit=1, lease_seconds=30)  # stale's
+    done, claimed = store.finish_and_claim(
+        [transitions.complete(Lease(stale.id, "not-the-token", 0), {"no": 1}, "zombie")], "w",
+        queues=[], job_types=["lone-t"], limit=1, lease_seconds=30, landed_rows=False)
+    assert done == [None] and [j.id for j in claimed] == [last.id]
+    assert [h.action for h in store.history(stale.id)] == ["create", "start"]
+    kept = store.get_job(stale.id)
+    assert (kept.state, kept.result) == (S.RUNNING, None)

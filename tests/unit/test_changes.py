@@ -230,6 +230,25 @@ def test_sqlite_shapes_compiled_once_give_what_compiling_each_change_gives() -> 
     assert len(sqlite_changes._SHAPES) <= sqlite_changes._MAX_SHAPES
 
 
+@pytest.mark.parametrize("now", [10.0, 20.5, 1_764_620_000.123456, 0.1 + 0.2])
+def test_sqlite_changes_prepared_before_the_clock_bind_what_compiling_at_it_binds(
+        now: float) -> None:
+    """The worker path compiles a change before its transaction reads the clock
+    (``prepare``) and adds it after (``place_now``): the arguments are the same, bit for
+    bit, as the change compiled at that clock; and so are a kept claim plan's."""
+    for change in _changes_of_every_kind():
+        shape, args = sqlite_changes.prepare(change)
+        placed = sqlite_changes.place_now(list(args), shape.now_at, now)
+        assert (shape.sql, placed) == change_shape(change, now, {})
+        assert [type(a) for a in placed] == [type(a) for a in change_shape(change, now, {})[1]]
+        for ids in (["a"], ["a", "b", "c"]):
+            plan = sqlite_changes.claim_plan("{sets} | {where}", change, len(ids))
+            assert ((plan.statement, plan.arguments(ids, now))
+                    == sqlite_changes.compile_claim("{sets} | {where}", change, ids, now))
+            assert (plan.action, plan.actor, plan.reason) == (change.action, change.actor,
+                                                              change.reason)
+
+
 def test_marker_kind_names_the_marker_of_each_value_and_none_for_plain_values() -> None:
     class Later(DbNow):
         """A marker's subclass is still that marker (the store compiles it as one)."""

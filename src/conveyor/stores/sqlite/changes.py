@@ -152,7 +152,7 @@ class _AsStored(dict[type, Callable[[Any], Any] | None]):
 _AS_STORED = _AsStored()
 
 
-class _Shape(NamedTuple):
+class Shape(NamedTuple):
     """What every change of one structure shares: its SET and WHERE text, and where each of
     its arguments comes from (:func:`_arguments`)."""
 
@@ -164,36 +164,45 @@ class _Shape(NamedTuple):
     states: tuple[str, ...]
     lease: bool
     now_guards: int  # guards comparing with now (lease_expired, due, pause_expired)
+    #: the positions of the arguments that are now plus an offset (updated_at, DbNow,
+    #: FirstTime, the now guards): :func:`prepare` leaves them at their offsets, for
+    #: :func:`place_now` to add the clock read inside the transaction
+    now_at: tuple[int, ...]
 
 
 #: Shapes by their key (:func:`conveyor.changes.shape_key`, the PostgreSQL store's too).
 #: Changes come from a handful of transitions, so this stays small; the bound only guards
 #: against a caller making endless new structures.
-_SHAPES: dict[Hashable, _Shape] = {}
+_SHAPES: dict[Hashable, Shape] = {}
 _MAX_SHAPES = 512
 
 
-def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) -> _Shape:
+def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) -> Shape:
     key = shape_key(change)
     found = _SHAPES.get(key)
     if found is not None:
         return found
     sets, _ = _assignments(change, now, json_values)  # validates every column and flag
     where, _ = _guards(change, now)
-    found = _Shape(
+    head = 1 + (change.to_state is not None)
+    kinds = [marker_kind(value) for value in change.values.values()]
+    width = head + len(kinds) + 1 + len(change.when) + 2 * (change.lease is not None)
+    guards = sum((change.lease_expired, change.due, change.pause_expired))
+    now_at = (0, *(head + n for n, kind in enumerate(kinds) if kind in (DbNow, FirstTime)),
+              *range(width, width + guards))
+    found = Shape(
         (", ".join(sets), " AND ".join(where)),
         () if change.to_state is None else (change.to_state.value,),
         tuple([(column, marker_kind(value) or (_Json if column in JSON_COLUMNS else _Plain))
                for column, value in change.values.items()]),
-        tuple(sorted(s.value for s in change.when)), change.lease is not None,
-        sum((change.lease_expired, change.due, change.pause_expired)))
+        tuple(sorted(s.value for s in change.when)), change.lease is not None, guards, now_at)
     if len(_SHAPES) >= _MAX_SHAPES:
         _SHAPES.clear()
     _SHAPES[key] = found
     return found
 
 
-def _arguments(shape: _Shape, change: Change, now: float,
+def _arguments(shape: Shape, change: Change, now: float,
                json_values: Mapping[str, str | None]) -> list[Any]:
     """``change``'s arguments in the placeholder order of its shape: the ones
     :func:`_assignments` and :func:`_guards` give (the tests hold them equal), made without
@@ -239,6 +248,26 @@ def change_shape(change: Change, now: float, json_values: Mapping[str, str | Non
     return shape.sql, _arguments(shape, change, now, json_values)
 
 
+def prepare(change: Change) -> tuple[Shape, list[Any]]:
+    """``change``'s shape and its arguments but for the clock: every argument that is now
+    plus an offset holds only its offset, until :func:`place_now` adds the clock.
+
+    So a caller compiles a change (and encodes its JSON, up to 1 MiB a value) before it takes
+    the write lock, where the clock is read: inside, a change costs an addition per
+    timestamp. The arguments are those of :func:`change_shape` at the same clock (IEEE
+    addition is commutative, and ``0.0 + now`` is ``now``), as the tests check.
+    """
+    shape = _shape(change, 0.0, {})
+    return shape, _arguments(shape, change, 0.0, {})
+
+
+def place_now(args: list[Any], now_at: tuple[int, ...], now: float) -> list[Any]:
+    """Add the transaction's clock to the arguments :func:`prepare` left at their offsets."""
+    for n in now_at:
+        args[n] += now
+    return args
+
+
 def compile_batch(template: str, shape: tuple[str, str],
                   rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
     """One UPDATE for several changes of one ``shape``: each row of arguments becomes a row of
@@ -275,6 +304,63 @@ def compile_claim(template: str, change: Change, job_ids: Sequence[str],
     first = len(args) - 1 - len(shape.states) - 2 * shape.lease - shape.now_guards  # the id's
     return (_claim_statement(template, shape.sql, len(job_ids)),
             [*args[:first], *job_ids, *args[first + 1:]])
+
+
+class ClaimPlan(NamedTuple):
+    """A claim's statement for ``count`` jobs and its arguments but for the ids and the clock
+    (:func:`claim_plan`): a worker claims with the same change every time, so the statement
+    and all of its arguments but those are made once."""
+
+    statement: str
+    head: tuple[Any, ...]  # the arguments before the ids, now-based ones at their offsets
+    tail: tuple[Any, ...]  # those after them
+    now_head: tuple[int, ...]  # where ``head`` holds now plus an offset
+    now_tail: tuple[int, ...]  # and where ``tail`` does
+    action: str  # the change's history row
+    actor: str
+    reason: str
+
+    def arguments(self, job_ids: Sequence[Any], now: float) -> list[Any]:
+        """The statement's arguments for ``job_ids`` (``count`` of them) at ``now``: those of
+        :func:`compile_claim`. For :func:`subquery_claim_plan`'s, the subquery's arguments
+        stand in for the ids."""
+        args = [*self.head, *job_ids, *self.tail]
+        for n in self.now_head:
+            args[n] += now
+        if self.now_tail:
+            past = len(self.head) + len(job_ids)
+            for n in self.now_tail:
+                args[past + n] += now
+        return args
+
+
+def claim_plan(template: str, change: Change, count: int) -> ClaimPlan:
+    """:func:`compile_claim`'s statement for ``count`` jobs and what its arguments are made
+    of, for a caller that keeps it (the worker path, per worker and source state)."""
+    shape, args = prepare(change)
+    return _plan(_claim_statement(template, shape.sql, count), shape, args, change)
+
+
+def subquery_claim_plan(template: str, change: Change, **parts: str) -> ClaimPlan:
+    """A claim whose ids a subquery of ``template`` picks (``claim_pending``): its ``{sets}``
+    and ``{guards}`` are ``change``'s (its guards but ``id = ?``), ``parts`` fill in the
+    rest; :meth:`ClaimPlan.arguments` then takes the subquery's arguments for the ids."""
+    shape, args = prepare(change)
+    sets, where = shape.sql
+    assert where.startswith(_BY_ID)
+    return _plan(template.format(sets=sets, guards=where[len(_BY_ID):], **parts), shape, args,
+                 change)
+
+
+_BY_ID = "id = ? AND "  # how every change's guards start (_guards)
+
+
+def _plan(statement: str, shape: Shape, args: list[Any], change: Change) -> ClaimPlan:
+    first = len(args) - 1 - len(shape.states) - 2 * shape.lease - shape.now_guards  # the id's
+    return ClaimPlan(statement, tuple(args[:first]), tuple(args[first + 1:]),
+                     tuple(n for n in shape.now_at if n < first),
+                     tuple(n - first - 1 for n in shape.now_at if n > first),
+                     change.action, change.actor, change.reason)
 
 
 @functools.lru_cache(maxsize=256)

@@ -81,7 +81,10 @@ class Checkpointer:
     def _fresh(self) -> None:
         """The state of a checkpointer with no thread yet, owned by this process."""
         self._pid = os.getpid()
-        self._cond = threading.Condition(threading.Lock())
+        #: the condition's own lock, taken directly by :meth:`committed`: ``with`` on the
+        #: condition goes through its Python-level ``__enter__`` and ``__exit__``
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._commits = 0  # since the last pass started
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -94,7 +97,7 @@ class Checkpointer:
         ``BATCH_COMMITS``-th. Cheap: a lock nobody else holds for long, and a counter."""
         if self._pid != _pid[0]:
             self._forked()
-        with self._cond:
+        with self._mutex:
             if self._stopped:
                 return
             self._commits += 1

@@ -179,6 +179,32 @@ SELECT * FROM (
       AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
     ORDER BY priority DESC, line_at, seq LIMIT ?);
 
+-- name: claim_pending
+-- The usual claim in one statement: its pending candidates (claim_candidates' pending branch,
+-- the same filters and order) and their start (sets and guards: the claim's change, as
+-- apply_change writes it, its `id = ?` replaced by the candidates). Only while nothing would
+-- make the claim take other jobs than these: no limit set anywhere (flow_limits empty) and no
+-- job of the claim's types (and queue) waiting to be resumed (a claim resumes those first).
+-- Otherwise it writes nothing, and the claim that finds no row asks claim_candidates, as before
+-- (limits.py, the resumable branch). Arguments: the sets', then the candidates' ({in_queue}'s,
+-- now, the job types, {in_queue}'s and the job types again, the limit), then the guards'. The
+-- rows come back in no set order: the caller sorts them in claim order.
+UPDATE jobs SET {sets}
+WHERE id IN (
+    SELECT id FROM jobs INDEXED BY {pending_index}
+    WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+      AND waiting_on = 0  -- no dependency left to wait for
+      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+      AND typeof(run_at) IN ('integer', 'real')
+      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+      AND NOT EXISTS (SELECT 1 FROM jobs r INDEXED BY jobs_resumable
+                      WHERE {in_queue} r.state = 'paused' AND r.resume_requested = 1
+                        AND r.job_type IN ({job_types}))
+    ORDER BY priority DESC, line_at, seq LIMIT ?)
+  AND {guards}
+  AND NOT EXISTS (SELECT 1 FROM flow_limits)
+RETURNING *;
+
 -- name: application_id
 PRAGMA application_id;
 

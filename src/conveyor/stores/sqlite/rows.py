@@ -109,14 +109,15 @@ def new_history_rows(jobs: Iterable[NewJob], now: float, actor: str) -> list[tup
     return [(new.id, now, "create", None, pending, 0, actor, "") for new in jobs]
 
 
-def decode_rows(rows: Iterable[sqlite3.Row]) -> list[Job]:
+def decode_rows(rows: Iterable[sqlite3.Row],
+                pick: Callable[[sqlite3.Row], tuple[Any, ...]] | None = None) -> list[Job]:
     """The jobs of ``rows``, skipping (and logging) any row that cannot be decoded, so one
-    corrupt row never takes down a list, the reaper or a worker."""
+    corrupt row never takes down a list, the reaper or a worker. ``pick``: the rows'
+    :func:`picker`, when the caller knows it already (the worker path, per statement)."""
     jobs = []
-    pick: Callable[[sqlite3.Row], tuple[Any, ...]] | None = None
     for row in rows:
         if pick is None:  # the rows of one statement share their columns: looked up once
-            pick = _picker(tuple(row.keys()))
+            pick = picker(tuple(row.keys()))
         try:
             jobs.append(row_to_job(row, pick=pick))
         except StoreError as exc:
@@ -130,13 +131,13 @@ def row_to_job(stored: sqlite3.Row, *, lenient: bool = False,
 
     ``lenient`` (reading one job by id): a JSON column that cannot be decoded is replaced by
     its empty value, and the job's ``error`` says which columns were lost. ``pick``: the
-    row's :func:`_picker`, when the caller looked it up for many rows of one statement.
+    row's :func:`picker`, when the caller looked it up for many rows of one statement.
     """
     # sqlite3.Row finds a column by name with a linear, case-insensitive scan; one itemgetter
     # per column layout takes the ~35 values a job needs in one call (decoding is on the
     # claim's and the completion's path). A row without every column is read by name.
     if pick is None:
-        pick = _picker(tuple(stored.keys()))
+        pick = picker(tuple(stored.keys()))
     if pick is not None:
         values = pick(stored)
     else:
@@ -172,7 +173,7 @@ _MAX_BACKOFFS = 256
 
 
 @functools.lru_cache(maxsize=64)
-def _picker(keys: tuple[str, ...]) -> Callable[[sqlite3.Row], tuple[Any, ...]] | None:
+def picker(keys: tuple[str, ...]) -> Callable[[sqlite3.Row], tuple[Any, ...]] | None:
     """One call taking a job's columns, in :data:`_COLUMNS`' order, from rows of ``keys``
     (a name given twice is read from its last column, as reading the row into a dict did)."""
     place = {key: n for n, key in enumerate(keys)}

@@ -2,9 +2,11 @@
 
 A mixin of :class:`~conveyor.stores.sqlite.store.SQLiteStore`, kept apart so the store module
 stays about connections, schema and reads. These are the writes a worker makes for every job,
-so they are the store's hot path: JSON is encoded before the write lock is taken, a worker's
-completions of one shape share one UPDATE, and a claim's jobs are taken by one UPDATE per
-source state, with every history row of the transaction written by one statement.
+so they are the store's hot path: changes are compiled and their JSON encoded before the write
+lock is taken, a worker's completions of one shape share one UPDATE, and a claim's jobs are
+picked and taken by one UPDATE (``claim_pending``; one per source state after a read of the
+candidates when a limit is set or a job waits to be resumed), with every history row of the
+transaction written by one statement.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
 from conveyor import payload
 from conveyor.changes import (
-    JSON_COLUMNS,
     Change,
     ChangeRefused,
     ClaimStart,
@@ -33,16 +34,18 @@ from conveyor.limits import LimitRule
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import Landed, Signals, landed
 from conveyor.stores.sqlite.changes import (
-    change_shape,
+    ClaimPlan,
+    Shape,
+    claim_plan,
     compile_batch,
-    compile_change,
-    compile_claim,
-    encode_json,
     marks,
+    place_now,
+    prepare,
     single_statement,
+    subquery_claim_plan,
 )
 from conveyor.stores.sqlite.queries import QUERIES as _Q
-from conveyor.stores.sqlite.rows import decode_rows, row_to_job
+from conveyor.stores.sqlite.rows import decode_rows, picker, row_to_job
 
 #: Most jobs one batched UPDATE writes (its placeholders stay far below SQLite's limit).
 _BATCH_ROWS = 200
@@ -57,11 +60,68 @@ def candidates_statement(types: int, one_queue: bool) -> str:
         pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
 
 
-@functools.lru_cache(maxsize=16)
-def _history_columns(keys: tuple[str, ...]) -> tuple[int, int, int, int]:
-    """Where a changed row (``RETURNING *``) holds what its history row needs: seq, id,
-    state, attempt (looked up once per column layout)."""
-    return keys.index("seq"), keys.index("id"), keys.index("state"), keys.index("attempt")
+_Pick = Callable[[sqlite3.Row], tuple[Any, ...]]  # a decoder's picker (rows.picker)
+
+
+class _Layout(NamedTuple):
+    """Where a changed row (``RETURNING``) holds what the worker path reads: its history
+    row's seq, id, state and attempt, ``has_dependents``, and the picker that decodes it
+    into a job (None when it lacks a job's columns)."""
+
+    seq: int
+    id: int
+    state: int
+    attempt: int
+    has_dependents: int | None  # None: not returned (read only from ``*_landed`` rows)
+    pick: _Pick | None
+    order: Callable[[sqlite3.Row], tuple[Any, ...]] | None  # a claimed row's place in line
+
+
+#: Layouts by the statement that returned the rows: looked up once per statement text, not
+#: by each row's ``keys()`` (a list of ~37 names) at every write. An older schema's swapped
+#: statement (the migration tests) is another text, so another entry.
+_LAYOUTS: dict[str, _Layout] = {}
+_MAX_LAYOUTS = 512
+
+
+def _layout_of(statement: str, row: sqlite3.Row) -> _Layout:
+    """The layout of the rows ``statement`` returns (``row`` is one of them)."""
+    found = _LAYOUTS.get(statement)
+    if found is None:
+        keys = tuple(row.keys())
+        seq, priority, line_at = (keys.index(key) if key in keys else None
+                                  for key in ("seq", "priority", "line_at"))
+        assert seq is not None
+        found = _Layout(seq, keys.index("id"), keys.index("state"), keys.index("attempt"),
+                        keys.index("has_dependents") if "has_dependents" in keys else None,
+                        picker(keys), None if priority is None or line_at is None
+                        else _in_line(priority, line_at, seq))
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        _LAYOUTS[statement] = found
+    return found
+
+
+def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], tuple[Any, ...]]:
+    """A pending job's place in claim order, from its row (``claim_candidates``' ORDER BY)."""
+    return lambda row: (-row[priority], row[line_at], row[seq])
+
+
+@functools.lru_cache(maxsize=64)
+def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
+                 one_queue: bool) -> ClaimPlan:
+    """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
+    job types, from one queue or from any), made once per worker."""
+    return subquery_claim_plan(
+        template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
+        job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
+        pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
+
+
+_PENDING = JobState.PENDING.value
+
+#: The states a claim takes jobs from, in claim order (resumed jobs first).
+_CLAIM_SOURCES = (JobState.PAUSED, JobState.PENDING)
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,6 +130,16 @@ def _claim_change(start: ClaimStart, source: JobState) -> Change:
     same at every claim but for the jobs' ids, which :func:`compile_claim` puts in its
     statement: the change's own id, empty here, is never bound)."""
     return start.change("", source, FreshToken())
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_plan(template: str, worker_id: str, lease_seconds: float, source: JobState,
+                count: int) -> ClaimPlan:
+    """A worker's claim of ``count`` jobs from ``source``: the same statement and arguments
+    at every claim but for the ids and the clock, so made once (keyed by plain values: a
+    ``ClaimStart`` would be built and hashed through Python at every claim)."""
+    return claim_plan(template, _claim_change(ClaimStart(worker_id, lease_seconds), source),
+                      count)
 
 
 def _lenient(row: sqlite3.Row) -> Job:
@@ -83,6 +153,8 @@ class _Refused(Exception):
 
 
 class _Store(Protocol):
+    _one_statement_claims: bool
+
     def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
     def _clock(self) -> float: ...
     def notify_work(self) -> None: ...
@@ -91,15 +163,15 @@ class _Store(Protocol):
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
                          lease_seconds: float, landed_rows: bool = True
                          ) -> tuple[list[Job | Landed | None], list[Job]]: ...
-    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
-                   json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None: ...
+    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float, shape: Shape,
+                   args: list[Any]) -> sqlite3.Row | None: ...
     def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
-                     encoded: Sequence[dict[str, str | None]],
+                     prepared: Sequence[tuple[Shape, list[Any]]],
                      history: list[tuple[Any, ...]], *,
                      whole_rows: bool = True) -> list[sqlite3.Row | None]: ...
-    def _claim_in(self, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
-                  job_types: Sequence[str], limit: int, now: float,
-                  history: list[tuple[Any, ...]]) -> list[sqlite3.Row]: ...
+    def _claim_in(self, conn: sqlite3.Connection, worker_id: str, lease_seconds: float,
+                  queues: Sequence[str], job_types: Sequence[str], limit: int, now: float,
+                  history: list[tuple[Any, ...]]) -> tuple[list[sqlite3.Row], _Pick | None]: ...
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
                     now: float) -> tuple[list[tuple[str, JobState]], bool]: ...
@@ -116,17 +188,17 @@ class SQLiteWorkerPath:
     # -- transitions -----------------------------------------------------------------------------
     def apply(self: _Store, changes: Sequence[Change]) -> list[Job]:
         job_id = single_job(changes)
-        # JSON is encoded (up to 1 MiB each) before the write lock is taken, not while holding it
-        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
-                    if column in JSON_COLUMNS} for c in changes]
+        # compiled (and JSON encoded, up to 1 MiB each) before the write lock is taken
+        prepared = [prepare(c) for c in changes]
         rows: list[sqlite3.Row] = []
         try:
             with self._write() as conn:
                 now = self._clock()
-                for change, json_values in zip(changes, encoded, strict=True):
+                for change, (shape, args) in zip(changes, prepared, strict=True):
                     # each change's own row (RETURNING, inside the transaction): the job as
                     # that change left it, not as a later change or another worker did
-                    row = self._apply_one(conn, change, now, json_values)
+                    row = self._apply_one(conn, change, now, shape,
+                                          place_now(args, shape.now_at, now))
                     if row is None:
                         raise _Refused(change)
                     rows.append(row)
@@ -141,17 +213,19 @@ class SQLiteWorkerPath:
                                      lease_seconds=0.0)[0]
         return cast(list[Job | None], done)  # landed_rows: every landed change gives its row
 
-    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float,
-                   json_values: dict[str, str | None] | None = None) -> sqlite3.Row | None:
+    def _apply_one(self, conn: sqlite3.Connection, change: Change, now: float, shape: Shape,
+                   args: list[Any]) -> sqlite3.Row | None:
+        """``change`` alone (its ``args`` at ``now``, from :func:`prepare`), with its history
+        row; a change allowed from several states reads the one it moves the job from."""
         if len(change.when) == 1:  # the state it came from, if it moved at all
-            source = next(iter(change.when)).value
+            source = shape.states[0]
         else:
             before = conn.execute(_Q["select_state"], (change.job_id,)).fetchone()
             if before is None:
                 raise JobNotFound(change.job_id)
             source = before["state"]
-        statement, args = compile_change(_Q["apply_change"], change, now, json_values)
-        row: sqlite3.Row | None = conn.execute(statement, args).fetchone()
+        row: sqlite3.Row | None = conn.execute(single_statement(_Q["apply_change"], shape.sql),
+                                               args).fetchone()
         if row is None:
             return None  # refused (or no such job: the caller's read back tells which)
         conn.execute(_Q["insert_history_seq"], (
@@ -161,11 +235,12 @@ class SQLiteWorkerPath:
         return row
 
     def _apply_batch(self, conn: sqlite3.Connection, changes: Sequence[Change], now: float,
-                     encoded: Sequence[dict[str, str | None]],
+                     prepared: Sequence[tuple[Shape, list[Any]]],
                      history: list[tuple[Any, ...]], *,
                      whole_rows: bool = True) -> list[sqlite3.Row | None]:
         """Each change's row (None: refused), changes of one shape written by one statement
         (a worker's completions mostly share one): each row still fenced by its own guards.
+        ``prepared``: each change's :func:`prepare`, its arguments not yet at ``now``.
         The history rows of those from one known state (all but changes allowed from
         several, which read theirs first and write it at once), in the order of ``changes``,
         are added to ``history`` (``insert_history_seq`` arguments) for the caller to write
@@ -178,46 +253,65 @@ class SQLiteWorkerPath:
         """
         single, batched = (("apply_change", "apply_change_batch") if whole_rows
                            else ("apply_change_landed", "apply_change_batch_landed"))
-        shapes: dict[tuple[str, str], list[int]] = {}
-        args: list[list[Any]] = []
-        for n, (change, json_values) in enumerate(zip(changes, encoded, strict=True)):
-            shape, row_args = change_shape(change, now, json_values)
-            args.append(row_args)
-            if len(change.when) == 1:  # a known source state, for its history row
-                shapes.setdefault(shape, []).append(n)
         done: list[sqlite3.Row | None] = [None] * len(changes)
-        alone = set(range(len(changes))) - {n for group in shapes.values() for n in group}
-        for shape, group in shapes.items():
-            if len(group) == 1:  # the plain statement; its history row joins the others'
-                n = group[0]
-                statement = single_statement(_Q[single], shape)
-                done[n] = conn.execute(statement, args[n]).fetchone()
-                continue
-            for start in range(0, len(group), _BATCH_ROWS):
-                part = group[start:start + _BATCH_ROWS]
-                statement, flat = compile_batch(_Q[batched], shape,
-                                                [args[n] for n in part])
-                found = conn.execute(statement, flat).fetchall()
-                at = _history_columns(tuple(found[0].keys()))[1] if found else 0
-                landed = {row[at]: row for row in found}
-                for n in part:
-                    done[n] = landed.get(changes[n].job_id)
-        for n in sorted(alone):
-            done[n] = self._apply_one(conn, changes[n], now, encoded[n])
-        # the rows of the shaped statements share one column layout (alone's may not)
-        first = next((row for n, row in enumerate(done) if row is not None and n not in alone),
-                     None)
-        if first is None:
-            return done
-        seq, _, state, attempt = _history_columns(tuple(first.keys()))
+        layout: _Layout | None = None  # the shaped statements' rows share one column layout
+        if len(changes) == 1 and len(changes[0].when) == 1:
+            # a one-slot worker's completion: no grouping to do
+            shape, args = prepared[0]
+            statement = single_statement(_Q[single], shape.sql)
+            row = done[0] = conn.execute(statement, place_now(args, shape.now_at, now)
+                                         ).fetchone()
+            if row is None:
+                return done
+            layout = _layout_of(statement, row)
+            alone: list[int] = []
+        else:
+            shapes: dict[tuple[str, str], list[int]] = {}
+            alone = []
+            for n, (change, (shape, args)) in enumerate(zip(changes, prepared, strict=True)):
+                place_now(args, shape.now_at, now)
+                if len(change.when) == 1:  # a known source state, for its history row
+                    shapes.setdefault(shape.sql, []).append(n)
+                else:
+                    alone.append(n)
+            for sql, group in shapes.items():
+                if len(group) == 1:  # the plain statement; its history row joins the others'
+                    n = group[0]
+                    statement = single_statement(_Q[single], sql)
+                    row = done[n] = conn.execute(statement, prepared[n][1]).fetchone()
+                    if row is not None and layout is None:
+                        layout = _layout_of(statement, row)
+                    continue
+                for start in range(0, len(group), _BATCH_ROWS):
+                    part = group[start:start + _BATCH_ROWS]
+                    statement, flat = compile_batch(_Q[batched], sql,
+                                                    [prepared[n][1] for n in part])
+                    found = conn.execute(statement, flat).fetchall()
+                    if not found:
+                        continue
+                    if layout is None:
+                        layout = _layout_of(statement, found[0])
+                    at = layout.id
+                    landed = {row[at]: row for row in found}
+                    for n in part:
+                        done[n] = landed.get(changes[n].job_id)
+            for n in alone:
+                shape, args = prepared[n]
+                done[n] = self._apply_one(conn, changes[n], now, shape, args)
+            if layout is None:
+                return done
+        seq, state, attempt = layout.seq, layout.state, layout.attempt
         history.extend(
-            (row[seq], change.job_id, now, change.action, next(iter(change.when)).value,
-             row[state], row[attempt], change.actor, change.reason)
-            for n, (change, row) in enumerate(zip(changes, done, strict=True))
+            (row[seq], change.job_id, now, change.action, shape.states[0], row[state],
+             row[attempt], change.actor, change.reason)
+            for n, (change, row, (shape, _)) in enumerate(zip(changes, done, prepared,
+                                                              strict=True))
             if row is not None and n not in alone)
         if not whole_rows:  # as the change left it: this transaction still holds the lock
+            dependents = layout.has_dependents
+            assert dependents is not None  # apply_change_landed returns it
             for n, row in enumerate(done):
-                if row is not None and n not in alone and row["has_dependents"]:
+                if row is not None and n not in alone and row[dependents]:
                     done[n] = conn.execute(_Q["select_changed"], (row[seq],)).fetchone()
         return done
 
@@ -231,60 +325,98 @@ class SQLiteWorkerPath:
                          queues: Sequence[str], job_types: Sequence[str], limit: int,
                          lease_seconds: float, landed_rows: bool = True
                          ) -> tuple[list[Job | Landed | None], list[Job]]:
-        distinct_jobs(finish)
+        if len(finish) > 1:
+            distinct_jobs(finish)
         if not finish and (limit <= 0 or not job_types):
             return [], []
-        encoded = [{column: encode_json(column, value) for column, value in c.values.items()
-                    if column in JSON_COLUMNS} for c in finish]
+        # compiled and JSON encoded before the write lock is taken, not while holding it
+        prepared = [prepare(c) for c in finish]
         history: list[tuple[Any, ...]] = []  # the batch's and the claim's: one statement
+        pick = None
         with self._write() as conn:
             now = self._clock()
-            done = self._apply_batch(conn, finish, now, encoded, history,
-                                     whole_rows=landed_rows)
-            rows = (self._claim_in(conn, ClaimStart(worker_id, lease_seconds), queues,
-                                   job_types, limit, now, history)
-                    if limit > 0 and job_types else [])
+            done = (self._apply_batch(conn, finish, now, prepared, history,
+                                      whole_rows=landed_rows) if finish else [])
+            if limit > 0 and job_types:
+                rows, pick = self._claim_in(conn, worker_id, lease_seconds, queues, job_types,
+                                            limit, now, history)
+            else:
+                rows = []
             if history:
                 conn.executemany(_Q["insert_history_seq"], history)
         if any(row is not None and wakes_workers(c)
                for c, row in zip(finish, done, strict=True)):
             self.notify_work()
-        return ([landed(row, _lenient, landed_rows) for row in done], decode_rows(rows))
+        return ([landed(row, _lenient, landed_rows) for row in done],
+                decode_rows(rows, pick) if rows else [])
 
-    def _claim_in(self: _Store, conn: sqlite3.Connection, start: ClaimStart, queues: Sequence[str],
-                  job_types: Sequence[str], limit: int, now: float,
-                  history: list[tuple[Any, ...]]) -> list[sqlite3.Row]:
+    def _claim_in(self: _Store, conn: sqlite3.Connection, worker_id: str, lease_seconds: float,
+                  queues: Sequence[str], job_types: Sequence[str], limit: int, now: float,
+                  history: list[tuple[Any, ...]]) -> tuple[list[sqlite3.Row], _Pick | None]:
         """The claim's writes, inside the caller's write transaction (its history rows added to
-        ``history``, for the caller to write in it); the rows in claim order."""
+        ``history``, for the caller to write in it); the rows in claim order, and the picker
+        that decodes them (:func:`~conveyor.stores.sqlite.rows.decode_rows`)."""
+        one_scope = len(queues) < 2 or len(set(queues)) == 1
+        if one_scope and self._one_statement_claims:
+            # the usual claim (no limit set, no job of its types to resume): candidates and
+            # start in one statement; it writes nothing otherwise, and the claim goes on below
+            # (and the next ones too, until one finds only pending jobs and no limit set)
+            types = sorted(set(job_types))
+            plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
+                                 bool(queues))
+            scope = queues[:1]
+            claimed = conn.execute(plan.statement, plan.arguments(
+                [*scope, now, *types, *scope, *types, limit], now)).fetchall()
+            if claimed:
+                columns = _layout_of(plan.statement, claimed[0])
+                seq, job_id, state, attempt = (columns.seq, columns.id, columns.state,
+                                               columns.attempt)
+                action, actor, reason = plan.action, plan.actor, plan.reason
+                for row in claimed:
+                    history.append((row[seq], row[job_id], now, action, _PENDING, row[state],
+                                    row[attempt], actor, reason))
+                if len(claimed) > 1:  # as claim_candidates orders them
+                    assert columns.order is not None
+                    claimed.sort(key=columns.order)
+                return claimed, columns.pick
+            self._one_statement_claims = False
         rows: list[sqlite3.Row] = []
         picked, limited = self._candidates(conn, queues, job_types, limit, now)
+        if one_scope and not limited and picked and all(
+                source is JobState.PENDING for _, source in picked):
+            self._one_statement_claims = True  # what claim_pending would have taken
         if limited:  # a limit is set somewhere: those this claim obeys (limits.py), if any
             rules = self._claim_rules(conn, queues, job_types)
             if rules:
                 picked = self._limited_candidates(conn, rules, queues, job_types, limit, now)
-        for source in (JobState.PAUSED, JobState.PENDING):
+        if not picked:
+            return rows, None
+        layout: _Layout | None = None
+        template = _Q["apply_change"]
+        for source in _CLAIM_SOURCES:
             ids = [job_id for job_id, from_state in picked if from_state is source]
             if not ids:
                 continue
             # one UPDATE for all of them, each row under a fresh token (RETURNING *: the
             # claimed rows themselves, no read back); the write lock keeps them as picked
-            change = _claim_change(start, source)
-            statement, args = compile_claim(_Q["apply_change"], change, ids, now)
-            claimed = conn.execute(statement, args).fetchall()
+            plan = _claim_plan(template, worker_id, lease_seconds, source, len(ids))
+            claimed = conn.execute(plan.statement, plan.arguments(ids, now)).fetchall()
             if not claimed:
                 continue
             # by position: sqlite3.Row finds a name by a linear scan of its ~37 columns
-            seq, job_id, state, attempt = _history_columns(tuple(claimed[0].keys()))
-            action, actor, reason = change.action, change.actor, change.reason
+            layout = _layout_of(plan.statement, claimed[0])
+            seq, job_id, state, attempt = layout.seq, layout.id, layout.state, layout.attempt
+            action, actor, reason, value = plan.action, plan.actor, plan.reason, source.value
             for row in claimed:
                 rows.append(row)
-                history.append((row[seq], row[job_id], now, action, source.value, row[state],
+                history.append((row[seq], row[job_id], now, action, value, row[state],
                                 row[attempt], actor, reason))
         if len(rows) > 1:
+            assert layout is not None
             place = {job_id: n for n, (job_id, _) in enumerate(picked)}
-            at = _history_columns(tuple(rows[0].keys()))[1]
+            at = layout.id
             rows.sort(key=lambda row: place[row[at]])
-        return rows
+        return rows, None if layout is None else layout.pick
 
     def _candidates(self, conn: sqlite3.Connection, queues: Sequence[str],
                     job_types: Sequence[str], limit: int,
