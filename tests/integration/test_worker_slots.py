@@ -13,6 +13,7 @@ from conveyor.errors import StoreError
 from conveyor.worker.slots import Slot, SlotPool
 from tests.conftest import AppFactory
 from tests.integration.test_worker_helpers import (
+    TINY,
     WAIT,
     Gate,
     WorkerThread,
@@ -164,3 +165,30 @@ def test_a_store_error_in_the_slot_threads_claim_loses_nothing(
     assert [app.get(job.id).result for job in jobs] == list(range(6))
     assert runner.worker.stats.completed == 6
     assert runner.worker.stats.lost == 0
+
+
+def test_a_one_slot_worker_records_every_kind_of_outcome_between_its_own_claims(
+        make_app: AppFactory) -> None:
+    """Failures (retried), pauses and completions in a row on the one slot: each is recorded
+    as the loop would record it, and the slot's thread goes on claiming after each."""
+    app = make_app()
+
+    @app.job("flaky", max_attempts=2, backoff=TINY)
+    def flaky(ctx: JobContext, n: int) -> int:
+        if ctx.job.attempt == 0:
+            raise ValueError(f"first try of {n}")
+        return n
+
+    @app.job("pausing")
+    def pausing(ctx: JobContext) -> None:
+        app.pause(ctx.job.id)
+        ctx.checkpoint({"at": 1})
+
+    flakies = app.enqueue_many([EnqueueRequest("flaky", {"n": n}) for n in range(5)])
+    paused = app.enqueue("pausing")
+    runner = WorkerThread(app, burst=True, concurrency=1).start()
+    runner.join(timeout=60)
+    assert [app.get(job.id).result for job in flakies] == list(range(5))
+    assert app.get(paused.id).state is S.PAUSED
+    stats = runner.worker.stats
+    assert (stats.claimed, stats.retried, stats.completed, stats.paused) == (11, 5, 5, 1)
