@@ -14,7 +14,7 @@ import builtins
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,6 +52,13 @@ _EVENT_OF_ACTION: dict[str, type[JobEvent]] = {
 #: to be announced first (a bound, never reached in practice: that thread is between its
 #: commit and its emit).
 ORDER_WAIT = 5.0
+
+#: The states a change may leave a job in without marking it unannounced (see
+#: Engine._announcing): a tuple, as ``in`` then finds a member by identity, in C, where a
+#: frozenset would hash it through the enum's Python-level ``__hash__``.
+_UNMARKED_STATES: tuple[JobState, ...] = tuple(FINAL_STATES)
+#: What _announcing gives for changes that mark nothing (a worker's completions): shared.
+_NOTHING_TO_MARK: AbstractContextManager[None] = nullcontext()
 
 #: A control decision: the changes to make to the job as it is now ([] when nothing is to do).
 Decide = Callable[[Job], builtins.list[Change]]
@@ -171,8 +178,7 @@ class Engine:
         self.dependents_moved(rows)
         return job
 
-    @contextmanager
-    def _announcing(self, changes: Iterable[Change]) -> Iterator[None]:
+    def _announcing(self, changes: Iterable[Change]) -> AbstractContextManager[None]:
         """Mark jobs as changed-but-not-announced from before their write until their events
         are out (see :meth:`_after_earlier_announcements`).
 
@@ -180,12 +186,14 @@ class Engine:
         pending or paused job, so none can take that job after the change lands (nothing
         leaves a final state), and one that took it first made the change refused (it was
         no longer in the change's source state), so no start can overtake its event. A
-        worker's batch of completions, the common case, then takes no lock here.
+        worker's batch of completions, the common case, then takes no lock here, nor builds
+        a context manager of its own (a generator's costs a few microseconds, every job).
         """
-        ids = {c.job_id for c in changes if c.to_state not in FINAL_STATES}
-        if not ids:
-            yield
-            return
+        ids = {c.job_id for c in changes if c.to_state not in _UNMARKED_STATES}
+        return self._marked(ids) if ids else _NOTHING_TO_MARK
+
+    @contextmanager
+    def _marked(self, ids: set[str]) -> Iterator[None]:
         with self._unannounced_changed:
             for job_id in ids:
                 self._unannounced[job_id] = self._unannounced.get(job_id, 0) + 1

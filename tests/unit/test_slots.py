@@ -228,3 +228,14 @@ def test_a_signal_wakes_its_waiter_and_survives_racing_setters() -> None:
     assert woke == [True]
     signal.take(0)  # set or not after the race, it is clear after a take
     assert not signal.take(0)
+
+
+def test_done_gets_the_slot_the_run_ended_with() -> None:
+    """A run may go on to further jobs on its thread (a 1-slot worker's slot claims its next
+    job itself): the pool then reports the slot it ended with, not the one it was given."""
+    first, last = _slot(0), _slot(1)
+    pool, done = _pool(1, lambda slot: last)
+    pool.submit(first)
+    assert done.wait(last)
+    assert list(done) == [last]
+    pool.close()

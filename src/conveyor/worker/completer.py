@@ -166,9 +166,12 @@ class Completer:
         self._write_all()
 
     def _take(self) -> list[Completion]:
-        batch, self._pending = (self._pending[:self.max_batch],
-                                self._pending[self.max_batch:])
-        return batch
+        batch = self._pending
+        if len(batch) <= self.max_batch:  # all of it (a 1-slot worker: one), not copied
+            self._pending = []
+            return batch
+        self._pending = batch[self.max_batch:]
+        return batch[:self.max_batch]
 
     def _write_all(self) -> None:
         while True:

@@ -75,6 +75,10 @@ class Outcome:
     delay: float = 0.0
 
 
+#: The outcome of every run that completed and returned None (an outcome is never changed).
+_COMPLETED_NOTHING = Outcome(OutcomeKind.COMPLETED)
+
+
 @dataclass(slots=True)
 class Ran:
     """What the job function did: returned ``value``, or raised ``raised`` (not frozen, as
@@ -152,7 +156,7 @@ def perform(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop
     except BaseException as exc:  # noqa: BLE001 - job code may raise anything; we record it
         leave_user_code(execution)
         return Ran(raised=exc)
-    return Ran(value=value)
+    return Ran(value)
 
 
 def _call(spec: JobType, execution: Execution, loop: asyncio.AbstractEventLoop | None,
@@ -175,6 +179,8 @@ def normalise(ran: Ran, execution: Execution) -> Outcome:
     """Turn what the job did into an :class:`Outcome`."""
     exc = ran.raised
     if exc is None:
+        if ran.value is None:  # most jobs' result: valid JSON, one shared outcome
+            return _COMPLETED_NOTHING
         try:
             payload.validate(ran.value, "result")
         except ConveyorError as bad:

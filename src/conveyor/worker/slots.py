@@ -126,12 +126,14 @@ def interrupt(slot: Slot, exc: type[BaseException]) -> bool:
 class SlotPool:
     """Up to ``size`` threads, started on demand and kept for the next job.
 
-    ``run(slot)`` is the job's whole pipeline; ``done(slot)`` is called after it, once the
-    thread is ready for the next job, so a worker that sees the slot free and claims again
-    finds a thread waiting rather than starting one.
+    ``run(slot)`` is the job's whole pipeline (it may go on to run more jobs in this thread,
+    and returns the slot it ended with, or None for the one given); ``done(slot)`` is called
+    with that slot after it, once the thread is ready for the next job, so a worker that sees
+    the slot free and claims again finds a thread waiting rather than starting one.
     """
 
-    def __init__(self, size: int, run: Callable[[Slot], None], done: Callable[[Slot], None],
+    def __init__(self, size: int, run: Callable[[Slot], Slot | None],
+                 done: Callable[[Slot], None],
                  name: str = "conveyor-slot") -> None:
         self._size = size
         self._run = run
@@ -189,11 +191,12 @@ class SlotPool:
                 return
             slot.thread = me
             me.name = f"conveyor-job-{short_id(slot.execution.job.id)}"  # thread dumps name the job
+            last = slot
             try:
-                self._run(slot)
+                last = self._run(slot) or slot
             finally:
                 keep = self._back_to_idle(me)
-                self._done(slot)
+                self._done(last)
             if not keep:
                 return
 
