@@ -13,14 +13,26 @@ def test_a_small_flat_object_read_again_is_a_copy_of_its_own() -> None:
     second, third = rows.json_loads(text), rows.json_loads(memoryview(text))
     assert second == third == {"base": 1.0, "factor": 2.0, "n": 3, "on": True, "none": None,
                                "s": "x"}
-    assert second is not third and text in rows._FLAT
+    assert second is not third and rows._flat(text) == second
+
+
+def test_a_text_read_again_is_kept_whatever_was_read_before_it() -> None:
+    rows._flat.cache_clear()
+    for n in range(1000):  # many other small objects first: the keep never stays full
+        rows.json_loads(b'{"n": %d}' % n)
+    common = b'{"retries": 3}'
+    rows.json_loads(common)
+    hits = rows._flat.cache_info().hits
+    assert rows.json_loads(common) == {"retries": 3}
+    assert rows._flat.cache_info().hits == hits + 1
 
 
 def test_nested_large_and_non_object_values_are_decoded_each_time() -> None:
     nested, large = b'{"a": {"b": 1}}', b'{"a": "' + b"x" * 300 + b'"}'
     for text in (nested, large, b"[1, 2]", b"5", b'"s"'):
         assert rows.json_loads(text) == rows.json_loads(text.decode())
-        assert text not in rows._FLAT
+        if len(text) <= rows._FLAT_TEXT:
+            assert rows._flat(text) is None
     one, two = rows.json_loads(nested), rows.json_loads(nested)
     one["a"]["b"] = 2
     assert two == {"a": {"b": 1}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import struct
@@ -168,14 +169,23 @@ def _parse_int(text: str) -> int | float:
 _decode_json = json.JSONDecoder(parse_int=_parse_int).decode
 
 
-#: Small flat objects already decoded, by their text: a worker reads the same few with every
-#: job it claims (``{}`` params and checkpoint, the default backoff policy). Only objects whose
-#: values are all immutable scalars are kept, and each read gets a copy of its own, so no two
-#: jobs ever share a dict. Bounded: once full, later texts are decoded as before.
-_FLAT: dict[bytes, dict[str, Any]] = {}
-_FLAT_KEPT = 256
+#: Texts of at most this many bytes may be kept decoded (see :func:`_flat`).
 _FLAT_TEXT = 200
 _SCALARS = (str, int, float, bool, type(None))
+
+
+@functools.lru_cache(maxsize=256)
+def _flat(key: bytes) -> dict[str, Any] | None:
+    """A small flat object's decoding, kept for the next read of the same text (None: not
+    such an object). A worker reads the same few texts with every job it claims (``{}``
+    params and checkpoint, the default backoff policy); the least recently read are dropped
+    first, so the texts a worker keeps meeting stay, whatever came before them. Only objects
+    whose values are all immutable scalars qualify, so a copy (:func:`json_loads`) shares
+    nothing with another job's."""
+    value = _decode_json(key.decode("utf-8", "surrogatepass"))
+    if type(value) is dict and all(type(item) in _SCALARS for item in value.values()):
+        return value
+    return None
 
 
 def json_loads(data: str | bytes | memoryview) -> Any:
@@ -183,14 +193,11 @@ def json_loads(data: str | bytes | memoryview) -> Any:
     if isinstance(data, str):
         return _decode_json(data)
     key = bytes(data)
-    found = _FLAT.get(key)
-    if found is not None:
-        return found.copy()
-    value = _decode_json(key.decode("utf-8", "surrogatepass"))
-    if (type(value) is dict and len(key) <= _FLAT_TEXT and len(_FLAT) < _FLAT_KEPT
-            and all(type(item) in _SCALARS for item in value.values())):
-        _FLAT[key] = value.copy()
-    return value
+    if len(key) <= _FLAT_TEXT:
+        found = _flat(key)
+        if found is not None:
+            return found.copy()
+    return _decode_json(key.decode("utf-8", "surrogatepass"))
 
 
 def utc(value: datetime | None) -> datetime | None:
