@@ -95,6 +95,25 @@ def test_a_failing_statement_rolls_back_the_pipeline_and_leaves_the_connection_u
     assert len(_ours(conn)) == 3  # prepared once, the failed run's prepares kept or remade
 
 
+@pytest.mark.parametrize("how", ["deallocate", "psycopg rollback"])
+def test_statements_deallocated_behind_its_back_are_prepared_again(conn: Conn, how: str) -> None:
+    statement = "SELECT %(a)s::int8 + 1 AS b"
+    assert wire.run(conn, [(statement, {"a": 1})]) == [[{"b": 2}]]
+    assert len(_ours(conn)) == 1
+    if how == "deallocate":
+        conn.execute("DEALLOCATE ALL")
+    else:  # psycopg deallocates everything after a rollback once it prepared one of its own
+        for _ in range(6):
+            conn.execute("SELECT %s::int8", (1,))
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+            conn.execute("SELECT 1 / 0")
+    assert _ours(conn) == []
+    assert wire.run(conn, [(statement, {"a": 2}), (statement, {"a": 3})]) == [
+        [{"b": 3}], [{"b": 4}]]
+    assert len(_ours(conn)) == 1
+    assert wire.run(conn, [(statement, {"a": 4})]) == [[{"b": 5}]]
+
+
 def test_a_broken_link_closes_the_connection(conn: Conn) -> None:
     with psycopg.connect(pg_test_url(), autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
@@ -165,3 +184,24 @@ def test_a_batch_through_libpq_lands_as_through_psycopg(
     for done in (ours[0], theirs[0]):
         for job in done:
             assert job is None or job == store.get_job(job.id)
+
+
+def test_a_worker_transaction_after_a_rollback_on_its_connection(store: PostgresStore) -> None:
+    """The store's one connection rolls back (psycopg then deallocates every prepared
+    statement on it): the next worker transaction still lands, rather than failing on a
+    statement the server forgot until the connection is replaced."""
+    _turn(store, "a", False)
+
+    def rollback(conn: Conn) -> list[str]:
+        for _ in range(6):  # psycopg prepares a statement of its own after five runs
+            conn.execute("SELECT %s::int8", (1,))
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+            conn.execute("SELECT 1 / 0")
+        return _ours(conn)
+
+    assert store._run("read", rollback) == []
+    done, claimed = _turn(store, "b", False)
+    assert [None if job is None else job.state for job in done] == [
+        S.COMPLETED, S.COMPLETED, S.FAILED]
+    assert [job.state for job in claimed] == [S.RUNNING]  # the fourth job of its type
+    assert store._run("read", _ours) != []

@@ -208,15 +208,17 @@ def _calls(state: _State, statements: Sequence[tuple[str, Mapping[str, Any]]]
     return calls
 
 
-def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]]
-        ) -> list[list[Row]] | None:
+def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]], *,
+        retried: bool = False) -> list[list[Row]] | None:
     """Run ``statements`` in one pipeline (one implicit transaction, one round trip) and
     return each one's rows (binary results, loaded as a cursor would); None, having sent
     nothing, if a statement or a parameter is of a kind this module leaves to psycopg, the
     connection keeps too many statements already, or its client encoding is not UTF-8.
 
     A statement that fails rolls the transaction back and raises psycopg's error for it
-    (:class:`psycopg.errors.QueryCanceled`, ...); the connection stays usable."""
+    (:class:`psycopg.errors.QueryCanceled`, ...); the connection stays usable. Statements
+    the server no longer holds (deallocated by psycopg, see below) are prepared again.
+    ``retried``: this is that second run."""
     if conn.pgconn.parameter_status(b"client_encoding") != b"UTF8":
         return None  # parameters are sent, and names read, as UTF-8
     state = _state(conn)
@@ -238,7 +240,15 @@ def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]]
                     result.status != pq.ExecStatus.PIPELINE_ABORTED:
                 failed = result
     if failed is not None:
-        raise errors.error_from_result(failed, encoding=encoding)
+        error = errors.error_from_result(failed, encoding=encoding)
+        if isinstance(error, errors.InvalidSqlStatementName) and not retried:
+            # our statements were deallocated behind our back: psycopg sends DEALLOCATE ALL
+            # after a rollback (or a DROP) on a connection holding its own prepared ones. The
+            # pipeline failed at its first such statement and rolled back whole, so nothing
+            # was written: prepare them all again and run it once more
+            state.prepared.clear()
+            return run(conn, statements, retried=True)
+        raise error
     tx = state.transformer
     rows: list[list[Row]] = []
     for (_, prepared, _, _, _), (_, result) in zip(calls, results, strict=True):
