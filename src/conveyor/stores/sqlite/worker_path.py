@@ -255,51 +255,40 @@ class SQLiteWorkerPath:
                            else ("apply_change_landed", "apply_change_batch_landed"))
         done: list[sqlite3.Row | None] = [None] * len(changes)
         layout: _Layout | None = None  # the shaped statements' rows share one column layout
-        if len(changes) == 1 and len(changes[0].when) == 1:
-            # a one-slot worker's completion: no grouping to do
-            shape, args = prepared[0]
-            statement = single_statement(_Q[single], shape.sql)
-            row = done[0] = conn.execute(statement, place_now(args, shape.now_at, now)
-                                         ).fetchone()
-            if row is None:
-                return done
-            layout = _layout_of(statement, row)
-            alone: list[int] = []
-        else:
-            shapes: dict[tuple[str, str], list[int]] = {}
-            alone = []
-            for n, (change, (shape, args)) in enumerate(zip(changes, prepared, strict=True)):
-                place_now(args, shape.now_at, now)
-                if len(change.when) == 1:  # a known source state, for its history row
-                    shapes.setdefault(shape.sql, []).append(n)
-                else:
-                    alone.append(n)
-            for sql, group in shapes.items():
-                if len(group) == 1:  # the plain statement; its history row joins the others'
-                    n = group[0]
-                    statement = single_statement(_Q[single], sql)
-                    row = done[n] = conn.execute(statement, prepared[n][1]).fetchone()
-                    if row is not None and layout is None:
-                        layout = _layout_of(statement, row)
+        shapes: dict[tuple[str, str], list[int]] = {}
+        alone: list[int] = []
+        for n, (change, (shape, args)) in enumerate(zip(changes, prepared, strict=True)):
+            place_now(args, shape.now_at, now)
+            if len(change.when) == 1:  # a known source state, for its history row
+                shapes.setdefault(shape.sql, []).append(n)
+            else:
+                alone.append(n)
+        for sql, group in shapes.items():
+            if len(group) == 1:  # the plain statement; its history row joins the others'
+                n = group[0]
+                statement = single_statement(_Q[single], sql)
+                row = done[n] = conn.execute(statement, prepared[n][1]).fetchone()
+                if row is not None and layout is None:
+                    layout = _layout_of(statement, row)
+                continue
+            for start in range(0, len(group), _BATCH_ROWS):
+                part = group[start:start + _BATCH_ROWS]
+                statement, flat = compile_batch(_Q[batched], sql,
+                                                [prepared[n][1] for n in part])
+                found = conn.execute(statement, flat).fetchall()
+                if not found:
                     continue
-                for start in range(0, len(group), _BATCH_ROWS):
-                    part = group[start:start + _BATCH_ROWS]
-                    statement, flat = compile_batch(_Q[batched], sql,
-                                                    [prepared[n][1] for n in part])
-                    found = conn.execute(statement, flat).fetchall()
-                    if not found:
-                        continue
-                    if layout is None:
-                        layout = _layout_of(statement, found[0])
-                    at = layout.id
-                    landed = {row[at]: row for row in found}
-                    for n in part:
-                        done[n] = landed.get(changes[n].job_id)
-            for n in alone:
-                shape, args = prepared[n]
-                done[n] = self._apply_one(conn, changes[n], now, shape, args)
-            if layout is None:
-                return done
+                if layout is None:
+                    layout = _layout_of(statement, found[0])
+                at = layout.id
+                landed = {row[at]: row for row in found}
+                for n in part:
+                    done[n] = landed.get(changes[n].job_id)
+        for n in alone:
+            shape, args = prepared[n]
+            done[n] = self._apply_one(conn, changes[n], now, shape, args)
+        if layout is None:
+            return done
         seq, state, attempt = layout.seq, layout.state, layout.attempt
         history.extend(
             (row[seq], change.job_id, now, change.action, shape.states[0], row[state],
