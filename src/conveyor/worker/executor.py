@@ -62,8 +62,9 @@ class OutcomeKind(enum.Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """What a run came to, before it is recorded (one per job: never changed once built, but
-    not frozen, as a frozen dataclass sets each field through ``object.__setattr__``)."""
+    """What a run came to, before it is recorded (never changed once built, so one may be
+    shared, as :data:`_COMPLETED_NOTHING` is; not frozen, as a frozen dataclass sets each
+    field through ``object.__setattr__``)."""
 
     kind: OutcomeKind
     result: Any = None

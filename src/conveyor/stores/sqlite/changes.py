@@ -324,9 +324,7 @@ class ClaimPlan(NamedTuple):
         """The statement's arguments for ``job_ids`` (``count`` of them) at ``now``: those of
         :func:`compile_claim`. For :func:`subquery_claim_plan`'s, the subquery's arguments
         stand in for the ids."""
-        args = [*self.head, *job_ids, *self.tail]
-        for n in self.now_head:
-            args[n] += now
+        args = place_now([*self.head, *job_ids, *self.tail], self.now_head, now)
         if self.now_tail:
             past = len(self.head) + len(job_ids)
             for n in self.now_tail:
