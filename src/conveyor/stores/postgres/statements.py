@@ -87,16 +87,26 @@ def brief(insert_jobs: str) -> str:
 
 _CHANGED_ROW = "SELECT changed.*, CASE"
 _CHANGED_END = "\nFROM changed"
+#: What the ``changed`` step of a brief statement returns instead of every column: what its
+#: history row, its stop's announcement and the brief row read, and the whole row as one
+#: composite value (``whole``) for a job with dependents only.
+_RETURNING_ALL = "RETURNING jobs.*, old.old_state"
+_RETURNING_BRIEF = ("RETURNING jobs.id, jobs.state, jobs.attempt, jobs.watched, "
+                    "jobs.has_dependents, CASE WHEN jobs.has_dependents THEN jobs END AS whole, "
+                    "old.old_state")
 #: What a landed change gives back when its caller reads no rows (``landed_rows=False``, a
 #: worker whose events nobody subscribes to): the whole row only for a job with dependents
 #: (the one row the caller then decodes, see :func:`conveyor.stores.base.landed`), NULLs
 #: otherwise, which the client skips; the job's id and whether it has dependents always (the
 #: later columns of a name win in a dict row). psycopg loads every value it is sent, times and
 #: JSON in Python: a finished row's dozen of those cost the worker more than the rest of its
-#: share of the statement, for a row it then threw away.
-_BRIEF_ROW = "SELECT whole.*, changed.id, changed.has_dependents{numbered}, CASE"
-_BRIEF_END = ("\nFROM changed LEFT JOIN LATERAL (SELECT changed.* WHERE changed.has_dependents) "
-              "AS whole ON true")
+#: share of the statement, for a row it then threw away. The whole row travels through the
+#: statement as one composite value and is spread into columns only at the end: each step
+#: that passes on a row of all the table's columns costs the server a tuple descriptor of
+#: them (a catalog lookup per column) in every execution, several times the cost of the
+#: update itself.
+_BRIEF_ROW = "SELECT (changed.whole).*, changed.id, changed.has_dependents{numbered}, CASE"
+_BRIEF_END = "\nFROM changed"
 
 
 def brief_change(apply_change: str) -> str:
@@ -104,11 +114,12 @@ def brief_change(apply_change: str) -> str:
     (:data:`_BRIEF_ROW`, with ``batch_n`` for a batch) instead of whole ones; ``unannounced``
     stays: evaluating it is what sends a stop's NOTIFY. Kept short: psycopg parses a statement
     of more than 4 KB again at every execution instead of once."""
-    if apply_change.count(_CHANGED_ROW) != 1 or not apply_change.rstrip(";\n ").endswith(
-            _CHANGED_END):
+    if (apply_change.count(_CHANGED_ROW) != 1 or apply_change.count(_RETURNING_ALL) != 1
+            or not apply_change.rstrip(";\n ").endswith(_CHANGED_END)):
         raise AssertionError("apply_change no longer ends with " + _CHANGED_ROW)
     numbered = ", changed.batch_n" if "batch_n" in apply_change else ""
     head, _, _ = apply_change.rstrip(";\n ").rpartition(_CHANGED_END)
+    head = head.replace(_RETURNING_ALL, _RETURNING_BRIEF)
     return head.replace(_CHANGED_ROW, _BRIEF_ROW.format(numbered=numbered)) + _BRIEF_END
 
 
