@@ -20,6 +20,7 @@ from psycopg import sql
 from conveyor.errors import ConfigurationError, StoreError
 from conveyor.model import Job
 from conveyor.stores.base import NewJob, inserted_job
+from conveyor.stores.postgres import wire
 from conveyor.stores.postgres.common import QUERIES, Conn
 from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import PgSettings
@@ -43,17 +44,22 @@ _Q = QUERIES
 _INSERT_BRIEF = brief(_Q["insert_jobs"])
 #: ``insert_job`` as bytes, the form psycopg sends: encoded once, not at every enqueue.
 _INSERT_JOB = _Q["insert_job"].encode()
+_INSERT_JOB_TEXT = _Q["insert_job"]
 T = TypeVar("T")
 
 
 def _insert_one(conn: Conn, params: dict[str, Any]) -> tuple[datetime, int]:
     """Run ``insert_job``; its one row (``created_at``, ``due_in_us``) as a tuple.
 
-    The lean form of :func:`fetch_rows` for the commonest enqueue: a plain query (no
-    ``sql.SQL`` to compose) and tuple rows (no dict per row). Together they were about a
-    fifth of the client's CPU per ``enqueue()``, as much as everything else of conveyor's.
+    Through libpq itself (:func:`.wire.one`: the statement prepared once per connection, then
+    one Bind/Execute/Sync with its parameters as text): psycopg's cursor around the statement
+    (query conversion, a dumper per parameter, its prepare bookkeeping) was most of the
+    client's CPU per ``enqueue()``. Through psycopg where wire leaves it (a parameter of a
+    type it does not send, a connection in another encoding), as a plain query with tuple
+    rows: no ``sql.SQL`` to compose, no dict per row.
     """
-    row = conn.execute(_INSERT_JOB, params, binary=True).fetchone()
+    rows = wire.one(conn, _INSERT_JOB_TEXT, params)
+    row = rows[0] if rows else conn.execute(_INSERT_JOB, params, binary=True).fetchone()
     assert row is not None
     return row[0], row[1]
 
