@@ -16,9 +16,10 @@ from psycopg.types.json import Jsonb
 
 from conveyor import payload, transitions
 from conveyor.changes import Lease
+from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError
-from conveyor.stores.base import NewJob
+from conveyor.stores.base import JobQuery, NewJob
 from conveyor.stores.postgres import PostgresStore, wire
 from conveyor.stores.postgres.common import Conn
 from conveyor.stores.postgres.rows import TextArray, json_loads, register_loaders
@@ -205,3 +206,125 @@ def test_a_worker_transaction_after_a_rollback_on_its_connection(store: Postgres
         S.COMPLETED, S.COMPLETED, S.FAILED]
     assert [job.state for job in claimed] == [S.RUNNING]  # the fourth job of its type
     assert store._run("read", _ours) != []
+
+
+# -- one statement on its own (wire.one: the single enqueue) -------------------------------------
+
+def test_one_statement_reads_as_a_cursor_reads_it_prepared_on_its_first_run(conn: Conn) -> None:
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_TYPED, {**_VALUES, "f": list(_VALUES["f"].values)})
+        expected = cur.fetchall()
+    texts = {key: value for key, value in _VALUES.items()
+             if key not in ("e", "f", "g", "j", "k", "l")}
+    plain = "SELECT %(a)s::text AS a, %(b)s::int8 AS b, %(c)s::float8 AS c, " \
+        "%(d)s::bool AS d, %(h)s::timestamptz AS h, %(n)s::text AS n, '50%%' AS pct"
+    with conn.cursor(binary=True) as cur:
+        cur.execute(plain, texts)
+        expected_plain = cur.fetchall()
+    for _ in range(3):  # the first through run (it prepares), then the lean path
+        assert wire.one(conn, _TYPED, _VALUES) == expected  # arrays: encode()'s formats
+        assert wire.one(conn, plain, texts) == expected_plain  # all text: no formats
+    assert wire.one(conn, "SELECT 1 AS one WHERE false", {}) == []
+    assert wire.one(conn, "SELECT 1 AS one WHERE false", {}) == []
+    assert len(_ours(conn)) == 3
+    assert conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+
+
+@pytest.mark.parametrize("value", [Decimal("1.5"), datetime(2026, 1, 1), [1, "a"]])
+def test_one_leaves_a_parameter_it_does_not_know_to_psycopg(conn: Conn, value: Any) -> None:
+    statement = "SELECT %(v)s::text AS v, %(w)s::text AS w"
+    assert wire.one(conn, statement, {"v": value, "w": "x"}) is None  # before it is prepared
+    assert wire.one(conn, statement, {"v": 1, "w": "x"}) == [("1", "x")]
+    assert wire.one(conn, statement, {"v": value, "w": "x"}) is None  # and once it is
+
+
+def test_one_failing_statement_raises_psycopg_error_and_the_connection_stays_usable(
+        conn: Conn) -> None:
+    conn.execute("CREATE TEMP TABLE t (n int PRIMARY KEY)")
+    insert = "INSERT INTO t VALUES (%(n)s) RETURNING n"
+    assert wire.one(conn, insert, {"n": 1}) == [(1,)]
+    assert wire.one(conn, insert, {"n": 2}) == [(2,)]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        wire.one(conn, insert, {"n": 2})
+    assert conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+    assert wire.one(conn, insert, {"n": 3}) == [(3,)]
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)
+
+
+def test_one_statement_deallocated_behind_its_back_is_prepared_again(conn: Conn) -> None:
+    statement = "SELECT %(a)s::int8 + 1 AS b"
+    assert wire.one(conn, statement, {"a": 1}) == [(2,)]
+    assert wire.one(conn, statement, {"a": 2}) == [(3,)]
+    conn.execute("DEALLOCATE ALL")
+    assert wire.one(conn, statement, {"a": 3}) == [(4,)]
+    assert len(_ours(conn)) == 1
+    assert wire.one(conn, statement, {"a": 4}) == [(5,)]
+
+
+def test_one_on_a_broken_link_closes_the_connection(conn: Conn) -> None:
+    assert wire.one(conn, "SELECT 1 AS one", {}) == [(1,)]
+    with psycopg.connect(pg_test_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError):
+        wire.one(conn, "SELECT 1 AS one", {})
+    assert conn.closed
+
+
+def _enqueued(store: PostgresStore, new: NewJob) -> tuple[Any, ...]:
+    """What one enqueue left: the job as returned (equal to the stored one), its fields with
+    the id left out and the times as offsets from its creation (run_at as given, if given),
+    and its history rows."""
+    job = store.insert_jobs([new], actor="tester")[0]
+    assert job == store.get_job(new.id)
+    created = job.created_at
+    fields = {name: value for name, value in vars(job).items()
+              if name not in ("id", "created_at", "updated_at", "run_at")}
+    history = [(h.action, h.from_state, h.to_state, h.attempt, h.actor, h.reason,
+                h.at - created) for h in store.history(new.id)]
+    run_at = job.run_at if new.run_at is not None else job.run_at - created
+    return fields, run_at, job.updated_at - created, history
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"run_at": datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC)}, {"delay": 2.5},
+    {"queue": "q", "priority": 7, "max_attempts": 9, "timeout": 1.5, "pause_timeout": 3.0,
+     "trace": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "limit_key": "k",
+     "params": {"n": 1, "s": "é"}, "params_json": None},
+])
+def test_one_enqueue_through_libpq_lands_as_through_psycopg(
+        store: PostgresStore, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]) -> None:
+    def new() -> NewJob:
+        return NewJob(**{"id": str(uuid.uuid4()), "job_type": "a", "params": {},
+                         "params_json": "{}", **options})
+
+    with psycopg.connect(pg_test_url(), autocommit=True) as listener:
+        listener.execute(psycopg.sql.SQL("LISTEN {}").format(
+            psycopg.sql.Identifier(store._settings.channel)))
+        ours = [_enqueued(store, new()) for _ in range(3)]  # the first prepares the statement
+        sent = store._run("read", lambda conn: list(conn._conveyor_wire.prepared))  # type: ignore[attr-defined]
+        assert any("INSERT INTO job_history" in statement for statement in sent)
+        monkeypatch.setattr(wire, "one", lambda conn, statement, params: None)
+        theirs = [_enqueued(store, new()) for _ in range(2)]
+        woken = list(listener.notifies(timeout=1.0, stop_after=5))
+    assert ours[1:] == ours[:2] and theirs == ours[:2]
+    assert [n.channel for n in woken] == [store._settings.channel] * 5
+
+
+def test_one_enqueue_fails_as_through_psycopg(store: PostgresStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job the database refuses (here an id taken already) raises the same StoreError, over
+    the same psycopg error, and the store's connection goes on to the next enqueue."""
+    first = NewJob(id=str(uuid.uuid4()), job_type="a", params={})
+    store.insert_jobs([first])
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="a", params={})])  # prepared
+    failures = []
+    for lean in (True, False):
+        if not lean:
+            monkeypatch.setattr(wire, "one", lambda conn, statement, params: None)
+        with pytest.raises(StoreError) as caught:
+            store.insert_jobs([NewJob(id=first.id, job_type="b", params={})])
+        failures.append((type(caught.value.__context__), str(caught.value)))
+        assert store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="a", params={})])
+    assert failures[0] == failures[1]
+    assert failures[0][0] is psycopg.errors.UniqueViolation
+    assert [job.job_type for job in store.list_jobs(JobQuery())].count("b") == 0

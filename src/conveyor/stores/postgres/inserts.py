@@ -20,6 +20,7 @@ from psycopg import sql
 from conveyor.errors import ConfigurationError, StoreError
 from conveyor.model import Job
 from conveyor.stores.base import NewJob, inserted_job
+from conveyor.stores.postgres import wire
 from conveyor.stores.postgres.common import QUERIES, Conn
 from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import PgSettings
@@ -43,17 +44,22 @@ _Q = QUERIES
 _INSERT_BRIEF = brief(_Q["insert_jobs"])
 #: ``insert_job`` as bytes, the form psycopg sends: encoded once, not at every enqueue.
 _INSERT_JOB = _Q["insert_job"].encode()
+_INSERT_JOB_TEXT = _Q["insert_job"]
 T = TypeVar("T")
 
 
 def _insert_one(conn: Conn, params: dict[str, Any]) -> tuple[datetime, int]:
     """Run ``insert_job``; its one row (``created_at``, ``due_in_us``) as a tuple.
 
-    The lean form of :func:`fetch_rows` for the commonest enqueue: a plain query (no
-    ``sql.SQL`` to compose) and tuple rows (no dict per row). Together they were about a
-    fifth of the client's CPU per ``enqueue()``, as much as everything else of conveyor's.
+    Through libpq itself (:func:`.wire.one`: the statement prepared once per connection, then
+    one Bind/Execute/Sync with its parameters as text): psycopg's cursor around the statement
+    (query conversion, a dumper per parameter, its prepare bookkeeping) was most of the
+    client's CPU per ``enqueue()``. Through psycopg where wire leaves it (a parameter of a
+    type it does not send, a connection in another encoding), as a plain query with tuple
+    rows: no ``sql.SQL`` to compose, no dict per row.
     """
-    row = conn.execute(_INSERT_JOB, params, binary=True).fetchone()
+    rows = wire.one(conn, _INSERT_JOB_TEXT, params)
+    row = rows[0] if rows else conn.execute(_INSERT_JOB, params, binary=True).fetchone()
     assert row is not None
     return row[0], row[1]
 
@@ -77,18 +83,19 @@ class PostgresInserts:
     """Inserting jobs: :meth:`insert_jobs` and :meth:`insert_jobs_on`."""
 
     def insert_jobs(self: _Store, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
+        if len(jobs) == 1 and jobs[0].unique_key is None and not jobs[0].depends_on:
+            # the commonest enqueue, tested first: one statement in autocommit (job, history
+            # row and NOTIFY in one round trip)
+            one = one_job_params(jobs[0], actor, self._settings.channel)
+            at, due_in_us = self._run("insert a job", lambda c: _insert_one(c, one))
+            self._listener.wake()
+            created = at.astimezone(UTC)
+            return [inserted_job(jobs[0], created, created + timedelta(microseconds=due_in_us))]
         if not jobs:
             return []
         if not any(new.unique_key is not None or new.depends_on for new in jobs):
             # one statement in autocommit: jobs, history rows and the NOTIFY in one round trip
             channel = self._settings.channel
-            if len(jobs) == 1:
-                one = one_job_params(jobs[0], actor, channel)
-                at, due_in_us = self._run("insert a job", lambda c: _insert_one(c, one))
-                self._listener.wake()
-                created = at.astimezone(UTC)
-                return [inserted_job(jobs[0], created,
-                                     created + timedelta(microseconds=due_in_us))]
             if copies(jobs):
                 copied = self._run("insert jobs", lambda c: self._copy(c, jobs, actor),
                                    transaction=True)

@@ -67,12 +67,19 @@ T = TypeVar("T")
 
 
 def _has_input(conn: Conn) -> bool:
-    """Whether the server sent something to a connection nobody is using (a FATAL, or EOF)."""
+    """Whether the server sent something to a connection nobody is using (a FATAL, or EOF).
+
+    The poll object is made and registered once per connection (kept on it, with the socket
+    it watches), not at every checkout: this runs before every statement the store sends."""
     fd = conn.fileno()
     if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
+        kept: tuple[int, select.poll] | None = getattr(conn, "_conveyor_poll", None)
+        if kept is None or kept[0] != fd:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            kept = (fd, poller)
+            setattr(conn, "_conveyor_poll", kept)  # noqa: B010 - not a psycopg attribute
+        return bool(kept[1].poll(0))
     readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
     return bool(readable)
 
@@ -167,20 +174,33 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         """Every database failure leaves the store as one StoreError naming what failed."""
         try:
             yield
-        except PoolClosed as exc:
-            raise StoreError(f"PostgreSQL store {self._safe_url} is closed") from exc
-        except PoolTimeout as exc:
-            raise StoreError(
+        except (PoolClosed, PoolTimeout, psycopg.Error) as exc:
+            error = self._translated(what, exc)
+            raise error from error.__cause__
+
+    def _translated(self, what: str, exc: Exception) -> StoreError:
+        """The StoreError :meth:`_errors` raises for ``exc``, to be raised ``from`` its
+        ``__cause__`` (:meth:`_run` raises it too, without a generator context manager
+        around every statement). A psycopg error is raised from None: its text went into
+        the message (with any secret masked); the error stays the ``__context__``."""
+        if isinstance(exc, PoolClosed):
+            error = StoreError(f"PostgreSQL store {self._safe_url} is closed")
+            error.__cause__ = exc
+            return error
+        if isinstance(exc, PoolTimeout):
+            error = StoreError(
                 f"PostgreSQL store {self._safe_url}: {what} failed: no connection within "
-                f"{self._timeout:g}s (is the server reachable?)") from exc
-        except psycopg.errors.UndefinedTable as exc:
-            raise self._error(
-                f"PostgreSQL store {self._safe_url}: schema {self.schema!r} is not set up "
-                f"({self._describe(exc)}); run migrate() first", exc) from None
-        except psycopg.Error as exc:
-            raise self._error(
-                f"PostgreSQL store {self._safe_url}: {what} failed: {self._describe(exc)}",
-                exc) from None
+                f"{self._timeout:g}s (is the server reachable?)")
+            error.__cause__ = exc
+            return error
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            message = (f"PostgreSQL store {self._safe_url}: schema {self.schema!r} is not set "
+                       f"up ({self._describe(exc)}); run migrate() first")
+        else:
+            message = f"PostgreSQL store {self._safe_url}: {what} failed: {self._describe(exc)}"
+        error = StoreError(message)
+        error.__cause__ = None
+        return error
 
     def _checkout(self) -> Conn:
         for _ in range(self._max_size):
@@ -199,7 +219,7 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         """
         attempts = 3 if retry else 2 if transaction else 1
         for attempt in range(1, attempts + 1):
-            with self._errors(what):
+            try:
                 conn = self._checkout()
                 sent = False
                 try:
@@ -219,6 +239,9 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
                         with contextlib.suppress(psycopg.Error):
                             conn.rollback()  # a no-op after COMMIT
                     self._pool.putconn(conn)
+            except (PoolClosed, PoolTimeout, psycopg.Error) as exc:  # as _errors(what) would
+                error = self._translated(what, exc)
+                raise error from error.__cause__
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- schema --------------------------------------------------------------------------------

@@ -161,12 +161,26 @@ class _Prepared:
 class _State:
     """What a connection keeps for this module: its prepared statements and a Transformer."""
 
-    __slots__ = ("count", "prepared", "transformer")
+    __slots__ = ("count", "poller", "prepared", "transformer")
 
     def __init__(self, conn: Conn) -> None:
         self.prepared: dict[str, _Prepared] = {}
         self.count = 0  # names are never used twice on a connection
         self.transformer = Transformer.from_context(conn)
+        self.poller: tuple[int, Any] | None = None
+
+    def wait(self, pgconn: pq.abc.PGconn) -> None:
+        """:func:`_wait` for reading, with a poll object kept for the connection's socket
+        (made and registered once, not at every wait of every statement)."""
+        fd = pgconn.socket
+        if self.poller is None or self.poller[0] != fd:
+            if not hasattr(select, "poll"):  # pragma: no cover - Windows
+                _wait(pgconn)
+                return
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            self.poller = (fd, poller)
+        self.poller[1].poll()
 
 
 def _state(conn: Conn) -> _State:
@@ -209,7 +223,7 @@ def _calls(state: _State, statements: Sequence[tuple[str, Mapping[str, Any]]]
 
 
 def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]], *,
-        retried: bool = False) -> list[list[Row]] | None:
+        retried: bool = False, tuples: bool = False) -> list[list[Any]] | None:
     """Run ``statements`` in one pipeline (one implicit transaction, one round trip) and
     return each one's rows (binary results, loaded as a cursor would); None, having sent
     nothing, if a statement or a parameter is of a kind this module leaves to psycopg, the
@@ -218,7 +232,7 @@ def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]], *,
     A statement that fails rolls the transaction back and raises psycopg's error for it
     (:class:`psycopg.errors.QueryCanceled`, ...); the connection stays usable. Statements
     the server no longer holds (deallocated by psycopg, see below) are prepared again.
-    ``retried``: this is that second run."""
+    ``retried``: this is that second run. ``tuples``: rows as tuples, not dicts."""
     if conn.pgconn.parameter_status(b"client_encoding") != b"UTF8":
         return None  # parameters are sent, and names read, as UTF-8
     state = _state(conn)
@@ -247,18 +261,92 @@ def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]], *,
             # pipeline failed at its first such statement and rolled back whole, so nothing
             # was written: prepare them all again and run it once more
             state.prepared.clear()
-            return run(conn, statements, retried=True)
+            return run(conn, statements, retried=True, tuples=tuples)
         raise error
     tx = state.transformer
-    rows: list[list[Row]] = []
+    rows: list[list[Any]] = []
     for (_, prepared, _, _, _), (_, result) in zip(calls, results, strict=True):
         if result.status != pq.ExecStatus.TUPLES_OK or not result.nfields:
             rows.append([])
             continue
-        names = prepared.columns(result, encoding)
         tx.set_pgresult(result)
-        rows.append(tx.load_rows(0, result.ntuples, functools.partial(_row, names)))
+        rows.append(tx.load_rows(0, result.ntuples, tuple) if tuples else tx.load_rows(
+            0, result.ntuples, functools.partial(_row, prepared.columns(result, encoding))))
     return rows
+
+
+def _aware(value: datetime) -> bytes:
+    if value.tzinfo is None:
+        raise KeyError(value)  # naive: not sent as text here (see encode)
+    return value.isoformat().encode("ascii")
+
+
+#: How :func:`one` writes a parameter of each type as text, the way :func:`encode` does; a
+#: type not here (an array, a TextArray, Jsonb) sends the statement through :func:`encode`.
+_TEXT: dict[type, Any] = {
+    str: str.encode, int: lambda value: str(value).encode("ascii"),
+    float: lambda value: repr(value).encode("ascii"),
+    bool: lambda value: b"t" if value else b"f", datetime: _aware,
+}
+
+
+def one(conn: Conn, statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]] | None:
+    """Run one statement on its own (its own implicit transaction, as psycopg's ``execute`` in
+    autocommit) and return its rows as tuples (binary results, loaded as a cursor would); None,
+    having sent nothing, where :func:`run` would leave it to psycopg.
+
+    Why apart from :func:`run`: one ``enqueue()`` is one statement, and its client CPU was
+    mostly psycopg's cursor around it. A statement this connection holds prepared already goes
+    out as one Bind/Execute/Sync, outside pipeline mode, its parameters as text when they all
+    can be (no formats to send); the first run on a connection (and a run after the server
+    forgot it) goes through :func:`run`, which prepares it. Errors are raised as psycopg's, as
+    :func:`run` raises them; the connection stays usable after a failed statement and is
+    closed if the exchange stopped half-way."""
+    pgconn = conn.pgconn
+    state = _state(conn)
+    prepared = state.prepared.get(statement)
+    if prepared is None or pgconn.parameter_status(b"client_encoding") != b"UTF8":
+        found = run(conn, [(statement, params)], tuples=True)
+        return None if found is None else found[0]
+    formats: list[int] | None = None
+    try:
+        values: list[bytes | None] = [
+            None if value is None else _TEXT[type(value)](value)
+            for value in map(params.__getitem__, prepared.params)]
+    except KeyError:  # a parameter not sent as text: each one as encode() sends it
+        values, formats = [], []
+        for param in prepared.params:
+            encoded = encode(params[param])
+            if encoded is None:
+                return None
+            values.append(encoded[0])
+            formats.append(encoded[1])
+    try:
+        pgconn.send_query_prepared(prepared.name, values, formats, pq.Format.BINARY)
+        while pgconn.flush():
+            if _wait(pgconn, write=True):
+                pgconn.consume_input()
+        result = _result(pgconn, state)
+        if result is None:
+            raise psycopg.OperationalError("no result for a statement sent")
+        while _result(pgconn, state) is not None:  # libpq's end of the statement's results
+            pass
+    except BaseException:
+        conn.close()  # stopped half-way: the pool drops it rather than guess its state
+        raise
+    if result.status not in _OK:
+        error = errors.error_from_result(result, encoding="utf-8")
+        if isinstance(error, errors.InvalidSqlStatementName):
+            # deallocated behind our back (see run): nothing ran; prepare it again
+            state.prepared.clear()
+            found = run(conn, [(statement, params)], retried=True, tuples=True)
+            return None if found is None else found[0]
+        raise error
+    if result.status != pq.ExecStatus.TUPLES_OK or not result.nfields:
+        return []
+    tx = state.transformer
+    tx.set_pgresult(result)
+    return tx.load_rows(0, result.ntuples, tuple)
 
 
 def _row(names: list[str], values: Sequence[Any]) -> Row:
@@ -287,6 +375,14 @@ def _exchange(pgconn: pq.abc.PGconn, calls: list[_Call]
         raise psycopg.OperationalError(f"unexpected result in a pipeline: {sync.status!r}")
     pgconn.exit_pipeline_mode()
     return results
+
+
+def _result(pgconn: pq.abc.PGconn, state: _State) -> pq.abc.PGresult | None:
+    """The statement's next result, outside pipeline mode (None: no more)."""
+    while pgconn.is_busy():
+        state.wait(pgconn)
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 def _next(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
