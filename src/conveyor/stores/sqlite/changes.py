@@ -184,14 +184,15 @@ def lookup_key(change: Change) -> Hashable:
 
     Each value's own type stands where ``shape_key`` has its marker kind (the marker kind
     follows from the type: one dict lookup fewer per value), and the target state's text
-    where it has the state (an enum member hashes through a Python-level ``__hash__``).
+    where it has the state (an enum member hashes through a Python-level ``__hash__``; its
+    ``_value_``, unlike ``value``, is a plain attribute).
     Changes with equal lookup keys have equal shape keys, so share one shape; a completion's
     results of several JSON types make a few keys for one shape (the tests check both).
     """
     values = change.values
     to_state = change.to_state
     return (tuple(values), tuple(map(type, values.values())),
-            None if to_state is None else to_state.value, change.when,
+            None if to_state is None else to_state._value_, change.when,
             change.lease is not None, change.retryable, change.lease_expired,
             change.pause_expired, change.due, change.flag, change.unless_flag)
 
@@ -277,8 +278,9 @@ def _builder(head: tuple[str, ...], columns: tuple[tuple[str, type], ...],
         value = f"values[{column!r}]"
         if kind is _Plain:
             parts.append(f"(_v if (_c := _as_stored[type(_v := {value})]) is None else _c(_v))")
-        elif kind is _Json:
-            parts.append(f"_encode({column!r}, {value})")
+        elif kind is _Json:  # encode_json, inline
+            empty = "'{}'" if column == "checkpoint" else "None"
+            parts.append(f"({empty} if (_v := {value}) is None else _dumps(_v))")
         elif kind is DbNow:
             parts.append(f"0.0 + {value}.offset")
         elif kind is FirstTime:
@@ -295,7 +297,7 @@ def _builder(head: tuple[str, ...], columns: tuple[tuple[str, type], ...],
     source = ("def build(change):\n"
               "    values = change.values\n"
               f"    return [{', '.join(parts)}]\n")
-    scope: dict[str, Any] = {"_as_stored": _AS_STORED, "_encode": encode_json}
+    scope: dict[str, Any] = {"_as_stored": _AS_STORED, "_dumps": payload.dumps}
     exec(compile(source, "<conveyor.stores.sqlite.changes shape>", "exec"), scope)  # noqa: S102
     build: Callable[[Change], list[Any]] = scope["build"]
     return build
@@ -320,8 +322,11 @@ def prepare(change: Change) -> tuple[Shape, list[Any]]:
     timestamp. The arguments are those of :func:`change_shape` at the same clock (IEEE
     addition is commutative, and ``0.0 + now`` is ``now``), as the tests check.
     """
-    shape = _shape(change, 0.0, {})
+    shape = _SHAPES.get(lookup_key(change)) or _shape(change, 0.0, _NO_JSON)
     return shape, shape.build(change)
+
+
+_NO_JSON: Mapping[str, str | None] = {}  # prepare encodes every JSON value itself
 
 
 def place_now(args: list[Any], now_at: tuple[int, ...], now: float) -> list[Any]:
