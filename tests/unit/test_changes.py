@@ -230,6 +230,24 @@ def test_sqlite_shapes_compiled_once_give_what_compiling_each_change_gives() -> 
     assert len(sqlite_changes._SHAPES) <= sqlite_changes._MAX_SHAPES
 
 
+def test_sqlite_lookup_keys_are_finer_than_shape_keys() -> None:
+    """The SQLite store finds a change's shape by its own key (``lookup_key``, cheaper to
+    build and hash): changes with equal lookup keys must have equal shape keys (else one
+    would be compiled with the other's statement); a completion's results of several JSON
+    types may make several lookup keys, all for one shape."""
+    changes = _changes_of_every_kind()
+    lease = Lease("j1", "tok", 1)
+    changes += [transitions.complete(lease, result, "w")
+                for result in (None, {"a": 1}, "done", [1, 2], 7, 2.5, True)]
+    for one in changes:
+        for other in changes:
+            if sqlite_changes.lookup_key(one) == sqlite_changes.lookup_key(other):
+                assert shape_key(one) == shape_key(other)
+    completions = changes[-7:]
+    assert len({sqlite_changes.prepare(c)[0][:-1] for c in completions}) == 1  # but build
+    assert len({shape_key(c) for c in completions}) == 1
+
+
 @pytest.mark.parametrize("now", [10.0, 20.5, 1_764_620_000.123456, 0.1 + 0.2])
 def test_sqlite_changes_prepared_before_the_clock_bind_what_compiling_at_it_binds(
         now: float) -> None:

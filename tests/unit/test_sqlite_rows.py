@@ -129,8 +129,9 @@ def test_times_decode_alike_cached_or_not_and_a_batch_alike_row_by_row(app: Conv
 
 
 def test_a_decoded_job_is_the_one_job_init_makes(app: Conveyor) -> None:
-    """_decode fills Job.__dict__ instead of calling Job(...): the same fields, in the same
-    order, with the same values, and nothing shared between two decodes of one row."""
+    """_decode sets a bare Job's fields instead of calling Job(...): the same fields, in the
+    same order, with the same values, and nothing shared between two decodes of one row
+    (the backoff policy comes from a cache of parsed ones: each job gets its own copy)."""
     store = _jobs_of_every_kind(app)
     for row in _rows(store):
         decoded = row_to_job(row)
@@ -140,6 +141,7 @@ def test_a_decoded_job_is_the_one_job_init_makes(app: Conveyor) -> None:
         assert type(decoded) is Job and decoded.existing is False
         again = row_to_job(row)
         assert again.params is not decoded.params and again.progress is not decoded.progress
+        assert again.backoff == decoded.backoff and again.backoff is not decoded.backoff
 
 
 def test_the_import_check_refuses_a_job_decode_would_not_make(
@@ -148,8 +150,27 @@ def test_the_import_check_refuses_a_job_decode_would_not_make(
     class Wider(Job):
         tags: list[str] = dataclasses.field(default_factory=list)
 
+    # the refused checks leave their fill in a copy, not in the one decoding uses
+    monkeypatch.setattr(rows_module, "_NOT_DECODED", dict(rows_module._NOT_DECODED))
     monkeypatch.setattr(rows_module, "Job", Wider)
     with pytest.raises(TypeError, match=r"Job\.tags, which has no plain default"):
+        rows_module._check_decoded_fields()
+
+    @dataclasses.dataclass
+    class Tagged(Job):
+        tag: str = ""  # a plain default, but _decode would not set it
+
+    monkeypatch.setattr(rows_module, "Job", Tagged)
+    with pytest.raises(TypeError, match="must set every Job field"):
+        rows_module._check_decoded_fields()
+
+    @dataclasses.dataclass
+    class Watched(Job):
+        def __setattr__(self, name: str, value: object) -> None:
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(rows_module, "Job", Watched)
+    with pytest.raises(TypeError, match="may not define __setattr__"):
         rows_module._check_decoded_fields()
     monkeypatch.setattr(rows_module, "_DECODED", rows_module._DECODED[::-1])
     with pytest.raises(TypeError, match="in Job's order"):

@@ -26,7 +26,6 @@ from conveyor.changes import (
     FreshToken,
     Increment,
     marker_kind,
-    shape_key,
 )
 from conveyor.stores.sqlite.rows import epoch
 
@@ -168,17 +167,38 @@ class Shape(NamedTuple):
     #: FirstTime, the now guards): :func:`prepare` leaves them at their offsets, for
     #: :func:`place_now` to add the clock read inside the transaction
     now_at: tuple[int, ...]
+    #: :func:`prepare`'s arguments of a change of this shape (:func:`_builder`)
+    build: Callable[[Change], list[Any]]
 
 
-#: Shapes by their key (:func:`conveyor.changes.shape_key`, the PostgreSQL store's too).
-#: Changes come from a handful of transitions, so this stays small; the bound only guards
-#: against a caller making endless new structures.
+#: Shapes by their lookup key (:func:`lookup_key`). Changes come from a handful of
+#: transitions, so this stays small; the bound only guards against a caller making endless
+#: new structures.
 _SHAPES: dict[Hashable, Shape] = {}
 _MAX_SHAPES = 512
 
 
+def lookup_key(change: Change) -> Hashable:
+    """The key :data:`_SHAPES` finds ``change``'s shape by: :func:`conveyor.changes.shape_key`
+    made finer and cheaper to build and hash, as every change a worker writes is looked up.
+
+    Each value's own type stands where ``shape_key`` has its marker kind (the marker kind
+    follows from the type: one dict lookup fewer per value), and the target state's text
+    where it has the state (an enum member hashes through a Python-level ``__hash__``; its
+    ``_value_``, unlike ``value``, is a plain attribute).
+    Changes with equal lookup keys have equal shape keys, so share one shape; a completion's
+    results of several JSON types make a few keys for one shape (the tests check both).
+    """
+    values = change.values
+    to_state = change.to_state
+    return (tuple(values), tuple(map(type, values.values())),
+            None if to_state is None else to_state._value_, change.when,
+            change.lease is not None, change.retryable, change.lease_expired,
+            change.pause_expired, change.due, change.flag, change.unless_flag)
+
+
 def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) -> Shape:
-    key = shape_key(change)
+    key = lookup_key(change)
     found = _SHAPES.get(key)
     if found is not None:
         return found
@@ -190,12 +210,14 @@ def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) ->
     guards = sum((change.lease_expired, change.due, change.pause_expired))
     now_at = (0, *(head + n for n, kind in enumerate(kinds) if kind in (DbNow, FirstTime)),
               *range(width, width + guards))
+    head_values = () if change.to_state is None else (change.to_state.value,)
+    columns = tuple([(column, marker_kind(value) or (_Json if column in JSON_COLUMNS else _Plain))
+                     for column, value in change.values.items()])
+    states = tuple(sorted(s.value for s in change.when))
     found = Shape(
-        (", ".join(sets), " AND ".join(where)),
-        () if change.to_state is None else (change.to_state.value,),
-        tuple([(column, marker_kind(value) or (_Json if column in JSON_COLUMNS else _Plain))
-               for column, value in change.values.items()]),
-        tuple(sorted(s.value for s in change.when)), change.lease is not None, guards, now_at)
+        (", ".join(sets), " AND ".join(where)), head_values, columns, states,
+        change.lease is not None, guards, now_at,
+        _builder(head_values, columns, states, change.lease is not None, guards))
     if len(_SHAPES) >= _MAX_SHAPES:
         _SHAPES.clear()
     _SHAPES[key] = found
@@ -238,6 +260,49 @@ def _arguments(shape: Shape, change: Change, now: float,
     return args
 
 
+def _builder(head: tuple[str, ...], columns: tuple[tuple[str, type], ...],
+             states: tuple[str, ...], lease: bool, now_guards: int
+             ) -> Callable[[Change], list[Any]]:
+    """A function giving :func:`_arguments`' list at a clock of 0.0 with no JSON encoded
+    beforehand (what :func:`prepare` binds), made once per shape: one list display of the
+    shape's arguments in placeholder order, each value's way of being given decided here
+    rather than tested in a loop for every change (a worker prepares every change it writes;
+    the tests hold both equal, bit for bit and type for type).
+
+    The generated text holds no value of a change: only column names, which
+    :func:`_assignments` has already checked against ``SETTABLE_COLUMNS`` (and are written
+    as ``repr`` literals), states (literals too) and the helpers' names.
+    """
+    parts = ["0.0", *(repr(state) for state in head)]
+    for column, kind in columns:
+        value = f"values[{column!r}]"
+        if kind is _Plain:
+            parts.append(f"(_v if (_c := _as_stored[type(_v := {value})]) is None else _c(_v))")
+        elif kind is _Json:  # encode_json, inline
+            empty = "'{}'" if column == "checkpoint" else "None"
+            parts.append(f"({empty} if (_v := {value}) is None else _dumps(_v))")
+        elif kind is DbNow:
+            parts.append(f"0.0 + {value}.offset")
+        elif kind is FirstTime:
+            parts.append("0.0")
+        elif kind is FreshToken:
+            parts.append("16")
+        else:  # Increment (marker_kind knows no other marker)
+            parts.append(f"{value}.by")
+    parts.append("change.job_id")
+    parts.extend(repr(state) for state in states)
+    if lease:
+        parts.extend(("change.lease.token", "change.lease.attempt"))
+    parts.extend(["0.0"] * now_guards)
+    source = ("def build(change):\n"
+              "    values = change.values\n"
+              f"    return [{', '.join(parts)}]\n")
+    scope: dict[str, Any] = {"_as_stored": _AS_STORED, "_dumps": payload.dumps}
+    exec(compile(source, "<conveyor.stores.sqlite.changes shape>", "exec"), scope)  # noqa: S102
+    build: Callable[[Change], list[Any]] = scope["build"]
+    return build
+
+
 def change_shape(change: Change, now: float, json_values: Mapping[str, str | None]
                  ) -> tuple[tuple[str, str], list[Any]]:
     """``change``'s SET and WHERE clauses (its shape: the statement without its values) and
@@ -257,8 +322,11 @@ def prepare(change: Change) -> tuple[Shape, list[Any]]:
     timestamp. The arguments are those of :func:`change_shape` at the same clock (IEEE
     addition is commutative, and ``0.0 + now`` is ``now``), as the tests check.
     """
-    shape = _shape(change, 0.0, {})
-    return shape, _arguments(shape, change, 0.0, {})
+    shape = _SHAPES.get(lookup_key(change)) or _shape(change, 0.0, _NO_JSON)
+    return shape, shape.build(change)
+
+
+_NO_JSON: Mapping[str, str | None] = {}  # prepare encodes every JSON value itself
 
 
 def place_now(args: list[Any], now_at: tuple[int, ...], now: float) -> list[Any]:
