@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import dataclasses
 import functools
 import random
 import threading
@@ -92,6 +93,29 @@ class EnqueueRequest:
     on_conflict: str = "return_existing"
     depends_on: Sequence[str] = ()
     on_dependency_failure: str = "cancel"
+
+
+#: NewJob's fields in the order :meth:`Conveyor._new_job` and :meth:`Conveyor._new_jobs` pass
+#: them (positionally: cheaper than by keyword, on every enqueued job); a field added or moved
+#: fails here, at import, rather than filling the wrong field.
+_NEW_JOB_FIELDS = (
+    "id", "job_type", "params", "queue", "priority", "max_attempts", "run_at", "timeout",
+    "pause_timeout", "backoff", "requeued_from", "progress", "delay", "params_json",
+    "unique_key", "on_conflict", "trace", "limit_key", "depends_on", "on_dependency_failure",
+    "backoff_json")
+if tuple(f.name for f in dataclasses.fields(NewJob)) != _NEW_JOB_FIELDS:  # pragma: no cover
+    raise TypeError("NewJob's fields moved: update _NEW_JOB_FIELDS and the NewJob(...) calls "
+                    "in conveyor.app")
+
+
+def _checked_params(spec: JobType, params: dict[str, Any] | None,
+                    ) -> tuple[dict[str, Any], str, str | None]:
+    """A job's params, as every enqueue checks them (strict JSON, fitting the function's
+    signature), with their encoding and the job's limit key filled from them."""
+    params = {} if params is None else params
+    encoded = payload.encode_object(params, "params")
+    spec.bind(params)
+    return params, encoded, None if spec.limits is None else spec.limit_key(params)
 
 
 @functools.lru_cache(maxsize=256)
@@ -288,17 +312,47 @@ class Conveyor(FlowControl, Operations):
         """Each request checked exactly as :meth:`_new_job` checks one enqueue. The current
         span is read once: one call runs under one span, so every job of it carries the same
         ``traceparent``, and reading it per job cost more than the rest of the checks. The
-        ids are made together (:func:`new_job_ids`: one clock read and one ``os.urandom``)."""
+        ids are made together (:func:`new_job_ids`: one clock read and one ``os.urandom``).
+
+        A request that gives no option (most of a bulk enqueue) skips the call to
+        :meth:`_new_job` and its checks of options left at their defaults, which accept them:
+        what is checked of it (its type, its params) is checked by the same code,
+        :meth:`_checked_params`, and its job is built from the same defaults.
+        """
         requests = builtins.list(requests)
-        trace = (enqueue_trace(),)
-        return [self._new_job(r.job_type, r.params, queue=r.queue, priority=r.priority,
-                              run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
-                              timeout=r.timeout, pause_timeout=r.pause_timeout,
-                              backoff=r.backoff, unique_key=r.unique_key,
-                              on_conflict=r.on_conflict, depends_on=r.depends_on,
-                              on_dependency_failure=r.on_dependency_failure,
-                              batch_trace=trace, job_id=job_id)
-                for r, job_id in zip(requests, new_job_ids(len(requests)), strict=True)]
+        trace = enqueue_trace()
+        batch_trace = (trace,)
+        news = []
+        plain_type = None  # the type of the last request without options, and its spec
+        for r, job_id in zip(requests, new_job_ids(len(requests)), strict=True):
+            if (r.queue is not None or r.priority is not None or r.run_at is not None
+                    or r.delay is not None or r.max_attempts is not None
+                    or r.timeout is not None or r.pause_timeout is not None
+                    or r.backoff is not None or r.unique_key is not None
+                    or r.on_conflict != "return_existing" or r.depends_on != ()
+                    or r.on_dependency_failure != "cancel"):
+                news.append(self._new_job(
+                    r.job_type, r.params, queue=r.queue, priority=r.priority,
+                    run_at=r.run_at, delay=r.delay, max_attempts=r.max_attempts,
+                    timeout=r.timeout, pause_timeout=r.pause_timeout, backoff=r.backoff,
+                    unique_key=r.unique_key, on_conflict=r.on_conflict,
+                    depends_on=r.depends_on, on_dependency_failure=r.on_dependency_failure,
+                    batch_trace=batch_trace, job_id=job_id))
+                continue
+            job_type = r.job_type
+            if job_type != plain_type or plain_type is None:
+                spec = self.engine.job_type(job_type)  # UnknownJobType, as _new_job raises
+                queue, priority, attempts, timeout, pause, backoff, backoff_json = (
+                    spec.new_job_defaults)
+                plain_type = job_type
+            params, encoded, limit_key = _checked_params(spec, r.params)
+            # positional, in NewJob's field order (checked at import, _NEW_JOB_FIELDS): a call
+            # with keywords cost twice as much per job
+            news.append(NewJob(job_id, job_type, params, queue, priority, attempts, None,
+                               timeout, pause, backoff, None, None, None, encoded, None,
+                               "return_existing", trace, limit_key, (), "cancel",
+                               backoff_json))
+        return news
 
     def _new_job(self, job_type: str, params: dict[str, Any] | None, *, queue: str | None,
                  priority: int | None, run_at: datetime | None, delay: float | None,
@@ -323,10 +377,7 @@ class Conveyor(FlowControl, Operations):
             validate.unique_key(unique_key)
         if on_conflict != "return_existing":
             validate.on_conflict(on_conflict)
-        params = {} if params is None else params
-        encoded = payload.encode_object(params, "params")
-        spec.bind(params)
-        limit_key = None if spec.limits is None else spec.limit_key(params)
+        params, encoded, limit_key = _checked_params(spec, params)
         if not (max_attempts is None and timeout is None and pause_timeout is None
                 and queue is None and priority is None):
             check_options(max_attempts, timeout, pause_timeout, queue, priority)
@@ -337,21 +388,21 @@ class Conveyor(FlowControl, Operations):
             run_at = validate.run_at(run_at).astimezone(UTC)
         if delay is not None:
             check_seconds("delay", delay, zero_ok=True)
-        opts = spec.options
-        backoff_dict, backoff_json = _backoff_dict(backoff or opts.backoff)
+        d = spec.new_job_defaults
+        if backoff is None:
+            backoff_dict, backoff_json = d.backoff, d.backoff_json
+        else:
+            backoff_dict, backoff_json = _backoff_dict(backoff)
         trace = enqueue_trace() if batch_trace is None else batch_trace[0]
+        # positional, in NewJob's field order (see _new_jobs)
         return NewJob(
-            id=new_job_id() if job_id is None else job_id, job_type=job_type,
-            params=params, queue=queue or opts.queue,
-            priority=opts.priority if priority is None else priority,
-            max_attempts=opts.max_attempts if max_attempts is None else max_attempts,
-            run_at=run_at, timeout=opts.timeout if timeout is None else timeout,
-            pause_timeout=opts.pause_timeout if pause_timeout is None else pause_timeout,
-            backoff=backoff_dict, backoff_json=backoff_json, delay=delay, params_json=encoded,
-            unique_key=unique_key, on_conflict=on_conflict, trace=trace,
-            limit_key=limit_key, depends_on=upstream,
-            on_dependency_failure=on_dependency_failure,
-        )
+            new_job_id() if job_id is None else job_id, job_type, params,
+            queue or d.queue, d.priority if priority is None else priority,
+            d.max_attempts if max_attempts is None else max_attempts, run_at,
+            d.timeout if timeout is None else timeout,
+            d.pause_timeout if pause_timeout is None else pause_timeout,
+            backoff_dict, None, None, delay, encoded, unique_key, on_conflict, trace,
+            limit_key, upstream, on_dependency_failure, backoff_json)
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from conveyor import validate
+from conveyor import payload, validate
 from conveyor.errors import ConfigurationError, FailJob, InvalidParams
 from conveyor.limits import TypeLimits
 from conveyor.retry import Backoff
@@ -98,6 +99,21 @@ def check_options(max_attempts: int | None, timeout: float | None, pause_timeout
 
 
 _FITTING_KEPT = 64
+_NO_NAMES: frozenset[str] = frozenset()
+
+
+class JobDefaults(NamedTuple):
+    """A job type's options as a new job of it stores them (see
+    :attr:`JobType.new_job_defaults`). The backoff dict is shared by every job of the type:
+    the stores only encode it, never change it."""
+
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout: float | None
+    pause_timeout: float
+    backoff: dict[str, float]
+    backoff_json: str
 
 
 @dataclass(frozen=True)
@@ -143,9 +159,19 @@ class JobType:
         bound.apply_defaults()
         return self.limits.key_for(self.name, {**bound.arguments, **params})
 
+    @functools.cached_property
+    def new_job_defaults(self) -> JobDefaults:
+        """What a job of this type stores for each option its enqueue leaves out, made once
+        per type (the backoff's dict and encoding too: hashing the policy to find them in a
+        cache cost more per enqueued job than building the rest of the job's options)."""
+        opts = self.options
+        backoff = opts.backoff.to_dict()
+        return JobDefaults(opts.queue, opts.priority, opts.max_attempts, opts.timeout,
+                           opts.pause_timeout, backoff, payload.dumps(backoff))
+
     def bind(self, params: dict[str, Any]) -> None:
         """Check that ``params`` fit the function's signature (after the context)."""
-        names = frozenset(params)
+        names = frozenset(params) if params else _NO_NAMES  # most jobs: no params, no set
         if names in self._fitting:
             return
         try:

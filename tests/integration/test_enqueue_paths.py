@@ -169,3 +169,54 @@ def test_an_unhashable_option_is_refused_as_enqueue_refuses_it(app: Conveyor) ->
                           EnqueueRequest("plain", queue=bad)])  # type: ignore[arg-type]
     assert str(batch.value) == str(alone.value)
     assert app.count_jobs() == 0
+
+
+def test_a_request_without_options_is_built_as_new_job_builds_it(app: Conveyor) -> None:
+    """enqueue_many's path for a request that gives no option (most of a bulk enqueue) makes
+    the NewJob that _new_job (enqueue()'s path, and a request with options) makes, field by
+    field; types interleaved, so each job takes its own type's defaults."""
+    requests = [EnqueueRequest("plain"), EnqueueRequest("typed", {"tenant": "t1"}),
+                EnqueueRequest("typed", {"tenant": "t2", "n": 4}),
+                EnqueueRequest("plain", {"n": 2}), EnqueueRequest("plain")]
+    news = app._new_jobs(requests)
+    for request, new in zip(requests, news, strict=True):
+        alone = app._new_job(request.job_type, request.params, queue=None, priority=None,
+                             run_at=None, delay=None, batch_trace=(new.trace,),
+                             job_id=new.id)
+        assert new == alone
+    typed = app.job_type("typed")
+    defaults = typed.new_job_defaults
+    assert (defaults.queue, defaults.priority, defaults.max_attempts, defaults.timeout,
+            defaults.pause_timeout) == ("tq", 4, 6, 8.0, 90.0)
+    assert defaults.backoff == Backoff(base=2.0).to_dict()
+    assert news[1].backoff_json == '{"base":2.0,"factor":2.0,"max_delay":300.0,"jitter":0.5}'
+    assert [new.limit_key for new in news] == [None, "tenant:t1", "tenant:t2", None, None]
+
+
+BAD_PLAIN = [
+    (EnqueueRequest("nope"), "nope"),
+    (EnqueueRequest("plain", ["n"]), "JSON object"),  # type: ignore[arg-type]
+    (EnqueueRequest("plain", {"n": float("nan")}), "nan"),
+    (EnqueueRequest("plain", {"n": "a\x00b"}), "NUL"),
+    (EnqueueRequest("plain", {"m": 1}), "do not fit"),
+    (EnqueueRequest("typed", {"n": 1}), "tenant"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_PLAIN,
+                         ids=["unknown-type", "not-an-object", "nan", "nul", "unfit",
+                              "no-limit-key"])
+def test_a_bad_request_without_options_fails_its_batch_as_enqueue_fails(
+        app: Conveyor, bad: EnqueueRequest, message: str) -> None:
+    """A request without options is checked as enqueue() checks it: the same error, raised
+    before anything is written, wherever it stands in the batch."""
+    with pytest.raises(Exception) as alone:
+        app.enqueue(bad.job_type, bad.params)
+    assert message in str(alone.value)
+    for position in range(3):
+        requests = [EnqueueRequest("plain", {"n": n}) for n in range(2)]
+        requests.insert(position, bad)
+        with pytest.raises(type(alone.value)) as batch:
+            app.enqueue_many(requests)
+        assert str(batch.value) == str(alone.value)
+    assert app.count_jobs() == 0

@@ -66,3 +66,36 @@ def test_a_job_with_a_last_column_set_keeps_it(store: SQLiteStore, batch: int,
     for n in range(batch):
         job = store.get_job(f"j{n}")
         assert getattr(job, value) == given[value]
+
+
+def test_plain_rows_are_the_full_rows_first_columns() -> None:
+    """plain_job_rows makes what new_job_rows makes, cut to insert_job_plain's columns (a
+    delay, a run_at, a backoff not yet encoded and params not yet encoded included)."""
+    from datetime import UTC, datetime
+
+    from conveyor.stores.sqlite.inserts import plain_job_rows
+
+    jobs = [NewJob(id="a", job_type="t", params={}, params_json="{}", backoff_json="{}"),
+            NewJob(id="b", job_type="t", params={"n": [1, 2]}, queue="q", priority=-2,
+                   max_attempts=5, timeout=3.5, pause_timeout=9.0, backoff={"base": 2.0},
+                   delay=30.0),
+            NewJob(id="c", job_type="t", params={"x": "y"},
+                   run_at=datetime(2030, 1, 2, tzinfo=UTC), on_conflict="raise")]
+    full = new_job_rows(jobs, 1000.0)
+    assert all(row[PLAIN_COLUMNS:] == PLAIN_TAIL for row in full)
+    assert plain_job_rows(jobs, 1000.0) == [row[:PLAIN_COLUMNS] for row in full]
+
+
+@pytest.mark.parametrize("value", ["progress", "requeued_from", "trace", "limit_key",
+                                   "unique_key", "depends_on"])
+def test_one_job_needing_more_than_the_plain_row_makes_none(value: str) -> None:
+    from conveyor.stores.sqlite.inserts import plain_job_rows
+
+    given: dict[str, Any] = {
+        "progress": JobProgress(), "requeued_from": "origin", "unique_key": "k",
+        "trace": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "limit_key": "", "depends_on": ("up",)}
+    jobs = [NewJob(id="a", job_type="t", params={}),
+            NewJob(id="b", job_type="t", params={}, **{value: given[value]})]
+    assert plain_job_rows(jobs, 1.0) is None
+    assert plain_job_rows(jobs[:1], 1.0) is not None

@@ -103,7 +103,6 @@ class NewLogLine:
     message: str
 
 
-_PENDING = JobState.PENDING  # a module global: reading an enum member costs a descriptor call
 
 
 def job_template(job_class: type[Job], filled: Iterable[str], filler: str) -> dict[str, Any]:
@@ -137,10 +136,12 @@ def job_template(job_class: type[Job], filled: Iterable[str], filler: str) -> di
 
 #: A new job's ``__dict__`` before :func:`inserted_job` sets its own values: those it does not
 #: set at their defaults (no lease, no outcome, attempt 0 ...).
+#: ``state`` (pending), and the fields most new jobs leave at their defaults (requeued_from,
+#: unique_key, trace, limit_key, on_dependency_failure), keep the template's values unless
+#: the job has its own: a test is cheaper than a dict store, paid for each job of a batch.
 _TEMPLATE = job_template(Job, (
-    "id", "state", "created_at", "job_type", "params", "max_attempts", "progress", "queue",
-    "priority", "run_at", "timeout", "pause_timeout", "backoff", "updated_at",
-    "requeued_from", "unique_key", "trace", "limit_key", "on_dependency_failure"),
+    "id", "created_at", "job_type", "params", "max_attempts", "progress", "queue",
+    "priority", "run_at", "timeout", "pause_timeout", "backoff", "updated_at"),
     "inserted_job")
 
 
@@ -169,7 +170,6 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     # of these 19 keys first, and cost twice as much
     values = _TEMPLATE.copy()
     values["id"] = new.id
-    values["state"] = _PENDING
     values["created_at"] = values["updated_at"] = created_at
     values["job_type"] = new.job_type
     values["params"] = params
@@ -182,13 +182,18 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     values["timeout"] = new.timeout
     values["pause_timeout"] = new.pause_timeout
     values["backoff"] = dict(new.backoff)
-    values["requeued_from"] = new.requeued_from
-    values["unique_key"] = new.unique_key
-    values["trace"] = new.trace
-    values["limit_key"] = new.limit_key
+    if new.requeued_from is not None:
+        values["requeued_from"] = new.requeued_from
+    if new.unique_key is not None:
+        values["unique_key"] = new.unique_key
+    if new.trace is not None:
+        values["trace"] = new.trace
+    if new.limit_key is not None:
+        values["limit_key"] = new.limit_key
     # the stores write a job's policy only when they link its dependencies: a job without
     # any keeps the column's default, and the returned job must say so too
-    values["on_dependency_failure"] = new.on_dependency_failure if new.depends_on else "cancel"
+    if new.depends_on:
+        values["on_dependency_failure"] = new.on_dependency_failure
     job = _new_job_object(Job)
     job.__dict__ = values
     return job

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from conveyor import payload
 from conveyor.errors import DuplicateJob, StoreError
 from conveyor.model import Job
 from conveyor.stores.base import NewJob, inserted_job
@@ -20,13 +21,36 @@ from conveyor.stores.sqlite.config import autocommits, outbox_connection
 from conveyor.stores.sqlite.dependencies import link
 from conveyor.stores.sqlite.queries import QUERIES as _Q
 from conveyor.stores.sqlite.rows import (
-    PLAIN_COLUMNS,
-    PLAIN_TAIL,
+    epoch,
     new_history_rows,
     new_job_rows,
     row_to_job,
     ts,
 )
+
+
+def plain_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]] | None:
+    """The ``insert_job_plain`` arguments of each job (the first ``PLAIN_COLUMNS`` of
+    :func:`new_job_rows`' row), or None when a job needs more: one of the last columns set
+    (progress, requeued_from, trace, limit_key), or a unique key or dependencies (the keyed
+    path). Made directly rather than cut from full rows: building the full row, comparing
+    its tail with ``PLAIN_TAIL`` and cutting it cost as much as the rest of the row."""
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    backoffs: dict[int, str] = {}
+    for new in jobs:
+        if (new.progress is not None or new.requeued_from is not None
+                or new.unique_key is not None or new.trace is not None
+                or new.limit_key is not None or new.depends_on):
+            return None
+        run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
+        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+        backoff = new.backoff_json or backoffs.get(id(new.backoff))
+        if backoff is None:
+            backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
+        append((new.id, new.job_type, new.queue, new.priority, params, new.max_attempts,
+                run_at, run_at, new.timeout, new.pause_timeout, backoff, now, now))
+    return rows
 
 
 class _Store(Protocol):
@@ -47,33 +71,29 @@ class SQLiteInserts:
 
     def insert_jobs(self: _Store, jobs: Sequence[NewJob], *, actor: str = "") -> list[Job]:
         now = self._clock()
-        rows = new_job_rows(jobs, now)  # encoded before the write lock
-        if len(jobs) == 1:  # one enqueue: plain statements, no executemany set-up
+        # encoded before the write lock; jobs whose last columns are all defaults (most)
+        # leave them to the table (insert_job_plain)
+        plain = plain_job_rows(jobs, now)
+        if plain is None:
+            if any(new.unique_key is not None or new.depends_on for new in jobs):
+                return self._insert_keyed(jobs, new_job_rows(jobs, now),
+                                          new_history_rows(jobs, now, actor))
+            rows, statement = new_job_rows(jobs, now), _Q["insert_job"]
+        else:
+            rows, statement = plain, _Q["insert_job_plain"]
+        if len(rows) == 1:  # one enqueue: plain statements, no executemany set-up
             new, row = jobs[0], rows[0]
-            if new.unique_key is not None or new.depends_on:
-                return self._insert_keyed(jobs, rows, new_history_rows(jobs, now, actor))
             with self._write() as conn:
-                # a job whose last columns are all defaults (most) leaves them to the table
-                if row[PLAIN_COLUMNS:] == PLAIN_TAIL:
-                    conn.execute(_Q["insert_job_plain"], row[:PLAIN_COLUMNS])
-                else:
-                    conn.execute(_Q["insert_job"], row)
+                conn.execute(statement, row)
                 conn.execute(_Q["insert_created_last"], (new.id, now, actor))
             self.notify_work()
             created = ts(now)
             assert created is not None
             return [inserted_job(new, created,
                                  created if row[6] == now else ts(row[6]) or created)]
-        if any(new.unique_key is not None or new.depends_on for new in jobs):
-            return self._insert_keyed(jobs, rows, new_history_rows(jobs, now, actor))
-        # jobs whose last columns are all defaults (most) leave them to the table
-        plain = all(row[PLAIN_COLUMNS:] == PLAIN_TAIL for row in rows)
         with self._write() as conn:
             (last,) = conn.execute(_Q["last_seq"]).fetchone()
-            if plain:
-                conn.executemany(_Q["insert_job_plain"], [row[:PLAIN_COLUMNS] for row in rows])
-            else:
-                conn.executemany(_Q["insert_job"], rows)
+            conn.executemany(statement, rows)
             # the batch's jobs are those past the last seq (the write lock is held), each
             # with its create row, written by one statement: its values are the same
             # for every job but the job's own
