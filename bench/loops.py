@@ -186,10 +186,13 @@ def _new_jobs(count: int) -> list[Any]:
 
 
 def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
-    """jobs/s of conveyor's enqueue statements (job row + create history row, one transaction
-    each; then ``bulk`` in one transaction) run by hand on its schema, the rows prepared
-    beforehand: the floor that the schema and SQLite set, before any of conveyor's Python."""
-    from conveyor.stores.sqlite.rows import new_history_rows, new_job_rows
+    """jobs/s of conveyor's enqueue statements run by hand on its schema, the rows prepared
+    beforehand: the floor that the schema and SQLite set, before any of conveyor's Python.
+    The statements are the store's own for jobs without unique keys or dependencies: one
+    transaction per job of ``insert_job_plain`` and its ``create`` history row
+    (``insert_created_last``); then ``bulk`` jobs in one transaction (``insert_job_plain``
+    for each, their history rows by one ``insert_created_after``)."""
+    from conveyor.stores.sqlite.inserts import plain_job_rows
     from conveyor.stores.sqlite.store import _Q, SQLiteStore
 
     store = SQLiteStore(url)
@@ -197,22 +200,24 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     conn = store._conn
     checkpoints = store._checkpoints  # told of each commit, as enqueue()'s commits tell it
     assert checkpoints is not None
-    one = [(new_job_rows([n], time.time()), new_history_rows([n], time.time(), "api"))
-           for n in _new_jobs(jobs)]
+    rows = plain_job_rows(_new_jobs(jobs), time.time())
+    assert rows is not None
     started = time.perf_counter()
-    for rows, history in one:
+    for row in rows:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(_Q["insert_job"], rows[0])
-        conn.execute(_Q["insert_history"], history[0])
+        conn.execute(_Q["insert_job_plain"], row)
+        conn.execute(_Q["insert_created_last"], (row[0], row[-1], "api"))
         conn.execute("COMMIT")
         checkpoints.committed()
     single = jobs / (time.perf_counter() - started)
-    batch = _new_jobs(bulk)
-    rows, history = new_job_rows(batch, time.time()), new_history_rows(batch, time.time(), "api")
+    now = time.time()
+    rows = plain_job_rows(_new_jobs(bulk), now)
+    assert rows is not None
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(_Q["insert_job"], rows)
-    conn.executemany(_Q["insert_history"], history)
+    (last,) = conn.execute(_Q["last_seq"]).fetchone()
+    conn.executemany(_Q["insert_job_plain"], rows)
+    conn.execute(_Q["insert_created_after"], (now, "api", last or 0))
     conn.execute("COMMIT")
     many = bulk / (time.perf_counter() - started)
     store.close()
@@ -296,8 +301,10 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
 
 def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float, float]:
     """:func:`sqlite_conveyor_sql` on PostgreSQL: conveyor's one-job statement (job, history
-    row and NOTIFY), then its batch (COPY of the jobs and of their history rows, and the
+    row and NOTIFY, sent through :func:`conveyor.stores.postgres.wire.one` as enqueue()
+    sends it), then its batch (COPY of the jobs and of their history rows, and the
     NOTIFY, in one transaction), with rows and parameters prepared beforehand."""
+    from conveyor.stores.postgres import wire
     from conveyor.stores.postgres.statements import (
         COPY_HISTORY_TYPES,
         COPY_JOB_TYPES,
@@ -313,8 +320,8 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
     conn = _pg_connect(url, schema)
     params = [one_job_params(n, "api", "bench") for n in _new_jobs(jobs)]
     started = time.perf_counter()
-    for one in params:
-        conn.execute(_Q["insert_job"], one, binary=True).fetchall()
+    for one in params:  # sent as enqueue() sends it: prepared once, then Bind/Execute/Sync
+        assert wire.one(conn, _Q["insert_job"], one) is not None
     single = jobs / (time.perf_counter() - started)
     batch = _new_jobs(bulk)
     job_rows = [copy_job_row(new) for new in batch]
