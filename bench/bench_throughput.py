@@ -19,6 +19,8 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
 - Enqueue: ``app.enqueue()`` in a loop, and one ``enqueue_many()`` of 10,000 jobs; beside
   them, conveyor's own insert statements run by hand with parameters prepared beforehand
   (``loops.*_conveyor_sql``): what the schema and the database cost before conveyor's Python.
+  The loop, ``enqueue()`` and the statements alone take turns, three rounds, and each figure is
+  the median of its rounds.
 - SQLite ``synchronous=FULL``: throughput 1 x 4 and enqueue again, beside the loops at FULL.
 
 Speeds depend on the machine; compare the ratios within one run.
@@ -46,6 +48,7 @@ from conveyor.errors import ConfigurationError
 
 PG_ENV = "CONVEYOR_BENCH_PG_URL"
 BULK = 10_000
+ENQUEUE_ROUNDS = 3
 
 
 @dataclass
@@ -175,12 +178,10 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
         limit_1 = loops.sqlite_claim_complete(folder, sizes.jobs, 1, "NORMAL")
         limit_4 = loops.sqlite_claim_complete(folder, sizes.jobs, 2, "NORMAL")
         what = ("claim+complete, 1 connection, WAL, NORMAL", "the same, 2 processes")
-        insert = loops.sqlite_enqueue(folder, sizes.single * 2, "NORMAL")
     else:
         limit_1 = limit_4 = loops.pg_claim_complete(target.pg_url, target.new_schema(),
                                                     sizes.jobs, 4)
         what = ("one row per transaction, SKIP LOCKED, 4 connections", "the same loop")
-        insert = loops.pg_enqueue(target.pg_url, target.new_schema(), sizes.single)
     runs = [("1 process x 4 slots", throughput(target, 1, 4, sizes.jobs), what[0], limit_1),
             ("4 processes x 1 slot", throughput(target, 4, 1, sizes.jobs), what[1], limit_4),
             ("1 process x 4 slots, --pool process",
@@ -201,14 +202,7 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
                                 f"{pct(samples, 0.99) * 1e3:.1f}", f"{max(samples) * 1e3:.1f}"))
     cpu = idle_cpu(target, sizes.idle_seconds)
     sections["idle"].append((name, f"{sizes.idle_seconds:g} s", f"{cpu:.2%}"))
-    one = enqueue_one(target, sizes.single)
-    bulk = enqueue_bulk(target)
-    if target.pg_url is None:
-        sql_one, sql_bulk = loops.sqlite_conveyor_sql(f"sqlite:///{folder / 'sql.db'}",
-                                                      sizes.single * 2, BULK)
-    else:
-        sql_one, sql_bulk = loops.pg_conveyor_sql(target.pg_url, target.new_schema(),
-                                                  sizes.single, BULK)
+    insert, one, sql_one, bulk, sql_bulk = enqueue_rounds(target, sizes)
     sections["enqueue"].append((name, f"{one:,.0f}", f"{insert:,.0f}", ratio(one, insert),
                                 f"{sql_one:,.0f} ({ratio(sql_one, insert)})", f"{bulk:,.0f}",
                                 f"{sql_bulk:,.0f}"))
@@ -216,6 +210,31 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
         sections["sqlite_sync"].append(("NORMAL (default)", f"{one_x_4:,.0f}",
                                          f"{limit_1:,.0f}", f"{one:,.0f}", f"{insert:,.0f}"))
         sections["sqlite_sync"].append(sqlite_full(sizes))
+
+
+def enqueue_rounds(target: Target, sizes: Sizes) -> tuple[float, float, float, float, float]:
+    """The enqueue figures (the loop's one INSERT per transaction, ``enqueue()`` one by one,
+    conveyor's SQL alone one by one, ``enqueue_many()``, its SQL alone in bulk), each the
+    median of :data:`ENQUEUE_ROUNDS` rounds that take turns: a commit's cost drifts (on
+    durable PostgreSQL the disk's flush time moved 2x within minutes), so figures measured
+    minutes apart made ratios of the drift rather than of the work."""
+    folder, rounds = target.folder, ENQUEUE_ROUNDS
+    single, many = max(1, sizes.single // rounds), max(1, sizes.single * 2 // rounds)
+    figures: list[tuple[float, ...]] = []
+    for n in range(rounds):
+        if target.pg_url is None:
+            insert = loops.sqlite_enqueue(folder, many, "NORMAL")  # one table, growing
+            one = enqueue_one(target, single)
+            sql_one, sql_bulk = loops.sqlite_conveyor_sql(f"sqlite:///{folder / f'sql-{n}.db'}",
+                                                          many, BULK)
+        else:
+            insert = loops.pg_enqueue(target.pg_url, target.new_schema(), single)
+            one = enqueue_one(target, single)
+            sql_one, sql_bulk = loops.pg_conveyor_sql(target.pg_url, target.new_schema(),
+                                                      single, BULK)
+        figures.append((insert, one, sql_one, enqueue_bulk(target), sql_bulk))
+    insert, one, sql_one, bulk, sql_bulk = (median(column) for column in zip(*figures, strict=True))
+    return insert, one, sql_one, bulk, sql_bulk
 
 
 def sqlite_full(sizes: Sizes) -> tuple[object, ...]:
@@ -242,7 +261,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (Sizes(jobs=1000, pg_jobs=500, probes=30, single=300, pg_single=100,
                    idle_seconds=3) if args.quick
-             else Sizes(jobs=5000, pg_jobs=2000, probes=100, single=1000, pg_single=300,
+             else Sizes(jobs=5000, pg_jobs=2000, probes=100, single=3000, pg_single=600,
                         idle_seconds=10))
     targets = [Target("SQLite")]
     pg_url = os.environ.get(PG_ENV)
