@@ -15,6 +15,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from conveyor import transitions
+from conveyor.changes import Lease
+from conveyor.model import Job
+from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
 
@@ -70,3 +74,16 @@ def indexes(schema: str, table: str) -> dict[str, str]:
         return dict(conn.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
             "AND tablename = %s ORDER BY indexname", (schema, table)).fetchall())
+
+
+def fill_for_migration(store: PostgresStore) -> list[Job]:
+    """Rows of several kinds for a migration to carry over: four jobs (two with a timeout),
+    two of them claimed, the first of those completed with a result, and their history.
+    Returns the two claimed jobs (the second still running)."""
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"i": i},
+                              timeout=None if i % 2 else 5.0) for i in range(4)])
+    claimed = store.claim("w", queues=[], job_types=["t"], limit=2, lease_seconds=60)
+    first = claimed[0]
+    store.apply([transitions.complete(Lease(first.id, first.lease_token or "", first.attempt),
+                                      {"ok": True}, "w")])
+    return claimed

@@ -18,7 +18,7 @@ from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.stores.base import NewJob
 from tests.conftest import pg_test_url
-from tests.integration.pgschema import constraints
+from tests.integration.pgschema import constraints, fill_for_migration
 from tests.integration.pgschema import pg_store as _store
 
 pytestmark = pytest.mark.postgres
@@ -110,12 +110,7 @@ def test_a_schema_of_version_9_migrates_with_its_jobs_intact(
     schemas.append(schema)
     old = _store(schema, 9, monkeypatch)
     try:
-        old.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"i": i},
-                                timeout=None if i % 2 else 5.0) for i in range(4)])
-        claimed = old.claim("w", queues=[], job_types=["t"], limit=2, lease_seconds=60)
-        first = claimed[0]
-        old.apply([transitions.complete(Lease(first.id, first.lease_token or "", first.attempt),
-                                        {"ok": True}, "w")])
+        claimed = fill_for_migration(old)
         before = _rows(schema)
         assert old.schema_version() == 9
     finally:

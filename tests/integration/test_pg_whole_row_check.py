@@ -19,7 +19,7 @@ from conveyor.changes import Lease
 from conveyor.stores.base import NewJob
 from conveyor.stores.postgres import LATEST_VERSION
 from tests.conftest import pg_test_url
-from tests.integration.pgschema import all_rows, constraints, fresh_schema
+from tests.integration.pgschema import all_rows, constraints, fill_for_migration, fresh_schema
 from tests.integration.pgschema import pg_store as _store
 from tests.integration.test_pg_row_check import ALLOWED, REFUSED, _refuses
 
@@ -45,12 +45,7 @@ def test_a_schema_of_version_12_migrates_with_its_jobs_intact(
     old = _store(schema, 12, monkeypatch)
     try:
         assert "conveyor_job_row_valid(state," in _check_definition(schema)
-        old.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="t", params={"i": i},
-                                timeout=None if i % 2 else 5.0) for i in range(4)])
-        claimed = old.claim("w", queues=[], job_types=["t"], limit=2, lease_seconds=60)
-        first = claimed[0]
-        old.apply([transitions.complete(Lease(first.id, first.lease_token or "", first.attempt),
-                                        {"ok": True}, "w")])
+        claimed = fill_for_migration(old)
         jobs, history = all_rows(schema, "jobs", "seq"), all_rows(schema, "job_history", "id")
         assert old.schema_version() == 12
     finally:

@@ -210,16 +210,26 @@ def _calls(state: _State, statements: Sequence[tuple[str, Mapping[str, Any]]]
             state.count += 1
             prepared = made[statement] = _Prepared(f"conveyor_{state.count}".encode("ascii"),
                                                    *converted)
-        values: list[bytes | None] = []
-        formats: list[int] = []
-        for param in prepared.params:
-            encoded = encode(params[param])
-            if encoded is None:
-                return None
-            values.append(encoded[0])
-            formats.append(encoded[1])
-        calls.append((statement, prepared, new, values, formats))
+        sent = _encoded(prepared, params)
+        if sent is None:
+            return None
+        calls.append((statement, prepared, new, *sent))
     return calls
+
+
+def _encoded(prepared: _Prepared, params: Mapping[str, Any]
+             ) -> tuple[list[bytes | None], list[int]] | None:
+    """A statement's parameter values and formats, each as :func:`encode` sends it; None if
+    one is of a kind left to psycopg."""
+    values: list[bytes | None] = []
+    formats: list[int] = []
+    for param in prepared.params:
+        encoded = encode(params[param])
+        if encoded is None:
+            return None
+        values.append(encoded[0])
+        formats.append(encoded[1])
+    return values, formats
 
 
 def run(conn: Conn, statements: Sequence[tuple[str, Mapping[str, Any]]], *,
@@ -314,13 +324,10 @@ def one(conn: Conn, statement: str, params: Mapping[str, Any]) -> list[tuple[Any
             None if value is None else _TEXT[type(value)](value)
             for value in map(params.__getitem__, prepared.params)]
     except KeyError:  # a parameter not sent as text: each one as encode() sends it
-        values, formats = [], []
-        for param in prepared.params:
-            encoded = encode(params[param])
-            if encoded is None:
-                return None
-            values.append(encoded[0])
-            formats.append(encoded[1])
+        sent = _encoded(prepared, params)
+        if sent is None:
+            return None
+        values, formats = sent
     try:
         pgconn.send_query_prepared(prepared.name, values, formats, pq.Format.BINARY)
         while pgconn.flush():
