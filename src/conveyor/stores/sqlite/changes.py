@@ -35,10 +35,14 @@ def marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+#: What a JSON column stores for None: NULL, except the NOT NULL checkpoint (``{}``).
+_JSON_NONE: dict[str, str] = {"checkpoint": "{}"}
+
+
 def encode_json(column: str, value: Any) -> str | None:
-    """How a JSON column is stored: NULL for None, except the NOT NULL checkpoint (``{}``)."""
+    """How a JSON column is stored: :data:`_JSON_NONE` for None, else the value encoded."""
     if value is None:
-        return "{}" if column == "checkpoint" else None
+        return _JSON_NONE.get(column)
     return payload.dumps(value)
 
 
@@ -211,8 +215,8 @@ def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) ->
     now_at = (0, *(head + n for n, kind in enumerate(kinds) if kind in (DbNow, FirstTime)),
               *range(width, width + guards))
     head_values = () if change.to_state is None else (change.to_state.value,)
-    columns = tuple([(column, marker_kind(value) or (_Json if column in JSON_COLUMNS else _Plain))
-                     for column, value in change.values.items()])
+    columns = tuple([(column, kind or (_Json if column in JSON_COLUMNS else _Plain))
+                     for column, kind in zip(change.values, kinds, strict=True)])
     states = tuple(sorted(s.value for s in change.when))
     found = Shape(
         (", ".join(sets), " AND ".join(where)), head_values, columns, states,
@@ -279,7 +283,7 @@ def _builder(head: tuple[str, ...], columns: tuple[tuple[str, type], ...],
         if kind is _Plain:
             parts.append(f"(_v if (_c := _as_stored[type(_v := {value})]) is None else _c(_v))")
         elif kind is _Json:  # encode_json, inline
-            empty = "'{}'" if column == "checkpoint" else "None"
+            empty = repr(_JSON_NONE.get(column))
             parts.append(f"({empty} if (_v := {value}) is None else _dumps(_v))")
         elif kind is DbNow:
             parts.append(f"0.0 + {value}.offset")
