@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from conveyor import payload
 from conveyor.errors import DuplicateJob, StoreError
 from conveyor.model import Job
 from conveyor.stores.base import NewJob, inserted_job
@@ -21,7 +20,7 @@ from conveyor.stores.sqlite.config import autocommits, outbox_connection
 from conveyor.stores.sqlite.dependencies import link
 from conveyor.stores.sqlite.queries import QUERIES as _Q
 from conveyor.stores.sqlite.rows import (
-    epoch,
+    job_head,
     new_history_rows,
     new_job_rows,
     row_to_job,
@@ -33,8 +32,9 @@ def plain_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]] 
     """The ``insert_job_plain`` arguments of each job (the first ``PLAIN_COLUMNS`` of
     :func:`new_job_rows`' row), or None when a job needs more: one of the last columns set
     (progress, requeued_from, trace, limit_key), or a unique key or dependencies (the keyed
-    path). Made directly rather than cut from full rows: building the full row, comparing
-    its tail with ``PLAIN_TAIL`` and cutting it cost as much as the rest of the row."""
+    path). Made directly (:func:`job_head`) rather than cut from full rows: building the full
+    row, comparing its tail with ``PLAIN_TAIL`` and cutting it cost as much as the rest of
+    the row."""
     rows: list[tuple[Any, ...]] = []
     append = rows.append
     backoffs: dict[int, str] = {}
@@ -43,13 +43,7 @@ def plain_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]] 
                 or new.unique_key is not None or new.trace is not None
                 or new.limit_key is not None or new.depends_on):
             return None
-        run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
-        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
-        backoff = new.backoff_json or backoffs.get(id(new.backoff))
-        if backoff is None:
-            backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
-        append((new.id, new.job_type, new.queue, new.priority, params, new.max_attempts,
-                run_at, run_at, new.timeout, new.pause_timeout, backoff, now, now))
+        append(job_head(new, now, backoffs))
     return rows
 
 

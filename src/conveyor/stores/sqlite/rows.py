@@ -86,21 +86,27 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
     rows = []
     for new in jobs:
         progress = new.progress or _NO_PROGRESS
-        run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
-        params = new.params_json if new.params_json is not None else payload.dumps(new.params)
-        backoff = new.backoff_json or backoffs.get(id(new.backoff))
-        if backoff is None:
-            backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
         checkpoint = ("{}" if not progress.last_checkpoint
                       else payload.dumps(progress.last_checkpoint))
         rows.append((
-            new.id, new.job_type, new.queue, new.priority, params,
-            new.max_attempts, run_at, run_at, new.timeout,
-            new.pause_timeout, backoff, now, now,
+            *job_head(new, now, backoffs),
             progress.current_step, progress.total_steps, checkpoint, new.requeued_from,
             new.unique_key, new.trace, new.limit_key,
         ))
     return rows
+
+
+def job_head(new: NewJob, now: float, backoffs: dict[int, str]) -> tuple[Any, ...]:
+    """The first ``PLAIN_COLUMNS`` values of ``new``'s ``insert_job`` row: all that
+    ``insert_job_plain`` takes. ``backoffs``: the batch's encoded policies by the dict's id,
+    so that a batch of one type encodes its shared backoff once."""
+    run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
+    params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+    backoff = new.backoff_json or backoffs.get(id(new.backoff))
+    if backoff is None:
+        backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
+    return (new.id, new.job_type, new.queue, new.priority, params, new.max_attempts, run_at,
+            run_at, new.timeout, new.pause_timeout, backoff, now, now)
 
 
 def new_history_rows(jobs: Iterable[NewJob], now: float, actor: str) -> list[tuple[Any, ...]]:
