@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import copy
 import dataclasses
-import functools
 import random
 import threading
 import time
@@ -59,6 +58,7 @@ from conveyor.registry import (
     JobType,
     check_options,
     check_seconds,
+    stored_backoff,
 )
 from conveyor.retry import Backoff
 from conveyor.stores.base import NewJob, Store
@@ -116,14 +116,6 @@ def _checked_params(spec: JobType, params: dict[str, Any] | None,
     encoded = payload.encode_object(params, "params")
     spec.bind(params)
     return params, encoded, None if spec.limits is None else spec.limit_key(params)
-
-
-@functools.lru_cache(maxsize=256)
-def _backoff_dict(backoff: Backoff) -> tuple[dict[str, float], str]:
-    """A frozen Backoff's dict and its encoding, made once per policy rather than once per
-    enqueued job (the stores only encode it, never change it)."""
-    data = backoff.to_dict()
-    return data, payload.dumps(data)
 
 
 class Conveyor(FlowControl, Operations):
@@ -392,7 +384,7 @@ class Conveyor(FlowControl, Operations):
         if backoff is None:
             backoff_dict, backoff_json = d.backoff, d.backoff_json
         else:
-            backoff_dict, backoff_json = _backoff_dict(backoff)
+            backoff_dict, backoff_json = stored_backoff(backoff)
         trace = enqueue_trace() if batch_trace is None else batch_trace[0]
         # positional, in NewJob's field order (see _new_jobs)
         return NewJob(

@@ -102,6 +102,14 @@ _FITTING_KEPT = 64
 _NO_NAMES: frozenset[str] = frozenset()
 
 
+@functools.lru_cache(maxsize=256)
+def stored_backoff(backoff: Backoff) -> tuple[dict[str, float], str]:
+    """A frozen Backoff's dict and its encoding, made once per policy rather than once per
+    enqueued job (the stores only encode it, never change it)."""
+    data = backoff.to_dict()
+    return data, payload.dumps(data)
+
+
 class JobDefaults(NamedTuple):
     """A job type's options as a new job of it stores them (see
     :attr:`JobType.new_job_defaults`). The backoff dict is shared by every job of the type:
@@ -165,9 +173,8 @@ class JobType:
         per type (the backoff's dict and encoding too: hashing the policy to find them in a
         cache cost more per enqueued job than building the rest of the job's options)."""
         opts = self.options
-        backoff = opts.backoff.to_dict()
         return JobDefaults(opts.queue, opts.priority, opts.max_attempts, opts.timeout,
-                           opts.pause_timeout, backoff, payload.dumps(backoff))
+                           opts.pause_timeout, *stored_backoff(opts.backoff))
 
     def bind(self, params: dict[str, Any]) -> None:
         """Check that ``params`` fit the function's signature (after the context)."""
