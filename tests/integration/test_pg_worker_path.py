@@ -352,3 +352,46 @@ def test_heartbeats_and_progress_on_kept_cursors_renew_only_held_leases_call_aft
             assert store.get_job(other.job_id).progress.current_step == 0
     finally:
         store.close()
+
+
+def test_a_claim_of_one_takes_the_jobs_in_the_order_a_claim_of_many_returns_them(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """The claim of one job (one_row_claim: no ORDER BY of its one row, no ordering columns
+    returned) picks as the plain claim orders: a job waiting to be resumed first, then by
+    priority and place in line; each claimed job reads as get_job reads it, its history as
+    a plain claim writes it."""
+    from conveyor.stores.postgres import worker_path
+
+    store, _ = stores
+    plain_schema = f"wp_{uuid.uuid4().hex[:12]}"
+    plain = PostgresStore(pg_test_url(), schema=plain_schema)
+    try:
+        plain.migrate()
+        for target in (store, plain):
+            _waiting(target, "t", [0, 2, 1, 2, 0])
+            target.insert_jobs([NewJob(id=f"p-{uuid.uuid4()}", job_type="t", params={})])
+            (held,) = target.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=60)
+            assert held.priority == 2 and held.state is S.RUNNING
+            lease = Lease(held.id, held.lease_token or "", held.attempt)
+            target.apply([transitions.pause_at_checkpoint(lease, None, "w", resume=True)])
+        one_by_one: list[Job] = []
+        while claimed := store.finish_and_claim([], "w", queues=[], job_types=["t"],
+                                                limit=1, lease_seconds=60)[1]:
+            assert len(claimed) == 1 and claimed == [store.get_job(claimed[0].id)]
+            one_by_one += claimed
+        many = plain.claim("w", queues=[], job_types=["t"], limit=10, lease_seconds=60)
+        assert [(j.priority, j.paused_at is not None) for j in one_by_one] == [
+            (j.priority, j.paused_at is not None) for j in many] == [
+            (2, True), (2, False), (1, False), (0, False), (0, False), (0, False)]
+        assert [[h.action for h in store.history(j.id)][-1] for j in one_by_one] == [
+            [h.action for h in plain.history(j.id)][-1] for j in many]
+        statement = store._claim_statement("w", [], ["t"], 1, 60.0)[0]
+        assert "ORDER BY pick_rank, pick_priority DESC, pick_at, seq" not in statement
+        assert statement.rstrip().endswith("SELECT * FROM started;")
+        assert "ORDER BY pick_rank" in store._claim_statement("w", [], ["t"], 2, 60.0)[0]
+        with pytest.raises(AssertionError):
+            worker_path.one_row_claim("SELECT 1")
+    finally:
+        plain.close()
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{plain_schema}" CASCADE')

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
@@ -59,6 +60,31 @@ _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
 def _columns(statement: str) -> KnownColumns:
     """The statement's row factory, its column names kept from one transaction to the next."""
     return KnownColumns()
+
+
+#: The claim's last steps as queries.sql writes them: what ``started`` returns beyond the job's
+#: columns (the candidate's place in line), and the final order by that place.
+_CLAIM_RETURNING = re.compile(
+    r"RETURNING jobs\.\*, picked\.source AS old_state,\s+picked\.pick_rank,\s+"
+    r"picked\.pick_priority,\s+picked\.pick_at\n")
+_CLAIM_ORDERED = re.compile(
+    r"SELECT \* FROM started ORDER BY pick_rank, pick_priority DESC, pick_at, seq;?\s*$")
+
+
+@functools.lru_cache(maxsize=4)
+def one_row_claim(claim: str) -> str:
+    """The claim of one job (a worker of one slot): ``started`` returns the job's columns and
+    its source only, and the final ``SELECT`` has no ``ORDER BY``. The job is the one the
+    claim picks either way (``picked`` orders the candidates and takes the first); only the
+    order of the rows returned went, and one row has no order. The server then builds no
+    sort and no descriptors for the three ordering columns, and the worker loads none of them
+    (a time among them), in every transaction of a one-slot worker."""
+    returning, ordered = _CLAIM_RETURNING.findall(claim), _CLAIM_ORDERED.search(claim)
+    if len(returning) != 1 or ordered is None:
+        raise AssertionError("the claim no longer ends as one_row_claim expects")
+    head = claim[:ordered.start()].replace(returning[0],
+                                           "RETURNING jobs.*, picked.source AS old_state\n")
+    return head + "SELECT * FROM started;\n"
 
 
 @functools.lru_cache(maxsize=256)
@@ -314,8 +340,11 @@ class PostgresWorkerPath:
                          job_types: Sequence[str], limit: int, lease_seconds: float,
                          query: str | None = None) -> tuple[str, dict[str, Any]]:
         """The claim statement and its parameters (a copy the caller may change), built once
-        and kept (:func:`_compiled_claim`) rather than compiled again for each transaction."""
-        statement, params = _compiled_claim(query or _Q["claim"], worker_id, tuple(queues),
+        and kept (:func:`_compiled_claim`) rather than compiled again for each transaction;
+        the plain claim of one job is :func:`one_row_claim`'s."""
+        if query is None:
+            query = one_row_claim(_Q["claim"]) if limit == 1 else _Q["claim"]
+        statement, params = _compiled_claim(query, worker_id, tuple(queues),
                                             tuple(job_types), limit, lease_seconds)
         return statement, dict(params)
 
