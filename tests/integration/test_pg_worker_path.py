@@ -395,3 +395,32 @@ def test_a_claim_of_one_takes_the_jobs_in_the_order_a_claim_of_many_returns_them
         plain.close()
         with psycopg.connect(pg_test_url(), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{plain_schema}" CASCADE')
+
+
+def test_a_brief_row_spreads_its_whole_row_by_the_columns_the_table_has_now(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """A job with dependents sends its row as one composite value (brief rows): spread into
+    the table's columns as the plain statement gives them, NULLs and JSON included, and by
+    the table's columns read again when their number changed under a running store."""
+    store, _ = stores
+    single = PostgresStore(store.url, schema=store.schema, max_size=1)
+    try:
+        for extra in (False, True):
+            (up,) = single.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="up",
+                                               params={"p": [1, None]})])
+            single.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="down", params={},
+                                       depends_on=(up.id,))])
+            (job,) = single.claim("w", queues=[], job_types=["up"], limit=1, lease_seconds=60)
+            lease = Lease(job.id, job.lease_token or "", job.attempt)
+            (done,), _ = single.finish_and_claim(
+                [transitions.complete(lease, {"r": None}, "w")], "w", queues=[],
+                job_types=[], limit=0, lease_seconds=60, landed_rows=False)
+            assert isinstance(done, Job) and done == single.get_job(up.id)
+            assert done.result == {"r": None} and done.error is None and done.paused_at is None
+            if not extra:
+                single._run("add a column", lambda conn: conn.execute(
+                    "ALTER TABLE jobs ADD COLUMN extra integer DEFAULT 7"))
+        columns = single._run("kept", lambda conn: conn._conveyor_job_columns)  # type: ignore[attr-defined]
+        assert columns[-1] == "extra"
+    finally:
+        single.close()

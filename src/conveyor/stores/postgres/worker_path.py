@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import struct
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
+from psycopg.adapt import Transformer
+from psycopg.pq import Format
 
 from conveyor.changes import (
     CLAIM_ACTIONS,
@@ -140,6 +143,47 @@ def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]
     return cursor.fetchall()
 
 
+_field_head = struct.Struct("!Ii").unpack_from  # a composite field's type oid and length
+_count = struct.Struct("!i").unpack_from
+
+
+def _job_columns(conn: Conn, width: int) -> list[str]:
+    """The jobs table's column names in their order, kept on the connection (gone with it),
+    read again when a composite value has another width (the schema changed under us)."""
+    kept: list[str] | None = getattr(conn, "_conveyor_job_columns", None)
+    if kept is None or len(kept) != width:
+        cursor = conn.execute("SELECT * FROM jobs LIMIT 0")
+        kept = [column.name for column in cursor.description or ()]
+        setattr(conn, "_conveyor_job_columns", kept)  # noqa: B010 - not a psycopg attribute
+    return kept
+
+
+def spread_whole(conn: Conn, moved: dict[int, Row]) -> None:
+    """Each brief row holding ``whole`` (a job with dependents: see statements.brief_change)
+    gets the job's columns from it, in place, as the plain statement returns them, so it
+    decodes as any row does. ``whole`` comes in PostgreSQL's binary format for a composite
+    (the field count, then each field's type oid, length and bytes); each field is loaded by
+    the connection's own loader for its type (the store's times and JSON included). Rare:
+    only a job with dependents sends one, so the names and loaders are looked up here."""
+    wholes = [row for row in moved.values() if row.get("whole") is not None]
+    if not wholes:
+        return
+    loaders = Transformer.from_context(conn)
+    for row in wholes:
+        data = bytes(row.pop("whole"))
+        values: list[Any] = []
+        at = 4
+        for _ in range(_count(data)[0]):
+            oid, size = _field_head(data, at)
+            at += 8
+            if size < 0:
+                values.append(None)
+                continue
+            values.append(loaders.get_loader(oid, Format.BINARY).load(data[at:at + size]))
+            at += size
+        row.update(zip(_job_columns(conn, len(values)), values, strict=True))
+
+
 def _moved(statements: list[tuple[list[int], str, dict[str, Any]]], results: list[list[Row]]
            ) -> dict[int, Row]:
     """Each landed change's row, by the change's place in the batch (no row for a change:
@@ -240,12 +284,15 @@ class PostgresWorkerPath:
 
         def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
             try:
-                return self._finish_in_pipeline(conn, statements, claim, wakes)
+                moved, claimed = self._finish_in_pipeline(conn, statements, claim, wakes)
             except BaseException:
                 if not conn.broken:
                     with contextlib.suppress(psycopg.Error):
                         conn.rollback()  # an explicit transaction stopped before COMMIT
                 raise
+            if not landed_rows:  # brief rows: a job with dependents sent its row as one value
+                spread_whole(conn, moved)
+            return moved, claimed
 
         # the work makes its own transaction; never sent twice, as any transaction whose
         # outcome is unknown once a part of it was sent
