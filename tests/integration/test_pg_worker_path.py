@@ -424,3 +424,21 @@ def test_a_brief_row_spreads_its_whole_row_by_the_columns_the_table_has_now(
         assert columns[-1] == "extra"
     finally:
         single.close()
+
+
+def test_a_brief_row_sent_through_psycopg_spreads_its_whole_row_the_same(
+        stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline through psycopg's cursors (a wake-up's transaction, or a parameter wire
+    leaves to psycopg) reads ``whole`` as the same bytes: spread the same."""
+    from conveyor.stores.postgres import wire
+
+    store, _ = stores
+    (up,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="up", params={})])
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="down", params={},
+                              depends_on=(up.id,))])
+    (job,) = store.claim("w", queues=[], job_types=["up"], limit=1, lease_seconds=60)
+    monkeypatch.setattr(wire, "run", lambda *args, **kwargs: None)
+    (done,), _ = store.finish_and_claim(
+        [transitions.complete(Lease(job.id, job.lease_token or "", job.attempt), [1], "w")],
+        "w", queues=[], job_types=[], limit=0, lease_seconds=60, landed_rows=False)
+    assert isinstance(done, Job) and done == store.get_job(up.id) and done.result == [1]
