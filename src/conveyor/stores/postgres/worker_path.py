@@ -13,13 +13,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import struct
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
-from psycopg.adapt import Transformer
-from psycopg.pq import Format
+from psycopg.types.composite import RecordBinaryLoader
 
 from conveyor.changes import (
     CLAIM_ACTIONS,
@@ -143,10 +141,6 @@ def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]
     return cursor.fetchall()
 
 
-_field_head = struct.Struct("!Ii").unpack_from  # a composite field's type oid and length
-_count = struct.Struct("!i").unpack_from
-
-
 def _job_columns(conn: Conn, width: int) -> list[str]:
     """The jobs table's column names in their order, kept on the connection (gone with it),
     read again when a composite value has another width (the schema changed under us)."""
@@ -161,26 +155,16 @@ def _job_columns(conn: Conn, width: int) -> list[str]:
 def spread_whole(conn: Conn, moved: dict[int, Row]) -> None:
     """Each brief row holding ``whole`` (a job with dependents: see statements.brief_change)
     gets the job's columns from it, in place, as the plain statement returns them, so it
-    decodes as any row does. ``whole`` comes in PostgreSQL's binary format for a composite
-    (the field count, then each field's type oid, length and bytes); each field is loaded by
-    the connection's own loader for its type (the store's times and JSON included). Rare:
-    only a job with dependents sends one, so the names and loaders are looked up here."""
+    decodes as any row does. ``whole`` comes in PostgreSQL's binary format for a composite,
+    which carries each field's type; psycopg's own record loader reads it with the
+    connection's loaders (the store's times and JSON included). Rare: only a job with
+    dependents sends one, so the loader and the names are looked up here."""
     wholes = [row for row in moved.values() if row.get("whole") is not None]
     if not wholes:
         return
-    loaders = Transformer.from_context(conn)
+    loader = RecordBinaryLoader(0, conn)  # the oid is unused: each field names its own type
     for row in wholes:
-        data = bytes(row.pop("whole"))
-        values: list[Any] = []
-        at = 4
-        for _ in range(_count(data)[0]):
-            oid, size = _field_head(data, at)
-            at += 8
-            if size < 0:
-                values.append(None)
-                continue
-            values.append(loaders.get_loader(oid, Format.BINARY).load(data[at:at + size]))
-            at += size
+        values = loader.load(row.pop("whole"))
         row.update(zip(_job_columns(conn, len(values)), values, strict=True))
 
 
