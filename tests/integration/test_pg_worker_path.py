@@ -352,3 +352,93 @@ def test_heartbeats_and_progress_on_kept_cursors_renew_only_held_leases_call_aft
             assert store.get_job(other.job_id).progress.current_step == 0
     finally:
         store.close()
+
+
+def test_a_claim_of_one_takes_the_jobs_in_the_order_a_claim_of_many_returns_them(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """The claim of one job (one_row_claim: no ORDER BY of its one row, no ordering columns
+    returned) picks as the plain claim orders: a job waiting to be resumed first, then by
+    priority and place in line; each claimed job reads as get_job reads it, its history as
+    a plain claim writes it."""
+    from conveyor.stores.postgres import worker_path
+
+    store, _ = stores
+    plain_schema = f"wp_{uuid.uuid4().hex[:12]}"
+    plain = PostgresStore(pg_test_url(), schema=plain_schema)
+    try:
+        plain.migrate()
+        for target in (store, plain):
+            _waiting(target, "t", [0, 2, 1, 2, 0])
+            target.insert_jobs([NewJob(id=f"p-{uuid.uuid4()}", job_type="t", params={})])
+            (held,) = target.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=60)
+            assert held.priority == 2 and held.state is S.RUNNING
+            lease = Lease(held.id, held.lease_token or "", held.attempt)
+            target.apply([transitions.pause_at_checkpoint(lease, None, "w", resume=True)])
+        one_by_one: list[Job] = []
+        while claimed := store.finish_and_claim([], "w", queues=[], job_types=["t"],
+                                                limit=1, lease_seconds=60)[1]:
+            assert len(claimed) == 1 and claimed == [store.get_job(claimed[0].id)]
+            one_by_one += claimed
+        many = plain.claim("w", queues=[], job_types=["t"], limit=10, lease_seconds=60)
+        assert [(j.priority, j.paused_at is not None) for j in one_by_one] == [
+            (j.priority, j.paused_at is not None) for j in many] == [
+            (2, True), (2, False), (1, False), (0, False), (0, False), (0, False)]
+        assert [[h.action for h in store.history(j.id)][-1] for j in one_by_one] == [
+            [h.action for h in plain.history(j.id)][-1] for j in many]
+        statement = store._claim_statement("w", [], ["t"], 1, 60.0)[0]
+        assert "ORDER BY pick_rank, pick_priority DESC, pick_at, seq" not in statement
+        assert statement.rstrip().endswith("SELECT * FROM started;")
+        assert "ORDER BY pick_rank" in store._claim_statement("w", [], ["t"], 2, 60.0)[0]
+        with pytest.raises(AssertionError):
+            worker_path.one_row_claim("SELECT 1")
+    finally:
+        plain.close()
+        with psycopg.connect(pg_test_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{plain_schema}" CASCADE')
+
+
+def test_a_brief_row_spreads_its_whole_row_by_the_columns_the_table_has_now(
+        stores: tuple[PostgresStore, PostgresStore]) -> None:
+    """A job with dependents sends its row as one composite value (brief rows): spread into
+    the table's columns as the plain statement gives them, NULLs and JSON included, and by
+    the table's columns read again when their number changed under a running store."""
+    store, _ = stores
+    single = PostgresStore(store.url, schema=store.schema, max_size=1)
+    try:
+        for extra in (False, True):
+            (up,) = single.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="up",
+                                               params={"p": [1, None]})])
+            single.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="down", params={},
+                                       depends_on=(up.id,))])
+            (job,) = single.claim("w", queues=[], job_types=["up"], limit=1, lease_seconds=60)
+            lease = Lease(job.id, job.lease_token or "", job.attempt)
+            (done,), _ = single.finish_and_claim(
+                [transitions.complete(lease, {"r": None}, "w")], "w", queues=[],
+                job_types=[], limit=0, lease_seconds=60, landed_rows=False)
+            assert isinstance(done, Job) and done == single.get_job(up.id)
+            assert done.result == {"r": None} and done.error is None and done.paused_at is None
+            if not extra:
+                single._run("add a column", lambda conn: conn.execute(
+                    "ALTER TABLE jobs ADD COLUMN extra integer DEFAULT 7"))
+        columns = single._run("kept", lambda conn: conn._conveyor_job_columns)  # type: ignore[attr-defined]
+        assert columns[-1] == "extra"
+    finally:
+        single.close()
+
+
+def test_a_brief_row_sent_through_psycopg_spreads_its_whole_row_the_same(
+        stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline through psycopg's cursors (a wake-up's transaction, or a parameter wire
+    leaves to psycopg) reads ``whole`` as the same bytes: spread the same."""
+    from conveyor.stores.postgres import wire
+
+    store, _ = stores
+    (up,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="up", params={})])
+    store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="down", params={},
+                              depends_on=(up.id,))])
+    (job,) = store.claim("w", queues=[], job_types=["up"], limit=1, lease_seconds=60)
+    monkeypatch.setattr(wire, "run", lambda *args, **kwargs: None)
+    (done,), _ = store.finish_and_claim(
+        [transitions.complete(Lease(job.id, job.lease_token or "", job.attempt), [1], "w")],
+        "w", queues=[], job_types=[], limit=0, lease_seconds=60, landed_rows=False)
+    assert isinstance(done, Job) and done == store.get_job(up.id) and done.result == [1]

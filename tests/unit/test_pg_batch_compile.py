@@ -187,7 +187,8 @@ def test_the_worker_statements_stay_short_enough_for_psycopg_to_parse_them_once(
         statements.append(batch[0])
         assert all(len(s.encode()) <= MAX_CACHED_STATEMENT_LENGTH for s in statements)
     brief_single, brief_batch = _CHANGE_STATEMENTS[False]
-    assert "(changed.whole).*" in brief_single and "batch_n" not in brief_single
+    assert "SELECT changed.whole," in brief_single and "batch_n" not in brief_single
+    assert "(changed.whole).*" not in brief_single + brief_batch  # one value, not 37 columns
     assert "RETURNING jobs.*" not in brief_single and "RETURNING jobs.*" not in brief_batch
     assert "changed.batch_n" in brief_batch
     with pytest.raises(AssertionError):

@@ -95,17 +95,19 @@ _RETURNING_BRIEF = ("RETURNING jobs.id, jobs.state, jobs.attempt, jobs.watched, 
                     "jobs.has_dependents, CASE WHEN jobs.has_dependents THEN jobs END AS whole, "
                     "old.old_state")
 #: What a landed change gives back when its caller reads no rows (``landed_rows=False``, a
-#: worker whose events nobody subscribes to): the whole row only for a job with dependents
-#: (the one row the caller then decodes, see :func:`conveyor.stores.base.landed`), NULLs
-#: otherwise, which the client skips; the job's id and whether it has dependents always (the
-#: later columns of a name win in a dict row). psycopg loads every value it is sent, times and
-#: JSON in Python: a finished row's dozen of those cost the worker more than the rest of its
-#: share of the statement, for a row it then threw away. The whole row travels through the
-#: statement as one composite value and is spread into columns only at the end: each step
-#: that passes on a row of all the table's columns costs the server a tuple descriptor of
-#: them (a catalog lookup per column) in every execution, several times the cost of the
-#: update itself.
-_BRIEF_ROW = "SELECT (changed.whole).*, changed.id, changed.has_dependents{numbered}, CASE"
+#: worker whose events nobody subscribes to): the whole row (``whole``, one composite value)
+#: only for a job with dependents (the one row the caller then decodes, see
+#: :func:`conveyor.stores.base.landed`; the worker path spreads it into columns, see
+#: ``worker_path.spread_whole``), NULL otherwise; the job's id and whether it has dependents
+#: always. psycopg loads every value it is sent, times and JSON in Python: a finished row's
+#: dozen of those cost the worker more than the rest of its share of the statement, for a row
+#: it then threw away. The whole row travels through the statement as one composite value and
+#: stays one: each step that passes on a row of all the table's columns costs the server a
+#: tuple descriptor of them (a catalog lookup per column) in every execution, several times
+#: the cost of the update itself, and spreading it at the end made the result 37 columns
+#: wider for NULLs (their descriptors, and a RowDescription of them with every result):
+#: about 110,000 server instructions of a one-slot worker's transaction.
+_BRIEF_ROW = "SELECT changed.whole, changed.id, changed.has_dependents{numbered}, CASE"
 _BRIEF_END = "\nFROM changed"
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
+from psycopg.types.composite import RecordBinaryLoader
 
 from conveyor.changes import (
     CLAIM_ACTIONS,
@@ -59,6 +61,31 @@ _CHANGE_STATEMENTS = {True: (_Q["apply_change"], _Q["apply_change_batch"]),
 def _columns(statement: str) -> KnownColumns:
     """The statement's row factory, its column names kept from one transaction to the next."""
     return KnownColumns()
+
+
+#: The claim's last steps as queries.sql writes them: what ``started`` returns beyond the job's
+#: columns (the candidate's place in line), and the final order by that place.
+_CLAIM_RETURNING = re.compile(
+    r"RETURNING jobs\.\*, picked\.source AS old_state,\s+picked\.pick_rank,\s+"
+    r"picked\.pick_priority,\s+picked\.pick_at\n")
+_CLAIM_ORDERED = re.compile(
+    r"SELECT \* FROM started ORDER BY pick_rank, pick_priority DESC, pick_at, seq;?\s*$")
+
+
+@functools.lru_cache(maxsize=4)
+def one_row_claim(claim: str) -> str:
+    """The claim of one job (a worker of one slot): ``started`` returns the job's columns and
+    its source only, and the final ``SELECT`` has no ``ORDER BY``. The job is the one the
+    claim picks either way (``picked`` orders the candidates and takes the first); only the
+    order of the rows returned went, and one row has no order. The server then builds no
+    sort and no descriptors for the three ordering columns, and the worker loads none of them
+    (a time among them), in every transaction of a one-slot worker."""
+    returning, ordered = _CLAIM_RETURNING.findall(claim), _CLAIM_ORDERED.search(claim)
+    if len(returning) != 1 or ordered is None:
+        raise AssertionError("the claim no longer ends as one_row_claim expects")
+    head = claim[:ordered.start()].replace(returning[0],
+                                           "RETURNING jobs.*, picked.source AS old_state\n")
+    return head + "SELECT * FROM started;\n"
 
 
 @functools.lru_cache(maxsize=256)
@@ -112,6 +139,33 @@ def _kept_fetch(conn: Conn, statement: str, params: dict[str, Any]) -> list[Row]
     cursor = _cursor(conn, _kept_cursors(conn), set(), statement)
     cursor.execute(statement, params, binary=True)
     return cursor.fetchall()
+
+
+def _job_columns(conn: Conn, width: int) -> list[str]:
+    """The jobs table's column names in their order, kept on the connection (gone with it),
+    read again when a composite value has another width (the schema changed under us)."""
+    kept: list[str] | None = getattr(conn, "_conveyor_job_columns", None)
+    if kept is None or len(kept) != width:
+        cursor = conn.execute("SELECT * FROM jobs LIMIT 0")
+        kept = [column.name for column in cursor.description or ()]
+        setattr(conn, "_conveyor_job_columns", kept)  # noqa: B010 - not a psycopg attribute
+    return kept
+
+
+def spread_whole(conn: Conn, moved: dict[int, Row]) -> None:
+    """Each brief row holding ``whole`` (a job with dependents: see statements.brief_change)
+    gets the job's columns from it, in place, as the plain statement returns them, so it
+    decodes as any row does. ``whole`` comes in PostgreSQL's binary format for a composite,
+    which carries each field's type; psycopg's own record loader reads it with the
+    connection's loaders (the store's times and JSON included). Rare: only a job with
+    dependents sends one, so the loader and the names are looked up here."""
+    wholes = [row for row in moved.values() if row.get("whole") is not None]
+    if not wholes:
+        return
+    loader = RecordBinaryLoader(0, conn)  # the oid is unused: each field names its own type
+    for row in wholes:
+        values = loader.load(row.pop("whole"))
+        row.update(zip(_job_columns(conn, len(values)), values, strict=True))
 
 
 def _moved(statements: list[tuple[list[int], str, dict[str, Any]]], results: list[list[Row]]
@@ -214,12 +268,15 @@ class PostgresWorkerPath:
 
         def work(conn: Conn) -> tuple[dict[int, Row], list[Row]]:
             try:
-                return self._finish_in_pipeline(conn, statements, claim, wakes)
+                moved, claimed = self._finish_in_pipeline(conn, statements, claim, wakes)
             except BaseException:
                 if not conn.broken:
                     with contextlib.suppress(psycopg.Error):
                         conn.rollback()  # an explicit transaction stopped before COMMIT
                 raise
+            if not landed_rows:  # brief rows: a job with dependents sent its row as one value
+                spread_whole(conn, moved)
+            return moved, claimed
 
         # the work makes its own transaction; never sent twice, as any transaction whose
         # outcome is unknown once a part of it was sent
@@ -314,8 +371,11 @@ class PostgresWorkerPath:
                          job_types: Sequence[str], limit: int, lease_seconds: float,
                          query: str | None = None) -> tuple[str, dict[str, Any]]:
         """The claim statement and its parameters (a copy the caller may change), built once
-        and kept (:func:`_compiled_claim`) rather than compiled again for each transaction."""
-        statement, params = _compiled_claim(query or _Q["claim"], worker_id, tuple(queues),
+        and kept (:func:`_compiled_claim`) rather than compiled again for each transaction;
+        the plain claim of one job is :func:`one_row_claim`'s."""
+        if query is None:
+            query = one_row_claim(_Q["claim"]) if limit == 1 else _Q["claim"]
+        statement, params = _compiled_claim(query, worker_id, tuple(queues),
                                             tuple(job_types), limit, lease_seconds)
         return statement, dict(params)
 
