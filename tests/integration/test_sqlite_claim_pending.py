@@ -175,8 +175,8 @@ def test_a_claim_that_found_nothing_tries_one_statement_again_once_a_plain_one_c
 
 def test_a_one_statement_claim_of_one_job_picks_it_by_a_scalar_subquery(
         tmp_path: Path) -> None:
-    """A claim of one job (a one-slot worker's) takes it with ``id = (subquery)``, one of
-    several with ``id IN (subquery)``; both take the head of the line, and each the jobs the
+    """A claim of one job (a one-slot worker's) takes it with ``seq = (subquery)``, one of
+    several with ``seq IN (subquery)``; both take the head of the line, and each the jobs the
     plain claim would (see the comparison above, which claims one job in several ways)."""
     store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     store.migrate()
@@ -189,11 +189,12 @@ def test_a_one_statement_claim_of_one_job_picks_it_by_a_scalar_subquery(
         statements.clear()
         (first,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30)
         (update,) = [_bare(s) for s in statements if _bare(s).startswith("UPDATE")]
-        assert "WHERE id = (" in update and "WHERE id IN (" not in update
+        assert "WHERE seq = (" in update
+        assert "WHERE seq IN (" not in update
         statements.clear()
         more = store.claim("w", queues=[], job_types=["t"], limit=3, lease_seconds=30)
         (update,) = [_bare(s) for s in statements if _bare(s).startswith("UPDATE")]
-        assert "WHERE id IN (" in update
+        assert "WHERE seq IN (" in update
         assert [first.id, *(job.id for job in more)] == in_line[:4]
         statements.clear()
         (last,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30)

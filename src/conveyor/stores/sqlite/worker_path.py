@@ -112,8 +112,8 @@ def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int
                  one_queue: bool, one_job: bool = False) -> ClaimPlan:
     """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
     job types, from one queue or from any), made once per worker. ``one_job``: the claim's
-    limit is 1, its job picked by a scalar subquery (``id = (...)``), which spares SQLite
-    the temporary index an ``id IN (...)`` builds of the picked ids at each claim."""
+    limit is 1, its job picked by a scalar subquery (``seq = (...)``), which spares SQLite
+    the temporary index a ``seq IN (...)`` builds of the picked rows at each claim."""
     return subquery_claim_plan(
         template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
         job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
