@@ -267,7 +267,8 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
             return single_statement(QUERIES["apply_change_landed"], shape), rows[0]
         return compile_batch(QUERIES["apply_change_batch_landed"], shape, rows)
 
-    claim = pending_plan(QUERIES["claim_pending"], "w", 30.0, 1, False)  # the store's own
+    claim = pending_plan(QUERIES["claim_pending"], "w", 30.0, 1, False,  # the store's own
+                         per_transaction == 1)
     history = QUERIES["insert_history_seq"]
     prev: list[tuple[str, str, int]] = []
     done = 0

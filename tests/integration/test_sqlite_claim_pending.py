@@ -111,6 +111,9 @@ def test_the_one_statement_claim_takes_what_the_two_statement_claim_takes(
         {"queues": ["a", "b"], "job_types": ["t"], "limit": 2},
         {"queues": [], "job_types": ["t", "other", "slow"], "limit": 50},
         {"queues": [], "job_types": ["t"], "limit": 5},
+        {"queues": ["a"], "job_types": ["t"], "limit": 1},  # one job: ``id = (...)``
+        {"queues": [], "job_types": ["t", "other"], "limit": 1},
+        {"queues": ["b"], "job_types": ["t", "slow"], "limit": 1},
     ]
     asked: list[bool] = []
     one = _claims(f"sqlite:///{first}", False, monkeypatch, claims, asked)
@@ -166,5 +169,36 @@ def test_a_claim_that_found_nothing_tries_one_statement_again_once_a_plain_one_c
         assert claim()[0] == 1
         assert all("flow_limits" not in s or "AS source" in s or "UPDATE" not in s
                    for s in statements)  # claim_pending was not asked
+    finally:
+        store.close()
+
+
+def test_a_one_statement_claim_of_one_job_picks_it_by_a_scalar_subquery(
+        tmp_path: Path) -> None:
+    """A claim of one job (a one-slot worker's) takes it with ``seq = (subquery)``, one of
+    several with ``seq IN (subquery)``; both take the head of the line, and each the jobs the
+    plain claim would (see the comparison above, which claims one job in several ways)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.migrate()
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        jobs = [insert(store, "t", priority=n % 2) for n in range(5)]
+        in_line = [job.id for job in jobs if job.priority == 1] + [
+            job.id for job in jobs if job.priority == 0]
+        statements.clear()
+        (first,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30)
+        (update,) = [_bare(s) for s in statements if _bare(s).startswith("UPDATE")]
+        assert "WHERE seq = (" in update
+        assert "WHERE seq IN (" not in update
+        statements.clear()
+        more = store.claim("w", queues=[], job_types=["t"], limit=3, lease_seconds=30)
+        (update,) = [_bare(s) for s in statements if _bare(s).startswith("UPDATE")]
+        assert "WHERE seq IN (" in update
+        assert [first.id, *(job.id for job in more)] == in_line[:4]
+        statements.clear()
+        (last,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30)
+        assert last.id == in_line[4]
+        assert store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30) == []
     finally:
         store.close()

@@ -9,6 +9,7 @@ policy (transitions, the app, the worker).
 from __future__ import annotations
 
 import ast
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -244,8 +245,48 @@ def test_sqlite_lookup_keys_are_finer_than_shape_keys() -> None:
             if sqlite_changes.lookup_key(one) == sqlite_changes.lookup_key(other):
                 assert shape_key(one) == shape_key(other)
     completions = changes[-7:]
-    assert len({sqlite_changes.prepare(c)[0][:-1] for c in completions}) == 1  # but build
+    # one shape for every result but None, which is written in the text (null_literal)
+    assert len({sqlite_changes.prepare(c)[0][:-1] for c in completions[1:]}) == 1  # but build
+    assert len({sqlite_changes.prepare(c)[0][:-1] for c in completions}) == 2
     assert len({shape_key(c) for c in completions}) == 1
+
+
+def test_sqlite_writes_a_none_as_a_literal_not_a_bound_none() -> None:
+    """A None is part of the statement (``NULL``; ``'{}'`` for the NOT NULL checkpoint), not
+    a parameter: sqlite3 binds a None through a failed adapter lookup each. The statements
+    write what binding it wrote, and the prepared and the plain compiler agree."""
+    lease = Lease("j1", "tok", 3)
+    changes = [transitions.complete(lease, None, "w"),
+               replace(_forged(), values={"checkpoint": None, "result": None, "error": None,
+                                          "worker_id": None, "priority": 4})]
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (id TEXT, state TEXT, lease_token TEXT, attempt INTEGER, "
+                 "updated_at REAL, result TEXT, finished_at REAL, cancel_requested INTEGER, "
+                 "pause_requested INTEGER, worker_id TEXT, lease_expires_at REAL, "
+                 "checkpoint TEXT, error TEXT, priority INTEGER)")
+    for change in changes:
+        (sets, where), args = change_shape(change, 5.0, {})
+        assert None not in args
+        for column, value in change.values.items():
+            if value is None:
+                assert f"{column} = {sqlite_changes.null_literal(column)}" in sets
+        shape, prepared = sqlite_changes.prepare(change)
+        assert sqlite_changes.place_now(prepared, shape.now_at, 5.0) == args
+        conn.execute("DELETE FROM t")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?, ?, 0, 'r', 0, 1, 1, 'w', 9, 'c', 'e', 0)",
+                     (change.job_id, next(iter(change.when)).value,
+                      change.lease.token if change.lease else None,
+                      change.lease.attempt if change.lease else None))
+        conn.execute(f"UPDATE t SET {sets} WHERE {where.replace('+state', 'state')}", args)
+        row = conn.execute("SELECT checkpoint, result, error, worker_id FROM t").fetchone()
+        expected = tuple(sqlite_changes.encode_json(column, None) if column in JSON_COLUMNS
+                         else None for column in ("checkpoint", "result", "error", "worker_id"))
+        kept = ("c", "r", "e", "w")
+        assert row == tuple(want if column in change.values else old for column, want, old in
+                            zip(("checkpoint", "result", "error", "worker_id"), expected, kept,
+                                strict=True))
+    assert sqlite_changes.null_literal("checkpoint") == "'{}'"
+    assert sqlite_changes.null_literal("result") == "NULL"
 
 
 @pytest.mark.parametrize("now", [10.0, 20.5, 1_764_620_000.123456, 0.1 + 0.2])

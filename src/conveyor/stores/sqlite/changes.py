@@ -46,6 +46,25 @@ def encode_json(column: str, value: Any) -> str | None:
     return payload.dumps(value)
 
 
+def null_literal(column: str) -> str:
+    """What a None in ``column`` is written as, in the statement's text: ``NULL``, or the
+    JSON column's stored None (:data:`_JSON_NONE`, a fixed literal without quotes of its own).
+
+    Not bound: Python's sqlite3 binds a None only after asking its adapter registry and both
+    ``__adapt__`` and ``__conform__`` for one, the failed attribute lookups raising and
+    clearing an AttributeError each (~3,000 instructions per None; callgrind). A worker's
+    completion clears four columns, so it bound four Nones per job. Whether a value is None
+    is part of a change's shape (:func:`lookup_key` holds each value's type), so the literal
+    is part of the statement that shape keeps.
+    """
+    stored = _JSON_NONE.get(column) if column in JSON_COLUMNS else None
+    if stored is None:
+        return "NULL"
+    assert "'" not in stored
+    assert "?" not in stored
+    return f"'{stored}'"
+
+
 def set_clause(column: str, value: Any, now: float) -> tuple[str, Any]:
     """``column = ?`` and its argument, resolving the store-side markers."""
     if column not in SETTABLE_COLUMNS:
@@ -73,6 +92,11 @@ def _assignments(change: Change, now: float,
         sets.append("state = ?")
         args.append(change.to_state.value)
     for column, value in change.values.items():
+        if value is None:  # written in the text, not bound (null_literal)
+            if column not in SETTABLE_COLUMNS:
+                raise ValueError(f"column {column!r} may not be set")
+            sets.append(f"{column} = {null_literal(column)}")
+            continue
         if column in json_values:
             if column not in SETTABLE_COLUMNS:
                 raise ValueError(f"column {column!r} may not be set")
@@ -137,6 +161,10 @@ class _Plain:
     """How any other plain value is given: as the database takes it (:data:`_AS_STORED`)."""
 
 
+class _Null:
+    """A None: not given at all, its literal is in the statement (:func:`null_literal`)."""
+
+
 class _AsStored(dict[type, Callable[[Any], Any] | None]):
     """How a plain value of each type is bound (by :func:`set_clause` and
     :func:`_arguments`): a bool as 0 or 1, an aware datetime as its epoch, anything else as
@@ -161,7 +189,7 @@ class Shape(NamedTuple):
 
     sql: tuple[str, str]
     head: tuple[str, ...]  # the target state, if the change moves the job
-    #: each value's column and how it is given: its marker class, _Json or _Plain (decided
+    #: each value's column and how it is given: its marker class, _Json, _Plain or _Null (decided
     #: once per shape, so :func:`_arguments` tests each value once, not down a chain)
     columns: tuple[tuple[str, type], ...]
     states: tuple[str, ...]
@@ -209,10 +237,12 @@ def _shape(change: Change, now: float, json_values: Mapping[str, str | None]) ->
     sets, _ = _assignments(change, now, json_values)  # validates every column and flag
     where, _ = _guards(change, now)
     head = 1 + (change.to_state is not None)
-    kinds = [marker_kind(value) for value in change.values.values()]
-    width = head + len(kinds) + 1 + len(change.when) + 2 * (change.lease is not None)
+    kinds = [_Null if value is None else marker_kind(value)
+             for value in change.values.values()]
+    bound = [kind for kind in kinds if kind is not _Null]  # the values given, in order
+    width = head + len(bound) + 1 + len(change.when) + 2 * (change.lease is not None)
     guards = sum((change.lease_expired, change.due, change.pause_expired))
-    now_at = (0, *(head + n for n, kind in enumerate(kinds) if kind in (DbNow, FirstTime)),
+    now_at = (0, *(head + n for n, kind in enumerate(bound) if kind in (DbNow, FirstTime)),
               *range(width, width + guards))
     head_values = () if change.to_state is None else (change.to_state.value,)
     columns = tuple([(column, kind or (_Json if column in JSON_COLUMNS else _Plain))
@@ -236,6 +266,8 @@ def _arguments(shape: Shape, change: Change, now: float,
     args: list[Any] = [now, *shape.head]
     values = change.values
     for column, kind in shape.columns:
+        if kind is _Null:  # in the statement's text
+            continue
         value = values[column]
         if kind is _Plain:
             convert = _AS_STORED[type(value)]
@@ -280,6 +312,8 @@ def _builder(head: tuple[str, ...], columns: tuple[tuple[str, type], ...],
     parts = ["0.0", *(repr(state) for state in head)]
     for column, kind in columns:
         value = f"values[{column!r}]"
+        if kind is _Null:  # in the statement's text
+            continue
         if kind is _Plain:
             parts.append(f"(_v if (_c := _as_stored[type(_v := {value})]) is None else _c(_v))")
         elif kind is _Json:  # encode_json, inline

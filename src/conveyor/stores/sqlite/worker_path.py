@@ -109,13 +109,16 @@ def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], t
 
 @functools.lru_cache(maxsize=64)
 def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
-                 one_queue: bool) -> ClaimPlan:
+                 one_queue: bool, one_job: bool = False) -> ClaimPlan:
     """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
-    job types, from one queue or from any), made once per worker."""
+    job types, from one queue or from any), made once per worker. ``one_job``: the claim's
+    limit is 1, its job picked by a scalar subquery (``seq = (...)``), which spares SQLite
+    the temporary index a ``seq IN (...)`` builds of the picked rows at each claim."""
     return subquery_claim_plan(
         template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
         job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
-        pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any")
+        pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any",
+        pick="=" if one_job else "IN")
 
 
 _PENDING = JobState.PENDING.value
@@ -352,7 +355,7 @@ class SQLiteWorkerPath:
             # (and the next ones too, until one finds only pending jobs and no limit set)
             types = sorted(set(job_types))
             plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
-                                 bool(queues))
+                                bool(queues), limit == 1)
             scope = queues[:1]
             claimed = conn.execute(plan.statement, plan.arguments(
                 [*scope, now, *types, *scope, *types, limit], now)).fetchall()
