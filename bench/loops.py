@@ -191,8 +191,9 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     The statements are the store's own for jobs without unique keys or dependencies: one
     transaction per job of ``insert_job_plain`` and its ``create`` history row
     (``insert_created_last``); then ``bulk`` jobs in one transaction (``insert_job_plain``
-    for each, their history rows by one ``insert_created_after``)."""
-    from conveyor.stores.sqlite.inserts import plain_job_rows
+    for each, in multi-row statements as the store runs it (``insert_rows``), their history
+    rows by one ``insert_created_after``)."""
+    from conveyor.stores.sqlite.inserts import insert_rows, plain_job_rows
     from conveyor.stores.sqlite.store import _Q, SQLiteStore
 
     store = SQLiteStore(url)
@@ -216,7 +217,7 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     (last,) = conn.execute(_Q["last_seq"]).fetchone()
-    conn.executemany(_Q["insert_job_plain"], rows)
+    insert_rows(conn, _Q["insert_job_plain"], rows)
     conn.execute(_Q["insert_created_after"], (now, "api", last or 0))
     conn.execute("COMMIT")
     many = bulk / (time.perf_counter() - started)

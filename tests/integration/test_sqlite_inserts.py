@@ -99,3 +99,67 @@ def test_one_job_needing_more_than_the_plain_row_makes_none(value: str) -> None:
             NewJob(id="b", job_type="t", params={}, **{value: given[value]})]
     assert plain_job_rows(jobs, 1.0) is None
     assert plain_job_rows(jobs[:1], 1.0) is not None
+
+
+def _rows_in_order(store: SQLiteStore) -> list[dict[str, object]]:
+    with sqlite3.connect(store.path) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute("SELECT * FROM jobs ORDER BY seq")]
+
+
+@pytest.mark.parametrize("count", [2, 7, 8, 9, 63, 64, 65, 72, 73, 200])
+@pytest.mark.parametrize("full", [False, True])
+def test_a_batch_in_multi_row_statements_writes_what_one_row_at_a_time_writes(
+        tmp_path: Any, count: int, full: bool) -> None:
+    """A batch goes in as multi-row INSERTs of several sizes (insert_rows); its rows, their
+    seq order and their create rows are those of the same jobs inserted one at a time, for
+    every split of the batch into those sizes (a full row: insert_job, by its trace)."""
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" if full else None
+    jobs = [NewJob(id=f"j{n:04}", job_type="t", params={"n": n}, queue=f"q{n % 3}",
+                   priority=n % 5, max_attempts=n % 4 + 1, timeout=None if n % 2 else 1.5,
+                   delay=float(n % 7), backoff={"base": n}, trace=trace)
+               for n in range(count)]
+    batched, single = (SQLiteStore(f"sqlite:///{tmp_path / name}.db")
+                       for name in ("batched", "single"))
+    try:
+        for opened in (batched, single):
+            opened.migrate()
+            opened._clock = lambda: 1000.0
+        returned = batched.insert_jobs(jobs, actor="a")
+        for job in jobs:
+            single.insert_jobs([job], actor="a")
+        assert [job.id for job in returned] == [job.id for job in jobs]
+        assert _rows_in_order(batched) == _rows_in_order(single)
+        for job in (jobs[0], jobs[-1]):
+            assert batched.history(job.id)[0].action == "create"
+            assert ([(h.job_id, h.at, h.action, h.to_state, h.actor)
+                     for h in batched.history(job.id)]
+                    == [(h.job_id, h.at, h.action, h.to_state, h.actor)
+                        for h in single.history(job.id)])
+    finally:
+        batched.close()
+        single.close()
+
+
+@pytest.mark.parametrize("bad", [0, 40, 64, 70, 99])
+def test_a_row_refused_in_a_multi_row_statement_writes_nothing_of_the_batch(
+        store: SQLiteStore, bad: int) -> None:
+    """A CHECK constraint refusing one row (a bad timeout, past the app's checks) rolls back
+    the whole batch, wherever the row falls among the statements."""
+    from conveyor.errors import StoreError
+
+    jobs = [NewJob(id=f"j{n}", job_type="t", params={}, timeout=-1.0 if n == bad else None)
+            for n in range(100)]
+    with pytest.raises(StoreError, match="CHECK constraint failed"):
+        store.insert_jobs(jobs)
+    assert _rows_in_order(store) == []
+    assert store._read("SELECT count(*) FROM job_history")[0][0] == 0
+
+
+def test_multi_row_repeats_the_values_of_a_one_row_insert() -> None:
+    from conveyor.stores.sqlite.inserts import multi_row
+
+    assert multi_row("INSERT INTO t (a, b)\nVALUES (?, ?);\n", 3) == (
+        "INSERT INTO t (a, b)\nVALUES (?, ?), (?, ?), (?, ?)")
+    with pytest.raises(ValueError):
+        multi_row("INSERT INTO t (a) SELECT 1", 2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import itertools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -45,6 +47,56 @@ def plain_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]] 
             return None
         append(job_head(new, now, backoffs))
     return rows
+
+
+#: The most bound values one multi-row statement takes: SQLite's default
+#: ``SQLITE_MAX_VARIABLE_NUMBER`` before 3.32, so that a build of SQLite that kept it works too.
+MAX_VALUES = 999
+#: The fewest rows a multi-row statement is made for (below it rows go one statement each).
+SMALL_CHUNK = 8
+
+
+def insert_rows(conn: sqlite3.Connection, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run the one-row ``INSERT ... VALUES (?, ...)`` ``statement`` for each of ``rows``, in
+    their order, with as few statements as it takes: ``n`` rows per statement
+    (``INSERT ... VALUES (...), (...), ...``, :func:`multi_row`), in three sizes (the most
+    that :data:`MAX_VALUES` allows, rounded down to a power of two; :data:`SMALL_CHUNK`; one).
+
+    Each row is inserted as the one-row statement inserts it, in order (so seq numbers follow
+    the rows): the same constraints checked, the same indexes written. What is saved is each
+    statement's own work, done once per statement instead of once per row: the reset and
+    binding set-up, opening a cursor on the table and on each of its indexes, and closing
+    the statement (callgrind, 10,000 plain jobs: about 28,000 of the 66,000 instructions per
+    job of the write).
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    big = 1 << ((MAX_VALUES // width).bit_length() - 1)
+    done = 0
+    for size in (big, SMALL_CHUNK) if big > SMALL_CHUNK else (big,):
+        if size <= 1:
+            break
+        count = (len(rows) - done) // size
+        if count:
+            end = done + count * size
+            chain = itertools.chain.from_iterable
+            conn.executemany(multi_row(statement, size),
+                             (list(chain(rows[at:at + size])) for at in range(done, end, size)))
+            done = end
+    if done < len(rows):
+        conn.executemany(statement, rows[done:])
+
+
+@functools.lru_cache(maxsize=16)
+def multi_row(statement: str, rows: int) -> str:
+    """The one-row ``INSERT ... VALUES (?, ..., ?)`` ``statement`` for ``rows`` rows at once
+    (made from the statement as it is, so a statement a test swaps for an older schema's
+    gets its own)."""
+    head, found, values = statement.rstrip().rstrip(";").rpartition("VALUES")
+    if not found or values.count("(") != 1:
+        raise ValueError(f"not a one-row INSERT ... VALUES: {statement!r}")
+    return f"{head}VALUES {', '.join([values.strip()] * rows)}"
 
 
 class _Store(Protocol):
@@ -87,7 +139,7 @@ class SQLiteInserts:
                                  created if row[6] == now else ts(row[6]) or created)]
         with self._write() as conn:
             (last,) = conn.execute(_Q["last_seq"]).fetchone()
-            conn.executemany(statement, rows)
+            insert_rows(conn, statement, rows)
             # the batch's jobs are those past the last seq (the write lock is held), each
             # with its create row, written by one statement: its values are the same
             # for every job but the job's own
