@@ -163,3 +163,23 @@ def test_multi_row_repeats_the_values_of_a_one_row_insert() -> None:
         "INSERT INTO t (a, b)\nVALUES (?, ?), (?, ?), (?, ?)")
     with pytest.raises(ValueError):
         multi_row("INSERT INTO t (a) SELECT 1", 2)
+
+
+def test_no_row_binds_none_and_null_columns_stay_null(store: SQLiteStore) -> None:
+    """A column left NULL (no timeout, requeue, unique key, trace or limit key) is bound as
+    two values, never as None (which costs sqlite3 an adapter lookup); it is still NULL."""
+    from conveyor.stores.sqlite.inserts import plain_job_rows
+
+    jobs = [NewJob(id="a", job_type="t", params={}),
+            NewJob(id="b", job_type="t", params={}, timeout=2, limit_key="",
+                   trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    plain = plain_job_rows(jobs[:1], 1.0)
+    assert plain is not None
+    assert all(None not in row for row in [*plain, *new_job_rows(jobs, 1.0)])
+    store.insert_jobs(jobs)
+    a, b = _row(store, "a"), _row(store, "b")
+    for column in ("timeout", "requeued_from", "unique_key", "trace", "limit_key"):
+        assert a[column] is None
+    assert (b["timeout"], b["limit_key"], b["requeued_from"]) == (2.0, "", None)
+    assert isinstance(b["timeout"], float)  # the column's REAL affinity, as when bound alone
+    assert store.get_job("b").trace == jobs[1].trace
