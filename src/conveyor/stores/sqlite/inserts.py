@@ -163,7 +163,7 @@ def insert_shared(conn: sqlite3.Connection, statement: str, batch: PlainBatch,
         head = (now, *shared)
         big = 1 << (((MAX_VALUES - len(head)) // width).bit_length() - 1)
         end = at + count
-        for size in (big, SMALL_CHUNK, 1):
+        for size in (big, SMALL_CHUNK, 1) if big > SMALL_CHUNK else (big, 1):
             chunks = (end - at) // size
             if chunks:
                 stop = at + chunks * size
