@@ -16,7 +16,6 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from conveyor import payload
 from conveyor.errors import DuplicateJob, StoreError
 from conveyor.model import Job
 from conveyor.stores.base import NewJob, inserted_job
@@ -24,13 +23,21 @@ from conveyor.stores.sqlite.config import autocommits, outbox_connection
 from conveyor.stores.sqlite.dependencies import link
 from conveyor.stores.sqlite.queries import QUERIES as _Q
 from conveyor.stores.sqlite.rows import (
-    epoch,
+    encoded,
     job_head,
     new_history_rows,
     new_job_rows,
     row_to_job,
     ts,
 )
+
+
+def plain(new: NewJob) -> bool:
+    """Whether ``new``'s row is all that ``insert_job_plain`` (and, in a batch,
+    ``insert_job_shared``) writes: none of the last columns set (progress, requeued_from,
+    trace, limit_key), and no unique key or dependencies (the keyed path)."""
+    return (new.progress is None and new.requeued_from is None and new.unique_key is None
+            and new.trace is None and new.limit_key is None and not new.depends_on)
 
 
 def plain_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]] | None:
@@ -44,9 +51,7 @@ def plain_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]] 
     append = rows.append
     backoffs: dict[int, str] = {}
     for new in jobs:
-        if (new.progress is not None or new.requeued_from is not None
-                or new.unique_key is not None or new.trace is not None
-                or new.limit_key is not None or new.depends_on):
+        if not plain(new):
             return None
         append(job_head(new, now, backoffs))
     return rows
@@ -124,15 +129,10 @@ def plain_batch(jobs: Iterable[NewJob], now: float) -> PlainBatch | None:
     backoffs: dict[int, str] = {}
     shared: tuple[Any, ...] | None = None
     count = 0
-    dumps = payload.dumps
     for new in jobs:
-        if (new.progress is not None or new.requeued_from is not None
-                or new.unique_key is not None or new.trace is not None
-                or new.limit_key is not None or new.depends_on):
+        if not plain(new):
             return None
-        backoff = new.backoff_json or backoffs.get(id(new.backoff))
-        if backoff is None:
-            backoff = backoffs[id(new.backoff)] = dumps(new.backoff)
+        params, run_at, backoff = encoded(new, now, backoffs)
         timeout = new.timeout
         values = (new.job_type, new.queue, new.priority, new.max_attempts,
                   0 if timeout is None else 1, 0 if timeout is None else timeout,
@@ -142,9 +142,7 @@ def plain_batch(jobs: Iterable[NewJob], now: float) -> PlainBatch | None:
                 runs.append((shared, count))  # type: ignore[arg-type]
             shared, count = values, 0
         count += 1
-        params = new.params_json
-        add((new.id, params if params is not None else dumps(new.params),
-             epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)))
+        add((new.id, params, run_at))
     if count:
         runs.append((shared, count))  # type: ignore[arg-type]
     return runs, own

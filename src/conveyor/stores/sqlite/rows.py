@@ -111,17 +111,25 @@ _NULL_TEXT = (0, "")
 
 def job_head(new: NewJob, now: float, backoffs: dict[int, str]) -> tuple[Any, ...]:
     """The first ``PLAIN_COLUMNS`` values of ``new``'s ``insert_job`` row: all that
-    ``insert_job_plain`` takes. ``backoffs``: the batch's encoded policies by the dict's id,
-    so that a batch of one type encodes its shared backoff once."""
+    ``insert_job_plain`` takes. ``backoffs``: see :func:`encoded`."""
+    params, run_at, backoff = encoded(new, now, backoffs)
+    timeout = new.timeout  # two arguments, 0 and 0 for NULL: see _NULL_TEXT
+    return (new.id, new.job_type, new.queue, new.priority, params, new.max_attempts, run_at,
+            run_at, 0 if timeout is None else 1, 0 if timeout is None else timeout,
+            new.pause_timeout, backoff, now, now)
+
+
+def encoded(new: NewJob, now: float, backoffs: dict[int, str]) -> tuple[str, float, str]:
+    """``new``'s params, run_at and backoff as its row stores them, for every statement that
+    inserts a job (``insert_job``, ``insert_job_plain``, ``insert_job_shared``): the run_at
+    with its delay added, the JSON encoded once. ``backoffs``: the batch's encoded policies
+    by the dict's id, so that a batch of one type encodes its shared backoff once."""
     run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
     params = new.params_json if new.params_json is not None else payload.dumps(new.params)
     backoff = new.backoff_json or backoffs.get(id(new.backoff))
     if backoff is None:
         backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
-    timeout = new.timeout  # two arguments, 0 and 0 for NULL: see _NULL_TEXT
-    return (new.id, new.job_type, new.queue, new.priority, params, new.max_attempts, run_at,
-            run_at, 0 if timeout is None else 1, 0 if timeout is None else timeout,
-            new.pause_timeout, backoff, now, now)
+    return params, run_at, backoff
 
 
 def new_history_rows(jobs: Iterable[NewJob], now: float, actor: str) -> list[tuple[Any, ...]]:
