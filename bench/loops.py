@@ -190,9 +190,10 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     beforehand: the floor that the schema and SQLite set, before any of conveyor's Python.
     The statements are the store's own for jobs without unique keys or dependencies: one
     transaction per job of ``insert_job_plain`` and its ``create`` history row
-    (``insert_created_last``); then ``bulk`` jobs in one transaction (``insert_job_plain``
-    for each, their history rows by one ``insert_created_after``)."""
-    from conveyor.stores.sqlite.inserts import plain_job_rows
+    (``insert_created_last``); then ``bulk`` jobs in one transaction (``insert_job_shared``
+    in multi-row statements as the store runs it (``plain_batch``, ``insert_shared``), their
+    history rows by one ``insert_created_after``)."""
+    from conveyor.stores.sqlite.inserts import insert_shared, plain_batch, plain_job_rows
     from conveyor.stores.sqlite.store import _Q, SQLiteStore
 
     store = SQLiteStore(url)
@@ -211,12 +212,12 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
         checkpoints.committed()
     single = jobs / (time.perf_counter() - started)
     now = time.time()
-    rows = plain_job_rows(_new_jobs(bulk), now)
-    assert rows is not None
+    batch = plain_batch(_new_jobs(bulk), now)
+    assert batch is not None
     started = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     (last,) = conn.execute(_Q["last_seq"]).fetchone()
-    conn.executemany(_Q["insert_job_plain"], rows)
+    insert_shared(conn, _Q["insert_job_shared"], batch, now)
     conn.execute(_Q["insert_created_after"], (now, "api", last or 0))
     conn.execute("COMMIT")
     many = bulk / (time.perf_counter() - started)

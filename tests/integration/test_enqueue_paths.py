@@ -220,3 +220,27 @@ def test_a_bad_request_without_options_fails_its_batch_as_enqueue_fails(
             app.enqueue_many(requests)
         assert str(batch.value) == str(alone.value)
     assert app.count_jobs() == 0
+
+
+def test_requests_without_params_take_their_types_checked_answer(app: Conveyor) -> None:
+    """A run of requests without params of one type is checked in full at its first request
+    and built as _new_job builds each; a type whose function needs a param refuses every one
+    of them, as enqueue() does, wherever it stands after a request that fitted."""
+    requests = [EnqueueRequest("plain"), EnqueueRequest("plain"),
+                EnqueueRequest("plain", None),  # type: ignore[arg-type]
+                EnqueueRequest("plain", {"n": 1}), EnqueueRequest("plain"),
+                EnqueueRequest("typed", {"tenant": "t"}), EnqueueRequest("plain")]
+    news = app._new_jobs(requests)
+    for request, new in zip(requests, news, strict=True):
+        alone = app._new_job(request.job_type, request.params, queue=None, priority=None,
+                             run_at=None, delay=None, batch_trace=(new.trace,),
+                             job_id=new.id)
+        assert new == alone
+    assert news[0].params is requests[0].params  # as _new_job keeps it
+    with pytest.raises(Exception) as alone_error:
+        app.enqueue("typed")
+    for before in ([], [EnqueueRequest("typed", {"tenant": "t"})]):
+        with pytest.raises(type(alone_error.value)) as batch:
+            app.enqueue_many([*before, EnqueueRequest("typed"), EnqueueRequest("typed")])
+        assert str(batch.value) == str(alone_error.value)
+    assert app.count_jobs() == 0

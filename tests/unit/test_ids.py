@@ -94,3 +94,25 @@ def test_a_batch_in_a_new_millisecond_starts_from_a_random_counter(
         assert first >> 80 == now[0] // 1_000_000
         starts.add(first >> 64 & 0xFFF)
     assert len(starts) > 1 and max(starts) < 0x800  # a seed of 11 bits: room to count up
+
+
+@pytest.mark.parametrize("count", [1, 2, 4095, 4096, 4097, 10_000])
+def test_a_batch_written_a_batch_at_a_time_is_made_of_its_places_and_random_bits(
+        monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """Each id of a batch is its place's millisecond and counter, version 7, the RFC's
+    variant, and random bits that differ from id to id, across the milliseconds a batch
+    spans (a counter starting high carries into the next one mid-batch)."""
+    frozen = time.time_ns()
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    ids._clock.reserve(1, 0xFF0)  # the next batch starts 15 places before a carry
+    made = ids.new_job_ids(count)
+    assert len(made) == count
+    first = (frozen // 1_000_000) << 12 | 0xFF1
+    for n, text in enumerate(made):
+        value = uuid.UUID(text)
+        assert re.fullmatch(JOB_ID_PATTERN, text) and str(value) == text
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+        assert (value.int >> 80) << 12 | (value.int >> 64) & 0xFFF == first + n
+    assert len({text[-17:] for text in made}) == count
+    assert made == sorted(made)

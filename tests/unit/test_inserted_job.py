@@ -50,6 +50,7 @@ def test_inserted_job_is_the_job_init_makes(new: NewJob) -> None:
     assert made == expected
     assert repr(made) == repr(expected)
     assert list(vars(made).items()) == list(vars(expected).items())  # order too
+    assert list(vars(made.progress).items()) == list(vars(expected.progress).items())
     assert dataclasses.asdict(made) == dataclasses.asdict(expected)
     assert made.existing is False and made.error is None and made.attempt == 0
 
@@ -57,6 +58,9 @@ def test_inserted_job_is_the_job_init_makes(new: NewJob) -> None:
 def test_inserted_jobs_share_no_mutable_value() -> None:
     new = NEWS[1]
     one, two = inserted_job(new, _NOW, _NOW), inserted_job(new, _NOW, _NOW)
+    plain = NewJob(id="plain", job_type="t", params={})
+    first, second = inserted_job(plain, _NOW, _NOW), inserted_job(plain, _NOW, _NOW)
+    assert first.progress.last_checkpoint is not second.progress.last_checkpoint
     for name in ("params", "backoff", "progress"):
         assert getattr(one, name) is not getattr(two, name)
         assert getattr(one, name) is not getattr(new, name)

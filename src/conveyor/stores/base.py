@@ -174,14 +174,21 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     values["job_type"] = new.job_type
     values["params"] = params
     values["max_attempts"] = new.max_attempts
-    values["progress"] = JobProgress() if progress is None else JobProgress(
-        progress.current_step, progress.total_steps, progress.last_checkpoint or {})
+    if progress is None:  # most jobs: JobProgress() as its __init__ makes it, without the call
+        fresh = _new_job_object(JobProgress)
+        fresh.current_step = 0
+        fresh.total_steps = 0
+        fresh.last_checkpoint = {}
+        values["progress"] = fresh
+    else:
+        values["progress"] = JobProgress(progress.current_step, progress.total_steps,
+                                         progress.last_checkpoint or {})
     values["queue"] = new.queue
     values["priority"] = new.priority
     values["run_at"] = run_at
     values["timeout"] = new.timeout
     values["pause_timeout"] = new.pause_timeout
-    values["backoff"] = dict(new.backoff)
+    values["backoff"] = new.backoff.copy()
     if new.requeued_from is not None:
         values["requeued_from"] = new.requeued_from
     if new.unique_key is not None:
@@ -200,6 +207,20 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
 
 
 _new_job_object = object.__new__
+
+
+def _check_fresh_progress() -> None:
+    """:func:`inserted_job` makes a new job's ``JobProgress()`` by setting its three fields on
+    a bare object (the dataclass's ``__init__`` call cost more than the rest of the progress):
+    refused at import if that would not be the object ``JobProgress()`` makes."""
+    names = tuple(spec.name for spec in dataclasses.fields(JobProgress))
+    if (names != ("current_step", "total_steps", "last_checkpoint")
+            or hasattr(JobProgress, "__post_init__") or hasattr(JobProgress, "__slots__")
+            or JobProgress.__setattr__ is not object.__setattr__):
+        raise TypeError("inserted_job sets JobProgress's fields one by one: update it")
+
+
+_check_fresh_progress()
 
 
 @dataclass(frozen=True)

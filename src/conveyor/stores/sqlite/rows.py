@@ -70,11 +70,12 @@ def epoch(value: datetime) -> float:
 
 
 #: The last values of an ``insert_job`` row (current_step, total_steps, checkpoint,
-#: requeued_from, unique_key, trace, limit_key) when all are the jobs table's defaults, as for
+#: requeued_from, unique_key, trace, limit_key: the last four as NULL, see :data:`_NULL_TEXT`)
+#: when all are the jobs table's defaults, as for
 #: most new jobs: such a row is written by ``insert_job_plain``, which binds only its first
 #: ``PLAIN_COLUMNS`` values and leaves these to the table (fewer values bound and copied).
-PLAIN_TAIL: tuple[Any, ...] = (0, 0, "{}", None, None, None, None)
-PLAIN_COLUMNS = 13
+PLAIN_TAIL: tuple[Any, ...] = (0, 0, "{}", 0, "", 0, "", 0, "", 0, "")
+PLAIN_COLUMNS = 14
 
 
 def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
@@ -88,25 +89,47 @@ def new_job_rows(jobs: Iterable[NewJob], now: float) -> list[tuple[Any, ...]]:
         progress = new.progress or _NO_PROGRESS
         checkpoint = ("{}" if not progress.last_checkpoint
                       else payload.dumps(progress.last_checkpoint))
+        requeued_from, unique_key, trace, limit_key = (
+            new.requeued_from, new.unique_key, new.trace, new.limit_key)
         rows.append((
             *job_head(new, now, backoffs),
-            progress.current_step, progress.total_steps, checkpoint, new.requeued_from,
-            new.unique_key, new.trace, new.limit_key,
+            progress.current_step, progress.total_steps, checkpoint,
+            *(_NULL_TEXT if requeued_from is None else (1, requeued_from)),
+            *(_NULL_TEXT if unique_key is None else (1, unique_key)),
+            *(_NULL_TEXT if trace is None else (1, trace)),
+            *(_NULL_TEXT if limit_key is None else (1, limit_key)),
         ))
     return rows
 
 
+#: The two arguments of a text column left NULL (``CASE ? WHEN 1 THEN ? END`` in the insert
+#: statements; a value given is ``(1, value)``): None is never bound, since Python's sqlite3
+#: binds it through its adapter lookup, which raises and clears an AttributeError (about ten
+#: times the cost of binding an int or a str; see ``insert_job`` in queries.sql).
+_NULL_TEXT = (0, "")
+
+
 def job_head(new: NewJob, now: float, backoffs: dict[int, str]) -> tuple[Any, ...]:
     """The first ``PLAIN_COLUMNS`` values of ``new``'s ``insert_job`` row: all that
-    ``insert_job_plain`` takes. ``backoffs``: the batch's encoded policies by the dict's id,
-    so that a batch of one type encodes its shared backoff once."""
+    ``insert_job_plain`` takes. ``backoffs``: see :func:`encoded`."""
+    params, run_at, backoff = encoded(new, now, backoffs)
+    timeout = new.timeout  # two arguments, 0 and 0 for NULL: see _NULL_TEXT
+    return (new.id, new.job_type, new.queue, new.priority, params, new.max_attempts, run_at,
+            run_at, 0 if timeout is None else 1, 0 if timeout is None else timeout,
+            new.pause_timeout, backoff, now, now)
+
+
+def encoded(new: NewJob, now: float, backoffs: dict[int, str]) -> tuple[str, float, str]:
+    """``new``'s params, run_at and backoff as its row stores them, for every statement that
+    inserts a job (``insert_job``, ``insert_job_plain``, ``insert_job_shared``): the run_at
+    with its delay added, the JSON encoded once. ``backoffs``: the batch's encoded policies
+    by the dict's id, so that a batch of one type encodes its shared backoff once."""
     run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
     params = new.params_json if new.params_json is not None else payload.dumps(new.params)
     backoff = new.backoff_json or backoffs.get(id(new.backoff))
     if backoff is None:
         backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
-    return (new.id, new.job_type, new.queue, new.priority, params, new.max_attempts, run_at,
-            run_at, new.timeout, new.pause_timeout, backoff, now, now)
+    return params, run_at, backoff
 
 
 def new_history_rows(jobs: Iterable[NewJob], now: float, actor: str) -> list[tuple[Any, ...]]:
