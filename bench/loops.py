@@ -303,7 +303,7 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
 
 def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float, float]:
     """:func:`sqlite_conveyor_sql` on PostgreSQL: conveyor's one-job statement (job, history
-    row and NOTIFY, sent through :func:`conveyor.stores.postgres.wire.one` as enqueue()
+    row and NOTIFY, sent through :func:`conveyor.stores.postgres.wire.one_text` as enqueue()
     sends it), then its batch (COPY of the jobs and of their history rows, and the
     NOTIFY, in one transaction), with rows and parameters prepared beforehand."""
     from conveyor.stores.postgres import wire
@@ -313,6 +313,7 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
         copy_history_row,
         copy_job_row,
         one_job_params,
+        one_job_text,
     )
     from conveyor.stores.postgres.store import _Q, PostgresStore
 
@@ -320,10 +321,14 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
     store.migrate()
     store.close()
     conn = _pg_connect(url, schema)
-    params = [one_job_params(n, "api", "bench") for n in _new_jobs(jobs)]
+    news = _new_jobs(jobs + 1)
+    # prepared once (as enqueue() prepares it on a connection's first insert, through wire.one)
+    assert wire.one(conn, _Q["insert_job"], one_job_params(news.pop(), "api", "bench"))
+    sent = [values for n in news if (values := one_job_text(n, "api", "bench")) is not None]
+    assert len(sent) == jobs
     started = time.perf_counter()
-    for one in params:  # sent as enqueue() sends it: prepared once, then Bind/Execute/Sync
-        assert wire.one(conn, _Q["insert_job"], one) is not None
+    for values in sent:  # then as enqueue() sends it: Bind/Execute/Sync, its values as text
+        assert wire.one_text(conn, _Q["insert_job"], values)
     single = jobs / (time.perf_counter() - started)
     batch = _new_jobs(bulk)
     job_rows = [copy_job_row(new) for new in batch]

@@ -18,11 +18,12 @@ from conveyor import payload, transitions
 from conveyor.changes import Lease
 from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
-from conveyor.model import Job, JobError
+from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import JobQuery, NewJob
 from conveyor.stores.postgres import PostgresStore, wire
-from conveyor.stores.postgres.common import Conn
+from conveyor.stores.postgres.common import QUERIES, Conn
 from conveyor.stores.postgres.rows import TextArray, json_loads, register_loaders
+from conveyor.stores.postgres.statements import ONE_JOB_ORDER, one_job_params, one_job_text
 from tests.conftest import pg_test_url
 
 pytestmark = pytest.mark.postgres
@@ -300,14 +301,18 @@ def test_one_enqueue_through_libpq_lands_as_through_psycopg(
     with psycopg.connect(pg_test_url(), autocommit=True) as listener:
         listener.execute(psycopg.sql.SQL("LISTEN {}").format(
             psycopg.sql.Identifier(store._settings.channel)))
-        ours = [_enqueued(store, new()) for _ in range(3)]  # the first prepares the statement
+        # the first prepares the statement (through wire.one), the others go through
+        # wire.one_text (the parameters encoded by statements.one_job_text)
+        ours = [_enqueued(store, new()) for _ in range(3)]
         sent = store._run("read", lambda conn: list(conn._conveyor_wire.prepared))  # type: ignore[attr-defined]
         assert any("INSERT INTO job_history" in statement for statement in sent)
+        monkeypatch.setattr(wire, "one_text", lambda conn, statement, values: None)
+        dicts = [_enqueued(store, new()) for _ in range(2)]  # wire.one, the params' dict
         monkeypatch.setattr(wire, "one", lambda conn, statement, params: None)
-        theirs = [_enqueued(store, new()) for _ in range(2)]
-        woken = list(listener.notifies(timeout=1.0, stop_after=5))
-    assert ours[1:] == ours[:2] and theirs == ours[:2]
-    assert [n.channel for n in woken] == [store._settings.channel] * 5
+        theirs = [_enqueued(store, new()) for _ in range(2)]  # psycopg
+        woken = list(listener.notifies(timeout=1.0, stop_after=7))
+    assert ours[1:] == ours[:2] and dicts == ours[:2] and theirs == ours[:2]
+    assert [n.channel for n in woken] == [store._settings.channel] * 7
 
 
 def test_one_enqueue_fails_as_through_psycopg(store: PostgresStore,
@@ -318,13 +323,49 @@ def test_one_enqueue_fails_as_through_psycopg(store: PostgresStore,
     store.insert_jobs([first])
     store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="a", params={})])  # prepared
     failures = []
-    for lean in (True, False):
-        if not lean:
+    for path in ("one_text", "one", "psycopg"):
+        if path == "one":
+            monkeypatch.setattr(wire, "one_text", lambda conn, statement, values: None)
+        if path == "psycopg":
             monkeypatch.setattr(wire, "one", lambda conn, statement, params: None)
         with pytest.raises(StoreError) as caught:
             store.insert_jobs([NewJob(id=first.id, job_type="b", params={})])
         failures.append((type(caught.value.__context__), str(caught.value)))
         assert store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="a", params={})])
-    assert failures[0] == failures[1]
+    assert failures[0] == failures[1] == failures[2]
     assert failures[0][0] is psycopg.errors.UniqueViolation
     assert [job.job_type for job in store.list_jobs(JobQuery())].count("b") == 0
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"run_at": datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC)}, {"delay": 2.5},
+    {"timeout": 30, "pause_timeout": 3.0, "delay": 0, "priority": -3, "requeued_from": "r",
+     "trace": "t", "limit_key": "k", "params": {"s": "é"}, "params_json": None,
+     "backoff": {"base": 1.0}, "progress": JobProgress(2, 5, {"at": [1, "é"]})},
+])
+def test_one_job_text_is_what_one_sends_for_the_params(options: dict[str, Any]) -> None:
+    """The enqueue's own encoding (statements.one_job_text, sent by wire.one_text) is, value
+    for value, what wire.one sends for one_job_params's dict, in insert_job's placeholder
+    order."""
+    new = NewJob(**{"id": str(uuid.uuid4()), "job_type": "a", "params": {},
+                    "params_json": "{}", **options})
+    assert wire.positional(QUERIES["insert_job"])[1] == ONE_JOB_ORDER  # type: ignore[index]
+    params = one_job_params(new, "tester", "chan")
+    assert one_job_text(new, "tester", "chan") == [wire.text(params[name])
+                                                    for name in ONE_JOB_ORDER]
+
+
+def test_one_job_text_leaves_a_value_it_does_not_send_as_text_to_the_dict() -> None:
+    new = NewJob(id=str(uuid.uuid4()), job_type="a", params={}, timeout=Decimal("1.5"))  # type: ignore[arg-type]
+    assert one_job_text(new, "tester", "chan") is None
+
+
+def test_one_enqueue_after_its_statement_was_deallocated(store: PostgresStore) -> None:
+    """wire.one_text finds the statement gone (nothing ran): the enqueue goes through
+    wire.one, which prepares it again; the job is stored once."""
+    first = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="a", params={})])
+    store._run("deallocate", lambda conn: conn.execute("DEALLOCATE ALL"))
+    (job,) = store.insert_jobs([NewJob(id=str(uuid.uuid4()), job_type="a", params={})])
+    assert store.get_job(job.id) == job
+    assert len(store.list_jobs(JobQuery())) == len(first) + 1
+    assert [h.action for h in store.history(job.id)] == ["create"]

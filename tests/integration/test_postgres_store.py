@@ -542,3 +542,114 @@ def test_retries_and_resume_requests_notify(make_store: Callable[..., PostgresSt
                                  frozenset({JobState.PAUSED}), "op", "")
     assert _time_to_wake(waiter, lambda: producer.apply([resume])) < 1.0
     assert producer.get_job(second.id).resume_requested
+
+
+# -- the parked connection (PostgresStore._checkin) ---------------------------------------------
+
+def _backend_pid(store: PostgresStore) -> int:
+    pid: int = store._run("read the backend", lambda c: c.info.backend_pid)
+    return pid
+
+
+def _requests(store: PostgresStore) -> int:
+    """How many connections were asked of the pool so far."""
+    return store._pool.get_stats().get("requests_num", 0)
+
+
+def test_the_next_statement_reuses_the_parked_connection_without_the_pool(
+        make_store: Callable[..., PostgresStore]) -> None:
+    store = make_store()
+    store.migrate()
+    first = _backend_pid(store)
+    asked = _requests(store)
+    (job,) = store.insert_jobs(_jobs(1))
+    assert store.get_job(job.id) == job
+    assert _backend_pid(store) == first
+    assert _requests(store) == asked  # served by the parked connection each time
+
+
+def test_a_parked_connection_passes_through_the_pool_once_due(
+        make_store: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.stores.postgres import store as store_module
+
+    monkeypatch.setattr(store_module, "PARKED_FOR", -1.0)  # due as soon as it is parked
+    store = make_store()
+    store.migrate()
+    asked = _requests(store)
+    for _ in range(3):
+        store.now()
+    assert _requests(store) == asked + 3  # each statement went through the pool
+
+
+def test_a_store_with_min_size_0_parks_nothing(make_store: Callable[..., PostgresStore]) -> None:
+    store = make_store(min_size=0)
+    store.migrate()
+    store.now()
+    assert store._parked == []
+
+
+def test_a_connection_left_in_a_transaction_is_not_parked(
+        make_store: Callable[..., PostgresStore]) -> None:
+    """The pool rolls it back, as before: the next statement runs in no transaction."""
+    store = make_store(max_size=1)
+    store.migrate()
+    store._run("open a transaction", lambda c: c.execute("BEGIN"))
+    assert store._parked == []
+    status = store._run("read the status", lambda c: c.pgconn.transaction_status)
+    assert status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_parked_connection_the_server_closed_costs_no_failed_call(
+        pg_url: str, make_store: Callable[..., PostgresStore]) -> None:
+    app = f"conveyor_it_{uuid.uuid4().hex[:8]}"
+    store = make_store(_with_query(pg_url, application_name=app))
+    store.migrate()
+    parked = _backend_pid(store)
+    assert len(store._parked) == 1
+    with _admin(pg_url) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (parked,))
+    _wait_until(lambda: parked not in {pid for pid, _ in _backends(pg_url, app)})
+    (job,) = store.insert_jobs(_jobs(1))  # a write: it would not be retried had it failed
+    assert store.get_job(job.id).id == job.id
+    assert _backend_pid(store) != parked
+
+
+def test_a_thread_waiting_for_the_pool_gets_the_connection_given_back(
+        make_store: Callable[..., PostgresStore]) -> None:
+    """One connection, two threads: the one that asks while the other holds it gets it when
+    the other is done (it is not parked while a thread waits in the pool, which would wait
+    out the pool's timeout and fail)."""
+    store = make_store(max_size=1, timeout=5.0)
+    store.migrate()
+    holding = threading.Event()
+    asking = threading.Event()
+
+    def hold(conn: Any) -> None:
+        holding.set()
+        assert asking.wait(10)
+        _wait_until(lambda: store._asking == 1)  # the other thread is in the pool's queue
+        conn.execute("SELECT 1")
+
+    def ask() -> None:
+        assert holding.wait(10)
+        asking.set()
+        got.append(store.now())
+
+    got: list[Any] = []
+    other = threading.Thread(target=ask)
+    other.start()
+    store._run("hold the connection", hold)
+    other.join(30)
+    assert len(got) == 1  # not a StoreError after the pool's 5 s timeout
+    store.now()  # and the store still serves this thread
+
+
+def test_closing_the_store_closes_its_parked_connection(
+        make_store: Callable[..., PostgresStore]) -> None:
+    store = make_store()
+    store.migrate()
+    store.now()
+    ((conn, _, _),) = store._parked
+    store.close()
+    assert store._parked == []
+    assert conn.closed

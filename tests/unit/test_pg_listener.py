@@ -25,6 +25,20 @@ def test_a_wake_up_between_two_waits_ends_the_next_wait_at_once() -> None:
         listener.close()
 
 
+def test_a_wake_up_before_the_first_wait_is_a_no_op() -> None:
+    """The first wait ignores earlier wake-ups (it returns once the LISTEN is up), so a
+    process that never waits (one that only enqueues) takes no lock per wake-up."""
+    listener = WorkListener("host=127.0.0.1 port=1 connect_timeout=1", "work", "pg://test")
+    try:
+        listener.wake()
+        assert listener._seq == 0
+        listener.wait(0.01)
+        listener.wake()  # from now on wake-ups count
+        assert listener._seq >= 1
+    finally:
+        listener.close()
+
+
 def test_a_wake_up_during_a_wait_ends_it() -> None:
     listener = WorkListener("host=127.0.0.1 port=1 connect_timeout=1", "work", "pg://test")
     try:

@@ -38,6 +38,7 @@ from conveyor.stores.postgres.statements import (
     insert_params,
     inserted_jobs,
     one_job_params,
+    one_job_text,
 )
 
 _Q = QUERIES
@@ -48,18 +49,26 @@ _INSERT_JOB_TEXT = _Q["insert_job"]
 T = TypeVar("T")
 
 
-def _insert_one(conn: Conn, params: dict[str, Any]) -> tuple[datetime, int]:
+def _insert_one(conn: Conn, sent: list[bytes | None] | None, new: NewJob, actor: str,
+                channel: str) -> tuple[datetime, int]:
     """Run ``insert_job``; its one row (``created_at``, ``due_in_us``) as a tuple.
 
-    Through libpq itself (:func:`.wire.one`: the statement prepared once per connection, then
-    one Bind/Execute/Sync with its parameters as text): psycopg's cursor around the statement
-    (query conversion, a dumper per parameter, its prepare bookkeeping) was most of the
-    client's CPU per ``enqueue()``. Through psycopg where wire leaves it (a parameter of a
-    type it does not send, a connection in another encoding), as a plain query with tuple
-    rows: no ``sql.SQL`` to compose, no dict per row.
+    Through libpq itself (:func:`.wire.one_text`: the statement prepared once per
+    connection, then one Bind/Execute/Sync with ``sent``, the parameters already encoded as
+    text): psycopg's cursor around the statement (query conversion, a dumper per parameter,
+    its prepare bookkeeping) was most of the client's CPU per ``enqueue()``. The first time
+    on a connection (or when ``sent`` is None) through :func:`.wire.one` with the parameters'
+    dict, which prepares it; through psycopg where wire leaves it (a parameter of a type it
+    does not send, a connection in another encoding), as a plain query with tuple rows: no
+    ``sql.SQL`` to compose, no dict per row.
     """
-    rows = wire.one(conn, _INSERT_JOB_TEXT, params)
-    row = rows[0] if rows else conn.execute(_INSERT_JOB, params, binary=True).fetchone()
+    rows = None if sent is None else wire.one_text(conn, _INSERT_JOB_TEXT, sent)
+    if rows is None:
+        params = one_job_params(new, actor, channel)
+        rows = wire.one(conn, _INSERT_JOB_TEXT, params)
+        row = rows[0] if rows else conn.execute(_INSERT_JOB, params, binary=True).fetchone()
+    else:
+        row = rows[0]
     assert row is not None
     return row[0], row[1]
 
@@ -86,11 +95,15 @@ class PostgresInserts:
         if len(jobs) == 1 and jobs[0].unique_key is None and not jobs[0].depends_on:
             # the commonest enqueue, tested first: one statement in autocommit (job, history
             # row and NOTIFY in one round trip)
-            one = one_job_params(jobs[0], actor, self._settings.channel)
-            at, due_in_us = self._run("insert a job", lambda c: _insert_one(c, one))
+            new, channel = jobs[0], self._settings.channel
+            sent = one_job_text(new, actor, channel)
+            at, due_in_us = self._run("insert a job",
+                                      lambda c: _insert_one(c, sent, new, actor, channel))
             self._listener.wake()
             created = at.astimezone(UTC)
-            return [inserted_job(jobs[0], created, created + timedelta(microseconds=due_in_us))]
+            # due at once (no run_at, no delay: most jobs): no timedelta to make and add
+            due = created + timedelta(microseconds=due_in_us) if due_in_us else created
+            return [inserted_job(jobs[0], created, due)]
         if not jobs:
             return []
         if not any(new.unique_key is not None or new.depends_on for new in jobs):

@@ -55,7 +55,15 @@ class WorkListener:
         return self._listening.is_set()
 
     def wake(self) -> None:
-        """Wake every waiter in this process."""
+        """Wake every waiter in this process.
+
+        Nothing to do before the first :meth:`wait`: that one ignores earlier wake-ups (it
+        returns once the LISTEN is up, and looks for work then). A process that only enqueues
+        never waits, and so takes no lock per job here. Read without the lock: a wait that
+        starts meanwhile takes its count before it sets the thread, as if this call had come
+        first."""
+        if self._thread is None:
+            return
         with self._cond:
             self._seq += 1
             self._cond.notify_all()

@@ -18,6 +18,7 @@ from conveyor.errors import ConfigurationError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import JobQuery, NewJob, inserted_job
+from conveyor.stores.postgres import wire
 from conveyor.stores.postgres.changes import aware
 from conveyor.stores.postgres.config import PgSettings
 from conveyor.stores.postgres.rows import TextArray, utc
@@ -142,6 +143,48 @@ def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
         "requeued_from": new.requeued_from, "trace": new.trace, "limit_key": new.limit_key,
         "actor": actor, "channel": channel,
     }
+
+
+#: ``insert_job``'s placeholders, in the order :func:`one_job_text` writes their values.
+ONE_JOB_ORDER = ("id", "job_type", "queue", "priority", "params", "max_attempts", "timeout",
+                 "pause_timeout", "backoff", "current_step", "total_steps", "checkpoint",
+                 "requeued_from", "trace", "limit_key", "run_at", "delay", "actor", "channel")
+_sent = wire.TEXT
+
+
+def one_job_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | None:
+    """:func:`one_job_params`'s values as :func:`.wire.one` would send them (text, see
+    :func:`.wire.text`), in ``insert_job``'s placeholder order (:data:`ONE_JOB_ORDER`, checked
+    against the statement in the tests), for :func:`.wire.one_text`; None if one of them is of
+    a type ``one`` does not send as text (the caller then sends the params dict).
+
+    Why: building the dict and then encoding it value by value was a tenth of the client's
+    work per ``enqueue()``; most of these values are text or None, written here directly."""
+    progress = new.progress or _NO_PROGRESS
+    try:
+        return [
+            new.id.encode(), new.job_type.encode(), new.queue.encode(),
+            _sent[type(new.priority)](new.priority),
+            (new.params_json if new.params_json is not None
+             else payload.dumps(new.params)).encode(),
+            _sent[type(new.max_attempts)](new.max_attempts),
+            None if new.timeout is None else _sent[type(new.timeout)](new.timeout),
+            None if new.pause_timeout is None else _sent[type(new.pause_timeout)](
+                new.pause_timeout),
+            (new.backoff_json or payload.dumps(new.backoff)).encode(),
+            _sent[type(progress.current_step)](progress.current_step),
+            _sent[type(progress.total_steps)](progress.total_steps),
+            (payload.dumps(progress.last_checkpoint).encode() if progress.last_checkpoint
+             else b"{}"),
+            None if new.requeued_from is None else new.requeued_from.encode(),
+            None if new.trace is None else new.trace.encode(),
+            None if new.limit_key is None else new.limit_key.encode(),
+            None if not new.run_at else _sent[type(new.run_at)](aware(new.run_at)),
+            None if new.delay is None else _sent[type(new.delay)](new.delay),
+            actor.encode(), channel.encode(),
+        ]
+    except (KeyError, AttributeError):  # not a type sent as text: as one_job_params has it
+        return None
 
 
 def inserted_jobs(jobs: Sequence[NewJob], rows: Sequence[Mapping[str, Any]]) -> list[Job]:

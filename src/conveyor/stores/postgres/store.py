@@ -21,14 +21,18 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import select
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from time import monotonic
 from typing import TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
@@ -64,24 +68,36 @@ _MIGRATIONS = load_migrations(PACKAGE)
 LATEST_VERSION = _MIGRATIONS[-1][0]
 
 T = TypeVar("T")
+#: How long a connection may serve one statement after another without passing back through
+#: the pool (see :meth:`PostgresStore._checkin`): the pool's own policies (its lifetime and
+#: idle limits, its accounting) see every connection at least this often while it is used.
+PARKED_FOR = 1.0
+_IDLE = TransactionStatus.IDLE
+#: A connection out of the pool: the connection, the time (``monotonic()``) by which it goes
+#: back through the pool, and a call telling whether the server sent it something meanwhile.
+_Lease = tuple[Conn, float, Callable[[], object]]
 
 
 def _has_input(conn: Conn) -> bool:
-    """Whether the server sent something to a connection nobody is using (a FATAL, or EOF).
+    """Whether the server sent something to a connection nobody is using (a FATAL, or EOF)."""
+    return bool(_input_check(conn)())
+
+
+def _input_check(conn: Conn) -> Callable[[], object]:
+    """A call telling (true) whether the server sent something to ``conn`` since it last read.
 
     The poll object is made and registered once per connection (kept on it, with the socket
     it watches), not at every checkout: this runs before every statement the store sends."""
     fd = conn.fileno()
     if hasattr(select, "poll"):
-        kept: tuple[int, select.poll] | None = getattr(conn, "_conveyor_poll", None)
+        kept: tuple[int, Callable[[], object]] | None = getattr(conn, "_conveyor_poll", None)
         if kept is None or kept[0] != fd:
             poller = select.poll()
             poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-            kept = (fd, poller)
+            kept = (fd, functools.partial(poller.poll, 0))
             setattr(conn, "_conveyor_poll", kept)  # noqa: B010 - not a psycopg attribute
-        return bool(kept[1].poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
-    return bool(readable)
+        return kept[1]
+    return lambda: select.select([fd], [], [], 0)[0]  # pragma: no cover - Windows
 
 
 def _usable(conn: Conn) -> bool:
@@ -136,6 +152,15 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         self._max_size = max_size
         self._timeout = timeout
         self._closed = False
+        #: The connection parked between two statements (at most one: see _checkin), with the
+        #: time by which it goes back through the pool; none when the pool may keep no idle
+        #: connection (min_size 0), which a parked one would be.
+        self._parked: list[_Lease] = []
+        self._parks = min_size >= 1
+        #: How many threads are getting a connection from the pool: while one is, a connection
+        #: given back goes to the pool, where that thread may be waiting for it.
+        self._asking = 0
+        self._asking_lock = threading.Lock()
         self._check_server()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             self._settings.conninfo, min_size=min_size, max_size=max_size,
@@ -202,13 +227,76 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         error.__cause__ = None
         return error
 
-    def _checkout(self) -> Conn:
+    def _checkout(self) -> _Lease:
+        """A usable connection, with the time by which it goes back through the pool.
+
+        The connection parked by the last statement first (see :meth:`_checkin`) if it is not
+        due back and the server sent it nothing (such as a FATAL, or EOF: the pool's path
+        below checks it properly); else one from the pool, checked for a server-side close
+        before it is used."""
+        try:
+            lease = self._parked.pop()
+        except IndexError:
+            pass
+        else:
+            if not lease[2]() and monotonic() <= lease[1]:
+                return lease
+            self._pool.putconn(lease[0])
         for _ in range(self._max_size):
+            lease = self._from_pool()
+            if _usable(lease[0]):
+                return lease
+            self._pool.putconn(lease[0])  # closed by the server: the pool drops it, opens another
+        return self._from_pool()
+
+    def _from_pool(self) -> _Lease:
+        """A connection from the pool (which may wait for one), or one parked meanwhile."""
+        with self._asking_lock:
+            self._asking += 1
+        try:
+            # parked after this thread found none, and before it counted itself above: the
+            # thread parking it may not have seen this one asking, so it is taken here
+            # rather than left parked while this thread waits in the pool
+            if self._parked:
+                with contextlib.suppress(IndexError):
+                    return self._parked.pop()
             conn = self._pool.getconn()
-            if _usable(conn):
-                return conn
-            self._pool.putconn(conn)  # closed by the server: the pool drops it, opens another
-        return self._pool.getconn()
+            return conn, monotonic() + PARKED_FOR, _input_check(conn)
+        finally:
+            with self._asking_lock:
+                self._asking -= 1
+
+    def _checkin(self, lease: _Lease) -> None:
+        """Give a connection back after a statement: park it for the next one, or return it
+        to the pool.
+
+        Why park: psycopg_pool's checkout and return (its lock, stats, logging calls and
+        checks) cost about a fifth of the client's CPU per ``enqueue()``; a single parked
+        connection serves a thread's next statement for a list pop and a poll. Only an idle
+        connection is parked (one in a transaction, in error or closed goes to the pool,
+        which rolls it back or replaces it), only one at a time (the pool keeps the others,
+        and shrinks to ``min_size`` when idle as before: the parked one is one of those it
+        counts), and never while another thread is asking the pool for a connection, which
+        it then gets from the pool at once rather than waiting for a parked one. A parked
+        connection goes back through the pool once it is due (:data:`PARKED_FOR`), so the
+        pool's lifetime and idle limits still apply; a closed store parks nothing.
+        """
+        conn = lease[0]
+        if not self._parks or self._parked or conn.pgconn.transaction_status != _IDLE:
+            self._pool.putconn(conn)
+            return
+        self._parked.append(lease)
+        if self._asking or self._closed or len(self._parked) > 1:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        """Return every parked connection to the pool."""
+        while self._parked:
+            try:
+                lease = self._parked.pop()
+            except IndexError:  # taken by another thread meanwhile
+                return
+            self._pool.putconn(lease[0])
 
     def _run(self, what: str, work: Callable[[Conn], T], *, transaction: bool = False,
              retry: bool = False) -> T:
@@ -220,7 +308,8 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         attempts = 3 if retry else 2 if transaction else 1
         for attempt in range(1, attempts + 1):
             try:
-                conn = self._checkout()
+                lease = self._checkout()
+                conn = lease[0]
                 sent = False
                 try:
                     if transaction:
@@ -238,7 +327,7 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
                     if transaction and not conn.broken:
                         with contextlib.suppress(psycopg.Error):
                             conn.rollback()  # a no-op after COMMIT
-                    self._pool.putconn(conn)
+                    self._checkin(lease)
             except (PoolClosed, PoolTimeout, psycopg.Error) as exc:  # as _errors(what) would
                 error = self._translated(what, exc)
                 raise error from error.__cause__
@@ -307,6 +396,7 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
         if self._closed:
             return
         self._closed = True
+        self._unpark()
         self._listener.close()
         self._stops.close()
         self._pool.close()

@@ -291,9 +291,10 @@ def _aware(value: datetime) -> bytes:
     return value.isoformat().encode("ascii")
 
 
-#: How :func:`one` writes a parameter of each type as text, the way :func:`encode` does; a
-#: type not here (an array, a TextArray, Jsonb) sends the statement through :func:`encode`.
-_TEXT: dict[type, Any] = {
+#: How :func:`one` writes a parameter of each type as text, the way :func:`encode` does (and
+#: :func:`.statements.one_job_text`); a type not here (an array, a TextArray, Jsonb) sends the
+#: statement through :func:`encode`.
+TEXT: dict[type, Any] = {
     str: str.encode, int: lambda value: str(value).encode("ascii"),
     float: lambda value: repr(value).encode("ascii"),
     bool: lambda value: b"t" if value else b"f", datetime: _aware,
@@ -321,13 +322,60 @@ def one(conn: Conn, statement: str, params: Mapping[str, Any]) -> list[tuple[Any
     formats: list[int] | None = None
     try:
         values: list[bytes | None] = [
-            None if value is None else _TEXT[type(value)](value)
+            None if value is None else TEXT[type(value)](value)
             for value in map(params.__getitem__, prepared.params)]
     except KeyError:  # a parameter not sent as text: each one as encode() sends it
         sent = _encoded(prepared, params)
         if sent is None:
             return None
         values, formats = sent
+    result = _send_one(conn, state, prepared, values, formats)
+    if result.status not in _OK:
+        error = errors.error_from_result(result, encoding="utf-8")
+        if isinstance(error, errors.InvalidSqlStatementName):
+            # deallocated behind our back (see run): nothing ran; prepare it again
+            state.prepared.clear()
+            found = run(conn, [(statement, params)], retried=True, tuples=True)
+            return None if found is None else found[0]
+        raise error
+    return _tuples(state, result)
+
+
+def one_text(conn: Conn, statement: str, values: list[bytes | None]
+             ) -> list[tuple[Any, ...]] | None:
+    """:func:`one` for a caller that encoded the parameters itself: as text, the way
+    :func:`one` writes each type (:func:`text`), in the order of the statement's placeholders
+    (``positional(statement)[1]``). None, having sent nothing, where :func:`one` would prepare
+    the statement first (not prepared on this connection yet, or the server forgot it) or
+    leave it to psycopg: the caller then sends it through :func:`one` with its parameters.
+
+    Why: the commonest ``enqueue()`` builds its 19 parameters straight into this list, not
+    into a dict that :func:`one` then reads back and encodes one by one."""
+    pgconn = conn.pgconn
+    state = _state(conn)
+    prepared = state.prepared.get(statement)
+    if prepared is None or pgconn.parameter_status(b"client_encoding") != b"UTF8":
+        return None
+    result = _send_one(conn, state, prepared, values, None)
+    if result.status not in _OK:
+        error = errors.error_from_result(result, encoding="utf-8")
+        if isinstance(error, errors.InvalidSqlStatementName):
+            state.prepared.clear()  # deallocated behind our back (see run): nothing ran
+            return None
+        raise error
+    return _tuples(state, result)
+
+
+def text(value: Any) -> bytes | None:
+    """A parameter as :func:`one` sends it as text; KeyError for a type it does not."""
+    return None if value is None else TEXT[type(value)](value)
+
+
+def _send_one(conn: Conn, state: _State, prepared: _Prepared, values: list[bytes | None],
+              formats: list[int] | None) -> pq.abc.PGresult:
+    """Bind/Execute/Sync the prepared statement, outside pipeline mode; its result. The
+    connection is closed if the exchange stops half-way (the pool then drops it)."""
+    pgconn = conn.pgconn
     try:
         pgconn.send_query_prepared(prepared.name, values, formats, pq.Format.BINARY)
         while pgconn.flush():
@@ -341,14 +389,11 @@ def one(conn: Conn, statement: str, params: Mapping[str, Any]) -> list[tuple[Any
     except BaseException:
         conn.close()  # stopped half-way: the pool drops it rather than guess its state
         raise
-    if result.status not in _OK:
-        error = errors.error_from_result(result, encoding="utf-8")
-        if isinstance(error, errors.InvalidSqlStatementName):
-            # deallocated behind our back (see run): nothing ran; prepare it again
-            state.prepared.clear()
-            found = run(conn, [(statement, params)], retried=True, tuples=True)
-            return None if found is None else found[0]
-        raise error
+    return result
+
+
+def _tuples(state: _State, result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+    """A successful result's rows as tuples, loaded as a cursor would."""
     if result.status != pq.ExecStatus.TUPLES_OK or not result.nfields:
         return []
     tx = state.transformer
