@@ -321,9 +321,8 @@ def one(conn: Conn, statement: str, params: Mapping[str, Any]) -> list[tuple[Any
         return None if found is None else found[0]
     formats: list[int] | None = None
     try:
-        values: list[bytes | None] = [
-            None if value is None else TEXT[type(value)](value)
-            for value in map(params.__getitem__, prepared.params)]
+        values: list[bytes | None] = [text(value)
+                                      for value in map(params.__getitem__, prepared.params)]
     except KeyError:  # a parameter not sent as text: each one as encode() sends it
         sent = _encoded(prepared, params)
         if sent is None:
