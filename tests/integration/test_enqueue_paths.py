@@ -14,6 +14,7 @@ import pytest
 from conveyor import Backoff, Conveyor, EnqueueRequest
 from conveyor.context import JobContext
 from conveyor.errors import ConfigurationError
+from conveyor.stores.base import NewJob
 
 _RUN_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 #: Every option enqueue() takes besides unique keys and dependencies, each unlike its default.
@@ -171,6 +172,17 @@ def test_an_unhashable_option_is_refused_as_enqueue_refuses_it(app: Conveyor) ->
     assert app.count_jobs() == 0
 
 
+def assert_built_as_alone(app: Conveyor, requests: list[EnqueueRequest],
+                          news: list[NewJob]) -> None:
+    """Each of enqueue_many's NewJobs equals the one _new_job (enqueue()'s path) builds for
+    its request, with the same id and trace."""
+    for request, new in zip(requests, news, strict=True):
+        alone = app._new_job(request.job_type, request.params, queue=None, priority=None,
+                             run_at=None, delay=None, batch_trace=(new.trace,),
+                             job_id=new.id)
+        assert new == alone
+
+
 def test_a_request_without_options_is_built_as_new_job_builds_it(app: Conveyor) -> None:
     """enqueue_many's path for a request that gives no option (most of a bulk enqueue) makes
     the NewJob that _new_job (enqueue()'s path, and a request with options) makes, field by
@@ -179,11 +191,7 @@ def test_a_request_without_options_is_built_as_new_job_builds_it(app: Conveyor) 
                 EnqueueRequest("typed", {"tenant": "t2", "n": 4}),
                 EnqueueRequest("plain", {"n": 2}), EnqueueRequest("plain")]
     news = app._new_jobs(requests)
-    for request, new in zip(requests, news, strict=True):
-        alone = app._new_job(request.job_type, request.params, queue=None, priority=None,
-                             run_at=None, delay=None, batch_trace=(new.trace,),
-                             job_id=new.id)
-        assert new == alone
+    assert_built_as_alone(app, requests, news)
     typed = app.job_type("typed")
     defaults = typed.new_job_defaults
     assert (defaults.queue, defaults.priority, defaults.max_attempts, defaults.timeout,
@@ -231,11 +239,7 @@ def test_requests_without_params_take_their_types_checked_answer(app: Conveyor) 
                 EnqueueRequest("plain", {"n": 1}), EnqueueRequest("plain"),
                 EnqueueRequest("typed", {"tenant": "t"}), EnqueueRequest("plain")]
     news = app._new_jobs(requests)
-    for request, new in zip(requests, news, strict=True):
-        alone = app._new_job(request.job_type, request.params, queue=None, priority=None,
-                             run_at=None, delay=None, batch_trace=(new.trace,),
-                             job_id=new.id)
-        assert new == alone
+    assert_built_as_alone(app, requests, news)
     assert news[0].params is requests[0].params  # as _new_job keeps it
     with pytest.raises(Exception) as alone_error:
         app.enqueue("typed")
