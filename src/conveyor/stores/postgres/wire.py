@@ -328,16 +328,11 @@ def one(conn: Conn, statement: str, params: Mapping[str, Any]) -> list[tuple[Any
         if sent is None:
             return None
         values, formats = sent
-    result = _send_one(conn, state, prepared, values, formats)
-    if result.status not in _OK:
-        error = errors.error_from_result(result, encoding="utf-8")
-        if isinstance(error, errors.InvalidSqlStatementName):
-            # deallocated behind our back (see run): nothing ran; prepare it again
-            state.prepared.clear()
-            found = run(conn, [(statement, params)], retried=True, tuples=True)
-            return None if found is None else found[0]
-        raise error
-    return _tuples(state, result)
+    rows = _execute(conn, state, prepared, values, formats)
+    if rows is None:  # deallocated behind our back (see run): nothing ran; prepare it again
+        found = run(conn, [(statement, params)], retried=True, tuples=True)
+        return None if found is None else found[0]
+    return rows
 
 
 def one_text(conn: Conn, statement: str, values: list[bytes | None]
@@ -355,19 +350,28 @@ def one_text(conn: Conn, statement: str, values: list[bytes | None]
     prepared = state.prepared.get(statement)
     if prepared is None or pgconn.parameter_status(b"client_encoding") != b"UTF8":
         return None
-    result = _send_one(conn, state, prepared, values, None)
-    if result.status not in _OK:
-        error = errors.error_from_result(result, encoding="utf-8")
-        if isinstance(error, errors.InvalidSqlStatementName):
-            state.prepared.clear()  # deallocated behind our back (see run): nothing ran
-            return None
-        raise error
-    return _tuples(state, result)
+    return _execute(conn, state, prepared, values, None)
 
 
 def text(value: Any) -> bytes | None:
     """A parameter as :func:`one` sends it as text; KeyError for a type it does not."""
     return None if value is None else TEXT[type(value)](value)
+
+
+def _execute(conn: Conn, state: _State, prepared: _Prepared, values: list[bytes | None],
+             formats: list[int] | None) -> list[tuple[Any, ...]] | None:
+    """Run the prepared statement (:func:`_send_one`) and return its rows as tuples; None,
+    with the connection's prepared statements forgotten, if the server no longer holds it
+    (deallocated behind our back, see :func:`run`: nothing ran). Any other error is raised
+    as psycopg's."""
+    result = _send_one(conn, state, prepared, values, formats)
+    if result.status not in _OK:
+        error = errors.error_from_result(result, encoding="utf-8")
+        if isinstance(error, errors.InvalidSqlStatementName):
+            state.prepared.clear()
+            return None
+        raise error
+    return _tuples(state, result)
 
 
 def _send_one(conn: Conn, state: _State, prepared: _Prepared, values: list[bytes | None],
