@@ -21,9 +21,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import select
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -40,6 +38,7 @@ from conveyor.errors import ConfigurationError, JobNotFound, StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job
 from conveyor.stores.base import JobQuery
+from conveyor.stores.postgres import wire
 from conveyor.stores.postgres.common import PACKAGE, QUERIES, Conn
 from conveyor.stores.postgres.common import fetch_rows as _fetch
 from conveyor.stores.postgres.config import DEFAULT_SCHEMA, describe, parse_url
@@ -80,24 +79,7 @@ _Lease = tuple[Conn, float, Callable[[], object]]
 
 def _has_input(conn: Conn) -> bool:
     """Whether the server sent something to a connection nobody is using (a FATAL, or EOF)."""
-    return bool(_input_check(conn)())
-
-
-def _input_check(conn: Conn) -> Callable[[], object]:
-    """A call telling (true) whether the server sent something to ``conn`` since it last read.
-
-    The poll object is made and registered once per connection (kept on it, with the socket
-    it watches), not at every checkout: this runs before every statement the store sends."""
-    fd = conn.fileno()
-    if hasattr(select, "poll"):
-        kept: tuple[int, Callable[[], object]] | None = getattr(conn, "_conveyor_poll", None)
-        if kept is None or kept[0] != fd:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-            kept = (fd, functools.partial(poller.poll, 0))
-            setattr(conn, "_conveyor_poll", kept)  # noqa: B010 - not a psycopg attribute
-        return kept[1]
-    return lambda: select.select([fd], [], [], 0)[0]  # pragma: no cover - Windows
+    return bool(wire.input_check(conn)())
 
 
 def _usable(conn: Conn) -> bool:
@@ -261,7 +243,7 @@ class PostgresStore(PostgresInserts, PostgresWorkerPath, PostgresFlow, PostgresL
                 with contextlib.suppress(IndexError):
                     return self._parked.pop()
             conn = self._pool.getconn()
-            return conn, monotonic() + PARKED_FOR, _input_check(conn)
+            return conn, monotonic() + PARKED_FOR, wire.input_check(conn)
         finally:
             with self._asking_lock:
                 self._asking -= 1

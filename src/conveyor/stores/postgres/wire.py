@@ -24,7 +24,7 @@ import functools
 import re
 import select
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -169,18 +169,25 @@ class _State:
         self.transformer = Transformer.from_context(conn)
         self.poller: tuple[int, Any] | None = None
 
-    def wait(self, pgconn: pq.abc.PGconn) -> None:
-        """:func:`_wait` for reading, with a poll object kept for the connection's socket
-        (made and registered once, not at every wait of every statement)."""
-        fd = pgconn.socket
+    def poll_for(self, fd: int) -> Any:
+        """The poll object watching the connection's socket ``fd`` for input, made and
+        registered once (again if the socket changed), not at every wait of every statement
+        or at every checkout; None where ``select`` has no ``poll``."""
         if self.poller is None or self.poller[0] != fd:
             if not hasattr(select, "poll"):  # pragma: no cover - Windows
-                _wait(pgconn)
-                return
+                return None
             poller = select.poll()
             poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
             self.poller = (fd, poller)
-        self.poller[1].poll()
+        return self.poller[1]
+
+    def wait(self, pgconn: pq.abc.PGconn) -> None:
+        """:func:`_wait` for reading, on the connection's kept poll object."""
+        poller = self.poll_for(pgconn.socket)
+        if poller is None:  # pragma: no cover - Windows
+            _wait(pgconn)
+            return
+        poller.poll()
 
 
 def _state(conn: Conn) -> _State:
@@ -189,6 +196,17 @@ def _state(conn: Conn) -> _State:
         state = _State(conn)
         setattr(conn, "_conveyor_wire", state)  # noqa: B010 - not a psycopg attribute
     return state
+
+
+def input_check(conn: Conn) -> Callable[[], object]:
+    """A call telling (true), without waiting, whether the server sent something to ``conn``
+    since it last read (a FATAL, or EOF, on a connection nobody is using), on the poll object
+    this module keeps for the connection's socket."""
+    fd = conn.fileno()
+    poller = _state(conn).poll_for(fd)
+    if poller is None:  # pragma: no cover - Windows
+        return lambda: select.select([fd], [], [], 0)[0]
+    return functools.partial(poller.poll, 0)
 
 
 #: One statement of a pipeline: its text, its prepared form, whether to prepare it first, and
