@@ -149,7 +149,7 @@ def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
 ONE_JOB_ORDER = ("id", "job_type", "queue", "priority", "params", "max_attempts", "timeout",
                  "pause_timeout", "backoff", "current_step", "total_steps", "checkpoint",
                  "requeued_from", "trace", "limit_key", "run_at", "delay", "actor", "channel")
-_sent = wire.TEXT
+text = wire.text  # each value as wire.one writes it (None as None)
 
 
 def one_job_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | None:
@@ -164,23 +164,17 @@ def one_job_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | 
     try:
         return [
             new.id.encode(), new.job_type.encode(), new.queue.encode(),
-            _sent[type(new.priority)](new.priority),
+            text(new.priority),
             (new.params_json if new.params_json is not None
              else payload.dumps(new.params)).encode(),
-            _sent[type(new.max_attempts)](new.max_attempts),
-            None if new.timeout is None else _sent[type(new.timeout)](new.timeout),
-            None if new.pause_timeout is None else _sent[type(new.pause_timeout)](
-                new.pause_timeout),
+            text(new.max_attempts),
+            text(new.timeout), text(new.pause_timeout),
             (new.backoff_json or payload.dumps(new.backoff)).encode(),
-            _sent[type(progress.current_step)](progress.current_step),
-            _sent[type(progress.total_steps)](progress.total_steps),
+            text(progress.current_step), text(progress.total_steps),
             (payload.dumps(progress.last_checkpoint).encode() if progress.last_checkpoint
              else b"{}"),
-            None if new.requeued_from is None else new.requeued_from.encode(),
-            None if new.trace is None else new.trace.encode(),
-            None if new.limit_key is None else new.limit_key.encode(),
-            None if not new.run_at else _sent[type(new.run_at)](aware(new.run_at)),
-            None if new.delay is None else _sent[type(new.delay)](new.delay),
+            text(new.requeued_from), text(new.trace), text(new.limit_key),
+            None if not new.run_at else text(aware(new.run_at)), text(new.delay),
             actor.encode(), channel.encode(),
         ]
     except (KeyError, AttributeError):  # not a type sent as text: as one_job_params has it
