@@ -13,7 +13,7 @@ import functools
 import itertools
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from conveyor.errors import DuplicateJob, StoreError
@@ -79,21 +79,31 @@ def insert_rows(conn: sqlite3.Connection, statement: str, rows: Sequence[Sequenc
     """
     if not rows:
         return
-    width = len(rows[0])
-    big = 1 << ((MAX_VALUES // width).bit_length() - 1)
     done = 0
-    for size in (big, SMALL_CHUNK) if big > SMALL_CHUNK else (big,):
-        if size <= 1:
-            break
-        count = (len(rows) - done) // size
-        if count:
-            end = done + count * size
-            chain = itertools.chain.from_iterable
+    chain = itertools.chain.from_iterable
+    for size, count in _chunks(len(rows), _largest(len(rows[0]))):
+        end = done + count * size
+        if size == 1:
+            conn.executemany(statement, rows[done:end])
+        else:
             conn.executemany(multi_row(statement, size),
                              (list(chain(rows[at:at + size])) for at in range(done, end, size)))
-            done = end
-    if done < len(rows):
-        conn.executemany(statement, rows[done:])
+        done = end
+
+
+def _largest(width: int, bound: int = 0) -> int:
+    """The most rows of ``width`` values one statement takes beside ``bound`` values bound once
+    (:data:`MAX_VALUES` in all), rounded down to a power of two."""
+    return 1 << (((MAX_VALUES - bound) // width).bit_length() - 1)
+
+
+def _chunks(rows: int, largest: int) -> Iterator[tuple[int, int]]:
+    """How ``rows`` rows go in, in order: (rows per statement, how many statements), as many
+    statements of ``largest`` rows as they fill, then of :data:`SMALL_CHUNK`, then of one."""
+    for size in (largest, SMALL_CHUNK, 1) if largest > SMALL_CHUNK else (largest, 1):
+        count, rows = divmod(rows, size)
+        if count:
+            yield size, count
 
 
 @functools.lru_cache(maxsize=16)
@@ -159,16 +169,12 @@ def insert_shared(conn: sqlite3.Connection, statement: str, batch: PlainBatch,
     at = 0  # the next job's place in the batch
     for shared, count in runs:
         head = (now, *shared)
-        big = 1 << (((MAX_VALUES - len(head)) // width).bit_length() - 1)
-        end = at + count
-        for size in (big, SMALL_CHUNK, 1) if big > SMALL_CHUNK else (big, 1):
-            chunks = (end - at) // size
-            if chunks:
-                stop = at + chunks * size
-                conn.executemany(shared_rows(statement, size, len(head)), [
-                    (*head, *own[width * start:width * (start + size)])
-                    for start in range(at, stop, size)])
-                at = stop
+        for size, statements in _chunks(count, _largest(width, len(head))):
+            stop = at + statements * size
+            conn.executemany(shared_rows(statement, size, len(head)), [
+                (*head, *own[width * start:width * (start + size)])
+                for start in range(at, stop, size)])
+            at = stop
 
 
 _NUMBERED = re.compile(r"\?(\d+)")
