@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -144,6 +145,47 @@ def test_a_zombie_run_sharing_a_worker_with_the_new_run_gets_no_signals(
     worker._heartbeat()
     assert zombie.execution.lost and not zombie.execution.db_pause
     assert current.execution.db_pause and not current.execution.lost
+
+
+def test_the_monitor_reads_flags_a_claim_read_in_this_round_in_the_next_one(
+        make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot claimed after the monitor's previous round began had its flags read by its
+    claim: this round reads nothing for it (no query at all when it is the only one), the
+    next round does; a slot whose flags are older (built by hand: never read) is read now."""
+    app = make_app()
+    _steps(app)
+    older, newer = app.enqueue("steps"), app.enqueue("steps")
+    claimed = app.store.claim("w", queues=[], job_types=["steps"], limit=2, lease_seconds=30)
+    by_id = {job.id: job for job in claimed}
+    worker = app.worker(handle_signals=False)
+    reads: list[list[str]] = []
+    get_jobs = app.store.get_jobs
+
+    def counted(ids: Iterable[str]) -> list[Job]:
+        asked = list(ids)
+        reads.append(asked)
+        return get_jobs(asked)
+
+    def paused(slot: _Slot) -> bool:  # read anew each time (mypy would narrow the attribute)
+        return slot.execution.db_pause
+
+    monkeypatch.setattr(app.store, "get_jobs", counted)
+    fresh = worker._slot_for(by_id[newer.id])  # claimed now: its flags are as fresh as a read
+    worker._read_round = fresh.signals_read - 1.0  # the previous round began before the claim
+    app.pause(newer.id)
+    worker._tick_progress()
+    assert reads == [] and not paused(fresh), "this round reads nothing"
+    worker._tick_progress()
+    assert reads == [[newer.id]] and paused(fresh), "the next round reads it"
+
+    stale = _Slot(Execution(by_id[older.id], _lease(by_id[older.id]), app.store))
+    worker._slots[_lease(by_id[older.id]).token] = stale
+    worker._read_round = 0.0
+    fresh.signals_read = 1.0  # read after the previous round began: not read again
+    app.pause(older.id)
+    worker._tick_progress()
+    assert reads[-1] == [older.id] and paused(stale)
+    assert stale.signals_read > 1.0, "a read flag's time is kept for the next round"
 
 
 # -- 20 -----------------------------------------------------------------------------------------

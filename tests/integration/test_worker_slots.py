@@ -112,6 +112,29 @@ def test_a_one_slot_worker_runs_job_after_job_on_its_slot_thread(
         assert [h.to_state for h in app.history(job.id)] == [S.PENDING, S.RUNNING, S.COMPLETED]
 
 
+def test_a_slot_taking_over_from_a_finished_one_drops_only_that_one(
+        make_app: AppFactory) -> None:
+    """A 1-slot worker's next slot replaces its finished one in one step; a finished slot
+    already forgotten (abandoned meanwhile) leaves whatever else is registered alone."""
+    app = make_app()
+
+    @app.job("noop")
+    def noop(ctx: JobContext) -> None:
+        return None
+
+    app.enqueue_many([EnqueueRequest("noop") for _ in range(3)])
+    first, second, third = app.store.claim("w", queues=[], job_types=["noop"], limit=3,
+                                           lease_seconds=30)
+    worker = app.worker(handle_signals=False)
+    old = worker._slot_for(first)
+    new = worker._slot_for(second, threading.current_thread(), replacing=old)
+    assert list(worker._slots.values()) == [new]
+    worker._forget(new)  # as an abandon does
+    other = worker._slot_for(first)
+    last = worker._slot_for(third, threading.current_thread(), replacing=new)
+    assert set(map(id, worker._slots.values())) == {id(other), id(last)}
+
+
 def test_a_one_slot_worker_claims_nothing_more_once_stopping(make_app: AppFactory) -> None:
     """A stop requested while the only slot's job runs: its completion is written, and its
     thread claims no next job (that job stays pending for another worker)."""

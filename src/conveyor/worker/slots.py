@@ -80,6 +80,10 @@ class Slot:
     abandoned: bool = False
     #: When the lease was last known renewed (monotonic): claim, then each heartbeat.
     renewed: float = field(default_factory=time.monotonic)
+    #: When the job's pause and cancel flags were last read from the store (monotonic): its
+    #: claim (set by the worker), a heartbeat, the monitor's read. 0.0: never (a slot built
+    #: by hand), so the monitor's next round reads them.
+    signals_read: float = 0.0
     stale_warned: bool = False
     #: Process pool: the child running the job, and the interrupt it was killed for (both
     #: changed under the execution's gate).

@@ -176,6 +176,8 @@ class Worker:
         self.running = False
         self._watch: RunWatch | None = None
         self._logs_due = 0.0
+        #: When the monitor's previous round of flag reads began (monotonic; see _tick_progress).
+        self._read_round = 0.0
         self.retention = retention  # None: this worker deletes no finished jobs
         self.stats = WorkerStats()
         self._presence = Presence(self.engine, WorkerRegistration(
@@ -391,10 +393,13 @@ class Worker:
             finally:
                 self._completer.loop_takes(True)
 
-    def _slot_for(self, job: Job, thread: threading.Thread | None = None) -> Slot:
+    def _slot_for(self, job: Job, thread: threading.Thread | None = None,
+                  replacing: Slot | None = None) -> Slot:
         """The slot a claimed job runs in (its start was recorded, and announced, by the
         claim), known to the worker (its watchdog, heartbeats) before a thread takes it
-        (``thread``: the one already there, a 1-slot worker's slot thread)."""
+        (``thread``: the one already there, a 1-slot worker's slot thread, whose finished
+        slot ``replacing`` is forgotten in the same step: no moment without either, and one
+        lock taken for both instead of two)."""
         assert job.lease_token is not None
         self.stats.claimed += 1
         execution = Execution(job, Lease(job.id, job.lease_token, job.attempt), self.engine,
@@ -403,10 +408,15 @@ class Worker:
             execution.logs = JobLog(job.id, job.attempt, self.job_logs)
         execution.watch = self._watch
         slot = Slot(execution, thread)
+        slot.signals_read = slot.renewed  # the claim read the flags (Execution took them)
         if job.timeout:
             slot.deadline = time.monotonic() + job.timeout
         with self._slots_lock:
             self._slots[job.lease_token] = slot
+            if replacing is not None:
+                token = replacing.execution.lease.token
+                if self._slots.get(token) is replacing:
+                    del self._slots[token]
         return slot
 
     def _run_slot(self, slot: Slot) -> Slot:
@@ -446,8 +456,7 @@ class Worker:
             if not claimed:
                 return None
             me = threading.current_thread()
-            follow = self._slot_for(claimed[0], me)
-            self._forget(slot, wake=False)  # the slot is taken again at once
+            follow = self._slot_for(claimed[0], me, replacing=slot)  # taken again at once
         me.name = f"conveyor-job-{short_id(claimed[0].id)}"
         return follow
 
@@ -512,6 +521,7 @@ class Worker:
 
     def _monitor(self) -> None:
         next_beat = time.monotonic() + self.heartbeat_interval
+        self._read_round = next_beat - self.heartbeat_interval
         failures = 0
         while True:
             if self._stopping.is_set():
@@ -562,6 +572,17 @@ class Worker:
             return [s for s in self._slots.values() if not s.abandoned]
 
     def _tick_progress(self) -> None:
+        """Write each running job's coalesced progress (which reads its flags back), and read
+        the pause and cancel flags of the others, unless their claim read them since the
+        previous round began: as fresh as that round's reads, they wait for the next round.
+
+        A 1-slot worker running short jobs then reads nothing at all (its job at a round is a
+        few milliseconds old): one query a round less, four a second, each costing nearly as
+        much client CPU as a job's own transaction on PostgreSQL (~0.4 ms). A job claimed
+        just after a round still has its flags read again within two rounds.
+        """
+        started = time.monotonic()
+        previous, self._read_round = self._read_round, started
         slots = self._current_slots()
         quiet: list[Slot] = []
         for slot in slots:
@@ -570,12 +591,13 @@ class Worker:
             if (wrote or x.progressed) and not x.finished:
                 x.progressed = False
                 self.engine.progressed(self._progress_view(x), self.worker_id)
-            if not wrote:
+            if not wrote and slot.signals_read <= previous:
                 quiet.append(slot)
         if not quiet:
             return
         fresh = {j.id: j for j in self.engine.store.get_jobs(s.execution.job.id for s in quiet)}
         for slot in quiet:
+            slot.signals_read = started
             x = slot.execution
             job = fresh.get(x.job.id)
             if job is None or job.lease_token != x.lease.token:
@@ -605,6 +627,7 @@ class Worker:
                 slot.execution.lost = True
             else:
                 slot.execution.apply_signals(signals)
+                slot.signals_read = sent
                 if signals.renewed:
                     slot.renewed, slot.stale_warned = sent, False
 
@@ -658,16 +681,16 @@ class Worker:
         self._pool.write_off(slot)  # its thread is stuck in the job: the pool replaces it
         self._forget(slot)
 
-    def _forget(self, slot: Slot, *, wake: bool = True) -> None:
-        """Free the slot (keyed by lease token: a newer run of the same job is another slot):
-        when its pool thread is through with it (the pool's done callback), or when it is
-        abandoned (its thread stuck in the job; the pool calls this again when it ends).
-        ``wake``: tell the loop (not when the slot's thread has just claimed its next job)."""
+    def _forget(self, slot: Slot) -> None:
+        """Free the slot (keyed by lease token: a newer run of the same job is another slot)
+        and tell the loop: when its pool thread is through with it (the pool's done
+        callback), or when it is abandoned (its thread stuck in the job; the pool calls this
+        again when it ends). A 1-slot worker's slot thread that claimed its next job forgets
+        its finished slot in :meth:`_slot_for` instead, waking nobody."""
         with self._slots_lock:
             if self._slots.get(slot.execution.lease.token) is slot:
                 del self._slots[slot.execution.lease.token]
-        if wake:
-            self._slot_freed.set()
+        self._slot_freed.set()
 
     # -- shutdown ----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
