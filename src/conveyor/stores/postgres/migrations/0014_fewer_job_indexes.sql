@@ -5,10 +5,10 @@
 -- changes indexed columns) opens every index of jobs, prepares each partial index's predicate
 -- again (PostgreSQL plans it from its stored tree in every statement that writes the table)
 -- and inserts an entry into each index whose predicate the new row version meets; an enqueue
--- does the same. Counted with callgrind on a server running a one-slot worker's prepared
--- statements, a transaction (a completion and the next claim) cost about 1.40 M
--- instructions, after this migration about 1.32 M, and wrote about 70 bytes of WAL less
--- (2,280 -> 2,210 without full-page images); a one-job enqueue about 20,000 instructions less.
+-- does the same. Counted with callgrind on a server running a one-slot worker (six
+-- alternated runs each), a transaction (a completion and the next claim) cost about 1.40 M
+-- instructions, after this migration about 1.36 M, and wrote about 100 bytes of WAL less
+-- (2,278 -> 2,175 without full-page images); a one-job enqueue about 12,000 instructions less.
 --
 -- - jobs_state_seq (state, seq) no longer holds running jobs, as it holds no pending ones
 --   since version 12: a claim does not write it. Running jobs are few (one per busy worker
