@@ -267,7 +267,13 @@ def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]
     for column, values in (("state", {s.value for s in query.states}),
                            ("job_type", set(query.job_types)),
                            ("queue", set(query.queues))):
-        if values:
+        if column == "state" and len(values) == 1:
+            # one state: an equality, which walks jobs_state_seq in seq order and stops at the
+            # page; PostgreSQL 15 reads `= ANY(...)` on an index's first column unordered, so
+            # a list of a rare state walked the table newest first instead
+            where.append(sql.SQL("state = {}::text").format(sql.Placeholder(column)))
+            (params[column],) = values
+        elif values:
             where.append(sql.SQL("{} = ANY({}::text[])").format(
                 sql.Identifier(column), sql.Placeholder(column)))
             params[column] = sorted(values)
