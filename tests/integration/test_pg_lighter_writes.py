@@ -121,7 +121,9 @@ def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
         assert store.schema_version() == LATEST_VERSION >= 12
         migrated = indexes(schema, "jobs")
         assert not {"jobs_type_seq", "jobs_queue_seq"} & set(migrated)
-        assert "WHERE (state <> 'pending'::text)" in migrated["jobs_state_seq"]
+        # no pending job (version 14 leaves out running ones too: test_pg_fewer_indexes.py)
+        assert "WHERE (state <> " in migrated["jobs_state_seq"]
+        assert "'pending'::text" in migrated["jobs_state_seq"].partition(" WHERE ")[2]
         assert constraints(schema, "job_history", "c") == []
         assert all_rows(schema, "jobs", "seq") == jobs
         assert all_rows(schema, "job_history", "id") == history

@@ -236,11 +236,27 @@ def copy_history_row(new: NewJob, actor: str) -> tuple[Any, ...]:
     return (new.id, "create", _PENDING_STATE, 0, actor)
 
 
+#: The term that names the partial indexes holding the states a list asks for (pending aside:
+#: no index holds pending jobs, their list walks the table newest first), by (running asked
+#: for, another state asked for): running jobs are in ``jobs_lease``, the other states in
+#: ``jobs_state_seq`` (migration 0014), each term the very predicate of its index.
+_INDEXED_STATES: dict[tuple[bool, bool], sql.Composable] = {
+    (True, False): sql.SQL("state = 'running'"),
+    (False, True): sql.SQL("state NOT IN ('pending', 'running')"),
+    # both: each side of the OR implies its index's predicate, so the planner may read each
+    # index (a BitmapOr) and sort the rows it finds
+    (True, True): sql.SQL("(state = 'running' OR (state = ANY({}::text[]) "
+                          "AND state NOT IN ('pending', 'running')))").format(
+                              sql.Placeholder("state")),
+}
+
+
 def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]:
     """The WHERE terms and parameters of ``query``'s filters (column names whitelisted here).
 
-    States other than pending are in ``jobs_state_seq`` (partial, migration 0012): the
-    terms say ``state <> 'pending'`` when pending is not asked for.
+    States other than pending and running are in ``jobs_state_seq`` (partial, migrations 0012
+    and 0014), running jobs in ``jobs_lease``: when pending is not asked for, the terms say
+    which of the two indexes holds the jobs asked for (see :data:`_INDEXED_STATES`).
 
     The id search compares the first or the last characters exactly (a listing shows an id's
     end, see :func:`conveyor.ids.short_id`): a range on the id index would follow the
@@ -251,14 +267,21 @@ def filter_terms(query: JobQuery) -> tuple[list[sql.Composable], dict[str, Any]]
     for column, values in (("state", {s.value for s in query.states}),
                            ("job_type", set(query.job_types)),
                            ("queue", set(query.queues))):
-        if values:
+        if column == "state" and len(values) == 1:
+            # one state: an equality, which walks jobs_state_seq in seq order and stops at the
+            # page; PostgreSQL 15 reads `= ANY(...)` on an index's first column unordered, so
+            # a list of a rare state walked the table newest first instead
+            where.append(sql.SQL("state = {}::text").format(sql.Placeholder(column)))
+            (params[column],) = values
+        elif values:
             where.append(sql.SQL("{} = ANY({}::text[])").format(
                 sql.Identifier(column), sql.Placeholder(column)))
             params[column] = sorted(values)
     if query.states and JobState.PENDING not in query.states:
-        # what jobs_state_seq holds (migration 0012): a prepared statement's generic plan may
-        # use a partial index only when the query's own terms imply the index's
-        where.append(sql.SQL("state <> 'pending'"))
+        # a prepared statement's generic plan may use a partial index only when the query's
+        # own terms imply the index's predicate
+        where.append(_INDEXED_STATES[JobState.RUNNING in query.states,
+                                     bool(query.states - {JobState.RUNNING})])
     if query.id_prefix is not None:
         where.append(sql.SQL("(left(id, %(id_length)s) = %(id_prefix)s "
                              "OR right(id, %(id_length)s) = %(id_prefix)s)"))
