@@ -184,7 +184,7 @@ _VERSION_WORD = 0x7 << 12
 def _id(place: int, random: int) -> str:
     """The id at ``place`` (``ms << 12 | counter``, from :meth:`_Clock.reserve`), its rand_b
     from ``random``'s low 62 bits, in lower-case canonical text: the plain form, which the
-    tests hold the text :func:`new_job_id` and :func:`new_job_ids` write against."""
+    tests hold the text :func:`new_job_id` writes from pieces against."""
     value = ((place >> 12) << 80) | _VERSION | ((place & _RAND_A) << 64) | _VARIANT | (
         random & _RAND_B)
     text = f"{value:032x}"

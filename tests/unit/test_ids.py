@@ -136,6 +136,21 @@ def test_an_id_is_the_plain_form_of_its_place_and_random_bits(
     assert made == sorted(made)
 
 
+def test_an_id_in_a_new_millisecond_starts_from_a_random_counter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """new_job_id's seeds come from its pool: 11 bits (room to count up), not all the same."""
+    now = [time.time_ns()]
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
+    starts = set()
+    for _ in range(ids.POOL + 20):  # past one refill of the pool
+        now[0] += 1_000_000
+        value = uuid.UUID(new_job_id()).int
+        assert value >> 80 == now[0] // 1_000_000
+        starts.add(value >> 64 & 0xFFF)
+    assert len(starts) > 1 and max(starts) < 0x800
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_forked_child_does_not_take_its_parents_random_bits() -> None:
     """The pool of random bits new_job_id draws from is dropped in a forked child: a parent
