@@ -17,8 +17,13 @@ relies on id order (the store's ``seq`` orders jobs), it is only kind to indexes
 :func:`new_job_ids` makes a batch's ids at once: the same ids, in the same order, that as many
 calls of :func:`new_job_id` in one millisecond would make, for one clock read, one lock and two
 ``os.urandom`` instead of one of each per id (they were half the cost of a bulk enqueue's
-Python), and writes their text a batch at a time. The random bits are read fresh for every
-call, never kept between calls, so a forked child can never repeat its parent's ids.
+Python), and writes their text a batch at a time; its random bits are read fresh for every
+call. :func:`new_job_id` takes its random bits from a small pool read and written as text a
+batch at a time (:meth:`_Clock.refill`): reading them for each id, with the 128-bit number
+formatted and cut in five, was about 20,000 instructions and a system call per ``enqueue()``
+(a fifth of its client's Python), this is about 3,000. A forked child empties the pool it
+inherited before its first id (:func:`os.register_at_fork`, as the :mod:`random` module
+reseeds itself), so it can never repeat its parent's ids.
 """
 
 from __future__ import annotations
@@ -34,13 +39,47 @@ _VARIANT = 0b10 << 62
 _RAND_B = (1 << 62) - 1
 
 
+#: How many ids' random bits :meth:`_Clock.refill` reads at a time.
+POOL = 128
+
+
 class _Clock:
-    """The last millisecond an id was made in, and the count within it (shared by threads)."""
+    """The last millisecond an id was made in, and the count within it (shared by threads);
+    the random bits :func:`new_job_id` takes from, and the text of the last millisecond."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.last_ms = 0
         self.counter = 0
+        #: Random tails of ids (``vvvv-rrrrrrrrrrrr``: the variant and 62 random bits) and
+        #: 11-bit counter seeds, one of each per id at most; refilled together once the tails
+        #: run out (a seed is taken only in a new millisecond, so seeds never run out first).
+        self.tails: list[str] = []
+        self.seeds: list[int] = []
+        #: The text an id of millisecond ``prefix_ms`` starts with (``tttttttt-tttt-7``).
+        self.prefix_ms = -1
+        self.prefix = ""
+
+    def refill(self) -> None:
+        """Read :data:`POOL` ids' random bits, written as text by C loops (see
+        :func:`new_job_ids`), and as many counter seeds. Under :attr:`lock`."""
+        raw = bytearray(os.urandom(10 * POOL))
+        variant = raw[:2 * POOL]
+        variant[0::2] = variant[0::2].translate(_VARIANT_BYTE)
+        parts: list[str] = [""] * (2 * POOL)
+        parts[0::2] = variant.hex(",", 2).split(",")
+        parts[1::2] = raw[2 * POOL:8 * POOL].hex(",", 6).split(",")
+        tails = ("%s-%s," * POOL % tuple(parts)).split(",")
+        tails.pop()  # after the last comma
+        self.tails = tails
+        self.seeds = [seed >> 5 for seed in struct.unpack(f">{POOL}H", raw[8 * POOL:])]
+
+    def forget(self) -> None:
+        """In a forked child: drop the random bits inherited from the parent (the parent
+        takes the same ones next), and the lock, which a parent's thread may have held."""
+        self.lock = threading.Lock()
+        self.tails = []
+        self.seeds = []
 
     def reserve(self, count: int, seed: int) -> int:
         """The first of ``count`` consecutive (millisecond, counter) places, as one number
@@ -60,10 +99,41 @@ class _Clock:
 _clock = _Clock()
 
 
+def _forget_in_child() -> None:
+    _clock.forget()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def new_job_id() -> str:
-    """A new job id: a UUIDv7 in lower-case canonical text (what :data:`JOB_ID_PATTERN` takes)."""
-    random = int.from_bytes(os.urandom(10), "big")  # 80 bits: rand_b below, a counter seed above
-    return _id(_clock.reserve(1, random >> 69), random)
+    """A new job id: a UUIDv7 in lower-case canonical text (what :data:`JOB_ID_PATTERN` takes).
+
+    Its place as :meth:`_Clock.reserve` gives it (inlined: the call and its arithmetic on the
+    128-bit number were most of the cost), its random bits from the pool (see the module's
+    docstring), the text of its millisecond kept from the last id."""
+    clock = _clock
+    with clock.lock:
+        tails = clock.tails
+        if not tails:
+            clock.refill()
+            tails = clock.tails
+        ms = time.time_ns() // 1_000_000
+        if ms > clock.last_ms:
+            clock.last_ms = ms
+            counter = clock.seeds.pop()
+        else:  # the same millisecond, or the clock stepped back: count on from the last place
+            ms = clock.last_ms
+            counter = clock.counter + 1
+            if counter > _RAND_A:  # carried into the next millisecond
+                ms = clock.last_ms = ms + 1
+                counter = 0
+        clock.counter = counter
+        if ms != clock.prefix_ms:
+            clock.prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
+            clock.prefix_ms = ms
+        return f"{clock.prefix}{counter:03x}-{tails.pop()}"
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -113,7 +183,8 @@ _VERSION_WORD = 0x7 << 12
 
 def _id(place: int, random: int) -> str:
     """The id at ``place`` (``ms << 12 | counter``, from :meth:`_Clock.reserve`), its rand_b
-    from ``random``'s low 62 bits, in lower-case canonical text."""
+    from ``random``'s low 62 bits, in lower-case canonical text: the plain form, which the
+    tests hold the text :func:`new_job_id` writes from pieces against."""
     value = ((place >> 12) << 80) | _VERSION | ((place & _RAND_A) << 64) | _VARIANT | (
         random & _RAND_B)
     text = f"{value:032x}"

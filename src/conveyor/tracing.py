@@ -25,7 +25,13 @@ _ERRORS = frozenset({"failed", "retried", "lost", "error"})
 
 
 def current_traceparent() -> str | None:
-    """The current span's ``traceparent``, or None when there is no valid span."""
+    """The current span's ``traceparent``, or None when there is no valid span.
+
+    An empty current context (nothing attached: no span, the common case of an enqueue outside
+    any traced request) is None at once: the span's lookup through the API's layers cost
+    several times that test, paid for each ``enqueue()``."""
+    if not context.get_current():
+        return None
     if not trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}

@@ -20,7 +20,7 @@ from conveyor.errors import StoreError
 from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobError, JobProgress
 from conveyor.stores.base import JobQuery, NewJob
-from conveyor.stores.postgres import PostgresStore, wire
+from conveyor.stores.postgres import PostgresStore, statements, wire
 from conveyor.stores.postgres.common import QUERIES, Conn
 from conveyor.stores.postgres.rows import TextArray, json_loads, register_loaders
 from conveyor.stores.postgres.statements import ONE_JOB_ORDER, one_job_params, one_job_text
@@ -353,6 +353,44 @@ def test_one_job_text_is_what_one_sends_for_the_params(options: dict[str, Any]) 
     params = one_job_params(new, "tester", "chan")
     assert one_job_text(new, "tester", "chan") == [wire.text(params[name])
                                                     for name in ONE_JOB_ORDER]
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"trace": "t", "limit_key": "k", "params": {"s": "é"}, "params_json": None},
+    {"queue": "q", "priority": 7, "max_attempts": 9, "timeout": 1.5, "pause_timeout": 3.0},
+    {"timeout": 2, "pause_timeout": 5}, {"priority": True}, {"max_attempts": False},
+    {"timeout": 0.0}, {"timeout": -0.0}, {"backoff_json": None, "backoff": {"base": 2.0}},
+])
+def test_a_kept_shape_writes_what_writing_each_value_writes(
+        monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]) -> None:
+    """one_job_text copies a kept shape's values for a job like one seen before and fills in
+    its own: the same values as written one by one (statements._one_job_text), for each job of
+    a run of shapes that are equal as keys but not as text (2 and 2.0, 1 and True, 0.0 and
+    -0.0), whichever came first."""
+    monkeypatch.setattr(statements, "_SHAPES", {})
+    base: dict[str, Any] = {"job_type": "a", "params": {}, "params_json": "{}",
+                            "backoff_json": "{}"}
+    twins: list[dict[str, Any]] = [{}, {"priority": 1}, {"priority": True}, {"timeout": 2},
+                                   {"timeout": 2.0}, {"timeout": 0.0}, {"timeout": -0.0},
+                                   options]
+    for first in (twins, twins[::-1]):
+        statements._SHAPES.clear()
+        for extra in first * 2:
+            new = NewJob(**{"id": str(uuid.uuid4()), **base, **extra})
+            for actor in ("tester", "api"):
+                assert one_job_text(new, actor, "chan") == statements._one_job_text(
+                    new, actor, "chan")
+    assert statements._SHAPES  # some were kept, and then copied
+
+
+def test_shapes_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SHAPES_KEPT shapes a new one is written value by value and not kept."""
+    monkeypatch.setattr(statements, "_SHAPES", {})
+    for n in range(statements.SHAPES_KEPT + 10):
+        new = NewJob(id=str(uuid.uuid4()), job_type=f"t{n}", params={}, params_json="{}",
+                     backoff_json="{}")
+        assert one_job_text(new, "api", "chan") == statements._one_job_text(new, "api", "chan")
+    assert len(statements._SHAPES) == statements.SHAPES_KEPT
 
 
 def test_one_job_text_leaves_a_value_it_does_not_send_as_text_to_the_dict() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -116,3 +117,55 @@ def test_a_batch_written_a_batch_at_a_time_is_made_of_its_places_and_random_bits
         assert (value.int >> 80) << 12 | (value.int >> 64) & 0xFFF == first + n
     assert len({text[-17:] for text in made}) == count
     assert made == sorted(made)
+
+
+def test_an_id_is_the_plain_form_of_its_place_and_random_bits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """new_job_id writes its text from pieces (the millisecond's text kept, the random bits
+    from a pool): the same text as formatting the 128-bit number, across pool refills and a
+    counter carried into the next millisecond."""
+    frozen = time.time_ns()
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    made = [new_job_id() for _ in range(3 * ids.POOL + 4_100)]
+    for text in made:
+        value = uuid.UUID(text).int
+        place = (value >> 80) << 12 | (value >> 64) & 0xFFF
+        assert ids._id(place, value) == text
+    assert len({text[-17:] for text in made}) == len(made)
+    assert made == sorted(made)
+
+
+def test_an_id_in_a_new_millisecond_starts_from_a_random_counter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """new_job_id's seeds come from its pool: 11 bits (room to count up), not all the same."""
+    now = [time.time_ns()]
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
+    starts = set()
+    for _ in range(ids.POOL + 20):  # past one refill of the pool
+        now[0] += 1_000_000
+        value = uuid.UUID(new_job_id()).int
+        assert value >> 80 == now[0] // 1_000_000
+        starts.add(value >> 64 & 0xFFF)
+    assert len(starts) > 1 and max(starts) < 0x800
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_does_not_take_its_parents_random_bits() -> None:
+    """The pool of random bits new_job_id draws from is dropped in a forked child: a parent
+    and its child making ids in the same millisecond never make the same one."""
+    new_job_id()  # the pool is full: the child inherits it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, ",".join(new_job_id() for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    parent = {new_job_id()[-17:] for _ in range(50)}
+    with os.fdopen(read, "rb") as pipe:
+        child = {text[-17:] for text in pipe.read().decode().split(",")}
+    os.waitpid(pid, 0)
+    assert len(child) == 50 and not parent & child
