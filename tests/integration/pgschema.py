@@ -8,8 +8,8 @@ through; one helper, so every such test stops at a version the same way.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -19,8 +19,10 @@ from conveyor import transitions
 from conveyor.changes import Lease
 from conveyor.model import Job
 from conveyor.stores.base import NewJob
-from conveyor.stores.postgres import PostgresStore
+from conveyor.stores.postgres import LATEST_VERSION, PostgresStore
 from tests.conftest import pg_test_url
+
+T = TypeVar("T")
 
 
 def fresh_schema(prefix: str) -> Iterator[str]:
@@ -57,6 +59,32 @@ def pg_store(schema: str, version: int | None = None,
         store = PostgresStore(pg_test_url(), schema=schema)
         store.migrate()
         return store
+
+
+def migrated_intact(schema: str, version: int, monkeypatch: pytest.MonkeyPatch,
+                    fill: Callable[[PostgresStore], T]) -> tuple[PostgresStore, T]:
+    """A store of ``version`` filled by ``fill`` (which may check the old shape too), then
+    migrated to the latest: the new store (the caller closes it) and what ``fill`` returned.
+
+    Asserts what every migration must keep: the old store was at ``version``, the new one is
+    at the latest, past it, and every row of ``jobs`` and ``job_history`` came through as it
+    was."""
+    old = pg_store(schema, version, monkeypatch)
+    try:
+        filled = fill(old)
+        jobs, history = all_rows(schema, "jobs", "seq"), all_rows(schema, "job_history", "id")
+        assert old.schema_version() == version
+    finally:
+        old.close()
+    store = pg_store(schema)
+    try:
+        assert store.schema_version() == LATEST_VERSION > version
+        assert all_rows(schema, "jobs", "seq") == jobs
+        assert all_rows(schema, "job_history", "id") == history
+    except BaseException:
+        store.close()
+        raise
+    return store, filled
 
 
 def constraints(schema: str, table: str, kind: str) -> list[str]:

@@ -16,11 +16,16 @@ import pytest
 
 from conveyor import transitions
 from conveyor.changes import Lease
+from conveyor.model import Job
 from conveyor.stores.base import NewJob
-from conveyor.stores.postgres import LATEST_VERSION
+from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
-from tests.integration.pgschema import all_rows, constraints, fill_for_migration, fresh_schema
-from tests.integration.pgschema import pg_store as _store
+from tests.integration.pgschema import (
+    constraints,
+    fill_for_migration,
+    fresh_schema,
+    migrated_intact,
+)
 from tests.integration.test_pg_row_check import ALLOWED, REFUSED, _refuses
 
 pytestmark = pytest.mark.postgres
@@ -42,21 +47,14 @@ def _check_definition(schema: str) -> str:
 
 def test_a_schema_of_version_12_migrates_with_its_jobs_intact(
         schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = _store(schema, 12, monkeypatch)
-    try:
+    def fill(old: PostgresStore) -> list[Job]:
         assert "conveyor_job_row_valid(state," in _check_definition(schema)
-        claimed = fill_for_migration(old)
-        jobs, history = all_rows(schema, "jobs", "seq"), all_rows(schema, "job_history", "id")
-        assert old.schema_version() == 12
-    finally:
-        old.close()
-    store = _store(schema)
+        return fill_for_migration(old)
+
+    store, claimed = migrated_intact(schema, 12, monkeypatch, fill)
     try:
-        assert store.schema_version() == LATEST_VERSION >= 13
         assert constraints(schema, "jobs", "c") == ["jobs_row_valid"]
         assert "conveyor_job_valid(jobs.*)" in _check_definition(schema)
-        assert all_rows(schema, "jobs", "seq") == jobs
-        assert all_rows(schema, "job_history", "id") == history
         running = claimed[1]  # the migrated rows still take the changes the check allows
         store.apply([transitions.complete(
             Lease(running.id, running.lease_token or "", running.attempt), None, "w")])
