@@ -27,7 +27,7 @@ from conveyor.stores.postgres import PostgresStore
 from tests.conftest import pg_test_url
 from tests.integration.pgschema import fresh_schema, indexes, migrated_intact
 from tests.integration.pgschema import pg_store as _store
-from tests.integration.test_pg_lighter_writes import _expected
+from tests.integration.test_pg_lighter_writes import _expected, jobs_in_order
 from tests.integration.test_pg_lighter_writes import _fill as _fill_states
 
 pytestmark = pytest.mark.postgres
@@ -117,10 +117,7 @@ def test_lists_and_counts_by_state_give_the_same_jobs(schema: str, query: JobQue
     store = _store(schema)
     try:
         _fill_states(store)
-        with psycopg.connect(pg_test_url()) as conn:
-            ids = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {}.jobs ORDER BY seq")
-                                              .format(sql.Identifier(schema))).fetchall()]
-        jobs = store.get_jobs(ids)
+        jobs = jobs_in_order(store, schema)
         every = JobQuery(states=query.states, queues=query.queues, limit=len(jobs))
         for _ in range(7):  # past psycopg's prepare threshold and the server's custom plans
             assert [j.id for j in store.list_jobs(query)] == _expected(jobs, query)

@@ -128,6 +128,14 @@ def test_a_schema_of_version_11_migrates_with_jobs_and_history_intact(
         store.close()
 
 
+def jobs_in_order(store: PostgresStore, schema: str) -> list[Job]:
+    """Every job of ``schema``, in the table's own order (``seq``)."""
+    with psycopg.connect(pg_test_url()) as conn:
+        ids = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {}.jobs ORDER BY seq")
+                                          .format(sql.Identifier(schema))).fetchall()]
+    return store.get_jobs(ids)
+
+
 def _expected(jobs: list[Job], query: JobQuery) -> list[str]:
     """What a list must give: the matching jobs, newest first (the table's own order)."""
     return [j.id for j in reversed(jobs)
@@ -152,10 +160,7 @@ def test_lists_the_dropped_indexes_served_give_the_same_jobs_in_order(
     store = _store(schema)
     try:
         _fill(store)
-        with psycopg.connect(pg_test_url()) as conn:
-            ids = [r[0] for r in conn.execute(sql.SQL("SELECT id FROM {}.jobs ORDER BY seq")
-                                              .format(sql.Identifier(schema))).fetchall()]
-        jobs = store.get_jobs(ids)
+        jobs = jobs_in_order(store, schema)
         for _ in range(7):  # past psycopg's prepare threshold and the server's custom plans
             assert [j.id for j in store.list_jobs(query)] == _expected(jobs, query)
     finally:
