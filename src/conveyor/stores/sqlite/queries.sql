@@ -245,9 +245,11 @@ RETURNING *;
 -- The usual claim of one job (a one-slot worker's, every time): its start by seq, after
 -- pending_candidates found it (LIMIT 1), then the row read back (select_changed). Three
 -- statements, where claim_pending's one (`seq = (candidates) ... RETURNING *`) makes SQLite
--- build a temporary table for the returned row at every claim: ~28k fewer instructions per
--- claim (callgrind). The write lock is held from the read to the write, so the job is still
--- pending; the guards are the claim's change's, as ever.
+-- build a temporary table for the returned row at every claim. With apply_change_quiet, a
+-- one-job worker transaction (the bench's floor, callgrind, per job): SQLite's own work
+-- ~362k -> ~293k instructions, the whole ~527k -> ~495k (the extra statements' Python). The
+-- write lock is held from the read to the write, so the job is still pending; the guards
+-- are the claim's change's, as ever.
 UPDATE jobs SET {sets} WHERE seq = ? AND {guards};
 
 -- name: application_id
