@@ -5,7 +5,8 @@ the same history rows; and they step aside whenever a limit is set or a job wait
 resumed, so those claims are the plain ones.
 
 Each case is built twice on two copies of one database file and claimed once with the usual
-forms and once with them disabled (``pending_candidates`` that matches nothing).
+forms and once with them disabled (``claim_pending`` and ``pending_candidates`` that
+match nothing).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def _claims(url: str, plain: bool, monkeypatch: pytest.MonkeyPatch,
     try:
         with monkeypatch.context() as patch:
             if plain:
+                patch.setitem(QUERIES, "claim_pending",
+                              QUERIES["claim_pending"].replace("RETURNING", "AND 0 RETURNING"))
                 patch.setitem(QUERIES, "pending_candidates", QUERIES[
                     "pending_candidates"].replace("ORDER BY", "AND seq < 0 ORDER BY"))
             taken: list[list[tuple[Any, ...]]] = []
@@ -205,3 +208,21 @@ def test_a_claim_of_one_job_reads_the_head_of_the_line_then_takes_it_by_seq(
         assert store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30) == []
     finally:
         store.close()
+
+
+def test_the_one_job_claim_reads_its_candidate_as_claim_pending_picks_them() -> None:
+    """``pending_candidates`` (a claim of one job) is ``claim_pending``'s subquery, its filters
+    and order line for line (the comparisons above check what they take)."""
+    def lines(name: str) -> list[str]:
+        return [line.strip() for line in _bare(QUERIES[name]).splitlines()]
+
+    pending = lines("claim_pending")
+    candidates = [line for line in lines("pending_candidates")
+                  if line != "AND NOT EXISTS (SELECT 1 FROM flow_limits)"]
+    assert candidates[0].startswith("SELECT seq FROM jobs INDEXED BY {pending_index}")
+    assert candidates[-1] == "ORDER BY priority DESC, line_at, seq LIMIT ?"
+    start = pending.index(candidates[1])
+    assert pending[start:start + len(candidates) - 1] == [*candidates[1:-1],
+                                                          "ORDER BY priority DESC, line_at, "
+                                                          "seq LIMIT ?)"]
+    assert "AND NOT EXISTS (SELECT 1 FROM flow_limits)" in pending

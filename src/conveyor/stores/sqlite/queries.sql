@@ -217,7 +217,8 @@ SELECT * FROM (
 -- of the claim's types (and queue) waiting to be resumed (a claim resumes those first); the claim
 -- that finds none asks claim_candidates, as before (limits.py, the resumable branch). Arguments:
 -- {in_queue}'s, now, the job types, {in_queue}'s and the job types again, the limit.
--- claim_pending runs it as its subquery; a claim of one job runs it alone (claim_seq).
+-- claim_pending's subquery, with its filters and order (keep the two alike; a test compares
+-- the claims), for a claim of one job (claim_seq).
 SELECT seq FROM jobs INDEXED BY {pending_index}
 WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND waiting_on = 0  -- no dependency left to wait for
@@ -231,15 +232,34 @@ WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
 ORDER BY priority DESC, line_at, seq LIMIT ?
 
 -- name: claim_pending
--- The usual claim of several jobs in one statement: its candidates (its subquery,
--- pending_candidates) and their start (sets and guards: the claim's change, as apply_change
--- writes it, its `id = ?` replaced by the candidates). It writes nothing when
--- pending_candidates finds none. Arguments: the sets', then pending_candidates', then the
--- guards'. The rows come back in no set order: the caller sorts them in claim order.
+-- The usual claim in one statement: its pending candidates (claim_candidates' pending branch,
+-- the same filters and order) and their start (sets and guards: the claim's change, as
+-- apply_change writes it, its `id = ?` replaced by the candidates). Only while nothing would
+-- make the claim take other jobs than these: no limit set anywhere (flow_limits empty) and no
+-- job of the claim's types (and queue) waiting to be resumed (a claim resumes those first).
+-- Otherwise it writes nothing, and the claim that finds no row asks claim_candidates, as before
+-- (limits.py, the resumable branch). Arguments: the sets', then the candidates' ({in_queue}'s,
+-- now, the job types, {in_queue}'s and the job types again, the limit), then the guards'. The
+-- rows come back in no set order: the caller sorts them in claim order. The rows are picked
+-- by seq, the table's rowid, found without the id index (~14k fewer instructions per claim of
+-- four). A claim of one job (a one-slot worker's, every time) is claim_seq's instead, its
+-- candidate read by pending_candidates (these filters and order: keep the two alike).
 UPDATE jobs SET {sets}
-WHERE seq IN ({candidates})
+WHERE seq IN (
+    SELECT seq FROM jobs INDEXED BY {pending_index}
+    WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+      AND waiting_on = 0  -- no dependency left to wait for
+      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+      AND typeof(run_at) IN ('integer', 'real')
+      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+      AND NOT EXISTS (SELECT 1 FROM jobs r INDEXED BY jobs_resumable
+                      WHERE {in_queue} r.state = 'paused' AND r.resume_requested = 1
+                        AND r.job_type IN ({job_types}))
+    ORDER BY priority DESC, line_at, seq LIMIT ?)
   AND {guards}
+  AND NOT EXISTS (SELECT 1 FROM flow_limits)
 RETURNING *;
+
 
 -- name: claim_seq
 -- The usual claim of one job (a one-slot worker's, every time): its start by seq, after

@@ -108,14 +108,13 @@ def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], t
 
 
 @functools.lru_cache(maxsize=64)
-def pending_plan(template: str, candidates: str, worker_id: str, lease_seconds: float,
-                 types: int, one_queue: bool) -> ClaimPlan:
-    """A worker's claim of pending jobs in one statement (``claim_pending``, its subquery
-    ``candidates``, for ``types`` job types, from one queue or from any), made once per
-    worker. A claim of one job is :func:`one_job_plan`'s instead."""
+def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
+                 one_queue: bool) -> ClaimPlan:
+    """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
+    job types, from one queue or from any), made once per worker. A claim of one job is
+    :func:`one_job_plan`'s instead."""
     return subquery_claim_plan(
-        template.replace("{candidates}", candidates),
-        _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
+        template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
         **_candidate_parts(types, one_queue))
 
 
@@ -423,8 +422,8 @@ class SQLiteWorkerPath:
                 claimed = [] if row is None else [row]
                 plan, statement = one.claim, _Q["select_changed"]
             else:
-                plan = pending_plan(_Q["claim_pending"], _Q["pending_candidates"], worker_id,
-                                    lease_seconds, len(types), bool(queues))
+                plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds,
+                                    len(types), bool(queues))
                 statement = plan.statement
                 claimed = conn.execute(plan.statement, plan.arguments(
                     [*candidate_args, limit], now)).fetchall()
