@@ -228,7 +228,8 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
 def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> float:
     """jobs/s of a SQLite worker's statements alone, one process: in each transaction the
     completion of the jobs the previous one claimed (``per_transaction`` at a time), the
-    claim (its candidates and their start in one statement, ``claim_pending``), and the
+    claim (its candidates and their start: ``claim_pending``, or for one job ``claim_one``'s
+    three statements, with the completion ``complete_one``'s, as the store runs them), and the
     history rows of both, as ``SQLiteStore.finish_and_claim`` writes them, with none of the
     worker around them (no threads, no executor, no ``Job`` objects, no events).
 
@@ -238,10 +239,15 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
     from bench.procs import NOOP, build_app
     from conveyor import EnqueueRequest, transitions
     from conveyor.changes import Lease
-    from conveyor.stores.sqlite.changes import change_shape, compile_batch, single_statement
+    from conveyor.stores.sqlite.changes import change_shape, compile_batch
     from conveyor.stores.sqlite.queries import QUERIES
     from conveyor.stores.sqlite.store import SQLiteStore
-    from conveyor.stores.sqlite.worker_path import pending_plan
+    from conveyor.stores.sqlite.worker_path import (
+        claim_one,
+        complete_one,
+        one_job_plan,
+        pending_plan,
+    )
 
     app = build_app(url, None)
     app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])
@@ -256,7 +262,7 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
     at_attempt = template.index(placeholder.attempt)
     at_now = [n for n, value in enumerate(template) if value == clock]
 
-    def completion(prev: list[tuple[str, str, int]], now: float) -> tuple[str, list[Any]]:
+    def completion(prev: list[tuple[str, str, int]], now: float) -> list[Any]:
         rows = []
         for job_id, token, attempt in prev:
             row = list(template)
@@ -264,12 +270,24 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
                 row[n] = now
             row[at_id], row[at_token], row[at_attempt] = job_id, token, attempt
             rows.append(row)
-        if len(rows) == 1:
-            return single_statement(QUERIES["apply_change_landed"], shape), rows[0]
-        return compile_batch(QUERIES["apply_change_batch_landed"], shape, rows)
+        if len(rows) == 1:  # the store's one change alone: without RETURNING
+            landed = complete_one(conn, shape, rows[0], prev[0][0])
+            return [] if landed is None else [landed]
+        statement, args = compile_batch(QUERIES["apply_change_batch_landed"], shape, rows)
+        return conn.execute(statement, args).fetchall()
 
-    claim = pending_plan(QUERIES["claim_pending"], "w", 30.0, 1, False,  # the store's own
-                         per_transaction == 1)
+    # the store's own claims: of one job (three statements), of several (one)
+    one = one_job_plan(QUERIES["claim_seq"], QUERIES["pending_candidates"], "w", 30.0, 1,
+                       False)
+    claim = pending_plan(QUERIES["claim_pending"], "w", 30.0, 1, False)
+
+    def claimed(now: float) -> list[Any]:
+        if per_transaction == 1:
+            row = claim_one(conn, one, [now, NOOP, NOOP], now)
+            return [] if row is None else [row]
+        return conn.execute(claim.statement, claim.arguments(
+            [now, NOOP, NOOP, per_transaction], now)).fetchall()
+
     history = QUERIES["insert_history_seq"]
     prev: list[tuple[str, str, int]] = []
     done = 0
@@ -281,14 +299,12 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
         # told of the commit, as the worker's transactions are
         with store._write() as conn:
             if prev:
-                statement, args = completion(prev, now)
-                for seq, job_id, state, attempt, _ in conn.execute(statement, args).fetchall():
+                for seq, job_id, state, attempt, _ in completion(prev, now):
                     rows.append((seq, job_id, now, "complete", "running", state, attempt, "w",
                                  ""))
                 done += len(prev)
             prev = []
-            for job in conn.execute(claim.statement, claim.arguments(
-                    [now, NOOP, NOOP, per_transaction], now)).fetchall():
+            for job in claimed(now):
                 prev.append((job["id"], job["lease_token"], job["attempt"]))
                 rows.append((job["seq"], job["id"], now, "start", "pending", "running",
                              job["attempt"], "w", ""))

@@ -1,14 +1,17 @@
-"""The SQLite claim's one-statement form (``claim_pending``) takes what the two-statement
-claim (``claim_candidates``, then the UPDATE by id) takes: the same jobs, in the same order,
-with the same history rows; and it steps aside whenever a limit is set or a job waits to be
+"""The SQLite claim's usual forms (``claim_pending``'s one statement, and for one job
+``claim_one``'s read of ``pending_candidates`` and UPDATE by seq) take what the plain claim
+(``claim_candidates``, then the UPDATE by id) takes: the same jobs, in the same order, with
+the same history rows; and they step aside whenever a limit is set or a job waits to be
 resumed, so those claims are the plain ones.
 
-Each case is built twice on two copies of one database file and claimed once with the
-one-statement form and once with it disabled (a ``claim_pending`` that matches nothing).
+Each case is built twice on two copies of one database file and claimed once with the usual
+forms and once with them disabled (``claim_pending`` and ``pending_candidates`` that
+match nothing).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +75,8 @@ def _claims(url: str, plain: bool, monkeypatch: pytest.MonkeyPatch,
             if plain:
                 patch.setitem(QUERIES, "claim_pending",
                               QUERIES["claim_pending"].replace("RETURNING", "AND 0 RETURNING"))
+                patch.setitem(QUERIES, "pending_candidates", QUERIES[
+                    "pending_candidates"].replace("ORDER BY", "AND seq < 0 ORDER BY"))
             taken: list[list[tuple[Any, ...]]] = []
             for claim in claims:
                 statements.clear()
@@ -156,12 +161,12 @@ def test_a_claim_that_found_nothing_tries_one_statement_again_once_a_plain_one_c
         return len(taken), sum(_bare(s).startswith(("SELECT", "UPDATE")) for s in statements)
 
     try:
-        assert claim() == (0, 2)  # the one-statement claim, then the plain one: nothing
+        assert claim() == (0, 2)  # the usual claim's read, then the plain one: nothing
         assert claim() == (0, 1)  # idle: the plain claim's read alone
         insert(store, "t")
         insert(store, "t")
         assert claim() == (1, 2)  # plain: candidates, then the UPDATE by id
-        assert claim() == (1, 1)  # one statement again
+        assert claim() == (1, 3)  # the usual one again: read, UPDATE by seq, row read back
         store.save_type_limits(["t"], [LimitRule("type", "t", max_running=9)])
         insert(store, "t")
         assert claim()[0] == 1  # a limit set: the plain claim (limits.py) from now on
@@ -173,11 +178,12 @@ def test_a_claim_that_found_nothing_tries_one_statement_again_once_a_plain_one_c
         store.close()
 
 
-def test_a_one_statement_claim_of_one_job_picks_it_by_a_scalar_subquery(
+def test_a_claim_of_one_job_reads_the_head_of_the_line_then_takes_it_by_seq(
         tmp_path: Path) -> None:
-    """A claim of one job (a one-slot worker's) takes it with ``seq = (subquery)``, one of
-    several with ``seq IN (subquery)``; both take the head of the line, and each the jobs the
-    plain claim would (see the comparison above, which claims one job in several ways)."""
+    """A claim of one job (a one-slot worker's) reads its candidate, then takes it with
+    ``seq = ?`` and no RETURNING (then reads the row back); one of several takes them with
+    ``seq IN (subquery)``; both take the head of the line, and each the jobs the plain claim
+    would (see the comparison above, which claims one job in several ways)."""
     store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     store.migrate()
     statements: list[str] = []
@@ -189,8 +195,8 @@ def test_a_one_statement_claim_of_one_job_picks_it_by_a_scalar_subquery(
         statements.clear()
         (first,) = store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30)
         (update,) = [_bare(s) for s in statements if _bare(s).startswith("UPDATE")]
-        assert "WHERE seq = (" in update
-        assert "WHERE seq IN (" not in update
+        assert re.search(r"WHERE seq = \d+ AND", update)  # the trace shows it bound
+        assert "RETURNING" not in update and "WHERE seq IN (" not in update
         statements.clear()
         more = store.claim("w", queues=[], job_types=["t"], limit=3, lease_seconds=30)
         (update,) = [_bare(s) for s in statements if _bare(s).startswith("UPDATE")]
@@ -202,3 +208,21 @@ def test_a_one_statement_claim_of_one_job_picks_it_by_a_scalar_subquery(
         assert store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30) == []
     finally:
         store.close()
+
+
+def test_the_one_job_claim_reads_its_candidate_as_claim_pending_picks_them() -> None:
+    """``pending_candidates`` (a claim of one job) is ``claim_pending``'s subquery, its filters
+    and order line for line (the comparisons above check what they take)."""
+    def lines(name: str) -> list[str]:
+        return [line.strip() for line in _bare(QUERIES[name]).splitlines()]
+
+    pending = lines("claim_pending")
+    candidates = [line for line in lines("pending_candidates")
+                  if line != "AND NOT EXISTS (SELECT 1 FROM flow_limits)"]
+    assert candidates[0].startswith("SELECT seq FROM jobs INDEXED BY {pending_index}")
+    assert candidates[-1] == "ORDER BY priority DESC, line_at, seq LIMIT ?"
+    start = pending.index(candidates[1])
+    assert pending[start:start + len(candidates) - 1] == [*candidates[1:-1],
+                                                          "ORDER BY priority DESC, line_at, "
+                                                          "seq LIMIT ?)"]
+    assert "AND NOT EXISTS (SELECT 1 FROM flow_limits)" in pending

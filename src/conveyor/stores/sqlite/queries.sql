@@ -156,6 +156,17 @@ UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where} RETURNING *
 -- it, by select_changed). A row of all ~37 columns costs SQLite and Python a value each.
 UPDATE jobs SET {sets} WHERE {where} RETURNING seq, id, state, attempt, has_dependents;
 
+-- name: apply_change_quiet
+-- apply_change_landed without RETURNING, for one change alone (a one-slot worker's completion,
+-- every time): RETURNING makes SQLite build a temporary table for the returned rows at each
+-- run. Whether it landed: the cursor's rowcount; then its row as select_landed reads it.
+UPDATE jobs SET {sets} WHERE {where};
+
+-- name: select_landed
+-- The columns apply_change_landed returns, of the one job apply_change_quiet has just changed
+-- in this transaction (by its id: the write lock is held, so the row is as that change left it).
+SELECT seq, id, state, attempt, has_dependents FROM jobs WHERE id = ?;
+
 -- name: apply_change_batch_landed
 -- apply_change_batch returning what apply_change_landed returns.
 UPDATE jobs SET {sets} FROM (VALUES {values}) AS batch WHERE {where}
@@ -199,6 +210,27 @@ SELECT * FROM (
       AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
     ORDER BY priority DESC, line_at, seq LIMIT ?);
 
+-- name: pending_candidates
+-- The usual claim's pending candidates (claim_candidates' pending branch, the same filters and
+-- order), by seq, the table's rowid: found without the id index. None while anything would make
+-- the claim take other jobs than these: a limit set anywhere (flow_limits holds a row) or a job
+-- of the claim's types (and queue) waiting to be resumed (a claim resumes those first); the claim
+-- that finds none asks claim_candidates, as before (limits.py, the resumable branch). Arguments:
+-- {in_queue}'s, now, the job types, {in_queue}'s and the job types again, the limit.
+-- claim_pending's subquery, with its filters and order (keep the two alike; a test compares
+-- the claims), for a claim of one job (claim_seq).
+SELECT seq FROM jobs INDEXED BY {pending_index}
+WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
+  AND waiting_on = 0  -- no dependency left to wait for
+  AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
+  AND typeof(run_at) IN ('integer', 'real')
+  AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
+  AND NOT EXISTS (SELECT 1 FROM jobs r INDEXED BY jobs_resumable
+                  WHERE {in_queue} r.state = 'paused' AND r.resume_requested = 1
+                    AND r.job_type IN ({job_types}))
+  AND NOT EXISTS (SELECT 1 FROM flow_limits)
+ORDER BY priority DESC, line_at, seq LIMIT ?
+
 -- name: claim_pending
 -- The usual claim in one statement: its pending candidates (claim_candidates' pending branch,
 -- the same filters and order) and their start (sets and guards: the claim's change, as
@@ -208,13 +240,12 @@ SELECT * FROM (
 -- Otherwise it writes nothing, and the claim that finds no row asks claim_candidates, as before
 -- (limits.py, the resumable branch). Arguments: the sets', then the candidates' ({in_queue}'s,
 -- now, the job types, {in_queue}'s and the job types again, the limit), then the guards'. The
--- rows come back in no set order: the caller sorts them in claim order. {pick}: `IN`, or `=`
--- for a claim of one job (a one-slot worker's, every time): a scalar subquery's one row, where
--- `IN` makes SQLite build a temporary index of the subquery's rows at every claim (a claim and
--- its commit: ~347k -> ~301k instructions, callgrind). The rows are picked by seq, the table's
--- rowid, found without the id index (~4k fewer per claim of one job, ~14k of four).
+-- rows come back in no set order: the caller sorts them in claim order. The rows are picked
+-- by seq, the table's rowid, found without the id index (~14k fewer instructions per claim of
+-- four). A claim of one job (a one-slot worker's, every time) is claim_seq's instead, its
+-- candidate read by pending_candidates (these filters and order: keep the two alike).
 UPDATE jobs SET {sets}
-WHERE seq {pick} (
+WHERE seq IN (
     SELECT seq FROM jobs INDEXED BY {pending_index}
     WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
       AND waiting_on = 0  -- no dependency left to wait for
@@ -228,6 +259,18 @@ WHERE seq {pick} (
   AND {guards}
   AND NOT EXISTS (SELECT 1 FROM flow_limits)
 RETURNING *;
+
+
+-- name: claim_seq
+-- The usual claim of one job (a one-slot worker's, every time): its start by seq, after
+-- pending_candidates found it (LIMIT 1), then the row read back (select_changed). Three
+-- statements, where claim_pending's one (`seq = (candidates) ... RETURNING *`) makes SQLite
+-- build a temporary table for the returned row at every claim. With apply_change_quiet, a
+-- one-job worker transaction (the bench's floor, callgrind, per job): SQLite's own work
+-- ~362k -> ~293k instructions, the whole ~527k -> ~495k (the extra statements' Python). The
+-- write lock is held from the read to the write, so the job is still pending; the guards
+-- are the claim's change's, as ever.
+UPDATE jobs SET {sets} WHERE seq = ? AND {guards};
 
 -- name: application_id
 PRAGMA application_id;

@@ -109,16 +109,71 @@ def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], t
 
 @functools.lru_cache(maxsize=64)
 def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
-                 one_queue: bool, one_job: bool = False) -> ClaimPlan:
+                 one_queue: bool) -> ClaimPlan:
     """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
-    job types, from one queue or from any), made once per worker. ``one_job``: the claim's
-    limit is 1, its job picked by a scalar subquery (``seq = (...)``), which spares SQLite
-    the temporary index a ``seq IN (...)`` builds of the picked rows at each claim."""
+    job types, from one queue or from any), made once per worker. A claim of one job is
+    :func:`one_job_plan`'s instead."""
     return subquery_claim_plan(
         template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
-        job_types=marks(types), in_queue="queue = ? AND" if one_queue else "",
-        pending_index="jobs_pending_queue" if one_queue else "jobs_pending_any",
-        pick="=" if one_job else "IN")
+        **_candidate_parts(types, one_queue))
+
+
+class OneJobPlan(NamedTuple):
+    """A worker's claim of one pending job (a one-slot worker's, every time), made once per
+    worker: ``pick`` reads the head of the line (``pending_candidates``, LIMIT 1), ``claim``
+    starts it by seq (``claim_seq``), then the row is read back (``select_changed``).
+    ``claim_pending``'s one statement, with its RETURNING, makes SQLite build a temporary
+    table for the returned row at every claim; the three statements cost less."""
+
+    pick: str
+    claim: ClaimPlan
+
+
+@functools.lru_cache(maxsize=64)
+def one_job_plan(template: str, candidates: str, worker_id: str, lease_seconds: float,
+                 types: int, one_queue: bool) -> OneJobPlan:
+    """:class:`OneJobPlan` of ``claim_seq`` (``template``) and ``pending_candidates``
+    (``candidates``), for ``types`` job types, from one queue or from any."""
+    parts = _candidate_parts(types, one_queue)
+    return OneJobPlan(candidates.format(**parts), subquery_claim_plan(
+        template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
+        **parts))
+
+
+def _candidate_parts(types: int, one_queue: bool) -> dict[str, str]:
+    return {"job_types": marks(types), "in_queue": "queue = ? AND" if one_queue else "",
+            "pending_index": "jobs_pending_queue" if one_queue else "jobs_pending_any"}
+
+
+def claim_one(conn: sqlite3.Connection, plan: OneJobPlan, candidate_args: list[Any],
+              now: float) -> sqlite3.Row | None:
+    """The claim of one pending job by ``plan``, inside the caller's write transaction: the
+    job's row as the claim left it, or None when ``pending_candidates`` finds none (with
+    ``candidate_args``, its arguments but the limit). The store's, and the benchmark's floor
+    (``bench/loops.py``), so that both run the same statements."""
+    found = conn.execute(plan.pick, [*candidate_args, 1]).fetchone()
+    if found is None:
+        return None
+    # the write lock is held since the read: the job is still pending, so the guards hold
+    written = conn.execute(plan.claim.statement, plan.claim.arguments(found, now)).rowcount
+    assert written == 1, written
+    row: sqlite3.Row = conn.execute(_Q["select_changed"], found).fetchone()
+    return row
+
+
+def complete_one(conn: sqlite3.Connection, shape: tuple[str, str], args: Sequence[Any],
+                 job_id: str) -> sqlite3.Row | None:
+    """One change of ``shape`` to job ``job_id`` alone (its ``args`` from :func:`prepare`,
+    at now), as
+    ``apply_change_landed`` writes it and with the columns it returns (None: it did not
+    land), without RETURNING: SQLite builds a temporary table for a RETURNING statement's
+    rows at each run, dearer than the read back of the one row (``select_landed``). Used
+    where only whether the change landed matters (a worker's completion)."""
+    if conn.execute(single_statement(_Q["apply_change_quiet"], shape), args).rowcount != 1:
+        return None  # refused (guards: fencing by token and attempt), or no such job
+    # the write lock is held: the row is as the change left it
+    row: sqlite3.Row = conn.execute(_Q["select_landed"], (job_id,)).fetchone()
+    return row
 
 
 _PENDING = JobState.PENDING.value
@@ -269,8 +324,12 @@ class SQLiteWorkerPath:
         for sql, group in shapes.items():
             if len(group) == 1:  # the plain statement; its history row joins the others'
                 n = group[0]
-                statement = single_statement(_Q[single], sql)
-                row = done[n] = conn.execute(statement, prepared[n][1]).fetchone()
+                if whole_rows:
+                    statement = single_statement(_Q[single], sql)
+                    row = done[n] = conn.execute(statement, prepared[n][1]).fetchone()
+                else:  # a worker's completion of one job: without RETURNING
+                    statement = _Q["select_landed"]
+                    row = done[n] = complete_one(conn, sql, prepared[n][1], changes[n].job_id)
                 if row is not None and layout is None:
                     layout = _layout_of(statement, row)
                 continue
@@ -354,13 +413,22 @@ class SQLiteWorkerPath:
             # start in one statement; it writes nothing otherwise, and the claim goes on below
             # (and the next ones too, until one finds only pending jobs and no limit set)
             types = sorted(set(job_types))
-            plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds, len(types),
-                                bool(queues), limit == 1)
             scope = queues[:1]
-            claimed = conn.execute(plan.statement, plan.arguments(
-                [*scope, now, *types, *scope, *types, limit], now)).fetchall()
+            candidate_args = [*scope, now, *types, *scope, *types]
+            if limit == 1:  # a one-slot worker's, every time: without RETURNING
+                one = one_job_plan(_Q["claim_seq"], _Q["pending_candidates"], worker_id,
+                                   lease_seconds, len(types), bool(queues))
+                row = claim_one(conn, one, candidate_args, now)
+                claimed = [] if row is None else [row]
+                plan, statement = one.claim, _Q["select_changed"]
+            else:
+                plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds,
+                                    len(types), bool(queues))
+                statement = plan.statement
+                claimed = conn.execute(plan.statement, plan.arguments(
+                    [*candidate_args, limit], now)).fetchall()
             if claimed:
-                columns = _layout_of(plan.statement, claimed[0])
+                columns = _layout_of(statement, claimed[0])
                 seq, job_id, state, attempt = (columns.seq, columns.id, columns.state,
                                                columns.attempt)
                 action, actor, reason = plan.action, plan.actor, plan.reason
