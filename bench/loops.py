@@ -279,7 +279,8 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
     # the store's own claims: of one job (three statements), of several (one)
     one = one_job_plan(QUERIES["claim_seq"], QUERIES["pending_candidates"], "w", 30.0, 1,
                        False)
-    claim = pending_plan(QUERIES["claim_pending"], "w", 30.0, 1, False)
+    claim = pending_plan(QUERIES["claim_pending"], QUERIES["pending_candidates"], "w", 30.0, 1,
+                         False)
 
     def claimed(now: float) -> list[Any]:
         if per_transaction == 1:

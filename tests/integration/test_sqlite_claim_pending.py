@@ -208,21 +208,3 @@ def test_a_claim_of_one_job_reads_the_head_of_the_line_then_takes_it_by_seq(
         assert store.claim("w", queues=[], job_types=["t"], limit=1, lease_seconds=30) == []
     finally:
         store.close()
-
-
-def test_the_one_job_claim_reads_its_candidate_as_claim_pending_picks_them() -> None:
-    """``pending_candidates`` (a claim of one job) is ``claim_pending``'s subquery, its filters
-    and order line for line (the comparisons above check what they take)."""
-    def lines(name: str) -> list[str]:
-        return [line.strip() for line in _bare(QUERIES[name]).splitlines()]
-
-    pending = lines("claim_pending")
-    candidates = [line for line in lines("pending_candidates")
-                  if line != "AND NOT EXISTS (SELECT 1 FROM flow_limits)"]
-    assert candidates[0].startswith("SELECT seq FROM jobs INDEXED BY {pending_index}")
-    assert candidates[-1] == "ORDER BY priority DESC, line_at, seq LIMIT ?"
-    start = pending.index(candidates[1])
-    assert pending[start:start + len(candidates) - 1] == [*candidates[1:-1],
-                                                          "ORDER BY priority DESC, line_at, "
-                                                          "seq LIMIT ?)"]
-    assert "AND NOT EXISTS (SELECT 1 FROM flow_limits)" in pending

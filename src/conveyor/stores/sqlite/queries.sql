@@ -212,13 +212,12 @@ SELECT * FROM (
 
 -- name: pending_candidates
 -- The usual claim's pending candidates (claim_candidates' pending branch, the same filters and
--- order), by seq, the table's rowid: found without the id index. None while anything would make
--- the claim take other jobs than these: a limit set anywhere (flow_limits holds a row) or a job
--- of the claim's types (and queue) waiting to be resumed (a claim resumes those first); the claim
--- that finds none asks claim_candidates, as before (limits.py, the resumable branch). Arguments:
+-- order), by seq, the table's rowid: found without the id index. None while a job of the
+-- claim's types (and queue) waits to be resumed (a claim resumes those first); the statement
+-- that starts them (claim_pending, whose candidates these are, or claim_seq for one job)
+-- writes nothing while a limit is set anywhere (flow_limits holds a row). The claim that takes
+-- nothing asks claim_candidates, as before (limits.py, the resumable branch). Arguments:
 -- {in_queue}'s, now, the job types, {in_queue}'s and the job types again, the limit.
--- claim_pending's subquery, with its filters and order (keep the two alike; a test compares
--- the claims), for a claim of one job (claim_seq).
 SELECT seq FROM jobs INDEXED BY {pending_index}
 WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND waiting_on = 0  -- no dependency left to wait for
@@ -228,12 +227,11 @@ WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
   AND NOT EXISTS (SELECT 1 FROM jobs r INDEXED BY jobs_resumable
                   WHERE {in_queue} r.state = 'paused' AND r.resume_requested = 1
                     AND r.job_type IN ({job_types}))
-  AND NOT EXISTS (SELECT 1 FROM flow_limits)
 ORDER BY priority DESC, line_at, seq LIMIT ?
 
 -- name: claim_pending
--- The usual claim in one statement: its pending candidates (claim_candidates' pending branch,
--- the same filters and order) and their start (sets and guards: the claim's change, as
+-- The usual claim in one statement: its pending candidates (pending_candidates,
+-- claim_candidates' pending branch, the same filters and order) and their start (sets and guards: the claim's change, as
 -- apply_change writes it, its `id = ?` replaced by the candidates). Only while nothing would
 -- make the claim take other jobs than these: no limit set anywhere (flow_limits empty) and no
 -- job of the claim's types (and queue) waiting to be resumed (a claim resumes those first).
@@ -243,19 +241,9 @@ ORDER BY priority DESC, line_at, seq LIMIT ?
 -- rows come back in no set order: the caller sorts them in claim order. The rows are picked
 -- by seq, the table's rowid, found without the id index (~14k fewer instructions per claim of
 -- four). A claim of one job (a one-slot worker's, every time) is claim_seq's instead, its
--- candidate read by pending_candidates (these filters and order: keep the two alike).
+-- candidate read by pending_candidates alone.
 UPDATE jobs SET {sets}
-WHERE seq IN (
-    SELECT seq FROM jobs INDEXED BY {pending_index}
-    WHERE {in_queue} state = 'pending' AND run_at <= ? AND job_type IN ({job_types})
-      AND waiting_on = 0  -- no dependency left to wait for
-      AND json_valid(params) AND json_valid(checkpoint) AND json_valid(backoff)
-      AND typeof(run_at) IN ('integer', 'real')
-      AND NOT EXISTS (SELECT 1 FROM queue_states q WHERE q.queue = jobs.queue AND q.paused = 1)
-      AND NOT EXISTS (SELECT 1 FROM jobs r INDEXED BY jobs_resumable
-                      WHERE {in_queue} r.state = 'paused' AND r.resume_requested = 1
-                        AND r.job_type IN ({job_types}))
-    ORDER BY priority DESC, line_at, seq LIMIT ?)
+WHERE seq IN ({candidates})
   AND {guards}
   AND NOT EXISTS (SELECT 1 FROM flow_limits)
 RETURNING *;
@@ -269,8 +257,9 @@ RETURNING *;
 -- one-job worker transaction (the bench's floor, callgrind, per job): SQLite's own work
 -- ~362k -> ~293k instructions, the whole ~527k -> ~495k (the extra statements' Python). The
 -- write lock is held from the read to the write, so the job is still pending; the guards
--- are the claim's change's, as ever.
-UPDATE jobs SET {sets} WHERE seq = ? AND {guards};
+-- are the claim's change's, as ever. It writes nothing while a limit is set anywhere, as
+-- claim_pending.
+UPDATE jobs SET {sets} WHERE seq = ? AND {guards} AND NOT EXISTS (SELECT 1 FROM flow_limits);
 
 -- name: application_id
 PRAGMA application_id;

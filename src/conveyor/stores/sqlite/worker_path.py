@@ -108,14 +108,16 @@ def _in_line(priority: int, line_at: int, seq: int) -> Callable[[sqlite3.Row], t
 
 
 @functools.lru_cache(maxsize=64)
-def pending_plan(template: str, worker_id: str, lease_seconds: float, types: int,
-                 one_queue: bool) -> ClaimPlan:
-    """A worker's claim of pending jobs in one statement (``claim_pending``, for ``types``
-    job types, from one queue or from any), made once per worker. A claim of one job is
-    :func:`one_job_plan`'s instead."""
+def pending_plan(template: str, candidates: str, worker_id: str, lease_seconds: float,
+                 types: int, one_queue: bool) -> ClaimPlan:
+    """A worker's claim of pending jobs in one statement (``claim_pending``, ``template``,
+    its ``{candidates}`` from ``pending_candidates``, for ``types`` job types, from one queue
+    or from any), made once per worker. A claim of one job is :func:`one_job_plan`'s
+    instead."""
+    parts = _candidate_parts(types, one_queue)
     return subquery_claim_plan(
         template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
-        **_candidate_parts(types, one_queue))
+        candidates=candidates.strip().format(**parts), **parts)
 
 
 class OneJobPlan(NamedTuple):
@@ -149,14 +151,16 @@ def claim_one(conn: sqlite3.Connection, plan: OneJobPlan, candidate_args: list[A
               now: float) -> sqlite3.Row | None:
     """The claim of one pending job by ``plan``, inside the caller's write transaction: the
     job's row as the claim left it, or None when ``pending_candidates`` finds none (with
-    ``candidate_args``, its arguments but the limit). The store's, and the benchmark's floor
-    (``bench/loops.py``), so that both run the same statements."""
+    ``candidate_args``, its arguments but the limit) or a limit is set (``claim_seq`` then
+    writes nothing). The store's, and the benchmark's floor (``bench/loops.py``), so that
+    both run the same statements."""
     found = conn.execute(plan.pick, [*candidate_args, 1]).fetchone()
     if found is None:
         return None
     # the write lock is held since the read: the job is still pending, so the guards hold
     written = conn.execute(plan.claim.statement, plan.claim.arguments(found, now)).rowcount
-    assert written == 1, written
+    if not written:
+        return None  # a limit is set somewhere: the claim asks claim_candidates instead
     row: sqlite3.Row = conn.execute(_Q["select_changed"], found).fetchone()
     return row
 
@@ -422,8 +426,8 @@ class SQLiteWorkerPath:
                 claimed = [] if row is None else [row]
                 plan, statement = one.claim, _Q["select_changed"]
             else:
-                plan = pending_plan(_Q["claim_pending"], worker_id, lease_seconds,
-                                    len(types), bool(queues))
+                plan = pending_plan(_Q["claim_pending"], _Q["pending_candidates"], worker_id,
+                                    lease_seconds, len(types), bool(queues))
                 statement = plan.statement
                 claimed = conn.execute(plan.statement, plan.arguments(
                     [*candidate_args, limit], now)).fetchall()
