@@ -19,8 +19,8 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
 - Enqueue: ``app.enqueue()`` in a loop, and one ``enqueue_many()`` of 10,000 jobs; beside
   them, conveyor's own insert statements run by hand with parameters prepared beforehand
   (``loops.*_conveyor_sql``): what the schema and the database cost before conveyor's Python.
-  The loop, ``enqueue()`` and the statements alone take turns, three rounds, and each figure is
-  the median of its rounds.
+  The loop, ``enqueue()`` and the statements alone take turns, five rounds; each figure is the
+  median of its rounds, and each ratio the median of the rounds' own ratios.
 - SQLite ``synchronous=FULL``: throughput 1 x 4 and enqueue again, beside the loops at FULL.
 
 Speeds depend on the machine; compare the ratios within one run.
@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from bench import loops
 from bench.common import median, pct, table, write_sections
@@ -48,7 +49,7 @@ from conveyor.errors import ConfigurationError
 
 PG_ENV = "CONVEYOR_BENCH_PG_URL"
 BULK = 10_000
-ENQUEUE_ROUNDS = 3
+ENQUEUE_ROUNDS = 5
 
 
 @dataclass
@@ -202,9 +203,10 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
                                 f"{pct(samples, 0.99) * 1e3:.1f}", f"{max(samples) * 1e3:.1f}"))
     cpu = idle_cpu(target, sizes.idle_seconds)
     sections["idle"].append((name, f"{sizes.idle_seconds:g} s", f"{cpu:.2%}"))
-    insert, one, sql_one, bulk, sql_bulk = enqueue_rounds(target, sizes)
-    sections["enqueue"].append((name, f"{one:,.0f}", f"{insert:,.0f}", ratio(one, insert),
-                                f"{sql_one:,.0f} ({ratio(sql_one, insert)})", f"{bulk:,.0f}",
+    rates = enqueue_rounds(target, sizes)
+    insert, one, sql_one, bulk, sql_bulk = rates.medians
+    sections["enqueue"].append((name, f"{one:,.0f}", f"{insert:,.0f}", f"{rates.one:.0%}",
+                                f"{sql_one:,.0f} ({rates.sql_one:.0%})", f"{bulk:,.0f}",
                                 f"{sql_bulk:,.0f}"))
     if target.pg_url is None:
         sections["sqlite_sync"].append(("NORMAL (default)", f"{one_x_4:,.0f}",
@@ -212,12 +214,26 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
         sections["sqlite_sync"].append(sqlite_full(sizes))
 
 
-def enqueue_rounds(target: Target, sizes: Sizes) -> tuple[float, float, float, float, float]:
+class EnqueueRates(NamedTuple):
+    """:func:`enqueue_rounds`' figures: the medians of each one's rounds (the loop's, then
+    ``enqueue()``'s, the SQL alone one by one, ``enqueue_many()``, the SQL alone in bulk),
+    and the medians of the rounds' own ratios to the loop of ``enqueue()`` and of the SQL
+    alone."""
+
+    medians: tuple[float, float, float, float, float]
+    one: float
+    sql_one: float
+
+
+def enqueue_rounds(target: Target, sizes: Sizes) -> EnqueueRates:
     """The enqueue figures (the loop's one INSERT per transaction, ``enqueue()`` one by one,
-    conveyor's SQL alone one by one, ``enqueue_many()``, its SQL alone in bulk), each the
-    median of :data:`ENQUEUE_ROUNDS` rounds that take turns: a commit's cost drifts (on
-    durable PostgreSQL the disk's flush time moved 2x within minutes), so figures measured
-    minutes apart made ratios of the drift rather than of the work."""
+    conveyor's SQL alone one by one, ``enqueue_many()``, its SQL alone in bulk), in
+    :data:`ENQUEUE_ROUNDS` rounds that take turns: a commit's cost drifts (on durable
+    PostgreSQL the disk's flush time moved 2x within minutes, and a round of a few hundred
+    commits can meet a stall of a second), so figures measured minutes apart made ratios of
+    the drift rather than of the work. A ratio is each round's own (its parts ran seconds
+    apart), the median of the rounds: the median of each figure alone may come from rounds
+    of different speed."""
     folder, rounds = target.folder, ENQUEUE_ROUNDS
     single, many = max(1, sizes.single // rounds), max(1, sizes.single * 2 // rounds)
     figures: list[tuple[float, ...]] = []
@@ -234,7 +250,9 @@ def enqueue_rounds(target: Target, sizes: Sizes) -> tuple[float, float, float, f
                                                       single, BULK)
         figures.append((insert, one, sql_one, enqueue_bulk(target), sql_bulk))
     insert, one, sql_one, bulk, sql_bulk = (median(column) for column in zip(*figures, strict=True))
-    return insert, one, sql_one, bulk, sql_bulk
+    return EnqueueRates((insert, one, sql_one, bulk, sql_bulk),
+                        median([f[1] / f[0] for f in figures]),
+                        median([f[2] / f[0] for f in figures]))
 
 
 def sqlite_full(sizes: Sizes) -> tuple[object, ...]:
@@ -261,7 +279,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (Sizes(jobs=1000, pg_jobs=500, probes=30, single=300, pg_single=100,
                    idle_seconds=3) if args.quick
-             else Sizes(jobs=5000, pg_jobs=2000, probes=100, single=3000, pg_single=600,
+             else Sizes(jobs=5000, pg_jobs=2000, probes=100, single=3000, pg_single=1000,
                         idle_seconds=10))
     targets = [Target("SQLite")]
     pg_url = os.environ.get(PG_ENV)
