@@ -21,9 +21,10 @@ Python), and writes their text a batch at a time; its random bits are read fresh
 call. :func:`new_job_id` takes its random bits from a small pool read and written as text a
 batch at a time (:meth:`_Clock.refill`): reading them for each id, with the 128-bit number
 formatted and cut in five, was about 20,000 instructions and a system call per ``enqueue()``
-(a fifth of its client's Python), this is about 3,000. A forked child empties the pool it
-inherited before its first id (:func:`os.register_at_fork`, as the :mod:`random` module
-reseeds itself), so it can never repeat its parent's ids.
+(a fifth of its client's Python), this is a few thousand (its place comes from
+:meth:`_Clock.advance`, the arithmetic :func:`new_job_ids` uses too). A forked child
+empties the pool it inherited before its first id (:func:`os.register_at_fork`, as the
+:mod:`random` module reseeds itself), so it can never repeat its parent's ids.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class _Clock:
         self.last_ms = 0
         self.counter = 0
         #: Random tails of ids (``vvvv-rrrrrrrrrrrr``: the variant and 62 random bits) and
-        #: 11-bit counter seeds, one of each per id at most; refilled together once the tails
-        #: run out (a seed is taken only in a new millisecond, so seeds never run out first).
+        #: 11-bit counter seeds (used in a new millisecond only), one of each per id: both
+        #: run out together, and are refilled together.
         self.tails: list[str] = []
         self.seeds: list[int] = []
         #: The text an id of millisecond ``prefix_ms`` starts with (``tttttttt-tttt-7``).
@@ -88,12 +89,16 @@ class _Clock:
         counts on from the last place, and past 4,095 the count carries into the next
         millisecond."""
         with self.lock:
-            ms = time.time_ns() // 1_000_000
-            first = ms << 12 | seed if ms > self.last_ms else (
-                self.last_ms << 12 | self.counter) + 1
-            last = first + count - 1
-            self.last_ms, self.counter = last >> 12, last & _RAND_A
-            return first
+            return self.advance(count, seed)
+
+    def advance(self, count: int, seed: int) -> int:
+        """:meth:`reserve` under :attr:`lock`, held by the caller."""
+        ms = time.time_ns() // 1_000_000
+        first = ms << 12 | seed if ms > self.last_ms else (
+            self.last_ms << 12 | self.counter) + 1
+        last = first + count - 1
+        self.last_ms, self.counter = last >> 12, last & _RAND_A
+        return first
 
 
 _clock = _Clock()
@@ -110,30 +115,18 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
 def new_job_id() -> str:
     """A new job id: a UUIDv7 in lower-case canonical text (what :data:`JOB_ID_PATTERN` takes).
 
-    Its place as :meth:`_Clock.reserve` gives it (inlined: the call and its arithmetic on the
-    128-bit number were most of the cost), its random bits from the pool (see the module's
-    docstring), the text of its millisecond kept from the last id."""
+    Its place as :meth:`_Clock.reserve` gives it, its random bits and counter seed from the
+    pool (see the module's docstring), the text of its millisecond kept from the last id."""
     clock = _clock
     with clock.lock:
-        tails = clock.tails
-        if not tails:
+        if not clock.tails:
             clock.refill()
-            tails = clock.tails
-        ms = time.time_ns() // 1_000_000
-        if ms > clock.last_ms:
-            clock.last_ms = ms
-            counter = clock.seeds.pop()
-        else:  # the same millisecond, or the clock stepped back: count on from the last place
-            ms = clock.last_ms
-            counter = clock.counter + 1
-            if counter > _RAND_A:  # carried into the next millisecond
-                ms = clock.last_ms = ms + 1
-                counter = 0
-        clock.counter = counter
+        place = clock.advance(1, clock.seeds.pop())
+        ms = place >> 12
         if ms != clock.prefix_ms:
             clock.prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
             clock.prefix_ms = ms
-        return f"{clock.prefix}{counter:03x}-{tails.pop()}"
+        return f"{clock.prefix}{place & _RAND_A:03x}-{clock.tails.pop()}"
 
 
 def new_job_ids(count: int) -> list[str]:
@@ -179,16 +172,6 @@ def new_job_ids(count: int) -> list[str]:
 _VARIANT_BYTE = bytes(byte & 0x3F | 0x80 for byte in range(256))
 #: The version (7) in the top four bits of the 16-bit word it shares with the counter.
 _VERSION_WORD = 0x7 << 12
-
-
-def _id(place: int, random: int) -> str:
-    """The id at ``place`` (``ms << 12 | counter``, from :meth:`_Clock.reserve`), its rand_b
-    from ``random``'s low 62 bits, in lower-case canonical text: the plain form, which the
-    tests hold the text :func:`new_job_id` writes from pieces against."""
-    value = ((place >> 12) << 80) | _VERSION | ((place & _RAND_A) << 64) | _VARIANT | (
-        random & _RAND_B)
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 #: The length of an id's canonical text.

@@ -15,6 +15,24 @@ from conveyor.ids import new_job_id
 from conveyor.model import JOB_ID_PATTERN
 
 
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A fresh id clock reading ``now[0]`` (ns, from the real clock; tests move it by hand)."""
+    at = [time.time_ns()]
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: at[0])
+    return at
+
+
+def _plain(place: int, random: int) -> str:
+    """The id at ``place`` (``ms << 12 | counter``), its rand_b from ``random``'s low 62
+    bits, written the plain way: the 128-bit number formatted and cut in five."""
+    value = ((place >> 12) << 80) | 0x7 << 76 | ((place & 0xFFF) << 64) | 0b10 << 62 | (
+        random & ((1 << 62) - 1))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def test_an_id_is_a_canonical_version_7_uuid_of_this_millisecond() -> None:
     before = time.time_ns() // 1_000_000
     text = new_job_id()
@@ -26,21 +44,16 @@ def test_an_id_is_a_canonical_version_7_uuid_of_this_millisecond() -> None:
 
 
 def test_a_burst_is_strictly_increasing_even_past_the_counter_of_one_millisecond(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        now: list[int]) -> None:
     """With the clock stopped, the 12-bit counter runs out and the id's millisecond moves on."""
-    frozen = time.time_ns()
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    frozen = now[0]
     burst = [new_job_id() for _ in range(10_000)]
     assert burst == sorted(burst) and len(set(burst)) == len(burst)
     stamps = {uuid.UUID(text).int >> 80 for text in burst}
     assert min(stamps) == frozen // 1_000_000 and len(stamps) > 1
 
 
-def test_a_clock_that_steps_back_does_not_reorder_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [time.time_ns()]
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
+def test_a_clock_that_steps_back_does_not_reorder_ids(now: list[int]) -> None:
     first = new_job_id()
     now[0] -= 5_000_000_000  # NTP steps the clock back five seconds
     assert new_job_id() > first
@@ -62,13 +75,10 @@ def test_threads_get_distinct_ids_with_random_tails() -> None:
     assert len({text[-12:] for text in every}) == len(every)  # the random part differs
 
 
-def test_a_batch_is_what_as_many_single_calls_in_one_millisecond_make(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_is_what_as_many_single_calls_in_one_millisecond_make(now: list[int]) -> None:
     """new_job_ids counts on where new_job_id left off (and new_job_id after it), past the
     12-bit counter into the next millisecond, strictly increasing throughout."""
-    frozen = time.time_ns()
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    frozen = now[0]
     made = [new_job_id(), *ids.new_job_ids(5_000), new_job_id(), *ids.new_job_ids(1)]
     assert made == sorted(made) and len(set(made)) == len(made)
     places = [(value.int >> 80) << 12 | (value.int >> 64) & 0xFFF
@@ -83,11 +93,7 @@ def test_a_batch_is_what_as_many_single_calls_in_one_millisecond_make(
     assert ids.new_job_ids(0) == []
 
 
-def test_a_batch_in_a_new_millisecond_starts_from_a_random_counter(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [time.time_ns()]
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
+def test_a_batch_in_a_new_millisecond_starts_from_a_random_counter(now: list[int]) -> None:
     starts = set()
     for _ in range(20):
         now[0] += 1_000_000
@@ -99,13 +105,11 @@ def test_a_batch_in_a_new_millisecond_starts_from_a_random_counter(
 
 @pytest.mark.parametrize("count", [1, 2, 4095, 4096, 4097, 10_000])
 def test_a_batch_written_a_batch_at_a_time_is_made_of_its_places_and_random_bits(
-        monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+        now: list[int], count: int) -> None:
     """Each id of a batch is its place's millisecond and counter, version 7, the RFC's
     variant, and random bits that differ from id to id, across the milliseconds a batch
     spans (a counter starting high carries into the next one mid-batch)."""
-    frozen = time.time_ns()
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    frozen = now[0]
     ids._clock.reserve(1, 0xFF0)  # the next batch starts 15 places before a carry
     made = ids.new_job_ids(count)
     assert len(made) == count
@@ -119,29 +123,21 @@ def test_a_batch_written_a_batch_at_a_time_is_made_of_its_places_and_random_bits
     assert made == sorted(made)
 
 
-def test_an_id_is_the_plain_form_of_its_place_and_random_bits(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_id_is_the_plain_form_of_its_place_and_random_bits(now: list[int]) -> None:
     """new_job_id writes its text from pieces (the millisecond's text kept, the random bits
     from a pool): the same text as formatting the 128-bit number, across pool refills and a
-    counter carried into the next millisecond."""
-    frozen = time.time_ns()
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: frozen)
+    counter carried into the next millisecond (the clock stands still: ``now``)."""
     made = [new_job_id() for _ in range(3 * ids.POOL + 4_100)]
     for text in made:
         value = uuid.UUID(text).int
         place = (value >> 80) << 12 | (value >> 64) & 0xFFF
-        assert ids._id(place, value) == text
+        assert _plain(place, value) == text
     assert len({text[-17:] for text in made}) == len(made)
     assert made == sorted(made)
 
 
-def test_an_id_in_a_new_millisecond_starts_from_a_random_counter(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_id_in_a_new_millisecond_starts_from_a_random_counter(now: list[int]) -> None:
     """new_job_id's seeds come from its pool: 11 bits (room to count up), not all the same."""
-    now = [time.time_ns()]
-    monkeypatch.setattr(ids, "_clock", ids._Clock())
-    monkeypatch.setattr("conveyor.ids.time.time_ns", lambda: now[0])
     starts = set()
     for _ in range(ids.POOL + 20):  # past one refill of the pool
         now[0] += 1_000_000
