@@ -350,9 +350,13 @@ def test_one_job_text_is_what_one_sends_for_the_params(options: dict[str, Any]) 
     new = NewJob(**{"id": str(uuid.uuid4()), "job_type": "a", "params": {},
                     "params_json": "{}", **options})
     assert wire.positional(QUERIES["insert_job"])[1] == ONE_JOB_ORDER  # type: ignore[index]
-    params = one_job_params(new, "tester", "chan")
-    assert one_job_text(new, "tester", "chan") == [wire.text(params[name])
-                                                    for name in ONE_JOB_ORDER]
+    assert one_job_text(new, "tester", "chan") == _each_value(new, "tester", "chan")
+
+
+def _each_value(new: NewJob, actor: str, channel: str) -> list[bytes | None]:
+    """What wire.one sends for one_job_params's dict, value by value, in insert_job's order."""
+    params = one_job_params(new, actor, channel)
+    return [wire.text(params[name]) for name in ONE_JOB_ORDER]
 
 
 @pytest.mark.parametrize("options", [
@@ -364,7 +368,7 @@ def test_one_job_text_is_what_one_sends_for_the_params(options: dict[str, Any]) 
 def test_a_kept_shape_writes_what_writing_each_value_writes(
         monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]) -> None:
     """one_job_text copies a kept shape's values for a job like one seen before and fills in
-    its own: the same values as written one by one (statements._one_job_text), for each job of
+    its own: the same values as written one by one (_each_value), for each job of
     a run of shapes that are equal as keys but not as text (2 and 2.0, 1 and True, 0.0 and
     -0.0), whichever came first."""
     monkeypatch.setattr(statements, "_SHAPES", {})
@@ -378,8 +382,7 @@ def test_a_kept_shape_writes_what_writing_each_value_writes(
         for extra in first * 2:
             new = NewJob(**{"id": str(uuid.uuid4()), **base, **extra})
             for actor in ("tester", "api"):
-                assert one_job_text(new, actor, "chan") == statements._one_job_text(
-                    new, actor, "chan")
+                assert one_job_text(new, actor, "chan") == _each_value(new, actor, "chan")
     assert statements._SHAPES  # some were kept, and then copied
 
 
@@ -389,7 +392,7 @@ def test_shapes_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(statements.SHAPES_KEPT + 10):
         new = NewJob(id=str(uuid.uuid4()), job_type=f"t{n}", params={}, params_json="{}",
                      backoff_json="{}")
-        assert one_job_text(new, "api", "chan") == statements._one_job_text(new, "api", "chan")
+        assert one_job_text(new, "api", "chan") == _each_value(new, "api", "chan")
     assert len(statements._SHAPES) == statements.SHAPES_KEPT
 
 

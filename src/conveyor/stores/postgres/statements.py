@@ -179,6 +179,7 @@ def one_job_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | 
     same text); a shape is kept only when its values were all written as text, its backoff
     came encoded (``backoff_json``: keyed by its text, not by a dict), and neither timeout
     is zero (``0.0`` and ``-0.0`` are equal keys; the core refuses both anyway)."""
+    key = None
     if new.run_at is None and new.delay is None and new.progress is None and \
             new.requeued_from is None:
         timeout, pause_timeout = new.timeout, new.pause_timeout
@@ -186,45 +187,50 @@ def one_job_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | 
                new.backoff_json, actor, channel, type(new.priority), type(new.max_attempts),
                type(timeout), type(pause_timeout))
         shape = _SHAPES.get(key)
-        if shape is None:
-            values = _one_job_text(new, actor, channel)
-            if values is not None and new.backoff_json and timeout != 0 and \
-                    pause_timeout != 0 and len(_SHAPES) < SHAPES_KEPT:
-                kept = values.copy()
-                kept[_ID] = kept[_PARAMS] = kept[_TRACE] = kept[_LIMIT_KEY] = None
-                _SHAPES[key] = kept
-            return values
-        values = shape.copy()
-        try:
-            values[_ID] = new.id.encode()
-            values[_PARAMS] = (new.params_json if new.params_json is not None
-                               else payload.dumps(new.params)).encode()
-            if new.trace is not None:
-                values[_TRACE] = text(new.trace)
-            if new.limit_key is not None:
-                values[_LIMIT_KEY] = text(new.limit_key)
-        except (KeyError, AttributeError):  # not a type sent as text (as _one_job_text)
-            return None
-        return values
-    return _one_job_text(new, actor, channel)
+        if shape is not None:
+            return _with_own(shape.copy(), new)
+        if not (new.backoff_json and timeout != 0 and pause_timeout != 0):
+            key = None
+    shape = _shape_text(new, actor, channel)
+    if shape is None:
+        return None
+    if key is not None and len(_SHAPES) < SHAPES_KEPT:
+        _SHAPES[key] = shape.copy()
+    return _with_own(shape, new)
 
 
-def _one_job_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | None:
-    """:func:`one_job_text` written value by value."""
+def _with_own(values: list[bytes | None], new: NewJob) -> list[bytes | None] | None:
+    """``values`` (a shape's, see :func:`_shape_text`) with ``new``'s own id, params, trace
+    and limit key written in; None if one is of a type not sent as text."""
+    try:
+        values[_ID] = new.id.encode()
+        values[_PARAMS] = (new.params_json if new.params_json is not None
+                           else payload.dumps(new.params)).encode()
+        if new.trace is not None:
+            values[_TRACE] = text(new.trace)
+        if new.limit_key is not None:
+            values[_LIMIT_KEY] = text(new.limit_key)
+    except (KeyError, AttributeError):  # not a type sent as text: as one_job_params has it
+        return None
+    return values
+
+
+def _shape_text(new: NewJob, actor: str, channel: str) -> list[bytes | None] | None:
+    """:func:`one_job_text`'s values written value by value, but for the places each job
+    fills itself (:func:`_with_own`), left None."""
     progress = new.progress or _NO_PROGRESS
     try:
         return [
-            new.id.encode(), new.job_type.encode(), new.queue.encode(),
+            None, new.job_type.encode(), new.queue.encode(),
             text(new.priority),
-            (new.params_json if new.params_json is not None
-             else payload.dumps(new.params)).encode(),
+            None,
             text(new.max_attempts),
             text(new.timeout), text(new.pause_timeout),
             (new.backoff_json or payload.dumps(new.backoff)).encode(),
             text(progress.current_step), text(progress.total_steps),
             (payload.dumps(progress.last_checkpoint).encode() if progress.last_checkpoint
              else b"{}"),
-            text(new.requeued_from), text(new.trace), text(new.limit_key),
+            text(new.requeued_from), None, None,
             None if not new.run_at else text(aware(new.run_at)), text(new.delay),
             actor.encode(), channel.encode(),
         ]
