@@ -134,12 +134,11 @@ class OneJobPlan(NamedTuple):
 @functools.lru_cache(maxsize=64)
 def one_job_plan(template: str, candidates: str, worker_id: str, lease_seconds: float,
                  types: int, one_queue: bool) -> OneJobPlan:
-    """:class:`OneJobPlan` of ``claim_seq`` (``template``) and ``pending_candidates``
-    (``candidates``), for ``types`` job types, from one queue or from any."""
-    parts = _candidate_parts(types, one_queue)
-    return OneJobPlan(candidates.format(**parts), subquery_claim_plan(
-        template, _claim_change(ClaimStart(worker_id, lease_seconds), JobState.PENDING),
-        **parts))
+    """:class:`OneJobPlan` of ``claim_seq`` (``template``, made as :func:`pending_plan`
+    makes ``claim_pending``) and ``pending_candidates`` (``candidates``), for ``types`` job
+    types, from one queue or from any."""
+    return OneJobPlan(candidates.format(**_candidate_parts(types, one_queue)), pending_plan(
+        template, candidates, worker_id, lease_seconds, types, one_queue))
 
 
 def _candidate_parts(types: int, one_queue: bool) -> dict[str, str]:
