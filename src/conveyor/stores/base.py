@@ -90,6 +90,11 @@ class NewJob:
     #: retry policy, not one per enqueued job).
     backoff_json: str | None = None
 
+    def params_text(self) -> str:
+        """The params as the stores store them: the core's encoding when it made one."""
+        text = self.params_json
+        return text if text is not None else payload.dumps(self.params)
+
 
 @dataclass(frozen=True)
 class NewLogLine:
@@ -162,9 +167,7 @@ def inserted_job(new: NewJob, created_at: datetime, run_at: datetime) -> Job:
     of a bulk enqueue. Job is a plain dataclass (no slots, no ``__post_init__``), so the
     result is the same object ``Job(...)`` would make (tests/unit compare them).
     """
-    text = new.params_json
-    params = {} if text == "{}" else payload.loads(
-        text if text is not None else payload.dumps(new.params))
+    params = {} if new.params_json == "{}" else payload.loads(new.params_text())
     progress = new.progress
     # a copy of the template, set key by key: a literal merged into it built a second dict
     # of these 19 keys first, and cost twice as much

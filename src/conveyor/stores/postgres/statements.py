@@ -50,8 +50,7 @@ def insert_params(jobs: Sequence[NewJob], actor: str, channel: str) -> dict[str,
         "job_types": [new.job_type for new in jobs],
         "queues": [new.queue for new in jobs],
         "priorities": [new.priority for new in jobs],
-        "params": [new.params_json if new.params_json is not None
-                   else payload.dumps(new.params) for new in jobs],
+        "params": [new.params_text() for new in jobs],
         "max_attempts": [new.max_attempts for new in jobs],
         "run_ats": [aware(new.run_at) if new.run_at else None for new in jobs],
         "delays": [new.delay for new in jobs],
@@ -131,8 +130,7 @@ def one_job_params(new: NewJob, actor: str, channel: str) -> dict[str, Any]:
     progress = new.progress or _NO_PROGRESS
     return {
         "id": new.id, "job_type": new.job_type, "queue": new.queue, "priority": new.priority,
-        "params": new.params_json if new.params_json is not None
-        else payload.dumps(new.params),
+        "params": new.params_text(),
         "max_attempts": new.max_attempts,
         "run_at": aware(new.run_at) if new.run_at else None, "delay": new.delay,
         "timeout": new.timeout, "pause_timeout": new.pause_timeout,
@@ -204,8 +202,7 @@ def _with_own(values: list[bytes | None], new: NewJob) -> list[bytes | None] | N
     and limit key written in; None if one is of a type not sent as text."""
     try:
         values[_ID] = new.id.encode()
-        values[_PARAMS] = (new.params_json if new.params_json is not None
-                           else payload.dumps(new.params)).encode()
+        values[_PARAMS] = new.params_text().encode()
         if new.trace is not None:
             values[_TRACE] = text(new.trace)
         if new.limit_key is not None:
@@ -276,7 +273,7 @@ def copy_job_row(new: NewJob) -> tuple[Any, ...]:
     """One ``copy_jobs`` row (in :data:`COPY_JOB_TYPES`); JSON already encoded by the core is
     sent as it is."""
     progress = new.progress or _NO_PROGRESS
-    params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+    params = new.params_text()
     backoff = new.backoff_json or payload.dumps(new.backoff)
     return (
         new.id, new.job_type, new.queue, new.priority,

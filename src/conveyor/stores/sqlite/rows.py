@@ -125,7 +125,7 @@ def encoded(new: NewJob, now: float, backoffs: dict[int, str]) -> tuple[str, flo
     with its delay added, the JSON encoded once. ``backoffs``: the batch's encoded policies
     by the dict's id, so that a batch of one type encodes its shared backoff once."""
     run_at = epoch(new.run_at) if new.run_at else now + (new.delay or 0.0)
-    params = new.params_json if new.params_json is not None else payload.dumps(new.params)
+    params = new.params_text()
     backoff = new.backoff_json or backoffs.get(id(new.backoff))
     if backoff is None:
         backoff = backoffs[id(new.backoff)] = payload.dumps(new.backoff)
