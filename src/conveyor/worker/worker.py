@@ -520,8 +520,8 @@ class Worker:
             self._stopping.wait(wait)
 
     def _monitor(self) -> None:
-        next_beat = time.monotonic() + self.heartbeat_interval
-        self._read_round = next_beat - self.heartbeat_interval
+        self._read_round = time.monotonic()  # as if a round of reads began with the monitor
+        next_beat = self._read_round + self.heartbeat_interval
         failures = 0
         while True:
             if self._stopping.is_set():
