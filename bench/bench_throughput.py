@@ -272,10 +272,6 @@ def cpu_cell(us: float) -> str:
     return "-" if math.isnan(us) else f"{us:,.0f}"
 
 
-def ratio(ours: float, limit: float) -> str:
-    return f"{ours / limit:.0%}"
-
-
 def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[object, ...]]],
                   ) -> None:
     """Every measurement on one store, appended to the rows of ``sections``."""
