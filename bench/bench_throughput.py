@@ -12,7 +12,11 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
   its children: what a job costs once they run, not their start. Beside SQLite's runs, a
   worker's statements alone (``loops.sqlite_conveyor_worker_sql``: the claim, the completion
   and their history rows, 4 or 1 jobs per transaction, one process): what the schema and
-  SQLite cost a worker before any of its Python.
+  SQLite cost a worker before any of its Python. The loops, the worker runs and the
+  statements alone take turns, five rounds of a run each (``in_rounds``; the process pool in
+  the middle round only); each figure is the median of its rounds, each ratio the median of
+  the rounds' own ratios (``paired``): a loop measured once, minutes from the runs compared
+  with it, set the ratios more than the code did.
 - Pickup latency: one idle worker process; no-op jobs are enqueued one at a time from this
   process at random gaps of 50-250 ms; latency is ``started_at - created_at``.
 - Idle cost: CPU seconds an idle worker process uses over a few seconds.
@@ -36,6 +40,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -55,11 +60,12 @@ ENQUEUE_ROUNDS = 5
 @dataclass
 class Sizes:
     jobs: int
-    pg_jobs: int  # durable PostgreSQL is slow per job; fewer keeps `make bench` near 5 minutes
+    pg_jobs: int  # durable PostgreSQL is slow per job: fewer keeps `make bench`'s time
     probes: int
     single: int
     pg_single: int
     idle_seconds: float
+    rounds: int  # throughput: each store's loop and runs, taking turns
 
 
 @dataclass
@@ -99,6 +105,107 @@ def warm_process_pool(app: Conveyor, slots: int, jobs: int) -> list[str]:
         ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
         wait_done(app, slots + jobs)
     return ids
+
+
+#: One measurement of a round: its name, and how to take it in round ``n`` (``None``: not in
+#: this round).
+Step = tuple[str, Callable[[int], Rate | None]]
+#: A round's figures by name.
+Round = dict[str, Rate]
+
+
+def in_rounds(groups: Sequence[Sequence[Step]], rounds: int) -> list[Round]:
+    """Every step, once a round, ``rounds`` times; within a round the groups go in order and
+    each group's steps go in reverse order every other round.
+
+    A durable PostgreSQL loop's own speed moved 456-1,808 jobs/s between runs minutes apart on
+    the shared machine the figures come from, so a loop measured once, minutes before the
+    worker runs it is compared with, set the ratio more than the code did. Each round runs a
+    loop and the runs compared with it seconds apart (the loops are the first group), and a
+    ratio is taken within a round (:func:`paired`); reversing the order of a group's steps
+    every other round spreads a drift within rounds over all of them instead of always
+    against the same one."""
+    done: list[Round] = []
+    for n in range(rounds):
+        figures: Round = {}
+        for group in groups:
+            for name, measure in (group if n % 2 == 0 else list(reversed(group))):
+                rate = measure(n)
+                if rate is not None:
+                    figures[name] = rate
+        done.append(figures)
+    return done
+
+
+class Paired(NamedTuple):
+    """A run's figures over its rounds, beside its loop's: the medians of its jobs/s, of the
+    worker CPU per job (``nan`` when not measured) and of the loop's jobs/s, and the median,
+    lowest and highest of the rounds' own ratios (run / loop of the same round), and how many
+    rounds measured both.
+
+    The ratio is not ``per_second / loop``: the median of each figure alone may come from
+    rounds of different speed, which is the pairing of distant runs that rounds are for."""
+
+    per_second: float
+    cpu_us: float
+    loop: float
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+
+    def ratio_cell(self) -> str:
+        """The median ratio, and the rounds' range (or that there was one round)."""
+        spread = (f"{self.low:.0%}-{self.high:.0%}" if self.rounds > 1 else "1 round")
+        return f"{self.ratio:.0%} ({spread})"
+
+
+def paired(rounds: Sequence[Round], run: str, loop: str) -> Paired:
+    """``run`` against ``loop`` in the rounds that measured both."""
+    both = [(figures[run], figures[loop]) for figures in rounds
+            if run in figures and loop in figures]
+    if not both:
+        raise ValueError(f"no round measured both {run!r} and {loop!r}")
+    ratios = [rate.per_second / limit.per_second for rate, limit in both]
+    cpu = [rate.cpu_us for rate, _ in both if not math.isnan(rate.cpu_us)]
+    return Paired(median([rate.per_second for rate, _ in both]),
+                  median(cpu) if cpu else math.nan,
+                  median([limit.per_second for _, limit in both]),
+                  median(ratios), min(ratios), max(ratios), len(both))
+
+
+def throughput_rounds(target: Target, sizes: Sizes) -> list[Round]:
+    """The throughput figures of one store in :attr:`Sizes.rounds` rounds (:func:`in_rounds`):
+    the hand-written loop (on SQLite, ``loop 1``: one process, ``loop 2``: two), then the worker
+    runs ``1x4`` and ``4x1``, then the process pool (``pool``, in the middle round only: its
+    warm-up, a worker and four children started, took longer than its run, and it is the
+    least read figure), then on SQLite a worker's SQL alone at 4 and at 1 job per transaction
+    (``sql 4``, ``sql 1``)."""
+    folder, jobs, pg_url = target.folder, sizes.jobs, target.pg_url
+
+    def sqlite_loop(processes: int) -> Step:
+        return (f"loop {processes}", lambda _: Rate(
+            loops.sqlite_claim_complete(folder, jobs, processes, "NORMAL")))
+
+    def sql_alone(per_transaction: int) -> Step:
+        return (f"sql {per_transaction}", lambda n: Rate(loops.sqlite_conveyor_worker_sql(
+            f"sqlite:///{folder / f'worker-sql-{per_transaction}-{n}.db'}", jobs,
+            per_transaction)))
+
+    loop_group: list[Step]
+    floors: list[Step] = []
+    if pg_url is None:
+        loop_group = [sqlite_loop(1), sqlite_loop(2)]
+        floors = [sql_alone(4), sql_alone(1)]
+    else:
+        loop_group = [("loop", lambda _: Rate(
+            loops.pg_claim_complete(pg_url, target.new_schema(), jobs, 4)))]
+    workers_group: list[Step] = [("1x4", lambda _: throughput(target, 1, 4, jobs)),
+                                 ("4x1", lambda _: throughput(target, 4, 1, jobs))]
+    middle = sizes.rounds // 2  # the pool's start costs more than its run: one round only
+    pool: list[Step] = [("pool", lambda n: throughput(target, 1, 4, jobs, pool="process")
+                         if n == middle else None)]
+    return in_rounds([loop_group, workers_group, pool, floors], sizes.rounds)
 
 
 def pickup(target: Target, probes: int) -> list[float]:
@@ -165,38 +272,32 @@ def cpu_cell(us: float) -> str:
     return "-" if math.isnan(us) else f"{us:,.0f}"
 
 
-def ratio(ours: float, limit: float) -> str:
-    return f"{ours / limit:.0%}"
-
-
 def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[object, ...]]],
                   ) -> None:
     """Every measurement on one store, appended to the rows of ``sections``."""
-    name, folder = target.name, target.folder
+    name = target.name
     if target.pg_url is not None:
         sizes = replace(sizes, jobs=sizes.pg_jobs, single=sizes.pg_single)
+    rounds = throughput_rounds(target, sizes)
     if target.pg_url is None:
-        limit_1 = loops.sqlite_claim_complete(folder, sizes.jobs, 1, "NORMAL")
-        limit_4 = loops.sqlite_claim_complete(folder, sizes.jobs, 2, "NORMAL")
         what = ("claim+complete, 1 connection, WAL, NORMAL", "the same, 2 processes")
+        loop_1, loop_4 = "loop 1", "loop 2"
     else:
-        limit_1 = limit_4 = loops.pg_claim_complete(target.pg_url, target.new_schema(),
-                                                    sizes.jobs, 4)
         what = ("one row per transaction, SKIP LOCKED, 4 connections", "the same loop")
-    runs = [("1 process x 4 slots", throughput(target, 1, 4, sizes.jobs), what[0], limit_1),
-            ("4 processes x 1 slot", throughput(target, 4, 1, sizes.jobs), what[1], limit_4),
-            ("1 process x 4 slots, --pool process",
-             throughput(target, 1, 4, sizes.jobs, pool="process"), what[0], limit_1)]
-    floors = ["-"] * len(runs)
-    if target.pg_url is None:  # a worker's SQL alone at 4 and at 1 job per transaction
-        four, one = (loops.sqlite_conveyor_worker_sql(
-            f"sqlite:///{folder / f'worker-sql-{n}.db'}", sizes.jobs, n) for n in (4, 1))
-        floors = [f"{rate:,.0f} ({ratio(rate, limit_1)})" for rate in (four, one, four)]
-    sections["throughput"] += [
-        (name, label, f"{rate.per_second:,.0f}", cpu_cell(rate.cpu_us), loop, f"{limit:,.0f}",
-         ratio(rate.per_second, limit), floor)
-        for (label, rate, loop, limit), floor in zip(runs, floors, strict=True)]
-    one_x_4 = runs[0][1].per_second
+        loop_1 = loop_4 = "loop"
+    runs = [("1 process x 4 slots", "1x4", what[0], loop_1, "sql 4"),
+            ("4 processes x 1 slot", "4x1", what[1], loop_4, "sql 1"),
+            ("1 process x 4 slots, --pool process", "pool", what[0], loop_1, "sql 4")]
+    for label, run, loop, against, floor in runs:
+        figure = paired(rounds, run, against)
+        floor_cell = "-"
+        if target.pg_url is None:  # a worker's SQL alone at 4 and at 1 job per transaction
+            alone = paired(rounds, floor, loop_1)
+            floor_cell = f"{alone.per_second:,.0f} ({alone.ratio:.0%})"
+        sections["throughput"].append(
+            (name, label, f"{figure.per_second:,.0f}", cpu_cell(figure.cpu_us), loop,
+             f"{figure.loop:,.0f}", figure.ratio_cell(), floor_cell))
+    one_x_4 = paired(rounds, "1x4", loop_1)
     samples = pickup(target, sizes.probes)
     wake = "LISTEN/NOTIFY" if target.pg_url else sqlite_wake()
     sections["latency"].append((name, wake, len(samples), f"{median(samples) * 1e3:.1f}",
@@ -209,8 +310,9 @@ def measure_store(target: Target, sizes: Sizes, sections: dict[str, list[tuple[o
                                 f"{sql_one:,.0f} ({rates.sql_one:.0%})", f"{bulk:,.0f}",
                                 f"{sql_bulk:,.0f}"))
     if target.pg_url is None:
-        sections["sqlite_sync"].append(("NORMAL (default)", f"{one_x_4:,.0f}",
-                                         f"{limit_1:,.0f}", f"{one:,.0f}", f"{insert:,.0f}"))
+        sections["sqlite_sync"].append(("NORMAL (default)", f"{one_x_4.per_second:,.0f}",
+                                         f"{one_x_4.loop:,.0f}", f"{one:,.0f}",
+                                         f"{insert:,.0f}"))
         sections["sqlite_sync"].append(sqlite_full(sizes))
 
 
@@ -277,10 +379,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer jobs, for a fast look")
     parser.add_argument("--docs", type=Path, help="rewrite this page's generated sections")
     args = parser.parse_args()
-    sizes = (Sizes(jobs=1000, pg_jobs=500, probes=30, single=300, pg_single=100,
-                   idle_seconds=3) if args.quick
-             else Sizes(jobs=5000, pg_jobs=2000, probes=100, single=3000, pg_single=1000,
-                        idle_seconds=10))
+    # jobs and pg_jobs: per run, in each round (5,000 and 2,000 in one round before rounds)
+    sizes = (Sizes(jobs=500, pg_jobs=300, probes=30, single=300, pg_single=100,
+                   idle_seconds=3, rounds=3) if args.quick
+             else Sizes(jobs=2000, pg_jobs=1000, probes=100, single=3000, pg_single=1000,
+                        idle_seconds=10, rounds=5))
     targets = [Target("SQLite")]
     pg_url = os.environ.get(PG_ENV)
     if pg_url:
@@ -299,9 +402,10 @@ def main() -> None:
     out = {
         "throughput": table(
             f"Throughput, no-op jobs enqueued first ({sizes.jobs:,} on SQLite, "
-            f"{sizes.pg_jobs:,} on PostgreSQL; jobs/s)",
+            f"{sizes.pg_jobs:,} on PostgreSQL), {sizes.rounds} rounds of the loop and each run "
+            "(jobs/s and µs: medians of the rounds; ratios: medians of the rounds' own)",
             ["store", "conveyor", "jobs/s", "worker CPU µs per job", "hand-written loop",
-             "loop jobs/s", "conveyor / loop",
+             "loop jobs/s", "conveyor / loop (rounds' range)",
              "conveyor's SQL alone, 1 process (/ 1-process loop)"], rows["throughput"]),
         "latency": table(
             "Pickup latency, enqueue in this process -> started_at in an idle worker process",

@@ -84,6 +84,8 @@ def _sqlite_drain(path: str, synchronous: str, name: str) -> int:
 def sqlite_claim_complete(folder: Path, jobs: int, processes: int, synchronous: str) -> float:
     """jobs/s of ``processes`` processes, each one connection, draining ``jobs`` rows."""
     path = folder / f"loop-claim-{processes}-{synchronous}.db"
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)  # a fresh table each time, as in a run of its own
     _sqlite_fill(path, jobs)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(processes) as pool:
