@@ -5,18 +5,18 @@ starts a throwaway, durable server and sets it). Each measurement gets a fresh s
 SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes are ordinary
 ``app.run_worker()`` processes (``bench/procs.py``); the loops are in ``bench/loops.py``.
 
-- Throughput: N no-op jobs are enqueued first, then worker processes start (1 process x 4
-  slots, 4 processes x 1 slot); jobs/s is N over the span from the first ``started_at`` to the
-  last ``finished_at`` (the store's clock). The process pool (1 process x 4 slots, each slot's
-  jobs in a child process) is measured the same way after a warm-up job per slot has started
-  its children: what a job costs once they run, not their start. Beside SQLite's runs, a
-  worker's statements alone (``loops.sqlite_conveyor_worker_sql``: the claim, the completion
-  and their history rows, 4 or 1 jobs per transaction, one process): what the schema and
-  SQLite cost a worker before any of its Python. The loops, the worker runs and the
-  statements alone take turns, five rounds of a run each (``in_rounds``; the process pool in
-  the middle round only); each figure is the median of its rounds, each ratio the median of
-  the rounds' own ratios (``paired``): a loop measured once, minutes from the runs compared
-  with it, set the ratios more than the code did.
+- Throughput: worker processes start (1 process x 4 slots, 4 processes x 1 slot) and wait idle,
+  then N no-op jobs are enqueued in one transaction; jobs/s is N over the span from the first
+  ``started_at`` to the last ``finished_at`` (the store's clock). The process pool (1 process x
+  4 slots, each slot's jobs in a child process) is measured the same way after a warm-up job per
+  slot has started its children: what a job costs once they run, not their start. Beside
+  SQLite's runs, a worker's statements alone (``loops.sqlite_conveyor_worker_sql``: the claim,
+  the completion and their history rows, 4 or 1 jobs per transaction, one process): what the
+  schema and SQLite cost a worker before any of its Python. The loops, the worker runs and the
+  statements alone take turns, five rounds of a run each (``in_rounds``; the process pool in the
+  middle round only); each figure is the median of its rounds, each ratio the median of the
+  rounds' own ratios (``paired``): a loop measured once, minutes from the runs compared with it,
+  set the ratios more than the code did.
 - Pickup latency: one idle worker process; no-op jobs are enqueued one at a time from this
   process at random gaps of 50-250 ms; latency is ``started_at - created_at``.
 - Idle cost: CPU seconds an idle worker process uses over a few seconds.
@@ -85,9 +85,13 @@ def throughput(target: Target, processes: int, slots: int, jobs: int,
         if pool == "process":
             ids = warm_process_pool(app, slots, jobs)
         else:
-            ids = [j.id for j in app.enqueue_many([EnqueueRequest(NOOP) for _ in range(jobs)])]
-            with workers(app, processes, slots, idle=False) as pids:
+            # Enqueued once every worker waits idle: enqueued before, the first process up
+            # ran alone while the others were still starting (up to 10 s for four on a
+            # loaded machine), and that ramp was inside the measured span.
+            with workers(app, processes, slots, idle=True) as pids:
                 before = sum(cpu_seconds(pid) for pid in pids)
+                ids = [j.id for j in app.enqueue_many(
+                    [EnqueueRequest(NOOP) for _ in range(jobs)])]
                 wait_done(app, jobs)
                 cpu = (sum(cpu_seconds(pid) for pid in pids) - before) / jobs * 1e6
         done = app.store.get_jobs(ids)
@@ -401,7 +405,7 @@ def main() -> None:
             target.cleanup()
     out = {
         "throughput": table(
-            f"Throughput, no-op jobs enqueued first ({sizes.jobs:,} on SQLite, "
+            f"Throughput, no-op jobs enqueued to idle workers ({sizes.jobs:,} on SQLite, "
             f"{sizes.pg_jobs:,} on PostgreSQL), {sizes.rounds} rounds of the loop and each run "
             "(jobs/s and µs: medians of the rounds; ratios: medians of the rounds' own)",
             ["store", "conveyor", "jobs/s", "worker CPU µs per job", "hand-written loop",
