@@ -101,7 +101,7 @@ def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str],
     (migration 0011), so a list of queues without states walks the table newest first,
     stopping at its page: its queue term is written ``+queue`` so that SQLite, knowing no
     better without statistics, does not read every job of the queue from an index and sort
-    them all. With states, ``jobs_queue_state`` gives each (queue, state) in seq order.
+    them all. With states, the indexes below are read (by queue where they are keyed by it).
 
     States: the jobs in states other than pending and running are in ``jobs_state_seq`` and
     ``jobs_queue_state`` (partial, migration 0012), whose WHERE the terms repeat
@@ -168,7 +168,8 @@ def count_clauses(query: JobQuery) -> list[tuple[list[str], list[Any]]]:
                              or query.text is not None or query.created_after
                              or query.created_before or query.finished_after
                              or query.finished_before):
-        # no filter at all: count(*), which counts the entries of the smallest index
+        # one statement; with no filter at all, count(*), which SQLite answers by counting the
+        # entries of the smallest index that holds every job
         args: list[Any] = []
         return [(_other_terms(query, args, listing=False), args)]
     clauses = []
