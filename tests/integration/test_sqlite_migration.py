@@ -338,14 +338,10 @@ def test_the_lists_use_the_indexes_left_or_walk_the_table_newest_first(db_url: s
             "COMPOUND QUERY", "LEFT-MOST SUBQUERY", "SCAN jobs USING INDEX jobs_lease",
             "UNION ALL", "SEARCH jobs USING COVERING INDEX jobs_state_seq (state=?)"]
         assert _plan(store, JobQuery(states=frozenset({JobState.PENDING}))) == ["SCAN jobs"]
-        # a queue's pending jobs: their seqs from the claim's index by queue and jobs_waiting
-        assert _plan(store, JobQuery(states=frozenset({JobState.PENDING, JobState.FAILED}),
-                                     queues=q1)) == [
-            "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)", "LIST SUBQUERY 3",
-            "COMPOUND QUERY", "LEFT-MOST SUBQUERY",
-            "SEARCH jobs USING INDEX jobs_pending_queue (queue=?)",
-            "UNION ALL", "SEARCH jobs USING INDEX jobs_waiting (queue=?)",
-            "UNION ALL", "SEARCH jobs USING COVERING INDEX jobs_queue_state (queue=? AND state=?)"]
+        # a queue's pending jobs too: the table newest first, never a queue's whole backlog
+        # read from the claim's index at every page of a bulk action
+        for states in ({JobState.PENDING}, {JobState.PENDING, JobState.FAILED}):
+            assert _plan(store, JobQuery(states=frozenset(states), queues=q1)) == ["SCAN jobs"]
         # each count reads the index that holds its states
         assert [part for part, _ in count_clauses(JobQuery(queues=q1))] == [
             ["state = 'pending' AND waiting_on = 0", "queue = ?"],

@@ -106,20 +106,21 @@ def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str],
     States: the jobs in states other than pending and running are in ``jobs_state_seq`` and
     ``jobs_queue_state`` (partial, migration 0012), whose WHERE the terms repeat
     (:data:`SETTLED`), read in seq order. Pending jobs are in no index by seq (migration
-    0011): a list of them walks the table newest first, where the newest jobs are. Any other
-    mix (running jobs, or pending ones of given queues) reads the seqs of its jobs from the
-    indexes that hold them (:func:`state_parts`, with the queue: the claim's index by queue,
-    ``jobs_waiting``, ``jobs_lease``, ``jobs_queue_state``) and then the rows in seq order
-    (``seq IN (...)``): running jobs are few (one per busy worker slot), and a queue's pending
-    jobs are no more than its backlog, where walking the table would pass every other job
-    (before migration 0012, ``jobs_queue_state`` held them in seq order).
+    0011; nor, since 0012, by queue and state): a list of them walks the table newest first,
+    where the newest jobs are, and stops at its page. Reading the seqs of a queue's pending
+    jobs from the claim's index instead would cost the queue's whole backlog at every page, and
+    a bulk action pages through it. Running jobs, perhaps with others of settled states, are
+    read by their seqs from the indexes that hold them (:func:`state_parts`: ``jobs_lease``,
+    ``jobs_state_seq``) and then the rows in seq order (``seq IN (...)``): running jobs are few
+    (one per busy worker slot); a mix costs every seq of its settled states, as the sort of
+    their rows did before migration 0012.
     """
     where: list[str] = []
     args: list[Any] = []
     states = query.states
     if states and not states & _UNSETTLED:
         where.append(_settled(states, args))
-    elif states and (JobState.PENDING not in states or query.queues):
+    elif states and JobState.PENDING not in states:
         seqs = []
         for part, part_args in state_parts(states):
             args += part_args
