@@ -460,8 +460,11 @@ def _by_state_and_queue(store: SQLiteStore) -> dict[str, object]:
         for states in _STATE_SETS:
             query = JobQuery(states=frozenset(states), queues=queues, limit=100)
             name = f"{queue} {sorted(s.value for s in states)}"
-            found[f"list {name}"] = [job.id for job in store.list_jobs(query)]
+            found[f"list {name}"] = ids = [job.id for job in store.list_jobs(query)]
             found[f"count {name}"] = store.count_jobs(query)
+            if ids:  # a page after a cursor, as a bulk action reads them
+                page = JobQuery(states=query.states, queues=queues, before=ids[0], limit=2)
+                assert [job.id for job in store.list_jobs(page)] == ids[1:3], name
     return found
 
 
