@@ -62,13 +62,14 @@ PLANS = {
     "counts by queue": "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state",
     "list failed": "SELECT id FROM jobs WHERE state = 'failed' ORDER BY seq DESC LIMIT 50",
 }
-#: The SQLite store's own forms of two of them: its counts by state are summed from the
-#: (queue, state) index, and its index by state holds no pending job, so a list of another
-#: state says so (see filter_clause).
+#: The SQLite store's own forms of them: its counts read each state from the index that holds
+#: it, and its indexes by state hold no pending and no running job (schema version 12), so a
+#: list of another state says so (see filter_clause).
 SQLITE_PLANS = {
     "counts by state": load_queries("conveyor.stores.sqlite", "queries.sql")["count_by_state"],
+    "counts by queue": load_queries("conveyor.stores.sqlite", "flow.sql")["queue_counts"],
     "list failed": "SELECT id FROM jobs WHERE state = 'failed' AND state <> 'pending' "
-                   "ORDER BY seq DESC LIMIT 50",
+                   "AND state <> 'running' ORDER BY seq DESC LIMIT 50",
 }
 
 

@@ -9,8 +9,9 @@ Two sources, because the process that runs jobs is not the one that serves the d
   ``prometheus_client``'s default registry; ``--metrics-port`` serves it with
   ``start_http_server``. Sum over the workers in PromQL (``sum(rate(...))``).
 - **In the dashboard's process** (``GET /metrics``): jobs by queue and state, counted at each
-  scrape by one ``GROUP BY`` that reads an index (``jobs_queue_state``) alone, followed by
-  this process's default registry (a worker run in the same process shows there too).
+  scrape by one statement that reads indexes alone (``Store.queues``; docs/observability.md
+  says which), followed by this process's default registry (a worker run in the same process
+  shows there too).
 
 Workers alive across the fleet is not known to the store yet: each worker process exports
 ``conveyor_workers_running`` (its own, usually 1); ``sum()`` over the scrape targets counts them.

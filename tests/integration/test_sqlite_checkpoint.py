@@ -66,7 +66,7 @@ def test_commits_do_not_checkpoint_past_sqlites_default_only_the_backstop(
     assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKSTOP_PAGES
     _checkpointer(store).close()  # no thread: what the committing connection does alone
     frames, copied = _wal(store)
-    _enqueue(store, 150)  # ~1,800 pages: SQLite's default would have checkpointed at 1,000
+    _enqueue(store, 250)  # ~1,500 pages (6 each): SQLite's default would checkpoint at 1,000
     after, copied_after = _wal(store)
     assert after - frames > 1000
     assert copied_after == copied

@@ -23,8 +23,9 @@ from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError
 from conveyor.stores.base import JobQuery, NewJob, NewLogLine
 from conveyor.stores.sqlite import SQLiteStore
+from conveyor.stores.sqlite import flow as flow_module
 from conveyor.stores.sqlite import store as store_module
-from conveyor.stores.sqlite.dash import filter_clause
+from conveyor.stores.sqlite.dash import count_clauses, filter_clause
 
 _OLD_QUERIES = {
     "insert_history": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
@@ -149,8 +150,9 @@ def _store_before(db_url: str, migration: str,
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store_module, "_MIGRATIONS",
                       store_module._MIGRATIONS[:names.index(migration)])
-        for name, statement in (queries or {}).items():
-            patch.setitem(store_module._Q, name, statement)
+        for name, statement in (queries or {}).items():  # in the file's dict that has it
+            patch.setitem(next(q for q in (flow_module._Q, store_module._Q) if name in q),
+                          name, statement)
         store = SQLiteStore(db_url)
         try:
             store.migrate()
@@ -228,6 +230,15 @@ def test_a_version_9_database_migrates_to_10_with_its_rows_and_its_dependencies_
 
 
 # -- version 11 ("index_diet"): jobs_type_seq and jobs_queue_seq dropped ----------------------
+#: The counts by state of the versions before 12, which had no jobs_waiting to read.
+_COUNTS_BEFORE_12 = {
+    "count_by_state": "SELECT state, count(*) AS n FROM jobs GROUP BY state",
+    "count_by_state_in_queue": "SELECT state, count(*) AS n FROM jobs WHERE queue = ?1 "
+                               "GROUP BY state",
+    "queue_counts": "SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state",
+}
+
+
 def _lists(store: SQLiteStore) -> dict[str, list[str]]:
     """The ids of the lists and the counts the dashboard reads, by filter."""
     queries = {
@@ -251,7 +262,7 @@ def _lists(store: SQLiteStore) -> dict[str, list[str]]:
 def test_a_version_10_database_migrates_to_11_with_its_lists_and_counts_unchanged(
         db_url: str) -> None:
     ids = [f"j{n}" for n in range(10)]
-    with _store_before(db_url, "index_diet") as old:
+    with _store_before(db_url, "index_diet", _COUNTS_BEFORE_12) as old:
         old.insert_jobs([NewJob(id=i, job_type="tu"[n % 2], params={"n": n},
                                 queue=f"q{n % 3}") for n, i in enumerate(ids)])
         old.insert_jobs([NewJob(id="one", job_type="t", params={}, queue="q1")])  # alone
@@ -300,26 +311,56 @@ def _plan(store: SQLiteStore, query: JobQuery) -> list[str]:
 
 
 def test_the_lists_use_the_indexes_left_or_walk_the_table_newest_first(db_url: str) -> None:
-    """No index is keyed by (queue, seq) or (job_type, seq) any more, and the one by (state,
-    seq) holds no pending job: a list of a queue alone must not read the queue's every job from
-    jobs_queue_state to sort them (SQLite has no statistics to know better), and a list of a
-    state other than pending reads jobs_state_seq in order."""
+    """No index is keyed by (queue, seq) or (job_type, seq) any more, and the ones by (state,
+    seq) and (queue, state) hold no pending and no running job: a list of a queue alone must
+    not read the queue's every job from an index to sort them (SQLite has no statistics to
+    know better), a list of a state other than pending and running reads jobs_state_seq (or
+    with a queue jobs_queue_state) in order, and a list of running jobs reads their seqs from
+    jobs_lease, never walking the table past every other job."""
     store = SQLiteStore(db_url)
     try:
         store.migrate()
         q1 = frozenset({"q1"})
         assert _plan(store, JobQuery(queues=q1)) == ["SCAN jobs"]
         assert _plan(store, JobQuery(job_types=frozenset({"t"}), queues=q1)) == ["SCAN jobs"]
-        for state in (JobState.FAILED, JobState.RUNNING, JobState.PAUSED):
+        for state in (JobState.FAILED, JobState.COMPLETED, JobState.PAUSED):
             assert _plan(store, JobQuery(states=frozenset({state}))) \
                 == ["SEARCH jobs USING INDEX jobs_state_seq (state=?)"]
             assert _plan(store, JobQuery(states=frozenset({state}), queues=q1)) \
                 == ["SEARCH jobs USING INDEX jobs_queue_state (queue=? AND state=?)"]
+        by_lease = ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)", "LIST SUBQUERY 1",
+                    "SCAN jobs USING INDEX jobs_lease"]
+        running = frozenset({JobState.RUNNING})
+        assert _plan(store, JobQuery(states=running)) == by_lease
+        assert _plan(store, JobQuery(states=running, queues=q1)) == by_lease
+        assert _plan(store, JobQuery(states=running | {JobState.FAILED})) == [
+            "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)", "LIST SUBQUERY 2",
+            "COMPOUND QUERY", "LEFT-MOST SUBQUERY", "SCAN jobs USING INDEX jobs_lease",
+            "UNION ALL", "SEARCH jobs USING COVERING INDEX jobs_state_seq (state=?)"]
         assert _plan(store, JobQuery(states=frozenset({JobState.PENDING}))) == ["SCAN jobs"]
-        where, _ = filter_clause(JobQuery(queues=q1))  # a count reads the index
-        assert where == ["queue = ?"]
+        # a queue's pending jobs too: the table newest first, never a queue's whole backlog
+        # read from the claim's index at every page of a bulk action
+        for states in ({JobState.PENDING}, {JobState.PENDING, JobState.FAILED}):
+            assert _plan(store, JobQuery(states=frozenset(states), queues=q1)) == ["SCAN jobs"]
+        # each count reads the index that holds its states
+        assert [part for part, _ in count_clauses(JobQuery(queues=q1))] == [
+            ["state = 'pending' AND waiting_on = 0", "queue = ?"],
+            ["state = 'pending' AND waiting_on > 0", "queue = ?"],
+            ["state = 'running'", "queue = ?"],
+            ["state <> 'pending' AND state <> 'running'", "queue = ?"]]
+        assert [_count_plan(store, where) for where, _ in count_clauses(JobQuery(queues=q1))] \
+            == [["SEARCH jobs USING INDEX jobs_pending_queue (queue=?)"],
+                ["SEARCH jobs USING INDEX jobs_waiting (queue=?)"],
+                ["SCAN jobs USING INDEX jobs_lease"],
+                ["SEARCH jobs USING COVERING INDEX jobs_queue_state (queue=?)"]]
     finally:
         store.close()
+
+
+def _count_plan(store: SQLiteStore, where: list[str]) -> list[str]:
+    sql = " AND ".join(where).replace("?", "'q1'")
+    return [str(row[-1]) for row in _sql(store, f"EXPLAIN QUERY PLAN SELECT count(*) FROM jobs "
+                                                f"WHERE {sql}")]
 
 
 def test_lists_by_state_find_the_same_jobs_with_the_partial_index(db_url: str) -> None:
@@ -369,5 +410,152 @@ def test_a_lone_enqueue_and_a_batch_write_the_same_create_rows(db_url: str) -> N
                            "JOIN jobs j ON j.id = h.job_id ORDER BY h.id")
         assert rows == [(i, 1, "create", None, "pending", 0, "me", "") for i in "abcd"]
         assert store.history("a")[0].at == store.get_job("a").created_at
+    finally:
+        store.close()
+
+
+# -- version 12 ("fewer_state_entries"): pending and running jobs out of the state indexes ------
+_QUEUES = ("q0", "q1", "q2")
+#: The state filters asked: none, each state, and mixes of the indexes' states.
+_STATE_SETS: list[list[JobState]] = [
+    [], *([s] for s in JobState), [JobState.RUNNING, JobState.FAILED],
+    [JobState.PENDING, JobState.RUNNING], [JobState.PENDING, JobState.FAILED],
+    [JobState.COMPLETED, JobState.CANCELLED, JobState.PAUSED],
+    [s for s in JobState if s is not JobState.PENDING]]
+
+
+def _every_state(store: SQLiteStore) -> None:
+    """Jobs in every state over three queues: pending (ready, delayed, waiting on a running
+    dependency, on a pending one, on two), running, paused, completed, failed, cancelled. One
+    attempt each (no retry left): a failure is for good."""
+    store.insert_jobs([NewJob(id=f"s{n:02}", job_type="tu"[n % 2], params={"n": n},
+                              queue=_QUEUES[n % 3], max_attempts=0) for n in range(14)])
+    store.insert_jobs([NewJob(id="delayed", job_type="t", params={}, queue="q1", delay=3600)])
+    claimed = store.claim("w", queues=[], job_types=["t", "u"], limit=9, lease_seconds=60)
+    assert [job.id for job in claimed] == [f"s{n:02}" for n in range(9)]
+    store.insert_jobs([
+        NewJob(id="after_running", job_type="t", params={}, queue="q0", depends_on=("s08",)),
+        NewJob(id="after_pending", job_type="u", params={}, queue="q2", depends_on=("s13",)),
+        NewJob(id="after_two", job_type="t", params={}, queue="q2",
+               depends_on=("s07", "s12"))])
+    _end(store, claimed[0], ok=True)
+    _end(store, claimed[1], ok=True)
+    _end(store, claimed[2], ok=False)
+    store.apply([transitions.cancel_idle("s09", JobState.PENDING, "operator", "no")])
+    for job in claimed[3:5]:
+        assert job.lease_token is not None
+        store.apply([transitions.pause_at_checkpoint(
+            Lease(job.id, job.lease_token, job.attempt), None, "w")])
+    # s05..s08 running; s10..s13, delayed and the three waiting ones pending
+
+
+def _by_state_and_queue(store: SQLiteStore) -> dict[str, object]:
+    """Every count and list by state and queue the store answers, from its indexes."""
+    found: dict[str, object] = {"by state": store.count_by_state(),
+                                "queues": {q.name: q.counts for q in store.queues()}}
+    for queue in (None, *_QUEUES, "none"):
+        queues = frozenset() if queue is None else frozenset({queue})
+        if queue is not None:
+            found[f"by state in {queue}"] = store.count_by_state(queue)
+        for states in _STATE_SETS:
+            query = JobQuery(states=frozenset(states), queues=queues, limit=100)
+            name = f"{queue} {sorted(s.value for s in states)}"
+            found[f"list {name}"] = ids = [job.id for job in store.list_jobs(query)]
+            found[f"count {name}"] = store.count_jobs(query)
+            if ids:  # a page after a cursor, as a bulk action reads them
+                page = JobQuery(states=query.states, queues=queues, before=ids[0], limit=2)
+                assert [job.id for job in store.list_jobs(page)] == ids[1:3], name
+    return found
+
+
+def _tally(store: SQLiteStore) -> dict[str, object]:
+    """What :func:`_by_state_and_queue` must find, counted in Python from every job."""
+    every = store.list_jobs(JobQuery(limit=1000))
+    found: dict[str, object] = {
+        "by state": {s: sum(job.state is s for job in every) for s in JobState},
+        "queues": {q: {s.value: n for s in JobState
+                       if (n := sum(j.state is s and j.queue == q for j in every))}
+                   for q in sorted({job.queue for job in every})}}
+    for queue in (None, *_QUEUES, "none"):
+        if queue is not None:
+            found[f"by state in {queue}"] = {s: sum(j.state is s and j.queue == queue
+                                                    for j in every) for s in JobState}
+        for states in _STATE_SETS:
+            name = f"{queue} {sorted(s.value for s in states)}"
+            ids = [j.id for j in every if (not states or j.state in states)
+                   and (queue is None or j.queue == queue)]
+            found[f"list {name}"] = ids
+            found[f"count {name}"] = len(ids)
+    return found
+
+
+def test_a_version_11_database_migrates_to_12_with_its_counts_and_lists_unchanged(
+        db_url: str) -> None:
+    with _store_before(db_url, "fewer_state_entries", _COUNTS_BEFORE_12) as old:
+        _every_state(old)
+        before = _by_state_and_queue(old)
+        jobs = {job.id: job for job in old.list_jobs(JobQuery(limit=1000))}
+        history = {i: old.history(i) for i in jobs}
+    assert before == _tally_of(db_url)
+    new = SQLiteStore(db_url)
+    try:
+        new.migrate()
+        assert new.schema_version() == store_module.LATEST_VERSION
+        assert {job.id: job for job in new.list_jobs(JobQuery(limit=1000))} == jobs
+        assert {i: new.history(i) for i in jobs} == history
+        assert _by_state_and_queue(new) == before
+        assert _sql(new, "PRAGMA integrity_check") == [("ok",)]
+        indexes = {str(name): str(sql) for name, sql in _sql(
+            new, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                 "AND tbl_name = 'jobs' AND sql IS NOT NULL")}
+        for name in ("jobs_state_seq", "jobs_queue_state"):
+            assert indexes[name].endswith("WHERE state <> 'pending' AND state <> 'running'")
+        # the waiting jobs are in jobs_waiting, the running ones in jobs_lease only
+        assert _sql(new, "SELECT id FROM jobs INDEXED BY jobs_waiting WHERE state = 'pending' "
+                         "AND waiting_on > 0 ORDER BY id") \
+            == [("after_pending",), ("after_running",), ("after_two",)]
+        # it keeps working: a dependency completes (its dependent leaves jobs_waiting for the
+        # claim's indexes), running jobs end, pending ones are claimed; the counts follow
+        running = {job.id: job for job in new.list_jobs(
+            JobQuery(states=frozenset({JobState.RUNNING})))}
+        assert sorted(running) == ["s05", "s06", "s07", "s08"]
+        _end(new, running["s08"], ok=True)
+        _end(new, running["s07"], ok=False)
+        assert _by_state_and_queue(new) == _tally(new)
+        claimed = new.claim("w", queues=["q0"], job_types=["t", "u"], limit=5, lease_seconds=60)
+        assert [job.id for job in claimed] == ["s12", "after_running"]
+        assert _by_state_and_queue(new) == _tally(new)
+    finally:
+        new.close()
+
+
+def _tally_of(db_url: str) -> dict[str, object]:
+    with _store_before(db_url, "fewer_state_entries", _COUNTS_BEFORE_12) as old:
+        return _tally(old)
+
+
+def test_counts_and_lists_by_state_and_queue_match_a_tally_of_every_job(db_url: str) -> None:
+    """On the latest schema, through a life of jobs: every state, jobs waiting on dependencies
+    (leaving jobs_waiting when theirs completes, cancelled when it fails), paused ones
+    resumed, and the queue depth sample."""
+    store = SQLiteStore(db_url)
+    try:
+        store.migrate()
+        _every_state(store)
+        assert _by_state_and_queue(store) == _tally(store)
+        running = {job.id: job for job in store.list_jobs(
+            JobQuery(states=frozenset({JobState.RUNNING})))}
+        _end(store, running["s08"], ok=True)  # after_running may run
+        _end(store, running["s07"], ok=False)  # after_two is cancelled
+        assert _by_state_and_queue(store) == _tally(store)
+        assert store.get_job("after_two").state is JobState.CANCELLED
+        assert store.get_job("after_running").waiting_on == 0
+        store.record_depth()
+        assert _sql(store, "SELECT queue, pending, running FROM queue_depth ORDER BY queue") \
+            == [("q0", 2, 1), ("q1", 3, 0), ("q2", 2, 1)]
+        claimed = store.claim("w", queues=[], job_types=["t", "u"], limit=20,
+                              lease_seconds=60)
+        assert len(claimed) == 5  # s10..s13 and after_running; delayed and after_pending wait
+        assert _by_state_and_queue(store) == _tally(store)
     finally:
         store.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -48,34 +48,99 @@ def _id_clause(fragment: str, args: list[Any]) -> str:
             "UNION ALL SELECT id FROM jobs WHERE substr(id, ?) = ?)")
 
 
+#: What ``jobs_state_seq`` and ``jobs_queue_state`` hold (partial, migration 0012): the jobs in
+#: neither of the states a claim and a completion move a job through. SQLite uses a partial
+#: index only when the query's WHERE says as much, term for term, so every statement that
+#: reads them says it in these words.
+SETTLED = "state <> 'pending' AND state <> 'running'"
+#: The jobs in each of the other states, by the index that holds them: pending jobs ready to
+#: run (``jobs_pending_any``, ``jobs_pending_queue``), pending jobs waiting on a dependency
+#: (``jobs_waiting``), running jobs (``jobs_lease``, one per busy worker slot).
+PENDING_READY = "state = 'pending' AND waiting_on = 0"
+PENDING_WAITING = "state = 'pending' AND waiting_on > 0"
+RUNNING = "state = 'running'"
+_UNSETTLED = frozenset({JobState.PENDING, JobState.RUNNING})
+
+
+def _in(column: str, values: Sequence[str], args: list[Any]) -> str:
+    """``column = ?`` for one value (SQLite matches a partial index's WHERE with it, not with
+    IN), else an IN list."""
+    args.extend(values)
+    return f"{column} = ?" if len(values) == 1 else f"{column} IN ({', '.join('?' * len(values))})"
+
+
+def _settled(states: Iterable[JobState], args: list[Any]) -> str:
+    """The terms of the states other than pending and running, in the words of their indexes'
+    WHERE (all of them: those words alone)."""
+    values = sorted(s.value for s in states)
+    if len(values) == len(JobState) - len(_UNSETTLED):
+        return SETTLED
+    return f"{_in('state', values, args)} AND {SETTLED}"
+
+
+def state_parts(states: frozenset[JobState]) -> list[tuple[str, list[Any]]]:
+    """``states`` (every state when empty) as parts that each read one index, with their
+    arguments: a count sums them (no index holds every state since migration 0012)."""
+    parts: list[tuple[str, list[Any]]] = []
+    every = not states
+    if every or JobState.PENDING in states:
+        parts += [(PENDING_READY, []), (PENDING_WAITING, [])]
+    if every or JobState.RUNNING in states:
+        parts.append((RUNNING, []))
+    settled = set(JobState) - _UNSETTLED if every else states - _UNSETTLED
+    if settled:
+        args: list[Any] = []
+        parts.append((_settled(settled, args), args))
+    return parts
+
+
 def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str], list[Any]]:
     """The WHERE terms and their arguments for ``query``'s filters (not its cursor).
 
     ``listing``: for a list, newest first. No index is keyed by the queue and then the seq
     (migration 0011), so a list of queues without states walks the table newest first,
     stopping at its page: its queue term is written ``+queue`` so that SQLite, knowing no
-    better without statistics, does not read every job of the queue from ``jobs_queue_state``
-    and sort them all. With states, that index gives each (queue, state) in seq order.
+    better without statistics, does not read every job of the queue from an index and sort
+    them all. With states, the indexes below are read (by queue where they are keyed by it).
 
-    States other than pending are in ``jobs_state_seq`` (partial, migration 0011): SQLite
-    uses a partial index only when the query's WHERE implies the index's, so one state is
-    written ``state = ?`` (an ``IN`` list is not matched against it) and ``state <>
-    'pending'`` is added when pending is not asked for.
+    States: the jobs in states other than pending and running are in ``jobs_state_seq`` and
+    ``jobs_queue_state`` (partial, migration 0012), whose WHERE the terms repeat
+    (:data:`SETTLED`), read in seq order. Pending jobs are in no index by seq (migration
+    0011; nor, since 0012, by queue and state): a list of them walks the table newest first,
+    where the newest jobs are, and stops at its page. Reading the seqs of a queue's pending
+    jobs from the claim's index instead would cost the queue's whole backlog at every page, and
+    a bulk action pages through it. Running jobs, perhaps with others of settled states, are
+    read by their seqs from the indexes that hold them (:func:`state_parts`: ``jobs_lease``,
+    ``jobs_state_seq``) and then the rows in seq order (``seq IN (...)``): running jobs are few
+    (one per busy worker slot); a mix costs every seq of its settled states, as the sort of
+    their rows did before migration 0012.
     """
     where: list[str] = []
     args: list[Any] = []
+    states = query.states
+    if states and not states & _UNSETTLED:
+        where.append(_settled(states, args))
+    elif states and JobState.PENDING not in states:
+        seqs = []
+        for part, part_args in state_parts(states):
+            args += part_args
+            in_queues = f" AND {_in('queue', sorted(query.queues), args)}" if query.queues else ""
+            seqs.append(f"SELECT seq FROM jobs WHERE {part}{in_queues}")  # the index by queue
+        where.append(f"seq IN ({' UNION ALL '.join(seqs)})")
+    elif states:
+        where.append(_in("state", sorted(s.value for s in states), args))
+    where += _other_terms(query, args, listing=listing)
+    return where, args
+
+
+def _other_terms(query: JobQuery, args: list[Any], *, listing: bool) -> list[str]:
+    """The terms of ``query``'s filters other than its states, their arguments added to
+    ``args``."""
+    where: list[str] = []
     queue = "+queue" if listing and not query.states else "queue"
-    for column, values in (("state", [s.value for s in query.states]),
-                           ("job_type", list(query.job_types)),
-                           (queue, list(query.queues))):
-        if len(values) == 1:  # `=`: SQLite matches a partial index's WHERE with it, not IN
-            where.append(f"{column} = ?")
-            args.extend(values)
-        elif values:
-            where.append(f"{column} IN ({', '.join('?' * len(values))})")
-            args.extend(sorted(values))
-    if query.states and JobState.PENDING not in query.states:
-        where.append("state <> 'pending'")  # what jobs_state_seq holds (migration 0011)
+    for column, values in (("job_type", query.job_types), (queue, query.queues)):
+        if values:
+            where.append(_in(column, sorted(values), args))
     if query.id_prefix is not None:
         where.append(_id_clause(query.id_prefix, args))
     for column, operator, moment in (
@@ -88,7 +153,31 @@ def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str],
     if query.text is not None:
         where.append("(instr(lower(params), ?) > 0 OR instr(lower(coalesce(error, '')), ?) > 0)")
         args.extend([query.text, query.text])
-    return where, args
+    return where
+
+
+def count_clauses(query: JobQuery) -> list[tuple[list[str], list[Any]]]:
+    """The WHERE terms and arguments of the statements whose counts sum to ``query``'s count.
+
+    With states, or with no filter but queues (the counts the dashboard and ``conveyor``
+    show), one statement per index of :func:`state_parts`, each counting that index's
+    entries (with a queue, ``jobs_pending_queue``, ``jobs_waiting`` and ``jobs_queue_state``
+    are keyed by it). With no filter, or other filters and no states, one statement: the
+    first counts an index's entries, the others read the rows.
+    """
+    if not query.states and (not query.queues or query.job_types or query.id_prefix is not None
+                             or query.text is not None or query.created_after
+                             or query.created_before or query.finished_after
+                             or query.finished_before):
+        # one statement; with no filter at all, count(*), which SQLite answers by counting the
+        # entries of the smallest index that holds every job
+        args: list[Any] = []
+        return [(_other_terms(query, args, listing=False), args)]
+    clauses = []
+    for part, part_args in state_parts(query.states):
+        args = list(part_args)
+        clauses.append(([part, *_other_terms(query, args, listing=False)], args))
+    return clauses
 
 
 class SQLiteDash:
@@ -96,9 +185,14 @@ class SQLiteDash:
     for the dashboard's live stream."""
 
     def count_jobs(self: _Store, query: JobQuery) -> int:
-        where, args = filter_clause(query)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        return int(self._read(_Q["count_jobs"].format(where=clause), args)[0]["n"])
+        # one statement, so that its parts read one snapshot (a job that moves from one index
+        # to another between two reads is counted once)
+        counts, args = [], []
+        for where, part_args in count_clauses(query):
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            counts.append(_Q["count_part"].format(where=clause))
+            args += part_args
+        return int(self._read(_Q["count_jobs"].format(counts=" + ".join(counts)), args)[0]["n"])
 
     def finished_per_minute(self: _Store, since: datetime
                             ) -> list[tuple[datetime, JobState, int]]:

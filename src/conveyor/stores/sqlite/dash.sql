@@ -1,8 +1,12 @@
 -- Named queries of the SQLite store's search and dashboard overview.
 
 -- name: count_jobs
--- where: the filters of list_jobs (store.filter_clause)
-SELECT count(*) AS n FROM jobs {where};
+-- counts: count_part's, one per index read (dash.count_clauses), added up.
+SELECT {counts} AS n;
+
+-- name: count_part
+-- where: the filters of list_jobs (dash.count_clauses), with one index's states.
+(SELECT count(*) FROM jobs {where})
 
 -- name: finished_in_minute
 -- One minute at a time: a covering range of the index per minute, grouped by the three
@@ -17,12 +21,15 @@ GROUP BY state;
 SELECT 1 FROM queue_depth WHERE at = ? LIMIT 1;
 
 -- name: record_depth
--- Pending per queue (those waiting on a dependency too) from the (queue, state) index, running
--- from the lease index.
+-- Pending per queue from the claim's index by queue (ready to run) and jobs_waiting (waiting
+-- on a dependency), running from the lease index (migration 0012).
 INSERT INTO queue_depth (at, queue, pending, running)
 SELECT ?, queue, sum(pending), sum(running) FROM (
-    SELECT queue, count(*) AS pending, 0 AS running FROM jobs INDEXED BY jobs_queue_state
-    WHERE state = 'pending' GROUP BY queue
+    SELECT queue, count(*) AS pending, 0 AS running FROM jobs INDEXED BY jobs_pending_queue
+    WHERE state = 'pending' AND waiting_on = 0 GROUP BY queue
+    UNION ALL
+    SELECT queue, count(*), 0 FROM jobs INDEXED BY jobs_waiting
+    WHERE state = 'pending' AND waiting_on > 0 GROUP BY queue
     UNION ALL
     SELECT queue, 0, count(*) FROM jobs INDEXED BY jobs_lease
     WHERE state = 'running' GROUP BY queue

@@ -61,8 +61,9 @@ class SQLiteFlow:
 
     def queues(self: _Store) -> list[QueueInfo]:
         counts: dict[str, dict[str, int]] = {}
-        for row in self._read(_Q["queue_counts"]):
-            counts.setdefault(row["queue"], {})[row["state"]] = row["n"]
+        for row in self._read(_Q["queue_counts"]):  # pending in two rows (queue_counts)
+            in_queue = counts.setdefault(row["queue"], {})
+            in_queue[row["state"]] = in_queue.get(row["state"], 0) + row["n"]
         states = {row["queue"]: row for row in self._read(_Q["queue_states"])}
         return [_queue(states[name], counts.get(name)) if name in states
                 else QueueInfo(name, counts=counts[name])

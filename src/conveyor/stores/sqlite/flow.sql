@@ -10,7 +10,19 @@ RETURNING *;
 SELECT * FROM queue_states ORDER BY queue;
 
 -- name: queue_counts
-SELECT queue, state, count(*) AS n FROM jobs GROUP BY queue, state;
+-- Jobs by queue and state, each state from the index that holds it (as count_by_state), one
+-- snapshot; pending comes in two rows per queue, which the store adds up.
+SELECT queue, state, count(*) AS n FROM jobs INDEXED BY jobs_queue_state
+WHERE state <> 'pending' AND state <> 'running' GROUP BY queue, state
+UNION ALL
+SELECT queue, 'running', count(*) FROM jobs INDEXED BY jobs_lease WHERE state = 'running'
+GROUP BY queue
+UNION ALL
+SELECT queue, 'pending', count(*) FROM jobs INDEXED BY jobs_pending_queue
+WHERE state = 'pending' AND waiting_on = 0 GROUP BY queue
+UNION ALL
+SELECT queue, 'pending', count(*) FROM jobs INDEXED BY jobs_waiting
+WHERE state = 'pending' AND waiting_on > 0 GROUP BY queue;
 
 -- name: save_schedule
 INSERT INTO schedules (name, cron, timezone, job_type, queue, first_seen, seen_at)

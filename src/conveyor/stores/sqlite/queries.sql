@@ -43,15 +43,34 @@ SELECT * FROM job_history WHERE job_seq = (SELECT seq FROM jobs WHERE id = ?1) A
 ORDER BY id;
 
 -- name: count_by_state
--- From the (queue, state) index, read alone and in its order, summed per state: the index on
--- (state, seq) holds no pending job (migration 0011).
-SELECT state, sum(n) AS n FROM (
-    SELECT queue, state, count(*) AS n FROM jobs INDEXED BY jobs_queue_state
-    GROUP BY queue, state
-) WHERE true GROUP BY state;
+-- Each state from the index that holds it (migration 0012), one snapshot: the settled states
+-- from (state, seq), read alone and in its order; running jobs from the lease index; pending
+-- ones from the claim's index (ready to run) and jobs_waiting (waiting on a dependency).
+-- Pending comes in two rows, which the store adds up.
+SELECT state, count(*) AS n FROM jobs INDEXED BY jobs_state_seq
+WHERE state <> 'pending' AND state <> 'running' GROUP BY state
+UNION ALL
+SELECT 'running', count(*) FROM jobs INDEXED BY jobs_lease WHERE state = 'running'
+UNION ALL
+SELECT 'pending', count(*) FROM jobs INDEXED BY jobs_pending_any
+WHERE state = 'pending' AND waiting_on = 0
+UNION ALL
+SELECT 'pending', count(*) FROM jobs INDEXED BY jobs_waiting
+WHERE state = 'pending' AND waiting_on > 0;
 
 -- name: count_by_state_in_queue
-SELECT state, count(*) AS n FROM jobs WHERE queue = ? GROUP BY state;
+-- count_by_state for one queue, from the same indexes keyed by queue (the lease index is not:
+-- its few rows are read).
+SELECT state, count(*) AS n FROM jobs INDEXED BY jobs_queue_state
+WHERE queue = ?1 AND state <> 'pending' AND state <> 'running' GROUP BY state
+UNION ALL
+SELECT 'running', count(*) FROM jobs INDEXED BY jobs_lease WHERE state = 'running' AND queue = ?1
+UNION ALL
+SELECT 'pending', count(*) FROM jobs INDEXED BY jobs_pending_queue
+WHERE queue = ?1 AND state = 'pending' AND waiting_on = 0
+UNION ALL
+SELECT 'pending', count(*) FROM jobs INDEXED BY jobs_waiting
+WHERE queue = ?1 AND state = 'pending' AND waiting_on > 0;
 
 -- name: heartbeat
 UPDATE jobs SET lease_expires_at = ?, updated_at = ?

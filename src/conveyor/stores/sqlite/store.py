@@ -314,8 +314,8 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         rows = (self._read(_Q["count_by_state"]) if queue is None
                 else self._read(_Q["count_by_state_in_queue"], (queue,)))
         counts = dict.fromkeys(JobState, 0)
-        for row in rows:
-            counts[JobState(row["state"])] = row["n"]
+        for row in rows:  # pending comes in two rows (count_by_state)
+            counts[JobState(row["state"])] += row["n"]
         return counts
 
     def dependencies(self, job_id: str) -> tuple[list[Job], list[Job]]:
