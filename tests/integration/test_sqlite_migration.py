@@ -25,7 +25,7 @@ from conveyor.stores.base import JobQuery, NewJob, NewLogLine
 from conveyor.stores.sqlite import SQLiteStore
 from conveyor.stores.sqlite import flow as flow_module
 from conveyor.stores.sqlite import store as store_module
-from conveyor.stores.sqlite.dash import count_clauses, filter_clause
+from conveyor.stores.sqlite.dash import SMALL_BACKLOG, backlog_probe, count_clauses, filter_clause
 
 _OLD_QUERIES = {
     "insert_history": "INSERT INTO job_history (job_id, at, action, from_state, to_state, "
@@ -299,9 +299,9 @@ def test_a_version_10_database_migrates_to_11_with_its_lists_and_counts_unchange
         new.close()
 
 
-def _plan(store: SQLiteStore, query: JobQuery) -> list[str]:
+def _plan(store: SQLiteStore, query: JobQuery, *, small_backlog: bool = False) -> list[str]:
     """The plan of the list of ``query`` (its arguments inlined: EXPLAIN reads no bindings)."""
-    where, args = filter_clause(query, listing=True)
+    where, args = filter_clause(query, listing=True, small_backlog=small_backlog)
     sql = " AND ".join(where)
     for arg in args:
         sql = sql.replace("?", repr(arg), 1)
@@ -342,6 +342,18 @@ def test_the_lists_use_the_indexes_left_or_walk_the_table_newest_first(db_url: s
         # read from the claim's index at every page of a bulk action
         for states in ({JobState.PENDING}, {JobState.PENDING, JobState.FAILED}):
             assert _plan(store, JobQuery(states=frozenset(states), queues=q1)) == ["SCAN jobs"]
+        # ... unless its backlog is short: then its seqs, from the claim's index and
+        # jobs_waiting, never a walk past every other job of the table
+        pending = frozenset({JobState.PENDING})
+        assert _plan(store, JobQuery(states=pending, queues=q1), small_backlog=True) == [
+            "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)", "LIST SUBQUERY 2",
+            "COMPOUND QUERY", "LEFT-MOST SUBQUERY",
+            "SEARCH jobs USING INDEX jobs_pending_queue (queue=?)",
+            "UNION ALL", "SEARCH jobs USING INDEX jobs_waiting (queue=?)"]
+        probe = backlog_probe(JobQuery(states=pending, queues=q1))
+        assert probe is not None
+        assert backlog_probe(JobQuery(states=pending)) is None  # no queue: the walk
+        assert backlog_probe(JobQuery(states=pending | {JobState.FAILED}, queues=q1)) is None
         # each count reads the index that holds its states
         assert [part for part, _ in count_clauses(JobQuery(queues=q1))] == [
             ["state = 'pending' AND waiting_on = 0", "queue = ?"],
@@ -534,10 +546,14 @@ def _tally_of(db_url: str) -> dict[str, object]:
         return _tally(old)
 
 
-def test_counts_and_lists_by_state_and_queue_match_a_tally_of_every_job(db_url: str) -> None:
+@pytest.mark.parametrize("small_backlog", [SMALL_BACKLOG, 0])
+def test_counts_and_lists_by_state_and_queue_match_a_tally_of_every_job(
+        db_url: str, small_backlog: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the latest schema, through a life of jobs: every state, jobs waiting on dependencies
     (leaving jobs_waiting when theirs completes, cancelled when it fails), paused ones
-    resumed, and the queue depth sample."""
+    resumed, and the queue depth sample. A queue's pending jobs listed from their seqs (a
+    short backlog) and by the walk of the table (no backlog is short below 0)."""
+    monkeypatch.setattr(store_module, "SMALL_BACKLOG", small_backlog)
     store = SQLiteStore(db_url)
     try:
         store.migrate()

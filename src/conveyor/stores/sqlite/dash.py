@@ -94,7 +94,35 @@ def state_parts(states: frozenset[JobState]) -> list[tuple[str, list[Any]]]:
     return parts
 
 
-def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str], list[Any]]:
+#: A list of a queue's pending (and running) jobs reads their seqs from the claim's index,
+#: ``jobs_waiting`` and ``jobs_lease`` when the queue holds fewer pending jobs than this (a
+#: probe counts them, at most this many index entries): a walk of the table newest first
+#: would pass every other job (about 0.2 s per million for a queue with none), and the seqs
+#: of a short backlog cost little at each page. A longer backlog is listed by the walk,
+#: which fills its page from the newest jobs at once, where reading the seqs would cost the
+#: whole backlog at every page of a bulk action.
+SMALL_BACKLOG = 1000
+
+
+def backlog_probe(query: JobQuery) -> tuple[str, list[Any]] | None:
+    """The statement counting ``query``'s queues' pending jobs, up to :data:`SMALL_BACKLOG`,
+    for a list that may read their seqs from the indexes (pending jobs of given queues, with
+    running ones or not); None for any other list."""
+    if not query.queues or JobState.PENDING not in query.states \
+            or not query.states <= _UNSETTLED:
+        return None
+    args: list[Any] = []
+    counts = []
+    for part in (PENDING_READY, PENDING_WAITING):
+        in_queues = _in("queue", sorted(query.queues), args)
+        args.append(SMALL_BACKLOG)
+        counts.append(f"(SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {part} AND {in_queues}"
+                      " LIMIT ?))")
+    return f"SELECT {' + '.join(counts)} AS n", args
+
+
+def filter_clause(query: JobQuery, *, listing: bool = False, small_backlog: bool = False,
+                  ) -> tuple[list[str], list[Any]]:
     """The WHERE terms and their arguments for ``query``'s filters (not its cursor).
 
     ``listing``: for a list, newest first. No index is keyed by the queue and then the seq
@@ -113,14 +141,15 @@ def filter_clause(query: JobQuery, *, listing: bool = False) -> tuple[list[str],
     read by their seqs from the indexes that hold them (:func:`state_parts`: ``jobs_lease``,
     ``jobs_state_seq``) and then the rows in seq order (``seq IN (...)``): running jobs are few
     (one per busy worker slot); a mix costs every seq of its settled states, as the sort of
-    their rows did before migration 0012.
+    their rows did before migration 0012. ``small_backlog`` (:func:`backlog_probe` found
+    fewer than :data:`SMALL_BACKLOG`): a queue's pending jobs are read that way too.
     """
     where: list[str] = []
     args: list[Any] = []
     states = query.states
     if states and not states & _UNSETTLED:
         where.append(_settled(states, args))
-    elif states and JobState.PENDING not in states:
+    elif states and (JobState.PENDING not in states or small_backlog):
         seqs = []
         for part, part_args in state_parts(states):
             args += part_args

@@ -42,7 +42,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
-from conveyor.stores.sqlite.dash import SQLiteDash, filter_clause
+from conveyor.stores.sqlite.dash import SMALL_BACKLOG, SQLiteDash, backlog_probe, filter_clause
 from conveyor.stores.sqlite.dependencies import upstream_downstream
 from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.inserts import SQLiteInserts
@@ -301,7 +301,9 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         return [found[i] for i in ids if i in found]
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        where, args = filter_clause(query, listing=True)
+        probe = backlog_probe(query)
+        small = probe is not None and self._read(*probe)[0]["n"] < SMALL_BACKLOG
+        where, args = filter_clause(query, listing=True, small_backlog=small)
         if query.before is not None:
             where.append(_Q["list_before"])
             args.append(query.before)
