@@ -237,13 +237,14 @@ def _decode(values: tuple[Any, ...], lenient: bool, lost: list[str]) -> Job:
     Made by setting each field of a bare object in Job's field order (as ``Job(...)``'s
     ``__init__`` does) rather than through ``Job(...)``: the generated ``__init__`` takes 36
     keywords one by one, and a claim decodes every job it takes. Attribute by attribute,
-    not by assigning a built ``__dict__``: the object keeps CPython's compact per-class
-    attribute layout (each store a slot write, no 36-entry dict grown and rehashed four
-    times per job: ~34,000 instructions a decode before, callgrind), and the job's later
-    attribute reads stay on the fast path. Job is a plain dataclass (no slots, no
-    ``__post_init__``, no ``__setattr__``), so the object is the one ``Job(...)`` would make,
-    field order too; :func:`_check_decoded_fields` refuses at import a Job for which this
-    would not hold, and tests compare both ways.
+    not by assigning a built ``__dict__`` (~34,000 instructions a decode, callgrind): timed
+    on CPython 3.11, 36 attribute stores on a bare object took 1.8 µs, a 36-key dict
+    literal assigned as ``__dict__`` 2.9 µs. (CPython 3.11 keeps an object's attributes in
+    its compact per-class layout only up to 30 names: a Job's 36 leave it for a dict of
+    their own either way; with 28 names the same stores took 0.4 µs.) Job is a plain
+    dataclass (no slots, no ``__post_init__``, no ``__setattr__``), so the object is the one
+    ``Job(...)`` would make, field order too; :func:`_check_decoded_fields` refuses at
+    import a Job for which this would not hold, and tests compare both ways.
     """
     (job_id, state, created_at, started_at, finished_at, job_type, params, max_attempts,
      attempt, current_step, total_steps, checkpoint, result, error, queue, priority, run_at,
