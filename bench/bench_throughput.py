@@ -342,7 +342,7 @@ def enqueue_rounds(target: Target, sizes: Sizes) -> EnqueueRates:
     of different speed."""
     folder, rounds = target.folder, ENQUEUE_ROUNDS
     single, many = max(1, sizes.single // rounds), max(1, sizes.single * 2 // rounds)
-    figures: list[tuple[float, ...]] = []
+    figures: list[Round] = []
     for n in range(rounds):
         if target.pg_url is None:
             insert = loops.sqlite_enqueue(folder, many, "NORMAL")  # one table, growing
@@ -354,11 +354,15 @@ def enqueue_rounds(target: Target, sizes: Sizes) -> EnqueueRates:
             one = enqueue_one(target, single)
             sql_one, sql_bulk = loops.pg_conveyor_sql(target.pg_url, target.new_schema(),
                                                       single, BULK)
-        figures.append((insert, one, sql_one, enqueue_bulk(target), sql_bulk))
-    insert, one, sql_one, bulk, sql_bulk = (median(column) for column in zip(*figures, strict=True))
-    return EnqueueRates((insert, one, sql_one, bulk, sql_bulk),
-                        median([f[1] / f[0] for f in figures]),
-                        median([f[2] / f[0] for f in figures]))
+        bulk = enqueue_bulk(target)
+        figures.append({name: Rate(rate) for name, rate in (
+            ("insert", insert), ("one", one), ("sql one", sql_one), ("bulk", bulk),
+            ("sql bulk", sql_bulk))})
+    one_to_loop, sql_to_loop = (paired(figures, name, "insert") for name in ("one", "sql one"))
+    bulk, sql_bulk = (median([f[name].per_second for f in figures])
+                      for name in ("bulk", "sql bulk"))
+    return EnqueueRates((one_to_loop.loop, one_to_loop.per_second, sql_to_loop.per_second,
+                         bulk, sql_bulk), one_to_loop.ratio, sql_to_loop.ratio)
 
 
 def sqlite_full(sizes: Sizes) -> tuple[object, ...]:
