@@ -23,6 +23,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import HistoryEntry, Job, JobError
 from conveyor.stores.base import JobQuery, NewJob, NewLogLine
 from conveyor.stores.sqlite import SQLiteStore
+from conveyor.stores.sqlite import dash as dash_module
 from conveyor.stores.sqlite import flow as flow_module
 from conveyor.stores.sqlite import store as store_module
 from conveyor.stores.sqlite.dash import SMALL_BACKLOG, backlog_probe, count_clauses, filter_clause
@@ -553,7 +554,7 @@ def test_counts_and_lists_by_state_and_queue_match_a_tally_of_every_job(
     (leaving jobs_waiting when theirs completes, cancelled when it fails), paused ones
     resumed, and the queue depth sample. A queue's pending jobs listed from their seqs (a
     short backlog) and by the walk of the table (no backlog is short below 0)."""
-    monkeypatch.setattr(store_module, "SMALL_BACKLOG", small_backlog)
+    monkeypatch.setattr(dash_module, "SMALL_BACKLOG", small_backlog)
     store = SQLiteStore(db_url)
     try:
         store.migrate()

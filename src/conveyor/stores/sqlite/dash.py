@@ -105,20 +105,22 @@ SMALL_BACKLOG = 1000
 
 
 def backlog_probe(query: JobQuery) -> tuple[str, list[Any]] | None:
-    """The statement counting ``query``'s queues' pending jobs, up to :data:`SMALL_BACKLOG`,
-    for a list that may read their seqs from the indexes (pending jobs of given queues, with
-    running ones or not); None for any other list."""
+    """The statement whose ``small`` says whether ``query``'s queues hold fewer pending jobs
+    than :data:`SMALL_BACKLOG` (it counts each index's entries up to that many), for a list
+    that may read their seqs from the indexes (pending jobs of given queues, with running
+    ones or not); None for any other list."""
     if not query.queues or JobState.PENDING not in query.states \
             or not query.states <= _UNSETTLED:
         return None
     args: list[Any] = []
     counts = []
-    for part in (PENDING_READY, PENDING_WAITING):
+    for part, _ in state_parts(frozenset({JobState.PENDING})):
         in_queues = _in("queue", sorted(query.queues), args)
         args.append(SMALL_BACKLOG)
         counts.append(f"(SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {part} AND {in_queues}"
                       " LIMIT ?))")
-    return f"SELECT {' + '.join(counts)} AS n", args
+    args.append(SMALL_BACKLOG)
+    return f"SELECT {' + '.join(counts)} < ? AS small", args
 
 
 def filter_clause(query: JobQuery, *, listing: bool = False, small_backlog: bool = False,

@@ -42,7 +42,7 @@ from conveyor.stores.sqlite.config import (
     split_sql,
     sqlite_synchronous,
 )
-from conveyor.stores.sqlite.dash import SMALL_BACKLOG, SQLiteDash, backlog_probe, filter_clause
+from conveyor.stores.sqlite.dash import SQLiteDash, backlog_probe, filter_clause
 from conveyor.stores.sqlite.dependencies import upstream_downstream
 from conveyor.stores.sqlite.flow import SQLiteFlow
 from conveyor.stores.sqlite.inserts import SQLiteInserts
@@ -302,7 +302,7 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
 
     def list_jobs(self, query: JobQuery) -> list[Job]:
         probe = backlog_probe(query)
-        small = probe is not None and self._read(*probe)[0]["n"] < SMALL_BACKLOG
+        small = probe is not None and bool(self._read(*probe)[0]["small"])
         where, args = filter_clause(query, listing=True, small_backlog=small)
         if query.before is not None:
             where.append(_Q["list_before"])
