@@ -414,9 +414,7 @@ class Worker:
         with self._slots_lock:
             self._slots[job.lease_token] = slot
             if replacing is not None:
-                token = replacing.execution.lease.token
-                if self._slots.get(token) is replacing:
-                    del self._slots[token]
+                self._drop(replacing)
         return slot
 
     def _run_slot(self, slot: Slot) -> Slot:
@@ -688,9 +686,15 @@ class Worker:
         again when it ends). A 1-slot worker's slot thread that claimed its next job forgets
         its finished slot in :meth:`_slot_for` instead, waking nobody."""
         with self._slots_lock:
-            if self._slots.get(slot.execution.lease.token) is slot:
-                del self._slots[slot.execution.lease.token]
+            self._drop(slot)
         self._slot_freed.set()
+
+    def _drop(self, slot: Slot) -> None:
+        """Forget ``slot`` (under :attr:`_slots_lock`, held by the caller) if it is still
+        known: an abandoned slot is forgotten twice (see :meth:`_forget`)."""
+        token = slot.execution.lease.token
+        if self._slots.get(token) is slot:
+            del self._slots[token]
 
     # -- shutdown ----------------------------------------------------------------------------------
     def _shutdown(self) -> None:
