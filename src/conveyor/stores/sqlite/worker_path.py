@@ -167,9 +167,8 @@ def claim_one(conn: sqlite3.Connection, plan: OneJobPlan, candidate_args: list[A
 def complete_one(conn: sqlite3.Connection, shape: tuple[str, str], args: Sequence[Any],
                  job_id: str) -> sqlite3.Row | None:
     """One change of ``shape`` to job ``job_id`` alone (its ``args`` from :func:`prepare`,
-    at now), as
-    ``apply_change_landed`` writes it and with the columns it returns (None: it did not
-    land), without RETURNING: SQLite builds a temporary table for a RETURNING statement's
+    at now), as ``apply_change_landed`` writes it and with the columns it returns (None: it
+    did not land), without RETURNING: SQLite builds a temporary table for a RETURNING statement's
     rows at each run, dearer than the read back of the one row (``select_landed``). Used
     where only whether the change landed matters (a worker's completion)."""
     if conn.execute(single_statement(_Q["apply_change_quiet"], shape), args).rowcount != 1:
