@@ -345,7 +345,12 @@ def test_progress_in_a_tight_loop_is_coalesced(make_app: AppFactory,
     @app.job("count")
     def count(ctx: JobContext, n: int) -> int:
         ctx.progress(0, n)
-        for _ in range(n):
+        for _ in range(n // 2):
+            ctx.advance()
+        # a pause of several progress ticks: a million advances alone can take less than
+        # one tick on a fast machine, and then nothing is there to coalesce mid-run
+        time.sleep(1.0)
+        for _ in range(n - n // 2):
             ctx.advance()
         return n
 
