@@ -54,6 +54,8 @@ from conveyor.errors import ConfigurationError
 
 PG_ENV = "CONVEYOR_BENCH_PG_URL"
 BULK = 10_000
+#: The ``synchronous=FULL`` runs' sizes (jobs, enqueues), capped: each commit waits for a flush.
+FULL_JOBS, FULL_SINGLE = 2000, 3000
 ENQUEUE_ROUNDS = 5
 
 
@@ -368,12 +370,14 @@ def enqueue_rounds(target: Target, sizes: Sizes) -> EnqueueRates:
 def sqlite_full(sizes: Sizes) -> tuple[object, ...]:
     """The same figures with ``synchronous=FULL`` (an fsync of the WAL at every commit)."""
     target = Target("SQLite", sqlite_options="?synchronous=full")
+    # an fsync per commit: at most the sizes these runs had before the NORMAL ones grew
+    jobs, single = min(sizes.jobs, FULL_JOBS), min(sizes.single, FULL_SINGLE)
     try:
-        limit = loops.sqlite_claim_complete(target.folder, sizes.jobs, 1, "FULL")
-        insert = loops.sqlite_enqueue(target.folder, sizes.single * 2, "FULL")
+        limit = loops.sqlite_claim_complete(target.folder, jobs, 1, "FULL")
+        insert = loops.sqlite_enqueue(target.folder, single * 2, "FULL")
         try:
-            one_x_4 = f"{throughput(target, 1, 4, sizes.jobs).per_second:,.0f}"
-            one = f"{enqueue_one(target, sizes.single):,.0f}"
+            one_x_4 = f"{throughput(target, 1, 4, jobs).per_second:,.0f}"
+            one = f"{enqueue_one(target, single):,.0f}"
         except ConfigurationError:
             one_x_4 = one = "n/a (no ?synchronous= option)"
     finally:
@@ -387,10 +391,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer jobs, for a fast look")
     parser.add_argument("--docs", type=Path, help="rewrite this page's generated sections")
     args = parser.parse_args()
-    # jobs and pg_jobs: per run, in each round (5,000 and 2,000 in one round before rounds)
+    # jobs and pg_jobs: per run, in each round (5,000 and 2,000 in one round before rounds).
+    # SQLite 10,000 since 2026-12-02: at 2,000 the loop's run took 0.08 s and a worker's
+    # 0.2-0.3 s on this machine, so its start-up (first claims, a cold page cache) was a
+    # large share of the span, and ratios read 28-31 % where 10,000 jobs read 35-37 %.
     sizes = (Sizes(jobs=500, pg_jobs=300, probes=30, single=300, pg_single=100,
                    idle_seconds=3, rounds=3) if args.quick
-             else Sizes(jobs=2000, pg_jobs=1000, probes=100, single=3000, pg_single=1000,
+             else Sizes(jobs=10_000, pg_jobs=1000, probes=100, single=10_000, pg_single=1000,
                         idle_seconds=10, rounds=5))
     targets = [Target("SQLite")]
     pg_url = os.environ.get(PG_ENV)
