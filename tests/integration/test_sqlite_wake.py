@@ -132,3 +132,52 @@ def test_empty_claims_elsewhere_wake_nobody(mode: str, url: str,
     finally:
         other.close()
         waiting.close()
+
+
+@pytest.mark.parametrize("mode", ["inotify", "data_version"])
+def test_the_watch_rests_while_nobody_waits_and_catches_up_for_the_next_waiter(
+        mode: str, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy worker has nobody waiting: its own commits must cost its watch no look. A
+    commit by another process made while the watch rested must still wake the next waiter
+    at once (as one made while that worker claimed), and later commits wake later waiters."""
+    if mode == "data_version":
+        monkeypatch.setattr(wake_module, "_inotify_on", lambda path: None)
+    busy = SQLiteStore(url)
+    other = SQLiteStore(url)
+    try:
+        busy.wait_for_work(0.01)  # starts the watch; nobody waits after it
+        watch = busy._watch
+        assert watch is not None and watch.mode == mode
+        deadline = time.monotonic() + 10
+        while not watch.resting:
+            assert time.monotonic() < deadline, "the watch never rested with nobody waiting"
+            time.sleep(0.01)
+        looks = 0
+        version = watch._version
+
+        def counted() -> int | None:
+            nonlocal looks
+            looks += 1
+            return version()
+
+        watch._version = counted
+        for n in range(20):  # a busy worker's own commits
+            busy.insert_jobs([NewJob(id=f"own-{n}", job_type="t", params={})])
+        time.sleep(0.3)
+        assert looks == 0, "the resting watch looked after the store's own commits"
+
+        other.insert_jobs([NewJob(id="while-resting", job_type="t", params={})])
+        started = time.monotonic()
+        busy.wait_for_work(LONG_WAIT)
+        assert time.monotonic() - started < 10, "a commit made while resting was missed"
+        assert looks > 0
+
+        waiter = Waiter(busy)  # a later waiter: the watch looks again after each rest
+        time.sleep(0.5)
+        assert not waiter.done.is_set(), "wait_for_work returned with nothing committed"
+        committed_at = time.time()
+        other.insert_jobs([NewJob(id="later", job_type="t", params={})])
+        _assert_woken_by(waiter, committed_at)
+    finally:
+        other.close()
+        busy.close()

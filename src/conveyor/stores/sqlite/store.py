@@ -351,6 +351,8 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         with self._work:
             seen, foreign = self._work_seq, self._foreign_waited
             self._work_waiters += 1
+            if self._watch is not None:
+                self._watch.want()  # it rests while nobody waits (see wake.py)
             try:
                 self._work.wait_for(
                     lambda: self._work_seq != seen or self._foreign_seq != foreign,
@@ -368,8 +370,14 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         with self._lock:
             if self._watch is not None or self._closed:
                 return
-            self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit)
+            self._watch = CommitWatch(self.path, self._data_version, self._foreign_commit,
+                                      self._someone_waits)
         self._foreign_commit()
+
+    def _someone_waits(self) -> bool:
+        """Whether the watch must look: a waiter or a job's watcher is there (read without
+        the lock: a waiter counted after this read calls the watch's ``want``)."""
+        return self._work_waiters > 0 or bool(self._watchers)
 
     def _data_version(self) -> int | None:
         """Changes when another connection commits (None once closed or unreadable)."""
@@ -395,6 +403,8 @@ class SQLiteStore(SQLiteInserts, SQLiteWorkerPath, SQLiteFlow, SQLiteLogs, SQLit
         with self._work:
             self._watchers.append(wake)
         self._start_watch()
+        if self._watch is not None:
+            self._watch.want()
 
         def unwatch() -> None:
             with self._work:

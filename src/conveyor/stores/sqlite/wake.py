@@ -14,6 +14,14 @@ has committed, so it also tells the inotify path which writes were not the store
 
 Either way a wake-up means "something was committed", not "there is work for you": the
 waiter then tries one claim, which may find nothing.
+
+The watch looks only while someone waits (an idle worker, a caller following a job). A busy
+worker has nobody waiting, and its own commits write the WAL many times a second: looking
+after each cost its process about 4 µs of CPU per job (a data version read every few
+milliseconds, and a thread woken by every write). So while nobody waits the thread rests;
+the next waiter wakes it, and its first look compares the data version with the one it saw
+before resting, so a commit made meanwhile (say, while that worker claimed) still wakes the
+waiter at once.
 """
 
 from __future__ import annotations
@@ -42,12 +50,19 @@ class CommitWatch:
     when some OTHER connection has committed: the store's own commits (which wake its waiters
     directly) then wake nobody twice. A daemon thread looks until :meth:`close`; ``mode`` says
     how it learns that the file was written: ``"inotify"`` or ``"data_version"`` (polling).
+
+    ``needed`` says whether anyone waits now; while nobody does, the thread rests until
+    :meth:`want` is called (after the waiter is counted, so that ``needed`` sees it).
     """
 
     def __init__(self, path: str, version: Callable[[], int | None],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], needed: Callable[[], bool] = lambda: True) -> None:
         self._version = version
         self._wake = wake
+        self._needed = needed
+        self._wanted = threading.Event()
+        self._wanted.set()  # started by a waiter
+        self._resting = False
         self._stop = threading.Event()
         self._inotify = _inotify_on(path + "-wal")
         self.mode = "inotify" if self._inotify is not None else "data_version"
@@ -59,6 +74,33 @@ class CommitWatch:
 
     def close(self) -> None:
         self._stop.set()
+        self._wanted.set()
+
+    @property
+    def resting(self) -> bool:
+        """Whether the thread rests now, and no waiter has asked it to look yet."""
+        return self._resting and not self._wanted.is_set()
+
+    def want(self) -> None:
+        """Someone waits now: look again if resting."""
+        if not self._wanted.is_set():  # the usual case is a look, not Event.set's lock
+            self._wanted.set()
+
+    def _rest(self) -> bool:
+        """Rest while nobody waits; whether it rested (the caller then looks at once).
+
+        ``needed`` is read again after clearing the flag: a waiter counted before the clear
+        is seen then, and one counted after it sets the flag with :meth:`want`.
+        """
+        if self._needed():
+            return False
+        self._wanted.clear()
+        if self._needed():
+            return False
+        self._resting = True
+        self._wanted.wait()
+        self._resting = False
+        return True
 
     def _run(self) -> None:
         seen = self._first_seen
@@ -77,17 +119,21 @@ class CommitWatch:
         """Until closed or the watch is gone: look at the data version after each WAL write."""
         seen = self._first_seen
         while not self._stop.is_set():
+            if self._rest():
+                # the writes made while resting, then a look as after any write
+                while select.select([fd], [], [], 0)[0]:
+                    if _watch_gone(os.read(fd, 64 * 1024)):
+                        return
+                if not self._stop.is_set():
+                    seen = self._settle(seen)
+                continue
             ready, _, _ = select.select([fd], [], [], 0.5)  # 0.5 s: only to notice close()
             if not ready:
                 continue
             data = os.read(fd, 64 * 1024)
             seen = self._settle(seen)
-            offset = 0
-            while offset + _EVENT.size <= len(data):
-                _wd, mask, _cookie, size = _EVENT.unpack_from(data, offset)
-                if mask & _IN_IGNORED:
-                    return
-                offset += _EVENT.size + size
+            if _watch_gone(data):
+                return
 
     def _settle(self, seen: int | None) -> int | None:
         """After a WAL write: wake once the data version moves, looking for up to ~0.1 s.
@@ -107,11 +153,24 @@ class CommitWatch:
 
     def _poll_version(self, seen: int | None) -> None:
         while not self._stop.is_set():
+            if self._rest():
+                continue  # then at once compared with the version seen before resting
             time.sleep(POLL_SECONDS)
             version = self._version()
             if version != seen:
                 self._wake()
             seen = version
+
+
+def _watch_gone(data: bytes) -> bool:
+    """Whether these inotify events say the watched file went away (IN_IGNORED)."""
+    offset = 0
+    while offset + _EVENT.size <= len(data):
+        _wd, mask, _cookie, size = _EVENT.unpack_from(data, offset)
+        if mask & _IN_IGNORED:
+            return True
+        offset += _EVENT.size + size
+    return False
 
 
 def _inotify_on(path: str) -> int | None:
