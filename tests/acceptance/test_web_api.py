@@ -117,6 +117,8 @@ def test_bad_enqueue_bodies_are_422_saying_what_was_wrong(
     (b"[1, 2]", "must be a JSON object, not an array"),
     (b'{"job_type": "test.add", "params": {"a": NaN}}', "NaN is not valid JSON"),
     (b"", "send a JSON object"),
+    (b"\x0b", "not valid JSON"),  # whitespace to Python's strip(), not to JSON
+    (b" \x0c\n", "not valid JSON"),
     (b"\xff\xfe", "not valid JSON"),
     (b"[" * 100_000, "not valid JSON"),
     (b'{"job_type": "test.add", "params": {"a": "\\ud800"}}', "lone surrogate"),
@@ -375,3 +377,16 @@ def test_dependencies_over_http_and_on_the_job_page(app: Conveyor, client: AsgiC
                       json={"job_type": "test.add", "params": {"a": 1}, "depends_on": "x"})
     assert bad.status_code == 422 and "'depends_on' must be an array" in error_of(bad)
     assert len(app.list()) == 2
+
+
+@pytest.mark.parametrize("content", [b"\x0b", b"\t\x0c"])
+def test_an_optional_body_of_non_json_whitespace_is_422(client: AsgiClient,
+                                                         content: bytes) -> None:
+    """A queue's pause takes an optional body: a body of only JSON whitespace is none, but
+    characters JSON does not count as whitespace are refused, and nothing changes."""
+    headers = {**BEARER, "content-type": "application/json"}
+    response = client.post("/api/queues/mail/pause", content=content, headers=headers)
+    assert response.status_code == 422, response.text
+    assert "not valid JSON" in error_of(response)
+    assert client.post("/api/queues/mail/pause", content=b" \n", headers=headers).json()[
+        "paused"] is True

@@ -106,6 +106,11 @@ def known_query(request: Request, *allowed: str) -> QueryParams:
     return request.query_params
 
 
+#: What JSON counts as whitespace (RFC 8259): ``bytes.strip()`` also strips ``\x0b`` and
+#: ``\x0c``, which would let a body of nothing but those pass as an empty one.
+_JSON_SPACE = b" \t\n\r"
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -118,14 +123,14 @@ async def read_json_object(request: Request) -> dict[str, Any] | None:
     """
     declared = request.headers.get("content-type")
     body = await read_body(request)
-    if declared is None and not body.strip():
+    if declared is None and not body.strip(_JSON_SPACE):
         return None
     media_type = (declared or "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         shown = media_type[:60] or "no Content-Type"
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as application/json, not {shown}")
-    if not body.strip():
+    if not body.strip(_JSON_SPACE):
         return None
     try:
         value = json.loads(body, parse_constant=_no_constants)
