@@ -9,6 +9,7 @@ slot freed beside a long job is filled again, and every job runs exactly once.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 from conveyor import JobContext, JobState
@@ -97,3 +98,22 @@ def test_many_short_jobs_each_run_once(make_app: AppFactory) -> None:
         done = app.get(job.id)
         assert done.result == done.params["n"]
         assert_history_chain(app, job.id)
+
+
+def test_jobs_of_a_few_milliseconds_are_not_held(make_app: AppFactory) -> None:
+    """Only short jobs are held: once a worker has seen that its jobs take milliseconds, a
+    claim hands each job to a thread of its own at once, and none waits HAND_OFF_AFTER for
+    another (only the first claim, before any run was timed, may hold its jobs)."""
+    app = make_app()
+
+    @app.job("nap")
+    def nap(ctx: JobContext, n: int) -> int:
+        time.sleep(0.005)
+        return n
+
+    jobs = [app.enqueue("nap", {"n": n}) for n in range(24)]
+    with running_worker(app, concurrency=4) as worker:
+        wait_until(lambda: app.counts()[S.COMPLETED] == len(jobs), timeout=60,
+                   what="every job completed")
+        assert worker.handed_over <= 3
+        assert worker._run_time >= 0.001

@@ -517,6 +517,8 @@ class Worker:
         loop's claims (and a slot freed by an abandon) and the shutdown's look at the
         running slots out of the way.
         """
+        if self._holds and not self._batch_running:
+            return None  # the usual case with longer jobs: not worth waiting for the lock
         with self._claiming:
             if not self._chain or (self._holds and not self._batch_running):
                 return None
