@@ -232,7 +232,8 @@ class HeldSlots:
     jobs, cost more than the jobs. So the thread that runs the first claimed job keeps the
     others and runs them after it, one by one, without a hand-off; the worker's loop hands
     those still held after :data:`HAND_OFF_AFTER` to threads of their own (so a long job
-    never keeps the others from starting, beyond that delay). A held job is claimed and
+    never keeps the others from starting, beyond that delay). Jobs are held only while the
+    worker's runs take less than :data:`HOLD_BELOW` on average. A held job is claimed and
     running in the store, and counted among the worker's slots, like one already handed over.
     """
 
