@@ -17,6 +17,7 @@ from conveyor.lifecycle import JobState
 from conveyor.model import Job, JobProgress
 from conveyor.stores.base import Signals
 from conveyor.worker.slots import (
+    HeldSlots,
     Signal,
     Slot,
     SlotPool,
@@ -239,3 +240,46 @@ def test_done_gets_the_slot_the_run_ended_with() -> None:
     assert done.wait(last)
     assert list(done) == [last]
     pool.close()
+
+
+def test_held_slots_are_taken_oldest_first_and_handed_over_by_age() -> None:
+    held = HeldSlots()
+    assert not held and held.take() is None and held.overdue(0.0) == []
+    first = [_slot(1), _slot(2)]
+    held.add(first)
+    time.sleep(0.05)
+    later = [_slot(3)]
+    held.add(later)
+    assert held
+    assert held.overdue(10.0) == []  # none held that long
+    assert held.overdue(0.04) == first  # only those held at least 40 ms, oldest first
+    assert held.take() is later[0]
+    assert not held and held.take() is None
+    held.add([_slot(4), _slot(5)])
+    assert [s.execution.job.id[-1] for s in held.overdue(0.0)] == ["4", "5"]  # all of them
+    assert not held
+
+
+def test_held_slots_go_to_exactly_one_taker_among_racing_threads() -> None:
+    held = HeldSlots()
+    slots = [_slot(n) for n in range(2000)]
+    held.add(slots)
+    taken: list[list[Slot]] = [[] for _ in range(4)]
+
+    def take(into: list[Slot]) -> None:
+        while (slot := held.take()) is not None:
+            into.append(slot)
+
+    def overdue(into: list[Slot]) -> None:
+        while held:
+            into.extend(held.overdue(0.0))
+
+    threads = [threading.Thread(target=take, args=(taken[n],)) for n in range(3)]
+    threads.append(threading.Thread(target=overdue, args=(taken[3],)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    everything = [slot for part in taken for slot in part]
+    assert len(everything) == len(slots)
+    assert {id(slot) for slot in everything} == {id(slot) for slot in slots}

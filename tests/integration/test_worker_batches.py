@@ -1,0 +1,119 @@
+"""A thread pool's claimed batch: held for the thread that runs its first job, handed to
+threads of their own once held for HAND_OFF_AFTER (worker.slots.HeldSlots).
+
+Short jobs then run one after another on one thread; these tests hold the guarantees that must
+not change with it: the jobs of one claim still run at the same time when they take time, a
+slot freed beside a long job is filled again, and every job runs exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from conveyor import JobContext, JobState
+from tests.conftest import AppFactory
+from tests.integration.test_worker_helpers import (
+    Gate,
+    assert_history_chain,
+    running_worker,
+    wait_state,
+    wait_until,
+)
+
+S = JobState
+
+
+def test_the_jobs_of_one_claim_run_at_the_same_time(make_app: AppFactory) -> None:
+    """Four jobs claimed together by a 4-slot worker, each waiting for all four: they pass
+    only if none waits behind another on the thread that claimed them."""
+    app = make_app()
+    barrier = threading.Barrier(4, timeout=10)
+    threads: set[int] = set()
+
+    @app.job("meet")
+    def meet(ctx: JobContext, n: int) -> int:
+        threads.add(threading.get_ident())
+        barrier.wait()
+        return n
+
+    jobs = [app.enqueue("meet", {"n": n}) for n in range(4)]  # one claim takes all four
+    with running_worker(app, concurrency=4):
+        done = [app.wait(job.id, timeout=20) for job in jobs]
+    assert [j.state for j in done] == [S.COMPLETED] * 4
+    assert [j.result for j in done] == [0, 1, 2, 3]
+    assert len(threads) == 4
+
+
+def test_a_slot_freed_beside_a_long_job_is_filled_again(make_app: AppFactory) -> None:
+    """A 2-slot worker claims a long job and a short one together: the short one is handed
+    to a thread of its own, and once it is done the loop claims again for its slot while the
+    long one still runs."""
+    app = make_app()
+    gate = Gate()
+
+    @app.job("long")
+    def long(ctx: JobContext) -> str:
+        assert gate.wait(), "the gate was never opened"
+        return "long"
+
+    @app.job("short")
+    def short(ctx: JobContext, n: int) -> int:
+        return n
+
+    blocker = app.enqueue("long")
+    first = app.enqueue("short", {"n": 1})  # claimed with the long one, held behind it
+    with running_worker(app, concurrency=2):
+        assert app.wait(first.id, timeout=20).state is S.COMPLETED
+        wait_state(app, blocker.id, S.RUNNING)
+        later = [app.enqueue("short", {"n": n}) for n in range(2, 6)]
+        for job in later:  # one slot free beside the long job: claimed there, one by one
+            assert app.wait(job.id, timeout=20).result == app.get(job.id).params["n"]
+        assert app.get(blocker.id).state is S.RUNNING
+        gate.open()
+        assert app.wait(blocker.id, timeout=20).result == "long"
+
+
+def test_many_short_jobs_each_run_once(make_app: AppFactory) -> None:
+    """Batches of short jobs run on one thread, each claiming the next: every job exactly
+    once, each with its whole history, and no more threads than slots."""
+    app = make_app()
+    runs: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    @app.job("count")
+    def count(ctx: JobContext, n: int) -> int:
+        with lock:
+            runs[n] += 1
+        return n
+
+    jobs = [app.enqueue("count", {"n": n}) for n in range(300)]
+    with running_worker(app, concurrency=4) as worker:
+        wait_until(lambda: app.counts()[S.COMPLETED] == len(jobs), timeout=60,
+                   what="every job completed")
+        assert worker._pool.threads_started <= 4
+    assert runs == Counter(range(300))
+    for job in jobs[:: 50]:
+        done = app.get(job.id)
+        assert done.result == done.params["n"]
+        assert_history_chain(app, job.id)
+
+
+def test_jobs_of_a_few_milliseconds_are_not_held(make_app: AppFactory) -> None:
+    """Only short jobs are held: once a worker has seen that its jobs take milliseconds, a
+    claim hands each job to a thread of its own at once, and none waits HAND_OFF_AFTER for
+    another (only the first claim, before any run was timed, may hold its jobs)."""
+    app = make_app()
+
+    @app.job("nap")
+    def nap(ctx: JobContext, n: int) -> int:
+        time.sleep(0.005)
+        return n
+
+    jobs = [app.enqueue("nap", {"n": n}) for n in range(24)]
+    with running_worker(app, concurrency=4) as worker:
+        wait_until(lambda: app.counts()[S.COMPLETED] == len(jobs), timeout=60,
+                   what="every job completed")
+        assert worker.handed_over <= 3
+        assert worker._run_time >= 0.001
