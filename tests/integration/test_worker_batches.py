@@ -117,3 +117,35 @@ def test_jobs_of_a_few_milliseconds_are_not_held(make_app: AppFactory) -> None:
                    what="every job completed")
         assert worker.handed_over <= 3
         assert worker._run_time >= 0.001
+
+
+def test_a_long_last_job_of_a_batch_does_not_stop_the_claims(make_app: AppFactory) -> None:
+    """A 2-slot worker claims a short job and a long one together; the thread of the short
+    one goes on to the long one. The other slot is free: jobs enqueued meanwhile must run
+    there while the long one runs, not wait for it."""
+    app = make_app()
+    gate = Gate()
+
+    @app.job("long")
+    def long(ctx: JobContext) -> str:
+        assert gate.wait(60), "the gate was never opened"
+        return "long"
+
+    @app.job("short")
+    def short(ctx: JobContext, n: int) -> int:
+        return n
+
+    first = app.enqueue("short", {"n": 0})
+    blocker = app.enqueue("long")  # claimed with the short one, run after it
+    with running_worker(app, concurrency=2):
+        assert app.wait(first.id, timeout=20).state is S.COMPLETED
+        attempt = wait_state(app, blocker.id, S.RUNNING).attempt
+        for n in range(1, 4):
+            job = app.enqueue("short", {"n": n})
+            # well within the long job's run: not after it
+            assert app.wait(job.id, timeout=5).result == n
+        still = app.get(blocker.id)
+        assert still.state is S.RUNNING and still.attempt == attempt
+        gate.open()
+        done = app.wait(blocker.id, timeout=20)
+        assert done.result == "long" and done.attempt == attempt

@@ -36,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -214,6 +215,10 @@ class Worker:
         #: loop's claim of a batch, cleared by that thread's claim that holds nothing, or by
         #: the loop when a held job waited too long.
         self._batch_running = False
+        #: When a job last started on a slot thread (monotonic; ``math.inf`` while the batch's
+        #: thread claims the next batch): a batch that started none for HAND_OFF_AFTER is
+        #: running a longer job, and the loop claims for the free slots again.
+        self._batch_moved = 0.0
         #: A moving average of this worker's runs (seconds, each run's share 1/5): jobs are
         #: held only while they are short (below HOLD_BELOW), so jobs of a few milliseconds
         #: never wait for one another. Written by the slot threads without a lock: a lost
@@ -360,6 +365,7 @@ class Worker:
                 completer.loop_takes(True)
                 continue
             if self._holds and len(slots) > 1 and self._run_time < HOLD_BELOW:
+                self._batch_moved = time.monotonic()
                 self._batch_running = True
                 self._held.add(slots[1:])  # for the first one's thread (HeldSlots)
                 slots = slots[:1]
@@ -434,6 +440,9 @@ class Worker:
                     self.handed_over += len(overdue)
                     for slot in overdue:
                         self._pool.submit(slot)
+                elif (self._batch_running
+                      and time.monotonic() - self._batch_moved >= HAND_OFF_AFTER):
+                    self._batch_running = False  # its thread runs a longer job
                 if not self._batch_running and (woken or overdue or not self._held):
                     return
                 continue
@@ -525,7 +534,9 @@ class Worker:
             if slot.abandoned or self._stopping.is_set():
                 self._batch_running = False  # the loop takes over (or stops)
                 return None
+            self._batch_moved = math.inf  # claiming: not a long job (see _wait_for_slot)
             try:
+                # its next job, and one for each other free slot (held)
                 claimed = self._finish_and_claim(self._types,
                                                  self.concurrency - self.active + 1)
             except ConveyorError as exc:  # the loop, woken by the slot's end, retries
@@ -558,7 +569,7 @@ class Worker:
             slot.future = future
 
         children = self._children
-        started = time.monotonic()
+        started = self._batch_moved = time.monotonic()
         try:
             recorded = execute(self.engine, slot.execution, self.worker_id,
                                loop_of=self._loop_for, on_future=keep,
