@@ -80,6 +80,17 @@ def _assert_woken_by(waiter: Waiter, committed_at: float) -> None:
     assert waiter.returned_at >= committed_at, "the waiter returned before the commit"
 
 
+def _still_waits_then_woken(waiter: Waiter, other: SQLiteStore, job_id: str, settle: float,
+                            nothing: str) -> None:
+    """``settle`` seconds on, the waiter still waits (``nothing``: what woke it otherwise);
+    then a commit by ``other`` wakes it."""
+    time.sleep(settle)
+    assert not waiter.done.is_set(), nothing
+    committed_at = time.time()
+    other.insert_jobs([NewJob(id=job_id, job_type="t", params={})])
+    _assert_woken_by(waiter, committed_at)
+
+
 @pytest.mark.parametrize("option", ["", "?synchronous=full"])
 def test_a_commit_in_another_process_wakes_the_waiter(waiting_store: SQLiteStore, url: str,
                                                       option: str) -> None:
@@ -124,11 +135,7 @@ def test_empty_claims_elsewhere_wake_nobody(mode: str, url: str,
         while time.monotonic() < stop:
             assert other.claim("idle", queues=[], job_types=["t"], limit=4,
                                lease_seconds=30) == []
-        time.sleep(0.2)
-        assert not waiter.done.is_set(), "an empty claim woke the waiter"
-        committed_at = time.time()
-        other.insert_jobs([NewJob(id="real-work", job_type="t", params={})])
-        _assert_woken_by(waiter, committed_at)
+        _still_waits_then_woken(waiter, other, "real-work", 0.2, "an empty claim woke the waiter")
     finally:
         other.close()
         waiting.close()
@@ -173,11 +180,8 @@ def test_the_watch_rests_while_nobody_waits_and_catches_up_for_the_next_waiter(
         assert looks > 0
 
         waiter = Waiter(busy)  # a later waiter: the watch looks again after each rest
-        time.sleep(0.5)
-        assert not waiter.done.is_set(), "wait_for_work returned with nothing committed"
-        committed_at = time.time()
-        other.insert_jobs([NewJob(id="later", job_type="t", params={})])
-        _assert_woken_by(waiter, committed_at)
+        _still_waits_then_woken(waiter, other, "later", 0.5,
+                                "wait_for_work returned with nothing committed")
     finally:
         other.close()
         busy.close()
