@@ -43,6 +43,24 @@ def _warm_up(app: Conveyor, worker: Worker) -> None:
     assert worker._run_time < HOLD_BELOW
 
 
+def _long_and_short(app: Conveyor) -> Gate:
+    """Register "long" (runs until the returned gate opens) and "short" (returns its ``n``),
+    and the warm-up job; before the worker starts."""
+    gate = Gate()
+
+    @app.job("long")
+    def long(ctx: JobContext) -> str:
+        assert gate.wait(60), "the gate was never opened"
+        return "long"
+
+    @app.job("short")
+    def short(ctx: JobContext, n: int) -> int:
+        return n
+
+    _with_warm_up(app)
+    return gate
+
+
 def test_the_jobs_of_one_claim_run_at_the_same_time(make_app: AppFactory) -> None:
     """Four jobs claimed together by a 4-slot worker, each waiting for all four: they pass
     only if none waits behind another on the thread that claimed them."""
@@ -71,18 +89,7 @@ def test_a_slot_freed_beside_a_long_job_is_filled_again(make_app: AppFactory) ->
     to a thread of its own, and once it is done the loop claims again for its slot while the
     long one still runs."""
     app = make_app()
-    gate = Gate()
-
-    @app.job("long")
-    def long(ctx: JobContext) -> str:
-        assert gate.wait(), "the gate was never opened"
-        return "long"
-
-    @app.job("short")
-    def short(ctx: JobContext, n: int) -> int:
-        return n
-
-    _with_warm_up(app)
+    gate = _long_and_short(app)
     with running_worker(app, concurrency=2) as worker:
         _warm_up(app, worker)
         # claimed together, the short one held behind the long one
@@ -147,18 +154,7 @@ def test_a_long_last_job_of_a_batch_does_not_stop_the_claims(make_app: AppFactor
     one goes on to the long one. The other slot is free: jobs enqueued meanwhile must run
     there while the long one runs, not wait for it."""
     app = make_app()
-    gate = Gate()
-
-    @app.job("long")
-    def long(ctx: JobContext) -> str:
-        assert gate.wait(60), "the gate was never opened"
-        return "long"
-
-    @app.job("short")
-    def short(ctx: JobContext, n: int) -> int:
-        return n
-
-    _with_warm_up(app)
+    gate = _long_and_short(app)
     with running_worker(app, concurrency=2) as worker:
         _warm_up(app, worker)
         # claimed together: the long one held, then run by the short one's thread
