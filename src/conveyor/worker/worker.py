@@ -367,11 +367,8 @@ class Worker:
                 self._stopping.wait(backoff)
                 completer.loop_takes(True)
                 continue
-            if self._holds and len(slots) > 1 and self._run_time < HOLD_BELOW:
-                self._batch_moved = time.monotonic()
-                self._batch_running = True
-                self._held.add(slots[1:])  # for the first one's thread (HeldSlots)
-                slots = slots[:1]
+            if self._holds and len(slots) > 1 and self._hold(slots[1:]):
+                slots = slots[:1]  # the others are for this one's thread (HeldSlots)
             for slot in slots:
                 self._pool.submit(slot)
             if self._batch_running or (claimed and len(claimed) == free):
@@ -453,8 +450,19 @@ class Worker:
             if left <= 0 or self._slot_freed.take(left):
                 return
 
+    def _hold(self, slots: list[Slot]) -> bool:
+        """Hold ``slots``, claimed beside a job a slot thread is about to run, for that
+        thread (a batch runs: the loop looks at them), if this worker's runs are short;
+        whether it did (if not, the caller hands each to a thread of its own)."""
+        if self._run_time >= HOLD_BELOW:
+            return False
+        self._batch_moved = time.monotonic()
+        self._batch_running = True
+        self._held.add(slots)
+        return True
+
     def _wait_for_work(self, burst: bool = False) -> None:
-        if (self._held or self.active >= self.concurrency or (burst and self.active)):
+        if self._held or self.active >= self.concurrency or (burst and self.active):
             self._wait_for_slot()
         else:
             # a slot freeing does not end this wait: its completion is the completer's to write
@@ -556,9 +564,7 @@ class Worker:
             me = threading.current_thread()
             follow = self._slot_for(claimed[0], me, replacing=slot)  # taken again at once
             others = [self._slot_for(job) for job in claimed[1:]]
-            if others and self._run_time < HOLD_BELOW:  # the loop looks at them
-                self._held.add(others)
-            else:  # the loop claims for the other free slots again
+            if not (others and self._hold(others)):  # the loop claims for free slots again
                 self._batch_running = False
                 for other in others:
                     self._pool.submit(other)
