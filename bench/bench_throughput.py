@@ -22,9 +22,10 @@ SQLite file, or a new PostgreSQL schema, dropped afterwards). Worker processes a
 - Idle cost: CPU seconds an idle worker process uses over a few seconds.
 - Enqueue: ``app.enqueue()`` in a loop, and one ``enqueue_many()`` of 10,000 jobs; beside
   them, conveyor's own insert statements run by hand with parameters prepared beforehand
-  (``loops.*_conveyor_sql``): what the schema and the database cost before conveyor's Python.
-  The loop, ``enqueue()`` and the statements alone take turns, five rounds; each figure is the
-  median of its rounds, and each ratio the median of the rounds' own ratios.
+  (``loops.*ConveyorInserts``, ``loops.*_conveyor_bulk_sql``): what the schema and the
+  database cost before conveyor's Python. Five rounds; within a round the loop, ``enqueue()``
+  and the statements alone run in turns of a few milliseconds (``common.interleaved``); each
+  figure is the median of its rounds, and each ratio the median of the rounds' own ratios.
 - SQLite ``synchronous=FULL``: throughput 1 x 4 and enqueue again, beside the loops at FULL.
 
 Speeds depend on the machine; compare the ratios within one run.
@@ -35,6 +36,7 @@ Speeds depend on the machine; compare the ratios within one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench import loops
-from bench.common import median, pct, table, write_sections
+from bench.common import interleaved, median, pct, table, write_sections
 from bench.machine import machine_section
 from bench.procs import NOOP, Target, cpu_seconds, opened, wait_done, workers
 from conveyor import Conveyor, EnqueueRequest
@@ -57,6 +59,8 @@ BULK = 10_000
 #: The ``synchronous=FULL`` runs' sizes (jobs, enqueues), capped: each commit waits for a flush.
 FULL_JOBS, FULL_SINGLE = 2000, 3000
 ENQUEUE_ROUNDS = 5
+#: One-by-one enqueue rates run in turns of this many (about 10-30 ms each on this machine).
+ENQUEUE_CHUNK = {"SQLite": 250, "PostgreSQL": 50}
 
 
 @dataclass
@@ -238,12 +242,7 @@ def idle_cpu(target: Target, seconds: float) -> float:
 
 def enqueue_one(target: Target, count: int) -> float:
     with opened(target) as app:
-        for _ in range(20):  # warm up: connections, prepared paths
-            app.enqueue(NOOP)
-        started = time.perf_counter()
-        for _ in range(count):
-            app.enqueue(NOOP)
-        return count / (time.perf_counter() - started)
+        return count / AppEnqueues(app).step(count)
 
 
 def enqueue_bulk(target: Target) -> float:
@@ -333,33 +332,57 @@ class EnqueueRates(NamedTuple):
     sql_one: float
 
 
+class AppEnqueues:
+    """``app.enqueue()`` one by one, a chunk at a time (:func:`bench.common.interleaved`)."""
+
+    def __init__(self, app: Conveyor) -> None:
+        self.app = app
+        for _ in range(20):  # warm up: connections, prepared paths
+            app.enqueue(NOOP)
+
+    def step(self, count: int) -> float:
+        enqueue = self.app.enqueue
+        started = time.perf_counter()
+        for _ in range(count):
+            enqueue(NOOP)
+        return time.perf_counter() - started
+
+
 def enqueue_rounds(target: Target, sizes: Sizes) -> EnqueueRates:
     """The enqueue figures (the loop's one INSERT per transaction, ``enqueue()`` one by one,
     conveyor's SQL alone one by one, ``enqueue_many()``, its SQL alone in bulk), in
-    :data:`ENQUEUE_ROUNDS` rounds that take turns: a commit's cost drifts (on durable
-    PostgreSQL the disk's flush time moved 2x within minutes, and a round of a few hundred
-    commits can meet a stall of a second), so figures measured minutes apart made ratios of
-    the drift rather than of the work. A ratio is each round's own (its parts ran seconds
-    apart), the median of the rounds: the median of each figure alone may come from rounds
-    of different speed."""
+    :data:`ENQUEUE_ROUNDS` rounds. Within a round the three one-by-one rates run in turns of
+    :data:`ENQUEUE_CHUNK` (:func:`bench.common.interleaved`): a commit's cost drifts (on
+    durable PostgreSQL the disk's flush time moved 2x within minutes, and a run of a few
+    hundred commits can meet a stall of a second), so rates measured one after the other made
+    ratios of the drift rather than of the work. A ratio is each round's own, the median of
+    the rounds: the median of each figure alone may come from rounds of different speed."""
     folder, rounds = target.folder, ENQUEUE_ROUNDS
-    single, many = max(1, sizes.single // rounds), max(1, sizes.single * 2 // rounds)
+    single = max(1, sizes.single // rounds)
+    chunk = ENQUEUE_CHUNK["SQLite" if target.pg_url is None else "PostgreSQL"]
     figures: list[Round] = []
     for n in range(rounds):
+        with contextlib.ExitStack() as stack:
+            if target.pg_url is None:
+                loop: loops.SQLiteInserts | loops.PgInserts = loops.SQLiteInserts(folder,
+                                                                                 "NORMAL")
+                sql: loops.SQLiteConveyorInserts | loops.PgConveyorInserts = (
+                    loops.SQLiteConveyorInserts(f"sqlite:///{folder / f'sql-{n}.db'}"))
+            else:
+                loop = loops.PgInserts(target.pg_url, target.new_schema())
+                sql = loops.PgConveyorInserts(target.pg_url, target.new_schema())
+            stack.callback(loop.close)
+            stack.callback(sql.close)
+            app = stack.enter_context(opened(target))
+            rates = interleaved({"insert": loop, "one": AppEnqueues(app), "sql one": sql},
+                                single, chunk)
         if target.pg_url is None:
-            insert = loops.sqlite_enqueue(folder, many, "NORMAL")  # one table, growing
-            one = enqueue_one(target, single)
-            sql_one, sql_bulk = loops.sqlite_conveyor_sql(f"sqlite:///{folder / f'sql-{n}.db'}",
-                                                          many, BULK)
+            sql_bulk = loops.sqlite_conveyor_bulk_sql(
+                f"sqlite:///{folder / f'sql-bulk-{n}.db'}", BULK)
         else:
-            insert = loops.pg_enqueue(target.pg_url, target.new_schema(), single)
-            one = enqueue_one(target, single)
-            sql_one, sql_bulk = loops.pg_conveyor_sql(target.pg_url, target.new_schema(),
-                                                      single, BULK)
-        bulk = enqueue_bulk(target)
-        figures.append({name: Rate(rate) for name, rate in (
-            ("insert", insert), ("one", one), ("sql one", sql_one), ("bulk", bulk),
-            ("sql bulk", sql_bulk))})
+            sql_bulk = loops.pg_conveyor_bulk_sql(target.pg_url, target.new_schema(), BULK)
+        rates.update(bulk=enqueue_bulk(target), sql_bulk=sql_bulk)
+        figures.append({name.replace("_", " "): Rate(rate) for name, rate in rates.items()})
     one_to_loop, sql_to_loop = (paired(figures, name, "insert") for name in ("one", "sql one"))
     bulk, sql_bulk = (median([f[name].per_second for f in figures])
                       for name in ("bulk", "sql bulk"))
@@ -397,7 +420,7 @@ def main() -> None:
     # large share of the span, and ratios read 28-31 % where 10,000 jobs read 35-37 %.
     sizes = (Sizes(jobs=500, pg_jobs=300, probes=30, single=300, pg_single=100,
                    idle_seconds=3, rounds=3) if args.quick
-             else Sizes(jobs=10_000, pg_jobs=1000, probes=100, single=10_000, pg_single=1000,
+             else Sizes(jobs=10_000, pg_jobs=1000, probes=100, single=10_000, pg_single=3000,
                         idle_seconds=10, rounds=5))
     targets = [Target("SQLite")]
     pg_url = os.environ.get(PG_ENV)

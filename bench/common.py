@@ -6,8 +6,9 @@ import argparse
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +24,32 @@ def timed(op: Callable[[], object], repeat: int) -> list[float]:
         op()
         samples.append(time.perf_counter() - start)
     return samples
+
+
+class Steps(Protocol):
+    """A rate measured a chunk at a time: ``step(count)`` does ``count`` more of its work and
+    returns the seconds they took (its own set-up for them outside the clock)."""
+
+    def step(self, count: int) -> float: ...
+
+
+def interleaved(steps: Mapping[str, Steps], total: int, chunk: int) -> dict[str, float]:
+    """Each rate of ``steps`` over ``total`` operations, run in turns of ``chunk``: per
+    second, the operations over the sum of their chunks' seconds. Why: on a shared machine,
+    or with a database whose commits drift (durable PostgreSQL's flush time moved 2x within
+    minutes here), rates measured one after the other, even seconds apart, compare the drift
+    more than the work; chunks a few milliseconds long, their order rotated at each turn, see
+    the same drift. Compare them as ratios."""
+    names = list(steps)
+    spent = dict.fromkeys(names, 0.0)
+    done = 0
+    for turn in range(max(1, -(-total // chunk))):
+        count = min(chunk, total - done)
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            spent[name] += steps[name].step(count)
+        done += count
+    return {name: done / seconds for name, seconds in spent.items()}
 
 
 def pct(samples: Sequence[float], q: float) -> float:

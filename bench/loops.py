@@ -99,19 +99,33 @@ def sqlite_claim_complete(folder: Path, jobs: int, processes: int, synchronous: 
     return jobs / elapsed
 
 
+class SQLiteInserts:
+    """The loop's one ``INSERT`` per transaction, a chunk at a time (:func:`interleaved`)."""
+
+    def __init__(self, folder: Path, synchronous: str) -> None:
+        self.conn = _sqlite_conn(folder / f"loop-enqueue-{synchronous}.db", synchronous)
+        self.conn.executescript(SQLITE_SCHEMA)
+
+    def step(self, count: int) -> float:
+        conn = self.conn
+        started = time.perf_counter()
+        for _ in range(count):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(SQLITE_INSERT, (time.time(),))
+            conn.execute("COMMIT")
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def sqlite_enqueue(folder: Path, jobs: int, synchronous: str) -> float:
     """jobs/s of one INSERT per transaction."""
-    path = folder / f"loop-enqueue-{synchronous}.db"
-    conn = _sqlite_conn(path, synchronous)
-    conn.executescript(SQLITE_SCHEMA)
-    started = time.perf_counter()
-    for _ in range(jobs):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(SQLITE_INSERT, (time.time(),))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return jobs / elapsed
+    loop = SQLiteInserts(folder, synchronous)
+    try:
+        return jobs / loop.step(jobs)
+    finally:
+        loop.close()
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
@@ -162,16 +176,23 @@ def pg_claim_complete(url: str, schema: str, jobs: int, connections: int) -> flo
     return jobs / elapsed
 
 
-def pg_enqueue(url: str, schema: str, jobs: int) -> float:
-    """jobs/s of one INSERT per transaction (autocommit: one round trip each)."""
-    conn = _pg_connect(url, schema)
-    conn.execute(PG_SCHEMA)
-    started = time.perf_counter()
-    for _ in range(jobs):
-        conn.execute(PG_INSERT)
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return jobs / elapsed
+class PgInserts:
+    """The loop's one ``INSERT`` per transaction (autocommit: one round trip each), a chunk at
+    a time (:func:`interleaved`)."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.conn = _pg_connect(url, schema)
+        self.conn.execute(PG_SCHEMA)
+
+    def step(self, count: int) -> float:
+        conn = self.conn
+        started = time.perf_counter()
+        for _ in range(count):
+            conn.execute(PG_INSERT)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 # -- conveyor's own statements, without conveyor's Python -----------------------------------------
@@ -187,32 +208,53 @@ def _new_jobs(count: int) -> list[Any]:
                    backoff_json="{}") for job_id in new_job_ids(count)]
 
 
-def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
-    """jobs/s of conveyor's enqueue statements run by hand on its schema, the rows prepared
-    beforehand: the floor that the schema and SQLite set, before any of conveyor's Python.
-    The statements are the store's own for jobs without unique keys or dependencies: one
-    transaction per job of ``insert_job_plain`` and its ``create`` history row
-    (``insert_created_last``); then ``bulk`` jobs in one transaction (``insert_job_shared``
-    in multi-row statements as the store runs it (``plain_batch``, ``insert_shared``), their
-    history rows by one ``insert_created_after``)."""
-    from conveyor.stores.sqlite.inserts import insert_shared, plain_batch, plain_job_rows
+class SQLiteConveyorInserts:
+    """conveyor's one-job enqueue statements run by hand on its schema, a chunk at a time
+    (:func:`interleaved`), each chunk's rows prepared before its clock starts: the floor that
+    the schema and SQLite set, before any of conveyor's Python. The statements are the
+    store's own for a job without unique key or dependencies: one transaction per job of
+    ``insert_job_plain`` and its ``create`` history row (``insert_created_last``), in the
+    store's own write transaction (which tells its checkpointer of each commit, as
+    ``enqueue()``'s do)."""
+
+    def __init__(self, url: str) -> None:
+        from conveyor.stores.sqlite.store import SQLiteStore
+
+        self.store = SQLiteStore(url)
+        self.store.migrate()
+
+    def step(self, count: int) -> float:
+        from conveyor.stores.sqlite.inserts import plain_job_rows
+        from conveyor.stores.sqlite.store import _Q
+
+        rows = plain_job_rows(_new_jobs(count), time.time())
+        assert rows is not None
+        conn, checkpoints = self.store._conn, self.store._checkpoints
+        assert checkpoints is not None
+        insert_job, insert_created = _Q["insert_job_plain"], _Q["insert_created_last"]
+        started = time.perf_counter()
+        for row in rows:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(insert_job, row)
+            conn.execute(insert_created, (row[0], row[-1], "api"))
+            conn.execute("COMMIT")
+            checkpoints.committed()
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def sqlite_conveyor_bulk_sql(url: str, bulk: int) -> float:
+    """jobs/s of conveyor's batch statements for ``bulk`` jobs in one transaction, rows
+    prepared beforehand: ``insert_job_shared`` in multi-row statements as the store runs it
+    (``plain_batch``, ``insert_shared``), their history rows by one ``insert_created_after``."""
+    from conveyor.stores.sqlite.inserts import insert_shared, plain_batch
     from conveyor.stores.sqlite.store import _Q, SQLiteStore
 
     store = SQLiteStore(url)
     store.migrate()
     conn = store._conn
-    checkpoints = store._checkpoints  # told of each commit, as enqueue()'s commits tell it
-    assert checkpoints is not None
-    rows = plain_job_rows(_new_jobs(jobs), time.time())
-    assert rows is not None
-    started = time.perf_counter()
-    for row in rows:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(_Q["insert_job_plain"], row)
-        conn.execute(_Q["insert_created_last"], (row[0], row[-1], "api"))
-        conn.execute("COMMIT")
-        checkpoints.committed()
-    single = jobs / (time.perf_counter() - started)
     now = time.time()
     batch = plain_batch(_new_jobs(bulk), now)
     assert batch is not None
@@ -224,7 +266,7 @@ def sqlite_conveyor_sql(url: str, jobs: int, bulk: int) -> tuple[float, float]:
     conn.execute("COMMIT")
     many = bulk / (time.perf_counter() - started)
     store.close()
-    return single, many
+    return many
 
 
 def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> float:
@@ -320,19 +362,50 @@ def sqlite_conveyor_worker_sql(url: str, jobs: int, per_transaction: int) -> flo
     return jobs / elapsed
 
 
-def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float, float]:
-    """:func:`sqlite_conveyor_sql` on PostgreSQL: conveyor's one-job statement (job, history
-    row and NOTIFY, sent through :func:`conveyor.stores.postgres.wire.one_text` as enqueue()
-    sends it), then its batch (COPY of the jobs and of their history rows, and the
-    NOTIFY, in one transaction), with rows and parameters prepared beforehand."""
-    from conveyor.stores.postgres import wire
+class PgConveyorInserts:
+    """:class:`SQLiteConveyorInserts` on PostgreSQL: conveyor's one-job statement (job,
+    history row and NOTIFY), sent through :func:`conveyor.stores.postgres.wire.one_text` as
+    enqueue() sends it, each chunk's values prepared before its clock starts."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        from conveyor.stores.postgres import wire
+        from conveyor.stores.postgres.statements import one_job_params
+        from conveyor.stores.postgres.store import _Q, PostgresStore
+
+        store = PostgresStore(url, schema=schema)
+        store.migrate()
+        store.close()
+        self.conn = _pg_connect(url, schema)
+        self.statement = _Q["insert_job"]
+        # prepared once (as enqueue() prepares it on a connection's first insert, wire.one)
+        assert wire.one(self.conn, self.statement, one_job_params(_new_jobs(1)[0], "api",
+                                                                  "bench"))
+
+    def step(self, count: int) -> float:
+        from conveyor.stores.postgres import wire
+        from conveyor.stores.postgres.statements import one_job_text
+
+        sent = [values for new in _new_jobs(count)
+                if (values := one_job_text(new, "api", "bench")) is not None]
+        assert len(sent) == count
+        conn, statement = self.conn, self.statement
+        started = time.perf_counter()
+        for values in sent:  # as enqueue() sends it: Bind/Execute/Sync, its values as text
+            assert wire.one_text(conn, statement, values)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def pg_conveyor_bulk_sql(url: str, schema: str, bulk: int) -> float:
+    """:func:`sqlite_conveyor_bulk_sql` on PostgreSQL: COPY of the jobs and of their history
+    rows, and the NOTIFY, in one transaction, rows prepared beforehand."""
     from conveyor.stores.postgres.statements import (
         COPY_HISTORY_TYPES,
         COPY_JOB_TYPES,
         copy_history_row,
         copy_job_row,
-        one_job_params,
-        one_job_text,
     )
     from conveyor.stores.postgres.store import _Q, PostgresStore
 
@@ -340,15 +413,6 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
     store.migrate()
     store.close()
     conn = _pg_connect(url, schema)
-    news = _new_jobs(jobs + 1)
-    # prepared once (as enqueue() prepares it on a connection's first insert, through wire.one)
-    assert wire.one(conn, _Q["insert_job"], one_job_params(news.pop(), "api", "bench"))
-    sent = [values for n in news if (values := one_job_text(n, "api", "bench")) is not None]
-    assert len(sent) == jobs
-    started = time.perf_counter()
-    for values in sent:  # then as enqueue() sends it: Bind/Execute/Sync, its values as text
-        assert wire.one_text(conn, _Q["insert_job"], values)
-    single = jobs / (time.perf_counter() - started)
     batch = _new_jobs(bulk)
     job_rows = [copy_job_row(new) for new in batch]
     history_rows = [copy_history_row(new, "api") for new in batch]
@@ -363,4 +427,4 @@ def pg_conveyor_sql(url: str, schema: str, jobs: int, bulk: int) -> tuple[float,
                     copy.write_row(row)
     many = bulk / (time.perf_counter() - started)
     conn.close()
-    return single, many
+    return many
