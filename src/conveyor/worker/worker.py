@@ -17,7 +17,7 @@ a claimed batch on one thread while its jobs are short: the thread that takes th
 runs the others after it and claims the next batch itself, and the loop hands a job held for
 longer than :data:`~conveyor.worker.slots.HAND_OFF_AFTER` to a thread of its own (see
 :class:`~conveyor.worker.slots.HeldSlots`). Short jobs then cost no thread switch each; a
-long one keeps the others from starting for about a millisecond.
+long one keeps the others from starting for about 2 ms.
 
 With ``pool="process"`` each slot's thread instead hands its jobs to a child process of its own
 (:mod:`conveyor.worker.processes`): a forced stop kills the child, a crash fails only its job, and
