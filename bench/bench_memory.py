@@ -5,7 +5,11 @@ store while this process feeds it (``enqueue_many`` in batches, keeping at most 
 pending). At each mark of finished jobs the worker's resident set (``VmRSS`` of
 ``/proc/PID/status``) is read. Growth per thousand jobs between the first mark and the others
 is what to read: a leak of even a few hundred bytes per job shows up as tens of MiB over a
-million jobs, far above the few MiB that the allocator and SQLite's page cache move by.
+million jobs, far above the few MiB that the allocator and SQLite's page cache move by. At
+each mark the worker also counts its Python heap (on SIGUSR1, after a full collection:
+``sys.getallocatedblocks()``, every object and buffer Python's allocator holds, and the
+objects the collector tracks; ``procs._census_on_signal``), which moves only with what Python
+code keeps: one object kept per job would add a million blocks.
 
 The store is SQLite because only the worker's own code is under test here; a million durable
 PostgreSQL commits would take an hour on the small machine this runs on.
@@ -15,8 +19,12 @@ PostgreSQL commits would take an hour on the small machine this runs on.
 
 from __future__ import annotations
 
+import os
+import signal
+import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.common import bench_arguments, table, write_sections
 from bench.procs import NOOP, Target, opened, workers
@@ -35,12 +43,35 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def measure(marks: list[int]) -> list[tuple[int, float, float]]:
-    """(jobs finished, RSS MiB, seconds since start) at each mark, for one worker process."""
+class Mark(NamedTuple):
+    jobs: int
+    rss_mib: float
+    seconds: float
+    blocks: int  # sys.getallocatedblocks() in the worker, after gc.collect()
+    objects: int  # len(gc.get_objects()) there
+
+
+def census(pid: int, path: Path, taken: int) -> tuple[int, int]:
+    """Ask the worker for its heap's counts (SIGUSR1) and wait for its ``taken + 1``-th line."""
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) > taken:
+            blocks, objects = lines[taken].split()
+            return int(blocks), int(objects)
+        time.sleep(0.05)
+    raise RuntimeError("the worker did not answer the census")
+
+
+def measure(marks: list[int]) -> list[Mark]:
+    """The worker's memory at each mark of finished jobs, for one worker process."""
     target = Target("SQLite")
-    found: list[tuple[int, float, float]] = []
+    found: list[Mark] = []
+    counts = Path(tempfile.mkdtemp(prefix="conveyor-census-")) / "census"
     try:
-        with opened(target) as app, workers(app, 1, 4, idle=True) as (pid,):
+        with (opened(target) as app,
+              workers(app, 1, 4, idle=True, census=counts) as (pid,)):
             started, enqueued, finished = time.monotonic(), 0, 0
             for mark in marks:
                 while finished < mark:
@@ -50,10 +81,14 @@ def measure(marks: list[int]) -> list[tuple[int, float, float]]:
                         continue
                     time.sleep(0.5)
                     finished = app.count_jobs(JobState.COMPLETED)
-                found.append((finished, rss_mib(pid), time.monotonic() - started))
-                print(f"  {finished:,} jobs: {found[-1][1]:.1f} MiB", flush=True)
+                rss, seconds = rss_mib(pid), time.monotonic() - started
+                found.append(Mark(finished, rss, seconds, *census(pid, counts, len(found))))
+                print(f"  {finished:,} jobs: {rss:.1f} MiB, {found[-1].blocks:,} blocks",
+                      flush=True)
     finally:
         target.cleanup()
+        counts.unlink(missing_ok=True)
+        counts.parent.rmdir()
     return found
 
 
@@ -64,15 +99,18 @@ def main() -> None:
     marks = ([int(m) for m in args.marks.split(",")] if args.marks
              else [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     found = measure(marks)
-    first_jobs, first_rss, _ = found[0]
-    rows = [(f"{jobs:,}", f"{rss:.1f}", f"{rss - first_rss:+.1f}",
-             "—" if jobs == first_jobs else
-             f"{(rss - first_rss) * 1024 * 1024 / (jobs - first_jobs):.1f}",
-             f"{seconds:.0f}")
-            for jobs, rss, seconds in found]
+    first = found[0]
+    rows = [(f"{m.jobs:,}", f"{m.rss_mib:.1f}", f"{m.rss_mib - first.rss_mib:+.1f}",
+             "—" if m.jobs == first.jobs else
+             f"{(m.rss_mib - first.rss_mib) * 1024 * 1024 / (m.jobs - first.jobs):.1f}",
+             f"{m.blocks:,} ({m.blocks - first.blocks:+,})",
+             f"{m.objects:,} ({m.objects - first.objects:+,})", f"{m.seconds:.0f}")
+            for m in found]
     out = table("A worker process's memory (1 process x 4 slots, SQLite, no-op jobs)",
                 ["jobs finished", "RSS MiB", "since the first mark, MiB",
-                 "bytes per job since the first mark", "s"], rows)
+                 "bytes per job since the first mark",
+                 "Python heap blocks (since the first mark)",
+                 "objects tracked by gc (since the first mark)", "s"], rows)
     if args.docs:
         write_sections(args.docs, {"memory": out})
 

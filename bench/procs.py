@@ -86,11 +86,12 @@ def opened(target: Target) -> Iterator[Conveyor]:
 
 @contextlib.contextmanager
 def workers(app: Conveyor, count: int, slots: int, *, idle: bool,
-            pool: str = "thread") -> Iterator[list[int]]:
+            pool: str = "thread", census: Path | None = None) -> Iterator[list[int]]:
     """``count`` worker processes of ``slots`` slots on ``app``'s store; yields their pids.
 
     With ``idle``, waits until they are idle (on PostgreSQL: until all LISTEN). They are
-    stopped with SIGTERM at the end.
+    stopped with SIGTERM at the end. With ``census`` (one process), it appends its Python
+    heap's counts to that file on SIGUSR1 (:func:`_census_on_signal`).
     """
     schema = getattr(app.store, "schema", None)
     folder = Path(tempfile.mkdtemp(prefix="conveyor-bw-"))
@@ -102,6 +103,8 @@ def workers(app: Conveyor, count: int, slots: int, *, idle: bool,
                     "--pool", pool]
             if schema is not None:
                 args += ["--schema", schema]
+            if census is not None:
+                args += ["--census", str(census)]
             procs.append(subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
         while not all((folder / f"ready-{i}").exists() for i in range(count)):
@@ -165,6 +168,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _census_on_signal(path: Path) -> None:
+    """On SIGUSR1, after a full collection, append what the Python heap holds to ``path``:
+    ``sys.getallocatedblocks()`` (every object and buffer the interpreter's allocator holds,
+    strings and numbers included) and the objects the collector tracks. Read by
+    bench_memory while the worker runs: a worker's RSS also moves with the C allocator and
+    SQLite's page cache, these counts only with what Python code keeps."""
+    import gc
+    import signal
+
+    def census(signum: int, frame: object) -> None:
+        gc.collect()
+        line = f"{sys.getallocatedblocks()} {len(gc.get_objects())}\n"
+        with path.open("a") as out:
+            out.write(line)
+
+    signal.signal(signal.SIGUSR1, census)
+
+
 def main() -> None:
     """A worker process: opens the store, says it is ready, works until SIGTERM."""
     parser = argparse.ArgumentParser()
@@ -173,7 +194,10 @@ def main() -> None:
     parser.add_argument("--ready", required=True)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pool", choices=["thread", "process"], default="thread")
+    parser.add_argument("--census", help="on SIGUSR1, append the live Python heap to this file")
     args = parser.parse_args()
+    if args.census:
+        _census_on_signal(Path(args.census))
     app = build_app(args.url, args.schema)
     _ = app.store
     Path(args.ready).touch()
