@@ -381,8 +381,8 @@ def enqueue_rounds(target: Target, sizes: Sizes) -> EnqueueRates:
                 f"sqlite:///{folder / f'sql-bulk-{n}.db'}", BULK)
         else:
             sql_bulk = loops.pg_conveyor_bulk_sql(target.pg_url, target.new_schema(), BULK)
-        rates.update(bulk=enqueue_bulk(target), sql_bulk=sql_bulk)
-        figures.append({name.replace("_", " "): Rate(rate) for name, rate in rates.items()})
+        rates["bulk"], rates["sql bulk"] = enqueue_bulk(target), sql_bulk
+        figures.append({name: Rate(rate) for name, rate in rates.items()})
     one_to_loop, sql_to_loop = (paired(figures, name, "insert") for name in ("one", "sql one"))
     bulk, sql_bulk = (median([f[name].per_second for f in figures])
                       for name in ("bulk", "sql bulk"))
