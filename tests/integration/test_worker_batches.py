@@ -36,10 +36,15 @@ def _with_warm_up(app: Conveyor) -> None:
 
 
 def _warm_up(app: Conveyor, worker: Worker) -> None:
-    """Run one short job first: a worker holds a claim's jobs only once it has timed short
-    runs. The jobs of the test then go in with one enqueue_many, so one claim takes them."""
-    job = app.enqueue("warm")
-    assert app.wait(job.id, timeout=20).state is S.COMPLETED
+    """Run short jobs first, one at a time, until the worker's average run is short: a
+    worker holds a claim's jobs only once it has timed short runs. One is usually enough; a
+    worker's very first run, cold, can take a millisecond on a slow machine. The jobs of the
+    test then go in with one enqueue_many, so one claim takes them."""
+    for _ in range(20):
+        job = app.enqueue("warm")
+        assert app.wait(job.id, timeout=20).state is S.COMPLETED
+        if worker._run_time < HOLD_BELOW:
+            break
     assert worker._run_time < HOLD_BELOW
 
 
