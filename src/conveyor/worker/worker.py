@@ -546,19 +546,16 @@ class Worker:
                 self._batch_running = False  # the loop takes over (or stops)
                 return None
             self._batch_moved = math.inf  # claiming: not a long job (see _wait_for_slot)
+            claimed: list[Job] = []
             try:
                 # its next job, and one for each other free slot (held)
                 claimed = self._finish_and_claim(self._types,
                                                  self.concurrency - self.active + 1)
             except ConveyorError as exc:  # the loop, woken by the slot's end, retries
                 log.debug("worker %s: slot claim failed: %s", self.worker_id, exc)
-                self._batch_running = False
-                return None
             except Exception:  # the loop meets it again: never leave the slot registered
                 log.exception("worker %s: slot claim failed", self.worker_id)
-                self._batch_running = False
-                return None
-            if not claimed:
+            if not claimed:  # nothing claimed, or the claim failed: the loop takes over
                 self._batch_running = False
                 return None
             me = threading.current_thread()
